@@ -1,0 +1,46 @@
+"""The Relax pipeline ``"s2d"``, registered when ``tvm_s2d`` is imported.
+
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target, relax_pipeline="s2d")            # lane model per layer
+        ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("s2d", block=2))
+
+``PassContext(disabled_pass=["SpaceToDepthConv2d"])`` compiles the same pipeline without the
+rewrite, which is the fair baseline: everything else (constant folding, fusion, the target's
+default lowering) is identical.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.relax import transform
+from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
+
+from .passes import SpaceToDepthConv2d
+
+PIPELINE_NAME = "s2d"
+
+
+def s2d_pipeline(block=None, lane_width: int = 32) -> tvm.transform.Pass:
+    """Rewrite, legalize, fold constants, fuse, then TVM's default build pipeline."""
+    return tvm.transform.Sequential(
+        [
+            SpaceToDepthConv2d(block=block, lane_width=lane_width),
+            transform.LegalizeOps(),
+            transform.AnnotateTIROpPattern(),
+            transform.FoldConstant(),
+            transform.FuseOps(),
+            transform.FuseTIR(),
+            default_build_pipeline(),
+        ],
+        name="s2d_pipeline",
+    )
+
+
+def register() -> None:
+    """Register ``s2d_pipeline`` as ``"s2d"`` (idempotent)."""
+    if PIPELINE_MAP.get(PIPELINE_NAME) is not s2d_pipeline:
+        PIPELINE_MAP.pop(PIPELINE_NAME, None)
+        register_pipeline(PIPELINE_NAME)(s2d_pipeline)
+
+
+register()
