@@ -39,6 +39,9 @@ HTP rounds both channel counts of a conv up to multiples of 32 (the lane width);
 ``vrmpy`` does the same for output channels. Executed multiply-accumulates are therefore
 ``batch * out_h * out_w * kh * kw * roundup(Ci, lane) * roundup(Co, lane)``, zero taps
 included. Useful ones are those of the original conv; their ratio is the lane utilization.
+Grouped convs (never rewritten, but reported) count as independent per-group convs, except
+depthwise ones, which keep channels in lanes with no reduction: ``roundup(Co, lane)`` MACs
+per tap and pixel.
 """
 
 from __future__ import annotations
@@ -277,6 +280,7 @@ class Conv2dSpec:
     strides: tuple[int, int] = (1, 1)
     dilation: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    groups: int = 1
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -291,13 +295,22 @@ class Conv2dSpec:
     def useful_macs(self) -> int:
         oh, ow = self.out_hw
         kh, kw = self.kernel_hw
-        return self.batch * oh * ow * kh * kw * self.in_channels * self.out_channels
+        return self.batch * oh * ow * kh * kw * self.in_channels * self.out_channels // self.groups
 
     def executed_macs(self, lane_width: int = 32) -> int:
-        return executed_macs(self.batch, self.out_hw, self.kernel_hw, self.in_channels, self.out_channels, lane_width)
+        g = self.groups
+        if g > 1 and g == self.in_channels:  # depthwise: channels in lanes, one MAC per lane
+            return executed_macs(self.batch, self.out_hw, self.kernel_hw, 1, self.out_channels, lane_width) // lane_width
+        per_group = executed_macs(self.batch, self.out_hw, self.kernel_hw, self.in_channels // g, self.out_channels // g, lane_width)
+        return g * per_group
+
+    def require_dense(self) -> None:
+        if self.groups != 1:
+            raise Unsupported(f"grouped conv (groups={self.groups})")
 
     def plan(self, block) -> S2DConvPlan:
         """The exact S2D rewrite with ``block``; raises ``Unsupported`` with the reason."""
+        self.require_dense()
         bh, bw = normalize_block(block)
         axes = []
         for i, (name, b) in enumerate((("height", bh), ("width", bw))):
@@ -436,6 +449,7 @@ def choose_block(spec: Conv2dSpec, lane_width: int = 32, candidates=CANDIDATE_BL
 
     Raises ``Unsupported`` when no block lowers the executed MACs on ``lane_width`` lanes.
     """
+    spec.require_dense()
     before = spec.executed_macs(lane_width)
     plans, reasons = [], []
     for block in candidates:

@@ -88,8 +88,6 @@ def decide(name: str, call: relax.Call, block=None, lane_width: int = 32) -> Dec
     except ValueError as exc:
         return refuse(str(exc))
     spec = conv2d_spec(call, data_shape, weight_shape)
-    if int(attrs.groups) != 1:
-        return refuse(f"grouped conv (groups={int(attrs.groups)})", spec)
     if not isinstance(call.args[1], tvm.ir.GenericConst):
         return refuse("weight is not a compile-time constant", spec)
     try:
@@ -115,6 +113,7 @@ def conv2d_spec(call: relax.Call, data_shape, weight_shape) -> Conv2dSpec:
         strides=tuple(int(v) for v in attrs.strides),
         dilation=tuple(int(v) for v in attrs.dilation),
         padding=tuple(int(v) for v in attrs.padding),
+        groups=int(attrs.groups),
     )
 
 
