@@ -1,0 +1,81 @@
+"""The "s2d" Relax pipeline inside tvm.compile: it rewrites, it can be disabled, it takes options."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_s2d  # noqa: F401  (registers the pipeline)
+from helpers import LLVM, assert_same, conv_module, ops_in, run
+
+RNG = np.random.default_rng(11)
+
+
+@tvm.ir.instrument.pass_instrument
+class Capture:
+    """Keeps the module right after the pass named ``name``, if that pass ran."""
+
+    def __init__(self, name="SpaceToDepthConv2d"):
+        self.pass_name = name
+        self.after = None
+
+    def run_after_pass(self, mod, info):
+        if info.name == self.pass_name:
+            self.after = mod
+
+
+def compile_capturing(mod, pipeline, disabled=(), after="SpaceToDepthConv2d"):
+    capture = Capture(after)
+    with tvm.transform.PassContext(opt_level=3, instruments=[capture], disabled_pass=list(disabled)):
+        ex = tvm.compile(mod, target=LLVM, relax_pipeline=pipeline)
+    return ex, capture.after
+
+
+def _model():
+    weight = RNG.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    return conv_module((1, 8, 20, 20), weight, padding=(1, 1, 1, 1), epilogue=relax.op.nn.relu)
+
+
+def _run(ex, x):
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def test_s2d_pipeline_is_registered_and_rewrites_inside_tvm_compile():
+    mod = _model()
+    ex, after = compile_capturing(mod, "s2d")
+    assert after is not None
+    (conv,) = ops_in(after)
+    assert conv.args[0].ty.shape[1] == 32  # 8 channels x 2x2 block, chosen by the lane model
+    x = RNG.standard_normal((1, 8, 20, 20)).astype(np.float32)
+    assert_same(_run(ex, x), run(mod, x), "float32")
+
+
+def test_disabled_pass_turns_the_rewrite_off():
+    ex, after = compile_capturing(_model(), "s2d", disabled=["SpaceToDepthConv2d"])
+    assert after is None
+
+
+def test_pipeline_options_force_a_block():
+    mod = _model()
+    ex, after = compile_capturing(mod, relax.get_pipeline("s2d", block=(1, 4)))
+    (conv,) = ops_in(after)
+    assert conv.args[0].ty.shape[1] == 32 and conv.args[1].value.numpy().shape[:2] == (32, 32)
+    x = RNG.standard_normal((1, 8, 20, 20)).astype(np.float32)
+    assert_same(_run(ex, x), run(mod, x), "float32")
+
+
+def test_pipeline_rejects_bad_options():
+    with pytest.raises(ValueError, match="block"):
+        relax.get_pipeline("s2d", block=-1)
+
+
+def test_no_weight_transform_is_left_at_run_time():
+    """After fusion, main calls three kernels: S2D (fused pad/reshape/transpose), the conv with
+    the folded 32x32x2x2 weight as a constant, D2S. Nothing computes on the original weight."""
+    _, fused = compile_capturing(_model(), "s2d", after="FuseTIR")
+    calls = ops_in(fused, "relax.call_tir")
+    constants = [arg for call in calls for arg in call.args[1].fields if isinstance(arg, tvm.ir.GenericConst)]
+    assert [tuple(c.value.numpy().shape) for c in constants] == [(32, 32, 2, 2)]
+    inputs = [tuple(int(d) for d in arg.ty.shape.values) for call in calls for arg in call.args[1].fields]
+    assert (8, 8, 3, 3) not in inputs
+    assert len(calls) == 3

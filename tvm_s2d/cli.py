@@ -1,0 +1,148 @@
+"""``tvm-s2d``: demo, report and compile from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+def parse_block(text: str):
+    """``auto`` -> None, ``2`` -> 2, ``2x1`` -> (2, 1)."""
+    if text == "auto":
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"block must be 'auto', N or HxW, got {text!r}") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"block must be 'auto', N or HxW, got {text!r}")
+    from .geometry import normalize_block
+
+    try:
+        return normalize_block(parts[0] if len(parts) == 1 else tuple(parts))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_shape(text: str) -> tuple[str, list[int]]:
+    """``image=1,3,224,224`` -> ("image", [1, 3, 224, 224])."""
+    name, sep, dims = text.partition("=")
+    try:
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        shape = []
+    if not sep or not name or not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape must look like name=1,3,224,224, got {text!r}")
+    return name, shape
+
+
+def parse_target(text: str):
+    import tvm
+
+    if text == "llvm":
+        return tvm.target.Target({"kind": "llvm"})
+    try:
+        return tvm.target.Target(json.loads(text) if text.startswith("{") else text)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(f"unknown target {text!r}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvm-s2d",
+        description="Exact space-to-depth rewriting of low-channel convolutions for Apache TVM.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile}")
+
+    def add_rewrite_options(p):
+        p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
+                       help="force this block on every eligible conv (default: auto, the lane model)")
+        p.add_argument("--lane-width", type=int, default=32, help="lane width of the cost model (default 32)")
+
+    demo = sub.add_parser("demo", help="compile the built-in example with and without the rewrite, check, time")
+    demo.add_argument("--size", type=int, default=1024, help="input height and width (default 1024)")
+    demo.add_argument("--repeat", type=int, default=5, help="timed runs per variant (default 5)")
+    demo.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    demo.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW")
+
+    report = sub.add_parser("report", help="what the rewrite does to each conv of an ONNX model")
+    report.add_argument("model", help="path to an .onnx file")
+    report.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...",
+                        help="static shape for a dynamic input (repeatable)")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_rewrite_options(report)
+
+    comp = sub.add_parser("compile", help="compile an ONNX model with the rewrite to a shared library")
+    comp.add_argument("model", help="path to an .onnx file")
+    comp.add_argument("--target", type=parse_target, default="llvm", help="llvm (default) or a TVM target JSON")
+    comp.add_argument("-o", "--output", required=True, help="output library, e.g. model.so")
+    comp.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
+    comp.add_argument("--no-rewrite", action="store_true", help="compile the same pipeline without the rewrite")
+    add_rewrite_options(comp)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .onnx_import import ModelError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ModelError, ValueError, OSError) as exc:
+        print(f"tvm-s2d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    if args.size < 8 or args.repeat < 1:
+        raise ValueError("--size must be at least 8 and --repeat at least 1")
+    result = run_demo(size=args.size, block=args.block, repeat=args.repeat)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**result, "report": json.loads(result["report"].to_json())}, f, indent=2)
+    return 0 if result["agree"] else 1
+
+
+def _import(args):
+    from .onnx_import import from_onnx
+
+    return from_onnx(args.model, shape_dict=dict(args.shape) or None)
+
+
+def cmd_report(args) -> int:
+    from .report import explain
+
+    report = explain(_import(args), block=args.block, lane_width=args.lane_width)
+    print(report.to_json() if args.json else report)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    import tvm
+
+    from .passes import PASS_NAME
+    from .pipeline import s2d_pipeline
+    from .report import explain
+
+    mod = _import(args)
+    disabled = [PASS_NAME] if args.no_rewrite else []
+    with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
+        ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(args.block, args.lane_width))
+    ex.export_library(args.output)
+    if not args.no_rewrite:
+        print(explain(mod, block=args.block, lane_width=args.lane_width))
+    print(f"wrote {args.output}")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "report": cmd_report, "compile": cmd_compile}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
