@@ -81,7 +81,7 @@ def test_seed_example_3x3x8x8_becomes_2x2x32x32():
     spec = Conv2dSpec(1, 8, 8, (1024, 1024), (3, 3), padding=(1, 1, 1, 1))
     plan = spec.plan(2)
     assert (plan.in_channels, plan.out_channels, plan.kernel_hw) == (32, 32, (2, 2))
-    assert plan.conv_out_hw == (512, 512) and plan.needs_d2s and plan.crop_hw is None
+    assert plan.conv_out_hw == (512, 512) and plan.needs_d2s and plan.out_domain.exact
     # 9 taps x 32 x 32 per pixel before; 4 x 32 x 32 per quarter as many pixels after
     assert spec.executed_macs(32) == 9 * plan.executed_macs(32)
     assert abs(spec.useful_macs / plan.executed_macs(32) - 0.5625) < 1e-12

@@ -172,7 +172,12 @@ def _ceil_div(a: int, b: int) -> int:
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """How one spatial axis of a conv is rewritten with block ``block`` (see module doc)."""
+    """How one spatial axis of a conv is rewritten with block ``block`` (see module doc).
+
+    ``offset_in`` is the aligned row of input row 0: the explicit front padding for a plain
+    input, the domain's offset for an input already in the S2D domain (``extent_in`` blocks
+    long). ``offset_out`` is the aligned row of output row 0 in the output blocks.
+    """
 
     size: int
     kernel: int
@@ -180,21 +185,33 @@ class AxisPlan:
     dilation: int
     pad: tuple[int, int]
     block: int
-    phase: int
+    offset_in: int = 0
+    offset_out: int = 0
+    extent_in: int | None = None  # None: plain input, aligned and S2D'd by the rewrite
 
     @classmethod
-    def best(cls, size, kernel, stride, dilation, pad, block) -> AxisPlan:
-        """The plan with the shortest folded kernel, then without front padding."""
+    def candidates(cls, size, kernel, stride, dilation, pad, block, offset_in=None, extent_in=None) -> list[AxisPlan]:
+        """Every valid plan: all input offsets (when free) times all output offsets."""
         if block > size:
             raise Unsupported(f"block {block} exceeds the input size {size}")
         if stride % block and block % stride:
             raise Unsupported(f"stride {stride} and block {block} do not divide one another")
-        plans = [cls(size, kernel, stride, dilation, tuple(pad), block, r) for r in range(block)]
-        if plans[0].out_size < 1:
+        first = cls(size, kernel, stride, dilation, tuple(pad), block)
+        if first.out_size < 1:
             raise Unsupported("the conv has an empty output")
-        if plans[0].rows_read < 1:
+        if first.rows_read < 1:
             raise Unsupported("the conv reads only padding")
-        return min(plans, key=lambda p: (p.conv_kernel, p.front_pad > 0, p.phase))
+        offsets_in = range(block) if offset_in is None else [offset_in]
+        return [
+            cls(size, kernel, stride, dilation, tuple(pad), block, e_in, e_out, extent_in)
+            for e_in in offsets_in
+            for e_out in range(first.out_block)
+        ]
+
+    @classmethod
+    def best(cls, *args, **kwargs) -> AxisPlan:
+        """The plan with the fewest folded taps x output blocks, then without offsets."""
+        return min(cls.candidates(*args, **kwargs), key=lambda p: (p.conv_kernel * p.conv_out, p.offset_in, p.offset_out))
 
     @property
     def out_size(self) -> int:
@@ -210,28 +227,31 @@ class AxisPlan:
     def conv_stride(self) -> int:
         return self.stride // self.block if self.stride % self.block == 0 else 1
 
+    def _t(self, p: int, a: int) -> int:
+        """Aligned input row, relative to the output block's first read, of phase p, tap a."""
+        return (p - self.offset_out) * self.stride + a * self.dilation - self.pad[0] + self.offset_in
+
+    @property
+    def _u_min(self) -> int:
+        return self._t(0, 0) // self.block
+
     @property
     def taps(self) -> list[tuple[int, int, int, int]]:
         """``(p, a, u, q)``: output phase p and original tap a read folded tap u, phase q."""
-        result = []
-        for p in range(self.out_block):
-            for a in range(self.kernel):
-                t = p * self.stride + a * self.dilation + self.phase
-                result.append((p, a, t // self.block, t % self.block))
-        return result
+        return [
+            (p, a, self._t(p, a) // self.block - self._u_min, self._t(p, a) % self.block)
+            for p in range(self.out_block)
+            for a in range(self.kernel)
+        ]
 
     @property
     def conv_kernel(self) -> int:
-        return max(u for _, _, u, _ in self.taps) + 1
+        return self._t(self.out_block - 1, self.kernel - 1) // self.block - self._u_min + 1
 
     @property
     def conv_out(self) -> int:
-        return _ceil_div(self.out_size, self.out_block)
-
-    @property
-    def front_pad(self) -> int:
-        """Explicit zeros in front of the input before S2D (``e``)."""
-        return (self.pad[0] + self.phase) % self.block
+        """Output blocks: enough to hold rows ``[-offset_out, out_size)``; the output extent."""
+        return _ceil_div(self.out_size + self.offset_out, self.out_block)
 
     @property
     def rows_read(self) -> int:
@@ -240,28 +260,111 @@ class AxisPlan:
         return min(self.size, last + 1)
 
     @property
-    def _conv_pad_lo(self) -> int:
-        return (self.pad[0] + self.phase) // self.block
-
-    @property
     def _rows_needed(self) -> int:
         """S2D-domain rows (padding included) the conv reads for its ``conv_out`` outputs."""
         return (self.conv_out - 1) * self.conv_stride + self.conv_kernel
 
     @property
     def s2d_size(self) -> int:
-        """Length of the aligned input in S2D-domain rows."""
-        aligned = _ceil_div(self.front_pad + self.rows_read, self.block)
-        return min(aligned, self._rows_needed - self._conv_pad_lo)
+        """Length of the conv's S2D input in blocks (trailing blocks nobody reads are cut)."""
+        if self.extent_in is None:
+            available = _ceil_div(self.offset_in + self.rows_read, self.block)
+        else:
+            available = self.extent_in
+        return min(available, self._rows_needed + self._u_min)
 
     @property
     def conv_pad(self) -> tuple[int, int]:
-        return self._conv_pad_lo, self._rows_needed - self._conv_pad_lo - self.s2d_size
+        lo = -self._u_min
+        return lo, self._rows_needed - lo - self.s2d_size
+
+    @property
+    def front_pad(self) -> int:
+        """Explicit zeros in front of a plain input before S2D."""
+        return self.offset_in
 
     @property
     def back_pad(self) -> int:
-        """Explicit zeros behind the input before S2D; negative means crop that many rows."""
-        return self.s2d_size * self.block - self.front_pad - self.size
+        """Explicit zeros behind a plain input before S2D; negative means crop that many rows."""
+        return self.s2d_size * self.block - self.offset_in - self.size
+
+    @property
+    def trim_in(self) -> int:
+        """Trailing blocks of a domain input the conv never reads (cut before the conv)."""
+        return 0 if self.extent_in is None else self.extent_in - self.s2d_size
+
+    @property
+    def reads_outside(self) -> bool:
+        """Whether valid outputs read aligned rows of the input tensor outside the image."""
+        first = self.offset_in - self.pad[0]
+        last = first + (self.out_size - 1) * self.stride + (self.kernel - 1) * self.dilation
+        end = self.offset_in + self.size
+        return (first < self.offset_in and self.offset_in > 0) or (last >= end and self.s2d_size * self.block > end)
+
+    @property
+    def exact_out(self) -> bool:
+        """The output blocks hold exactly the output rows, nothing before or after."""
+        return self.offset_out == 0 and self.conv_out * self.out_block == self.out_size
+
+
+# --------------------------------------------------------------------------------------
+# The S2D domain
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A tensor living in the S2D domain: ``S2D(aligned image)``.
+
+    The aligned image holds image row 0 at aligned row ``offset`` (per axis, ``< block``) and
+    spans ``extent`` blocks, the fewest covering the image. Rows outside the image hold zeros
+    when ``clean``, anything (e.g. outputs computed past the image) otherwise.
+    """
+
+    block: tuple[int, int]
+    offset: tuple[int, int]
+    size: tuple[int, int]
+    clean: bool = False
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        return tuple(_ceil_div(self.size[i] + self.offset[i], self.block[i]) for i in (0, 1))
+
+    @property
+    def exact(self) -> bool:
+        """The blocks hold the image and nothing else (no offset, no tail)."""
+        return self.offset == (0, 0) and all(self.extent[i] * self.block[i] == self.size[i] for i in (0, 1))
+
+    def inside(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean ``(C*bh*bw, extent_h)`` and ``(C*bh*bw, extent_w)``: which S2D element is in the image."""
+        (bh, bw), masks = self.block, []
+        for axis, b in enumerate(self.block):
+            rows = np.arange(self.extent[axis])[None, :] * b
+            phase = np.arange(bh * bw)[:, None] // bw if axis == 0 else np.arange(bh * bw)[:, None] % bw
+            image_row = rows + phase - self.offset[axis]
+            inside = (image_row >= 0) & (image_row < self.size[axis])
+            masks.append(np.repeat(inside, channels, axis=0))
+        return masks[0], masks[1]
+
+    # numpy conversions, the reference for the Relax ones
+    def enter(self, x: np.ndarray, layout: str = "NCHW", fill=0) -> np.ndarray:
+        hax, wax, _ = spatial_axes(layout)
+        widths = [(0, 0)] * 4
+        for axis, i in ((hax, 0), (wax, 1)):
+            widths[axis] = (self.offset[i], self.extent[i] * self.block[i] - self.offset[i] - self.size[i])
+        return space_to_depth(np.pad(x, widths, constant_values=fill), self.block, layout)
+
+    def leave(self, x: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+        hax, wax, _ = spatial_axes(layout)
+        y = depth_to_space(x, self.block, layout)
+        for axis, i in ((hax, 0), (wax, 1)):
+            y = np.take(y, range(self.offset[i], self.offset[i] + self.size[i]), axis=axis)
+        return y
+
+
+#: MAC-equivalents charged per byte a data-movement kernel reads or writes. A rough HVX
+#: figure (one packet moves a 128-byte vector in and out, or does 256 int8 MACs); tuning
+#: replaces it with measurements.
+MOVE_COST = 1.0
 
 
 # --------------------------------------------------------------------------------------
@@ -270,7 +373,7 @@ class AxisPlan:
 
 @dataclass(frozen=True)
 class Conv2dSpec:
-    """A 2-d convolution in canonical NCHW / OIHW terms (``groups == 1``)."""
+    """A 2-d convolution in canonical NCHW / OIHW terms."""
 
     batch: int
     in_channels: int
@@ -281,6 +384,7 @@ class Conv2dSpec:
     dilation: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     groups: int = 1
+    itemsize: int = 4  # bytes per activation element, for the data-movement cost
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -308,22 +412,34 @@ class Conv2dSpec:
         if self.groups != 1:
             raise Unsupported(f"grouped conv (groups={self.groups})")
 
-    def plan(self, block) -> S2DConvPlan:
-        """The exact S2D rewrite with ``block``; raises ``Unsupported`` with the reason."""
+    def plan(self, block, domain: Domain | None = None, layout: str = "NCHW", lane_width: int = 32) -> S2DConvPlan:
+        """The exact S2D rewrite with ``block``, cheapest over the free offsets.
+
+        ``domain``: the input is already in the S2D domain (its block must be ``block``);
+        otherwise it is plain and the rewrite aligns and S2D's it. Raises ``Unsupported``.
+        """
         self.require_dense()
-        bh, bw = normalize_block(block)
-        axes = []
-        for i, (name, b) in enumerate((("height", bh), ("width", bw))):
+        block = normalize_block(block)
+        if domain is not None and domain.block != block:
+            raise ValueError(f"domain block {domain.block} differs from block {block}")
+        per_axis = []
+        for i, name in enumerate(("height", "width")):
             try:
-                axes.append(
-                    AxisPlan.best(
+                per_axis.append(
+                    AxisPlan.candidates(
                         self.in_hw[i], self.kernel_hw[i], self.strides[i], self.dilation[i],
-                        (self.padding[i], self.padding[i + 2]), b,
+                        (self.padding[i], self.padding[i + 2]), block[i],
+                        offset_in=None if domain is None else domain.offset[i],
+                        extent_in=None if domain is None else domain.extent[i],
                     )
                 )
             except Unsupported as exc:
                 raise Unsupported(f"{name}: {exc}") from None
-        return S2DConvPlan(self, axes[0], axes[1])
+        plans = [S2DConvPlan(self, h, w, layout, domain) for h in per_axis[0] for w in per_axis[1]]
+        return min(plans, key=lambda p: (p.cost(lane_width), p.h.offset_in + p.w.offset_in, p.h.offset_out + p.w.offset_out))
+
+    def input_bytes(self) -> int:
+        return self.batch * self.in_channels * self.in_hw[0] * self.in_hw[1] * self.itemsize
 
 
 def executed_macs(batch, out_hw, kernel_hw, cin, cout, lane_width=32) -> int:
@@ -334,13 +450,24 @@ def executed_macs(batch, out_hw, kernel_hw, cin, cout, lane_width=32) -> int:
     return batch * out_hw[0] * out_hw[1] * kernel_hw[0] * kernel_hw[1] * roundup(cin) * roundup(cout)
 
 
+def _movement_is_free(shape, block, layout, steps) -> bool:
+    split, perm, _ = steps(shape, block, layout)
+    return is_pure_reshape(split, perm)
+
+
 @dataclass(frozen=True)
 class S2DConvPlan:
-    """``conv(x, W)`` == ``crop(D2S(conv'(S2D(align(x)), W')))`` for one conv and block."""
+    """``conv(x, W)`` == ``leave(conv'(enter(x), W'))`` for one conv and block.
+
+    ``enter`` is align + S2D for a plain input (nothing, or a mask, for a ``domain`` input);
+    the output is in the domain ``out_domain`` when ``needs_d2s``, else plain.
+    """
 
     spec: Conv2dSpec
     h: AxisPlan
     w: AxisPlan
+    layout: str = "NCHW"
+    domain: Domain | None = None  # the input's domain; None for a plain input
 
     @property
     def block(self) -> tuple[int, int]:
@@ -384,19 +511,59 @@ class S2DConvPlan:
         return (self.h.front_pad, self.h.back_pad), (self.w.front_pad, self.w.back_pad)
 
     @property
+    def trim(self) -> tuple[int, int]:
+        """Trailing blocks of a domain input cut before the conv."""
+        return self.h.trim_in, self.w.trim_in
+
+    @property
+    def needs_mask(self) -> bool:
+        """A domain input must have zeros outside the image and may not."""
+        return self.domain is not None and not self.domain.clean and (self.h.reads_outside or self.w.reads_outside)
+
+    @property
     def needs_d2s(self) -> bool:
         return self.out_block != (1, 1)
 
     @property
-    def crop_hw(self) -> tuple[int, int] | None:
-        """Output size to crop to after D2S, or None when nothing is cropped."""
-        full = (self.h.conv_out * self.h.out_block, self.w.conv_out * self.w.out_block)
-        return None if full == self.spec.out_hw else self.spec.out_hw
+    def out_domain(self) -> Domain | None:
+        """Where the output lives: a domain of ``out_block``, or None (plain)."""
+        if not self.needs_d2s:
+            return None
+        clean = self.h.exact_out and self.w.exact_out
+        return Domain(self.out_block, (self.h.offset_out, self.w.offset_out), self.spec.out_hw, clean)
 
     def executed_macs(self, lane_width: int = 32) -> int:
         return executed_macs(
             self.spec.batch, self.conv_out_hw, self.kernel_hw, self.in_channels, self.out_channels, lane_width
         )
+
+    # ---- data movement ----
+
+    def entry_bytes(self) -> int:
+        """Bytes read and written to bring a plain input into the S2D domain (0 from a domain)."""
+        if self.domain is not None:
+            return 0
+        shape = _nchw_to(self.layout, (self.spec.batch, self.spec.in_channels, *(b * self.block[i] for i, b in enumerate(self.s2d_hw))))
+        aligned = self.align != ((0, 0), (0, 0))
+        if not aligned and _movement_is_free(shape, self.block, self.layout, s2d_steps):
+            return 0
+        return 2 * self.spec.input_bytes()
+
+    def exit_bytes(self) -> int:
+        """Bytes read and written to bring the output back to plain (D2S and crop)."""
+        out = self.out_domain
+        if out is None:
+            return 0
+        shape = _nchw_to(self.layout, (self.spec.batch, self.out_channels, *self.conv_out_hw))
+        if out.exact and _movement_is_free(shape, self.out_block, self.layout, d2s_steps):
+            return 0
+        return 2 * self.spec.batch * self.spec.out_channels * self.spec.out_hw[0] * self.spec.out_hw[1] * self.spec.itemsize
+
+    def cost(self, lane_width: int = 32) -> float:
+        """Executed MACs on ``lane_width`` lanes plus ``MOVE_COST`` per byte moved in and out."""
+        return self.executed_macs(lane_width) + MOVE_COST * (self.entry_bytes() + self.exit_bytes())
+
+    # ---- weights ----
 
     def fold_weight(self, weight: np.ndarray) -> np.ndarray:
         """OIHW ``W`` -> OIHW ``W'`` (zero taps included); dtype is kept."""
@@ -426,48 +593,269 @@ class S2DConvPlan:
         return x
 
     def finish_output(self, y: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-        if self.needs_d2s:
-            y = depth_to_space(y, self.out_block, layout)
-        if self.crop_hw is not None:
-            hax, wax, _ = spatial_axes(layout)
-            y = np.take(np.take(y, range(self.crop_hw[0]), axis=hax), range(self.crop_hw[1]), axis=wax)
-        return y
+        """Conv output -> the original conv's output (plain)."""
+        out = self.out_domain
+        return y if out is None else out.leave(y, layout)
 
-    def run(self, x: np.ndarray, weight: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-        """The rewritten conv in numpy (``x`` in ``layout``, ``weight`` OIHW)."""
-        xs = space_to_depth(self.align_input(x, layout), self.block, layout)
+    def run_s2d(self, xs: np.ndarray, weight: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+        """The folded conv on an S2D input (a domain tensor or an aligned and S2D'd one)."""
+        hax, wax, cax = spatial_axes(layout)
+        if self.needs_mask:
+            inside_h, inside_w = self.domain.inside(self.spec.in_channels)
+            shape_h, shape_w = [1] * 4, [1] * 4
+            shape_h[cax], shape_h[hax] = inside_h.shape
+            shape_w[cax], shape_w[wax] = inside_w.shape
+            xs = np.where(inside_h.reshape(shape_h) & inside_w.reshape(shape_w), xs, 0)
+        xs = np.take(np.take(xs, range(self.s2d_hw[0]), axis=hax), range(self.s2d_hw[1]), axis=wax)
         if layout == "NHWC":
             xs = xs.transpose(0, 3, 1, 2)
         y = conv2d_nchw(xs, self.fold_weight(weight), self.strides, self.padding)
-        if layout == "NHWC":
-            y = y.transpose(0, 2, 3, 1)
-        return self.finish_output(y, layout)
+        return y.transpose(0, 2, 3, 1) if layout == "NHWC" else y
+
+    def run(self, x: np.ndarray, weight: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+        """The rewritten conv in numpy on a plain input (``x`` in ``layout``, ``weight`` OIHW)."""
+        xs = space_to_depth(self.align_input(x, layout), self.block, layout)
+        return self.finish_output(self.run_s2d(xs, weight, layout), layout)
 
 
-def choose_block(spec: Conv2dSpec, lane_width: int = 32, candidates=CANDIDATE_BLOCKS) -> S2DConvPlan:
-    """The lane model's choice: the valid block with the fewest executed MACs (smallest on ties).
+def _nchw_to(layout: str, shape):
+    n, c, h, w = shape
+    return shape if layout == "NCHW" else (n, h, w, c)
 
-    Raises ``Unsupported`` when no block lowers the executed MACs on ``lane_width`` lanes.
+
+def choose_block(spec: Conv2dSpec, lane_width: int = 32, candidates=CANDIDATE_BLOCKS, layout: str = "NCHW") -> S2DConvPlan:
+    """The cost model's choice: the valid block with the lowest cost (smallest on ties).
+
+    Cost = executed MACs on ``lane_width`` lanes + ``MOVE_COST`` x bytes moved into and out of
+    the S2D domain. Raises ``Unsupported`` when no block beats the conv as it is.
     """
     spec.require_dense()
     before = spec.executed_macs(lane_width)
     plans, reasons = [], []
     for block in candidates:
         try:
-            plans.append(spec.plan(block))
+            plans.append(spec.plan(block, layout=layout, lane_width=lane_width))
         except Unsupported as exc:
             reasons.append(f"{block[0]}x{block[1]}: {exc}")
     if not plans:
         raise Unsupported("no valid block (" + "; ".join(reasons) + ")")
-    best = min(plans, key=lambda p: (p.executed_macs(lane_width), p.block[0] * p.block[1]))
-    if best.executed_macs(lane_width) < before:
+    best = min(plans, key=lambda p: (p.cost(lane_width), p.block[0] * p.block[1]))
+    if best.cost(lane_width) < before:
         return best
     if spec.in_channels >= lane_width:
         raise Unsupported(f"already enough channels ({spec.in_channels} input channels fill {lane_width}-wide lanes)")
     raise Unsupported(
         f"no estimated gain on {lane_width}-channel lanes (best block {best.block[0]}x{best.block[1]}:"
-        f" {best.executed_macs(lane_width):,} executed MACs vs {before:,})"
+        f" cost {best.cost(lane_width):,.0f} vs {before:,} executed MACs)"
     )
+
+
+# --------------------------------------------------------------------------------------
+# Transposed convolution = stride-1 conv with s*s times the output channels, then D2S
+
+
+@dataclass(frozen=True)
+class TransposedAxisPlan:
+    """One axis of ``conv_transpose`` as a stride-1 conv producing ``stride`` output phases.
+
+    Output row ``i = J*s + p - offset`` gets ``x[j] * W[a]`` wherever ``j*s + a*d - pl = i``,
+    i.e. ``j = J + v`` with ``v = (p - offset + pl - a*d) / s`` when that divides exactly.
+    """
+
+    size: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad: tuple[int, int]
+    output_padding: int = 0
+    offset_out: int = 0
+
+    @property
+    def out_size(self) -> int:
+        return (self.size - 1) * self.stride - self.pad[0] - self.pad[1] + self.dilation * (self.kernel - 1) + self.output_padding + 1
+
+    @property
+    def out_block(self) -> int:
+        return self.stride
+
+    @property
+    def _raw_taps(self) -> list[tuple[int, int, int]]:
+        result = []
+        for p in range(self.stride):
+            for a in range(self.kernel):
+                num = p - self.offset_out + self.pad[0] - a * self.dilation
+                if num % self.stride == 0:
+                    result.append((p, a, num // self.stride))
+        return result
+
+    @property
+    def _v_min(self) -> int:
+        return min(v for _, _, v in self._raw_taps)
+
+    @property
+    def taps(self) -> list[tuple[int, int, int]]:
+        """``(p, a, u)``: output phase p gets original tap a from folded tap u."""
+        return [(p, a, v - self._v_min) for p, a, v in self._raw_taps]
+
+    @property
+    def conv_kernel(self) -> int:
+        return max(v for _, _, v in self._raw_taps) - self._v_min + 1
+
+    @property
+    def conv_out(self) -> int:
+        return _ceil_div(self.out_size + self.offset_out, self.stride)
+
+    @property
+    def crop_in(self) -> tuple[int, int]:
+        """Input rows cut from the front and back before the conv."""
+        front = max(0, self._v_min)
+        back = max(0, -self._pad_hi_raw)
+        return front, back
+
+    @property
+    def _pad_hi_raw(self) -> int:
+        needed = self.conv_out - 1 + self.conv_kernel
+        return needed - max(0, -self._v_min) - (self.size - max(0, self._v_min))
+
+    @property
+    def conv_pad(self) -> tuple[int, int]:
+        return max(0, -self._v_min), max(0, self._pad_hi_raw)
+
+    @property
+    def exact_out(self) -> bool:
+        return self.offset_out == 0 and self.conv_out * self.stride == self.out_size
+
+
+@dataclass(frozen=True)
+class TransposedConv2dSpec:
+    """A 2-d transposed convolution, NCHW activations and IOHW weights (``groups == 1``)."""
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    in_hw: tuple[int, int]
+    kernel_hw: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    output_padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    itemsize: int = 4
+
+    def _axes(self, offsets=(0, 0)) -> tuple[TransposedAxisPlan, TransposedAxisPlan]:
+        return tuple(
+            TransposedAxisPlan(self.in_hw[i], self.kernel_hw[i], self.strides[i], self.dilation[i],
+                               (self.padding[i], self.padding[i + 2]), self.output_padding[i], offsets[i])
+            for i in (0, 1)
+        )
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return tuple(axis.out_size for axis in self._axes())
+
+    @property
+    def useful_macs(self) -> int:
+        (h, w), (kh, kw) = self.in_hw, self.kernel_hw
+        return self.batch * h * w * kh * kw * self.in_channels * self.out_channels // self.groups
+
+    def executed_macs(self, lane_width: int = 32) -> int:
+        """Direct (scatter) transposed conv: every input pixel times every tap."""
+        g = self.groups
+        return g * executed_macs(self.batch, self.in_hw, self.kernel_hw, self.in_channels // g, self.out_channels // g, lane_width)
+
+    def plan(self, layout: str = "NCHW", lane_width: int = 32) -> TransposedConvPlan:
+        if self.groups != 1:
+            raise Unsupported(f"grouped conv (groups={self.groups})")
+        if self.strides == (1, 1):
+            raise Unsupported("stride 1: a plain conv already, no depth-to-space to gain")
+        if min(self.out_hw) < 1:
+            raise Unsupported("the conv has an empty output")
+        plans = [
+            TransposedConvPlan(self, *self._axes((eh, ew)), layout)
+            for eh in range(self.strides[0])
+            for ew in range(self.strides[1])
+        ]
+        return min(plans, key=lambda p: (p.cost(lane_width), p.h.offset_out + p.w.offset_out))
+
+
+@dataclass(frozen=True)
+class TransposedConvPlan:
+    """``conv_transpose(x, W)`` == ``leave(conv'(crop(x), W'))``, output in ``out_domain``."""
+
+    spec: TransposedConv2dSpec
+    h: TransposedAxisPlan
+    w: TransposedAxisPlan
+    layout: str = "NCHW"
+
+    block = property(lambda self: (1, 1))  # the input stays plain
+    out_block = property(lambda self: (self.h.stride, self.w.stride))
+    in_channels = property(lambda self: self.spec.in_channels)
+    out_channels = property(lambda self: self.spec.out_channels * self.h.stride * self.w.stride)
+    kernel_hw = property(lambda self: (self.h.conv_kernel, self.w.conv_kernel))
+    strides = property(lambda self: (1, 1))
+    conv_out_hw = property(lambda self: (self.h.conv_out, self.w.conv_out))
+    crop_in = property(lambda self: (self.h.crop_in, self.w.crop_in))
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        return (self.h.conv_pad[0], self.w.conv_pad[0], self.h.conv_pad[1], self.w.conv_pad[1])
+
+    @property
+    def out_domain(self) -> Domain:
+        clean = self.h.exact_out and self.w.exact_out
+        return Domain(self.out_block, (self.h.offset_out, self.w.offset_out), self.spec.out_hw, clean)
+
+    def executed_macs(self, lane_width: int = 32) -> int:
+        return executed_macs(self.spec.batch, self.conv_out_hw, self.kernel_hw, self.in_channels, self.out_channels, lane_width)
+
+    def exit_bytes(self) -> int:
+        oh, ow = self.spec.out_hw
+        return 2 * self.spec.batch * self.spec.out_channels * oh * ow * self.spec.itemsize
+
+    def cost(self, lane_width: int = 32) -> float:
+        return self.executed_macs(lane_width) + MOVE_COST * self.exit_bytes()
+
+    def fold_weight(self, weight: np.ndarray) -> np.ndarray:
+        """IOHW transposed-conv weight -> OIHW weight of the stride-1 conv."""
+        c, o, kh, kw = weight.shape
+        if (c, o, (kh, kw)) != (self.spec.in_channels, self.spec.out_channels, self.spec.kernel_hw):
+            raise ValueError(f"weight shape {weight.shape} does not match the transposed conv {self.spec}")
+        (sh, sw), (khf, kwf) = self.out_block, self.kernel_hw
+        folded = np.zeros((sh, sw, o, c, khf, kwf), dtype=weight.dtype)
+        for (py, a, u), (px, b, v) in itertools.product(self.h.taps, self.w.taps):
+            folded[py, px, :, :, u, v] = weight[:, :, a, b].T
+        return folded.reshape(self.out_channels, c, khf, kwf)
+
+    def run_s2d(self, x: np.ndarray, weight: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+        """The stride-1 conv in numpy; the result lives in ``out_domain``."""
+        hax, wax, _ = spatial_axes(layout)
+        for axis, (front, back) in ((hax, self.h.crop_in), (wax, self.w.crop_in)):
+            x = np.take(x, range(front, x.shape[axis] - back), axis=axis)
+        if layout == "NHWC":
+            x = x.transpose(0, 3, 1, 2)
+        y = conv2d_nchw(x, self.fold_weight(weight), (1, 1), self.padding)
+        return y.transpose(0, 2, 3, 1) if layout == "NHWC" else y
+
+    def run(self, x: np.ndarray, weight: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+        return self.out_domain.leave(self.run_s2d(x, weight, layout), layout)
+
+
+def conv_transpose2d_nchw(x, weight, strides=(1, 1), padding=(0, 0, 0, 0), output_padding=(0, 0), dilation=(1, 1)):
+    """Direct transposed convolution, NCHW x IOHW, groups == 1 (scatter form)."""
+    acc = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64
+    x, weight = x.astype(acc), weight.astype(acc)
+    n, c, h, w = x.shape
+    _, o, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    full = np.zeros((n, o, (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0], (w - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]), acc)
+    for a in range(kh):
+        for b in range(kw):
+            contrib = np.einsum("nchw,co->nohw", x, weight[:, :, a, b])
+            full[:, :, a * dh : a * dh + (h - 1) * sh + 1 : sh, b * dw : b * dw + (w - 1) * sw + 1 : sw] += contrib
+    t, l, bottom, r = padding
+    out_h = (h - 1) * sh - t - bottom + dh * (kh - 1) + output_padding[0] + 1
+    out_w = (w - 1) * sw - l - r + dw * (kw - 1) + output_padding[1] + 1
+    return full[:, :, t : t + out_h, l : l + out_w]
 
 
 # --------------------------------------------------------------------------------------
