@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from tvm_s2d.geometry import (
+    Domain,
+    TransposedConv2dSpec,
+    conv_transpose2d_nchw,
     AxisPlan,
     Conv2dSpec,
     Unsupported,
@@ -220,3 +223,83 @@ def test_lane_model_choices():
     assert choose_block(Conv2dSpec(1, 8, 8, (64, 64), (1, 1))).executed_macs() * 4 == 64 * 64 * 32 * 32
     with pytest.raises(Unsupported, match="no valid block"):
         choose_block(Conv2dSpec(1, 3, 8, (64, 64), (3, 3), strides=(5, 5)))
+
+
+# ---- staying in the S2D domain ---------------------------------------------------------------
+
+
+def _garbage_outside(y, domain, channels, layout, rng):
+    """Replace everything outside the image with noise: consumers must not depend on it."""
+    inside_h, inside_w = domain.inside_masks(channels, layout)
+    inside = inside_h & inside_w
+    noise = rng.integers(-1000, 1000, y.shape)
+    return np.where(inside, y, noise)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    k1=st.integers(1, 5), k2=st.integers(1, 5), p1=st.integers(0, 2), p2=st.integers(0, 2),
+    s2=st.sampled_from([1, 2]), size=st.integers(6, 15), block=st.sampled_from([2, 4, (1, 2), (2, 1)]),
+    layout=st.sampled_from(["NCHW", "NHWC"]), seed=st.integers(0, 2**16),
+)
+def test_two_convs_stay_in_the_domain_exactly(k1, k2, p1, p2, s2, size, block, layout, seed):
+    """conv1 leaves its output in the domain (with noise outside the image); conv2 consumes it."""
+    rng = np.random.default_rng(seed)
+    spec1 = Conv2dSpec(1, 2, 3, (size, size + 1), (k1, k1), padding=(p1,) * 4)
+    if min(spec1.out_hw) < 1:
+        return
+    spec2 = Conv2dSpec(1, 3, 2, spec1.out_hw, (k2, k2), strides=(s2, s2), padding=(p2, p2, p2, 0))
+    try:
+        plan1 = spec1.plan(block, layout=layout)
+        plan2 = spec2.plan(block, domain=plan1.out_domain, layout=layout)
+    except Unsupported:
+        return
+    x = rng.integers(-9, 10, (1, 2, size, size + 1))
+    w1, w2 = rng.integers(-9, 10, (3, 2, k1, k1)), rng.integers(-9, 10, (2, 3, k2, k2))
+    expected = conv2d_nchw(conv2d_nchw(x, w1, padding=spec1.padding), w2, spec2.strides, spec2.padding)
+    xl = x if layout == "NCHW" else x.transpose(0, 2, 3, 1)
+    y1 = plan1.run_s2d(space_to_depth(plan1.align_input(xl, layout), plan1.block, layout), w1, layout)
+    y1 = _garbage_outside(y1, plan1.out_domain, 3, layout, rng)
+    got = plan2.finish_output(plan2.run_s2d(y1, w2, layout), layout)
+    np.testing.assert_array_equal(got if layout == "NCHW" else got.transpose(0, 3, 1, 2), expected)
+
+
+def test_a_same_padded_chain_keeps_the_small_kernel_and_needs_no_entry_padding():
+    spec = Conv2dSpec(1, 8, 8, (64, 64), (3, 3), padding=(1, 1, 1, 1))
+    plan, offsets = spec.plan(2), []
+    for _ in range(4):
+        assert plan.kernel_hw == (2, 2)
+        offsets.append(plan.out_domain.offset)
+        plan = spec.plan(2, domain=plan.out_domain)
+    assert len(set(offsets)) == 2  # the output offset alternates to keep 2x2 kernels
+
+
+def test_domain_enter_leave_round_trip_and_inside_mask():
+    d = Domain((2, 4), (1, 3), (5, 9))
+    x = np.arange(2 * 3 * 5 * 9).reshape(2, 3, 5, 9)
+    np.testing.assert_array_equal(d.leave(d.enter(x)), x)
+    inside_h, inside_w = d.inside(3)
+    y = d.enter(np.ones_like(x))
+    assert ((y != 0) == (inside_h[None, :, :, None] & inside_w[None, :, None, :])).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    k=st.tuples(st.integers(1, 6), st.integers(1, 6)), s=st.tuples(st.integers(2, 4), st.integers(1, 3)),
+    d=st.sampled_from([(1, 1), (2, 1)]), pads=st.tuples(*[st.integers(0, 3)] * 4),
+    op=st.tuples(st.integers(0, 1), st.integers(0, 1)), hw=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    layout=st.sampled_from(["NCHW", "NHWC"]), seed=st.integers(0, 2**16),
+)
+def test_transposed_conv_is_a_conv_then_depth_to_space(k, s, d, pads, op, hw, layout, seed):
+    spec = TransposedConv2dSpec(2, 3, 2, hw, k, s, d, pads, op)
+    try:
+        plan = spec.plan(layout)
+    except Unsupported as exc:
+        assert "empty output" in str(exc)
+        return
+    rng = np.random.default_rng(seed)
+    x, w = rng.integers(-9, 10, (2, 3, *hw)), rng.integers(-9, 10, (3, 2, *k))
+    expected = conv_transpose2d_nchw(x, w, s, pads, op, d)
+    got = plan.run(x if layout == "NCHW" else x.transpose(0, 2, 3, 1), w, layout)
+    np.testing.assert_array_equal(got if layout == "NCHW" else got.transpose(0, 3, 1, 2), expected)
+    assert plan.out_channels == 2 * s[0] * s[1] and plan.strides == (1, 1)

@@ -345,6 +345,13 @@ class Domain:
             masks.append(np.repeat(inside, channels, axis=0))
         return masks[0], masks[1]
 
+    def inside_masks(self, channels: int, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
+        """``inside`` as two boolean arrays broadcastable against the S2D tensor in ``layout``."""
+        inside_h, inside_w = self.inside(channels)
+        if layout == "NCHW":
+            return inside_h[None, :, :, None], inside_w[None, :, None, :]
+        return inside_h.T[None, :, None, :], inside_w.T[None, None, :, :]
+
     # numpy conversions, the reference for the Relax ones
     def enter(self, x: np.ndarray, layout: str = "NCHW", fill=0) -> np.ndarray:
         hax, wax, _ = spatial_axes(layout)
@@ -599,13 +606,10 @@ class S2DConvPlan:
 
     def run_s2d(self, xs: np.ndarray, weight: np.ndarray, layout: str = "NCHW") -> np.ndarray:
         """The folded conv on an S2D input (a domain tensor or an aligned and S2D'd one)."""
-        hax, wax, cax = spatial_axes(layout)
+        hax, wax, _ = spatial_axes(layout)
         if self.needs_mask:
-            inside_h, inside_w = self.domain.inside(self.spec.in_channels)
-            shape_h, shape_w = [1] * 4, [1] * 4
-            shape_h[cax], shape_h[hax] = inside_h.shape
-            shape_w[cax], shape_w[wax] = inside_w.shape
-            xs = np.where(inside_h.reshape(shape_h) & inside_w.reshape(shape_w), xs, 0)
+            inside_h, inside_w = self.domain.inside_masks(self.spec.in_channels, layout)
+            xs = np.where(inside_h & inside_w, xs, 0)
         xs = np.take(np.take(xs, range(self.s2d_hw[0]), axis=hax), range(self.s2d_hw[1]), axis=wax)
         if layout == "NHWC":
             xs = xs.transpose(0, 3, 1, 2)
