@@ -360,6 +360,13 @@ class Domain:
             widths[axis] = (self.offset[i], self.extent[i] * self.block[i] - self.offset[i] - self.size[i])
         return space_to_depth(np.pad(x, widths, constant_values=fill), self.block, layout)
 
+    def leave_bytes(self, batch: int, channels: int, itemsize: int, layout: str = "NCHW") -> int:
+        """Bytes read and written to bring the tensor back to plain (0 for a pure reshape)."""
+        shape = _nchw_to(layout, (batch, channels * self.block[0] * self.block[1], *self.extent))
+        if self.exact and _movement_is_free(shape, self.block, layout, d2s_steps):
+            return 0
+        return 2 * batch * channels * self.size[0] * self.size[1] * itemsize
+
     def leave(self, x: np.ndarray, layout: str = "NCHW") -> np.ndarray:
         hax, wax, _ = spatial_axes(layout)
         y = depth_to_space(x, self.block, layout)
@@ -559,12 +566,7 @@ class S2DConvPlan:
     def exit_bytes(self) -> int:
         """Bytes read and written to bring the output back to plain (D2S and crop)."""
         out = self.out_domain
-        if out is None:
-            return 0
-        shape = _nchw_to(self.layout, (self.spec.batch, self.out_channels, *self.conv_out_hw))
-        if out.exact and _movement_is_free(shape, self.out_block, self.layout, d2s_steps):
-            return 0
-        return 2 * self.spec.batch * self.spec.out_channels * self.spec.out_hw[0] * self.spec.out_hw[1] * self.spec.itemsize
+        return 0 if out is None else out.leave_bytes(self.spec.batch, self.spec.out_channels, self.spec.itemsize, self.layout)
 
     def cost(self, lane_width: int = 32) -> float:
         """Executed MACs on ``lane_width`` lanes plus ``MOVE_COST`` per byte moved in and out."""
@@ -813,8 +815,7 @@ class TransposedConvPlan:
         return executed_macs(self.spec.batch, self.conv_out_hw, self.kernel_hw, self.in_channels, self.out_channels, lane_width)
 
     def exit_bytes(self) -> int:
-        oh, ow = self.spec.out_hw
-        return 2 * self.spec.batch * self.spec.out_channels * oh * ow * self.spec.itemsize
+        return self.out_domain.leave_bytes(self.spec.batch, self.spec.out_channels, self.spec.itemsize, self.layout)
 
     def cost(self, lane_width: int = 32) -> float:
         return self.executed_macs(lane_width) + MOVE_COST * self.exit_bytes()

@@ -20,11 +20,17 @@ from .passes import SpaceToDepthConv2d
 PIPELINE_NAME = "s2d"
 
 
-def s2d_pipeline(block=None, lane_width: int = 32) -> tvm.transform.Pass:
-    """Rewrite, legalize, fold constants, fuse, then TVM's default build pipeline."""
+def prepare_passes() -> list[tvm.transform.Pass]:
+    """What runs before the rewrite: constants folded, so biases and weights are constants."""
+    return [transform.FoldConstant()]
+
+
+def s2d_pipeline(block=None, lane_width: int = 32, stay_in_domain: bool = True) -> tvm.transform.Pass:
+    """Prepare, rewrite, legalize, fold constants, fuse, then TVM's default build pipeline."""
     return tvm.transform.Sequential(
         [
-            SpaceToDepthConv2d(block=block, lane_width=lane_width),
+            *prepare_passes(),
+            SpaceToDepthConv2d(block=block, lane_width=lane_width, stay_in_domain=stay_in_domain),
             transform.LegalizeOps(),
             transform.AnnotateTIROpPattern(),
             transform.FoldConstant(),

@@ -1,4 +1,5 @@
-"""Per-layer report of what ``SpaceToDepthConv2d`` does (or would do) to a module."""
+"""What ``SpaceToDepthConv2d`` does to a module: per conv, per tensor sent back to plain
+layout, and per model (executed MACs, data-movement ops)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,36 @@ from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprVisitor, visitor
 
-from .passes.conv2d import CONV2D, Decision, decide
-from .passes.space_to_depth_conv2d import check_options
+from .passes.conv2d import Decision
+from .passes.space_to_depth_conv2d import Exit, SpaceToDepthConv2d, check_options
+
+#: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
+DATA_MOVEMENT_OPS = ("relax.permute_dims", "relax.layout_transform", "relax.nn.pad", "relax.strided_slice")
 
 
 @dataclass
 class Report:
-    """One row (a dict) per conv; ``str(report)`` is a table, ``to_json()`` the same data."""
+    """``rows``: one dict per conv; ``exits``: tensors brought back to plain, and by what;
+    ``data_movement``: data-movement ops in the module before and after the rewrite."""
 
     rows: list[dict] = field(default_factory=list)
     lane_width: int = 32
+    exits: list[dict] = field(default_factory=list)
+    data_movement: dict = field(default_factory=dict)
 
     @classmethod
-    def from_decisions(cls, decisions: list[Decision], lane_width: int = 32) -> Report:
-        return cls([_row(d, lane_width) for d in decisions], lane_width)
+    def from_run(cls, pass_, before: tvm.IRModule | None = None, after: tvm.IRModule | None = None) -> Report:
+        """The report of one run of the pass (``before`` / ``after`` give data-movement counts)."""
+        movement = {}
+        if before is not None and after is not None:
+            movement = {"before": count_ops(before, DATA_MOVEMENT_OPS), "after": count_ops(after, DATA_MOVEMENT_OPS)}
+        return cls(
+            [_row(d, pass_.lane_width) for d in pass_.decisions],
+            pass_.lane_width,
+            [{"tensor": e.tensor, "forced_by": e.forced_by} for e in pass_.exits],
+            movement,
+        )
 
     @property
     def rewritten(self) -> list[dict]:
@@ -32,20 +47,30 @@ class Report:
         """Executed MACs over all convs, before and after (refused convs count unchanged)."""
         before = sum(r["executed_macs"][0] for r in self.rows if r["executed_macs"])
         after = sum(r["executed_macs"][-1] for r in self.rows if r["executed_macs"])
-        return {
+        totals = {
             "convs": len(self.rows),
             "rewritten": len(self.rewritten),
+            "stayed_in_domain": sum(1 for r in self.rows if r["input"] == "S2D domain"),
             "executed_macs_before": before,
             "executed_macs_after": after,
         }
+        if self.data_movement:
+            totals["data_movement_ops_before"] = sum(self.data_movement["before"].values())
+            totals["data_movement_ops_after"] = sum(self.data_movement["after"].values())
+        return totals
 
     def to_json(self) -> str:
-        return json.dumps({"lane_width": self.lane_width, "totals": self.totals(), "layers": self.rows}, indent=2)
+        return json.dumps(
+            {"lane_width": self.lane_width, "totals": self.totals(), "layers": self.rows,
+             "back_to_plain": self.exits, "data_movement": self.data_movement},
+            indent=2,
+        )
 
     def __str__(self) -> str:
         if not self.rows:
             return "no conv2d in the module"
-        header = ("conv", "input -> output", "block", "Cin", "Cout", "kernel", f"useful/{self.lane_width}-lane MAC", "executed MACs", "decision")
+        header = ("conv", "input -> output", "block", "Cin", "Cout", "kernel", f"useful/{self.lane_width}-lane MAC",
+                  "executed MACs", "input", "decision")
         lines = [header] + [_table_cells(row) for row in self.rows]
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
@@ -54,43 +79,55 @@ class Report:
         if t["executed_macs_before"]:
             ratio = t["executed_macs_before"] / max(t["executed_macs_after"], 1)
             text.append(
-                f"{t['rewritten']} of {t['convs']} convs rewritten; executed MACs on {self.lane_width}-channel lanes "
-                f"{_si(t['executed_macs_before'])} -> {_si(t['executed_macs_after'])} ({ratio:.2f}x fewer)"
+                f"{t['rewritten']} of {t['convs']} convs rewritten, {t['stayed_in_domain']} of them fed from the S2D domain"
+                f" (D2S/S2D pairs cancelled); executed MACs on {self.lane_width}-channel lanes"
+                f" {_si(t['executed_macs_before'])} -> {_si(t['executed_macs_after'])} ({ratio:.2f}x fewer)"
             )
+        if self.data_movement:
+            text.append(f"data-movement ops {t['data_movement_ops_before']} -> {t['data_movement_ops_after']} ("
+                        + ", ".join(f"{op.split('.')[-1]} {n}" for op, n in self.data_movement["after"].items() if n) + ")")
+        for e in self.exits:
+            text.append(f"back to plain layout: {e['tensor']} (needed by {e['forced_by']})")
         return "\n".join(text)
 
 
-def explain(mod: tvm.IRModule, block=None, lane_width: int = 32) -> Report:
-    """What ``SpaceToDepthConv2d(block, lane_width)`` would do to each conv of ``mod``."""
+def explain(mod: tvm.IRModule, block=None, lane_width: int = 32, stay_in_domain: bool = True) -> Report:
+    """What the ``"s2d"`` pipeline's rewrite does to ``mod``: it runs the same steps."""
+    from .pipeline import prepare_passes
+
     block, lane_width = check_options(block, lane_width)
-    collector = _Collector(block, lane_width)
+    prepared = tvm.transform.Sequential(prepare_passes())(mod)
+    pass_ = SpaceToDepthConv2d(block=block, lane_width=lane_width, stay_in_domain=stay_in_domain)
+    return Report.from_run(pass_, prepared, pass_(prepared))
+
+
+def count_ops(mod: tvm.IRModule, names) -> dict[str, int]:
+    counts = dict.fromkeys(names, 0)
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in counts:
+            counts[expr.op.name] += 1
+
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            collector.visit_expr(func)
-    return Report.from_decisions(collector.decisions, lane_width)
-
-
-@visitor
-class _Collector(PyExprVisitor):
-    def __init__(self, block, lane_width):
-        self.block, self.lane_width = block, lane_width
-        self.decisions: list[Decision] = []
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        if CONV2D.match(binding.value):
-            self.decisions.append(decide(binding.var.name, binding.value, self.block, self.lane_width))
-        super().visit_var_binding_(binding)
+            relax.analysis.post_order_visit(func, visit)
+    return counts
 
 
 def _row(d: Decision, lane_width: int) -> dict:
     row = {
         "name": d.name,
+        "kind": d.kind,
         "status": "rewritten" if d.rewritten else "refused",
         "layout": d.layout,
         "input_shape": list(d.data_shape) if d.data_shape else None,
         "weight_shape": list(d.weight_shape) if d.weight_shape else None,
         "output_shape": list(d.out_shape) if d.out_shape else None,
         "block": list(d.plan.block) if d.plan else None,
+        "out_block": list(d.plan.out_block) if d.plan else None,
+        "input": "S2D domain" if d.stayed else ("S2D domain, sent back to plain" if d.in_domain else "plain"),
+        "stay_cost": d.stay_cost,
+        "leave_cost": d.leave_cost,
         "decided_by": d.source or None,
         "reason": d.reason,
         "in_channels": None,
@@ -104,12 +141,8 @@ def _row(d: Decision, lane_width: int) -> dict:
     if spec is None:
         return row
     executed = [spec.executed_macs(lane_width)]
-    row.update(
-        in_channels=[spec.in_channels],
-        out_channels=[spec.out_channels],
-        kernel=[list(spec.kernel_hw)],
-        useful_macs=spec.useful_macs,
-    )
+    row.update(in_channels=[spec.in_channels], out_channels=[spec.out_channels], kernel=[list(spec.kernel_hw)],
+               useful_macs=spec.useful_macs)
     if d.plan:
         executed.append(d.plan.executed_macs(lane_width))
         row["in_channels"].append(d.plan.in_channels)
@@ -128,7 +161,12 @@ def _table_cells(row: dict) -> tuple[str, ...]:
     if row["input_shape"]:
         shapes = f"{'x'.join(map(str, row['input_shape']))} -> {'x'.join(map(str, row['output_shape']))}"
     block = "x".join(map(str, row["block"])) if row["block"] else "-"
+    if row["kind"] == "conv2d_transpose" and row["out_block"]:
+        block = "D2S " + "x".join(map(str, row["out_block"]))
     decision = f"rewritten ({row['decided_by']})" if row["status"] == "rewritten" else f"refused: {row['reason']}"
+    source = row["input"]
+    if row["stay_cost"] is not None:
+        source += f" (stay {_si(row['stay_cost'])} vs leave {_si(row['leave_cost'])})"
     return (
         row["name"],
         shapes,
@@ -138,11 +176,14 @@ def _table_cells(row: dict) -> tuple[str, ...]:
         arrow(row["kernel"], lambda k: f"{k[0]}x{k[1]}"),
         arrow(row["useful_fraction"], lambda f: f"{100 * f:.0f}%"),
         arrow(row["executed_macs"], _si),
+        source,
         decision,
     )
 
 
 def _si(n: float) -> str:
+    if n == float("inf"):
+        return "n/a"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"

@@ -1,13 +1,15 @@
-"""Which ``relax.nn.conv2d`` calls can be rewritten, and with which block.
+"""Which convs can be rewritten, and how: the *check* half of the rewrite rules.
 
-This is the *check* half of the rewrite rule: ``decide`` turns a conv call into a
-``Decision`` carrying either an exact ``S2DConvPlan`` or the reason for refusing. The pass
-(``space_to_depth_conv2d.py``) and the report (``report.py``) share it, so the report always
-says what the pass does.
+``decide`` turns a ``relax.nn.conv2d`` or ``relax.nn.conv2d_transpose`` call into a
+``Decision`` carrying either an exact plan from ``geometry`` or the reason for refusing. For a
+conv whose input already lives in the S2D domain it also weighs staying there against going
+back to plain layout, and records both costs. The pass and the report share it, so the report
+always says what the pass does.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +20,10 @@ from tvm.relax.dpl import is_op, wildcard
 
 from ..geometry import (
     LAYOUTS,
+    MOVE_COST,
     Conv2dSpec,
-    S2DConvPlan,
+    Domain,
+    TransposedConv2dSpec,
     Unsupported,
     choose_block,
     kernel_to_oihw,
@@ -27,24 +31,36 @@ from ..geometry import (
     spatial_axes,
 )
 
-#: ``conv2d(data, weight)``; the weight is checked for constness in ``decide`` so that a
-#: non-constant weight gets a refusal in the report rather than silence.
+#: The weight is checked for constness in ``decide``, so that a non-constant weight gets a
+#: refusal in the report rather than silence.
 CONV2D = is_op("relax.nn.conv2d")(wildcard(), wildcard())
+CONV2D_TRANSPOSE = is_op("relax.nn.conv2d_transpose")(wildcard(), wildcard())
+#: The weight layout a transposed conv's folded stride-1 conv uses, per data layout.
+FOLDED_KERNEL_LAYOUT = {"NCHW": "OIHW", "NHWC": "HWIO"}
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What the rewrite does with one conv: ``plan`` when rewritten, else ``reason``."""
+    """What the rewrite does with one conv: ``plan`` when rewritten, else ``reason``.
+
+    ``in_domain``: the conv's input was in the S2D domain; ``stayed`` then says whether the
+    conv consumed it there, with ``stay_cost`` and ``leave_cost`` the two estimates.
+    """
 
     name: str
+    kind: str  # "conv2d" or "conv2d_transpose"
     data_shape: tuple | None
     weight_shape: tuple | None
     out_shape: tuple | None
     layout: str | None
-    spec: Conv2dSpec | None
-    plan: S2DConvPlan | None = None
+    spec: Conv2dSpec | TransposedConv2dSpec | None
+    plan: object | None = None
     reason: str | None = None
-    source: str = ""  # "forced block" or "lane model"
+    source: str = ""  # "forced block", "cost model"
+    in_domain: bool = False
+    stayed: bool = False
+    stay_cost: float | None = None
+    leave_cost: float | None = None
 
     @property
     def rewritten(self) -> bool:
@@ -67,58 +83,112 @@ def constant_weight(call: relax.Call) -> np.ndarray | None:
     return weight.value.numpy() if isinstance(weight, tvm.ir.GenericConst) else None
 
 
-def decide(name: str, call: relax.Call, block=None, lane_width: int = 32) -> Decision:
-    """Check one conv2d call; ``block`` is a normalized pair to force, or None for the lane model."""
-    data_shape, weight_shape, out_shape = (static_shape(e) for e in (call.args[0], call.args[1], call))
-    attrs = call.attrs
-    layout = str(attrs.data_layout)
+def decide(name: str, call: relax.Call, block=None, lane_width: int = 32, domain: Domain | None = None) -> Decision:
+    """Check one conv call.
+
+    ``block``: a normalized pair to force, or None for the cost model. ``domain``: where the
+    conv's input lives when it is in the S2D domain (None: plain).
+    """
+    kind = "conv2d" if CONV2D.match(call) else "conv2d_transpose"
+    shapes = tuple(static_shape(e) for e in (call.args[0], call.args[1], call))
+    layout = str(call.attrs.data_layout)
 
     def refuse(reason: str, spec=None) -> Decision:
-        return Decision(name, data_shape, weight_shape, out_shape, layout, spec, reason=reason)
+        return Decision(name, kind, *shapes, layout, spec, reason=reason, in_domain=domain is not None)
 
-    if data_shape is None or weight_shape is None:
-        return refuse("dynamic or unknown shape")
-    if layout not in LAYOUTS:
-        return refuse(f"data layout {layout} is not NCHW or NHWC")
-    out_layout = str(attrs.out_layout)
-    if out_layout != layout:
-        return refuse(f"output layout {out_layout} differs from data layout {layout}")
-    try:
-        kernel_to_oihw(str(attrs.kernel_layout))
-    except ValueError as exc:
-        return refuse(str(exc))
-    spec = conv2d_spec(call, data_shape, weight_shape)
+    reason = _layout_problem(call, shapes)
+    if reason:
+        return refuse(reason)
+    spec = _spec(call, kind, shapes)
     if not isinstance(call.args[1], tvm.ir.GenericConst):
         return refuse("weight is not a compile-time constant", spec)
+    source = "forced block" if block is not None else "cost model"
+    if kind == "conv2d_transpose":
+        return _decide_transpose(name, spec, shapes, layout, block, lane_width, domain, refuse)
+
     try:
-        if block is not None:
-            plan, source = spec.plan(block), "forced block"
-        else:
-            plan, source = choose_block(spec, lane_width), "lane model"
+        plain = spec.plan(block, layout=layout, lane_width=lane_width) if block else choose_block(spec, lane_width, layout=layout)
+        reason = None
+    except Unsupported as exc:
+        plain, reason = None, str(exc)
+    if domain is None:
+        return Decision(name, kind, *shapes, layout, spec, plain, reason, source if plain else "")
+
+    stay = None
+    if block is None or block == domain.block:
+        try:
+            stay = spec.plan(domain.block, domain=domain, layout=layout, lane_width=lane_width)
+        except Unsupported:
+            pass
+    leave_cost = MOVE_COST * domain.leave_bytes(spec.batch, spec.in_channels, spec.itemsize, layout)
+    leave_cost += plain.cost(lane_width) if plain else spec.executed_macs(lane_width)
+    stay_cost = stay.cost(lane_width) if stay else math.inf
+    common = dict(in_domain=True, stay_cost=stay_cost, leave_cost=leave_cost)
+    if stay_cost <= leave_cost:
+        return Decision(name, kind, *shapes, layout, spec, stay, None, source, stayed=True, **common)
+    return Decision(name, kind, *shapes, layout, spec, plain, reason, source if plain else "", **common)
+
+
+def _decide_transpose(name, spec, shapes, layout, block, lane_width, domain, refuse) -> Decision:
+    try:
+        plan = spec.plan(layout, lane_width)
     except Unsupported as exc:
         return refuse(str(exc), spec)
-    return Decision(name, data_shape, weight_shape, out_shape, layout, spec, plan=plan, source=source)
+    if block is None and plan.cost(lane_width) >= spec.executed_macs(lane_width):
+        return refuse("no estimated gain over the transposed conv", spec)
+    source = "forced block" if block is not None else "cost model"
+    return Decision(name, "conv2d_transpose", *shapes, layout, spec, plan, None, source, in_domain=domain is not None)
 
 
-def conv2d_spec(call: relax.Call, data_shape, weight_shape) -> Conv2dSpec:
+def _layout_problem(call, shapes) -> str | None:
+    data_shape, weight_shape, _ = shapes
+    attrs = call.attrs
+    layout = str(attrs.data_layout)
+    if data_shape is None or weight_shape is None:
+        return "dynamic or unknown shape"
+    if layout not in LAYOUTS:
+        return f"data layout {layout} is not NCHW or NHWC"
+    if str(attrs.out_layout) != layout:
+        return f"output layout {attrs.out_layout} differs from data layout {layout}"
+    try:
+        kernel_to_oihw(str(attrs.kernel_layout))  # IOHW too is a permutation of these letters
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _spec(call, kind, shapes):
+    data_shape, weight_shape, _ = shapes
     attrs = call.attrs
     hax, wax, cax = spatial_axes(str(attrs.data_layout))
-    o, i, kh, kw = (weight_shape[axis] for axis in kernel_to_oihw(str(attrs.kernel_layout)))
-    return Conv2dSpec(
+    itemsize = np.dtype(str(call.args[0].ty.dtype)).itemsize
+    common = dict(
         batch=data_shape[0],
         in_channels=data_shape[cax],
-        out_channels=o,
         in_hw=(data_shape[hax], data_shape[wax]),
-        kernel_hw=(kh, kw),
         strides=tuple(int(v) for v in attrs.strides),
         dilation=tuple(int(v) for v in attrs.dilation),
         padding=tuple(int(v) for v in attrs.padding),
         groups=int(attrs.groups),
+        itemsize=itemsize,
+    )
+    if kind == "conv2d":
+        o, _, kh, kw = (weight_shape[axis] for axis in kernel_to_oihw(str(attrs.kernel_layout)))
+        return Conv2dSpec(out_channels=o, kernel_hw=(kh, kw), **common)
+    _, o, kh, kw = (weight_shape[str(attrs.kernel_layout).index(axis)] for axis in "IOHW")
+    return TransposedConv2dSpec(
+        out_channels=o * common["groups"], kernel_hw=(kh, kw),
+        output_padding=tuple(int(v) for v in attrs.output_padding), **common,
     )
 
 
-def folded_weight(call: relax.Call, plan: S2DConvPlan) -> np.ndarray:
-    """The conv's constant weight folded for ``plan``, in the conv's kernel layout."""
-    kernel_layout = str(call.attrs.kernel_layout)
-    oihw = constant_weight(call).transpose(kernel_to_oihw(kernel_layout))
-    return plan.fold_weight(oihw).transpose(oihw_to_kernel(kernel_layout))
+def folded_weight(call: relax.Call, plan) -> np.ndarray:
+    """The conv's constant weight folded for ``plan``, in the layout of the emitted conv."""
+    layout = str(call.attrs.kernel_layout)
+    weight = constant_weight(call)
+    if CONV2D_TRANSPOSE.match(call):
+        iohw = weight.transpose(tuple(layout.index(axis) for axis in "IOHW"))
+        out_layout = FOLDED_KERNEL_LAYOUT[str(call.attrs.data_layout)]
+        return plan.fold_weight(iohw).transpose(oihw_to_kernel(out_layout))
+    oihw = weight.transpose(kernel_to_oihw(layout))
+    return plan.fold_weight(oihw).transpose(oihw_to_kernel(layout))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from tvm import relax
 
-from ..geometry import d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
+import numpy as np
+
+from ..geometry import Domain, d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
 
 
 def _shape(expr: relax.Expr) -> tuple[int, ...]:
@@ -55,7 +57,28 @@ def emit_align(bb, x, align, layout: str, name: str, pad_value=0) -> relax.Expr:
     return x
 
 
-def crop_spatial(x, out_hw, layout: str) -> relax.Expr:
-    """``x[..., :out_h, :out_w, ...]``."""
+def crop_to(x, begin_hw, end_hw, layout: str) -> relax.Expr:
+    """``x[..., begin:end, ...]`` on both spatial axes (un-emitted)."""
     hax, wax, _ = spatial_axes(layout)
-    return relax.op.strided_slice(x, [hax, wax], [0, 0], list(out_hw))
+    return relax.op.strided_slice(x, [hax, wax], list(begin_hw), list(end_hw))
+
+
+def emit_leave_domain(bb, x, domain: Domain, layout: str, name: str) -> relax.Expr:
+    """Domain tensor -> plain: D2S, then crop the image out of the aligned tensor."""
+    y = emit_depth_to_space(bb, x, domain.block, layout, name + "_d2s")
+    if domain.exact:
+        return y
+    y = bb.emit(y, name + "_d2s")
+    return crop_to(y, domain.offset, [domain.offset[i] + domain.size[i] for i in (0, 1)], layout)
+
+
+def emit_mask(bb, x, domain: Domain, channels: int, layout: str, name: str) -> relax.Expr:
+    """Zero everything outside the image: ``where(inside_h, where(inside_w, x, 0), 0)``.
+
+    Two small masks (rows, columns) instead of one tensor-sized constant; the ``where``s are
+    elementwise and fuse into the op that produced ``x``.
+    """
+    inside_h, inside_w = domain.inside_masks(channels, layout)
+    zero = relax.const(np.zeros((), str(x.ty.dtype)))
+    x = bb.emit(relax.op.where(relax.const(inside_w), x, zero), name + "_mask_w")
+    return relax.op.where(relax.const(inside_h), x, zero)

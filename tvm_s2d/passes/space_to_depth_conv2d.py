@@ -1,24 +1,37 @@
-"""``SpaceToDepthConv2d``: rewrite low-channel convs as exact space-to-depth convs.
+"""``SpaceToDepthConv2d``: rewrite low-channel convs into exact space-to-depth convs, and keep
+the network in the S2D domain between them.
 
-Rule, in the onnxscript rewriter's terms:
+Rules, in the onnxscript rewriter's terms:
 
-* pattern: ``relax.nn.conv2d(data, weight)`` (``conv2d.CONV2D``);
-* check: ``conv2d.decide`` -> an exact plan from ``geometry``, or a readable reason;
-* rewrite: ``align -> S2D -> conv2d(folded constant weight) [-> D2S] [-> crop]``.
+* ``conv2d``: pattern ``conv2d.CONV2D``; check ``conv2d.decide`` (an exact plan from
+  ``geometry`` or a reason; for an input already in the domain, stay-or-leave by cost);
+  rewrite ``[align -> S2D | mask] -> conv2d(folded constant weight)``, output in the domain.
+* ``conv2d_transpose`` with stride: a stride-1 ``conv2d`` with ``s*s`` times the output
+  channels, output in the domain of block ``s`` (the D2S comes when, and if, plain is needed).
+* elementwise ops (``elementwise.UNARY``, ``BINARY``) whose tensor operands all carry the
+  same S2D run in the domain, constants adapted.
+* anything else that reads a domain tensor gets it back in plain layout (D2S, crop), once;
+  ``exits`` records which op forced it.
 
-The folded weight is computed in numpy here, at compile time: nothing about the weight is
-left to run time. A refused conv is left exactly as it was; ``decisions`` records why.
+A tensor in the domain is ``S2D(aligned image)`` (``geometry.Domain``). A conv's output
+offset is chosen with its folded kernel, so chains of "same"-padded convs keep the small
+kernel; rows outside the image are masked (a fused ``where``) before a conv reads them.
+Folded weights are computed in numpy at compile time. A refused conv is left as it was;
+``decisions`` records why.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import normalize_block
-from .conv2d import CONV2D, Decision, decide, folded_weight
-from .emit import crop_spatial, emit_align, emit_depth_to_space, emit_space_to_depth
+from ..geometry import Domain, normalize_block, spatial_axes
+from .conv2d import CONV2D, CONV2D_TRANSPOSE, FOLDED_KERNEL_LAYOUT, Decision, decide, folded_weight, static_shape
+from .elementwise import UNARY, adapt_constant, keeps_clean, op_name, propagates
+from .emit import crop_to, emit_align, emit_leave_domain, emit_mask, emit_space_to_depth
 
 PASS_NAME = "SpaceToDepthConv2d"
 
@@ -30,40 +43,65 @@ def check_options(block, lane_width) -> tuple[tuple[int, int] | None, int]:
     return (None if block is None else normalize_block(block)), lane_width
 
 
+@dataclass(frozen=True)
+class Exit:
+    """A tensor brought back from the S2D domain to plain layout, and the op that needed it."""
+
+    tensor: str
+    forced_by: str
+
+
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
 class SpaceToDepthConv2d:
-    """Rewrite ``relax.nn.conv2d`` with few input channels into its space-to-depth form.
+    """Rewrite ``relax.nn.conv2d`` with few channels into its space-to-depth form.
 
     Parameters
     ----------
     block : None, int or (int, int)
-        Force this block on every eligible conv; ``None`` lets the lane model choose per
-        layer (the block with the fewest executed MACs on ``lane_width`` lanes, if any).
+        Force this block on every eligible conv; ``None`` lets the cost model choose per layer.
     lane_width : int
-        Channels per vector lane group in the cost model (32 for HTP / HVX ``vrmpy``).
+        Channels per lane group in the cost model (32 for HTP / HVX ``vrmpy``).
+    stay_in_domain : bool
+        Keep tensors in the S2D domain across layers (default); False rewrites each conv on
+        its own, with its own S2D and D2S.
 
-    After the pass runs, ``decisions`` lists a ``Decision`` per conv it saw.
+    After the pass runs, ``decisions`` holds a ``Decision`` per conv and ``exits`` an ``Exit``
+    per tensor brought back to plain layout.
     """
 
-    def __init__(self, block=None, lane_width: int = 32):
+    def __init__(self, block=None, lane_width: int = 32, stay_in_domain: bool = True):
         self.block, self.lane_width = check_options(block, lane_width)
+        self.stay_in_domain = bool(stay_in_domain)
         self.decisions: list[Decision] = []
+        self.exits: list[Exit] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewriter(mod, self.block, self.lane_width)
+        rewriter = _Rewriter(mod, self.block, self.lane_width, self.stay_in_domain)
         mod = rewriter.transform()
-        self.decisions = rewriter.decisions
+        self.decisions, self.exits = rewriter.decisions, rewriter.exits
         return mod
+
+
+@dataclass(frozen=True)
+class _InDomain:
+    value: relax.Var  # the tensor in the S2D domain
+    domain: Domain
+    channels: int  # channels of the image
+    layout: str
 
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, block, lane_width: int):
+    def __init__(self, mod: tvm.IRModule, block, lane_width: int, stay: bool):
         super().__init__(mod)
         self.mod = mod
         self.block = block
         self.lane_width = lane_width
+        self.stay = stay
         self.decisions: list[Decision] = []
+        self.exits: list[Exit] = []
+        self.in_domain: dict[relax.Var, _InDomain] = {}
+        self.plain: dict[relax.Var, relax.Var] = {}
 
     def transform(self) -> tvm.IRModule:
         for gvar, func in self.mod.functions_items():
@@ -71,42 +109,138 @@ class _Rewriter(PyExprMutator):
                 self.builder_.update_func(gvar, self.visit_expr(func))
         return self.builder_.get()
 
+    # ---- dispatch ----
+
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        call = binding.value
-        if not CONV2D.match(call):
-            return super().visit_var_binding_(binding)
-        decision = decide(binding.var.name, call, self.block, self.lane_width)
+        value = binding.value
+        if CONV2D.match(value) or CONV2D_TRANSPOSE.match(value):
+            return self._conv(binding)
+        if propagates(value) and self._elementwise(binding):
+            return None
+        user = op_name(value) or ("function output" if not isinstance(binding.var, relax.DataflowVar) else type(value).__name__)
+        self._to_plain(value, user)
+        return super().visit_var_binding_(binding)
+
+    # ---- convs ----
+
+    def _conv(self, binding: relax.VarBinding) -> None:
+        call, name = binding.value, binding.var.name
+        source = self._source(call.args[0], str(call.attrs.data_layout))
+        decision = decide(name, call, self.block, self.lane_width, source.domain if source else None)
         self.decisions.append(decision)
         if not decision.rewritten:
+            self._to_plain(call, f"{decision.kind} {name} (not rewritten)")
             return super().visit_var_binding_(binding)
-        new_value = self._rewrite(self.visit_expr(call.args[0]), call, decision)
-        # Re-emitting through the base class keeps the bound var (and its kind: dataflow or
-        # output) so every use of the original conv now sees the rewritten value.
-        return super().visit_var_binding_(relax.VarBinding(binding.var, new_value))
 
-    def _rewrite(self, data: relax.Expr, call: relax.Call, decision: Decision) -> relax.Expr:
-        bb, plan, layout, name = self.builder_, decision.plan, decision.layout, decision.name
-        attrs = call.attrs
-        x = emit_align(bb, data, plan.align, layout, name)
-        if x is not data:
-            x = bb.emit(x, name + "_align")
-        x = bb.emit(emit_space_to_depth(bb, x, plan.block, layout, name), name + "_s2d")
-        weight = relax.const(folded_weight(call, plan))
-        y = relax.op.nn.conv2d(
-            x,
-            weight,
-            strides=plan.strides,
-            padding=plan.padding,
-            dilation=(1, 1),
-            groups=1,
-            data_layout=layout,
-            kernel_layout=str(attrs.kernel_layout),
-            out_layout=layout,
-            out_dtype=attrs.out_dtype,
+        bb, plan, layout = self.builder_, decision.plan, decision.layout
+        if decision.stayed:
+            x = source.value
+            if plan.needs_mask:
+                x = bb.emit(emit_mask(bb, x, source.domain, source.channels, layout, name), name + "_masked")
+            if any(plan.trim):
+                x = bb.emit(crop_to(x, (0, 0), plan.s2d_hw, layout), name + "_trim")
+        else:
+            self._to_plain(call, f"{decision.kind} {name}")
+            x = self.visit_expr(call.args[0])
+            if decision.kind == "conv2d_transpose":
+                x = self._crop_input(x, plan, layout, name)
+            else:
+                aligned = emit_align(bb, x, plan.align, layout, name)
+                x = x if aligned is x else bb.emit(aligned, name + "_align")
+                x = bb.emit(emit_space_to_depth(bb, x, plan.block, layout, name), name + "_s2d")
+        kernel_layout = str(call.attrs.kernel_layout)
+        if decision.kind == "conv2d_transpose":
+            kernel_layout = FOLDED_KERNEL_LAYOUT[layout]
+        conv = relax.op.nn.conv2d(
+            x, relax.const(folded_weight(call, plan)), strides=plan.strides, padding=plan.padding,
+            data_layout=layout, kernel_layout=kernel_layout, out_layout=layout, out_dtype=call.attrs.out_dtype,
         )
-        if plan.needs_d2s:
-            y = bb.emit(y, name + "_s2d_conv")
-            y = emit_depth_to_space(bb, y, plan.out_block, layout, name + "_d2s")
-        if plan.crop_hw is not None:
-            y = crop_spatial(bb.emit(y, name + "_d2s"), plan.crop_hw, layout)
-        return y
+        out = plan.out_domain
+        self._bind(binding, conv, out, decision.spec.out_channels, layout)
+
+    def _crop_input(self, x, plan, layout, name):
+        (fh, bh), (fw, bw) = plan.crop_in
+        if not (fh or bh or fw or bw):
+            return x
+        hax, wax, _ = spatial_axes(layout)
+        shape = [int(d) for d in x.ty.shape.values]
+        return self.builder_.emit(crop_to(x, (fh, fw), (shape[hax] - bh, shape[wax] - bw), layout), name + "_crop")
+
+    # ---- elementwise ops in the domain ----
+
+    def _elementwise(self, binding: relax.VarBinding) -> bool:
+        """Run an elementwise op in the domain if its operands allow; False to fall back."""
+        if not self.stay:
+            return False
+        call = binding.value
+        name = op_name(call)
+        tensor_positions = [0] if name in UNARY else [0, 1]
+        sources, args = [], list(call.args)
+        for i in tensor_positions:
+            if isinstance(args[i], relax.Var) and args[i] in self.in_domain:
+                sources.append(self.in_domain[args[i]])
+        if not sources:
+            return False
+        first = sources[0]
+        if any((s.domain.block, s.domain.offset, s.domain.size, s.channels, s.layout)
+               != (first.domain.block, first.domain.offset, first.domain.size, first.channels, first.layout)
+               for s in sources):
+            return False
+        if not self._same_image(call, first):
+            return False
+        axis = int(call.attrs.axis) if name in ("relax.quantize", "relax.dequantize") else None
+        for i, arg in enumerate(args):
+            if isinstance(arg, relax.Var) and arg in self.in_domain:
+                args[i] = self.in_domain[arg].value
+            elif i in tensor_positions or axis is not None:
+                adapted = adapt_constant(arg, first.domain.block, first.layout, axis)
+                if adapted is None:
+                    return False
+                args[i] = adapted
+        clean = keeps_clean(call, [s.domain.clean for s in sources])
+        new_call = relax.Call(call.op, args, call.attrs, call.ty_args)
+        self._bind(binding, new_call, replace(first.domain, clean=clean), first.channels, first.layout)
+        return True
+
+    @staticmethod
+    def _same_image(call, source: _InDomain) -> bool:
+        """The op's output has the image's shape (it broadcasts nothing into the tensor)."""
+        shape = static_shape(call)
+        if shape is None or len(shape) != 4:
+            return False
+        hax, wax, cax = spatial_axes(source.layout)
+        return (shape[hax], shape[wax]) == source.domain.size and shape[cax] == source.channels
+
+    # ---- moving between layouts ----
+
+    def _source(self, x: relax.Expr, layout: str) -> _InDomain | None:
+        if not self.stay or not isinstance(x, relax.Var):
+            return None
+        source = self.in_domain.get(x)
+        return source if source is not None and source.layout == layout else None
+
+    def _bind(self, binding: relax.VarBinding, value: relax.Expr, domain: Domain | None, channels: int, layout: str):
+        """Bind the op's result: kept in the domain, or brought to plain into the bound var."""
+        if domain is None:
+            return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+        name = binding.var.name
+        in_domain = self.builder_.emit(value, name + "_s2d_out")
+        self.in_domain[binding.var] = _InDomain(in_domain, domain, channels, layout)
+        if self.stay and isinstance(binding.var, relax.DataflowVar):
+            return None
+        self.plain[binding.var] = binding.var
+        if self.stay:
+            self.exits.append(Exit(name, "function output"))
+        plain = emit_leave_domain(self.builder_, in_domain, domain, layout, name)
+        return super().visit_var_binding_(relax.VarBinding(binding.var, plain))
+
+    def _to_plain(self, expr: relax.Expr, forced_by: str) -> None:
+        """Bring every domain tensor ``expr`` reads back to plain layout (once per tensor)."""
+        for var in relax.analysis.free_vars(expr):
+            if var in self.in_domain and var not in self.plain:
+                source = self.in_domain[var]
+                plain = emit_leave_domain(self.builder_, source.value, source.domain, source.layout, var.name)
+                plain = self.builder_.emit(plain, var.name)
+                self.plain[var] = plain
+                self.set_var_remap(var, plain)
+                self.exits.append(Exit(var.name, forced_by))
