@@ -63,3 +63,62 @@ def ops_in(mod, name="relax.nn.conv2d"):
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return found
+
+
+class Net:
+    """A tiny builder for test graphs: ``net = Net((1, 8, 16, 16)); y = net.conv(net.x, 8, 3, padding=1)``.
+
+    Convs get seeded random constant weights in the layout's kernel layout; ``net.module(y)``
+    closes the function.
+    """
+
+    def __init__(self, shape, dtype="float32", layout="NCHW", seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.layout, self.dtype = layout, dtype
+        self.bb = relax.BlockBuilder()
+        self.x = relax.Var("x", relax.TensorType(shape, dtype))
+        self._func = self.bb.function("main", [self.x])
+        self._func.__enter__()
+        self._df = self.bb.dataflow()
+        self._df.__enter__()
+        self.count = 0
+
+    def channels(self, y):
+        return int(y.ty.shape.values[1 if self.layout == "NCHW" else 3])
+
+    def weight(self, shape_oihw, dtype=None):
+        dtype = dtype or ("int8" if self.dtype in ("int8", "uint8") else "float32")
+        w = random_tensor(self.rng, shape_oihw, dtype)
+        if dtype == "float32":
+            w = (w / np.sqrt(np.prod(shape_oihw[1:]))).astype(np.float32)
+        return w
+
+    def emit(self, expr, name=None):
+        self.count += 1
+        return self.bb.emit(expr, name or f"t{self.count}")
+
+    def conv(self, y, cout, k, stride=1, padding=0, dilation=1, name=None, **attrs):
+        kernel_layout = "OIHW" if self.layout == "NCHW" else "HWIO"
+        w = self.weight((cout, self.channels(y), k, k))
+        w = w if self.layout == "NCHW" else w.transpose(2, 3, 1, 0)
+        if self.dtype in ("int8", "uint8"):
+            attrs.setdefault("out_dtype", "int32")
+        return self.emit(relax.op.nn.conv2d(y, relax.const(w), strides=stride, padding=padding, dilation=dilation,
+                                            data_layout=self.layout, kernel_layout=kernel_layout, **attrs), name)
+
+    def conv_transpose(self, y, cout, k, stride, padding=0, output_padding=0, name=None):
+        w = self.weight((self.channels(y), cout, k, k))  # IOHW
+        return self.emit(relax.op.nn.conv2d_transpose(y, relax.const(w), strides=stride, padding=padding,
+                                                      output_padding=output_padding, data_layout=self.layout), name)
+
+    def bias(self, y):
+        c = self.channels(y)
+        shape = (1, c, 1, 1) if self.layout == "NCHW" else (c,)
+        return self.emit(relax.op.add(y, relax.const(self.rng.standard_normal(shape).astype(str(y.ty.dtype)))))
+
+    def module(self, y):
+        out = self.bb.emit_output(y)
+        self._df.__exit__(None, None, None)
+        self.bb.emit_func_output(out)
+        self._func.__exit__(None, None, None)
+        return self.bb.get()

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
                        help="force this block on every eligible conv (default: auto, the lane model)")
         p.add_argument("--lane-width", type=int, default=32, help="lane width of the cost model (default 32)")
+        p.add_argument("--move-cost", type=float, default=1.0,
+                       help="cost-model MAC-equivalents per byte moved by data-movement ops (default 1.0)")
+        p.add_argument("--per-conv", action="store_true",
+                       help="rewrite each conv on its own instead of staying in the S2D domain across layers")
 
     demo = sub.add_parser("demo", help="compile the built-in example with and without the rewrite, check, time")
     demo.add_argument("--size", type=int, default=1024, help="input height and width (default 1024)")
@@ -109,6 +113,10 @@ def cmd_demo(args) -> int:
     return 0 if result["agree"] else 1
 
 
+def rewrite_options(args) -> dict:
+    return dict(block=args.block, lane_width=args.lane_width, move_cost=args.move_cost, stay_in_domain=not args.per_conv)
+
+
 def _import(args):
     from .onnx_import import from_onnx
 
@@ -118,7 +126,7 @@ def _import(args):
 def cmd_report(args) -> int:
     from .report import explain
 
-    report = explain(_import(args), block=args.block, lane_width=args.lane_width)
+    report = explain(_import(args), **rewrite_options(args))
     print(report.to_json() if args.json else report)
     return 0
 
@@ -133,10 +141,10 @@ def cmd_compile(args) -> int:
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(args.block, args.lane_width))
+        ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(**rewrite_options(args)))
     ex.export_library(args.output)
     if not args.no_rewrite:
-        print(explain(mod, block=args.block, lane_width=args.lane_width))
+        print(explain(mod, **rewrite_options(args)))
     print(f"wrote {args.output}")
     return 0
 

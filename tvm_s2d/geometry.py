@@ -375,10 +375,23 @@ class Domain:
         return y
 
 
-#: MAC-equivalents charged per byte a data-movement kernel reads or writes. A rough HVX
-#: figure (one packet moves a 128-byte vector in and out, or does 256 int8 MACs); tuning
-#: replaces it with measurements.
-MOVE_COST = 1.0
+@dataclass(frozen=True)
+class CostModel:
+    """The estimate the rewrite decides by: executed MACs on ``lane_width``-channel lanes plus
+    ``move_cost`` MAC-equivalents per byte a data-movement kernel reads or writes.
+
+    The default ``move_cost`` is a rough HVX figure (a packet moves a 128-byte vector in and
+    out, or does 256 int8 MACs); tuning replaces these guesses with measurements.
+    """
+
+    lane_width: int = 32
+    move_cost: float = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.lane_width, bool) or not isinstance(self.lane_width, int) or self.lane_width < 1:
+            raise ValueError(f"lane_width must be a positive int, got {self.lane_width!r}")
+        if not isinstance(self.move_cost, (int, float)) or isinstance(self.move_cost, bool) or not self.move_cost >= 0:
+            raise ValueError(f"move_cost must be a number >= 0, got {self.move_cost!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -426,11 +439,13 @@ class Conv2dSpec:
         if self.groups != 1:
             raise Unsupported(f"grouped conv (groups={self.groups})")
 
-    def plan(self, block, domain: Domain | None = None, layout: str = "NCHW", lane_width: int = 32) -> S2DConvPlan:
+    def plan(self, block, domain: Domain | None = None, layout: str = "NCHW", model: CostModel = CostModel(),
+             offset_out: tuple[int, int] | None = None) -> S2DConvPlan:
         """The exact S2D rewrite with ``block``, cheapest over the free offsets.
 
         ``domain``: the input is already in the S2D domain (its block must be ``block``);
-        otherwise it is plain and the rewrite aligns and S2D's it. Raises ``Unsupported``.
+        otherwise it is plain and the rewrite aligns and S2D's it. ``offset_out`` fixes the
+        output's offset. Raises ``Unsupported``.
         """
         self.require_dense()
         block = normalize_block(block)
@@ -449,8 +464,11 @@ class Conv2dSpec:
                 )
             except Unsupported as exc:
                 raise Unsupported(f"{name}: {exc}") from None
-        plans = [S2DConvPlan(self, h, w, layout, domain) for h in per_axis[0] for w in per_axis[1]]
-        return min(plans, key=lambda p: (p.cost(lane_width), p.h.offset_in + p.w.offset_in, p.h.offset_out + p.w.offset_out))
+        plans = [S2DConvPlan(self, h, w, layout, domain) for h in per_axis[0] for w in per_axis[1]
+                 if offset_out is None or (h.offset_out, w.offset_out) == tuple(offset_out)]
+        if not plans:
+            raise Unsupported(f"no plan with output offset {offset_out}")
+        return min(plans, key=lambda p: (p.cost(model), p.h.offset_in + p.w.offset_in, p.h.offset_out + p.w.offset_out))
 
     def input_bytes(self) -> int:
         return self.batch * self.in_channels * self.in_hw[0] * self.in_hw[1] * self.itemsize
@@ -568,9 +586,9 @@ class S2DConvPlan:
         out = self.out_domain
         return 0 if out is None else out.leave_bytes(self.spec.batch, self.spec.out_channels, self.spec.itemsize, self.layout)
 
-    def cost(self, lane_width: int = 32) -> float:
-        """Executed MACs on ``lane_width`` lanes plus ``MOVE_COST`` per byte moved in and out."""
-        return self.executed_macs(lane_width) + MOVE_COST * (self.entry_bytes() + self.exit_bytes())
+    def cost(self, model: CostModel = CostModel()) -> float:
+        """Executed MACs plus data movement into and out of the domain, per ``model``."""
+        return self.executed_macs(model.lane_width) + model.move_cost * (self.entry_bytes() + self.exit_bytes())
 
     # ---- weights ----
 
@@ -629,30 +647,30 @@ def _nchw_to(layout: str, shape):
     return shape if layout == "NCHW" else (n, h, w, c)
 
 
-def choose_block(spec: Conv2dSpec, lane_width: int = 32, candidates=CANDIDATE_BLOCKS, layout: str = "NCHW") -> S2DConvPlan:
-    """The cost model's choice: the valid block with the lowest cost (smallest on ties).
+def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=CANDIDATE_BLOCKS, layout: str = "NCHW") -> S2DConvPlan:
+    """The cost model's choice: the valid block with the lowest ``cost`` (smallest on ties).
 
-    Cost = executed MACs on ``lane_width`` lanes + ``MOVE_COST`` x bytes moved into and out of
-    the S2D domain. Raises ``Unsupported`` when no block beats the conv as it is.
+    Raises ``Unsupported`` when no block beats the conv as it is.
     """
     spec.require_dense()
+    lane_width = model.lane_width
     before = spec.executed_macs(lane_width)
     plans, reasons = [], []
     for block in candidates:
         try:
-            plans.append(spec.plan(block, layout=layout, lane_width=lane_width))
+            plans.append(spec.plan(block, layout=layout, model=model))
         except Unsupported as exc:
             reasons.append(f"{block[0]}x{block[1]}: {exc}")
     if not plans:
         raise Unsupported("no valid block (" + "; ".join(reasons) + ")")
-    best = min(plans, key=lambda p: (p.cost(lane_width), p.block[0] * p.block[1]))
-    if best.cost(lane_width) < before:
+    best = min(plans, key=lambda p: (p.cost(model), p.block[0] * p.block[1]))
+    if best.cost(model) < before:
         return best
     if spec.in_channels >= lane_width:
         raise Unsupported(f"already enough channels ({spec.in_channels} input channels fill {lane_width}-wide lanes)")
     raise Unsupported(
         f"no estimated gain on {lane_width}-channel lanes (best block {best.block[0]}x{best.block[1]}:"
-        f" cost {best.cost(lane_width):,.0f} vs {before:,} executed MACs)"
+        f" cost {best.cost(model):,.0f} vs {before:,} executed MACs)"
     )
 
 
@@ -769,19 +787,20 @@ class TransposedConv2dSpec:
         g = self.groups
         return g * executed_macs(self.batch, self.in_hw, self.kernel_hw, self.in_channels // g, self.out_channels // g, lane_width)
 
-    def plan(self, layout: str = "NCHW", lane_width: int = 32) -> TransposedConvPlan:
+    def plan(self, layout: str = "NCHW", model: CostModel = CostModel(), offset_out: tuple[int, int] | None = None) -> TransposedConvPlan:
         if self.groups != 1:
             raise Unsupported(f"grouped conv (groups={self.groups})")
         if self.strides == (1, 1):
             raise Unsupported("stride 1: a plain conv already, no depth-to-space to gain")
         if min(self.out_hw) < 1:
             raise Unsupported("the conv has an empty output")
-        plans = [
-            TransposedConvPlan(self, *self._axes((eh, ew)), layout)
-            for eh in range(self.strides[0])
-            for ew in range(self.strides[1])
-        ]
-        return min(plans, key=lambda p: (p.cost(lane_width), p.h.offset_out + p.w.offset_out))
+        offsets = [(eh, ew) for eh in range(self.strides[0]) for ew in range(self.strides[1])]
+        if offset_out is not None:
+            offsets = [tuple(offset_out)] if tuple(offset_out) in offsets else []
+        if not offsets:
+            raise Unsupported(f"no plan with output offset {offset_out}")
+        plans = [TransposedConvPlan(self, *self._axes(offset), layout) for offset in offsets]
+        return min(plans, key=lambda p: (p.cost(model), p.h.offset_out + p.w.offset_out))
 
 
 @dataclass(frozen=True)
@@ -817,8 +836,8 @@ class TransposedConvPlan:
     def exit_bytes(self) -> int:
         return self.out_domain.leave_bytes(self.spec.batch, self.spec.out_channels, self.spec.itemsize, self.layout)
 
-    def cost(self, lane_width: int = 32) -> float:
-        return self.executed_macs(lane_width) + MOVE_COST * self.exit_bytes()
+    def cost(self, model: CostModel = CostModel()) -> float:
+        return self.executed_macs(model.lane_width) + model.move_cost * self.exit_bytes()
 
     def fold_weight(self, weight: np.ndarray) -> np.ndarray:
         """IOHW transposed-conv weight -> OIHW weight of the stride-1 conv."""

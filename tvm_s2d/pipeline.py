@@ -25,12 +25,16 @@ def prepare_passes() -> list[tvm.transform.Pass]:
     return [transform.FoldConstant()]
 
 
-def s2d_pipeline(block=None, lane_width: int = 32, stay_in_domain: bool = True) -> tvm.transform.Pass:
-    """Prepare, rewrite, legalize, fold constants, fuse, then TVM's default build pipeline."""
+def s2d_pipeline(**options) -> tvm.transform.Pass:
+    """Prepare, rewrite, legalize, fold constants, fuse, then TVM's default build pipeline.
+
+    ``options`` are ``SpaceToDepthConv2d``'s: ``block``, ``lane_width``, ``move_cost``,
+    ``stay_in_domain``.
+    """
     return tvm.transform.Sequential(
         [
             *prepare_passes(),
-            SpaceToDepthConv2d(block=block, lane_width=lane_width, stay_in_domain=stay_in_domain),
+            SpaceToDepthConv2d(**options),
             transform.LegalizeOps(),
             transform.AnnotateTIROpPattern(),
             transform.FoldConstant(),

@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 
 from .passes.conv2d import Decision
-from .passes.space_to_depth_conv2d import Exit, SpaceToDepthConv2d, check_options
+from .passes.space_to_depth_conv2d import SpaceToDepthConv2d
 
 #: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
 DATA_MOVEMENT_OPS = ("relax.permute_dims", "relax.layout_transform", "relax.nn.pad", "relax.strided_slice")
@@ -33,8 +33,8 @@ class Report:
         if before is not None and after is not None:
             movement = {"before": count_ops(before, DATA_MOVEMENT_OPS), "after": count_ops(after, DATA_MOVEMENT_OPS)}
         return cls(
-            [_row(d, pass_.lane_width) for d in pass_.decisions],
-            pass_.lane_width,
+            [_row(d, pass_.model.lane_width) for d in pass_.decisions],
+            pass_.model.lane_width,
             [{"tensor": e.tensor, "forced_by": e.forced_by} for e in pass_.exits],
             movement,
         )
@@ -91,13 +91,13 @@ class Report:
         return "\n".join(text)
 
 
-def explain(mod: tvm.IRModule, block=None, lane_width: int = 32, stay_in_domain: bool = True) -> Report:
-    """What the ``"s2d"`` pipeline's rewrite does to ``mod``: it runs the same steps."""
+def explain(mod: tvm.IRModule, **options) -> Report:
+    """What the ``"s2d"`` pipeline's rewrite does to ``mod`` (same steps, same ``options`` as
+    ``SpaceToDepthConv2d``: ``block``, ``lane_width``, ``move_cost``, ``stay_in_domain``)."""
     from .pipeline import prepare_passes
 
-    block, lane_width = check_options(block, lane_width)
+    pass_ = SpaceToDepthConv2d(**options)  # validates the options before any work
     prepared = tvm.transform.Sequential(prepare_passes())(mod)
-    pass_ = SpaceToDepthConv2d(block=block, lane_width=lane_width, stay_in_domain=stay_in_domain)
     return Report.from_run(pass_, prepared, pass_(prepared))
 
 

@@ -10,7 +10,7 @@ always says what the pass does.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
@@ -20,8 +20,8 @@ from tvm.relax.dpl import is_op, wildcard
 
 from ..geometry import (
     LAYOUTS,
-    MOVE_COST,
     Conv2dSpec,
+    CostModel,
     Domain,
     TransposedConv2dSpec,
     Unsupported,
@@ -83,7 +83,7 @@ def constant_weight(call: relax.Call) -> np.ndarray | None:
     return weight.value.numpy() if isinstance(weight, tvm.ir.GenericConst) else None
 
 
-def decide(name: str, call: relax.Call, block=None, lane_width: int = 32, domain: Domain | None = None) -> Decision:
+def decide(name: str, call: relax.Call, block=None, model: CostModel = CostModel(), domain: Domain | None = None) -> Decision:
     """Check one conv call.
 
     ``block``: a normalized pair to force, or None for the cost model. ``domain``: where the
@@ -104,10 +104,10 @@ def decide(name: str, call: relax.Call, block=None, lane_width: int = 32, domain
         return refuse("weight is not a compile-time constant", spec)
     source = "forced block" if block is not None else "cost model"
     if kind == "conv2d_transpose":
-        return _decide_transpose(name, spec, shapes, layout, block, lane_width, domain, refuse)
+        return _decide_transpose(name, spec, shapes, layout, block, model, domain, refuse)
 
     try:
-        plain = spec.plan(block, layout=layout, lane_width=lane_width) if block else choose_block(spec, lane_width, layout=layout)
+        plain = spec.plan(block, layout=layout, model=model) if block else choose_block(spec, model, layout=layout)
         reason = None
     except Unsupported as exc:
         plain, reason = None, str(exc)
@@ -117,24 +117,24 @@ def decide(name: str, call: relax.Call, block=None, lane_width: int = 32, domain
     stay = None
     if block is None or block == domain.block:
         try:
-            stay = spec.plan(domain.block, domain=domain, layout=layout, lane_width=lane_width)
+            stay = spec.plan(domain.block, domain=domain, layout=layout, model=model)
         except Unsupported:
             pass
-    leave_cost = MOVE_COST * domain.leave_bytes(spec.batch, spec.in_channels, spec.itemsize, layout)
-    leave_cost += plain.cost(lane_width) if plain else spec.executed_macs(lane_width)
-    stay_cost = stay.cost(lane_width) if stay else math.inf
+    leave_cost = model.move_cost * domain.leave_bytes(spec.batch, spec.in_channels, spec.itemsize, layout)
+    leave_cost += plain.cost(model) if plain else spec.executed_macs(model.lane_width)
+    stay_cost = stay.cost(model) if stay else math.inf
     common = dict(in_domain=True, stay_cost=stay_cost, leave_cost=leave_cost)
     if stay_cost <= leave_cost:
         return Decision(name, kind, *shapes, layout, spec, stay, None, source, stayed=True, **common)
     return Decision(name, kind, *shapes, layout, spec, plain, reason, source if plain else "", **common)
 
 
-def _decide_transpose(name, spec, shapes, layout, block, lane_width, domain, refuse) -> Decision:
+def _decide_transpose(name, spec, shapes, layout, block, model, domain, refuse) -> Decision:
     try:
-        plan = spec.plan(layout, lane_width)
+        plan = spec.plan(layout, model)
     except Unsupported as exc:
         return refuse(str(exc), spec)
-    if block is None and plan.cost(lane_width) >= spec.executed_macs(lane_width):
+    if block is None and plan.cost(model) >= spec.executed_macs(model.lane_width):
         return refuse("no estimated gain over the transposed conv", spec)
     source = "forced block" if block is not None else "cost model"
     return Decision(name, "conv2d_transpose", *shapes, layout, spec, plan, None, source, in_domain=domain is not None)
@@ -192,3 +192,21 @@ def folded_weight(call: relax.Call, plan) -> np.ndarray:
         return plan.fold_weight(iohw).transpose(oihw_to_kernel(out_layout))
     oihw = weight.transpose(kernel_to_oihw(layout))
     return plan.fold_weight(oihw).transpose(oihw_to_kernel(layout))
+
+
+def with_output_offset(decision: Decision, offset, model: CostModel) -> Decision:
+    """The decision re-planned so its output lands at ``offset``, if that costs no more than the
+    D2S and S2D a mismatched offset would cost; else the decision unchanged."""
+    plan = decision.plan
+    if plan is None or plan.out_domain is None or plan.out_domain.offset == tuple(offset):
+        return decision
+    spec = decision.spec
+    try:
+        if decision.kind == "conv2d_transpose":
+            fixed = spec.plan(decision.layout, model, offset_out=offset)
+        else:
+            fixed = spec.plan(plan.block, domain=plan.domain, layout=decision.layout, model=model, offset_out=offset)
+    except Unsupported:
+        return decision
+    mismatch = model.move_cost * 2 * plan.out_domain.leave_bytes(spec.batch, spec.out_channels, spec.itemsize, decision.layout)
+    return replace(decision, plan=fixed) if fixed.cost(model) <= plan.cost(model) + mismatch else decision

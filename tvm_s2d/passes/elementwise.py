@@ -40,6 +40,8 @@ BINARY = {
     "relax.divide": False,
     "relax.maximum": False,
     "relax.minimum": False,
+    "relax.right_shift": False,
+    "relax.left_shift": False,
 }
 
 

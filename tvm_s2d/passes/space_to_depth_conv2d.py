@@ -28,19 +28,26 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import Domain, normalize_block, spatial_axes
-from .conv2d import CONV2D, CONV2D_TRANSPOSE, FOLDED_KERNEL_LAYOUT, Decision, decide, folded_weight, static_shape
-from .elementwise import UNARY, adapt_constant, keeps_clean, op_name, propagates
+from ..geometry import CostModel, Domain, normalize_block, spatial_axes
+from .conv2d import (
+    CONV2D,
+    CONV2D_TRANSPOSE,
+    FOLDED_KERNEL_LAYOUT,
+    Decision,
+    decide,
+    folded_weight,
+    static_shape,
+    with_output_offset,
+)
+from .elementwise import BINARY, UNARY, adapt_constant, keeps_clean, op_name, propagates
 from .emit import crop_to, emit_align, emit_leave_domain, emit_mask, emit_space_to_depth
 
 PASS_NAME = "SpaceToDepthConv2d"
 
 
-def check_options(block, lane_width) -> tuple[tuple[int, int] | None, int]:
-    """Validate the pass options; returns ``(block pair or None, lane_width)``."""
-    if isinstance(lane_width, bool) or not isinstance(lane_width, int) or lane_width < 1:
-        raise ValueError(f"lane_width must be a positive int, got {lane_width!r}")
-    return (None if block is None else normalize_block(block)), lane_width
+def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None, CostModel]:
+    """Validate the pass options; returns ``(block pair or None, cost model)``."""
+    return (None if block is None else normalize_block(block)), CostModel(lane_width, move_cost)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,9 @@ class SpaceToDepthConv2d:
         Force this block on every eligible conv; ``None`` lets the cost model choose per layer.
     lane_width : int
         Channels per lane group in the cost model (32 for HTP / HVX ``vrmpy``).
+    move_cost : float
+        MAC-equivalents the cost model charges per byte a data-movement kernel reads or
+        writes (``geometry.CostModel``).
     stay_in_domain : bool
         Keep tensors in the S2D domain across layers (default); False rewrites each conv on
         its own, with its own S2D and D2S.
@@ -69,14 +79,14 @@ class SpaceToDepthConv2d:
     per tensor brought back to plain layout.
     """
 
-    def __init__(self, block=None, lane_width: int = 32, stay_in_domain: bool = True):
-        self.block, self.lane_width = check_options(block, lane_width)
+    def __init__(self, block=None, lane_width: int = 32, move_cost: float = CostModel.move_cost, stay_in_domain: bool = True):
+        self.block, self.model = check_options(block, lane_width, move_cost)
         self.stay_in_domain = bool(stay_in_domain)
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewriter(mod, self.block, self.lane_width, self.stay_in_domain)
+        rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain)
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits
         return mod
@@ -92,20 +102,22 @@ class _InDomain:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, block, lane_width: int, stay: bool):
+    def __init__(self, mod: tvm.IRModule, block, model: CostModel, stay: bool):
         super().__init__(mod)
         self.mod = mod
         self.block = block
-        self.lane_width = lane_width
+        self.model = model
         self.stay = stay
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
         self.in_domain: dict[relax.Var, _InDomain] = {}
         self.plain: dict[relax.Var, relax.Var] = {}
+        self.users: dict[relax.Var, list[relax.VarBinding]] = {}
 
     def transform(self) -> tvm.IRModule:
         for gvar, func in self.mod.functions_items():
             if isinstance(func, relax.Function) and not func.attrs.get("Primitive", False):
+                self.users = _users(func)
                 self.builder_.update_func(gvar, self.visit_expr(func))
         return self.builder_.get()
 
@@ -126,10 +138,13 @@ class _Rewriter(PyExprMutator):
     def _conv(self, binding: relax.VarBinding) -> None:
         call, name = binding.value, binding.var.name
         source = self._source(call.args[0], str(call.attrs.data_layout))
-        decision = decide(name, call, self.block, self.lane_width, source.domain if source else None)
+        decision = decide(name, call, self.block, self.model, source.domain if source else None)
+        partner = self._partner_offset(binding.var, decision.plan.out_block) if decision.rewritten and self.stay else None
+        if partner is not None:
+            decision = with_output_offset(decision, partner, self.model)
         self.decisions.append(decision)
         if not decision.rewritten:
-            self._to_plain(call, f"{decision.kind} {name} (not rewritten)")
+            self._to_plain(call, f"{call.op.name} {name} (not rewritten: {decision.reason})")
             return super().visit_var_binding_(binding)
 
         bb, plan, layout = self.builder_, decision.plan, decision.layout
@@ -140,7 +155,7 @@ class _Rewriter(PyExprMutator):
             if any(plan.trim):
                 x = bb.emit(crop_to(x, (0, 0), plan.s2d_hw, layout), name + "_trim")
         else:
-            self._to_plain(call, f"{decision.kind} {name}")
+            self._to_plain(call, f"{call.op.name} {name}")
             x = self.visit_expr(call.args[0])
             if decision.kind == "conv2d_transpose":
                 x = self._crop_input(x, plan, layout, name)
@@ -211,6 +226,23 @@ class _Rewriter(PyExprMutator):
         hax, wax, cax = spatial_axes(source.layout)
         return (shape[hax], shape[wax]) == source.domain.size and shape[cax] == source.channels
 
+    def _partner_offset(self, var: relax.Var, block) -> tuple[int, int] | None:
+        """The offset of a domain tensor that ``var`` meets in a binary op (through unary
+        ops), so a residual join can stay in the domain."""
+        for user in self.users.get(var, []):
+            name = op_name(user.value)
+            if name in UNARY and user.value.args[0].same_as(var):
+                found = self._partner_offset(user.var, block)
+            elif name in BINARY:
+                other = [a for a in user.value.args[:2] if not a.same_as(var)]
+                source = self.in_domain.get(other[0]) if other and isinstance(other[0], relax.Var) else None
+                found = source.domain.offset if source is not None and source.domain.block == tuple(block) else None
+            else:
+                found = None
+            if found is not None:
+                return found
+        return None
+
     # ---- moving between layouts ----
 
     def _source(self, x: relax.Expr, layout: str) -> _InDomain | None:
@@ -244,3 +276,14 @@ class _Rewriter(PyExprMutator):
                 self.plain[var] = plain
                 self.set_var_remap(var, plain)
                 self.exits.append(Exit(var.name, forced_by))
+
+
+def _users(func: relax.Function) -> dict[relax.Var, list[relax.VarBinding]]:
+    """Each variable's consuming bindings, in ``func``'s dataflow blocks."""
+    users: dict[relax.Var, list[relax.VarBinding]] = {}
+    for block in getattr(func.body, "blocks", []):
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding):
+                for var in relax.analysis.free_vars(binding.value):
+                    users.setdefault(var, []).append(binding)
+    return users
