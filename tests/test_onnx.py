@@ -44,11 +44,12 @@ def test_demo_model_matches_onnxruntime_and_is_really_rewritten(size, block):
 
 
 def _onnx_case_dirs():
-    return sorted(d for d in glob.glob(os.path.join(ONNX_CASES, "test_Conv2d*")) if os.path.isdir(d))
+    cases = glob.glob(os.path.join(ONNX_CASES, "test_Conv2d*")) + glob.glob(os.path.join(ONNX_CASES, "test_ConvTranspose2d*"))
+    return sorted(d for d in cases if os.path.isdir(d))
 
 
 def test_the_onnx_package_ships_conv_cases():
-    assert len(_onnx_case_dirs()) >= 8
+    assert len(_onnx_case_dirs()) >= 10
 
 
 @pytest.mark.parametrize("case", _onnx_case_dirs(), ids=os.path.basename)
@@ -119,3 +120,100 @@ def test_a_model_without_convs_gives_an_empty_report():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
     report = tvm_s2d.explain(tvm_s2d.from_onnx(helper.make_model(graph)))
     assert report.rows == [] and "no conv2d" in str(report)
+
+
+# ---- whole models (issue 3): ONNX Runtime is the reference ----------------------------------------
+
+
+def _model(nodes, inputs, outputs, inits, opset=17):
+    graph = helper.make_graph(nodes, "m", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _conv(rng, name, src, dst, cin, cout, k, stride=1, pad=None, transpose=False, **attrs):
+    shape = (cin, cout, k, k) if transpose else (cout, cin, k, k)
+    w = numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(cin * k * k)).astype(np.float32), name + ".w")
+    b = numpy_helper.from_array((0.1 * rng.standard_normal(cout)).astype(np.float32), name + ".b")
+    pads = [k // 2] * 4 if pad is None else [pad] * 4
+    node = helper.make_node("ConvTranspose" if transpose else "Conv", [src, name + ".w", name + ".b"], [dst], name=name,
+                            kernel_shape=[k, k], strides=[stride, stride], pads=pads, **attrs)
+    return node, [w, b]
+
+
+def _compare(model, feeds, **options):
+    mod = tvm_s2d.from_onnx(model)
+    report = tvm_s2d.explain(mod, **options)
+    got = run(mod, *feeds.values(), pipeline=relax.get_pipeline("s2d", **options))
+    np.testing.assert_allclose(got, ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+    return report
+
+
+@pytest.mark.parametrize("size", [(24, 24), (21, 17)])
+def test_espcn_like_super_resolution_ending_in_depth_to_space(size):
+    rng = np.random.default_rng(3)
+    nodes, inits = [], []
+    for spec in [("c1", "x", "h1", 1, 16, 5), ("c2", "a1", "h2", 16, 8, 3), ("c3", "a2", "h3", 8, 4, 3)]:
+        node, params = _conv(rng, *spec)
+        nodes.append(node)
+        inits += params
+        if spec[2] != "h3":
+            nodes.append(helper.make_node("Tanh", [spec[2]], ["a" + spec[2][1]]))
+    nodes.append(helper.make_node("DepthToSpace", ["h3"], ["y"], blocksize=2, mode="DCR"))
+    h, w = size
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1, h, w])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1, 2 * h, 2 * w])], inits)
+    x = np.random.default_rng(0).standard_normal((2, 1, h, w)).astype(np.float32)
+    report = _compare(model, {"x": x})  # the cost model's own choices
+    assert [r["status"] for r in report.rows] == ["rewritten"] * 3
+    report = _compare(model, {"x": x}, block=2, move_cost=1000.0)  # one chain in a 2x2 domain
+    assert report.totals()["stayed_in_domain"] == 2
+
+
+def test_resnet_like_stem_and_residual_block():
+    rng = np.random.default_rng(4)
+    nodes, inits = [], []
+    for spec, act in [(("stem", "x", "s", 3, 16, 7, 2, 3), "s_act"), (("b1", "p", "h1", 16, 16, 3), "h1_act"),
+                      (("b2", "h1_act", "h2", 16, 16, 3), None)]:
+        node, params = _conv(rng, *spec)
+        nodes.append(node)
+        inits += params
+        if act:
+            nodes.append(helper.make_node("Relu", [spec[2]], [act]))
+        if spec[0] == "stem":
+            nodes.append(helper.make_node("MaxPool", ["s_act"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    nodes += [helper.make_node("Add", ["h2", "p"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits)
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    report = _compare(model, {"x": x}, block=2, move_cost=1000.0)
+    by_name = {r["name"]: r for r in report.rows}
+    # the strided stem is S2D + a stride-1 4x4 conv with a plain output: no D2S before the pool
+    assert by_name["stem"]["kernel"] == [[7, 7], [4, 4]] and by_name["stem"]["out_block"] == [1, 1]
+    assert by_name["b2"]["input"] == "S2D domain"
+    assert [e["forced_by"] for e in report.exits] == ["relax.add"]  # its other operand comes plain from the pool
+
+
+def test_unet_like_model_with_conv_transpose():
+    rng = np.random.default_rng(5)
+    nodes, inits = [], []
+    for spec in [("enc", "x", "e", 4, 8, 3), ("down", "e_act", "d", 8, 8, 3, 2, 1),
+                 ("up", "d_act", "u", 8, 8, 4, 2, 1, True), ("head", "s", "y", 8, 3, 3)]:
+        node, params = _conv(rng, *spec)
+        nodes.append(node)
+        inits += params
+        if spec[0] in ("enc", "down"):
+            nodes.append(helper.make_node("Relu", [spec[2]], [spec[2] + "_act"]))
+        if spec[0] == "up":
+            nodes.append(helper.make_node("Add", ["u", "e_act"], ["s"]))
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 32, 32])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 32, 32])], inits)
+    x = np.random.default_rng(2).standard_normal((2, 4, 32, 32)).astype(np.float32)
+    report = _compare(model, {"x": x}, block=2, move_cost=1000.0)
+    assert [r["status"] for r in report.rows] == ["rewritten"] * 4
+    assert [r["input"] for r in report.rows] == ["plain", "S2D domain", "plain", "S2D domain"]
+    assert report.rows[2]["name"] == "up" and report.rows[2]["kind"] == "conv2d_transpose"
+    # the skip connection meets the transposed conv's output in the same domain: one S2D in, one D2S out
+    assert report.data_movement["after"]["relax.permute_dims"] == 2
+    assert [e["forced_by"] for e in report.exits] == ["function output"]

@@ -15,7 +15,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
 
-from .passes.conv2d import CONV2D
+from .passes.conv2d import CONV2D, CONV2D_TRANSPOSE
 
 
 class ModelError(ValueError):
@@ -57,11 +57,11 @@ def from_onnx(model_or_path, shape_dict: dict | None = None) -> tvm.IRModule:
 
 
 def conv_node_names(model: onnx.ModelProto) -> list[str]:
-    """Names of the 2-d ``Conv`` nodes, in graph order (the importer's order)."""
+    """Names of the 2-d ``Conv`` and ``ConvTranspose`` nodes, in graph order (the importer's)."""
     ranks = {init.name: len(init.dims) for init in model.graph.initializer}
     names = []
     for node in model.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2:
+        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:
             continue
         kernel_shape = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
         if (len(kernel_shape) if kernel_shape else ranks.get(node.input[1], 0) - 2) == 2:
@@ -93,7 +93,7 @@ class _ConvRenamer(PyExprMutator):
         self.convs_seen = 0
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        if not CONV2D.match(binding.value):
+        if not (CONV2D.match(binding.value) or CONV2D_TRANSPOSE.match(binding.value)):
             return super().visit_var_binding_(binding)
         index, self.convs_seen = self.convs_seen, self.convs_seen + 1
         if index >= len(self.names):

@@ -227,18 +227,16 @@ class _Rewriter(PyExprMutator):
         return (shape[hax], shape[wax]) == source.domain.size and shape[cax] == source.channels
 
     def _partner_offset(self, var: relax.Var, block) -> tuple[int, int] | None:
-        """The offset of a domain tensor that ``var`` meets in a binary op (through unary
-        ops), so a residual join can stay in the domain."""
+        """The offset of a domain tensor that ``var`` meets in a binary op (looking through
+        elementwise ops with constants), so a residual join can stay in the domain."""
         for user in self.users.get(var, []):
             name = op_name(user.value)
-            if name in UNARY and user.value.args[0].same_as(var):
-                found = self._partner_offset(user.var, block)
-            elif name in BINARY:
-                other = [a for a in user.value.args[:2] if not a.same_as(var)]
-                source = self.in_domain.get(other[0]) if other and isinstance(other[0], relax.Var) else None
-                found = source.domain.offset if source is not None and source.domain.block == tuple(block) else None
-            else:
-                found = None
+            if name not in UNARY and name not in BINARY:
+                continue
+            operands = user.value.args[:1] if name in UNARY else user.value.args[:2]
+            partners = [self.in_domain.get(a) for a in operands if isinstance(a, relax.Var) and not a.same_as(var)]
+            partners = [p for p in partners if p is not None and p.domain.block == tuple(block)]
+            found = partners[0].domain.offset if partners else self._partner_offset(user.var, block)
             if found is not None:
                 return found
         return None
