@@ -59,6 +59,13 @@ def from_onnx(model_or_path, shape_dict: dict | None = None) -> tvm.IRModule:
 def conv_node_names(model: onnx.ModelProto) -> list[str]:
     """Names of the 2-d ``Conv`` and ``ConvTranspose`` nodes, in graph order (the importer's)."""
     ranks = {init.name: len(init.dims) for init in model.graph.initializer}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        for info in [*inferred.value_info, *inferred.input, *inferred.output]:
+            if info.type.tensor_type.HasField("shape"):
+                ranks[info.name] = len(info.type.tensor_type.shape.dim)
+    except Exception:  # shape inference is a help for naming only
+        pass
     names = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:

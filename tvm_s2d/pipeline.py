@@ -15,14 +15,15 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import SpaceToDepthConv2d
+from .passes import QDQConvToInteger, SpaceToDepthConv2d
 
 PIPELINE_NAME = "s2d"
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    """What runs before the rewrite: constants folded, so biases and weights are constants."""
-    return [transform.FoldConstant()]
+    """What runs before the rewrite, with or without it: QDQ convs made integer (exact), then
+    constants folded, so that biases and weights are constants."""
+    return [QDQConvToInteger(), transform.FoldConstant()]
 
 
 def s2d_pipeline(**options) -> tvm.transform.Pass:
