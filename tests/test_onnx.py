@@ -217,3 +217,28 @@ def test_unet_like_model_with_conv_transpose():
     # the skip connection meets the transposed conv's output in the same domain: one S2D in, one D2S out
     assert report.data_movement["after"]["relax.permute_dims"] == 2
     assert [e["forced_by"] for e in report.exits] == ["function output"]
+
+
+def test_nchw_model_converted_to_nhwc_with_tvm_convert_layout():
+    model = demo_model(40)
+    nhwc = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(tvm_s2d.from_onnx(model))
+    report = tvm_s2d.explain(nhwc, block=2, move_cost=1000.0)
+    assert {r["layout"] for r in report.rows} == {"NHWC"} and len(report.rewritten) == 4
+    # the stride-2 stem with a 2x2 block has a plain output; body1 -> body2 stays in the domain
+    assert [r["input"] for r in report.rows][1:3] == ["plain", "S2D domain"]
+    image = np.random.default_rng(3).standard_normal((1, 3, 40, 40)).astype(np.float32)
+    got = run(nhwc, image, pipeline=relax.get_pipeline("s2d", block=2, move_cost=1000.0))
+    np.testing.assert_allclose(got, ort_run(model, {"image": image}), rtol=1e-4, atol=1e-5)
+
+
+def test_hardswish_and_hardsigmoid_run_in_the_domain():
+    rng = np.random.default_rng(6)
+    (c1, p1), (c2, p2) = _conv(rng, "c1", "x", "h1", 8, 8, 3), _conv(rng, "c2", "a2", "y", 8, 8, 3)
+    nodes = [c1, helper.make_node("HardSwish", ["h1"], ["a1"]), helper.make_node("HardSigmoid", ["a1"], ["a2"]), c2]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 31, 29])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 31, 29])], p1 + p2)
+    x = np.random.default_rng(4).standard_normal((1, 8, 31, 29)).astype(np.float32)
+    report = _compare(model, {"x": x}, block=2, move_cost=1000.0)
+    assert report.rows[1]["input"] == "S2D domain" and [e["forced_by"] for e in report.exits] == ["function output"]
+    assert report.data_movement["after"]["relax.permute_dims"] == 2
+    assert report.data_movement["each_conv_alone"]["relax.permute_dims"] == 4
