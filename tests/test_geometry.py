@@ -291,7 +291,7 @@ def test_domain_enter_leave_round_trip_and_inside_mask():
     layout=st.sampled_from(["NCHW", "NHWC"]), seed=st.integers(0, 2**16),
 )
 def test_transposed_conv_is_a_conv_then_depth_to_space(k, s, d, pads, op, hw, layout, seed):
-    spec = TransposedConv2dSpec(2, 3, 2, hw, k, s, d, pads, op)
+    spec = TransposedConv2dSpec(2, 3, 2, hw, k, s, d, pads, output_padding=op)
     try:
         plan = spec.plan(layout)
     except Unsupported as exc:

@@ -399,8 +399,8 @@ class CostModel:
 
 
 @dataclass(frozen=True)
-class Conv2dSpec:
-    """A 2-d convolution in canonical NCHW / OIHW terms."""
+class ConvShape:
+    """What a 2-d conv or transposed conv is, in canonical NCHW terms."""
 
     batch: int
     in_channels: int
@@ -412,6 +412,11 @@ class Conv2dSpec:
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     groups: int = 1
     itemsize: int = 4  # bytes per activation element, for the data-movement cost
+
+
+@dataclass(frozen=True)
+class Conv2dSpec(ConvShape):
+    """A 2-d convolution, NCHW activations and OIHW weights."""
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -751,20 +756,10 @@ class TransposedAxisPlan:
 
 
 @dataclass(frozen=True)
-class TransposedConv2dSpec:
-    """A 2-d transposed convolution, NCHW activations and IOHW weights (``groups == 1``)."""
+class TransposedConv2dSpec(ConvShape):
+    """A 2-d transposed convolution, NCHW activations and IOHW weights."""
 
-    batch: int
-    in_channels: int
-    out_channels: int
-    in_hw: tuple[int, int]
-    kernel_hw: tuple[int, int]
-    strides: tuple[int, int] = (1, 1)
-    dilation: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     output_padding: tuple[int, int] = (0, 0)
-    groups: int = 1
-    itemsize: int = 4
 
     def _axes(self, offsets=(0, 0)) -> tuple[TransposedAxisPlan, TransposedAxisPlan]:
         return tuple(

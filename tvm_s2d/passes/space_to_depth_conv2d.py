@@ -99,6 +99,11 @@ class _InDomain:
     channels: int  # channels of the image
     layout: str
 
+    @property
+    def key(self) -> tuple:
+        """What operands of one elementwise op must share to combine in the domain."""
+        return self.domain.block, self.domain.offset, self.domain.size, self.channels, self.layout
+
 
 @mutator
 class _Rewriter(PyExprMutator):
@@ -111,7 +116,7 @@ class _Rewriter(PyExprMutator):
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
         self.in_domain: dict[relax.Var, _InDomain] = {}
-        self.plain: dict[relax.Var, relax.Var] = {}
+        self.back_in_plain: set[relax.Var] = set()  # domain tensors already brought back
         self.users: dict[relax.Var, list[relax.VarBinding]] = {}
 
     def transform(self) -> tvm.IRModule:
@@ -170,8 +175,7 @@ class _Rewriter(PyExprMutator):
             x, relax.const(folded_weight(call, plan)), strides=plan.strides, padding=plan.padding,
             data_layout=layout, kernel_layout=kernel_layout, out_layout=layout, out_dtype=call.attrs.out_dtype,
         )
-        out = plan.out_domain
-        self._bind(binding, conv, out, decision.spec.out_channels, layout)
+        self._bind(binding, conv, plan.out_domain, decision.spec.out_channels, layout)
 
     def _crop_input(self, x, plan, layout, name):
         (fh, bh), (fw, bw) = plan.crop_in
@@ -197,11 +201,7 @@ class _Rewriter(PyExprMutator):
         if not sources:
             return False
         first = sources[0]
-        if any((s.domain.block, s.domain.offset, s.domain.size, s.channels, s.layout)
-               != (first.domain.block, first.domain.offset, first.domain.size, first.channels, first.layout)
-               for s in sources):
-            return False
-        if not self._same_image(call, first):
+        if any(s.key != first.key for s in sources) or not self._same_image(call, first):
             return False
         axis = int(call.attrs.axis) if name in ("relax.quantize", "relax.dequantize") else None
         for i, arg in enumerate(args):
@@ -258,7 +258,7 @@ class _Rewriter(PyExprMutator):
         self.in_domain[binding.var] = _InDomain(in_domain, domain, channels, layout)
         if self.stay and isinstance(binding.var, relax.DataflowVar):
             return None
-        self.plain[binding.var] = binding.var
+        self.back_in_plain.add(binding.var)
         if self.stay:
             self.exits.append(Exit(name, "function output"))
         plain = emit_leave_domain(self.builder_, in_domain, domain, layout, name)
@@ -267,11 +267,11 @@ class _Rewriter(PyExprMutator):
     def _to_plain(self, expr: relax.Expr, forced_by: str) -> None:
         """Bring every domain tensor ``expr`` reads back to plain layout (once per tensor)."""
         for var in relax.analysis.free_vars(expr):
-            if var in self.in_domain and var not in self.plain:
+            if var in self.in_domain and var not in self.back_in_plain:
                 source = self.in_domain[var]
                 plain = emit_leave_domain(self.builder_, source.value, source.domain, source.layout, var.name)
                 plain = self.builder_.emit(plain, var.name)
-                self.plain[var] = plain
+                self.back_in_plain.add(var)
                 self.set_var_remap(var, plain)
                 self.exits.append(Exit(var.name, forced_by))
 
