@@ -66,6 +66,11 @@ void* memcpy(void* dst, const void* src, size_t n) {
   return dst;
 }
 
+/* A compiler-rt helper LLVM's Hexagon backend calls for aligned copies. */
+void* __hexagon_memcpy_likely_aligned_min32bytes_mult8bytes(void* dst, const void* src, size_t n) {
+  return memcpy(dst, src, n);
+}
+
 void* memmove(void* dst, const void* src, size_t n) {
   unsigned char* d = (unsigned char*)dst;
   const unsigned char* s = (const unsigned char*)src;

@@ -1,0 +1,185 @@
+"""HVX ``vrmpy`` schedules for uint8 x int8 convs in the channel-in-lanes mapping.
+
+``vrmpy`` (128-byte HVX) adds to 32 int32 lanes a 4-way dot product of 4 uint8 activations
+with 32x4 int8 weights. A conv uses it with output channels in the lanes and input channels
+4 at a time:
+
+* activations NHWC, channels padded to a multiple of 4 (and spatially pre-padded);
+* weights packed ``[Co/32, kh, kw, Ci/4, 32, 4]`` (``pack_weight``), done at compile time;
+* outputs ``[N, OH, OW, Co/32, 32]`` int32.
+
+One ``vrmpy`` per output pixel, 32-channel output block, tap and 4 input channels: a conv
+with 8 channels leaves 24 of 32 lanes idle, its S2D form fills them. The same template
+serves the original conv and the space-to-depth one (``geometry.S2DConvPlan``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+VRMPY = "s2d_vrmpy_u8i8i32_local_acc"
+LANES, DEPTH = 32, 4
+
+
+def _vrmpy_with_local_accumulator():
+    """TVM's ``dot_32x4_u8i8i32_vrmpy`` with the accumulator in "local" scope, so a block of
+    output pixels accumulates in HVX registers and is written back once."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (32, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (32,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:32], A[0:4], B[0:32, 0:4])
+            T.writes(C[0:32])
+            for i in T.serial(0, 32):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (32, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (32,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:32], A[0:4], B[0:32, 0:4])
+            T.writes(C[0:32])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            b_i32x32 = T.reinterpret(B.vload([0, 0], dtype="int8x128"), dtype="int32x32")
+            C[T.ramp(T.int32(0), 1, 32)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpybusv.acc.128B"),
+                C[T.ramp(T.int32(0), 1, 32)],
+                T.broadcast(a_i32, 32),
+                b_i32x32,
+                dtype="int32x32",
+            )
+
+    return desc, impl
+
+
+if TensorIntrin.get(VRMPY, allow_missing=True) is None:
+    TensorIntrin.register(VRMPY, *_vrmpy_with_local_accumulator())
+
+
+def _roundup(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class PackedConv:
+    """A stride-``s`` conv on a pre-padded NHWC uint8 input, packed for ``vrmpy``."""
+
+    batch: int
+    in_hw: tuple[int, int]  # spatial size of the padded input
+    in_channels: int
+    out_channels: int
+    kernel_hw: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+
+    @property
+    def cin(self) -> int:
+        return _roundup(self.in_channels, DEPTH)
+
+    @property
+    def cout_blocks(self) -> int:
+        return _roundup(self.out_channels, LANES) // LANES
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return tuple((self.in_hw[i] - self.kernel_hw[i]) // self.strides[i] + 1 for i in (0, 1))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.in_hw, self.cin)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.cout_blocks, *self.kernel_hw, self.cin // DEPTH, LANES, DEPTH)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.out_hw, self.cout_blocks, LANES)
+
+    @property
+    def vrmpy_count(self) -> int:
+        """vrmpy instructions the conv executes (each 32 x 4 = 128 MACs)."""
+        n, (oh, ow), (kh, kw) = self.batch, self.out_hw, self.kernel_hw
+        return n * oh * ow * self.cout_blocks * kh * kw * (self.cin // DEPTH)
+
+    def compute(self) -> tvm.tirx.PrimFunc:
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        w = te.placeholder(self.weight_shape, "int8", name="weight")
+        kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
+        kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
+        c4 = te.reduce_axis((0, self.cin // DEPTH), name="c4")
+        ci = te.reduce_axis((0, DEPTH), name="ci")
+        sh, sw = self.strides
+        y = te.compute(
+            self.output_shape,
+            lambda n, h, w_, ko, co: te.sum(
+                x[n, h * sh + kh, w_ * sw + kw, c4 * DEPTH + ci].astype("int32")
+                * w[ko, kh, kw, c4, co, ci].astype("int32"),
+                axis=[kh, kw, c4, ci],
+            ),
+            name="conv",
+        )
+        return te.create_prim_func([x, w, y])
+
+    def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
+        """OIHW int8 -> ``[Co/32, kh, kw, Ci/4, 32, 4]``, zero-padded channels."""
+        o, c, kh, kw = weight_oihw.shape
+        padded = np.zeros((self.cout_blocks * LANES, self.cin, kh, kw), np.int8)
+        padded[:o, :c] = weight_oihw
+        return np.ascontiguousarray(
+            padded.reshape(self.cout_blocks, LANES, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+        )
+
+    def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0), pad_value: int = 0) -> np.ndarray:
+        """NCHW uint8 -> padded NHWC with channels padded to 4."""
+        t, l, b, r = padding
+        n, c, h, w = x_nchw.shape
+        out = np.full((n, h + t + b, w + l + r, self.cin), pad_value, np.uint8)
+        out[:, t : t + h, l : l + w, :c] = x_nchw.transpose(0, 2, 3, 1)
+        out[..., c:] = 0
+        return out
+
+    def unpack_output(self, y: np.ndarray) -> np.ndarray:
+        """``[N, OH, OW, Co/32, 32]`` -> NCHW with the real output channels."""
+        n, oh, ow = y.shape[:3]
+        return y.reshape(n, oh, ow, -1)[..., : self.out_channels].transpose(0, 3, 1, 2)
+
+
+def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4, unroll_taps: bool = True) -> tvm.tirx.PrimFunc:
+    """Tensorize the conv's (32 lanes x 4 channels) block with ``vrmpy``.
+
+    Knobs for the tuner: ``pixels`` output columns share each weight vector (their
+    accumulators stay in registers once unrolled); ``unroll_taps`` unrolls the kernel window.
+    """
+    sch = tvm.s_tir.Schedule(func)
+    block = sch.get_sblock("conv")
+    n, h, w, ko, co, kh, kw, c4, ci = sch.get_loops(block)
+    ow = int(sch.get(w).extent)
+    pixels = max(1, min(pixels, ow))
+    while ow % pixels:
+        pixels -= 1
+    wo, wi = sch.split(w, [None, pixels])
+    sch.reorder(n, h, ko, wo, kh, kw, c4, wi, co, ci)
+    accumulate = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(accumulate, wo)
+    init = sch.decompose_reduction(block, kh)
+    sch.tensorize(co, VRMPY)
+    sch.unroll(wi)
+    if unroll_taps:
+        sch.unroll(kw)
+    for stage in (init, accumulate):  # zero and write back the accumulators, 32 lanes at a time
+        sch.vectorize(sch.get_loops(stage)[-1])
+    return sch.mod["main"]
