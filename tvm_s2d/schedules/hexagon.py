@@ -183,3 +183,146 @@ def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4, unroll_taps: bool =
     for stage in (init, accumulate):  # zero and write back the accumulators, 32 lanes at a time
         sch.vectorize(sch.get_loops(stage)[-1])
     return sch.mod["main"]
+
+
+# ---- width-vectorized mapping: 32 output pixels in the lanes, no channel padding to 32 ---------
+
+VRMPY_BY_SCALAR = "s2d_vrmpy_u8_by_i8_scalar_local_acc"
+
+
+def _vrmpy_by_scalar():
+    """``C[32] += A[32 pixels, 4 channels] (u8) . B[4] (i8)``: ``vrmpybus``, the vector-by-scalar
+    form, which (unlike the vector-by-vector one) issues two per packet on v66."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (32, 4), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (32,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:32], A[0:32, 0:4], B[0:4])
+            T.writes(C[0:32])
+            for i in T.serial(0, 32):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (32, 4), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (32,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:32], A[0:32, 0:4], B[0:4])
+            T.writes(C[0:32])
+            C[T.ramp(T.int32(0), 1, 32)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpybus.acc.128B"),
+                C[T.ramp(T.int32(0), 1, 32)],
+                T.reinterpret(A.vload([0, 0], dtype="uint8x128"), dtype="int32x32"),
+                T.reinterpret(B.vload([0], "int8x4"), dtype="int32"),
+                dtype="int32x32",
+            )
+
+    return desc, impl
+
+
+if TensorIntrin.get(VRMPY_BY_SCALAR, allow_missing=True) is None:
+    TensorIntrin.register(VRMPY_BY_SCALAR, *_vrmpy_by_scalar())
+
+
+@dataclass(frozen=True)
+class WidthConv:
+    """A stride-1 conv with 32 output columns per vector: activations ``[N, Ci/4, H, W, 4]``
+    (pre-padded, width padded so every 32-column load stays inside), weights
+    ``[Co, kh, kw, Ci/4, 4]``, outputs ``[N, Co, OH, OW]`` with ``OW`` a multiple of 32."""
+
+    batch: int
+    out_hw: tuple[int, int]  # the conv's real output size
+    in_channels: int
+    out_channels: int
+    kernel_hw: tuple[int, int]
+
+    @property
+    def cin(self) -> int:
+        return _roundup(self.in_channels, DEPTH)
+
+    @property
+    def out_w(self) -> int:
+        return _roundup(self.out_hw[1], LANES)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.cin // DEPTH, self.out_hw[0] + self.kernel_hw[0] - 1,
+                self.out_w + self.kernel_hw[1] - 1, DEPTH)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, *self.kernel_hw, self.cin // DEPTH, DEPTH)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.out_channels, self.out_hw[0], self.out_w)
+
+    @property
+    def vrmpy_count(self) -> int:
+        n, o, oh, ow = self.output_shape
+        return n * o * oh * (ow // LANES) * self.kernel_hw[0] * self.kernel_hw[1] * (self.cin // DEPTH)
+
+    def compute(self) -> tvm.tirx.PrimFunc:
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        w = te.placeholder(self.weight_shape, "int8", name="weight")
+        kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
+        kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
+        c4 = te.reduce_axis((0, self.cin // DEPTH), name="c4")
+        ci = te.reduce_axis((0, DEPTH), name="ci")
+        y = te.compute(
+            self.output_shape,
+            lambda n, o, h, w_: te.sum(
+                x[n, c4, h + kh, w_ + kw, ci].astype("int32") * w[o, kh, kw, c4, ci].astype("int32"),
+                axis=[kh, kw, c4, ci],
+            ),
+            name="conv",
+        )
+        return te.create_prim_func([x, w, y])
+
+    def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
+        t, l, _, _ = padding
+        n, c, h, w = x_nchw.shape
+        out = np.zeros(self.input_shape[:4] + (DEPTH,), np.uint8).reshape(n, self.cin, *self.input_shape[2:4])
+        hh, ww = min(h, out.shape[2] - t), min(w, out.shape[3] - l)
+        out[:, :c, t : t + hh, l : l + ww] = x_nchw[:, :, :hh, :ww]
+        return np.ascontiguousarray(out.reshape(n, self.cin // DEPTH, DEPTH, *out.shape[2:]).transpose(0, 1, 3, 4, 2))
+
+    def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
+        o, c, kh, kw = weight_oihw.shape
+        padded = np.zeros((o, self.cin, kh, kw), np.int8)
+        padded[:, :c] = weight_oihw
+        return np.ascontiguousarray(padded.reshape(o, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 3, 4, 1, 2))
+
+    def unpack_output(self, y: np.ndarray) -> np.ndarray:
+        return y[..., : self.out_hw[1]]
+
+
+def schedule_width_vrmpy(func: tvm.tirx.PrimFunc, channels: int = 4) -> tvm.tirx.PrimFunc:
+    """32 columns per vrmpy (vector-by-scalar), ``channels`` output channels sharing each
+    activation vector, accumulators in registers (knob: ``channels``)."""
+    sch = tvm.s_tir.Schedule(func)
+    block = sch.get_sblock("conv")
+    n, o, h, w, kh, kw, c4, ci = sch.get_loops(block)
+    out_channels = int(sch.get(o).extent)
+    channels = max(1, min(channels, out_channels))
+    while out_channels % channels:
+        channels -= 1
+    oo, oi = sch.split(o, [None, channels])
+    wo, wi = sch.split(w, [None, LANES])
+    sch.reorder(n, oo, h, wo, kh, kw, c4, oi, wi, ci)
+    accumulate = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(accumulate, wo)
+    init = sch.decompose_reduction(block, kh)
+    sch.tensorize(wi, VRMPY_BY_SCALAR)
+    sch.unroll(oi)
+    sch.unroll(kw)
+    for stage in (init, accumulate):
+        sch.vectorize(sch.get_loops(stage)[-1])
+    return sch.mod["main"]
