@@ -89,3 +89,20 @@ def test_missing_tools_are_named_with_their_packages(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EmulatorError, match="qemu-user.*apt-get install"):
         check_tools()
+
+
+def test_benchmark_script_runs_on_a_tiny_layer(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_hexagon.py"
+    spec = importlib.util.spec_from_file_location("bench_hexagon", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--scale", "32", "--layers", "3", "--json", str(out)]) == 0
+    import json
+
+    (row,) = json.loads(out.read_text())["layers"]
+    assert row["size"] == 8 and all(row[v]["packets"] > 0 for v in "ABC")
+    assert "256x256x8" in capsys.readouterr().out
