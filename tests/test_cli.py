@@ -68,3 +68,10 @@ def test_bad_options_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_compile_for_hexagon_writes_a_hexagon_object(demo_path, tmp_path):
+    out = tmp_path / "model.o"
+    assert main(["compile", str(demo_path), "--target", "hexagon", "-o", str(out)]) == 0
+    header = out.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 164  # EM_HEXAGON

@@ -41,6 +41,10 @@ def parse_target(text: str):
 
     if text == "llvm":
         return tvm.target.Target({"kind": "llvm"})
+    if text == "hexagon":
+        from .hexagon.emulator import hexagon_target
+
+        return hexagon_target()
     try:
         return tvm.target.Target(json.loads(text) if text.startswith("{") else text)
     except Exception as exc:
@@ -78,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile an ONNX model with the rewrite to a shared library")
     comp.add_argument("model", help="path to an .onnx file")
-    comp.add_argument("--target", type=parse_target, default="llvm", help="llvm (default) or a TVM target JSON")
-    comp.add_argument("-o", "--output", required=True, help="output library, e.g. model.so")
+    comp.add_argument("--target", type=parse_target, default="llvm",
+                      help="llvm (default), hexagon (v66 + HVX, writes the kernels' object file) or a TVM target JSON")
+    comp.add_argument("-o", "--output", required=True, help="output library, e.g. model.so (model.o for hexagon)")
     comp.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
     comp.add_argument("--no-rewrite", action="store_true", help="compile the same pipeline without the rewrite")
     add_rewrite_options(comp)
@@ -142,7 +147,10 @@ def cmd_compile(args) -> int:
     disabled = [PASS_NAME] if args.no_rewrite else []
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
         ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(**rewrite_options(args)))
-    ex.export_library(args.output)
+    if "hexagon" in str(args.target.attrs.get("mtriple", "")):
+        ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them with
+    else:
+        ex.export_library(args.output)
     if not args.no_rewrite:
         print(explain(mod, **rewrite_options(args)))
     print(f"wrote {args.output}")
