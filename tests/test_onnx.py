@@ -39,7 +39,7 @@ def test_demo_model_matches_onnxruntime_and_is_really_rewritten(size, block):
 
     image = np.random.default_rng(size).standard_normal((1, 3, size, size)).astype(np.float32)
     expected = ort_run(model, {"image": image})
-    got = run(mod, image, pipeline=relax.get_pipeline("s2d", block=block))
+    got = run(mod, image, pipeline=relax.get_pipeline("s2d", block=block, lane_width=32))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -143,6 +143,7 @@ def _conv(rng, name, src, dst, cin, cout, k, stride=1, pad=None, transpose=False
 
 
 def _compare(model, feeds, **options):
+    options.setdefault("lane_width", 32)  # the HTP cost model, also when compiling for llvm
     mod = tvm_s2d.from_onnx(model)
     report = tvm_s2d.explain(mod, **options)
     got = run(mod, *feeds.values(), pipeline=relax.get_pipeline("s2d", **options))

@@ -42,12 +42,30 @@ def _run(ex, x):
 
 def test_s2d_pipeline_is_registered_and_rewrites_inside_tvm_compile():
     mod = _model()
-    ex, after = compile_capturing(mod, "s2d")
+    ex, after = compile_capturing(mod, relax.get_pipeline("s2d", lane_width=32))
     assert after is not None
     (conv,) = ops_in(after)
-    assert conv.args[0].ty.shape[1] == 32  # 8 channels x 2x2 block, chosen by the lane model
+    assert conv.args[0].ty.shape[1] == 32  # 8 channels x 2x2 block, chosen by the 32-lane cost model
     x = RNG.standard_normal((1, 8, 20, 20)).astype(np.float32)
     assert_same(_run(ex, x), run(mod, x), "float32")
+
+
+def test_on_an_llvm_cpu_target_the_default_cost_model_keeps_the_original_convs():
+    """CPU vectors hold pixels: S2D would only add zero taps and data movement (and measured
+    slower on x86), so without an explicit lane width the pipeline leaves the convs alone."""
+    mod = _model()
+    capture = Capture()
+    pipeline = relax.get_pipeline("s2d")
+    with tvm.transform.PassContext(opt_level=3, instruments=[capture]):
+        tvm.compile(mod, target=LLVM, relax_pipeline=pipeline)
+    (conv,) = ops_in(capture.after)
+    assert conv.args[0].ty.shape[1] == 8
+    from tvm_s2d.passes.space_to_depth_conv2d import default_lane_width
+
+    assert default_lane_width(LLVM) == 1 and default_lane_width(None) == 32
+    from tvm_s2d.hexagon.emulator import hexagon_target
+
+    assert default_lane_width(hexagon_target()) == 32
 
 
 def test_disabled_pass_turns_the_rewrite_off():
@@ -72,7 +90,7 @@ def test_pipeline_rejects_bad_options():
 def test_no_weight_transform_is_left_at_run_time():
     """After fusion, main calls three kernels: S2D (fused pad/reshape/transpose), the conv with
     the folded 32x32x2x2 weight as a constant, D2S. Nothing computes on the original weight."""
-    _, fused = compile_capturing(_model(), "s2d", after="FuseTIR")
+    _, fused = compile_capturing(_model(), relax.get_pipeline("s2d", lane_width=32), after="FuseTIR")
     calls = ops_in(fused, "relax.call_tir")
     constants = [arg for call in calls for arg in call.args[1].fields if isinstance(arg, tvm.ir.GenericConst)]
     assert [tuple(c.value.numpy().shape) for c in constants] == [(32, 32, 2, 2)]

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add_rewrite_options(p):
         p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
                        help="force this block on every eligible conv (default: auto, the lane model)")
-        p.add_argument("--lane-width", type=int, default=32, help="lane width of the cost model (default 32)")
+        p.add_argument("--lane-width", type=int, default=None,
+                       help="lane width of the cost model (default: from the target; 32 for hexagon and report, 1 for llvm)")
         p.add_argument("--move-cost", type=float, default=1.0,
                        help="cost-model MAC-equivalents per byte moved by data-movement ops (default 1.0)")
         p.add_argument("--per-conv", action="store_true",

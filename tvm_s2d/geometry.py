@@ -671,6 +671,9 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=CA
     best = min(plans, key=lambda p: (p.cost(model), p.block[0] * p.block[1]))
     if best.cost(model) < before:
         return best
+    if lane_width == 1:
+        raise Unsupported("no estimated gain with 1-channel lanes (CPU vectors hold pixels): S2D only adds zero taps"
+                          " and data movement")
     if spec.in_channels >= lane_width:
         raise Unsupported(f"already enough channels ({spec.in_channels} input channels fill {lane_width}-wide lanes)")
     raise Unsupported(

@@ -47,7 +47,17 @@ PASS_NAME = "SpaceToDepthConv2d"
 
 def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None, CostModel]:
     """Validate the pass options; returns ``(block pair or None, cost model)``."""
-    return (None if block is None else normalize_block(block)), CostModel(lane_width, move_cost)
+    model = CostModel(default_lane_width(None) if lane_width is None else lane_width, move_cost)
+    return (None if block is None else normalize_block(block)), model
+
+
+def default_lane_width(target: tvm.target.Target | None) -> int:
+    """The cost model's lane width for a build target: 32 for Hexagon (HTP, HVX ``vrmpy``) and
+    when no target is known; 1 for LLVM CPU targets, whose vectors hold pixels, not channels,
+    so that S2D there only adds zero taps and data movement and is not chosen by default."""
+    if target is not None and target.kind.name == "llvm" and "hexagon" not in str(target.attrs.get("mtriple", "")):
+        return 1
+    return 32
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,9 @@ class SpaceToDepthConv2d:
     ----------
     block : None, int or (int, int)
         Force this block on every eligible conv; ``None`` lets the cost model choose per layer.
-    lane_width : int
-        Channels per lane group in the cost model (32 for HTP / HVX ``vrmpy``).
+    lane_width : int or None
+        Channels per lane group in the cost model (32 for HTP / HVX ``vrmpy``). ``None``: from
+        the build target (``default_lane_width``): 32, or 1 on LLVM CPU targets.
     move_cost : float
         MAC-equivalents the cost model charges per byte a data-movement kernel reads or
         writes (``geometry.CostModel``).
@@ -79,13 +90,18 @@ class SpaceToDepthConv2d:
     per tensor brought back to plain layout.
     """
 
-    def __init__(self, block=None, lane_width: int = 32, move_cost: float = CostModel.move_cost, stay_in_domain: bool = True):
+    def __init__(self, block=None, lane_width: int | None = None, move_cost: float = CostModel.move_cost,
+                 stay_in_domain: bool = True):
         self.block, self.model = check_options(block, lane_width, move_cost)
+        self.lane_width_from_target = lane_width is None
         self.stay_in_domain = bool(stay_in_domain)
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if self.lane_width_from_target:
+            lanes = default_lane_width(tvm.target.Target.current(allow_none=True))
+            self.model = CostModel(lanes, self.model.move_cost)
         rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain)
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits
