@@ -75,3 +75,19 @@ def test_compile_for_hexagon_writes_a_hexagon_object(demo_path, tmp_path):
     assert main(["compile", str(demo_path), "--target", "hexagon", "-o", str(out)]) == 0
     header = out.read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 164  # EM_HEXAGON
+
+
+def test_report_options_per_conv_and_move_cost(capsys):
+    import onnx as _onnx
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/demo.onnx"
+        _onnx.save(demo_model(256), path)
+        assert main(["report", path, "--json", "--per-conv"]) == 0
+        alone = json.loads(capsys.readouterr().out)
+        assert alone["totals"]["stayed_in_domain"] == 0 and alone["totals"]["rewritten"] == 4
+        assert main(["report", path, "--json", "--block", "2", "--move-cost", "1000"]) == 0
+        staying = json.loads(capsys.readouterr().out)
+        assert staying["totals"]["stayed_in_domain"] >= 1
+        assert staying["totals"]["data_movement_ops_after"] < staying["totals"]["data_movement_ops_each_conv_alone"]
