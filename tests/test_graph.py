@@ -54,7 +54,7 @@ def test_a_chain_of_convs_has_one_s2d_in_and_one_d2s_out(n, layout, dtype, hw):
     assert [d.stayed for d in pass_.decisions] == [False] + [True] * (n - 1)
     assert all(d.plan.kernel_hw == (2, 2) for d in pass_.decisions)
     assert permutes(after) == 2  # S2D of the input, D2S of the output: n - 1 pairs cancelled
-    assert [e.forced_by for e in pass_.exits] == ["function output"]
+    assert [(e.forced_by, e.origin) for e in pass_.exits] == [("function output", f"conv{n - 1}")]
     check_exact(before, after, shape, dtype)
 
 

@@ -35,7 +35,7 @@ class Report:
         return cls(
             [_row(d, pass_.model.lane_width) for d in pass_.decisions],
             pass_.model.lane_width,
-            [{"tensor": e.tensor, "forced_by": e.forced_by} for e in pass_.exits],
+            [{"tensor": e.tensor, "from_conv": e.origin, "forced_by": e.forced_by} for e in pass_.exits],
             movement,
         )
 
@@ -92,7 +92,7 @@ class Report:
                 + ", ".join(f"{op.split('.')[-1]} {n}" for op, n in self.data_movement["after"].items() if n) + ")"
             )
         for e in self.exits:
-            text.append(f"back to plain layout: {e['tensor']} (needed by {e['forced_by']})")
+            text.append(f"back to plain layout: {e['tensor']}, from {e['from_conv']} (needed by {e['forced_by']})")
         return "\n".join(text)
 
 

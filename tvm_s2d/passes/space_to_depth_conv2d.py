@@ -66,6 +66,7 @@ class Exit:
 
     tensor: str
     forced_by: str
+    origin: str  # the conv whose output (maybe through elementwise ops) the tensor is
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -114,6 +115,7 @@ class _InDomain:
     domain: Domain
     channels: int  # channels of the image
     layout: str
+    origin: str  # the conv this tensor comes from, for the report
 
     @property
     def key(self) -> tuple:
@@ -191,7 +193,7 @@ class _Rewriter(PyExprMutator):
             x, relax.const(folded_weight(call, plan)), strides=plan.strides, padding=plan.padding,
             data_layout=layout, kernel_layout=kernel_layout, out_layout=layout, out_dtype=call.attrs.out_dtype,
         )
-        self._bind(binding, conv, plan.out_domain, decision.spec.out_channels, layout)
+        self._bind(binding, conv, plan.out_domain, decision.spec.out_channels, layout, origin=name)
 
     def _crop_input(self, x, plan, layout, name):
         (fh, bh), (fw, bw) = plan.crop_in
@@ -230,7 +232,7 @@ class _Rewriter(PyExprMutator):
                 args[i] = adapted
         clean = keeps_clean(call, [s.domain.clean for s in sources])
         new_call = relax.Call(call.op, args, call.attrs, call.ty_args)
-        self._bind(binding, new_call, replace(first.domain, clean=clean), first.channels, first.layout)
+        self._bind(binding, new_call, replace(first.domain, clean=clean), first.channels, first.layout, first.origin)
         return True
 
     @staticmethod
@@ -265,18 +267,19 @@ class _Rewriter(PyExprMutator):
         source = self.in_domain.get(x)
         return source if source is not None and source.layout == layout else None
 
-    def _bind(self, binding: relax.VarBinding, value: relax.Expr, domain: Domain | None, channels: int, layout: str):
+    def _bind(self, binding: relax.VarBinding, value: relax.Expr, domain: Domain | None, channels: int, layout: str,
+              origin: str):
         """Bind the op's result: kept in the domain, or brought to plain into the bound var."""
         if domain is None:
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         name = binding.var.name
         in_domain = self.builder_.emit(value, name + "_s2d_out")
-        self.in_domain[binding.var] = _InDomain(in_domain, domain, channels, layout)
+        self.in_domain[binding.var] = _InDomain(in_domain, domain, channels, layout, origin)
         if self.stay and isinstance(binding.var, relax.DataflowVar):
             return None
         self.back_in_plain.add(binding.var)
         if self.stay:
-            self.exits.append(Exit(name, "function output"))
+            self.exits.append(Exit(name, "function output", origin))
         plain = emit_leave_domain(self.builder_, in_domain, domain, layout, name)
         return super().visit_var_binding_(relax.VarBinding(binding.var, plain))
 
@@ -289,7 +292,7 @@ class _Rewriter(PyExprMutator):
                 plain = self.builder_.emit(plain, var.name)
                 self.back_in_plain.add(var)
                 self.set_var_remap(var, plain)
-                self.exits.append(Exit(var.name, forced_by))
+                self.exits.append(Exit(var.name, forced_by, source.origin))
 
 
 def _users(func: relax.Function) -> dict[relax.Var, list[relax.VarBinding]]:
