@@ -29,8 +29,8 @@ def conv_module(data_shape, weight, *, dtype="float32", weight_param=False, epil
     return bb.get()
 
 
-def run(mod, *inputs, pipeline="default", target=LLVM):
-    with tvm.transform.PassContext(opt_level=3):
+def run(mod, *inputs, pipeline="default", target=LLVM, disabled=()):
+    with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
         ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]).numpy()

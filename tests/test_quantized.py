@@ -56,12 +56,6 @@ def qdq_chain(batch=1, hw=(23, 21), weight_type="int8", strides=(1, 2, 1), seed=
     return model
 
 
-def _compile_run(mod, x, disabled=(), **options):
-    with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
-        ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}), relax_pipeline=relax.get_pipeline("s2d", **options))
-    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-
-
 @pytest.mark.parametrize("weight_type", ["int8", "uint8"])
 @pytest.mark.parametrize("batch,hw,strides", [(1, (23, 21), (1, 1, 1)), (2, (24, 30), (1, 2, 1))])
 def test_qdq_chain_is_bit_exact_with_and_without_the_rewrite(weight_type, batch, hw, strides):
@@ -73,8 +67,9 @@ def test_qdq_chain_is_bit_exact_with_and_without_the_rewrite(weight_type, batch,
     assert [r["status"] for r in report.rows] == ["rewritten"] * 3
     assert report.rows[1]["input"] == "S2D domain"
     x = np.random.default_rng(1).integers(0, 256, (batch, 8, *hw)).astype(np.uint8)
-    without = _compile_run(mod, x, disabled=["SpaceToDepthConv2d"], **options)
-    with_rewrite = _compile_run(mod, x, **options)
+    pipeline = relax.get_pipeline("s2d", **options)
+    without = run(mod, x, pipeline=pipeline, disabled=["SpaceToDepthConv2d"])
+    with_rewrite = run(mod, x, pipeline=pipeline)
     np.testing.assert_array_equal(with_rewrite, without)  # bit-exact
     reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     # ORT fuses QDQ into its own integer kernels and rounds its own way: at most one unit in

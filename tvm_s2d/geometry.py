@@ -47,7 +47,6 @@ per tap and pixel.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -207,11 +206,6 @@ class AxisPlan:
             for e_in in offsets_in
             for e_out in range(first.out_block)
         ]
-
-    @classmethod
-    def best(cls, *args, **kwargs) -> AxisPlan:
-        """The plan with the fewest folded taps x output blocks, then without offsets."""
-        return min(cls.candidates(*args, **kwargs), key=lambda p: (p.conv_kernel * p.conv_out, p.offset_in, p.offset_out))
 
     @property
     def out_size(self) -> int:
@@ -906,6 +900,3 @@ def conv2d_nchw(x: np.ndarray, weight: np.ndarray, strides=(1, 1), padding=(0, 0
             out += np.einsum("nchw,oc->nohw", window, weight[:, :, a, bb])
     return out
 
-
-def useful_fraction(useful: int, executed: int) -> float:
-    return useful / executed if executed else math.nan

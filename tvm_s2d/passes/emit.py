@@ -14,10 +14,7 @@ from tvm import relax
 import numpy as np
 
 from ..geometry import Domain, d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
-
-
-def _shape(expr: relax.Expr) -> tuple[int, ...]:
-    return tuple(int(d) for d in expr.ty.shape.values)
+from .conv2d import static_shape
 
 
 def _emit_steps(bb: relax.BlockBuilder, x: relax.Expr, steps, name: str) -> relax.Expr:
@@ -29,11 +26,11 @@ def _emit_steps(bb: relax.BlockBuilder, x: relax.Expr, steps, name: str) -> rela
 
 
 def emit_space_to_depth(bb, x, block, layout: str, name: str) -> relax.Expr:
-    return _emit_steps(bb, x, s2d_steps(_shape(x), block, layout), name)
+    return _emit_steps(bb, x, s2d_steps(static_shape(x), block, layout), name)
 
 
 def emit_depth_to_space(bb, x, block, layout: str, name: str) -> relax.Expr:
-    return _emit_steps(bb, x, d2s_steps(_shape(x), block, layout), name)
+    return _emit_steps(bb, x, d2s_steps(static_shape(x), block, layout), name)
 
 
 def emit_align(bb, x, align, layout: str, name: str, pad_value=0) -> relax.Expr:
@@ -42,7 +39,7 @@ def emit_align(bb, x, align, layout: str, name: str, pad_value=0) -> relax.Expr:
     Returns ``x`` itself when there is nothing to do.
     """
     hax, wax, _ = spatial_axes(layout)
-    shape = _shape(x)
+    shape = static_shape(x)
     crops = [(axis, shape[axis] + back) for axis, (_, back) in zip((hax, wax), align) if back < 0]
     widths = [0] * 8
     for axis, (front, back) in zip((hax, wax), align):

@@ -200,7 +200,7 @@ class _Rewriter(PyExprMutator):
         if not (fh or bh or fw or bw):
             return x
         hax, wax, _ = spatial_axes(layout)
-        shape = [int(d) for d in x.ty.shape.values]
+        shape = static_shape(x)
         return self.builder_.emit(crop_to(x, (fh, fw), (shape[hax] - bh, shape[wax] - bw), layout), name + "_crop")
 
     # ---- elementwise ops in the domain ----
