@@ -380,6 +380,14 @@ class CostModel:
 
     lane_width: int = 32
     move_cost: float = 1.0
+    # cost factor on a conv with a width stride > 1: a width-vectorized kernel (CPU) gathers
+    # every s-th pixel into its vectors; S2D turns it into a stride-1 conv
+    strided_width: float = 1.0
+
+    def conv_cost(self, spec: "ConvShape") -> float:
+        """The estimated cost of ``spec`` as it is."""
+        factor = self.strided_width if spec.strides[1] > 1 else 1.0
+        return spec.executed_macs(self.lane_width) * factor
 
     def __post_init__(self):
         if isinstance(self.lane_width, bool) or not isinstance(self.lane_width, int) or self.lane_width < 1:
@@ -653,7 +661,7 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=CA
     """
     spec.require_dense()
     lane_width = model.lane_width
-    before = spec.executed_macs(lane_width)
+    before = model.conv_cost(spec)
     plans, reasons = [], []
     for block in candidates:
         try:
@@ -667,12 +675,12 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=CA
         return best
     if lane_width == 1:
         raise Unsupported("no estimated gain with 1-channel lanes (CPU vectors hold pixels): S2D only adds zero taps"
-                          " and data movement")
+                          " and data movement to a stride-1 conv")
     if spec.in_channels >= lane_width:
         raise Unsupported(f"already enough channels ({spec.in_channels} input channels fill {lane_width}-wide lanes)")
     raise Unsupported(
         f"no estimated gain on {lane_width}-channel lanes (best block {best.block[0]}x{best.block[1]}:"
-        f" cost {best.cost(model):,.0f} vs {before:,} executed MACs)"
+        f" cost {best.cost(model):,.0f} vs {before:,.0f} executed MACs)"
     )
 
 

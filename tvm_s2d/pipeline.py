@@ -5,8 +5,9 @@
         ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("s2d", block=2))
 
 ``PassContext(disabled_pass=["SpaceToDepthConv2d"])`` compiles the same pipeline without the
-rewrite, which is the fair baseline: everything else (constant folding, fusion, the target's
-default lowering) is identical.
+rewrite, which is the fair baseline: everything else (constant folding, fusion, conv
+schedules, the target's default lowering) is identical. ``disabled_pass=["ScheduleConvs"]``
+keeps TVM's naive conv loops.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import QDQConvToInteger, SpaceToDepthConv2d
+from .passes import QDQConvToInteger, ScheduleConvs, SpaceToDepthConv2d
 
 PIPELINE_NAME = "s2d"
 
@@ -27,7 +28,8 @@ def prepare_passes() -> list[tvm.transform.Pass]:
 
 
 def s2d_pipeline(**options) -> tvm.transform.Pass:
-    """Prepare, rewrite, legalize, fold constants, fuse, then TVM's default build pipeline.
+    """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
+    targets), then TVM's default build pipeline.
 
     ``options`` are ``SpaceToDepthConv2d``'s: ``block``, ``lane_width``, ``move_cost``,
     ``stay_in_domain``.
@@ -41,6 +43,7 @@ def s2d_pipeline(**options) -> tvm.transform.Pass:
             transform.FoldConstant(),
             transform.FuseOps(),
             transform.FuseTIR(),
+            ScheduleConvs(),
             default_build_pipeline(),
         ],
         name="s2d_pipeline",

@@ -1,6 +1,7 @@
 """Relax passes of tvm-s2d, one pass per file."""
 
 from .qdq_conv_to_integer import QDQConvToInteger
+from .schedule_convs import ScheduleConvs
 from .space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["PASS_NAME", "QDQConvToInteger", "SpaceToDepthConv2d"]
+__all__ = ["PASS_NAME", "QDQConvToInteger", "ScheduleConvs", "SpaceToDepthConv2d"]

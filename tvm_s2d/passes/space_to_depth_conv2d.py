@@ -29,6 +29,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import CostModel, Domain, normalize_block, spatial_axes
+from ..targets import is_cpu
 from .conv2d import (
     CONV2D,
     CONV2D_TRANSPOSE,
@@ -51,13 +52,23 @@ def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None,
     return (None if block is None else normalize_block(block)), model
 
 
+# LLVM CPU targets: the conv schedule vectorizes the width (``schedules/x86.py``). Measured
+# (scripts/bench_x86.py, ResNet stem 7x7/2): the stride-2 conv ran 2.5x slower than its S2D
+# form although that executes 1.3x more MACs, so a width stride costs about 3x per MAC.
+CPU_STRIDED_WIDTH = 3.0
+
+
 def default_lane_width(target: tvm.target.Target | None) -> int:
     """The cost model's lane width for a build target: 32 for Hexagon (HTP, HVX ``vrmpy``) and
     when no target is known; 1 for LLVM CPU targets, whose vectors hold pixels, not channels,
-    so that S2D there only adds zero taps and data movement and is not chosen by default."""
-    if target is not None and target.kind.name == "llvm" and "hexagon" not in str(target.attrs.get("mtriple", "")):
-        return 1
-    return 32
+    so that S2D there pays only by turning strided convs into stride-1 ones."""
+    return 1 if is_cpu(target) else 32
+
+
+def default_model(target: tvm.target.Target | None, lane_width: int | None, move_cost: float) -> CostModel:
+    """The cost model for a build target (``lane_width`` None: the target's)."""
+    lanes = default_lane_width(target) if lane_width is None else lane_width
+    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if is_cpu(target) else 1.0)
 
 
 @dataclass(frozen=True)
@@ -100,9 +111,8 @@ class SpaceToDepthConv2d:
         self.exits: list[Exit] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        if self.lane_width_from_target:
-            lanes = default_lane_width(tvm.target.Target.current(allow_none=True))
-            self.model = CostModel(lanes, self.model.move_cost)
+        target = tvm.target.Target.current(allow_none=True)
+        self.model = default_model(target, None if self.lane_width_from_target else self.model.lane_width, self.model.move_cost)
         rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain)
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits

@@ -1,0 +1,65 @@
+"""Give the conv PrimFuncs a real schedule for the build target (after ``FuseTIR``).
+
+TVM 0.27's default pipeline leaves a legalized conv as its naive loop nest, tens of times
+slower than ONNX Runtime on a CPU. On LLVM CPU targets this pass applies
+``schedules.x86.schedule_conv`` to every PrimFunc holding one ``conv2d_nchw`` or
+``conv2d_nhwc`` block (the fused epilogue included). Other targets, other functions and
+functions already scheduled are left as they are. ``knobs`` maps a function name to
+``ConvKnobs`` (the tuner's choice); the rest get ``default_knobs``.
+
+``PassContext(disabled_pass=["ScheduleConvs"])`` compiles without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir
+
+from ..schedules import x86
+from ..targets import is_cpu, vector_lanes
+
+PASS_NAME = "ScheduleConvs"
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """What the pass did to one function."""
+
+    function: str
+    layout: str
+    knobs: x86.ConvKnobs | None
+    error: str | None = None  # why the function kept its default loop nest
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class ScheduleConvs:
+    """Schedule the conv PrimFuncs for the current (or given) LLVM CPU target."""
+
+    def __init__(self, target: tvm.target.Target | None = None, knobs: dict[str, x86.ConvKnobs] | None = None):
+        self.target = target
+        self.knobs = dict(knobs or {})
+        self.scheduled: list[Scheduled] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        target = self.target or tvm.target.Target.current(allow_none=True)
+        self.scheduled = []
+        if not is_cpu(target):
+            return mod
+        updates = {}
+        for gv, func in mod.functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled"):
+                continue
+            conv = x86.find_conv(func)
+            if conv is None:
+                continue
+            try:
+                updates[gv], knobs = x86.schedule_conv(func, self.knobs.get(gv.name_hint), vector_lanes(target, conv.dtype))
+            except s_tir.ScheduleError as err:
+                self.scheduled.append(Scheduled(gv.name_hint, conv.layout, self.knobs.get(gv.name_hint), str(err).splitlines()[0]))
+                continue
+            self.scheduled.append(Scheduled(gv.name_hint, conv.layout, knobs))
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod

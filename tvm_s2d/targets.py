@@ -1,0 +1,29 @@
+"""Build targets: this machine's CPU, and what a target's vectors hold."""
+
+from __future__ import annotations
+
+import tvm
+
+
+def is_cpu(target: tvm.target.Target | None) -> bool:
+    """An LLVM target for a CPU (not Hexagon)."""
+    return target is not None and target.kind.name == "llvm" and "hexagon" not in str(target.attrs.get("mtriple", ""))
+
+
+def vector_lanes(target: tvm.target.Target | None, dtype: str = "float32") -> int:
+    """``dtype`` lanes in the target's widest vector (float32: 16 with AVX-512, 8 with AVX2,
+    else 4)."""
+    bits = 128
+    if target is not None and target.kind.name == "llvm":
+        cpu = str(target.attrs.get("mcpu", ""))
+        features = tvm.target.codegen.llvm_get_cpu_features(target) if cpu else {}
+        if "avx512f" in features:
+            bits = 512
+        elif "avx2" in features or "avx" in features:
+            bits = 256
+    return max(1, bits // tvm.DataType(dtype).bits)
+
+
+def host_target() -> tvm.target.Target:
+    """LLVM for this machine's CPU (``{"kind": "llvm"}`` alone means generic x86-64: no AVX)."""
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
