@@ -1,0 +1,152 @@
+"""The LLVM CPU conv schedules (schedules/x86.py) and the ScheduleConvs pass: every layout,
+dtype, stride, dilation, padding and odd size gives the unscheduled module's result."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.relax import transform
+
+import tvm_s2d  # noqa: F401  (registers the pipeline)
+from helpers import LLVM, Net, assert_same, ops_in, random_tensor, run
+from tvm_s2d.passes import ScheduleConvs, SpaceToDepthConv2d
+from tvm_s2d.passes.space_to_depth_conv2d import default_model
+from tvm_s2d.schedules import x86
+from tvm_s2d.targets import host_target, is_cpu, vector_lanes
+
+RNG = np.random.default_rng(5)
+FUSE = [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(), transform.FuseOps(),
+        transform.FuseTIR()]
+
+
+def _net(layout, dtype, cin, cout, hw, k, stride=1, padding=0, dilation=1, epilogue=True):
+    shape = (1, cin, *hw) if layout == "NCHW" else (1, *hw, cin)
+    net = Net(shape, dtype=dtype, layout=layout, seed=3)  # int8: int8 x int8 -> int32 conv
+    y = net.conv(net.x, cout, k, stride=stride, padding=padding, dilation=dilation)
+    if epilogue:
+        y = net.bias(y)
+        y = net.emit(relax.op.nn.relu(y))
+    return net.module(y), shape
+
+
+def _conv_funcs(mod):
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and x86.find_conv(f)}
+
+
+def _compile_run(mod, x, target):
+    ex = tvm.compile(mod, target=target)
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _input(shape, dtype):
+    return random_tensor(RNG, shape, dtype)
+
+
+CASES = [
+    # layout, dtype, cin, cout, hw, k, stride, padding, dilation
+    ("NCHW", "float32", 8, 8, (16, 16), 3, 1, 1, 1),
+    ("NCHW", "float32", 3, 5, (13, 11), 3, 2, (0, 1, 2, 1), 1),
+    ("NCHW", "float32", 4, 7, (9, 17), 3, 1, 2, 2),
+    ("NCHW", "int8", 6, 12, (10, 24), 2, 1, 0, 1),
+    ("NHWC", "float32", 8, 8, (16, 16), 3, 1, 1, 1),
+    ("NHWC", "float32", 16, 3, (7, 13), 3, 1, 1, 1),
+    ("NHWC", "float32", 3, 20, (15, 9), 5, 2, 2, 1),
+    ("NHWC", "int8", 5, 9, (11, 11), 3, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[:6])))
+def test_scheduled_conv_matches_unscheduled(case):
+    layout, dtype, cin, cout, hw, k, stride, padding, dilation = case
+    mod, shape = _net(layout, dtype, cin, cout, hw, k, stride, padding, dilation)
+    fused = tvm.transform.Sequential(FUSE)(mod)
+    x = _input(shape, dtype)
+    expected = _compile_run(fused, x, LLVM)
+    target = host_target()
+    schedule = ScheduleConvs(target)
+    scheduled = schedule(fused)
+    (done,) = schedule.scheduled
+    assert done.error is None
+    assert scheduled[done.function].attrs["tirx.is_scheduled"]
+    assert_same(_compile_run(scheduled, x, target), expected, dtype)
+
+
+@pytest.mark.parametrize("knobs", [x86.ConvKnobs(1, 8), x86.ConvKnobs(3, 5, False), x86.ConvKnobs(8, 16), x86.ConvKnobs(7, 3)])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_every_knob_is_exact(layout, knobs):
+    """Tiles that divide the output and tiles that do not (predicated) alike."""
+    mod, shape = _net(layout, "float32", 5, 8, (12, 16), 3, padding=1)
+    fused = tvm.transform.Sequential(FUSE)(mod)
+    x = _input(shape, "float32")
+    expected = _compile_run(fused, x, LLVM)
+    (name,) = _conv_funcs(fused)
+    scheduled = ScheduleConvs(LLVM, knobs={name: knobs})(fused)
+    assert_same(_compile_run(scheduled, x, LLVM), expected, "float32")
+
+
+def test_schedule_vectorizes_the_inner_axis():
+    mod, _ = _net("NCHW", "float32", 8, 8, (16, 16), 3, padding=1)
+    func, knobs = x86.schedule_conv(next(iter(_conv_funcs(tvm.transform.Sequential(FUSE)(mod)).values())), lanes=8)
+    text = func.script()
+    assert "T.vectorized" in text and "T.parallel" in text
+    assert knobs == x86.default_knobs("NCHW", 8, 16, 8)
+    # the epilogue (bias, relu) is written with the accumulators: no full-size intermediate
+    assert "conv2d_nchw_intermediate = T.sblock_alloc_buffer((T.int64(1), T.int64(8), T.int64(16)" not in text
+
+
+def test_default_knobs():
+    assert x86.default_knobs("NCHW", 8, 1024, 8) == x86.ConvKnobs(8, 8)
+    assert x86.default_knobs("NCHW", 3, 1024, 8) == x86.ConvKnobs(3, 16)  # few channels: two vectors
+    assert x86.default_knobs("NCHW", 8, 513, 8).tile_width == 9  # a divisor: one odd-length vector, no predicate
+    assert x86.default_knobs("NHWC", 32, 512, 8) == x86.ConvKnobs(32, 2)
+    assert x86.default_knobs("NHWC", 3, 1024, 8) == x86.ConvKnobs(3, 8)
+
+
+def test_functions_without_a_single_conv_are_left_alone():
+    net = Net((1, 4, 8, 8))
+    mod = tvm.transform.Sequential(FUSE)(net.module(net.emit(relax.op.nn.relu(net.x))))
+    schedule = ScheduleConvs(LLVM)
+    tvm.ir.assert_structural_equal(schedule(mod), mod)
+    assert schedule.scheduled == []
+    with pytest.raises(ValueError, match="no single conv"):
+        x86.schedule_conv(next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)))
+
+
+def test_non_cpu_targets_are_left_alone():
+    mod, _ = _net("NCHW", "float32", 8, 8, (16, 16), 3, padding=1)
+    fused = tvm.transform.Sequential(FUSE)(mod)
+    hexagon = tvm.target.Target({"kind": "llvm", "mtriple": "hexagon-unknown-linux-musl", "mcpu": "hexagonv66"})
+    assert not is_cpu(hexagon) and is_cpu(LLVM)
+    tvm.ir.assert_structural_equal(ScheduleConvs(hexagon)(fused), fused)
+
+
+def test_pipeline_schedules_and_can_be_disabled():
+    mod, shape = _net("NCHW", "float32", 8, 8, (16, 16), 3, padding=1)
+    x = _input(shape, "float32")
+    expected = run(mod, x)
+    with_schedule = run(mod, x, pipeline="s2d")
+    without = run(mod, x, pipeline="s2d", disabled=("ScheduleConvs",))
+    assert_same(with_schedule, expected, "float32")
+    assert_same(without, expected, "float32")
+
+
+def test_vector_lanes():
+    assert vector_lanes(LLVM) == 4  # generic x86-64: SSE
+    assert vector_lanes(host_target(), "int8") == 4 * vector_lanes(host_target(), "float32")
+
+
+def test_cpu_cost_model_rewrites_strided_convs_only():
+    """On a CPU the schedule vectorizes the width: a stride-1 conv is kept as it is, a
+    stride-2 stem becomes a stride-1 conv on the S2D input (measured 2.5x faster)."""
+    model = default_model(host_target(), None, 1.0)
+    assert model.lane_width == 1 and model.strided_width > 1
+    for stride, rewritten in [(1, 0), (2, 1)]:
+        net = Net((1, 3, 32, 32))
+        mod = net.module(net.conv(net.x, 16, 7, stride=stride, padding=3))
+        rewrite = SpaceToDepthConv2d()
+        with host_target():
+            out = rewrite(mod)
+        assert sum(d.plan is not None for d in rewrite.decisions) == rewritten
+        assert len(ops_in(out, "relax.nn.conv2d")) == 1
+        x = _input((1, 3, 32, 32), "float32")
+        assert_same(run(mod, x, pipeline="s2d", target=host_target()), run(mod, x), "float32")
