@@ -1,12 +1,15 @@
-"""Run times of conv layers and of the demo model on this CPU (llvm), side by side in one run:
+"""Run times of conv layers and of the demo model on this CPU, side by side in one run:
 
-* ONNX Runtime (CPU execution provider, 2 threads);
-* TVM's default Relax pipeline;
-* tvm-s2d's pipeline without the rewrite (``disabled_pass=["SpaceToDepthConv2d"]``);
-* tvm-s2d's pipeline with the rewrite as the 32-lane (HTP) cost model chooses it.
+* ONNX Runtime (CPU execution provider) and PyTorch (``torch==2.13.0`` CPU wheel, if
+  installed: ``pip install torch==2.13.0``), the peers;
+* TVM's default Relax pipeline, for this CPU (``targets.host_target()``);
+* tvm-s2d without the rewrite (``disabled_pass=["SpaceToDepthConv2d"]``: conv schedules only);
+* tvm-s2d with the rewrite as the 32-lane (HTP) cost model chooses it.
 
-Median of ``--repeat`` runs after a warm-up, on the same inputs; useful GFLOP/s counts the
-original conv's multiply-adds. Prints a table and writes JSON.
+All on 2 threads, median of ``--repeat`` runs after a warm-up, on the same inputs, each
+checked against ONNX Runtime. Useful GFLOP/s counts the original conv's multiply-adds. The
+last columns: which form tvm-s2d's default pipeline picks for this CPU, its time over the
+best peer's, and its speed-up over TVM's default. Prints a table, writes JSON and a PNG chart.
 
     python scripts/bench_x86.py [--scale 1] [--repeat 10] [--json results/bench_x86.json]
 """
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -32,6 +36,12 @@ from tvm import relax  # noqa: E402
 
 import tvm_s2d  # noqa: E402
 from tvm_s2d.demo import demo_model  # noqa: E402
+from tvm_s2d.targets import host_target  # noqa: E402
+
+try:
+    import torch  # noqa: E402
+except ImportError:  # optional peer
+    torch = None
 
 LAYERS = [
     ("seed 1024x1024x8 3x3 8->8", dict(cin=8, cout=8, hw=1024, k=3, stride=1)),
@@ -40,7 +50,9 @@ LAYERS = [
     ("256x256x8 3x3 8->8", dict(cin=8, cout=8, hw=256, k=3, stride=1)),
     ("control 128x128x32 3x3 32->32", dict(cin=32, cout=32, hw=128, k=3, stride=1)),
 ]
-LLVM = tvm.target.Target({"kind": "llvm"})
+THREADS = 2
+PEERS = ("onnxruntime", "pytorch")
+NO_REWRITE, REWRITE, DEFAULT = "tvm-s2d, no rewrite", "tvm-s2d, rewrite", "tvm-s2d, default"
 
 
 def conv_model(cin, cout, hw, k, stride) -> tuple[onnx.ModelProto, float]:
@@ -54,22 +66,60 @@ def conv_model(cin, cout, hw, k, stride) -> tuple[onnx.ModelProto, float]:
     return model, 2.0 * out * out * k * k * cin * cout
 
 
-def time_ort(model, feeds, repeat) -> tuple[float, np.ndarray]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    out = session.run(None, feeds)[0]
+def _median(fn, repeat) -> float:
+    fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        session.run(None, feeds)
+        fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+    return statistics.median(times)
+
+
+def time_ort(model, x, repeat) -> tuple[float, np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {model.graph.input[0].name: x}
+    return _median(lambda: session.run(None, feeds), repeat), session.run(None, feeds)[0]
+
+
+def torch_forward(model: onnx.ModelProto):
+    """The ONNX graph (Conv, Relu, Add) as PyTorch calls, weights as tensors."""
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+
+    def forward(x):
+        values = {model.graph.input[0].name: x, **weights}
+        for node in model.graph.node:
+            ins = [values[name] for name in node.input]
+            if node.op_type == "Conv":
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                pads = attrs.get("pads", [0, 0, 0, 0])
+                assert pads[:2] == pads[2:], "asymmetric pads"
+                out = torch.nn.functional.conv2d(ins[0], ins[1], ins[2] if len(ins) > 2 else None, attrs.get("strides", 1),
+                                                 pads[:2], attrs.get("dilations", 1), attrs.get("group", 1))
+            elif node.op_type == "Relu":
+                out = torch.relu(ins[0])
+            elif node.op_type == "Add":
+                out = ins[0] + ins[1]
+            else:
+                raise NotImplementedError(node.op_type)
+            values[node.output[0]] = out
+        return values[model.graph.output[0].name]
+
+    return forward
+
+
+def time_torch(model, x, repeat) -> tuple[float, np.ndarray]:
+    torch.set_num_threads(THREADS)
+    forward, data = torch_forward(model), torch.from_numpy(x)
+    with torch.inference_mode():
+        return _median(lambda: forward(data), repeat), forward(data).numpy()
 
 
 def time_tvm(mod, x, repeat, pipeline, disabled=()) -> tuple[float, np.ndarray]:
     with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
-        ex = tvm.compile(mod, target=LLVM, relax_pipeline=pipeline)
+        ex = tvm.compile(mod, target=host_target(), relax_pipeline=pipeline)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     data = tvm.runtime.tensor(x)
     out = vm["main"](data).numpy()
@@ -77,35 +127,69 @@ def time_tvm(mod, x, repeat, pipeline, disabled=()) -> tuple[float, np.ndarray]:
     return float(np.median(timer(data).results)), out
 
 
+def chosen_form(mod) -> str:
+    """What the s2d pipeline does to ``mod`` by default on this CPU."""
+    with host_target():
+        report = tvm_s2d.explain(mod)
+    return f"{len(report.rewritten)} of {len(report.rows)} rewritten"
+
+
 def bench(name, model, flops, x, repeat) -> dict:
     mod = tvm_s2d.from_onnx(model)
-    input_name = model.graph.input[0].name
-    row = {"name": name, "flops": flops}
     seconds = {}
-    seconds["onnxruntime"], reference = time_ort(model, {input_name: x}, repeat)
-    variants = [
-        ("tvm default", "default", ()),
-        ("tvm-s2d, no rewrite", relax.get_pipeline("s2d", lane_width=32), ("SpaceToDepthConv2d",)),
-        ("tvm-s2d, rewrite", relax.get_pipeline("s2d", lane_width=32), ()),
-    ]
-    for label, pipeline, disabled in variants:
-        seconds[label], out = time_tvm(mod, x, repeat, pipeline, disabled)
+    seconds["onnxruntime"], reference = time_ort(model, x, repeat)
+    runs = [("tvm default", lambda: time_tvm(mod, x, repeat, "default")),
+            (NO_REWRITE, lambda: time_tvm(mod, x, repeat, relax.get_pipeline("s2d"), ("SpaceToDepthConv2d",))),
+            (REWRITE, lambda: time_tvm(mod, x, repeat, relax.get_pipeline("s2d", lane_width=32))),
+            (DEFAULT, lambda: time_tvm(mod, x, repeat, "s2d"))]
+    if torch is not None:
+        runs.insert(0, ("pytorch", lambda: time_torch(model, x, repeat)))
+    for label, measure in runs:
+        seconds[label], out = measure()
         scale = float(np.abs(reference).max()) or 1.0
         assert np.allclose(out, reference, rtol=1e-4, atol=1e-5 * scale), f"{name}: {label} disagrees with ONNX Runtime"
-    row["ms"] = {k: v * 1e3 for k, v in seconds.items()}
-    row["useful_gflops"] = {k: flops / v / 1e9 for k, v in seconds.items()}
-    return row
+    best_peer = min(seconds[p] for p in PEERS if p in seconds)
+    return {
+        "name": name, "flops": flops,
+        "ms": {k: v * 1e3 for k, v in seconds.items()},
+        "useful_gflops": {k: flops / v / 1e9 for k, v in seconds.items()},
+        "default_choice": chosen_form(mod),
+        "default_over_best_peer": seconds[DEFAULT] / best_peer,
+        "best_form_over_best_peer": min(seconds[NO_REWRITE], seconds[REWRITE]) / best_peer,
+        "default_speedup_over_tvm_default": seconds["tvm default"] / seconds[DEFAULT],
+    }
 
 
 def table(rows) -> str:
     labels = list(rows[0]["ms"])
-    head = f"{'layer':34s} " + " ".join(f"{label:>20s}" for label in labels) + "   best tvm-s2d / ORT"
+    head = f"{'layer':38s} " + " ".join(f"{label:>21s}" for label in labels)
+    head += f"  {'default: convs':>16s}  {'/ best peer':>11s}  {'vs tvm default':>14s}"
     lines = [head, "(ms, median; useful GFLOP/s in brackets)"]
     for r in rows:
-        cells = " ".join(f"{r['ms'][k]:9.2f} ({r['useful_gflops'][k]:6.2f})  " for k in labels)
-        best = min(r["ms"]["tvm-s2d, no rewrite"], r["ms"]["tvm-s2d, rewrite"])
-        lines.append(f"{r['name']:34s} {cells} {best / r['ms']['onnxruntime']:8.1f}x")
+        cells = " ".join(f"{r['ms'][k]:10.2f} ({r['useful_gflops'][k]:7.2f})" for k in labels)
+        lines.append(f"{r['name']:38s} {cells}  {r['default_choice']:>16s}  {r['default_over_best_peer']:10.2f}x"
+                     f"  {r['default_speedup_over_tvm_default']:13.1f}x")
     return "\n".join(lines)
+
+
+def chart(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(rows[0]["ms"])
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        ax.bar([j + i * width for j in range(len(rows))], [r["useful_gflops"][label] for r in rows], width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [r["name"] for r in rows], rotation=15, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"useful GFLOP/s ({THREADS} threads, log scale)")
+    ax.set_title("conv layers and the demo model on this CPU (higher is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main(argv=None) -> int:
@@ -114,7 +198,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per variant (default 10)")
     parser.add_argument("--layers", type=int, nargs="*", help="indices into the layer list (default all)")
     parser.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo model")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--json", help="write the results here (and a PNG chart beside it, if matplotlib is installed)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(1)
     rows = []
@@ -133,9 +217,19 @@ def main(argv=None) -> int:
         x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
         rows.append(bench(f"demo model @{size}", demo_model(size), flops, x, args.repeat))
     print(table(rows))
+    if torch is None:
+        print("(PyTorch not installed: pip install torch==2.13.0 adds its column)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"threads": 2, "repeat": args.repeat, "rows": rows}, indent=2))
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"threads": THREADS, "repeat": args.repeat, "target": str(host_target()),
+                "torch": torch.__version__ if torch is not None else None, "onnxruntime": ort.__version__,
+                "tvm": tvm.__version__}
+        path.write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        try:
+            chart(rows, path.with_suffix(".png"))
+        except ImportError:
+            print("(matplotlib not installed: no chart)")
     return 0
 
 

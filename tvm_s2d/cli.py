@@ -1,4 +1,4 @@
-"""``tvm-s2d``: demo, report and compile from the command line."""
+"""``tvm-s2d``: demo, report, compile and tune from the command line."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def parse_target(text: str):
     import tvm
 
     if text == "llvm":
-        return tvm.target.Target({"kind": "llvm"})
+        from .targets import host_target
+
+        return host_target()
     if text == "hexagon":
         from .hexagon.emulator import hexagon_target
 
@@ -56,15 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tvm-s2d",
         description="Exact space-to-depth rewriting of low-channel convolutions for Apache TVM.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile,tune}")
 
     def add_rewrite_options(p):
         p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
                        help="force this block on every eligible conv (default: auto, the lane model)")
         p.add_argument("--lane-width", type=int, default=None,
                        help="lane width of the cost model (default: from the target; 32 for hexagon and report, 1 for llvm)")
-        p.add_argument("--move-cost", type=float, default=1.0,
-                       help="cost-model MAC-equivalents per byte moved by data-movement ops (default 1.0)")
+        p.add_argument("--move-cost", type=float, default=None,
+                       help="cost-model MAC-equivalents per byte moved by data-movement ops (default: from the target;"
+                            " 1.0, 4.0 for llvm)")
         p.add_argument("--per-conv", action="store_true",
                        help="rewrite each conv on its own instead of staying in the S2D domain across layers")
 
@@ -88,7 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", required=True, help="output library, e.g. model.so (model.o for hexagon)")
     comp.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
     comp.add_argument("--no-rewrite", action="store_true", help="compile the same pipeline without the rewrite")
+    comp.add_argument("--tuning-log", help="apply the best records of this tuning log (tuning_logs/*.jsonl)")
     add_rewrite_options(comp)
+
+    tune = sub.add_parser("tune", help="measure each conv's block and schedule knobs; append records to a log")
+    tune.add_argument("model", help="path to an .onnx file, or 'demo' for the built-in example")
+    tune.add_argument("--target", type=parse_target, default="llvm", help="llvm (this CPU, default) or a TVM target JSON")
+    tune.add_argument("--trials", type=int, default=16, help="measured configs per layer (default 16)")
+    tune.add_argument("--log", required=True, help="JSONL log to append to and resume from, e.g. tuning_logs/x.jsonl")
+    tune.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on devices behind this TVM RPC tracker")
+    tune.add_argument("--rpc-key", default="", help="device key on the tracker")
+    tune.add_argument("--parallel", type=int, default=2, help="devices used at once with --rpc-tracker (default 2)")
+    tune.add_argument("--size", type=int, default=256, help="input size of the demo model (default 256)")
+    tune.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
     return parser
 
 
@@ -147,18 +162,48 @@ def cmd_compile(args) -> int:
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(**rewrite_options(args)))
+        ex = tvm.compile(mod, target=args.target,
+                         relax_pipeline=s2d_pipeline(tuning_log=args.tuning_log, **rewrite_options(args)))
     if "hexagon" in str(args.target.attrs.get("mtriple", "")):
         ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them with
     else:
         ex.export_library(args.output)
     if not args.no_rewrite:
-        print(explain(mod, **rewrite_options(args)))
+        with args.target:
+            print(explain(mod, tuning_log=args.tuning_log, **rewrite_options(args)))
     print(f"wrote {args.output}")
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "report": cmd_report, "compile": cmd_compile}
+def cmd_tune(args) -> int:
+    from .targets import is_cpu
+    from .tuning import TuningLog
+    from .tuning.measure import LocalMeasurer, RPCMeasurer
+    from .tuning.tuner import table, tune
+
+    if args.trials < 1:
+        raise ValueError("--trials must be at least 1")
+    if not is_cpu(args.target):
+        raise ValueError("tune measures LLVM CPU targets (locally or over RPC); Hexagon tuning is not available yet")
+    if args.model == "demo":
+        from .demo import demo_model
+        from .onnx_import import from_onnx
+
+        mod = from_onnx(demo_model(args.size))
+    else:
+        mod = _import(args)
+    if args.rpc_tracker:
+        measurer = RPCMeasurer(args.target, args.rpc_tracker, args.rpc_key, parallel=args.parallel)
+    else:
+        measurer = LocalMeasurer(args.target)
+    rows = tune(mod, args.target, measurer, TuningLog(args.log), trials=args.trials)
+    print(table(rows))
+    print(f"records in {args.log}; apply with: tvm-s2d compile MODEL --tuning-log {args.log}"
+          " or relax.get_pipeline('s2d', tuning_log=...)")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "report": cmd_report, "compile": cmd_compile, "tune": cmd_tune}
 
 
 if __name__ == "__main__":

@@ -27,27 +27,33 @@ def prepare_passes() -> list[tvm.transform.Pass]:
     return [QDQConvToInteger(), transform.FoldConstant()]
 
 
-def s2d_pipeline(**options) -> tvm.transform.Pass:
+def s2d_passes(rewrite: tvm.transform.Pass | None, schedule: tvm.transform.Pass) -> list[tvm.transform.Pass]:
+    """The pipeline's passes around a given rewrite (None: no rewrite) and conv scheduling."""
+    return [
+        *prepare_passes(),
+        *([rewrite] if rewrite is not None else []),
+        transform.LegalizeOps(),
+        transform.AnnotateTIROpPattern(),
+        transform.FoldConstant(),
+        transform.FuseOps(),
+        transform.FuseTIR(),
+        schedule,
+        default_build_pipeline(),
+    ]
+
+
+def s2d_pipeline(tuning_log=None, **options) -> tvm.transform.Pass:
     """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
     targets), then TVM's default build pipeline.
 
     ``options`` are ``SpaceToDepthConv2d``'s: ``block``, ``lane_width``, ``move_cost``,
-    ``stay_in_domain``.
+    ``stay_in_domain``. ``tuning_log``: a ``tuning_logs/*.jsonl`` file; each conv with a
+    record for the build target gets the block and schedule knobs measured best.
     """
-    return tvm.transform.Sequential(
-        [
-            *prepare_passes(),
-            SpaceToDepthConv2d(**options),
-            transform.LegalizeOps(),
-            transform.AnnotateTIROpPattern(),
-            transform.FoldConstant(),
-            transform.FuseOps(),
-            transform.FuseTIR(),
-            ScheduleConvs(),
-            default_build_pipeline(),
-        ],
-        name="s2d_pipeline",
-    )
+    from .tuning.apply import tuned_knobs
+
+    rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, **options)
+    return tvm.transform.Sequential(s2d_passes(rewrite, ScheduleConvs(knobs=tuned_knobs(tuning_log))), name="s2d_pipeline")
 
 
 def register() -> None:

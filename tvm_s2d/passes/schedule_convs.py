@@ -1,11 +1,15 @@
 """Give the conv PrimFuncs a real schedule for the build target (after ``FuseTIR``).
 
 TVM 0.27's default pipeline leaves a legalized conv as its naive loop nest, tens of times
-slower than ONNX Runtime on a CPU. On LLVM CPU targets this pass applies
-``schedules.x86.schedule_conv`` to every PrimFunc holding one ``conv2d_nchw`` or
-``conv2d_nhwc`` block (the fused epilogue included). Other targets, other functions and
-functions already scheduled are left as they are. ``knobs`` maps a function name to
-``ConvKnobs`` (the tuner's choice); the rest get ``default_knobs``.
+slower than ONNX Runtime on a CPU, and every other kernel single-threaded. On LLVM CPU
+targets this pass applies ``schedules.x86.schedule_conv`` to every PrimFunc holding one
+``conv2d_nchw`` or ``conv2d_nhwc`` block (the fused epilogue included), and
+``schedule_injective`` (parallel, vectorized) to functions without reductions: the
+rewrite's space-to-depth, depth-to-space, pads and masks, and elementwise ops. Other
+targets, functions with other reductions and functions already scheduled are left as they
+are. ``knobs`` maps a function name to ``ConvKnobs``, or is a function
+``(x86.ConvBlock, lanes) -> ConvKnobs | None`` (the tuner's choice, e.g. from a tuning log);
+the rest get ``default_knobs``.
 
 ``PassContext(disabled_pass=["ScheduleConvs"])`` compiles without it.
 """
@@ -28,7 +32,7 @@ class Scheduled:
     """What the pass did to one function."""
 
     function: str
-    layout: str
+    conv: str  # x86.ConvBlock.signature
     knobs: x86.ConvKnobs | None
     error: str | None = None  # why the function kept its default loop nest
 
@@ -37,14 +41,15 @@ class Scheduled:
 class ScheduleConvs:
     """Schedule the conv PrimFuncs for the current (or given) LLVM CPU target."""
 
-    def __init__(self, target: tvm.target.Target | None = None, knobs: dict[str, x86.ConvKnobs] | None = None):
+    def __init__(self, target: tvm.target.Target | None = None, knobs=None):
         self.target = target
-        self.knobs = dict(knobs or {})
+        self.knobs = knobs if callable(knobs) else dict(knobs or {})
         self.scheduled: list[Scheduled] = []
+        self.injective: list[str] = []  # functions scheduled by ``schedule_injective``
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = self.target or tvm.target.Target.current(allow_none=True)
-        self.scheduled = []
+        self.scheduled, self.injective = [], []
         if not is_cpu(target):
             return mod
         updates = {}
@@ -53,13 +58,19 @@ class ScheduleConvs:
                 continue
             conv = x86.find_conv(func)
             if conv is None:
+                injective = x86.schedule_injective(func, vector_lanes(target))
+                if injective is not None:
+                    updates[gv] = injective
+                    self.injective.append(gv.name_hint)
                 continue
+            lanes = vector_lanes(target, conv.dtype)
+            knobs = self.knobs(conv, lanes) if callable(self.knobs) else self.knobs.get(gv.name_hint)
             try:
-                updates[gv], knobs = x86.schedule_conv(func, self.knobs.get(gv.name_hint), vector_lanes(target, conv.dtype))
+                updates[gv], knobs = x86.schedule_conv(func, knobs, lanes)
             except s_tir.ScheduleError as err:
-                self.scheduled.append(Scheduled(gv.name_hint, conv.layout, self.knobs.get(gv.name_hint), str(err).splitlines()[0]))
+                self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs, str(err).splitlines()[0]))
                 continue
-            self.scheduled.append(Scheduled(gv.name_hint, conv.layout, knobs))
+            self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs))
         for gv, func in updates.items():
             mod[gv] = func
         return mod

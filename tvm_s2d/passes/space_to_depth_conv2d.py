@@ -47,15 +47,20 @@ PASS_NAME = "SpaceToDepthConv2d"
 
 
 def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None, CostModel]:
-    """Validate the pass options; returns ``(block pair or None, cost model)``."""
-    model = CostModel(default_lane_width(None) if lane_width is None else lane_width, move_cost)
+    """Validate the pass options; returns ``(block pair or None, cost model)`` (the model with
+    the no-target defaults where an option is None)."""
+    model = default_model(None, lane_width, move_cost)
     return (None if block is None else normalize_block(block)), model
 
 
-# LLVM CPU targets: the conv schedule vectorizes the width (``schedules/x86.py``). Measured
-# (scripts/bench_x86.py, ResNet stem 7x7/2): the stride-2 conv ran 2.5x slower than its S2D
-# form although that executes 1.3x more MACs, so a width stride costs about 3x per MAC.
+# LLVM CPU targets, measured on this project's machines with schedules/x86.py:
+# * the conv schedule vectorizes the width, so a width stride gathers: the ResNet stem
+#   (7x7/2, 3->64) ran 2.5x slower than its S2D form although that executes 1.3x more MACs;
+# * the S2D of a 1024x1024x3 float image (25 MB read + written) took 2.1 ms, the time of
+#   ~94M MACs of the scheduled conv: ~4 MAC-equivalents per byte moved. With it the
+#   demo's small 3x3/2 stem (3->8) stays as it is, which measured faster (3.0 vs 6.7 ms).
 CPU_STRIDED_WIDTH = 3.0
+CPU_MOVE_COST = 4.0
 
 
 def default_lane_width(target: tvm.target.Target | None) -> int:
@@ -65,10 +70,13 @@ def default_lane_width(target: tvm.target.Target | None) -> int:
     return 1 if is_cpu(target) else 32
 
 
-def default_model(target: tvm.target.Target | None, lane_width: int | None, move_cost: float) -> CostModel:
-    """The cost model for a build target (``lane_width`` None: the target's)."""
+def default_model(target: tvm.target.Target | None, lane_width: int | None, move_cost: float | None) -> CostModel:
+    """The cost model for a build target (an option None: the target's default)."""
+    cpu = is_cpu(target)
     lanes = default_lane_width(target) if lane_width is None else lane_width
-    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if is_cpu(target) else 1.0)
+    if move_cost is None:
+        move_cost = CPU_MOVE_COST if cpu else CostModel.move_cost
+    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if cpu else 1.0)
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,10 @@ class SpaceToDepthConv2d:
     lane_width : int or None
         Channels per lane group in the cost model (32 for HTP / HVX ``vrmpy``). ``None``: from
         the build target (``default_lane_width``): 32, or 1 on LLVM CPU targets.
-    move_cost : float
+    move_cost : float or None
         MAC-equivalents the cost model charges per byte a data-movement kernel reads or
-        writes (``geometry.CostModel``).
+        writes (``geometry.CostModel``). ``None``: from the build target: 1.0, or 4.0 on LLVM
+        CPU targets (measured). LLVM CPU targets also charge strided convs (``default_model``).
     stay_in_domain : bool
         Keep tensors in the S2D domain across layers (default); False rewrites each conv on
         its own, with its own S2D and D2S.
@@ -102,18 +111,21 @@ class SpaceToDepthConv2d:
     per tensor brought back to plain layout.
     """
 
-    def __init__(self, block=None, lane_width: int | None = None, move_cost: float = CostModel.move_cost,
-                 stay_in_domain: bool = True):
+    def __init__(self, block=None, lane_width: int | None = None, move_cost: float | None = None,
+                 stay_in_domain: bool = True, tuning_log=None):
         self.block, self.model = check_options(block, lane_width, move_cost)
-        self.lane_width_from_target = lane_width is None
+        self.tuning_log = tuning_log
+        self.lane_width, self.move_cost = lane_width, move_cost
         self.stay_in_domain = bool(stay_in_domain)
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         target = tvm.target.Target.current(allow_none=True)
-        self.model = default_model(target, None if self.lane_width_from_target else self.model.lane_width, self.model.move_cost)
-        rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain)
+        self.model = default_model(target, self.lane_width, self.move_cost)
+        from ..tuning.apply import best_records
+
+        rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain, best_records(self.tuning_log, target))
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits
         return mod
@@ -135,8 +147,9 @@ class _InDomain:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, block, model: CostModel, stay: bool):
+    def __init__(self, mod: tvm.IRModule, block, model: CostModel, stay: bool, tuned: dict | None = None):
         super().__init__(mod)
+        self.tuned = tuned or {}
         self.mod = mod
         self.block = block
         self.model = model
@@ -168,10 +181,31 @@ class _Rewriter(PyExprMutator):
 
     # ---- convs ----
 
+    def _tuned(self, name: str, call: relax.Call, source) -> Decision | None:
+        """The decision a tuning record makes for this conv, if the log has one."""
+        if not self.tuned or self.block is not None:
+            return None
+        from ..tuning.apply import tuned_block
+        from ..tuning.workload import call_layer
+
+        layer = call_layer(name, call)
+        record = self.tuned.get(layer.key) if layer is not None else None
+        if record is None:
+            return None
+        block = tuned_block(record)
+        if block is None:
+            decision = decide(name, call, None, self.model, None)
+            return replace(decision, plan=None, reason="tuning log: the conv as it is measured fastest",
+                           source="tuning log")
+        domain = source.domain if source and source.domain.block == block else None
+        decision = decide(name, call, block, self.model, domain)
+        return replace(decision, source="tuning log") if decision.rewritten else decision
+
     def _conv(self, binding: relax.VarBinding) -> None:
         call, name = binding.value, binding.var.name
         source = self._source(call.args[0], str(call.attrs.data_layout))
-        decision = decide(name, call, self.block, self.model, source.domain if source else None)
+        decision = self._tuned(name, call, source) or decide(name, call, self.block, self.model,
+                                                              source.domain if source else None)
         partner = self._partner_offset(binding.var, decision.plan.out_block) if decision.rewritten and self.stay else None
         if partner is not None:
             decision = with_output_offset(decision, partner, self.model)

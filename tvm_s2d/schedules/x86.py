@@ -50,6 +50,12 @@ class ConvBlock:
     out_channels: int
     out_width: int
     dtype: str  # the accumulator's
+    extents: tuple[int, ...]  # of the block's loops (spatial, then reduction)
+
+    @property
+    def signature(self) -> str:
+        """What the conv computes, as far as its schedule is concerned."""
+        return f"{self.layout}:{self.dtype}:" + "x".join(map(str, self.extents))
 
 
 def find_conv(func: tvm.tirx.PrimFunc) -> ConvBlock | None:
@@ -65,9 +71,10 @@ def find_conv(func: tvm.tirx.PrimFunc) -> ConvBlock | None:
         return None
     block = sch.get(found[0])
     layout = CONV_BLOCKS[block.name_hint]
-    _, a, b, c = (int(sch.get(loop).extent) for loop in sch.get_loops(found[0])[:4])
+    extents = tuple(int(sch.get(loop).extent) for loop in sch.get_loops(found[0]))
+    _, a, b, c = extents[:4]
     out_channels, out_width = (a, c) if layout == "NCHW" else (c, b)
-    return ConvBlock(block.name_hint, layout, out_channels, out_width, _written_dtype(block))
+    return ConvBlock(block.name_hint, layout, out_channels, out_width, _written_dtype(block), extents)
 
 
 def _written_dtype(block) -> str:
@@ -103,6 +110,14 @@ def default_knobs(layout: str, out_channels: int, out_width: int, lanes: int) ->
     channel_vectors = min(-(-out_channels // lanes), 4)
     tile_channels = out_channels if out_channels <= lanes * channel_vectors else lanes * channel_vectors
     return ConvKnobs(tile_channels, _largest_divisor(out_width, max(1, MAX_ACCUMULATORS // channel_vectors)))
+
+
+def knobs_for(conv: ConvBlock, vectors: int, tile: int, lanes: int) -> ConvKnobs:
+    """The tuner's knobs made concrete for one conv: ``vectors`` SIMD vectors along the
+    vector axis (width in NCHW, channels in NHWC) times ``tile`` along the other."""
+    if conv.layout == "NCHW":
+        return ConvKnobs(_largest_divisor(conv.out_channels, tile), _width_tile(conv.out_width, lanes, vectors))
+    return ConvKnobs(min(conv.out_channels, lanes * vectors), _largest_divisor(conv.out_width, tile))
 
 
 def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes: int = 8) -> tuple[tvm.tirx.PrimFunc, ConvKnobs]:
@@ -167,3 +182,26 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
         _, last = sch.split(last, [None, lanes])
     sch.vectorize(last)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), knobs
+
+
+def schedule_injective(func: tvm.tirx.PrimFunc, lanes: int = 8) -> tvm.tirx.PrimFunc | None:
+    """A data-movement or elementwise function (no reductions: the rewrite's S2D, D2S,
+    alignment pads, masks) made one loop nest, parallel over its outer loops, the innermost
+    vectorized. None if ``func`` has a reduction or does not inline to one block."""
+    sch = s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    if not blocks or any(iv.iter_type != tvm.tirx.IterVar.DataPar for b in blocks for iv in sch.get(b).iter_vars):
+        return None
+    try:
+        for block in blocks[:-1]:
+            sch.compute_inline(block)
+    except s_tir.ScheduleError:
+        return None
+    loops = sch.get_loops(blocks[-1])
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]))
+    extent = int(sch.get(loops[-1]).extent)
+    if extent >= lanes:
+        _, lane = sch.split(loops[-1], [None, lanes])
+        sch.vectorize(lane)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)

@@ -1,0 +1,39 @@
+"""Applying a tuning log at compile time: the best record per workload for the current
+target gives the conv's block (``SpaceToDepthConv2d(tuning_log=...)``) and its schedule
+knobs (``ScheduleConvs``, matched by the scheduled conv's signature)."""
+
+from __future__ import annotations
+
+import tvm
+
+from ..schedules import x86
+from .log import Record, TuningLog
+from .space import Config
+from .workload import target_key
+
+
+def best_records(tuning_log, target: tvm.target.Target | None) -> dict[str, Record]:
+    """Workload key -> best record for ``target`` (empty without a log or a target)."""
+    if tuning_log is None or target is None:
+        return {}
+    return TuningLog(tuning_log).best(target_key(target))
+
+
+def tuned_block(record: Record) -> tuple[int, int] | None:
+    return Config.from_json(record.config).block
+
+
+def tuned_knobs(tuning_log):
+    """``ScheduleConvs``'s ``knobs`` function for a log (None without one)."""
+    if tuning_log is None:
+        return None
+
+    def knobs(conv: x86.ConvBlock, lanes: int) -> x86.ConvKnobs | None:
+        target = tvm.target.Target.current(allow_none=True)
+        for record in best_records(tuning_log, target).values():
+            config = Config.from_json(record.config)
+            if record.extra.get("conv") == conv.signature and config.vectors is not None:
+                return x86.knobs_for(conv, config.vectors, config.tile, lanes)
+        return None
+
+    return knobs

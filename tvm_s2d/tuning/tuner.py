@@ -1,0 +1,76 @@
+"""The tuning loop: per layer, measure the heuristic's config first, then the configs the
+XGBoost cost model ranks best (retrained after every batch on all records of the target),
+until the trial budget is spent. Every measurement is appended to the log at once, so an
+interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import tvm
+
+from ..pipeline import prepare_passes
+from ..targets import is_cpu
+from .cost_model import XGBCostModel, default_config, samples_from
+from .log import Record, TuningLog
+from .space import Config, search_space
+from .workload import layers, target_key
+
+
+def _fmt(cost: float | None, unit: str) -> str:
+    if cost is None:
+        return "-"
+    return f"{cost * 1e3:.3f} ms" if unit == "s" else f"{cost:,.0f} {unit}"
+
+
+def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
+         seed: int = 0, progress=None) -> list[dict]:
+    """Tune every distinct conv workload of ``mod`` for ``target``; returns one row per layer."""
+    progress = progress or (lambda line: print(line, file=sys.stderr))
+    found = layers(tvm.transform.Sequential(prepare_passes())(mod))
+    tkey, cpu, unit = target_key(target), is_cpu(target), measurer.unit
+    model = XGBCostModel(seed)
+    batch = max(1, getattr(measurer, "parallel", 1))
+    rows = []
+    for index, layer in enumerate(found):
+        space = search_space(layer, cpu)
+        done = log.measured(layer.key, tkey)
+        budget = min(trials, len(space))
+        first = default_config(layer, target, space)
+        rng = random.Random(seed + index)
+        while True:
+            tried = sum(c.key in done for c in space)
+            untried = [c for c in space if c.key not in done]
+            if tried >= budget or not untried:
+                break
+            if first.key not in done:
+                ranked = [first] + [c for c in untried if c is not first]
+            elif model.fit(samples_from(log.records(), tkey)):
+                ranked = model.rank(layer, untried)
+            else:
+                ranked = rng.sample(untried, len(untried))
+            pick = ranked[: min(batch, budget - tried)]
+            for config, m in zip(pick, measurer.measure(layer, pick)):
+                log.append(Record(layer.key, tkey, config.to_json(), m.cost, unit, m.error, extra=m.extra))
+                done.add(config.key)
+            best = log.best(tkey).get(layer.key)
+            progress(f"[{index + 1}/{len(found)}] {layer.name}: {tried + len(pick)}/{budget} trials,"
+                     f" best {_fmt(best.cost if best else None, unit)} ({Config.from_json(best.config) if best else '-'})")
+        records = [r for r in log.records() if r.workload == layer.key and r.target == tkey and r.ok]
+        best = min(records, key=lambda r: r.cost, default=None)
+        heuristic = next((r for r in records if Config.from_json(r.config) == first), None)
+        rows.append({
+            "layer": layer.name, "workload": layer.key, "space": len(space), "measured": len(records),
+            "best": str(Config.from_json(best.config)) if best else None, "best_cost": best.cost if best else None,
+            "heuristic": str(first), "heuristic_cost": heuristic.cost if heuristic else None, "unit": unit,
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'layer':12s} {'space':>5s} {'measured':>8s}  {'heuristic':28s} {'cost':>12s}  {'best':28s} {'cost':>12s}"]
+    for r in rows:
+        lines.append(f"{r['layer']:12s} {r['space']:5d} {r['measured']:8d}  {r['heuristic']:28s}"
+                     f" {_fmt(r['heuristic_cost'], r['unit']):>12s}  {r['best'] or '-':28s} {_fmt(r['best_cost'], r['unit']):>12s}")
+    return "\n".join(lines)

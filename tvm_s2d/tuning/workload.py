@@ -1,0 +1,79 @@
+"""Layers of a model as tuning workloads: a key that names a conv by what it computes
+(shapes, dtype, kernel, stride, padding, dilation, layout), independent of model and node
+names, and a key for the target."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..geometry import Conv2dSpec
+from ..passes.conv2d import CONV2D, decide
+from ..targets import is_cpu
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv of a model, as the tuner sees it."""
+
+    name: str  # the conv's name in the model (for the progress bar and the table only)
+    spec: Conv2dSpec
+    layout: str
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        return workload_key(self.spec, self.layout, self.dtype)
+
+    @classmethod
+    def from_key(cls, key: str, name: str = "") -> "Layer":
+        data = json.loads(key)
+        if data.pop("op") != "conv2d":
+            raise ValueError(f"not a conv2d workload: {key}")
+        layout, dtype = data.pop("layout"), data.pop("dtype")
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(name, Conv2dSpec(**fields, itemsize=np.dtype(dtype).itemsize), layout, dtype)
+
+
+def workload_key(spec: Conv2dSpec, layout: str, dtype: str) -> str:
+    fields = asdict(spec)
+    fields.pop("itemsize")
+    return json.dumps({"op": "conv2d", "layout": layout, "dtype": dtype, **fields}, sort_keys=True, separators=(",", ":"))
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """``llvm -mcpu=<cpu>`` for CPUs (records do not transfer between CPUs), ``hexagon-<cpu>``."""
+    cpu = str(target.attrs.get("mcpu", "generic"))
+    return f"llvm -mcpu={cpu}" if is_cpu(target) else f"hexagon-{cpu}"
+
+
+def call_layer(name: str, call: relax.Call) -> Layer | None:
+    """The tuning layer of a conv2d call, or None when the rewrite cannot take it anyway
+    (dynamic shapes, grouped, weights not constant, ...)."""
+    if not CONV2D.match(call):
+        return None
+    decision = decide(name, call, block=None)
+    spec = decision.spec
+    if spec is None or spec.groups != 1 or decision.reason == "weight is not a compile-time constant":
+        return None
+    return Layer(name, spec, decision.layout, str(call.args[0].ty.dtype))
+
+
+def layers(mod: tvm.IRModule) -> list[Layer]:
+    """The tunable convs of ``main`` in order, one per distinct workload."""
+    found: dict[str, Layer] = {}
+
+    def visit(binding):
+        if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.Call):
+            layer = call_layer(binding.var.name, binding.value)
+            if layer is not None:
+                found.setdefault(layer.key, layer)
+
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            visit(binding)
+    return list(found.values())
