@@ -138,15 +138,16 @@ def test_workload_key_ignores_names_and_round_trips():
 def _synthetic_records():
     """Costs from a fixed formula of the layer and config (a stand-in for recorded data that
     has structure: executed MACs and data movement)."""
-    from tvm_s2d.tuning.cost_model import features
+    from tvm_s2d.tuning.cost_model import FEATURES, features
 
+    macs, moved, vectors = (FEATURES.index(n) for n in ("log_executed_macs", "log_bytes_moved", "vectors"))
     samples = []
     for cin, cout, hw in [(3, 8, 32), (8, 8, 32), (8, 3, 32), (16, 16, 16), (4, 12, 24), (8, 16, 16)]:
         net = Net((1, cin, hw, hw))
         (layer,) = layers(net.module(net.conv(net.x, cout, 3, padding=1)))
         for config in search_space(layer, cpu=True):
             f = features(layer, config)
-            cost = 2.0 ** f[12] * (1 + 0.2 * f[16]) + 2.0 ** f[15] * 3
+            cost = 2.0 ** f[macs] * (1 + 0.2 * f[vectors]) + 2.0 ** f[moved] * 3
             samples.append((layer, config, cost))
     return samples
 

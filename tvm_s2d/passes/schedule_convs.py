@@ -66,7 +66,7 @@ class ScheduleConvs:
             lanes = vector_lanes(target, conv.dtype)
             knobs = self.knobs(conv, lanes) if callable(self.knobs) else self.knobs.get(gv.name_hint)
             try:
-                updates[gv], knobs = x86.schedule_conv(func, knobs, lanes)
+                updates[gv], knobs = x86.schedule_conv(func, knobs, lanes, conv_block=conv)
             except s_tir.ScheduleError as err:
                 self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs, str(err).splitlines()[0]))
                 continue

@@ -37,9 +37,6 @@ class ConvKnobs:
     tile_width: int  # output pixels along the width per register tile
     unroll_taps: bool = True  # unroll the kernel's rows and columns
 
-    def to_json(self) -> dict:
-        return {"tile_channels": self.tile_channels, "tile_width": self.tile_width, "unroll_taps": self.unroll_taps}
-
 
 @dataclass(frozen=True)
 class ConvBlock:
@@ -99,35 +96,40 @@ def _width_tile(out_width: int, lanes: int, vectors: int) -> int:
     return min(lanes, out_width)
 
 
+def _tiles(layout: str, out_channels: int, out_width: int, vectors: int, tile: int, lanes: int) -> ConvKnobs:
+    """``vectors`` SIMD vectors along the vector axis (width in NCHW, channels in NHWC) times
+    ``tile`` along the other, fitted to the conv's output."""
+    if layout == "NCHW":
+        return ConvKnobs(_largest_divisor(out_channels, tile), _width_tile(out_width, lanes, vectors))
+    return ConvKnobs(min(out_channels, lanes * vectors), _largest_divisor(out_width, tile))
+
+
 def default_knobs(layout: str, out_channels: int, out_width: int, lanes: int) -> ConvKnobs:
     """Measured-good tiles: at most ``MAX_ACCUMULATORS`` vector accumulators, tiles that
     divide the output where possible."""
-    if layout == "NCHW":  # lanes along the width
-        tile_width = _width_tile(out_width, lanes, 1 if out_channels >= 4 else 2)
-        vectors = -(-tile_width // lanes)
-        return ConvKnobs(_largest_divisor(out_channels, MAX_ACCUMULATORS // vectors), tile_width)
-    # NHWC: lanes along the channels
-    channel_vectors = min(-(-out_channels // lanes), 4)
-    tile_channels = out_channels if out_channels <= lanes * channel_vectors else lanes * channel_vectors
-    return ConvKnobs(tile_channels, _largest_divisor(out_width, max(1, MAX_ACCUMULATORS // channel_vectors)))
+    if layout == "NCHW":  # lanes along the width; few channels: two vectors
+        vectors = 1 if out_channels >= 4 else 2
+        registers = -(-_width_tile(out_width, lanes, vectors) // lanes)
+        return _tiles(layout, out_channels, out_width, vectors, MAX_ACCUMULATORS // registers, lanes)
+    vectors = min(-(-out_channels // lanes), 4)  # NHWC: lanes along the channels
+    return _tiles(layout, out_channels, out_width, vectors, max(1, MAX_ACCUMULATORS // vectors), lanes)
 
 
 def knobs_for(conv: ConvBlock, vectors: int, tile: int, lanes: int) -> ConvKnobs:
-    """The tuner's knobs made concrete for one conv: ``vectors`` SIMD vectors along the
-    vector axis (width in NCHW, channels in NHWC) times ``tile`` along the other."""
-    if conv.layout == "NCHW":
-        return ConvKnobs(_largest_divisor(conv.out_channels, tile), _width_tile(conv.out_width, lanes, vectors))
-    return ConvKnobs(min(conv.out_channels, lanes * vectors), _largest_divisor(conv.out_width, tile))
+    """The tuner's knobs (``vectors``, ``tile``: see ``_tiles``) made concrete for one conv."""
+    return _tiles(conv.layout, conv.out_channels, conv.out_width, vectors, tile, lanes)
 
 
-def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes: int = 8) -> tuple[tvm.tirx.PrimFunc, ConvKnobs]:
+def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes: int = 8,
+                  conv_block: ConvBlock | None = None) -> tuple[tvm.tirx.PrimFunc, ConvKnobs]:
     """``func`` with its conv block register-blocked and vectorized (see the module doc), and
-    the knobs used (``default_knobs`` unless given).
+    the knobs used (``default_knobs`` unless given). ``conv_block``: ``find_conv(func)``, if
+    the caller has it already.
 
     Raises ``ValueError`` when ``func`` has no single conv block, and TVM's ``ScheduleError``
     if a knob does not apply; the caller keeps the unscheduled function then.
     """
-    found = find_conv(func)
+    found = conv_block or find_conv(func)
     if found is None:
         raise ValueError("no single conv2d_nchw / conv2d_nhwc block")
     layout = found.layout

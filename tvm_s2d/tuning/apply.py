@@ -28,12 +28,19 @@ def tuned_knobs(tuning_log):
     if tuning_log is None:
         return None
 
+    by_target: dict[str, dict[str, Config]] = {}  # target key -> conv signature -> config, read once
+
     def knobs(conv: x86.ConvBlock, lanes: int) -> x86.ConvKnobs | None:
         target = tvm.target.Target.current(allow_none=True)
-        for record in best_records(tuning_log, target).values():
-            config = Config.from_json(record.config)
-            if record.extra.get("conv") == conv.signature and config.vectors is not None:
-                return x86.knobs_for(conv, config.vectors, config.tile, lanes)
-        return None
+        if target is None:
+            return None
+        key = target_key(target)
+        if key not in by_target:
+            by_target[key] = {r.extra["conv"]: Config.from_json(r.config)
+                              for r in best_records(tuning_log, target).values() if r.extra.get("conv")}
+        config = by_target[key].get(conv.signature)
+        if config is None or config.vectors is None:
+            return None
+        return x86.knobs_for(conv, config.vectors, config.tile, lanes)
 
     return knobs

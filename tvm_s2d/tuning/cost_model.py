@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from ..geometry import Unsupported
+from ..geometry import Unsupported, choose_block
+from ..passes.space_to_depth_conv2d import default_model
 from .log import Record
 from .space import Config
 from .workload import Layer
@@ -19,6 +20,7 @@ FEATURES = ("log_in_channels", "log_out_channels", "log_height", "log_width", "k
 
 
 def features(layer: Layer, config: Config) -> list[float]:
+    """The model's inputs, named by ``FEATURES``."""
     spec = layer.spec
     plan = None
     if config.block is not None:
@@ -74,9 +76,6 @@ class XGBCostModel:
 def default_config(layer: Layer, target, space: list[Config]) -> Config:
     """The heuristic's choice (the rewrite's cost model for the target, default-like knobs):
     measured first, so tuning never ends worse than not tuning."""
-    from ..geometry import choose_block
-    from ..passes.space_to_depth_conv2d import default_model
-
     try:
         block = choose_block(layer.spec, default_model(target, None, None), layout=layer.layout).block
     except Unsupported:

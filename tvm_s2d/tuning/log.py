@@ -103,12 +103,13 @@ class TuningLog:
 
     def best(self, target: str) -> dict[str, Record]:
         """The lowest-cost successful record per workload for ``target``."""
-        best: dict[str, Record] = {}
-        for r in self.records():
-            if r.target == target and r.ok and (r.workload not in best or r.cost < best[r.workload].cost):
-                best[r.workload] = r
-        return best
+        return best_of(self.records(), target)
 
-    def measured(self, workload: str, target: str) -> set[str]:
-        """Configs already measured (successfully or not) for a workload: a resumed run skips them."""
-        return {json.dumps(r.config, sort_keys=True) for r in self.records() if r.workload == workload and r.target == target}
+
+def best_of(records: list[Record], target: str) -> dict[str, Record]:
+    """The lowest-cost successful record per workload for ``target``."""
+    best: dict[str, Record] = {}
+    for r in records:
+        if r.target == target and r.ok and (r.workload not in best or r.cost < best[r.workload].cost):
+            best[r.workload] = r
+    return best

@@ -31,15 +31,13 @@ class Measurement:
 def layer_module(layer: Layer, seed: int = 0) -> tvm.IRModule:
     """``main(x) = conv2d(x, W)`` for the layer, ``W`` a seeded random constant."""
     spec, rng = layer.spec, np.random.default_rng(seed)
-    n, (h, w), c = spec.batch, spec.in_hw, spec.in_channels
-    shape = (n, c, h, w) if layer.layout == "NCHW" else (n, h, w, c)
-    oihw = (spec.out_channels, c, *spec.kernel_hw)
+    oihw = (spec.out_channels, spec.in_channels, *spec.kernel_hw)
     integer = layer.dtype in ("int8", "uint8")
     weight = rng.integers(-128, 128, oihw).astype("int8") if integer else rng.standard_normal(oihw).astype(layer.dtype)
     if layer.layout == "NHWC":
         weight = weight.transpose(2, 3, 1, 0)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, layer.dtype))
+    x = relax.Var("x", relax.TensorType(layer.input_shape, layer.dtype))
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(relax.op.nn.conv2d(
@@ -53,13 +51,10 @@ def layer_module(layer: Layer, seed: int = 0) -> tvm.IRModule:
 
 
 def layer_input(layer: Layer, seed: int = 1) -> np.ndarray:
-    mod = layer_module(layer)
-    ty = mod["main"].params[0].ty
-    shape = tuple(int(d) for d in ty.shape.values)
     rng = np.random.default_rng(seed)
     if layer.dtype == "float32":
-        return rng.standard_normal(shape).astype("float32")
-    return rng.integers(0, 100, shape).astype(layer.dtype)
+        return rng.standard_normal(layer.input_shape).astype("float32")
+    return rng.integers(0, 100, layer.input_shape).astype(layer.dtype)
 
 
 def build(layer: Layer, config: Config, target: tvm.target.Target):
@@ -78,6 +73,11 @@ def build(layer: Layer, config: Config, target: tvm.target.Target):
         raise ValueError(f"block {config.block} refused: {rewrite.decisions[0].reason}")
     convs = [s.conv for s in schedule.scheduled if s.error is None]
     return ex, (convs[0] if convs else None)
+
+
+def _failed(exc: Exception) -> Measurement:
+    """A failed build or run is a record, not a crash."""
+    return Measurement(None, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
 def _time(vm, device, data, repeat) -> float:
@@ -101,8 +101,8 @@ class LocalMeasurer:
                 ex, conv = build(layer, config, self.target)
                 vm = relax.VirtualMachine(ex, tvm.cpu())
                 out.append(Measurement(_time(vm, tvm.cpu(), data, self.repeat), extra={"conv": conv}))
-            except Exception as exc:  # a failed build or run is a record, not a crash
-                out.append(Measurement(None, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            except Exception as exc:
+                out.append(_failed(exc))
         return out
 
 
@@ -160,12 +160,12 @@ class RPCMeasurer:
                     ex.export_library(path)
                     jobs[i] = (pool.submit(self._run_remote, path, x), conv)
                 except Exception as exc:
-                    results[i] = Measurement(None, f"{type(exc).__name__}: {exc}".splitlines()[0])
+                    results[i] = _failed(exc)
             for i, (job, conv) in jobs.items():
                 try:
                     m = job.result()
                     m.extra["conv"] = conv
                     results[i] = m
                 except Exception as exc:
-                    results[i] = Measurement(None, f"{type(exc).__name__}: {exc}".splitlines()[0])
+                    results[i] = _failed(exc)
         return results

@@ -1,7 +1,7 @@
 """The tuning loop: per layer, measure the heuristic's config first, then the configs the
 XGBoost cost model ranks best (retrained after every batch on all records of the target),
 until the trial budget is spent. Every measurement is appended to the log at once, so an
-interrupted run resumes where it stopped."""
+interrupted run resumes where it stopped (the log is read once, at the start)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tvm
 from ..pipeline import prepare_passes
 from ..targets import is_cpu
 from .cost_model import XGBCostModel, default_config, samples_from
-from .log import Record, TuningLog
+from .log import Record, TuningLog, best_of
 from .space import Config, search_space
 from .workload import layers, target_key
 
@@ -32,10 +32,12 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog,
     tkey, cpu, unit = target_key(target), is_cpu(target), measurer.unit
     model = XGBCostModel(seed)
     batch = max(1, getattr(measurer, "parallel", 1))
+    records = log.records()
     rows = []
     for index, layer in enumerate(found):
         space = search_space(layer, cpu)
-        done = log.measured(layer.key, tkey)
+        # configs already measured (successfully or not): a resumed run skips them
+        done = {Config.from_json(r.config).key for r in records if r.workload == layer.key and r.target == tkey}
         budget = min(trials, len(space))
         first = default_config(layer, target, space)
         rng = random.Random(seed + index)
@@ -46,22 +48,24 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog,
                 break
             if first.key not in done:
                 ranked = [first] + [c for c in untried if c is not first]
-            elif model.fit(samples_from(log.records(), tkey)):
+            elif model.fit(samples_from(records, tkey)):
                 ranked = model.rank(layer, untried)
             else:
                 ranked = rng.sample(untried, len(untried))
             pick = ranked[: min(batch, budget - tried)]
             for config, m in zip(pick, measurer.measure(layer, pick)):
-                log.append(Record(layer.key, tkey, config.to_json(), m.cost, unit, m.error, extra=m.extra))
+                record = Record(layer.key, tkey, config.to_json(), m.cost, unit, m.error, extra=m.extra)
+                log.append(record)
+                records.append(record)
                 done.add(config.key)
-            best = log.best(tkey).get(layer.key)
+            best = best_of(records, tkey).get(layer.key)
             progress(f"[{index + 1}/{len(found)}] {layer.name}: {tried + len(pick)}/{budget} trials,"
                      f" best {_fmt(best.cost if best else None, unit)} ({Config.from_json(best.config) if best else '-'})")
-        records = [r for r in log.records() if r.workload == layer.key and r.target == tkey and r.ok]
-        best = min(records, key=lambda r: r.cost, default=None)
-        heuristic = next((r for r in records if Config.from_json(r.config) == first), None)
+        measured = [r for r in records if r.workload == layer.key and r.target == tkey and r.ok]
+        best = best_of(measured, tkey).get(layer.key)
+        heuristic = next((r for r in measured if Config.from_json(r.config) == first), None)
         rows.append({
-            "layer": layer.name, "workload": layer.key, "space": len(space), "measured": len(records),
+            "layer": layer.name, "workload": layer.key, "space": len(space), "measured": len(measured),
             "best": str(Config.from_json(best.config)) if best else None, "best_cost": best.cost if best else None,
             "heuristic": str(first), "heuristic_cost": heuristic.cost if heuristic else None, "unit": unit,
         })

@@ -26,6 +26,11 @@ class Layer:
     dtype: str
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        n, (h, w), c = self.spec.batch, self.spec.in_hw, self.spec.in_channels
+        return (n, c, h, w) if self.layout == "NCHW" else (n, h, w, c)
+
+    @property
     def key(self) -> str:
         return workload_key(self.spec, self.layout, self.dtype)
 
@@ -54,11 +59,11 @@ def target_key(target: tvm.target.Target) -> str:
 def call_layer(name: str, call: relax.Call) -> Layer | None:
     """The tuning layer of a conv2d call, or None when the rewrite cannot take it anyway
     (dynamic shapes, grouped, weights not constant, ...)."""
-    if not CONV2D.match(call):
+    if not CONV2D.match(call) or not isinstance(call.args[1], tvm.ir.GenericConst):
         return None
     decision = decide(name, call, block=None)
     spec = decision.spec
-    if spec is None or spec.groups != 1 or decision.reason == "weight is not a compile-time constant":
+    if spec is None or spec.groups != 1:
         return None
     return Layer(name, spec, decision.layout, str(call.args[0].ty.dtype))
 
