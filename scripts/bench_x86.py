@@ -4,7 +4,11 @@
   installed: ``pip install torch==2.13.0``), the peers;
 * TVM's default Relax pipeline, for this CPU (``targets.host_target()``);
 * tvm-s2d without the rewrite (``disabled_pass=["SpaceToDepthConv2d"]``: conv schedules only);
-* tvm-s2d with the rewrite as the 32-lane (HTP) cost model chooses it.
+* tvm-s2d with the rewrite as the 32-lane (HTP) cost model chooses it;
+* with ``--tuning-log``: tvm-s2d with that log's best records (``tvm-s2d tune``; layers the
+  log does not hold fall back to the default choice);
+* with ``--metaschedule-trials N``: MetaSchedule's schedules (N trials per conv kernel, tuned
+  here, in a temporary database) for the conv kernels, without and with the rewrite.
 
 All on 2 threads, median of ``--repeat`` runs after a warm-up, on the same inputs, each
 checked against ONNX Runtime. Useful GFLOP/s counts the original conv's multiply-adds. The
@@ -12,6 +16,7 @@ last columns: which form tvm-s2d's default pipeline picks for this CPU, its time
 best peer's, and its speed-up over TVM's default. Prints a table, writes JSON and a PNG chart.
 
     python scripts/bench_x86.py [--scale 1] [--repeat 10] [--json results/bench_x86.json]
+    python scripts/bench_x86.py --scale 4 --layers --tuning-log tuning_logs/demo_llvm.jsonl
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +59,8 @@ LAYERS = [
 THREADS = 2
 PEERS = ("onnxruntime", "pytorch")
 NO_REWRITE, REWRITE, DEFAULT = "tvm-s2d, no rewrite", "tvm-s2d, rewrite", "tvm-s2d, default"
+TUNED, MS_NO_REWRITE, MS_REWRITE = "tvm-s2d, tuned", "MetaSchedule, no rewrite", "MetaSchedule, rewrite"
+FORMS = (NO_REWRITE, REWRITE, DEFAULT, TUNED, MS_NO_REWRITE, MS_REWRITE)  # tvm-s2d's forms
 
 
 def conv_model(cin, cout, hw, k, stride) -> tuple[onnx.ModelProto, float]:
@@ -134,7 +142,24 @@ def chosen_form(mod) -> str:
     return f"{len(report.rewritten)} of {len(report.rows)} rewritten"
 
 
-def bench(name, model, flops, x, repeat) -> dict:
+def metaschedule_runs(mod, x, repeat, trials, work) -> list:
+    """(label, measure) for MetaSchedule's conv schedules, tuned into ``work``, without and with the rewrite."""
+    from tvm_s2d.schedules import metaschedule
+
+    runs = []
+    for label, rewrite, options in ((MS_NO_REWRITE, False, {}), (MS_REWRITE, True, {"lane_width": 32})):
+        database = str(Path(work) / label.split(", ")[1].replace(" ", "_"))
+
+        def measure(rewrite=rewrite, options=options, database=database):
+            metaschedule.tune(mod, host_target(), database, trials=trials, rewrite=rewrite, **options)
+            disabled = () if rewrite else ("SpaceToDepthConv2d",)
+            return time_tvm(mod, x, repeat, relax.get_pipeline("s2d", metaschedule=database, **options), disabled)
+
+        runs.append((label, measure))
+    return runs
+
+
+def bench(name, model, flops, x, repeat, tuning_log=None, metaschedule_trials=0) -> dict:
     mod = tvm_s2d.from_onnx(model)
     seconds = {}
     seconds["onnxruntime"], reference = time_ort(model, x, repeat)
@@ -144,10 +169,16 @@ def bench(name, model, flops, x, repeat) -> dict:
             (DEFAULT, lambda: time_tvm(mod, x, repeat, "s2d"))]
     if torch is not None:
         runs.insert(0, ("pytorch", lambda: time_torch(model, x, repeat)))
+    if tuning_log:
+        runs.append((TUNED, lambda: time_tvm(mod, x, repeat, relax.get_pipeline("s2d", tuning_log=tuning_log))))
+    work = tempfile.TemporaryDirectory(prefix="bench-ms-")
+    if metaschedule_trials:
+        runs += metaschedule_runs(mod, x, repeat, metaschedule_trials, work.name)
     for label, measure in runs:
         seconds[label], out = measure()
         scale = float(np.abs(reference).max()) or 1.0
         assert np.allclose(out, reference, rtol=1e-4, atol=1e-5 * scale), f"{name}: {label} disagrees with ONNX Runtime"
+    work.cleanup()
     best_peer = min(seconds[p] for p in PEERS if p in seconds)
     return {
         "name": name, "flops": flops,
@@ -155,20 +186,21 @@ def bench(name, model, flops, x, repeat) -> dict:
         "useful_gflops": {k: flops / v / 1e9 for k, v in seconds.items()},
         "default_choice": chosen_form(mod),
         "default_over_best_peer": seconds[DEFAULT] / best_peer,
-        "best_form_over_best_peer": min(seconds[NO_REWRITE], seconds[REWRITE]) / best_peer,
+        "best_form": min((f for f in FORMS if f in seconds), key=seconds.get),
+        "best_form_over_best_peer": min(seconds[f] for f in FORMS if f in seconds) / best_peer,
         "default_speedup_over_tvm_default": seconds["tvm default"] / seconds[DEFAULT],
     }
 
 
 def table(rows) -> str:
     labels = list(rows[0]["ms"])
-    head = f"{'layer':38s} " + " ".join(f"{label:>21s}" for label in labels)
-    head += f"  {'default: convs':>16s}  {'/ best peer':>11s}  {'vs tvm default':>14s}"
+    head = f"{'layer':38s} " + " ".join(f"{label:>24s}" for label in labels)
+    head += f"  {'default: convs':>16s}  {'/ best peer':>11s}  {'best form / peer':>16s}  {'vs tvm default':>14s}"
     lines = [head, "(ms, median; useful GFLOP/s in brackets)"]
     for r in rows:
-        cells = " ".join(f"{r['ms'][k]:10.2f} ({r['useful_gflops'][k]:7.2f})" for k in labels)
+        cells = " ".join(f"{r['ms'][k]:13.2f} ({r['useful_gflops'][k]:7.2f})" for k in labels)
         lines.append(f"{r['name']:38s} {cells}  {r['default_choice']:>16s}  {r['default_over_best_peer']:10.2f}x"
-                     f"  {r['default_speedup_over_tvm_default']:13.1f}x")
+                     f"  {r['best_form_over_best_peer']:15.2f}x  {r['default_speedup_over_tvm_default']:13.1f}x")
     return "\n".join(lines)
 
 
@@ -198,6 +230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per variant (default 10)")
     parser.add_argument("--layers", type=int, nargs="*", help="indices into the layer list (default all)")
     parser.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo model")
+    parser.add_argument("--tuning-log", help="add a column compiled with this tuning log's best records")
+    parser.add_argument("--metaschedule-trials", type=int, default=0,
+                        help="add MetaSchedule columns, tuning each conv kernel with this many trials (default 0: off)")
     parser.add_argument("--json", help="write the results here (and a PNG chart beside it, if matplotlib is installed)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(1)
@@ -208,14 +243,15 @@ def main(argv=None) -> int:
         layer = {**layer, "hw": max(16, layer["hw"] // args.scale)}
         model, flops = conv_model(**layer)
         x = rng.standard_normal((1, layer["cin"], layer["hw"], layer["hw"])).astype(np.float32)
-        rows.append(bench(f"{name} @{layer['hw']}", model, flops, x, args.repeat))
+        rows.append(bench(f"{name} @{layer['hw']}", model, flops, x, args.repeat, args.tuning_log, args.metaschedule_trials))
         print(f"  {name}: done", file=sys.stderr)
     if not args.no_demo:
         size = max(32, 1024 // args.scale)
         report = tvm_s2d.explain(tvm_s2d.from_onnx(demo_model(size)), lane_width=32)
         flops = 2.0 * sum(r["useful_macs"] for r in report.rows)
         x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
-        rows.append(bench(f"demo model @{size}", demo_model(size), flops, x, args.repeat))
+        rows.append(bench(f"demo model @{size}", demo_model(size), flops, x, args.repeat, args.tuning_log,
+                          args.metaschedule_trials))
     print(table(rows))
     if torch is None:
         print("(PyTorch not installed: pip install torch==2.13.0 adds its column)")

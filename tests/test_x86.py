@@ -64,7 +64,9 @@ def test_scheduled_conv_matches_unscheduled(case):
     expected = _compile_run(fused, x, LLVM)
     target = host_target()
     schedule = ScheduleConvs(target)
+    unscheduled = fused.script()
     scheduled = schedule(fused)
+    assert fused.script() == unscheduled  # the caller's module is not changed in place
     (done,) = schedule.scheduled
     assert done.error is None
     assert scheduled[done.function].attrs["tirx.is_scheduled"]

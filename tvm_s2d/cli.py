@@ -92,13 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
     comp.add_argument("--no-rewrite", action="store_true", help="compile the same pipeline without the rewrite")
     comp.add_argument("--tuning-log", help="apply the best records of this tuning log (tuning_logs/*.jsonl)")
+    comp.add_argument("--metaschedule", metavar="DIR", help="apply this MetaSchedule database (from tune --metaschedule)")
     add_rewrite_options(comp)
 
     tune = sub.add_parser("tune", help="measure each conv's block and schedule knobs; append records to a log")
     tune.add_argument("model", help="path to an .onnx file, or 'demo' for the built-in example")
     tune.add_argument("--target", type=parse_target, default="llvm", help="llvm (this CPU, default) or a TVM target JSON")
     tune.add_argument("--trials", type=int, default=16, help="measured configs per layer (default 16)")
-    tune.add_argument("--log", required=True, help="JSONL log to append to and resume from, e.g. tuning_logs/x.jsonl")
+    tune.add_argument("--log", required=True, help="JSONL log to append to and resume from, e.g. tuning_logs/x.jsonl;"
+                      " with --metaschedule, the block records to apply (if the file exists)")
+    tune.add_argument("--metaschedule", metavar="DIR",
+                      help="instead: tune the conv kernels' schedules with MetaSchedule (--trials per kernel) into a"
+                           " JSON database in DIR, e.g. tuning_logs/demo_llvm_ms")
     tune.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on devices behind this TVM RPC tracker")
     tune.add_argument("--rpc-key", default="", help="device key on the tracker")
     tune.add_argument("--parallel", type=int, default=2, help="devices used at once with --rpc-tracker (default 2)")
@@ -162,8 +167,8 @@ def cmd_compile(args) -> int:
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        ex = tvm.compile(mod, target=args.target,
-                         relax_pipeline=s2d_pipeline(tuning_log=args.tuning_log, **rewrite_options(args)))
+        ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(
+            tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args)))
     if "hexagon" in str(args.target.attrs.get("mtriple", "")):
         ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them with
     else:
@@ -192,6 +197,8 @@ def cmd_tune(args) -> int:
         mod = from_onnx(demo_model(args.size))
     else:
         mod = _import(args)
+    if args.metaschedule:
+        return _tune_metaschedule(mod, args)
     if args.rpc_tracker:
         measurer = RPCMeasurer(args.target, args.rpc_tracker, args.rpc_key, parallel=args.parallel)
     else:
@@ -200,6 +207,20 @@ def cmd_tune(args) -> int:
     print(table(rows))
     print(f"records in {args.log}; apply with: tvm-s2d compile MODEL --tuning-log {args.log}"
           " or relax.get_pipeline('s2d', tuning_log=...)")
+    return 0
+
+
+def _tune_metaschedule(mod, args) -> int:
+    from pathlib import Path
+
+    from .schedules import metaschedule
+
+    if args.rpc_tracker:
+        raise ValueError("--metaschedule measures on this machine; it does not take --rpc-tracker")
+    log = args.log if Path(args.log).is_file() else None
+    metaschedule.tune(mod, args.target, args.metaschedule, trials=args.trials, tuning_log=log)
+    print(f"MetaSchedule database in {args.metaschedule}; apply with: tvm-s2d compile MODEL"
+          f"{f' --tuning-log {log}' if log else ''} --metaschedule {args.metaschedule}")
     return 0
 
 

@@ -4,6 +4,9 @@
         ex = tvm.compile(mod, target, relax_pipeline="s2d")            # lane model per layer
         ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("s2d", block=2))
 
+``metaschedule=`` a MetaSchedule JSON database (``tvm-s2d tune --metaschedule``) gives the
+kernels it holds their tuned schedule instead (``schedules/metaschedule.py``).
+
 ``PassContext(disabled_pass=["SpaceToDepthConv2d"])`` compiles the same pipeline without the
 rewrite, which is the fair baseline: everything else (constant folding, fusion, conv
 schedules, the target's default lowering) is identical. ``disabled_pass=["ScheduleConvs"]``
@@ -27,8 +30,9 @@ def prepare_passes() -> list[tvm.transform.Pass]:
     return [QDQConvToInteger(), transform.FoldConstant()]
 
 
-def s2d_passes(rewrite: tvm.transform.Pass | None, schedule: tvm.transform.Pass) -> list[tvm.transform.Pass]:
-    """The pipeline's passes around a given rewrite (None: no rewrite) and conv scheduling."""
+def kernel_passes(rewrite: tvm.transform.Pass | None) -> list[tvm.transform.Pass]:
+    """Prepare, rewrite (None: no rewrite), legalize, fold, fuse: what gives the kernels
+    (PrimFuncs) that the schedules then take."""
     return [
         *prepare_passes(),
         *([rewrite] if rewrite is not None else []),
@@ -37,23 +41,32 @@ def s2d_passes(rewrite: tvm.transform.Pass | None, schedule: tvm.transform.Pass)
         transform.FoldConstant(),
         transform.FuseOps(),
         transform.FuseTIR(),
-        schedule,
-        default_build_pipeline(),
     ]
 
 
-def s2d_pipeline(tuning_log=None, **options) -> tvm.transform.Pass:
+def s2d_passes(rewrite: tvm.transform.Pass | None, *schedules: tvm.transform.Pass) -> list[tvm.transform.Pass]:
+    """The pipeline's passes around a given rewrite (None: no rewrite) and kernel schedules
+    (each leaves functions an earlier one scheduled alone)."""
+    return [*kernel_passes(rewrite), *schedules, default_build_pipeline()]
+
+
+def s2d_pipeline(tuning_log=None, metaschedule=None, **options) -> tvm.transform.Pass:
     """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
     targets), then TVM's default build pipeline.
 
     ``options`` are ``SpaceToDepthConv2d``'s: ``block``, ``lane_width``, ``move_cost``,
     ``stay_in_domain``. ``tuning_log``: a ``tuning_logs/*.jsonl`` file; each conv with a
     record for the build target gets the block and schedule knobs measured best.
+    ``metaschedule``: the work directory of a MetaSchedule JSON database; kernels found in it
+    get its schedule, the others ``ScheduleConvs``'.
     """
+    from .schedules.metaschedule import ApplyDatabase
     from .tuning.apply import tuned_knobs
 
     rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, **options)
-    return tvm.transform.Sequential(s2d_passes(rewrite, ScheduleConvs(knobs=tuned_knobs(tuning_log))), name="s2d_pipeline")
+    schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
+    schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
+    return tvm.transform.Sequential(s2d_passes(rewrite, *schedules), name="s2d_pipeline")
 
 
 def register() -> None:

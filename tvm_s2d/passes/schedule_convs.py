@@ -71,6 +71,9 @@ class ScheduleConvs:
                 self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs, str(err).splitlines()[0]))
                 continue
             self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs))
+        if not updates:
+            return mod
+        mod = mod.clone()  # ``mod[gv] = ...`` would change the caller's module in place
         for gv, func in updates.items():
             mod[gv] = func
         return mod
