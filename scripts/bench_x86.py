@@ -5,8 +5,6 @@
 * TVM's default Relax pipeline, for this CPU (``targets.host_target()``);
 * tvm-s2d without the rewrite (``disabled_pass=["SpaceToDepthConv2d"]``: conv schedules only);
 * tvm-s2d with the rewrite as the 32-lane (HTP) cost model chooses it;
-* with ``--tuning-log``: tvm-s2d with that log's best records (``tvm-s2d tune``; layers the
-  log does not hold fall back to the default choice);
 * with ``--metaschedule-trials N``: MetaSchedule's schedules (N trials per conv kernel, tuned
   here, in a temporary database) for the conv kernels, without and with the rewrite.
 
@@ -16,7 +14,9 @@ last columns: which form tvm-s2d's default pipeline picks for this CPU, its time
 best peer's, and its speed-up over TVM's default. Prints a table, writes JSON and a PNG chart.
 
     python scripts/bench_x86.py [--scale 1] [--repeat 10] [--json results/bench_x86.json]
-    python scripts/bench_x86.py --scale 4 --layers --tuning-log tuning_logs/demo_llvm.jsonl
+    python scripts/bench_x86.py --layers 1 --no-demo --metaschedule-trials 64
+
+(The tuned demo against its untuned forms: ``scripts/bench_tuned.py``.)
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ LAYERS = [
 THREADS = 2
 PEERS = ("onnxruntime", "pytorch")
 NO_REWRITE, REWRITE, DEFAULT = "tvm-s2d, no rewrite", "tvm-s2d, rewrite", "tvm-s2d, default"
-TUNED, MS_NO_REWRITE, MS_REWRITE = "tvm-s2d, tuned", "MetaSchedule, no rewrite", "MetaSchedule, rewrite"
-FORMS = (NO_REWRITE, REWRITE, DEFAULT, TUNED, MS_NO_REWRITE, MS_REWRITE)  # tvm-s2d's forms
+MS_NO_REWRITE, MS_REWRITE = "MetaSchedule, no rewrite", "MetaSchedule, rewrite"
+FORMS = (NO_REWRITE, REWRITE, DEFAULT, MS_NO_REWRITE, MS_REWRITE)  # tvm-s2d's forms
 
 
 def conv_model(cin, cout, hw, k, stride) -> tuple[onnx.ModelProto, float]:
@@ -159,7 +159,7 @@ def metaschedule_runs(mod, x, repeat, trials, work) -> list:
     return runs
 
 
-def bench(name, model, flops, x, repeat, tuning_log=None, metaschedule_trials=0) -> dict:
+def bench(name, model, flops, x, repeat, metaschedule_trials=0) -> dict:
     mod = tvm_s2d.from_onnx(model)
     seconds = {}
     seconds["onnxruntime"], reference = time_ort(model, x, repeat)
@@ -169,8 +169,6 @@ def bench(name, model, flops, x, repeat, tuning_log=None, metaschedule_trials=0)
             (DEFAULT, lambda: time_tvm(mod, x, repeat, "s2d"))]
     if torch is not None:
         runs.insert(0, ("pytorch", lambda: time_torch(model, x, repeat)))
-    if tuning_log:
-        runs.append((TUNED, lambda: time_tvm(mod, x, repeat, relax.get_pipeline("s2d", tuning_log=tuning_log))))
     work = tempfile.TemporaryDirectory(prefix="bench-ms-")
     if metaschedule_trials:
         runs += metaschedule_runs(mod, x, repeat, metaschedule_trials, work.name)
@@ -230,7 +228,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per variant (default 10)")
     parser.add_argument("--layers", type=int, nargs="*", help="indices into the layer list (default all)")
     parser.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo model")
-    parser.add_argument("--tuning-log", help="add a column compiled with this tuning log's best records")
     parser.add_argument("--metaschedule-trials", type=int, default=0,
                         help="add MetaSchedule columns, tuning each conv kernel with this many trials (default 0: off)")
     parser.add_argument("--json", help="write the results here (and a PNG chart beside it, if matplotlib is installed)")
@@ -243,14 +240,14 @@ def main(argv=None) -> int:
         layer = {**layer, "hw": max(16, layer["hw"] // args.scale)}
         model, flops = conv_model(**layer)
         x = rng.standard_normal((1, layer["cin"], layer["hw"], layer["hw"])).astype(np.float32)
-        rows.append(bench(f"{name} @{layer['hw']}", model, flops, x, args.repeat, args.tuning_log, args.metaschedule_trials))
+        rows.append(bench(f"{name} @{layer['hw']}", model, flops, x, args.repeat, args.metaschedule_trials))
         print(f"  {name}: done", file=sys.stderr)
     if not args.no_demo:
         size = max(32, 1024 // args.scale)
         report = tvm_s2d.explain(tvm_s2d.from_onnx(demo_model(size)), lane_width=32)
         flops = 2.0 * sum(r["useful_macs"] for r in report.rows)
         x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
-        rows.append(bench(f"demo model @{size}", demo_model(size), flops, x, args.repeat, args.tuning_log,
+        rows.append(bench(f"demo model @{size}", demo_model(size), flops, x, args.repeat,
                           args.metaschedule_trials))
     print(table(rows))
     if torch is None:

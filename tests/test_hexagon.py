@@ -106,3 +106,50 @@ def test_benchmark_script_runs_on_a_tiny_layer(tmp_path, capsys):
     (row,) = json.loads(out.read_text())["layers"]
     assert row["size"] == 8 and all(row[v]["packets"] > 0 for v in "ABC")
     assert "256x256x8" in capsys.readouterr().out
+
+
+# --- one layer in one form (hexagon/layer.py) and Hexagon tuning --------------------------
+
+from tvm_s2d.geometry import Unsupported  # noqa: E402
+from tvm_s2d.hexagon.layer import run_layer  # noqa: E402
+
+
+@pytest.mark.parametrize("block,mapping", [(None, "lanes"), (None, "width"), ((2, 2), "lanes"), ((2, 2), "width"),
+                                           ((1, 4), "lanes"), ((3, 3), "width")])
+def test_every_form_of_a_layer_runs_exactly(block, mapping):
+    # run_layer raises when any kernel (conv, S2D, D2S) disagrees with numpy
+    spec = Conv2dSpec(1, 8, 8, (13, 19), (3, 3), padding=(1, 1, 1, 1), itemsize=1)
+    run = run_layer(spec, block, mapping, 4)
+    assert run.conv > 0 and run.packets == run.conv + run.s2d + run.d2s and run.vrmpy > 0
+    if block is None or block == (1, 4):  # no movement, or width-to-depth: a pure reshape in NHWC
+        assert run.s2d == run.d2s == 0
+    else:
+        assert run.s2d > 0 and run.d2s > 0
+
+
+def test_strided_layer_forms():
+    spec = Conv2dSpec(1, 3, 16, (15, 17), (7, 7), (2, 2), padding=(3, 3, 3, 3), itemsize=1)
+    with pytest.raises(Unsupported, match="stride-1"):
+        run_layer(spec, None, "width", 4)
+    run = run_layer(spec, (2, 2), "width", 8)  # the S2D conv of a stride-2 conv has stride 1
+    assert run.s2d > 0 and run.d2s == 0  # stride = block: the output is plain
+
+
+def test_hexagon_tuning_measures_packets_and_applies_the_block(tmp_path):
+    from tvm_s2d.cli import main
+    from tvm_s2d.hexagon.emulator import hexagon_target
+    from tvm_s2d.tuning import TuningLog
+    from tvm_s2d.tuning.measure import HexagonMeasurer
+    from tvm_s2d.tuning.space import Config
+    from tvm_s2d.tuning.workload import Layer, target_key
+
+    log = tmp_path / "hexagon.jsonl"
+    assert main(["tune", "demo", "--target", "hexagon", "--size", "16", "--trials", "2", "--log", str(log)]) == 0
+    records = TuningLog(log).records()
+    assert len(records) == 6 and all(r.unit == "packets" and r.ok and r.target == "hexagon-hexagonv66" for r in records)
+    best = TuningLog(log).best(target_key(hexagon_target()))
+    # measuring again gives the same packets: the cost is deterministic
+    record = next(iter(best.values()))
+    (again,) = HexagonMeasurer().measure(Layer.from_key(record.workload), [Config.from_json(record.config)])
+    assert again.cost == record.cost
+    assert main(["tune", "demo", "--target", "hexagon", "--log", str(log), "--rpc-tracker", "127.0.0.1:9"]) == 2

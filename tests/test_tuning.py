@@ -76,7 +76,8 @@ class CountingMeasurer:
 
     def measure(self, layer, configs):
         self.measured += [(layer.key, c.key) for c in configs]
-        return [Measurement(1.0 + (c.block is not None) + 0.1 * (c.vectors or 0) + 0.01 * (c.tile or 0)) for c in configs]
+        return [Measurement(1.0 + (c.block is not None) + (0.5 if c.vectors is None else 0.1 * c.vectors + 0.01 * c.tile))
+                for c in configs]  # default knobs (vectors None): 0.5
 
 
 def test_resume_skips_measured_configs(tmp_path):
@@ -207,4 +208,17 @@ def test_cli_tune_writes_records(tmp_path, capsys):
     assert "stem" in out and "tuning-log" in out
     assert len(TuningLog(log).records()) == 3  # stem, body (body1 = body2), tail
     assert main(["tune", "demo", "--trials", "0", "--log", str(log)]) == 2
-    assert main(["tune", "demo", "--target", "hexagon", "--log", str(log)]) == 2
+    assert main(["tune", "demo", "--target", '{"kind": "c"}', "--log", str(log)]) == 2
+
+
+def test_hexagon_search_space_offers_the_width_mapping_to_stride_one_convs_only():
+    from tvm_s2d.geometry import Conv2dSpec
+
+    stem = Layer("stem", Conv2dSpec(1, 3, 64, (224, 224), (7, 7), (2, 2), padding=(3,) * 4, itemsize=1), "NCHW", "uint8")
+    space = search_space(stem, cpu=False)
+    assert Config(None, tile=4, mapping="lanes") in space and Config(None, tile=4, mapping="width") not in space
+    assert Config((2, 2), tile=8, mapping="width") in space  # S2D 2x2 makes the stride-2 conv stride 1
+    assert all(c.vectors is None and c.mapping in ("lanes", "width") for c in space)
+    config = Config((2, 2), tile=8, mapping="width")
+    assert Config.from_json(config.to_json()) == config and str(config) == "S2D 2x2, width x8"
+    assert "mapping" not in Config((2, 2), 1, 4).to_json()  # CPU records keep their keys

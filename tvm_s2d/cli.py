@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="measure each conv's block and schedule knobs; append records to a log")
     tune.add_argument("model", help="path to an .onnx file, or 'demo' for the built-in example")
-    tune.add_argument("--target", type=parse_target, default="llvm", help="llvm (this CPU, default) or a TVM target JSON")
+    tune.add_argument("--target", type=parse_target, default="llvm",
+                      help="llvm (this CPU, default), hexagon (packets under qemu-hexagon) or a TVM target JSON")
     tune.add_argument("--trials", type=int, default=16, help="measured configs per layer (default 16)")
     tune.add_argument("--log", required=True, help="JSONL log to append to and resume from, e.g. tuning_logs/x.jsonl;"
                       " with --metaschedule, the block records to apply (if the file exists)")
@@ -183,13 +184,16 @@ def cmd_compile(args) -> int:
 def cmd_tune(args) -> int:
     from .targets import is_cpu
     from .tuning import TuningLog
-    from .tuning.measure import LocalMeasurer, RPCMeasurer
+    from .tuning.measure import HexagonMeasurer, LocalMeasurer, RPCMeasurer
     from .tuning.tuner import table, tune
 
     if args.trials < 1:
         raise ValueError("--trials must be at least 1")
-    if not is_cpu(args.target):
-        raise ValueError("tune measures LLVM CPU targets (locally or over RPC); Hexagon tuning is not available yet")
+    hexagon = "hexagon" in str(args.target.attrs.get("mtriple", ""))
+    if not is_cpu(args.target) and not hexagon:
+        raise ValueError(f"tune measures LLVM CPU targets (locally or over RPC) and hexagon, not {args.target.kind.name}")
+    if hexagon and (args.rpc_tracker or args.metaschedule):
+        raise ValueError("hexagon is measured on the emulator here: no --rpc-tracker or --metaschedule")
     if args.model == "demo":
         from .demo import demo_model
         from .onnx_import import from_onnx
@@ -199,7 +203,9 @@ def cmd_tune(args) -> int:
         mod = _import(args)
     if args.metaschedule:
         return _tune_metaschedule(mod, args)
-    if args.rpc_tracker:
+    if hexagon:
+        measurer = HexagonMeasurer()
+    elif args.rpc_tracker:
         measurer = RPCMeasurer(args.target, args.rpc_tracker, args.rpc_key, parallel=args.parallel)
     else:
         measurer = LocalMeasurer(args.target)

@@ -16,7 +16,7 @@ from .workload import Layer
 
 FEATURES = ("log_in_channels", "log_out_channels", "log_height", "log_width", "kernel_h", "kernel_w", "stride",
             "block_h", "block_w", "conv_channels_in", "conv_channels_out", "conv_taps", "log_executed_macs",
-            "lane8_utilization", "lane32_utilization", "log_bytes_moved", "vectors", "tile")
+            "lane8_utilization", "lane32_utilization", "log_bytes_moved", "vectors", "tile", "width_mapping")
 
 
 def features(layer: Layer, config: Config) -> list[float]:
@@ -36,7 +36,7 @@ def features(layer: Layer, config: Config) -> list[float]:
         spec.kernel_hw[0], spec.kernel_hw[1], spec.strides[1], bh, bw, conv.in_channels, conv.out_channels,
         conv.kernel_hw[0] * conv.kernel_hw[1], math.log2(max(conv.executed_macs(1), 1)),
         spec.useful_macs / conv.executed_macs(8), spec.useful_macs / conv.executed_macs(32), math.log2(1 + moved),
-        config.vectors or 0, config.tile or 0,
+        config.vectors or 0, config.tile or 0, float(config.mapping == "width"),
     ]
 
 

@@ -1,6 +1,9 @@
-"""Measuring one layer in one config: build the single-conv module with the config's block
-and schedule knobs, then time it here (``LocalMeasurer``) or on devices behind a TVM RPC
-tracker (``RPCMeasurer``). Costs are median seconds of ``time_evaluator`` runs."""
+"""Measuring one layer in one config. On LLVM CPUs: build the single-conv module with the
+config's block and schedule knobs, then time it here (``LocalMeasurer``) or on devices behind
+a TVM RPC tracker (``RPCMeasurer``); costs are median seconds of ``time_evaluator`` runs. On
+Hexagon: executed packets of the layer's HVX kernels under qemu-hexagon
+(``HexagonMeasurer``, ``hexagon.layer``), deterministic. ``ReplayMeasurer`` answers from
+records already measured (exact for deterministic costs: checking the tuner's search)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from ..pipeline import s2d_passes
 from ..schedules import x86
 from .space import Config
 from .workload import Layer
+
+
+MIN_REPEAT_MS = 20
 
 
 @dataclass
@@ -80,8 +86,10 @@ def _failed(exc: Exception) -> Measurement:
     return Measurement(None, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
-def _time(vm, device, data, repeat) -> float:
-    timer = vm.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=0)
+def _time(vm, device, data, repeat, min_repeat_ms: int = MIN_REPEAT_MS) -> float:
+    """Median seconds per run over ``repeat`` repeats, each at least ``min_repeat_ms`` long
+    (single sub-millisecond runs on a busy 2-core machine are too noisy to rank configs)."""
+    timer = vm.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
     return statistics.median(timer(data).results)
 
 
@@ -169,3 +177,41 @@ class RPCMeasurer:
                 except Exception as exc:
                     results[i] = _failed(exc)
         return results
+
+
+class HexagonMeasurer:
+    """Executed packets of the layer's HVX kernels (conv, plus S2D and D2S with a block) under
+    qemu-hexagon, in the layer's uint8 x int8 form. Deterministic: one run per config."""
+
+    unit = "packets"
+
+    def measure(self, layer: Layer, configs: list[Config]) -> list[Measurement]:
+        from ..hexagon.layer import run_layer
+
+        out = []
+        for config in configs:
+            try:
+                run = run_layer(layer.spec, config.block, config.mapping or "lanes", config.tile or 4)
+                out.append(Measurement(run.packets, extra={"conv": run.conv, "s2d": run.s2d, "d2s": run.d2s,
+                                                           "vrmpy": run.vrmpy}))
+            except Exception as exc:
+                out.append(_failed(exc))
+        return out
+
+
+class ReplayMeasurer:
+    """Answers from measured records (workload key, config key) -> cost, counting the
+    measurements asked for; an unknown config is an error record."""
+
+    def __init__(self, records, unit: str):
+        self.unit = unit
+        self.costs = {(r.workload, Config.from_json(r.config).key): r.cost for r in records}
+        self.asked = 0
+
+    def measure(self, layer: Layer, configs: list[Config]) -> list[Measurement]:
+        self.asked += len(configs)
+        out = []
+        for config in configs:
+            cost = self.costs.get((layer.key, config.key))
+            out.append(Measurement(cost) if cost is not None else Measurement(None, f"no record of {config}"))
+        return out

@@ -1,4 +1,6 @@
-"""The search space of one layer: the S2D block (or none) times the target's schedule knobs."""
+"""The search space of one layer: the S2D block (or none) times the target's schedule knobs
+(CPU: ``schedules.x86`` register tiles; Hexagon: the HVX mapping and its knob,
+``hexagon.layer.MAPPINGS``)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,19 @@ from .workload import Layer
 BLOCKS = ((2, 2), (4, 4), (1, 2), (1, 4), (2, 1), (4, 1), (3, 3))
 CPU_VECTORS = (1, 2)  # SIMD vectors along the vector axis per register tile
 CPU_TILES = (4, 8)  # register tile along the other axis
+HEXAGON_MAPPINGS = (("lanes", 4), ("lanes", 8), ("width", 4), ("width", 8))  # (mapping, knob)
 
 
 @dataclass(frozen=True)
 class Config:
     block: tuple[int, int] | None  # None: the conv as it is
     vectors: int | None = None  # CPU schedule knobs (schedules.x86.knobs_for)
-    tile: int | None = None
+    tile: int | None = None  # CPU: register tile; Hexagon: the mapping's knob
+    mapping: str | None = None  # Hexagon: "lanes" (channel-in-lanes) or "width" (hexagon.layer)
 
     def to_json(self) -> dict:
-        return {"block": list(self.block) if self.block else None, "vectors": self.vectors, "tile": self.tile}
+        data = {"block": list(self.block) if self.block else None, "vectors": self.vectors, "tile": self.tile}
+        return {**data, "mapping": self.mapping} if self.mapping else data
 
     @property
     def key(self) -> str:
@@ -29,10 +34,12 @@ class Config:
     @classmethod
     def from_json(cls, data: dict) -> "Config":
         block = data.get("block")
-        return cls(tuple(block) if block else None, data.get("vectors"), data.get("tile"))
+        return cls(tuple(block) if block else None, data.get("vectors"), data.get("tile"), data.get("mapping"))
 
     def __str__(self) -> str:
         block = "no S2D" if self.block is None else f"S2D {self.block[0]}x{self.block[1]}"
+        if self.mapping:
+            return f"{block}, {self.mapping} x{self.tile}"
         return block if self.vectors is None else f"{block}, {self.vectors} vec x {self.tile}"
 
 
@@ -48,9 +55,15 @@ def valid_blocks(layer: Layer) -> list[tuple[int, int]]:
     return ok
 
 
+def _conv_strides(layer: Layer, block) -> tuple[int, int]:
+    return layer.spec.strides if block is None else layer.spec.plan(block, layout=layer.layout).strides
+
+
 def search_space(layer: Layer, cpu: bool) -> list[Config]:
-    """Every config for ``layer``: blocks x (on CPUs) schedule knobs."""
+    """Every config for ``layer``: blocks x the target's schedule knobs (CPU: the default knobs
+    and register tiles; Hexagon: mappings, the width mapping only where the conv that runs has stride 1)."""
     blocks = [None, *valid_blocks(layer)]
-    if not cpu:
-        return [Config(b) for b in blocks]
-    return [Config(b, v, t) for b in blocks for v in CPU_VECTORS for t in CPU_TILES]
+    if cpu:  # Config(b) first: the default knobs (x86.default_knobs), what the untuned pipeline runs
+        return [c for b in blocks for c in (Config(b), *(Config(b, v, t) for v in CPU_VECTORS for t in CPU_TILES))]
+    return [Config(b, tile=knob, mapping=m) for b in blocks for m, knob in HEXAGON_MAPPINGS
+            if m != "width" or _conv_strides(layer, b) == (1, 1)]

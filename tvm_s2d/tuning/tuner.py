@@ -15,7 +15,7 @@ from ..targets import is_cpu
 from .cost_model import XGBCostModel, default_config, samples_from
 from .log import Record, TuningLog, best_of
 from .space import Config, search_space
-from .workload import layers, target_key
+from .workload import Layer, layers, target_key
 
 
 def _fmt(cost: float | None, unit: str) -> str:
@@ -27,8 +27,14 @@ def _fmt(cost: float | None, unit: str) -> str:
 def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
          seed: int = 0, progress=None) -> list[dict]:
     """Tune every distinct conv workload of ``mod`` for ``target``; returns one row per layer."""
-    progress = progress or (lambda line: print(line, file=sys.stderr))
     found = layers(tvm.transform.Sequential(prepare_passes())(mod))
+    return tune_layers(found, target, measurer, log, trials, seed, progress)
+
+
+def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
+                seed: int = 0, progress=None) -> list[dict]:
+    """Tune each layer in turn (records of earlier layers warm-start the cost model)."""
+    progress = progress or (lambda line: print(line, file=sys.stderr))
     tkey, cpu, unit = target_key(target), is_cpu(target), measurer.unit
     model = XGBCostModel(seed)
     batch = max(1, getattr(measurer, "parallel", 1))

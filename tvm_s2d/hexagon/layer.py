@@ -1,0 +1,147 @@
+"""One conv layer on the Hexagon emulator, in one form: executed packets of its HVX kernels.
+
+The layer runs as HVX computes it, uint8 activations x int8 weights -> int32 (a float layer is
+measured in this quantized form, as it would be deployed on Hexagon), on seeded random data.
+Forms:
+
+* ``mapping="lanes"``: channel-in-lanes ``vrmpy`` (``PackedConv``; knob: output pixels per
+  register block), the HTP-native mapping: 32 output channels per vector;
+* ``mapping="width"``: width-vectorized vector-by-scalar ``vrmpy`` (``WidthConv``; knob: output
+  channels sharing an activation vector), stride-1 convs only;
+* with a ``block``: the space-to-depth conv (``Conv2dSpec.plan``) in that mapping, plus its
+  S2D and D2S kernels (plain vectorized copies; none where the transform is a pure reshape,
+  as width-to-depth is in NHWC).
+
+Every kernel's output is checked bit-exact against numpy; a mismatch raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te
+
+from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
+    space_to_depth
+from ..schedules.hexagon import PackedConv, WidthConv, schedule_vrmpy, schedule_width_vrmpy
+from .emulator import run_kernel
+
+#: mapping -> (knob name, knob values worth trying)
+MAPPINGS = {"lanes": ("pixels", (4, 8)), "width": ("channels", (4, 8))}
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    conv: int  # packets of the conv kernel
+    s2d: int = 0  # packets of the S2D kernel
+    d2s: int = 0  # packets of the D2S kernel
+    vrmpy: int = 0  # vrmpy instructions the conv executes
+
+    @property
+    def packets(self) -> int:
+        return self.conv + self.s2d + self.d2s
+
+    @property
+    def ideal(self) -> int:
+        """Two 128-MAC vrmpy per packet (the vector-by-scalar form's peak)."""
+        return self.vrmpy // 2
+
+
+def conv_form(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw, strides, padding):
+    """The packed conv of a mapping for a conv on an ``in_hw`` input with ``padding``."""
+    t, l, b, r = padding
+    padded = (in_hw[0] + t + b, in_hw[1] + l + r)
+    if mapping == "lanes":
+        return PackedConv(batch, padded, cin, cout, tuple(kernel_hw), tuple(strides))
+    if mapping == "width":
+        if tuple(strides) != (1, 1):
+            raise Unsupported(f"the width mapping needs a stride-1 conv, this one has strides {tuple(strides)}")
+        out_hw = (padded[0] - kernel_hw[0] + 1, padded[1] - kernel_hw[1] + 1)
+        return WidthConv(batch, out_hw, cin, cout, tuple(kernel_hw))
+    raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
+
+
+def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob: int) -> tuple[np.ndarray, int, int]:
+    """``conv2d(x, w)`` (NCHW uint8, OIHW int8) in ``mapping`` under qemu: (NCHW int32 output,
+    packets, vrmpy count). Checked against numpy."""
+    n, cin, h, wd = x.shape
+    conv = conv_form(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
+    func = schedule_vrmpy(conv.compute(), pixels=knob) if mapping == "lanes" else \
+        schedule_width_vrmpy(conv.compute(), channels=knob)
+    run = run_kernel(func, [conv.pack_input(x, padding), conv.pack_weight(w)], [(conv.output_shape, "int32")],
+                     name="conv")
+    y = conv.unpack_output(run.outputs[0])
+    if not (y == conv2d_nchw(x, w, strides, padding)).all():
+        raise AssertionError(f"{mapping} conv is not bit-exact under qemu-hexagon")
+    return y, run.packets, conv.vrmpy_count
+
+
+def _copy_kernel(shape_in, out_shape, index, dtype="uint8") -> tvm.tirx.PrimFunc:
+    """out[i] = in[index(i)], innermost loop vectorized."""
+    src = te.placeholder(shape_in, dtype, name="src")
+    dst = te.compute(out_shape, lambda *i: src[index(*i)], name="dst")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([src, dst]))
+    sch.vectorize(sch.get_loops(sch.get_sblock("dst"))[-1])
+    return sch.mod["main"]
+
+
+def s2d_packets(x_nhwc: np.ndarray, block) -> int:
+    """Packets of the NHWC space-to-depth kernel (0 when it is a pure reshape); checked."""
+    split, perm, out = s2d_steps(x_nhwc.shape, block, "NHWC")
+    if is_pure_reshape(split, perm):
+        return 0
+    bh, bw = block
+    c = x_nhwc.shape[3]
+    func = _copy_kernel(x_nhwc.shape, out, lambda i, y, x, ch: (i, y * bh + ch // (bw * c), x * bw + ch // c % bw, ch % c))
+    run = run_kernel(func, [x_nhwc], [(out, "uint8")], name="s2d")
+    if not (run.outputs[0] == space_to_depth(x_nhwc, block, "NHWC")).all():
+        raise AssertionError("S2D kernel is not exact under qemu-hexagon")
+    return run.packets
+
+
+def d2s_packets(y_nhwc: np.ndarray, block) -> int:
+    """Packets of the NHWC depth-to-space kernel on 8-bit data (in an int8 network both forms
+    requantize before the next layer; values do not change the count); checked."""
+    y_nhwc = np.ascontiguousarray(y_nhwc.astype(np.uint8))
+    split, perm, out = d2s_steps(y_nhwc.shape, block, "NHWC")
+    if is_pure_reshape(split, perm):
+        return 0
+    bh, bw = block
+    c = out[3]
+    func = _copy_kernel(y_nhwc.shape, out, lambda i, yy, xx, ch: (i, yy // bh, xx // bw, (yy % bh * bw + xx % bw) * c + ch))
+    run = run_kernel(func, [y_nhwc], [(out, "uint8")], name="d2s")
+    if not (run.outputs[0] == depth_to_space(y_nhwc, block, "NHWC")).all():
+        raise AssertionError("D2S kernel is not exact under qemu-hexagon")
+    return run.packets
+
+
+def layer_data(spec: Conv2dSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (spec.batch, spec.in_channels, *spec.in_hw)).astype(np.uint8)
+    w = rng.integers(-128, 128, (spec.out_channels, spec.in_channels, *spec.kernel_hw)).astype(np.int8)
+    return x, w
+
+
+def run_layer(spec: Conv2dSpec, block, mapping: str, knob: int, seed: int = 0) -> LayerRun:
+    """Packets of ``spec`` in one form (``block`` None: the original conv). Raises
+    ``Unsupported`` for a form that does not apply (dilation, width mapping of a strided conv,
+    a block the rewrite refuses)."""
+    if spec.dilation != (1, 1):
+        raise Unsupported(f"the HVX conv kernels take no dilation (dilation {spec.dilation})")
+    spec.require_dense()
+    x, w = layer_data(spec, seed)
+    expected = conv2d_nchw(x, w, spec.strides, spec.padding)
+    if block is None:
+        _, packets, vrmpy = run_conv(x, w, spec.strides, spec.padding, mapping, knob)
+        return LayerRun(packets, vrmpy=vrmpy)
+    plan = spec.plan(block)
+    aligned = plan.align_input(x)
+    xs = space_to_depth(aligned, plan.block)[:, :, : plan.s2d_hw[0], : plan.s2d_hw[1]]
+    moved_in = s2d_packets(np.ascontiguousarray(aligned.transpose(0, 2, 3, 1)), plan.block)
+    y, packets, vrmpy = run_conv(xs, plan.fold_weight(w), plan.strides, plan.padding, mapping, knob)
+    if not (plan.finish_output(y) == expected).all():
+        raise AssertionError(f"S2D {plan.block} conv does not give the original conv's output")
+    moved_out = d2s_packets(y.transpose(0, 2, 3, 1), plan.out_block) if plan.needs_d2s else 0
+    return LayerRun(packets, moved_in, moved_out, vrmpy)
