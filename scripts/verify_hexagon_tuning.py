@@ -9,7 +9,8 @@
    deterministic, so replaying is the same as measuring again.
 
 Prints per layer the exhaustive optimum, the tuner's best after the budget, the trial at
-which it was reached, and writes JSON.
+which it was reached (and, for scale, the trial at which random search would reach it on
+average), and writes JSON.
 
     python scripts/verify_hexagon_tuning.py [--scale 4] [--trials 16]
         [--exhaustive results/hexagon_exhaustive.jsonl] [--json results/hexagon_tuning.json]
@@ -77,6 +78,8 @@ def verify(layers: list[Layer], records: list[Record], tkey: str, trials: int, s
             "optimum": str(Config.from_json(optimum.config)), "optimum_packets": optimum.cost,
             "tuned": str(Config.from_json(best.config)), "tuned_packets": best.cost, "trials": len(mine),
             "reached_at_trial": reached,
+            # random search: expected trial of the first optimal config, (n + 1) / (optimal + 1)
+            "random_expected_trial": (len(everything) + 1) / (sum(r.cost == optimum.cost for r in everything) + 1),
             "same_block": Config.from_json(best.config).block == Config.from_json(optimum.config).block,
             "found_optimum": best.cost == optimum.cost,
         })
@@ -85,10 +88,10 @@ def verify(layers: list[Layer], records: list[Record], tkey: str, trials: int, s
 
 def table(rows) -> str:
     lines = [f"{'layer':34s} {'space':>5s}  {'optimum (exhaustive)':24s} {'packets':>11s}  {'tuner, budget':24s}"
-             f" {'packets':>11s} {'at trial':>8s}  found"]
+             f" {'packets':>11s} {'at trial':>8s} {'random':>6s}  found"]
     for r in rows:
         lines.append(f"{r['layer']:34s} {r['space']:5d}  {r['optimum']:24s} {r['optimum_packets']:11,.0f}  "
-                     f"{r['tuned']:24s} {r['tuned_packets']:11,.0f} {r['reached_at_trial']:8d}  "
+                     f"{r['tuned']:24s} {r['tuned_packets']:11,.0f} {r['reached_at_trial']:8d} {r['random_expected_trial']:6.1f}  "
                      f"{'yes' if r['found_optimum'] else 'same block' if r['same_block'] else 'NO'}")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 cost model against random ranking, and an RPC run over a local tracker with two servers."""
 
 import json
+import tempfile
 import time
 import warnings
 
@@ -222,3 +223,30 @@ def test_hexagon_search_space_offers_the_width_mapping_to_stride_one_convs_only(
     config = Config((2, 2), tile=8, mapping="width")
     assert Config.from_json(config.to_json()) == config and str(config) == "S2D 2x2, width x8"
     assert "mapping" not in Config((2, 2), 1, 4).to_json()  # CPU records keep their keys
+
+
+def test_tuner_reaches_the_hexagon_optimum_within_16_trials_on_recorded_packets():
+    """Replays results/hexagon_exhaustive.jsonl (every config of the Hexagon benchmark layers,
+    packets measured under qemu by scripts/verify_hexagon_tuning.py; packets are
+    deterministic, so a replay is a re-measurement). The tuner gets 16 trials per layer."""
+    from pathlib import Path
+
+    from tvm_s2d.hexagon.emulator import hexagon_target
+    from tvm_s2d.tuning.log import best_of
+    from tvm_s2d.tuning.measure import ReplayMeasurer
+    from tvm_s2d.tuning.tuner import tune_layers
+
+    recorded = TuningLog(Path(__file__).resolve().parent.parent / "results" / "hexagon_exhaustive.jsonl").records()
+    tkey = target_key(hexagon_target())
+    complete = [Layer.from_key(key) for key in dict.fromkeys(r.workload for r in recorded)
+                if {Config.from_json(r.config) for r in recorded if r.workload == key}
+                >= set(search_space(Layer.from_key(key), cpu=False))]
+    assert len(complete) >= 5
+    optimum = best_of([r for r in recorded if r.ok], tkey)
+    replay = ReplayMeasurer([r for r in recorded if r.ok], "packets")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = tune_layers(complete, hexagon_target(), replay, TuningLog(Path(tmp) / "replay.jsonl"), trials=16,
+                           progress=lambda _: None)
+    assert replay.asked <= 16 * len(complete)
+    for layer, row in zip(complete, rows):
+        assert row["best_cost"] == optimum[layer.key].cost, layer.key

@@ -10,7 +10,9 @@ kernels it holds their tuned schedule instead (``schedules/metaschedule.py``).
 ``PassContext(disabled_pass=["SpaceToDepthConv2d"])`` compiles the same pipeline without the
 rewrite, which is the fair baseline: everything else (constant folding, fusion, conv
 schedules, the target's default lowering) is identical. ``disabled_pass=["ScheduleConvs"]``
-keeps TVM's naive conv loops.
+keeps TVM's naive conv loops. For Hexagon targets ``HexagonConvs`` puts the integer convs of
+quantized models on HVX ``vrmpy`` kernels (``disabled_pass=["HexagonConvs"]``: TVM's default
+lowering).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import QDQConvToInteger, ScheduleConvs, SpaceToDepthConv2d
+from .passes import HexagonConvs, QDQConvToInteger, ScheduleConvs, SpaceToDepthConv2d
 
 PIPELINE_NAME = "s2d"
 
@@ -30,12 +32,13 @@ def prepare_passes() -> list[tvm.transform.Pass]:
     return [QDQConvToInteger(), transform.FoldConstant()]
 
 
-def kernel_passes(rewrite: tvm.transform.Pass | None) -> list[tvm.transform.Pass]:
-    """Prepare, rewrite (None: no rewrite), legalize, fold, fuse: what gives the kernels
-    (PrimFuncs) that the schedules then take."""
+def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None) -> list[tvm.transform.Pass]:
+    """Prepare, rewrite (None: no rewrite), integer convs to HVX kernels (Hexagon targets
+    only), legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take."""
     return [
         *prepare_passes(),
         *([rewrite] if rewrite is not None else []),
+        hexagon or HexagonConvs(),
         transform.LegalizeOps(),
         transform.AnnotateTIROpPattern(),
         transform.FoldConstant(),

@@ -5,6 +5,11 @@ from __future__ import annotations
 import tvm
 
 
+def is_hexagon(target: tvm.target.Target | None) -> bool:
+    """A Hexagon target (LLVM with a hexagon triple, or kind ``hexagon``)."""
+    return target is not None and (target.kind.name == "hexagon" or "hexagon" in str(target.attrs.get("mtriple", "")))
+
+
 def is_cpu(target: tvm.target.Target | None) -> bool:
     """An LLVM target for a CPU (not Hexagon)."""
     return target is not None and target.kind.name == "llvm" and "hexagon" not in str(target.attrs.get("mtriple", ""))

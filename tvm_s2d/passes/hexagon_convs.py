@@ -1,0 +1,178 @@
+"""``HexagonConvs``: the integer convs of a quantized model run on HVX ``vrmpy`` kernels.
+
+After ``QDQConvToInteger`` (and the rewrite) a quantized conv reads
+
+    conv2d(M(astype(xq, int32) - zx), W)        xq uint8, W constant int32 with int8 values,
+
+where ``M`` is data movement (the rewrite's crop, pad, S2D reshapes and transposes, domain
+masks), possibly empty. Movement commutes with subtracting a constant if zero-filling becomes
+filling with ``zx``, and the conv's zero padding of ``xq - zx`` is padding ``xq`` with ``zx``,
+so with ``P`` = ``M`` and the conv padding, filling with ``zx``:
+
+    conv2d(...) = conv_valid(P(xq), W) - zx * sum(W over taps and input channels)
+
+The first term is a uint8 x int8 -> int32 conv on HVX (``schedules.hexagon.PackedConv``,
+channel-in-lanes ``vrmpy``: NHWC input with channels padded to 4, weights packed at compile
+time, 32 output channels per vector); the second a per-channel constant. Both sides are the
+same int32 sums: exact.
+
+Convs that do not have this form (float convs, weights outside int8, dilation, groups, a
+data path that is not pure movement from a uint8 tensor) are left alone; ``refusals`` says
+why. It acts for Hexagon targets (the given one, else the current one) only.
+``schedule=False`` keeps the kernel's plain loops (for checking the graph on a CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..geometry import kernel_to_oihw
+from ..schedules.hexagon import LANES, PackedConv, schedule_vrmpy
+from ..targets import is_hexagon
+from .conv2d import static_shape
+
+PASS_NAME = "HexagonConvs"
+OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so its schedule stays
+MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
+
+
+def _scalar(expr) -> np.ndarray | None:
+    if isinstance(expr, tvm.ir.GenericConst) and expr.value.numpy().size == 1:
+        return expr.value.numpy().reshape(())
+    return None
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class HexagonConvs:
+    """Replace each qualifying integer conv of ``main`` by an HVX vrmpy kernel (see module doc)."""
+
+    def __init__(self, target: tvm.target.Target | None = None, pixels: int = 4, schedule: bool = True):
+        self.target, self.pixels, self.schedule = target, pixels, schedule
+        self.data, self.weight = wildcard(), is_const()
+        self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
+        self.replaced: list[str] = []
+        self.refusals: dict[str, str] = {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.replaced, self.refusals = [], {}
+        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
+            return mod
+        rewriter = _Rewriter(mod, self)
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                rewriter.var2val = relax.analysis.get_var2val(func)
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+        return rewriter.builder_.get()
+
+    def kernel(self, conv: PackedConv, name: str) -> tvm.tirx.PrimFunc:
+        func = conv.compute().with_attr("global_symbol", name)
+        if self.schedule:
+            func = schedule_vrmpy(func, pixels=self.pixels)
+        return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+
+
+def _uint8_source(expr, var2val):
+    """``(xq, zx, movement calls innermost first)`` when ``expr`` = M(astype(xq u8) - zx), or a reason."""
+    chain = []
+    while True:
+        value = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+            return "its input is not computed from a uint8 tensor minus a zero point"
+        name = value.op.name
+        if name == "relax.subtract":
+            source, zx = value.args
+            source = var2val.get(source, source) if isinstance(source, relax.Var) else source
+            zero = _scalar(zx)
+            if (zero is None or not isinstance(source, relax.Call) or source.op.name != "relax.astype"
+                    or str(source.args[0].ty.dtype) != "uint8"):
+                return "its input is not a uint8 tensor minus a constant zero point"
+            return source.args[0], int(zero), chain[::-1]
+        if name not in MOVEMENT:
+            return f"its input comes through {name}, not pure data movement"
+        if name == "relax.nn.pad" and (str(value.attrs.pad_mode) != "constant" or float(value.attrs.pad_value) != 0):
+            return "a padding of its input is not with zeros"
+        if name == "relax.where":
+            fill = _scalar(value.args[2])
+            if fill is None or fill != 0 or not isinstance(value.args[0], tvm.ir.GenericConst):
+                return "a mask on its input is not a constant mask filling zeros"
+            chain.append(value)
+            expr = value.args[1]
+            continue
+        chain.append(value)
+        expr = value.args[0]
+
+
+def _replay(bb: relax.BlockBuilder, x: relax.Expr, chain, zx: int) -> relax.Expr:
+    """The movement ``chain`` on the uint8 tensor, filling with ``zx`` where it filled zeros."""
+    fill = relax.const(np.uint8(zx))
+    for call in chain:
+        name = call.op.name
+        if name == "relax.nn.pad":
+            x = bb.emit(relax.op.nn.pad(x, [int(v) for v in call.attrs.pad_width], pad_value=float(zx)))
+        elif name == "relax.where":
+            x = bb.emit(relax.op.where(call.args[0], x, fill))
+        else:
+            x = bb.emit(relax.Call(call.op, [x, *call.args[1:]], call.attrs, call.ty_args))
+    return x
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod, rule: HexagonConvs):
+        super().__init__(mod)
+        self.rule, self.var2val = rule, {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = binding.value
+        matched = isinstance(call, relax.Call) and self.rule.conv.match(call)
+        if not matched:
+            return super().visit_var_binding_(binding)
+        name = binding.var.name
+        result = self._replace(call, name)
+        if isinstance(result, str):
+            self.rule.refusals[name] = result
+            return super().visit_var_binding_(binding)
+        self.rule.replaced.append(name)
+        return super().visit_var_binding_(relax.VarBinding(binding.var, result))
+
+    def _replace(self, call: relax.Call, name: str):
+        attrs = call.attrs
+        layout = str(attrs.data_layout)
+        if str(call.ty.dtype) != "int32":
+            return "not an integer conv (Hexagon kernels are uint8 x int8 -> int32)"
+        if layout not in ("NCHW", "NHWC") or str(attrs.out_layout) != layout:
+            return f"layout {layout} -> {attrs.out_layout}"
+        if int(attrs.groups) != 1 or any(int(d) != 1 for d in attrs.dilation):
+            return "grouped or dilated conv"
+        weight = call.args[1].value.numpy().transpose(kernel_to_oihw(str(attrs.kernel_layout)))
+        if weight.min() < -128 or weight.max() > 127:
+            return "weights outside int8 (a weight zero point other than 0)"
+        found = _uint8_source(call.args[0], self.var2val)
+        if isinstance(found, str):
+            return found
+        xq, zx, chain = found
+        bb = self.builder_
+        x = _replay(bb, self.visit_expr(xq), chain, zx)
+        if layout == "NCHW":
+            x = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+        n, h, w, c = static_shape(x)
+        t, l, b, r = (int(p) for p in attrs.padding)
+        conv = PackedConv(n, (h + t + b, w + l + r), c, weight.shape[0], weight.shape[2:], tuple(int(s) for s in attrs.strides))
+        x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
+        kernel = bb.add_func(self.rule.kernel(conv, f"hvx_{name}"), f"hvx_{name}")
+        packed = relax.const(conv.pack_weight(weight.astype(np.int8)))
+        y = bb.emit(relax.call_tir(kernel, [x, packed], relax.TensorType(conv.output_shape, "int32")))
+        oh, ow = conv.out_hw
+        y = bb.emit(relax.op.reshape(y, [n, oh, ow, conv.cout_blocks * LANES]))
+        if conv.cout_blocks * LANES != weight.shape[0]:
+            y = bb.emit(relax.op.strided_slice(y, [3], [0], [weight.shape[0]]))
+        shape = [1, 1, 1, weight.shape[0]]
+        if layout == "NCHW":
+            y = bb.emit(relax.op.permute_dims(y, [0, 3, 1, 2]))
+            shape = [1, weight.shape[0], 1, 1]
+        correction = (zx * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(shape)
+        return relax.op.subtract(y, relax.const(correction))
