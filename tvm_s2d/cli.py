@@ -161,17 +161,22 @@ def cmd_report(args) -> int:
 def cmd_compile(args) -> int:
     import tvm
 
-    from .passes import PASS_NAME
+    from .passes import PASS_NAME, HexagonConvs
     from .pipeline import s2d_pipeline
+    from .targets import is_hexagon
     from .report import explain
 
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
+    hexagon = HexagonConvs()
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
         ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(
-            tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args)))
-    if "hexagon" in str(args.target.attrs.get("mtriple", "")):
+            tuning_log=args.tuning_log, metaschedule=args.metaschedule, hexagon=hexagon, **rewrite_options(args)))
+    if is_hexagon(args.target):
         ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them with
+        print(f"HVX vrmpy kernels: {', '.join(hexagon.replaced) or 'none'}")
+        for conv, reason in hexagon.refusals.items():
+            print(f"  {conv}: TVM's default lowering ({reason})")
     else:
         ex.export_library(args.output)
     if not args.no_rewrite:
@@ -182,14 +187,14 @@ def cmd_compile(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .targets import is_cpu
+    from .targets import is_cpu, is_hexagon
     from .tuning import TuningLog
     from .tuning.measure import HexagonMeasurer, LocalMeasurer, RPCMeasurer
     from .tuning.tuner import table, tune
 
     if args.trials < 1:
         raise ValueError("--trials must be at least 1")
-    hexagon = "hexagon" in str(args.target.attrs.get("mtriple", ""))
+    hexagon = is_hexagon(args.target)
     if not is_cpu(args.target) and not hexagon:
         raise ValueError(f"tune measures LLVM CPU targets (locally or over RPC) and hexagon, not {args.target.kind.name}")
     if hexagon and (args.rpc_tracker or args.metaschedule):

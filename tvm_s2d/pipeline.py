@@ -47,13 +47,15 @@ def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | No
     ]
 
 
-def s2d_passes(rewrite: tvm.transform.Pass | None, *schedules: tvm.transform.Pass) -> list[tvm.transform.Pass]:
+def s2d_passes(rewrite: tvm.transform.Pass | None, *schedules: tvm.transform.Pass,
+               hexagon: HexagonConvs | None = None) -> list[tvm.transform.Pass]:
     """The pipeline's passes around a given rewrite (None: no rewrite) and kernel schedules
     (each leaves functions an earlier one scheduled alone)."""
-    return [*kernel_passes(rewrite), *schedules, default_build_pipeline()]
+    return [*kernel_passes(rewrite, hexagon), *schedules, default_build_pipeline()]
 
 
-def s2d_pipeline(tuning_log=None, metaschedule=None, **options) -> tvm.transform.Pass:
+def s2d_pipeline(tuning_log=None, metaschedule=None, hexagon: HexagonConvs | None = None,
+                 **options) -> tvm.transform.Pass:
     """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
     targets), then TVM's default build pipeline.
 
@@ -61,7 +63,8 @@ def s2d_pipeline(tuning_log=None, metaschedule=None, **options) -> tvm.transform
     ``stay_in_domain``. ``tuning_log``: a ``tuning_logs/*.jsonl`` file; each conv with a
     record for the build target gets the block and schedule knobs measured best.
     ``metaschedule``: the work directory of a MetaSchedule JSON database; kernels found in it
-    get its schedule, the others ``ScheduleConvs``'.
+    get its schedule, the others ``ScheduleConvs``'. ``hexagon``: the ``HexagonConvs`` pass to
+    use (to read which convs it took afterwards).
     """
     from .schedules.metaschedule import ApplyDatabase
     from .tuning.apply import tuned_knobs
@@ -69,7 +72,7 @@ def s2d_pipeline(tuning_log=None, metaschedule=None, **options) -> tvm.transform
     rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, **options)
     schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
     schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
-    return tvm.transform.Sequential(s2d_passes(rewrite, *schedules), name="s2d_pipeline")
+    return tvm.transform.Sequential(s2d_passes(rewrite, *schedules, hexagon=hexagon), name="s2d_pipeline")
 
 
 def register() -> None:

@@ -1,0 +1,98 @@
+"""HexagonConvs: the integer convs of quantized models on HVX vrmpy kernels. The graph it
+builds is checked bit-exact on this CPU (kernels with their plain loops), with and without the
+space-to-depth rewrite, NCHW and NHWC; the Hexagon build has vrmpy; refusals say why."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_s2d
+from helpers import LLVM, conv_module, run
+from test_quantized import qdq_chain
+from tvm_s2d.hexagon.emulator import hexagon_target
+from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
+from tvm_s2d.pipeline import prepare_passes
+
+HEXAGON = hexagon_target()
+
+
+def _prepared(model, block=None):
+    mod = tvm.transform.Sequential(prepare_passes())(tvm_s2d.from_onnx(model))
+    if block is not None:
+        with HEXAGON:
+            rewrite = SpaceToDepthConv2d(block=block, move_cost=1000.0)
+            mod = rewrite(mod)
+        assert all(d.rewritten for d in rewrite.decisions)
+    return mod
+
+
+@pytest.mark.parametrize("block", [None, 2, (1, 2)])
+@pytest.mark.parametrize("strides", [(1, 1, 1), (1, 2, 1)])
+def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides):
+    mod = _prepared(qdq_chain(1, (23, 21), "int8", strides), block)
+    x = np.random.default_rng(3).integers(0, 256, (1, 8, 23, 21)).astype(np.uint8)
+    expected = run(mod, x)
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    rewritten = hexagon(mod)
+    assert len(hexagon.replaced) == 3 and hexagon.refusals == {}
+    kernels = [gv.name_hint for gv, f in rewritten.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(kernels) == 3 and all(name.startswith("hvx_") for name in kernels)
+    np.testing.assert_array_equal(run(rewritten, x), expected)
+
+
+def test_nhwc_integer_conv_with_zero_point_and_odd_channels():
+    rng = np.random.default_rng(4)
+    weight = rng.integers(-128, 128, (3, 3, 5, 7)).astype(np.int32)  # HWIO, int8 values
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 13, 11, 5), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(77))))
+            y = bb.emit(relax.op.nn.conv2d(shifted, relax.const(weight), strides=2, padding=(1, 0, 2, 1),
+                                           data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    data = rng.integers(0, 256, (1, 13, 11, 5)).astype(np.uint8)
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    np.testing.assert_array_equal(run(hexagon(mod), data), run(mod, data))
+    assert len(hexagon.replaced) == 1
+
+
+def test_convs_it_cannot_take_are_left_alone_with_a_reason():
+    mod = _prepared(qdq_chain(1, (12, 12), "uint8", (1,)))  # weights 0..255 with zero point 120
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    tvm.ir.assert_structural_equal(hexagon(mod), mod)
+    assert "outside int8" in next(iter(hexagon.refusals.values()))
+    float_conv = conv_module((1, 4, 8, 8), np.ones((4, 4, 3, 3), np.float32), padding=1)
+    hexagon(float_conv)
+    assert "not an integer conv" in next(iter(hexagon.refusals.values()))
+    int8 = _prepared(qdq_chain(1, (12, 12), "int8", (1,)))
+    cpu = HexagonConvs(target=LLVM)
+    tvm.ir.assert_structural_equal(cpu(int8), int8)  # CPU targets: nothing to do
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    hexagon(int8)
+    assert cpu.replaced == [] and hexagon.replaced == ["conv0"]
+
+
+def test_the_hexagon_build_runs_the_convs_on_vrmpy():
+    mod = tvm_s2d.from_onnx(qdq_chain(1, (32, 32), "int8", (1, 2, 1)))
+    counts = {}
+    for disabled in ((), ("HexagonConvs",)):
+        with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
+            ex = tvm.compile(mod, target=HEXAGON, relax_pipeline=relax.get_pipeline("s2d", block=2))
+        counts[disabled] = ex.mod.imports[0].inspect_source("asm").count("vrmpy")
+    assert counts[()] > 0 and counts[("HexagonConvs",)] == 0
+
+
+def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
+    import onnx
+
+    from tvm_s2d.cli import main
+
+    onnx.save(qdq_chain(1, (16, 16), "int8", (1, 2)), tmp_path / "q.onnx")
+    out = tmp_path / "q.o"
+    assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(out)]) == 0
+    assert "HVX vrmpy kernels: conv0, conv1" in capsys.readouterr().out.replace("_s2d_out", "")
+    assert out.read_bytes()[:4] == b"\x7fELF"
