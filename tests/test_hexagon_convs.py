@@ -27,15 +27,21 @@ def _prepared(model, block=None):
     return mod
 
 
+@pytest.mark.parametrize("mapping", [None, "lanes"])
 @pytest.mark.parametrize("block", [None, 2, (1, 2)])
 @pytest.mark.parametrize("strides", [(1, 1, 1), (1, 2, 1)])
-def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides):
+def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides, mapping):
     mod = _prepared(qdq_chain(1, (23, 21), "int8", strides), block)
     x = np.random.default_rng(3).integers(0, 256, (1, 8, 23, 21)).astype(np.uint8)
     expected = run(mod, x)
-    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    knobs = None if mapping is None else (lambda signature: (mapping, 8))
+    hexagon = HexagonConvs(target=HEXAGON, knobs=knobs, schedule=False)
     rewritten = hexagon(mod)
     assert len(hexagon.replaced) == 3 and hexagon.refusals == {}
+    for (name, (chosen, _)), stride in zip(hexagon.mappings.items(), strides):
+        # default: width-vectorized for stride-1 convs (S2D by the stride makes a strided conv stride 1)
+        stride_one = stride == 1 or block == 2
+        assert chosen == (mapping or ("width" if stride_one else "lanes")), name
     kernels = [gv.name_hint for gv, f in rewritten.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(kernels) == 3 and all(name.startswith("hvx_") for name in kernels)
     np.testing.assert_array_equal(run(rewritten, x), expected)
@@ -96,3 +102,29 @@ def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(out)]) == 0
     assert "HVX vrmpy kernels: conv0, conv1" in capsys.readouterr().out.replace("_s2d_out", "")
     assert out.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
+    """Records measured on the emulator name the conv they ran; the pipeline finds them for
+    the convs it builds (blocks and mappings from the log)."""
+    from tvm_s2d.tuning import TuningLog, layers
+    from tvm_s2d.tuning.measure import HexagonMeasurer
+    from tvm_s2d.tuning.apply import tuned_hexagon_knobs
+    from tvm_s2d.tuning.tuner import tune_layers
+    from tvm_s2d.tuning.workload import target_key
+
+    model = qdq_chain(1, (16, 16), "int8", (1, 2))
+    mod = tvm_s2d.from_onnx(model)
+    log = TuningLog(tmp_path / "q.jsonl")
+    found = layers(_prepared(model))
+    tune_layers(found, HEXAGON, HexagonMeasurer(), log, trials=3, progress=lambda _: None)
+    best = log.best(target_key(HEXAGON))
+    assert len(best) == 2 and all(r.extra["conv"] for r in best.values())
+    hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(str(log.path)))
+    with tvm.transform.PassContext(opt_level=3):
+        tvm.compile(mod, target=HEXAGON, relax_pipeline=relax.get_pipeline("s2d", tuning_log=str(log.path), hexagon=hexagon))
+    from tvm_s2d.tuning.space import Config
+
+    wanted = [(Config.from_json(best[layer.key].config).mapping, Config.from_json(best[layer.key].config).tile)
+              for layer in found]
+    assert list(hexagon.mappings.values()) == wanted

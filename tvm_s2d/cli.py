@@ -164,11 +164,12 @@ def cmd_compile(args) -> int:
     from .passes import PASS_NAME, HexagonConvs
     from .pipeline import s2d_pipeline
     from .targets import is_hexagon
+    from .tuning.apply import tuned_hexagon_knobs
     from .report import explain
 
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
-    hexagon = HexagonConvs()
+    hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(args.tuning_log))
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
         ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(
             tuning_log=args.tuning_log, metaschedule=args.metaschedule, hexagon=hexagon, **rewrite_options(args)))

@@ -64,11 +64,13 @@ def s2d_pipeline(tuning_log=None, metaschedule=None, hexagon: HexagonConvs | Non
     record for the build target gets the block and schedule knobs measured best.
     ``metaschedule``: the work directory of a MetaSchedule JSON database; kernels found in it
     get its schedule, the others ``ScheduleConvs``'. ``hexagon``: the ``HexagonConvs`` pass to
-    use (to read which convs it took afterwards).
+    use as it is (to read which convs it took afterwards; give it ``knobs=`` yourself).
     """
     from .schedules.metaschedule import ApplyDatabase
-    from .tuning.apply import tuned_knobs
+    from .tuning.apply import tuned_hexagon_knobs, tuned_knobs
 
+    if hexagon is None:
+        hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
     rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, **options)
     schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
     schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))

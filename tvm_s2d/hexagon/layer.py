@@ -25,7 +25,7 @@ from tvm import te
 
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
-from ..schedules.hexagon import PackedConv, WidthConv, schedule_vrmpy, schedule_width_vrmpy
+from ..schedules.hexagon import PackedConv, WidthConv, conv_signature, schedule_vrmpy, schedule_width_vrmpy
 from .emulator import run_kernel
 
 #: mapping -> (knob name, knob values worth trying)
@@ -38,6 +38,7 @@ class LayerRun:
     s2d: int = 0  # packets of the S2D kernel
     d2s: int = 0  # packets of the D2S kernel
     vrmpy: int = 0  # vrmpy instructions the conv executes
+    signature: str = ""  # schedules.hexagon.conv_signature of the conv kernel
 
     @property
     def packets(self) -> int:
@@ -63,9 +64,9 @@ def conv_form(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw, s
     raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
 
 
-def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob: int) -> tuple[np.ndarray, int, int]:
-    """``conv2d(x, w)`` (NCHW uint8, OIHW int8) in ``mapping`` under qemu: (NCHW int32 output,
-    packets, vrmpy count). Checked against numpy."""
+def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob: int) -> tuple[np.ndarray, LayerRun]:
+    """``conv2d(x, w)`` (NCHW uint8, OIHW int8) in ``mapping`` under qemu: the NCHW int32 output
+    and the run (packets, vrmpy count, signature). Checked against numpy."""
     n, cin, h, wd = x.shape
     conv = conv_form(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
     func = schedule_vrmpy(conv.compute(), pixels=knob) if mapping == "lanes" else \
@@ -75,7 +76,8 @@ def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob:
     y = conv.unpack_output(run.outputs[0])
     if not (y == conv2d_nchw(x, w, strides, padding)).all():
         raise AssertionError(f"{mapping} conv is not bit-exact under qemu-hexagon")
-    return y, run.packets, conv.vrmpy_count
+    signature = conv_signature(n, (h, wd), cin, w.shape[0], w.shape[2:], tuple(strides), tuple(padding))
+    return y, LayerRun(run.packets, vrmpy=conv.vrmpy_count, signature=signature)
 
 
 def _copy_kernel(shape_in, out_shape, index, dtype="uint8") -> tvm.tirx.PrimFunc:
@@ -134,14 +136,13 @@ def run_layer(spec: Conv2dSpec, block, mapping: str, knob: int, seed: int = 0) -
     x, w = layer_data(spec, seed)
     expected = conv2d_nchw(x, w, spec.strides, spec.padding)
     if block is None:
-        _, packets, vrmpy = run_conv(x, w, spec.strides, spec.padding, mapping, knob)
-        return LayerRun(packets, vrmpy=vrmpy)
+        return run_conv(x, w, spec.strides, spec.padding, mapping, knob)[1]
     plan = spec.plan(block)
     aligned = plan.align_input(x)
     xs = space_to_depth(aligned, plan.block)[:, :, : plan.s2d_hw[0], : plan.s2d_hw[1]]
     moved_in = s2d_packets(np.ascontiguousarray(aligned.transpose(0, 2, 3, 1)), plan.block)
-    y, packets, vrmpy = run_conv(xs, plan.fold_weight(w), plan.strides, plan.padding, mapping, knob)
+    y, conv = run_conv(xs, plan.fold_weight(w), plan.strides, plan.padding, mapping, knob)
     if not (plan.finish_output(y) == expected).all():
         raise AssertionError(f"S2D {plan.block} conv does not give the original conv's output")
     moved_out = d2s_packets(y.transpose(0, 2, 3, 1), plan.out_block) if plan.needs_d2s else 0
-    return LayerRun(packets, moved_in, moved_out, vrmpy)
+    return LayerRun(conv.conv, moved_in, moved_out, conv.vrmpy, conv.signature)

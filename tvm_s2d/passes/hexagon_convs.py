@@ -11,9 +11,13 @@ so with ``P`` = ``M`` and the conv padding, filling with ``zx``:
 
     conv2d(...) = conv_valid(P(xq), W) - zx * sum(W over taps and input channels)
 
-The first term is a uint8 x int8 -> int32 conv on HVX (``schedules.hexagon.PackedConv``,
-channel-in-lanes ``vrmpy``: NHWC input with channels padded to 4, weights packed at compile
-time, 32 output channels per vector); the second a per-channel constant. Both sides are the
+The first term is a uint8 x int8 -> int32 conv on HVX in one of two mappings
+(``schedules.hexagon``; weights packed at compile time): ``"width"`` (``WidthConv``: 32 output
+columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]``; stride-1 convs), which
+measured fewest packets on every benchmark layer, and ``"lanes"`` (``PackedConv``: 32 output
+channels per ``vrmpy``, NHWC input with channels padded to 4), the HTP-native one, used for
+strided convs. A tuning log's record for the conv (matched by ``conv_signature``) picks the
+mapping and its knob instead. The second term is a per-channel constant. Both sides are the
 same int32 sums: exact.
 
 Convs that do not have this form (float convs, weights outside int8, dilation, groups, a
@@ -31,7 +35,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import kernel_to_oihw
-from ..schedules.hexagon import LANES, PackedConv, schedule_vrmpy
+from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, conv_signature, schedule_vrmpy, schedule_width_vrmpy
 from ..targets import is_hexagon
 from .conv2d import static_shape
 
@@ -50,15 +54,17 @@ def _scalar(expr) -> np.ndarray | None:
 class HexagonConvs:
     """Replace each qualifying integer conv of ``main`` by an HVX vrmpy kernel (see module doc)."""
 
-    def __init__(self, target: tvm.target.Target | None = None, pixels: int = 4, schedule: bool = True):
-        self.target, self.pixels, self.schedule = target, pixels, schedule
+    def __init__(self, target: tvm.target.Target | None = None, knobs=None, schedule: bool = True):
+        """``knobs``: ``conv_signature -> (mapping, knob) | None`` (e.g. from a tuning log)."""
+        self.target, self.knobs, self.schedule = target, knobs, schedule
         self.data, self.weight = wildcard(), is_const()
         self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
-        self.replaced: list[str] = []
+        self.replaced: list[str] = []  # conv names
+        self.mappings: dict[str, tuple[str, int]] = {}  # conv name -> (mapping, knob)
         self.refusals: dict[str, str] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.replaced, self.refusals = [], {}
+        self.replaced, self.refusals, self.mappings = [], {}, {}
         if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
             return mod
         rewriter = _Rewriter(mod, self)
@@ -68,10 +74,17 @@ class HexagonConvs:
                 rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
         return rewriter.builder_.get()
 
-    def kernel(self, conv: PackedConv, name: str) -> tvm.tirx.PrimFunc:
+    def choose(self, signature: str, strides) -> tuple[str, int]:
+        """(mapping, knob): the tuned one, else width for stride-1 convs, lanes otherwise."""
+        tuned = self.knobs(signature) if self.knobs is not None else None
+        if tuned is not None and (tuned[0] == "lanes" or tuple(strides) == (1, 1)):
+            return tuned
+        return ("width", 8) if tuple(strides) == (1, 1) else ("lanes", 4)
+
+    def kernel(self, conv, mapping: str, knob: int, name: str) -> tvm.tirx.PrimFunc:
         func = conv.compute().with_attr("global_symbol", name)
         if self.schedule:
-            func = schedule_vrmpy(func, pixels=self.pixels)
+            func = schedule_vrmpy(func, pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(func, channels=knob)
         return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
 
 
@@ -160,19 +173,52 @@ class _Rewriter(PyExprMutator):
         if layout == "NCHW":
             x = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
         n, h, w, c = static_shape(x)
-        t, l, b, r = (int(p) for p in attrs.padding)
-        conv = PackedConv(n, (h + t + b, w + l + r), c, weight.shape[0], weight.shape[2:], tuple(int(s) for s in attrs.strides))
-        x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
-        kernel = bb.add_func(self.rule.kernel(conv, f"hvx_{name}"), f"hvx_{name}")
+        padding = tuple(int(p) for p in attrs.padding)
+        strides = tuple(int(s) for s in attrs.strides)
+        cout, kernel_hw = weight.shape[0], weight.shape[2:]
+        mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides)
+        if mapping == "lanes":
+            y = self._lanes(x, weight, padding, strides, zx, knob, name)
+        else:
+            y = self._width(x, weight, padding, zx, knob, name)
+        self.rule.mappings[name] = (mapping, knob)
+        shape = [1, 1, 1, cout]
+        if layout == "NCHW":
+            y = bb.emit(relax.op.permute_dims(y, [0, 3, 1, 2]))
+            shape = [1, cout, 1, 1]
+        correction = (zx * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(shape)
+        return relax.op.subtract(y, relax.const(correction))
+
+    def _call(self, conv, mapping, knob, name, x, weight):
+        kernel = self.builder_.add_func(self.rule.kernel(conv, mapping, knob, f"hvx_{name}"), f"hvx_{name}")
         packed = relax.const(conv.pack_weight(weight.astype(np.int8)))
-        y = bb.emit(relax.call_tir(kernel, [x, packed], relax.TensorType(conv.output_shape, "int32")))
+        return self.builder_.emit(relax.call_tir(kernel, [x, packed], relax.TensorType(conv.output_shape, "int32")))
+
+    def _lanes(self, x, weight, padding, strides, zx, knob, name):
+        """NHWC uint8 -> channel-in-lanes conv -> NHWC int32."""
+        bb = self.builder_
+        n, h, w, c = static_shape(x)
+        t, l, b, r = padding
+        conv = PackedConv(n, (h + t + b, w + l + r), c, weight.shape[0], weight.shape[2:], strides)
+        x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
+        y = self._call(conv, "lanes", knob, name, x, weight)
         oh, ow = conv.out_hw
         y = bb.emit(relax.op.reshape(y, [n, oh, ow, conv.cout_blocks * LANES]))
         if conv.cout_blocks * LANES != weight.shape[0]:
             y = bb.emit(relax.op.strided_slice(y, [3], [0], [weight.shape[0]]))
-        shape = [1, 1, 1, weight.shape[0]]
-        if layout == "NCHW":
-            y = bb.emit(relax.op.permute_dims(y, [0, 3, 1, 2]))
-            shape = [1, weight.shape[0], 1, 1]
-        correction = (zx * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(shape)
-        return relax.op.subtract(y, relax.const(correction))
+        return y
+
+    def _width(self, x, weight, padding, zx, knob, name):
+        """NHWC uint8 -> [N, C/4, H, W, 4] -> width-vectorized stride-1 conv -> NHWC int32."""
+        bb = self.builder_
+        n, h, w, c = static_shape(x)
+        t, l, b, r = padding
+        kh, kw = weight.shape[2:]
+        conv = WidthConv(n, (h + t + b - kh + 1, w + l + r - kw + 1), c, weight.shape[0], (kh, kw))
+        extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
+        x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r + extra, 0, conv.cin - c], pad_value=float(zx)))
+        x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))
+        x = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2, 4]))
+        y = self._call(conv, "width", knob, name, x, weight)
+        y = bb.emit(relax.op.strided_slice(y, [3], [0], [conv.out_hw[1]]))
+        return bb.emit(relax.op.permute_dims(y, [0, 2, 3, 1]))

@@ -70,6 +70,13 @@ if TensorIntrin.get(VRMPY, allow_missing=True) is None:
     TensorIntrin.register(VRMPY, *_vrmpy_with_local_accumulator())
 
 
+def conv_signature(batch: int, in_hw, in_channels: int, out_channels: int, kernel_hw, strides, padding) -> str:
+    """What identifies the conv an HVX kernel computes (a tuning record names it, so the pass
+    that builds kernels finds the record of the conv it is building)."""
+    return (f"{batch}x{in_hw[0]}x{in_hw[1]}x{in_channels}:{out_channels}:{kernel_hw[0]}x{kernel_hw[1]}"
+            f":s{strides[0]}x{strides[1]}:p{'x'.join(str(p) for p in padding)}")
+
+
 def _roundup(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 

@@ -1,6 +1,7 @@
 """Applying a tuning log at compile time: the best record per workload for the current
 target gives the conv's block (``SpaceToDepthConv2d(tuning_log=...)``) and its schedule
-knobs (``ScheduleConvs``, matched by the scheduled conv's signature)."""
+knobs (``ScheduleConvs`` on CPUs, ``HexagonConvs``' mapping on Hexagon; matched by the
+signature of the conv the measured kernel computed)."""
 
 from __future__ import annotations
 
@@ -23,24 +24,47 @@ def tuned_block(record: Record) -> tuple[int, int] | None:
     return Config.from_json(record.config).block
 
 
-def tuned_knobs(tuning_log):
-    """``ScheduleConvs``'s ``knobs`` function for a log (None without one)."""
-    if tuning_log is None:
-        return None
+def _configs_by_conv(tuning_log):
+    """``target -> {conv signature: best Config}``, read once per target."""
+    by_target: dict[str, dict[str, Config]] = {}
 
-    by_target: dict[str, dict[str, Config]] = {}  # target key -> conv signature -> config, read once
-
-    def knobs(conv: x86.ConvBlock, lanes: int) -> x86.ConvKnobs | None:
-        target = tvm.target.Target.current(allow_none=True)
-        if target is None:
-            return None
+    def configs(target: tvm.target.Target) -> dict[str, Config]:
         key = target_key(target)
         if key not in by_target:
             by_target[key] = {r.extra["conv"]: Config.from_json(r.config)
                               for r in best_records(tuning_log, target).values() if r.extra.get("conv")}
-        config = by_target[key].get(conv.signature)
+        return by_target[key]
+
+    return configs
+
+
+def tuned_knobs(tuning_log):
+    """``ScheduleConvs``'s ``knobs`` function for a log (None without one)."""
+    if tuning_log is None:
+        return None
+    configs = _configs_by_conv(tuning_log)
+
+    def knobs(conv: x86.ConvBlock, lanes: int) -> x86.ConvKnobs | None:
+        target = tvm.target.Target.current(allow_none=True)
+        config = configs(target).get(conv.signature) if target is not None else None
         if config is None or config.vectors is None:
             return None
         return x86.knobs_for(conv, config.vectors, config.tile, lanes)
+
+    return knobs
+
+
+def tuned_hexagon_knobs(tuning_log):
+    """``HexagonConvs``'s ``knobs`` function for a log: conv signature -> (mapping, knob)."""
+    if tuning_log is None:
+        return None
+    configs = _configs_by_conv(tuning_log)
+
+    def knobs(signature: str) -> tuple[str, int] | None:
+        target = tvm.target.Target.current(allow_none=True)
+        config = configs(target).get(signature) if target is not None else None
+        if config is None or config.mapping is None:
+            return None
+        return config.mapping, config.tile
 
     return knobs

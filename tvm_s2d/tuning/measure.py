@@ -192,8 +192,8 @@ class HexagonMeasurer:
         for config in configs:
             try:
                 run = run_layer(layer.spec, config.block, config.mapping or "lanes", config.tile or 4)
-                out.append(Measurement(run.packets, extra={"conv": run.conv, "s2d": run.s2d, "d2s": run.d2s,
-                                                           "vrmpy": run.vrmpy}))
+                out.append(Measurement(run.packets, extra={"conv": run.signature, "conv_packets": run.conv,
+                                                           "s2d": run.s2d, "d2s": run.d2s, "vrmpy": run.vrmpy}))
             except Exception as exc:
                 out.append(_failed(exc))
         return out
