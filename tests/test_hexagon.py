@@ -153,3 +153,32 @@ def test_hexagon_tuning_measures_packets_and_applies_the_block(tmp_path):
     (again,) = HexagonMeasurer().measure(Layer.from_key(record.workload), [Config.from_json(record.config)])
     assert again.cost == record.cost
     assert main(["tune", "demo", "--target", "hexagon", "--log", str(log), "--rpc-tracker", "127.0.0.1:9"]) == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 16, 8), (2, 4, 14, 4), (1, 2, 40, 16)])
+def test_hvx_shuffle_space_to_depth_and_back_are_exact(shape):
+    from tvm_s2d.geometry import depth_to_space
+    from tvm_s2d.hexagon.layer import d2s_packets, s2d_packets
+    from tvm_s2d.schedules.hexagon import shuffle_space_to_depth, shuffles_apply
+
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    n, h, w, c = shape
+    run = run_kernel(shuffle_space_to_depth(shape), [x.reshape(n * h, w * c)], [((n * h // 2, 2 * w * c), "uint8")],
+                     name="s2d")  # rows of 16x8, 14x4 (a tail, no whole vector) and 40x16 bytes
+    np.testing.assert_array_equal(run.outputs[0].reshape(n, h // 2, w // 2, 4 * c), space_to_depth(x, 2, "NHWC"))
+    assert s2d_packets(x, (2, 2)) > 0  # checks its own output
+    y = RNG.integers(0, 256, (1, 3, 32, 32)).astype(np.uint8)
+    assert shuffles_apply(y.shape, (2, 2), inverse=True) and not shuffles_apply(y.shape, (2, 1), inverse=True)
+    d2s_packets(y, (2, 2))  # raises unless exact
+    assert depth_to_space(y, 2, "NHWC").shape == (1, 6, 64, 8)
+
+
+def test_shuffles_take_far_fewer_packets_than_a_copy():
+    from tvm_s2d.hexagon.layer import _copy_kernel, s2d_packets
+
+    x = RNG.integers(0, 256, (1, 16, 64, 8)).astype(np.uint8)
+    out = (1, 8, 32, 32)
+    copy = run_kernel(_copy_kernel(x.shape, out, lambda i, y, xx, ch: (i, y * 2 + ch // 16, xx * 2 + ch // 8 % 2, ch % 8)),
+                      [x], [(out, "uint8")], name="s2d")
+    np.testing.assert_array_equal(copy.outputs[0], space_to_depth(x, 2, "NHWC"))
+    assert s2d_packets(x, (2, 2)) * 10 < copy.packets

@@ -9,8 +9,8 @@ Forms:
 * ``mapping="width"``: width-vectorized vector-by-scalar ``vrmpy`` (``WidthConv``; knob: output
   channels sharing an activation vector), stride-1 convs only;
 * with a ``block``: the space-to-depth conv (``Conv2dSpec.plan``) in that mapping, plus its
-  S2D and D2S kernels (plain vectorized copies; none where the transform is a pure reshape,
-  as width-to-depth is in NHWC).
+  S2D and D2S kernels (HVX shuffles for 2x2 blocks where whole vectors fit, else vectorized
+  copies; none where the transform is a pure reshape, as width-to-depth is in NHWC).
 
 Every kernel's output is checked bit-exact against numpy; a mismatch raises.
 """
@@ -25,7 +25,8 @@ from tvm import te
 
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
-from ..schedules.hexagon import PackedConv, WidthConv, conv_signature, schedule_vrmpy, schedule_width_vrmpy
+from ..schedules.hexagon import PackedConv, WidthConv, conv_signature, deal_depth_to_space, schedule_vrmpy, \
+    schedule_width_vrmpy, shuffle_space_to_depth, shuffles_apply
 from .emulator import run_kernel
 
 #: mapping -> (knob name, knob values worth trying)
@@ -90,31 +91,42 @@ def _copy_kernel(shape_in, out_shape, index, dtype="uint8") -> tvm.tirx.PrimFunc
 
 
 def s2d_packets(x_nhwc: np.ndarray, block) -> int:
-    """Packets of the NHWC space-to-depth kernel (0 when it is a pure reshape); checked."""
+    """Packets of the NHWC space-to-depth kernel (0 when it is a pure reshape; HVX shuffles
+    where they apply, else a vectorized copy); checked."""
     split, perm, out = s2d_steps(x_nhwc.shape, block, "NHWC")
     if is_pure_reshape(split, perm):
         return 0
     bh, bw = block
     c = x_nhwc.shape[3]
-    func = _copy_kernel(x_nhwc.shape, out, lambda i, y, x, ch: (i, y * bh + ch // (bw * c), x * bw + ch // c % bw, ch % c))
-    run = run_kernel(func, [x_nhwc], [(out, "uint8")], name="s2d")
-    if not (run.outputs[0] == space_to_depth(x_nhwc, block, "NHWC")).all():
+    if shuffles_apply(x_nhwc.shape, block):
+        func, flat = shuffle_space_to_depth(x_nhwc.shape), (out[0] * out[1], out[2] * out[3])
+        run = run_kernel(func, [x_nhwc.reshape(-1, x_nhwc.shape[2] * c)], [(flat, "uint8")], name="s2d")
+    else:
+        func = _copy_kernel(x_nhwc.shape, out, lambda i, y, x, ch: (i, y * bh + ch // (bw * c), x * bw + ch // c % bw, ch % c))
+        run = run_kernel(func, [x_nhwc], [(out, "uint8")], name="s2d")
+    if not (run.outputs[0].reshape(out) == space_to_depth(x_nhwc, block, "NHWC")).all():
         raise AssertionError("S2D kernel is not exact under qemu-hexagon")
     return run.packets
 
 
 def d2s_packets(y_nhwc: np.ndarray, block) -> int:
     """Packets of the NHWC depth-to-space kernel on 8-bit data (in an int8 network both forms
-    requantize before the next layer; values do not change the count); checked."""
+    requantize before the next layer; values do not change the count); HVX deals where they
+    apply, else a vectorized copy; checked."""
     y_nhwc = np.ascontiguousarray(y_nhwc.astype(np.uint8))
     split, perm, out = d2s_steps(y_nhwc.shape, block, "NHWC")
     if is_pure_reshape(split, perm):
         return 0
     bh, bw = block
     c = out[3]
-    func = _copy_kernel(y_nhwc.shape, out, lambda i, yy, xx, ch: (i, yy // bh, xx // bw, (yy % bh * bw + xx % bw) * c + ch))
-    run = run_kernel(func, [y_nhwc], [(out, "uint8")], name="d2s")
-    if not (run.outputs[0] == depth_to_space(y_nhwc, block, "NHWC")).all():
+    if shuffles_apply(y_nhwc.shape, block, inverse=True):
+        func, flat = deal_depth_to_space(y_nhwc.shape), (out[0] * out[1], out[2] * out[3])
+        run = run_kernel(func, [y_nhwc.reshape(-1, y_nhwc.shape[2] * y_nhwc.shape[3])], [(flat, "uint8")], name="d2s")
+    else:
+        func = _copy_kernel(y_nhwc.shape, out,
+                            lambda i, yy, xx, ch: (i, yy // bh, xx // bw, (yy % bh * bw + xx % bw) * c + ch))
+        run = run_kernel(func, [y_nhwc], [(out, "uint8")], name="d2s")
+    if not (run.outputs[0].reshape(out) == depth_to_space(y_nhwc, block, "NHWC")).all():
         raise AssertionError("D2S kernel is not exact under qemu-hexagon")
     return run.packets
 

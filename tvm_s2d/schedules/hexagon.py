@@ -333,3 +333,66 @@ def schedule_width_vrmpy(func: tvm.tirx.PrimFunc, channels: int = 4) -> tvm.tirx
     for stage in (init, accumulate):
         sch.vectorize(sch.get_loops(stage)[-1])
     return sch.mod["main"]
+
+
+# --- space-to-depth and depth-to-space (block 2x2, NHWC uint8) with HVX shuffles -------------
+#
+# In NHWC, S2D by 2x2 maps rows 2y and 2y+1 to output row y, interleaving them in chunks of
+# 2C bytes (one output pixel holds (dy, dx, c)): exactly ``vshuff`` of the two rows with
+# element size 2C (``vshuffvdd`` with a negative Rt: a full shuffle). D2S is the inverse,
+# ``vdeal``. One pair of vector loads, one shuffle and two stores per 256 output bytes.
+
+def shuffles_apply(shape_nhwc, block, inverse: bool = False) -> bool:
+    """Whether the shuffle kernels take this tensor: block 2x2, 2C dividing 128 (S2D; D2S also
+    whole vectors per row)."""
+    n, h, w, c = shape_nhwc
+    if tuple(block) != (2, 2):
+        return False
+    if inverse:
+        return c % 4 == 0 and 128 % (c // 2) == 0 and (w * c) % 256 == 0
+    return h % 2 == 0 and 128 % (2 * c) == 0
+
+
+def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, H/2, W/2, 4C]`` (rows flattened), block 2x2. Rows
+    that are not whole vectors finish with a plain loop."""
+    n, h, w, c = shape_nhwc
+    rows, row = n * h, w * c
+    full, tail, chunk = row // 128, row % 128, 2 * c
+
+    @T.prim_func
+    def s2d(a: T.Buffer((rows, row), "uint8"), b: T.Buffer((rows // 2, 2 * row), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        for y in range(rows // 2):
+            for v in range(full):
+                b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vshuffvdd.128B"),
+                    T.reinterpret(a.vload([y * 2 + 1, v * 128], "uint8x128"), dtype="int32x32"),
+                    T.reinterpret(a.vload([y * 2, v * 128], "uint8x128"), dtype="int32x32"),
+                    -chunk, dtype="int32x64"), dtype="uint8x256")
+            for j in range(2 * tail):
+                b[y, full * 256 + j] = a[y * 2 + j // chunk % 2, full * 128 + j // (2 * chunk) * chunk + j % chunk]
+
+    return s2d
+
+
+def deal_depth_to_space(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, 4C]`` -> ``[N, 2H, 2W, C]`` (rows flattened), block 2x2."""
+    n, h, w, c4 = shape_nhwc
+    rows, row = n * h, w * c4
+
+    @T.prim_func
+    def d2s(a: T.Buffer((rows, row), "uint8"), b: T.Buffer((rows * 2, row // 2), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        for y, v in T.grid(rows, row // 256):
+            pair = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
+                T.reinterpret(a.vload([y, v * 256 + 128], "uint8x128"), dtype="int32x32"),
+                T.reinterpret(a.vload([y, v * 256], "uint8x128"), dtype="int32x32"),
+                -(c4 // 2), dtype="int32x64")
+            b[y * 2, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"), pair, dtype="int32x32"), dtype="uint8x128")
+            b[y * 2 + 1, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32"), dtype="uint8x128")
+
+    return d2s
