@@ -3,8 +3,9 @@
 1. Exhaustive search: every config of each layer of ``bench_hexagon.LAYERS`` (block or none x
    HVX mapping x knob) measured under qemu-hexagon (executed packets, deterministic), appended
    to ``--exhaustive`` (resumable: configs already there are not measured again).
-2. The tuner (``tuning.tuner.tune_layers``: heuristic first, then XGBoost-ranked, records of
-   earlier layers warm-starting the model) run with ``--trials`` per layer against
+2. The tuner (``tuning.tuner.tune_layers``: the untuned pipeline's config and the original
+   conv's first, then XGBoost-ranked, records of earlier layers warm-starting the model), and
+   the search alone (no default configs), run with ``--trials`` per layer against
    ``ReplayMeasurer``, which answers from the exhaustive records. Packet counts are
    deterministic, so replaying is the same as measuring again.
 
@@ -59,13 +60,21 @@ def exhaustive(layers: list[Layer], log: TuningLog, tkey: str) -> None:
         print(f"  {layer.name}: {len(todo)} configs measured in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
-def verify(layers: list[Layer], records: list[Record], tkey: str, trials: int, seed: int = 0) -> list[dict]:
-    """Replay the tuner on the exhaustive records; one row per layer."""
-    replay = ReplayMeasurer([r for r in records if r.ok], "packets")
+def replay(layers, records, trials, seed, defaults) -> list[Record]:
+    """The records a tuning run makes, answered from the exhaustive records."""
+    measurer = ReplayMeasurer([r for r in records if r.ok], "packets")
     with tempfile.TemporaryDirectory() as tmp:
         log = TuningLog(Path(tmp) / "replay.jsonl")
-        tune_layers(layers, hexagon_target(), replay, log, trials=trials, seed=seed, progress=lambda line: None)
-        tuned = log.records()
+        tune_layers(layers, hexagon_target(), measurer, log, trials=trials, seed=seed, progress=lambda line: None,
+                    defaults=defaults)
+        return log.records()
+
+
+def verify(layers: list[Layer], records: list[Record], tkey: str, trials: int, seed: int = 0) -> list[dict]:
+    """Replay the tuner on the exhaustive records; one row per layer. Also the search alone
+    (no default configs first: random until the cost model has 4 samples, then the model)."""
+    tuned = replay(layers, records, trials, seed, defaults=True)
+    searched = replay(layers, records, trials, seed, defaults=False)
     rows = []
     for layer in layers:
         everything = [r for r in records if r.workload == layer.key and r.ok]
@@ -82,17 +91,20 @@ def verify(layers: list[Layer], records: list[Record], tkey: str, trials: int, s
             "random_expected_trial": (len(everything) + 1) / (sum(r.cost == optimum.cost for r in everything) + 1),
             "same_block": Config.from_json(best.config).block == Config.from_json(optimum.config).block,
             "found_optimum": best.cost == optimum.cost,
+            "search_alone_found_optimum": min(r.cost for r in searched if r.workload == layer.key and r.ok)
+            == optimum.cost,
         })
     return rows
 
 
 def table(rows) -> str:
     lines = [f"{'layer':34s} {'space':>5s}  {'optimum (exhaustive)':24s} {'packets':>11s}  {'tuner, budget':24s}"
-             f" {'packets':>11s} {'at trial':>8s} {'random':>6s}  found"]
+             f" {'packets':>11s} {'at trial':>8s} {'random':>6s}  found  search alone"]
     for r in rows:
         lines.append(f"{r['layer']:34s} {r['space']:5d}  {r['optimum']:24s} {r['optimum_packets']:11,.0f}  "
                      f"{r['tuned']:24s} {r['tuned_packets']:11,.0f} {r['reached_at_trial']:8d} {r['random_expected_trial']:6.1f}  "
-                     f"{'yes' if r['found_optimum'] else 'same block' if r['same_block'] else 'NO'}")
+                     f"{'yes' if r['found_optimum'] else 'same block' if r['same_block'] else 'NO':5s}  "
+                     f"{'yes' if r['search_alone_found_optimum'] else 'no'}")
     return "\n".join(lines)
 
 
@@ -109,7 +121,9 @@ def main(argv=None) -> int:
     rows = verify(layers, log.records(), tkey, args.trials)
     print(table(rows))
     found = sum(r["found_optimum"] for r in rows)
-    print(f"optimum found within {args.trials} trials for {found} of {len(rows)} layers")
+    alone = sum(r["search_alone_found_optimum"] for r in rows)
+    print(f"optimum found within {args.trials} trials for {found} of {len(rows)} layers"
+          f" ({alone} by the search alone, without the default configs first)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"scale": args.scale, "trials": args.trials, "layers": rows}, indent=2))

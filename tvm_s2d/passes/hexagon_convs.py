@@ -35,7 +35,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import kernel_to_oihw
-from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, conv_signature, schedule_vrmpy, schedule_width_vrmpy
+from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, conv_signature, default_mapping, schedule_vrmpy, \
+    schedule_width_vrmpy
 from ..targets import is_hexagon
 from .conv2d import static_shape
 
@@ -79,7 +80,7 @@ class HexagonConvs:
         tuned = self.knobs(signature) if self.knobs is not None else None
         if tuned is not None and (tuned[0] == "lanes" or tuple(strides) == (1, 1)):
             return tuned
-        return ("width", 8) if tuple(strides) == (1, 1) else ("lanes", 4)
+        return default_mapping(strides)
 
     def kernel(self, conv, mapping: str, knob: int, name: str) -> tvm.tirx.PrimFunc:
         func = conv.compute().with_attr("global_symbol", name)

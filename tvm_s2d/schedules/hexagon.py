@@ -70,6 +70,12 @@ if TensorIntrin.get(VRMPY, allow_missing=True) is None:
     TensorIntrin.register(VRMPY, *_vrmpy_with_local_accumulator())
 
 
+def default_mapping(strides) -> tuple[str, int]:
+    """The HVX mapping and knob used without a tuning record: width-vectorized for stride-1
+    convs (fewest packets on every layer measured), channel-in-lanes otherwise."""
+    return ("width", 8) if tuple(strides) == (1, 1) else ("lanes", 4)
+
+
 def conv_signature(batch: int, in_hw, in_channels: int, out_channels: int, kernel_hw, strides, padding) -> str:
     """What identifies the conv an HVX kernel computes (a tuning record names it, so the pass
     that builds kernels finds the record of the conv it is building)."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..geometry import Unsupported, choose_block
 from ..passes.space_to_depth_conv2d import default_model
+from ..schedules.hexagon import default_mapping
 from .log import Record
 from .space import Config
 from .workload import Layer
@@ -73,14 +74,25 @@ class XGBCostModel:
         return [configs[i] for i in order]
 
 
-def default_config(layer: Layer, target, space: list[Config]) -> Config:
-    """The heuristic's choice (the rewrite's cost model for the target, default-like knobs):
-    measured first, so tuning never ends worse than not tuning."""
+def default_configs(layer: Layer, target, space: list[Config]) -> list[Config]:
+    """What the untuned pipeline runs (the rewrite's cost model for the target, default knobs
+    or HVX mapping), then the original conv with the same defaults: measured first, so tuning
+    never ends worse than either."""
     try:
         block = choose_block(layer.spec, default_model(target, None, None), layout=layer.layout).block
     except Unsupported:
         block = None
-    return next((c for c in space if c.block == block), space[0])
+    out = []
+    for b in dict.fromkeys([block, None]):
+        candidates = [c for c in space if c.block == b]
+        if not candidates:
+            continue
+        if candidates[0].mapping is not None:  # Hexagon: the mapping HexagonConvs uses without a record
+            strides = layer.spec.strides if b is None else layer.spec.plan(b, layout=layer.layout).strides
+            mapping, knob = default_mapping(strides)
+            candidates = [c for c in candidates if (c.mapping, c.tile) == (mapping, knob)] or candidates
+        out.append(candidates[0])
+    return out or space[:1]
 
 
 def samples_from(records: list[Record], target: str) -> list[tuple[Layer, Config, float]]:

@@ -1,6 +1,6 @@
-"""The tuning loop: per layer, measure the heuristic's config first, then the configs the
-XGBoost cost model ranks best (retrained after every batch on all records of the target),
-until the trial budget is spent. Every measurement is appended to the log at once, so an
+"""The tuning loop: per layer, measure the untuned pipeline's config and the original conv's
+first, then the configs the XGBoost cost model ranks best (retrained after every batch on all
+records of the target), until the trial budget is spent. Every measurement is appended to the log at once, so an
 interrupted run resumes where it stopped (the log is read once, at the start)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tvm
 
 from ..pipeline import prepare_passes
 from ..targets import is_cpu
-from .cost_model import XGBCostModel, default_config, samples_from
+from .cost_model import XGBCostModel, default_configs, samples_from
 from .log import Record, TuningLog, best_of
 from .space import Config, search_space
 from .workload import Layer, layers, target_key
@@ -32,8 +32,9 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog,
 
 
 def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
-                seed: int = 0, progress=None) -> list[dict]:
-    """Tune each layer in turn (records of earlier layers warm-start the cost model)."""
+                seed: int = 0, progress=None, defaults: bool = True) -> list[dict]:
+    """Tune each layer in turn (records of earlier layers warm-start the cost model).
+    ``defaults=False``: no default configs first, the search alone (to judge it)."""
     progress = progress or (lambda line: print(line, file=sys.stderr))
     tkey, cpu, unit = target_key(target), is_cpu(target), measurer.unit
     model = XGBCostModel(seed)
@@ -45,15 +46,17 @@ def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: Tu
         # configs already measured (successfully or not): a resumed run skips them
         done = {Config.from_json(r.config).key for r in records if r.workload == layer.key and r.target == tkey}
         budget = min(trials, len(space))
-        first = default_config(layer, target, space)
+        first = default_configs(layer, target, space)[0]
+        firsts = default_configs(layer, target, space) if defaults else []
         rng = random.Random(seed + index)
         while True:
             tried = sum(c.key in done for c in space)
             untried = [c for c in space if c.key not in done]
             if tried >= budget or not untried:
                 break
-            if first.key not in done:
-                ranked = [first] + [c for c in untried if c is not first]
+            pending = [c for c in firsts if c.key not in done]
+            if pending:
+                ranked = pending + [c for c in untried if c not in pending]
             elif model.fit(samples_from(records, tkey)):
                 ranked = model.rank(layer, untried)
             else:
