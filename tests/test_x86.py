@@ -108,8 +108,12 @@ def test_functions_without_a_single_conv_are_left_alone():
     net = Net((1, 4, 8, 8))
     mod = tvm.transform.Sequential(FUSE)(net.module(net.emit(relax.op.nn.relu(net.x))))
     schedule = ScheduleConvs(LLVM)
-    tvm.ir.assert_structural_equal(schedule(mod), mod)
-    assert schedule.scheduled == []
+    scheduled = schedule(mod)
+    assert schedule.scheduled == [] and schedule.injective == ["relu"]  # elementwise: parallel + vectorized only
+    assert scheduled["relu"].attrs["tirx.is_scheduled"] and "tirx.is_scheduled" not in mod["relu"].attrs
+    reduction = tvm.transform.Sequential(FUSE)(net.module(net.emit(relax.op.sum(net.x, axis=[1]))))
+    tvm.ir.assert_structural_equal(schedule(reduction), reduction)  # other reductions: left as they are
+    assert schedule.scheduled == [] and schedule.injective == []
     with pytest.raises(ValueError, match="no single conv"):
         x86.schedule_conv(next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)))
 
