@@ -6,7 +6,9 @@ Forms, each compiled once with the s2d pipeline for this CPU (``targets.host_tar
 * default: the heuristic cost model's choice per layer;
 * rewrite everywhere: the 32-lane (HTP) cost model's choice;
 * S2D 2x2 everywhere: ``block=2``;
-* tuned: the log's best record per layer (``tvm-s2d tune``), heuristic for layers without one.
+* tuned: the log's best record per layer (``tvm-s2d tune``), heuristic for layers without one;
+* with ``--metaschedule DIR``: tuned, and the conv kernels from that MetaSchedule database
+  (``tvm-s2d tune --metaschedule``).
 
 Timing: ``--rounds`` interleaved rounds, each timing every form (median of ``--repeat`` runs);
 the result is the median over rounds, so drift on a noisy machine hits all forms alike. Every
@@ -15,6 +17,7 @@ tuned form (the report's "source" column), a table and the ratios tuned / best u
 tuned / unrewritten, and writes JSON.
 
     python scripts/bench_tuned.py [--log tuning_logs/demo_llvm.jsonl] [--size 256] [--json results/bench_tuned.json]
+        [--metaschedule tuning_logs/demo_llvm_ms]
 
 The log's records apply to the sizes they were tuned at (the workload key holds the shapes):
 ``tuning_logs/demo_llvm.jsonl`` holds the demo at 256.
@@ -53,9 +56,11 @@ def compile_form(mod, target, options, disabled=()):
     return relax.VirtualMachine(ex, tvm.cpu())
 
 
-def side_by_side(mod, x, log, rounds, repeat) -> dict:
+def side_by_side(mod, x, log, rounds, repeat, metaschedule=None) -> dict:
     target = host_target()
     forms = {**UNTUNED, "tuned": ({"tuning_log": log}, ())}
+    if metaschedule:
+        forms["tuned + MetaSchedule"] = ({"tuning_log": log, "metaschedule": metaschedule}, ())
     vms = {name: compile_form(mod, target, options, disabled) for name, (options, disabled) in forms.items()}
     data = tvm.runtime.tensor(x)
     reference = vms["unrewritten"]["main"](data).numpy()
@@ -87,13 +92,14 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=256, help="demo input size (default 256, the log's)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
     parser.add_argument("--repeat", type=int, default=20, help="runs per form per round (default 20)")
+    parser.add_argument("--metaschedule", metavar="DIR", help="also: tuned with this MetaSchedule database")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if not Path(args.log).is_file():
         parser.error(f"no tuning log at {args.log}")
     mod = tvm_s2d.from_onnx(demo_model(args.size))
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-    result = side_by_side(mod, x, args.log, args.rounds, args.repeat)
+    result = side_by_side(mod, x, args.log, args.rounds, args.repeat, args.metaschedule)
     for choice in result["choices"]:
         print(f"  {choice['conv']:8s} block {str(choice['block']):8s} decided by: {choice['decided_by'] or '-'}"
               f"{'  (' + choice['reason'] + ')' if choice['reason'] else ''}")
