@@ -53,7 +53,8 @@ def _scalar(expr) -> np.ndarray | None:
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
 class HexagonConvs:
-    """Replace each qualifying integer conv of ``main`` by an HVX vrmpy kernel (see module doc)."""
+    """Replace each qualifying integer conv of the Relax functions by an HVX vrmpy kernel (see the
+    module doc); ``replaced``, ``mappings`` and ``refusals`` say what it did."""
 
     def __init__(self, target: tvm.target.Target | None = None, knobs=None, schedule: bool = True):
         """``knobs``: ``conv_signature -> (mapping, knob) | None`` (e.g. from a tuning log)."""

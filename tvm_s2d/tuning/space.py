@@ -55,7 +55,8 @@ def valid_blocks(layer: Layer) -> list[tuple[int, int]]:
     return ok
 
 
-def _conv_strides(layer: Layer, block) -> tuple[int, int]:
+def conv_strides(layer: Layer, block) -> tuple[int, int]:
+    """Strides of the conv that runs with ``block`` (S2D by the stride makes it stride 1)."""
     return layer.spec.strides if block is None else layer.spec.plan(block, layout=layer.layout).strides
 
 
@@ -66,4 +67,4 @@ def search_space(layer: Layer, cpu: bool) -> list[Config]:
     if cpu:  # Config(b) first: the default knobs (x86.default_knobs), what the untuned pipeline runs
         return [c for b in blocks for c in (Config(b), *(Config(b, v, t) for v in CPU_VECTORS for t in CPU_TILES))]
     return [Config(b, tile=knob, mapping=m) for b in blocks for m, knob in HEXAGON_MAPPINGS
-            if m != "width" or _conv_strides(layer, b) == (1, 1)]
+            if m != "width" or conv_strides(layer, b) == (1, 1)]

@@ -1,7 +1,8 @@
 """The tuning loop: per layer, measure the untuned pipeline's config and the original conv's
 first, then the configs the XGBoost cost model ranks best (retrained after every batch on all
-records of the target), until the trial budget is spent. Every measurement is appended to the log at once, so an
-interrupted run resumes where it stopped (the log is read once, at the start)."""
+records of the target), until the trial budget is spent. Every measurement is appended to the
+log at once, so an interrupted run resumes where it stopped (the log is read once, at the
+start)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: Tu
         # configs already measured (successfully or not): a resumed run skips them
         done = {Config.from_json(r.config).key for r in records if r.workload == layer.key and r.target == tkey}
         budget = min(trials, len(space))
-        first = default_configs(layer, target, space)[0]
-        firsts = default_configs(layer, target, space) if defaults else []
+        untuned = default_configs(layer, target, space)
+        first, firsts = untuned[0], (untuned if defaults else [])
         rng = random.Random(seed + index)
         while True:
             tried = sum(c.key in done for c in space)
