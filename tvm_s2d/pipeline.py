@@ -38,7 +38,7 @@ def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | No
     return [
         *prepare_passes(),
         *([rewrite] if rewrite is not None else []),
-        hexagon or HexagonConvs(),
+        hexagon if hexagon is not None else HexagonConvs(),
         transform.LegalizeOps(),
         transform.AnnotateTIROpPattern(),
         transform.FoldConstant(),

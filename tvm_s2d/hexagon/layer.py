@@ -25,13 +25,9 @@ from tvm import te
 
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
-from ..schedules.hexagon import PackedConv, WidthConv, conv_signature, deal_depth_to_space, schedule_vrmpy, \
-    schedule_width_vrmpy, shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon import conv_signature, deal_depth_to_space, mapped_conv, schedule_mapping, \
+    shuffle_space_to_depth, shuffles_apply
 from .emulator import run_kernel
-
-#: mapping -> (knob name, knob values worth trying)
-MAPPINGS = {"lanes": ("pixels", (4, 8)), "width": ("channels", (4, 8))}
-
 
 @dataclass(frozen=True)
 class LayerRun:
@@ -51,28 +47,12 @@ class LayerRun:
         return self.vrmpy // 2
 
 
-def conv_form(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw, strides, padding):
-    """The packed conv of a mapping for a conv on an ``in_hw`` input with ``padding``."""
-    t, l, b, r = padding
-    padded = (in_hw[0] + t + b, in_hw[1] + l + r)
-    if mapping == "lanes":
-        return PackedConv(batch, padded, cin, cout, tuple(kernel_hw), tuple(strides))
-    if mapping == "width":
-        if tuple(strides) != (1, 1):
-            raise Unsupported(f"the width mapping needs a stride-1 conv, this one has strides {tuple(strides)}")
-        out_hw = (padded[0] - kernel_hw[0] + 1, padded[1] - kernel_hw[1] + 1)
-        return WidthConv(batch, out_hw, cin, cout, tuple(kernel_hw))
-    raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
-
-
 def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob: int) -> tuple[np.ndarray, LayerRun]:
     """``conv2d(x, w)`` (NCHW uint8, OIHW int8) in ``mapping`` under qemu: the NCHW int32 output
     and the run (packets, vrmpy count, signature). Checked against numpy."""
     n, cin, h, wd = x.shape
-    conv = conv_form(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
-    func = schedule_vrmpy(conv.compute(), pixels=knob) if mapping == "lanes" else \
-        schedule_width_vrmpy(conv.compute(), channels=knob)
-    run = run_kernel(func, [conv.pack_input(x, padding), conv.pack_weight(w)], [(conv.output_shape, "int32")],
+    conv = mapped_conv(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
+    run = run_kernel(schedule_mapping(conv.compute(), mapping, knob), [conv.pack_input(x, padding), conv.pack_weight(w)], [(conv.output_shape, "int32")],
                      name="conv")
     y = conv.unpack_output(run.outputs[0])
     if not (y == conv2d_nchw(x, w, strides, padding)).all():

@@ -35,8 +35,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import kernel_to_oihw
-from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, conv_signature, default_mapping, schedule_vrmpy, \
-    schedule_width_vrmpy
+from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, conv_signature, default_mapping, mapped_conv, \
+    schedule_mapping
 from ..targets import is_hexagon
 from .conv2d import static_shape
 
@@ -86,7 +86,7 @@ class HexagonConvs:
     def kernel(self, conv, mapping: str, knob: int, name: str) -> tvm.tirx.PrimFunc:
         func = conv.compute().with_attr("global_symbol", name)
         if self.schedule:
-            func = schedule_vrmpy(func, pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(func, channels=knob)
+            func = schedule_mapping(func, mapping, knob)
         return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
 
 
@@ -179,10 +179,11 @@ class _Rewriter(PyExprMutator):
         strides = tuple(int(s) for s in attrs.strides)
         cout, kernel_hw = weight.shape[0], weight.shape[2:]
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides)
+        conv = mapped_conv(mapping, n, (h, w), c, cout, kernel_hw, strides, padding)
         if mapping == "lanes":
-            y = self._lanes(x, weight, padding, strides, zx, knob, name)
+            y = self._lanes(conv, x, weight, padding, zx, knob, name)
         else:
-            y = self._width(x, weight, padding, zx, knob, name)
+            y = self._width(conv, x, weight, padding, zx, knob, name)
         self.rule.mappings[name] = (mapping, knob)
         shape = [1, 1, 1, cout]
         if layout == "NCHW":
@@ -196,12 +197,11 @@ class _Rewriter(PyExprMutator):
         packed = relax.const(conv.pack_weight(weight.astype(np.int8)))
         return self.builder_.emit(relax.call_tir(kernel, [x, packed], relax.TensorType(conv.output_shape, "int32")))
 
-    def _lanes(self, x, weight, padding, strides, zx, knob, name):
+    def _lanes(self, conv: PackedConv, x, weight, padding, zx, knob, name):
         """NHWC uint8 -> channel-in-lanes conv -> NHWC int32."""
         bb = self.builder_
-        n, h, w, c = static_shape(x)
+        n, _, _, c = static_shape(x)
         t, l, b, r = padding
-        conv = PackedConv(n, (h + t + b, w + l + r), c, weight.shape[0], weight.shape[2:], strides)
         x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
         y = self._call(conv, "lanes", knob, name, x, weight)
         oh, ow = conv.out_hw
@@ -210,13 +210,11 @@ class _Rewriter(PyExprMutator):
             y = bb.emit(relax.op.strided_slice(y, [3], [0], [weight.shape[0]]))
         return y
 
-    def _width(self, x, weight, padding, zx, knob, name):
+    def _width(self, conv: WidthConv, x, weight, padding, zx, knob, name):
         """NHWC uint8 -> [N, C/4, H, W, 4] -> width-vectorized stride-1 conv -> NHWC int32."""
         bb = self.builder_
-        n, h, w, c = static_shape(x)
+        n, _, w, c = static_shape(x)
         t, l, b, r = padding
-        kh, kw = weight.shape[2:]
-        conv = WidthConv(n, (h + t + b - kh + 1, w + l + r - kw + 1), c, weight.shape[0], (kh, kw))
         extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
         x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r + extra, 0, conv.cin - c], pad_value=float(zx)))
         x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))

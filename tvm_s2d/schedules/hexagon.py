@@ -23,6 +23,8 @@ from tvm import te
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from ..geometry import Unsupported
+
 VRMPY = "s2d_vrmpy_u8i8i32_local_acc"
 LANES, DEPTH = 32, 4
 
@@ -68,6 +70,30 @@ def _vrmpy_with_local_accumulator():
 
 if TensorIntrin.get(VRMPY, allow_missing=True) is None:
     TensorIntrin.register(VRMPY, *_vrmpy_with_local_accumulator())
+
+
+#: The HVX mappings of a conv, and the name of each one's knob.
+MAPPINGS = {"lanes": "pixels", "width": "channels"}
+
+
+def mapped_conv(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw, strides, padding):
+    """The packed conv (``PackedConv`` for "lanes", ``WidthConv`` for "width") computing a conv
+    on an ``in_hw`` input with ``padding``; ``Unsupported`` for the width mapping of a strided conv."""
+    t, l, b, r = padding
+    padded = (in_hw[0] + t + b, in_hw[1] + l + r)
+    if mapping == "lanes":
+        return PackedConv(batch, padded, cin, cout, tuple(kernel_hw), tuple(strides))
+    if mapping == "width":
+        if tuple(strides) != (1, 1):
+            raise Unsupported(f"the width mapping needs a stride-1 conv, this one has strides {tuple(strides)}")
+        out_hw = (padded[0] - kernel_hw[0] + 1, padded[1] - kernel_hw[1] + 1)
+        return WidthConv(batch, out_hw, cin, cout, tuple(kernel_hw))
+    raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
+
+
+def schedule_mapping(func: tvm.tirx.PrimFunc, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
+    """``mapped_conv(mapping, ...).compute()`` scheduled with its ``vrmpy`` form and knob."""
+    return schedule_vrmpy(func, pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(func, channels=knob)
 
 
 def default_mapping(strides) -> tuple[str, int]:

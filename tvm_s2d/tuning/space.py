@@ -1,6 +1,6 @@
 """The search space of one layer: the S2D block (or none) times the target's schedule knobs
 (CPU: ``schedules.x86`` register tiles; Hexagon: the HVX mapping and its knob,
-``hexagon.layer.MAPPINGS``)."""
+``schedules.hexagon.MAPPINGS``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .workload import Layer
 BLOCKS = ((2, 2), (4, 4), (1, 2), (1, 4), (2, 1), (4, 1), (3, 3))
 CPU_VECTORS = (1, 2)  # SIMD vectors along the vector axis per register tile
 CPU_TILES = (4, 8)  # register tile along the other axis
-HEXAGON_MAPPINGS = (("lanes", 4), ("lanes", 8), ("width", 4), ("width", 8))  # (mapping, knob)
+HEXAGON_MAPPINGS = (("lanes", 4), ("lanes", 8), ("width", 4), ("width", 8))  # (mapping, knob) tried
 
 
 @dataclass(frozen=True)
