@@ -45,10 +45,15 @@ def best_run(spec, block, mapping, knobs):
     return min(runs, key=lambda pair: pair[0].packets)
 
 
+def layer_spec(cin, cout, hw, k, stride, scale) -> Conv2dSpec:
+    """A benchmark layer, same-padded, spatial size divided by ``scale`` (at least 8)."""
+    size, p = max(8, hw // scale), k // 2
+    return Conv2dSpec(1, cin, cout, (size, size), (k, k), (stride, stride), padding=(p,) * 4, itemsize=1)
+
+
 def bench_layer(name, cin, cout, hw, k, stride, scale):
-    size = max(8, hw // scale)
-    p = k // 2
-    spec = Conv2dSpec(1, cin, cout, (size, size), (k, k), (stride, stride), padding=(p,) * 4, itemsize=1)
+    spec = layer_spec(cin, cout, hw, k, stride, scale)
+    size = spec.in_hw[0]
     row = {"layer": name, "size": size, "hmx_macs_original": spec.executed_macs(32),
            "hmx_macs_s2d": spec.plan(2).executed_macs(32)}
     run, knob = best_run(spec, None, "lanes", PIXELS)

@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_hexagon import LAYERS
+from bench_hexagon import LAYERS, layer_spec
 
-from tvm_s2d.geometry import Conv2dSpec
 from tvm_s2d.hexagon.emulator import hexagon_target
 from tvm_s2d.tuning import Layer, Record, TuningLog
 from tvm_s2d.tuning.log import best_of
@@ -39,13 +38,7 @@ from tvm_s2d.tuning.workload import target_key
 
 
 def benchmark_layers(scale: int) -> list[Layer]:
-    out = []
-    for name, d in LAYERS:
-        size, p = max(8, d["hw"] // scale), d["k"] // 2
-        spec = Conv2dSpec(1, d["cin"], d["cout"], (size, size), (d["k"],) * 2, (d["stride"],) * 2, padding=(p,) * 4,
-                          itemsize=1)
-        out.append(Layer(name, spec, "NCHW", "uint8"))
-    return out
+    return [Layer(name, layer_spec(**d, scale=scale), "NCHW", "uint8") for name, d in LAYERS]
 
 
 def exhaustive(layers: list[Layer], log: TuningLog, tkey: str) -> None:
