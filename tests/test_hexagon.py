@@ -5,12 +5,14 @@ them these tests skip, unless S2D_REQUIRE_HEXAGON=1 (set by ``.ci/run``) makes t
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
 
 from tvm_s2d.geometry import Conv2dSpec, conv2d_nchw, space_to_depth
 from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, compile_kernel, run_kernel
+from tvm_s2d.hexagon.layer import run_packed
 from tvm_s2d.schedules.hexagon import PackedConv, WidthConv, schedule_vrmpy, schedule_width_vrmpy
 
 try:
@@ -34,9 +36,24 @@ def test_channel_in_lanes_conv_is_bit_exact(cin, cout, k, stride):
     x, w = _operands(cin, cout, k, (11, 13))
     p = k // 2
     conv = PackedConv(1, (11 + 2 * p, 13 + 2 * p), cin, cout, (k, k), (stride, stride))
-    run = run_kernel(schedule_vrmpy(conv.compute()), [conv.pack_input(x, (p,) * 4), conv.pack_weight(w)],
-                     [(conv.output_shape, "int32")], name="conv")
-    np.testing.assert_array_equal(conv.unpack_output(run.outputs[0]), conv2d_nchw(x, w, (stride, stride), (p,) * 4))
+    out, _ = run_packed(conv, "lanes", 4, conv.pack_input(x, (p,) * 4), conv.pack_weight(w))
+    np.testing.assert_array_equal(conv.unpack_output(out), conv2d_nchw(x, w, (stride, stride), (p,) * 4))
+
+
+@pytest.mark.parametrize("channels,hw,kernel,stride", [(4, (7, 40), 3, 1), (8, (13, 17), 3, 1), (12, (5, 9), 1, 1),
+                                                        (32, (9, 37), 2, 1), (64, (9, 9), 3, 2), (128, (4, 9), 2, 1)])
+def test_window_offsets_are_minus_128_times_the_window_sums(channels, hw, kernel, stride):
+    """The offsets kernel of the channel-in-lanes mapping: vrmpy + vdeal channel sums where C/4
+    is a power of two (up to 32), a plain loop otherwise (12) and for the last pixels; box
+    sums 32 columns at a time and a tail."""
+    x = RNG.integers(0, 256, (1, *hw, channels)).astype(np.uint8)
+    conv = PackedConv(1, hw, channels, 32, (kernel, kernel), (stride, stride))
+    run = run_kernel(conv.window_offsets(), [x], [(conv.offsets_shape, "int32")], name="offsets")
+    sums = x.astype(np.int64).sum(-1)
+    oh, ow = conv.out_hw
+    window = sum(sums[:, i : i + (oh - 1) * stride + 1 : stride, j : j + (ow - 1) * stride + 1 : stride]
+                 for i in range(kernel) for j in range(kernel))
+    np.testing.assert_array_equal(run.outputs[0], -128 * window)
 
 
 @pytest.mark.parametrize("cin,cout,k", [(8, 8, 3), (16, 3, 3), (3, 5, 5)])
@@ -57,9 +74,8 @@ def test_the_s2d_conv_runs_exactly_on_hexagon():
     conv = PackedConv(1, tuple(s + plan.padding[i] + plan.padding[i + 2] for i, s in enumerate(xs.shape[2:])),
                       32, 32, plan.kernel_hw)
     t, l, b, r = plan.padding
-    run = run_kernel(schedule_vrmpy(conv.compute()), [conv.pack_input(xs, (t, l, b, r)), conv.pack_weight(plan.fold_weight(w))],
-                     [(conv.output_shape, "int32")], name="conv")
-    got = plan.finish_output(conv.unpack_output(run.outputs[0]))
+    out, _ = run_packed(conv, "lanes", 4, conv.pack_input(xs, (t, l, b, r)), conv.pack_weight(plan.fold_weight(w)))
+    got = plan.finish_output(conv.unpack_output(out))
     np.testing.assert_array_equal(got, conv2d_nchw(x, w, padding=(1, 1, 1, 1)))
 
 
@@ -69,11 +85,13 @@ def test_kernels_use_vrmpy_and_execute_far_fewer_packets_than_the_plain_build():
     operands = [conv.pack_input(x, (1,) * 4), conv.pack_weight(w)]
     asm = compile_kernel(schedule_vrmpy(conv.compute()), "conv").inspect_source("asm")
     assert "vrmpy" in asm
-    tensorized = run_kernel(schedule_vrmpy(conv.compute()), operands, [(conv.output_shape, "int32")], name="conv")
-    plain = run_kernel(conv.compute(), operands, [(conv.output_shape, "int32")], name="conv")
-    np.testing.assert_array_equal(tensorized.outputs[0], plain.outputs[0])
-    assert tensorized.packets * 20 < plain.packets
-    assert tensorized.packets >= conv.vrmpy_count // 2  # at most two vrmpy per packet
+    packets = re.findall(r"\{(.*?)\}", asm, re.S)
+    assert any(packet.count("vrmpy") == 2 for packet in packets)  # the vector-by-scalar form dual-issues
+    tensorized, tensorized_packets = run_packed(conv, "lanes", 4, *operands)
+    plain, plain_packets = run_packed(conv, "lanes", None, *operands)  # both kernels' plain loops
+    np.testing.assert_array_equal(tensorized, plain)
+    assert tensorized_packets * 20 < plain_packets
+    assert tensorized_packets >= conv.vrmpy_count // 2  # at most two vrmpy per packet
 
 
 def test_packet_counts_are_deterministic():

@@ -5,7 +5,8 @@ measured in this quantized form, as it would be deployed on Hexagon), on seeded 
 Forms:
 
 * ``mapping="lanes"``: channel-in-lanes ``vrmpy`` (``PackedConv``; knob: output pixels per
-  register block), the HTP-native mapping: 32 output channels per vector;
+  register block), the HTP-native mapping: 32 output channels per vector (its per-pixel
+  offsets kernel counts with the conv);
 * ``mapping="width"``: width-vectorized vector-by-scalar ``vrmpy`` (``WidthConv``; knob: output
   channels sharing an activation vector), stride-1 convs only;
 * with a ``block``: the space-to-depth conv (``Conv2dSpec.plan``) in that mapping, plus its
@@ -31,7 +32,7 @@ from .emulator import run_kernel
 
 @dataclass(frozen=True)
 class LayerRun:
-    conv: int  # packets of the conv kernel
+    conv: int  # packets of the conv's kernels
     s2d: int = 0  # packets of the S2D kernel
     d2s: int = 0  # packets of the D2S kernel
     vrmpy: int = 0  # vrmpy instructions the conv executes
@@ -47,18 +48,32 @@ class LayerRun:
         return self.vrmpy // 2
 
 
+def run_packed(conv, mapping: str, knob: int | None, x_packed: np.ndarray, w_packed: np.ndarray):
+    """Run a packed conv (``mapped_conv``) under qemu: its per-pixel offsets kernel first where
+    it has one (the channel-in-lanes mapping), then the conv (scheduled with ``knob``, or its
+    plain loops with ``knob=None``). Returns the raw output and the packets of both."""
+    operands, packets = [x_packed, w_packed], 0
+    if mapping == "lanes":
+        offsets = run_kernel(conv.window_offsets(hvx=knob is not None), [x_packed], [(conv.offsets_shape, "int32")],
+                             name="offsets")
+        operands.append(offsets.outputs[0])
+        packets += offsets.packets
+    func = conv.compute() if knob is None else schedule_mapping(conv.compute(), mapping, knob)
+    run = run_kernel(func, operands, [(conv.output_shape, "int32")], name="conv")
+    return run.outputs[0], packets + run.packets
+
+
 def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob: int) -> tuple[np.ndarray, LayerRun]:
     """``conv2d(x, w)`` (NCHW uint8, OIHW int8) in ``mapping`` under qemu: the NCHW int32 output
     and the run (packets, vrmpy count, signature). Checked against numpy."""
     n, cin, h, wd = x.shape
     conv = mapped_conv(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
-    run = run_kernel(schedule_mapping(conv.compute(), mapping, knob), [conv.pack_input(x, padding), conv.pack_weight(w)], [(conv.output_shape, "int32")],
-                     name="conv")
-    y = conv.unpack_output(run.outputs[0])
+    out, packets = run_packed(conv, mapping, knob, conv.pack_input(x, padding), conv.pack_weight(w))
+    y = conv.unpack_output(out)
     if not (y == conv2d_nchw(x, w, strides, padding)).all():
         raise AssertionError(f"{mapping} conv is not bit-exact under qemu-hexagon")
     signature = conv_signature(n, (h, wd), cin, w.shape[0], w.shape[2:], tuple(strides), tuple(padding))
-    return y, LayerRun(run.packets, vrmpy=conv.vrmpy_count, signature=signature)
+    return y, LayerRun(packets, vrmpy=conv.vrmpy_count, signature=signature)
 
 
 def _copy_kernel(shape_in, out_shape, index, dtype="uint8") -> tvm.tirx.PrimFunc:

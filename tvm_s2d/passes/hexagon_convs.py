@@ -15,8 +15,9 @@ The first term is a uint8 x int8 -> int32 conv on HVX in one of two mappings
 (``schedules.hexagon``; weights packed at compile time): ``"width"`` (``WidthConv``: 32 output
 columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]``; stride-1 convs), which
 measured fewest packets on every benchmark layer, and ``"lanes"`` (``PackedConv``: 32 output
-channels per ``vrmpy``, NHWC input with channels padded to 4), the HTP-native one, used for
-strided convs. A tuning log's record for the conv (matched by ``conv_signature``) picks the
+channels per ``vrmpy``, NHWC input with channels padded to 4, weights packed as ``W + 128``
+and a second kernel computing the per-pixel offsets that undo it), the HTP-native one, used
+for strided convs. A tuning log's record for the conv (matched by ``conv_signature``) picks the
 mapping and its knob instead. The second term is a per-channel constant. Both sides are the
 same int32 sums: exact.
 
@@ -84,10 +85,16 @@ class HexagonConvs:
         return default_mapping(strides)
 
     def kernel(self, conv, mapping: str, knob: int, name: str) -> tvm.tirx.PrimFunc:
-        func = conv.compute().with_attr("global_symbol", name)
+        func = conv.compute()
         if self.schedule:
             func = schedule_mapping(func, mapping, knob)
-        return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+        return _opaque(func, name)
+
+
+def _opaque(func: tvm.tirx.PrimFunc, name: str) -> tvm.tirx.PrimFunc:
+    """``func`` as a scheduled kernel fusion leaves alone."""
+    func = func.with_attr("global_symbol", name)
+    return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
 
 
 def _uint8_source(expr, var2val):
@@ -193,9 +200,16 @@ class _Rewriter(PyExprMutator):
         return relax.op.subtract(y, relax.const(correction))
 
     def _call(self, conv, mapping, knob, name, x, weight):
-        kernel = self.builder_.add_func(self.rule.kernel(conv, mapping, knob, f"hvx_{name}"), f"hvx_{name}")
-        packed = relax.const(conv.pack_weight(weight.astype(np.int8)))
-        return self.builder_.emit(relax.call_tir(kernel, [x, packed], relax.TensorType(conv.output_shape, "int32")))
+        """The conv's kernel on ``x`` (and, for the channel-in-lanes mapping, its per-pixel
+        offsets kernel first), weights packed at compile time."""
+        bb = self.builder_
+        operands = [x, relax.const(conv.pack_weight(weight.astype(np.int8)))]
+        if mapping == "lanes":
+            offsets = bb.add_func(_opaque(conv.window_offsets(hvx=self.rule.schedule), f"hvx_{name}_offsets"),
+                                  f"hvx_{name}_offsets")
+            operands.append(bb.emit(relax.call_tir(offsets, [x], relax.TensorType(conv.offsets_shape, "int32"))))
+        kernel = bb.add_func(self.rule.kernel(conv, mapping, knob, f"hvx_{name}"), f"hvx_{name}")
+        return bb.emit(relax.call_tir(kernel, operands, relax.TensorType(conv.output_shape, "int32")))
 
     def _lanes(self, conv: PackedConv, x, weight, padding, zx, knob, name):
         """NHWC uint8 -> channel-in-lanes conv -> NHWC int32."""

@@ -1,8 +1,7 @@
 """HVX ``vrmpy`` schedules for uint8 x int8 convs in the channel-in-lanes mapping.
 
-``vrmpy`` (128-byte HVX) adds to 32 int32 lanes a 4-way dot product of 4 uint8 activations
-with 32x4 int8 weights. A conv uses it with output channels in the lanes and input channels
-4 at a time:
+``vrmpy`` (128-byte HVX) adds to 32 int32 lanes a 4-way dot product of 4 bytes. A conv uses
+it with output channels in the lanes and input channels 4 at a time:
 
 * activations NHWC, channels padded to a multiple of 4 (and spatially pre-padded);
 * weights packed ``[Co/32, kh, kw, Ci/4, 32, 4]`` (``pack_weight``), done at compile time;
@@ -11,6 +10,14 @@ with 32x4 int8 weights. A conv uses it with output channels in the lanes and inp
 One ``vrmpy`` per output pixel, 32-channel output block, tap and 4 input channels: a conv
 with 8 channels leaves 24 of 32 lanes idle, its S2D form fills them. The same template
 serves the original conv and the space-to-depth one (``geometry.S2DConvPlan``).
+
+The ``vrmpy`` is the vector-by-scalar form (``vrmpyub``: the weights' vector times the 4
+activation bytes of a pixel in a scalar register), which issues two per packet on v66; the
+vector-by-vector form (weights and a broadcast pixel) issues one. That form multiplies
+unsigned bytes, so the weights are packed as ``W + 128`` and each pixel's result is
+corrected by ``-128 x`` the sum of its input window (``window_offsets``, a second kernel:
+channel sums by ``vrmpy`` with ones and a tree of ``vdeal`` + add, then vectorized box sums).
+int32 arithmetic wraps, so the result is exact whenever the conv's own result fits int32.
 """
 
 from __future__ import annotations
@@ -25,18 +32,19 @@ from tvm.script import tirx as T
 
 from ..geometry import Unsupported
 
-VRMPY = "s2d_vrmpy_u8i8i32_local_acc"
+VRMPY_LANES = "s2d_vrmpyub_weights_by_pixel_scalar"
 LANES, DEPTH = 32, 4
+WEIGHT_OFFSET = 128  # packed weights are W + 128 (uint8)
 
 
-def _vrmpy_with_local_accumulator():
-    """TVM's ``dot_32x4_u8i8i32_vrmpy`` with the accumulator in "local" scope, so a block of
-    output pixels accumulates in HVX registers and is written back once."""
+def _vrmpy_weights_by_pixel():
+    """``C[32] += W[32 channels, 4] (u8) . A[4] (u8 pixel bytes)``: ``vrmpyub`` with the
+    accumulator in "local" scope, so a block of output pixels accumulates in HVX registers."""
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (32, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (32, 4), "uint8", offset_factor=1)
         C = T.match_buffer(c, (32,), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
             T.reads(C[0:32], A[0:4], B[0:32, 0:4])
@@ -50,26 +58,24 @@ def _vrmpy_with_local_accumulator():
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (32, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (32, 4), "uint8", offset_factor=1)
         C = T.match_buffer(c, (32,), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
             T.reads(C[0:32], A[0:4], B[0:32, 0:4])
             T.writes(C[0:32])
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            b_i32x32 = T.reinterpret(B.vload([0, 0], dtype="int8x128"), dtype="int32x32")
             C[T.ramp(T.int32(0), 1, 32)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpybusv.acc.128B"),
+                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpyub.acc.128B"),
                 C[T.ramp(T.int32(0), 1, 32)],
-                T.broadcast(a_i32, 32),
-                b_i32x32,
+                T.reinterpret(B.vload([0, 0], dtype="uint8x128"), dtype="int32x32"),
+                T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"),
                 dtype="int32x32",
             )
 
     return desc, impl
 
 
-if TensorIntrin.get(VRMPY, allow_missing=True) is None:
-    TensorIntrin.register(VRMPY, *_vrmpy_with_local_accumulator())
+if TensorIntrin.get(VRMPY_LANES, allow_missing=True) is None:
+    TensorIntrin.register(VRMPY_LANES, *_vrmpy_weights_by_pixel())
 
 
 #: The HVX mappings of a conv, and the name of each one's knob.
@@ -115,7 +121,9 @@ def _roundup(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class PackedConv:
-    """A stride-``s`` conv on a pre-padded NHWC uint8 input, packed for ``vrmpy``."""
+    """A stride-``s`` conv on a pre-padded NHWC uint8 input, packed for ``vrmpy``: two kernels,
+    ``window_offsets()`` (input -> per-pixel offsets) and ``compute()`` (input, packed weights,
+    offsets -> output)."""
 
     batch: int
     in_hw: tuple[int, int]  # spatial size of the padded input
@@ -145,6 +153,10 @@ class PackedConv:
         return (self.cout_blocks, *self.kernel_hw, self.cin // DEPTH, LANES, DEPTH)
 
     @property
+    def offsets_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.out_hw)
+
+    @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.batch, *self.out_hw, self.cout_blocks, LANES)
 
@@ -155,14 +167,16 @@ class PackedConv:
         return n * oh * ow * self.cout_blocks * kh * kw * (self.cin // DEPTH)
 
     def compute(self) -> tvm.tirx.PrimFunc:
+        """``out = sum(x * Wp) + offsets`` with ``Wp = W + 128`` packed, as plain loops."""
         x = te.placeholder(self.input_shape, "uint8", name="data")
-        w = te.placeholder(self.weight_shape, "int8", name="weight")
+        w = te.placeholder(self.weight_shape, "uint8", name="weight")
+        offsets = te.placeholder(self.offsets_shape, "int32", name="offsets")
         kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
         kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
         c4 = te.reduce_axis((0, self.cin // DEPTH), name="c4")
         ci = te.reduce_axis((0, DEPTH), name="ci")
         sh, sw = self.strides
-        y = te.compute(
+        conv = te.compute(
             self.output_shape,
             lambda n, h, w_, ko, co: te.sum(
                 x[n, h * sh + kh, w_ * sw + kw, c4 * DEPTH + ci].astype("int32")
@@ -171,16 +185,33 @@ class PackedConv:
             ),
             name="conv",
         )
-        return te.create_prim_func([x, w, y])
+        out = te.compute(self.output_shape, lambda n, h, w_, ko, co: conv[n, h, w_, ko, co] + offsets[n, h, w_],
+                         name="out")
+        return te.create_prim_func([x, w, offsets, out])
+
+    def window_offsets(self, hvx: bool = True) -> tvm.tirx.PrimFunc:
+        """``offsets[n, oh, ow] = -128 x`` the sum of the input window (all channels) of each
+        output pixel: the HVX kernel (``window_offsets``), or with ``hvx=False`` plain loops."""
+        if hvx:
+            return window_offsets(self.input_shape, self.kernel_hw, self.strides)
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
+        kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
+        c = te.reduce_axis((0, self.cin), name="c")
+        sh, sw = self.strides
+        sums = te.compute(self.offsets_shape, lambda n, h, w_: te.sum(
+            x[n, h * sh + kh, w_ * sw + kw, c].astype("int32"), axis=[kh, kw, c]), name="sums")
+        offsets = te.compute(self.offsets_shape, lambda *i: sums(*i) * -WEIGHT_OFFSET, name="offsets")
+        return te.create_prim_func([x, offsets])
 
     def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
-        """OIHW int8 -> ``[Co/32, kh, kw, Ci/4, 32, 4]``, zero-padded channels."""
+        """OIHW int8 -> ``W + 128`` as uint8 ``[Co/32, kh, kw, Ci/4, 32, 4]``, zero-padded
+        channels (128 once packed)."""
         o, c, kh, kw = weight_oihw.shape
-        padded = np.zeros((self.cout_blocks * LANES, self.cin, kh, kw), np.int8)
+        padded = np.zeros((self.cout_blocks * LANES, self.cin, kh, kw), np.int16)
         padded[:o, :c] = weight_oihw
-        return np.ascontiguousarray(
-            padded.reshape(self.cout_blocks, LANES, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 4, 5, 2, 1, 3)
-        )
+        packed = padded.reshape(self.cout_blocks, LANES, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+        return np.ascontiguousarray(packed + WEIGHT_OFFSET).astype(np.uint8)
 
     def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0), pad_value: int = 0) -> np.ndarray:
         """NCHW uint8 -> padded NHWC with channels padded to 4."""
@@ -197,31 +228,108 @@ class PackedConv:
         return y.reshape(n, oh, ow, -1)[..., : self.out_channels].transpose(0, 3, 1, 2)
 
 
-def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4, unroll_taps: bool = True) -> tvm.tirx.PrimFunc:
-    """Tensorize the conv's (32 lanes x 4 channels) block with ``vrmpy``.
+def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFunc:
+    """Tensorize ``PackedConv.compute()``'s (32 lanes x 4 channels) block with ``vrmpyub``.
 
-    Knobs for the tuner: ``pixels`` output columns share each weight vector (their
-    accumulators stay in registers once unrolled); ``unroll_taps`` unrolls the kernel window.
+    Knob for the tuner: ``pixels`` output columns share each weight vector (their accumulators
+    stay in registers, unrolled); the offsets are added as the accumulators are written back.
     """
     sch = tvm.s_tir.Schedule(func)
-    block = sch.get_sblock("conv")
-    n, h, w, ko, co, kh, kw, c4, ci = sch.get_loops(block)
+    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    n, h, w, ko, co, kh, kw, c4, ci = sch.get_loops(conv)
     ow = int(sch.get(w).extent)
     pixels = max(1, min(pixels, ow))
     while ow % pixels:
         pixels -= 1
     wo, wi = sch.split(w, [None, pixels])
     sch.reorder(n, h, ko, wo, kh, kw, c4, wi, co, ci)
-    accumulate = sch.cache_write(block, 0, "local")
-    sch.reverse_compute_at(accumulate, wo)
-    init = sch.decompose_reduction(block, kh)
-    sch.tensorize(co, VRMPY)
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, wo)
+    init = sch.decompose_reduction(conv, kh)
+    sch.tensorize(co, VRMPY_LANES)
     sch.unroll(wi)
-    if unroll_taps:
-        sch.unroll(kw)
-    for stage in (init, accumulate):  # zero and write back the accumulators, 32 lanes at a time
+    sch.unroll(kw)
+    for stage in (init, out):  # offsets / write back, 32 lanes at a time
         sch.vectorize(sch.get_loops(stage)[-1])
     return sch.mod["main"]
+
+
+@T.macro
+def _halve(parts, count):
+    """parts[k] = pairwise sums of the words of parts[2k] ++ parts[2k+1], k < count (``vdeal``
+    of words splits even and odd words; the order of the pixels is kept)."""
+    for k in T.unroll(count):
+        pair = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
+                                       parts[2 * k + 1, T.ramp(0, 1, 32)], parts[2 * k, T.ramp(0, 1, 32)], -4,
+                                       dtype="int32x64")
+        parts[k, T.ramp(0, 1, 32)] = (
+            T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"), pair, dtype="int32x32")
+            + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32"))
+
+
+def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` (C a multiple of 4) -> int32 ``[N, OH, OW]``: ``-128 x`` the
+    sum of each output pixel's ``kernel_hw`` window over all channels.
+
+    Channel sums, 32 pixels at a time: ``vrmpy`` with ones sums 4 bytes per word, then
+    ``log2(C / 4)`` rounds of ``vdeal`` + add sum a pixel's words (C / 4 a power of two up to
+    32; other channel counts and the last pixels use a plain loop). Box sums: 32 output
+    columns per vector, one add per tap."""
+    n, h, w, c = shape_nhwc
+    words = c // DEPTH
+    rounds = words.bit_length() - 1
+    pixels = n * h * w
+    groups = pixels // LANES if c % DEPTH == 0 and words == 1 << rounds and rounds <= 5 else 0
+    kh, kw = kernel_hw
+    sh, sw = strides
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    ones = 0x01010101
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def offsets(a: T.Buffer((n, h, w, c), "uint8"), out: T.Buffer((n, oh, ow), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            flat = T.decl_buffer((pixels * c,), "uint8", data=a.data)
+            sums = T.sblock_alloc_buffer((pixels,), "int32")
+            parts = T.sblock_alloc_buffer((words, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((LANES,), "int32", scope="local")
+            for g in range(groups):
+                for v in T.unroll(words):
+                    parts[v, T.ramp(0, 1, 32)] = T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpyub.128B"),
+                        T.reinterpret(flat.vload([g * LANES * c + v * 128], "uint8x128"), dtype="int32x32"),
+                        ones, dtype="int32x32")
+                if rounds >= 1:
+                    _halve(parts, words // 2)
+                if rounds >= 2:
+                    _halve(parts, words // 4)
+                if rounds >= 3:
+                    _halve(parts, words // 8)
+                if rounds >= 4:
+                    _halve(parts, words // 16)
+                if rounds >= 5:
+                    _halve(parts, words // 32)
+                sums[T.ramp(g * LANES, 1, LANES)] = parts[0, T.ramp(0, 1, 32)]
+            for p in range(groups * LANES, pixels):
+                sums[p] = 0
+                for j in range(c):
+                    sums[p] = sums[p] + T.Cast("int32", flat[p * c + j])
+            for b, y in T.grid(n, oh):
+                for xv in range(ow // LANES):
+                    for xi in T.vectorized(LANES):
+                        acc[xi] = 0
+                    for i in T.unroll(kh):
+                        for j in T.unroll(kw):
+                            for xi in T.vectorized(LANES):
+                                acc[xi] = acc[xi] + sums[(b * h + y * sh + i) * w + (xv * LANES + xi) * sw + j]
+                    for xi in T.vectorized(LANES):
+                        out[b, y, xv * LANES + xi] = acc[xi] * -WEIGHT_OFFSET
+                for x in range(ow // LANES * LANES, ow):
+                    out[b, y, x] = 0
+                    for i, j in T.grid(kh, kw):
+                        out[b, y, x] = out[b, y, x] - sums[(b * h + y * sh + i) * w + x * sw + j] * WEIGHT_OFFSET
+
+    return offsets
 
 
 # ---- width-vectorized mapping: 32 output pixels in the lanes, no channel padding to 32 ---------
