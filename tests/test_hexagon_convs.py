@@ -15,6 +15,7 @@ from test_quantized import qdq_chain
 from tvm_s2d.hexagon.emulator import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
 from tvm_s2d.pipeline import prepare_passes
+from tvm_s2d.schedules.hexagon import default_mapping
 
 HEXAGON = hexagon_target()
 
@@ -41,15 +42,23 @@ def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides, mapping):
     rewritten = hexagon(mod)
     assert len(hexagon.replaced) == 3 and hexagon.refusals == {}
     for (name, (chosen, _)), stride in zip(hexagon.mappings.items(), strides):
-        # default: width-vectorized for stride-1 convs (S2D by the stride makes a strided conv stride 1)
-        stride_one = stride == 1 or block == 2
-        assert chosen == (mapping or ("width" if stride_one else "lanes")), name
+        if mapping is not None:
+            assert chosen == mapping, name
+        elif block is None:  # default_mapping: 8 output channels fill a quarter of the lanes
+            assert chosen == ("width" if stride == 1 else "lanes"), name
     kernels = [gv.name_hint for gv, f in rewritten.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert all(name.startswith("hvx_") for name in kernels)
     offsets = [name for name in kernels if name.endswith("_offsets")]  # one per channel-in-lanes conv
     assert len(kernels) - len(offsets) == 3
     assert len(offsets) == [m for m, _ in hexagon.mappings.values()].count("lanes")
     np.testing.assert_array_equal(run(rewritten, x), expected)
+
+
+def test_default_mapping_executes_fewer_vrmpy():
+    assert default_mapping(8, 1024, (1, 1)) == ("width", 8)  # the seed conv: 8 of 32 lanes
+    assert default_mapping(32, 512, (1, 1)) == ("lanes", 4)  # its S2D form, 32 channels: a tie
+    assert default_mapping(16, 7, (1, 1)) == ("lanes", 4)  # 7 columns fill a quarter of a width vector
+    assert default_mapping(64, 112, (2, 2)) == ("lanes", 4)  # the width mapping takes stride 1 only
 
 
 def test_nhwc_integer_conv_with_zero_point_and_odd_channels():

@@ -13,13 +13,14 @@ so with ``P`` = ``M`` and the conv padding, filling with ``zx``:
 
 The first term is a uint8 x int8 -> int32 conv on HVX in one of two mappings
 (``schedules.hexagon``; weights packed at compile time): ``"width"`` (``WidthConv``: 32 output
-columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]``; stride-1 convs), which
-measured fewest packets on every benchmark layer, and ``"lanes"`` (``PackedConv``: 32 output
-channels per ``vrmpy``, NHWC input with channels padded to 4, weights packed as ``W + 128``
-and a second kernel computing the per-pixel offsets that undo it), the HTP-native one, used
-for strided convs. A tuning log's record for the conv (matched by ``conv_signature``) picks the
-mapping and its knob instead. The second term is a per-channel constant. Both sides are the
-same int32 sums: exact.
+columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]``; stride-1 convs) and
+``"lanes"`` (``PackedConv``: 32 output channels per ``vrmpy``, NHWC input with channels padded
+to 4, weights packed as ``W + 128`` and a second kernel computing the per-pixel offsets that
+undo it), the HTP-native one. Without a tuning record a conv takes the mapping that executes
+fewer ``vrmpy`` (``default_mapping``: lanes for strided convs and 32-channel outputs, width for
+few output channels); a tuning log's record for the conv (matched by ``conv_signature``)
+picks the mapping and its knob instead. The second term is a per-channel constant. Both sides
+are the same int32 sums: exact.
 
 Convs that do not have this form (float convs, weights outside int8, dilation, groups, a
 data path that is not pure movement from a uint8 tensor) are left alone; ``refusals`` says
@@ -77,12 +78,12 @@ class HexagonConvs:
                 rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
         return rewriter.builder_.get()
 
-    def choose(self, signature: str, strides) -> tuple[str, int]:
-        """(mapping, knob): the tuned one, else width for stride-1 convs, lanes otherwise."""
+    def choose(self, signature: str, strides, out_channels: int, out_width: int) -> tuple[str, int]:
+        """(mapping, knob): the tuned one, else ``default_mapping``."""
         tuned = self.knobs(signature) if self.knobs is not None else None
         if tuned is not None and (tuned[0] == "lanes" or tuple(strides) == (1, 1)):
             return tuned
-        return default_mapping(strides)
+        return default_mapping(out_channels, out_width, strides)
 
     def kernel(self, conv, mapping: str, knob: int, name: str) -> tvm.tirx.PrimFunc:
         func = conv.compute()
@@ -185,7 +186,9 @@ class _Rewriter(PyExprMutator):
         padding = tuple(int(p) for p in attrs.padding)
         strides = tuple(int(s) for s in attrs.strides)
         cout, kernel_hw = weight.shape[0], weight.shape[2:]
-        mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides)
+        out_width = (w + padding[1] + padding[3] - kernel_hw[1]) // strides[1] + 1
+        mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
+                                         cout, out_width)
         conv = mapped_conv(mapping, n, (h, w), c, cout, kernel_hw, strides, padding)
         if mapping == "lanes":
             y = self._lanes(conv, x, weight, padding, zx, knob, name)

@@ -12,7 +12,7 @@ from ..geometry import Unsupported, choose_block
 from ..passes.space_to_depth_conv2d import default_model
 from ..schedules.hexagon import default_mapping
 from .log import Record
-from .space import Config, conv_strides
+from .space import Config, running_conv
 from .workload import Layer
 
 FEATURES = ("log_in_channels", "log_out_channels", "log_height", "log_width", "kernel_h", "kernel_w", "stride",
@@ -88,7 +88,7 @@ def default_configs(layer: Layer, target, space: list[Config]) -> list[Config]:
         if not candidates:
             continue
         if candidates[0].mapping is not None:  # Hexagon: the mapping HexagonConvs uses without a record
-            mapping, knob = default_mapping(conv_strides(layer, b))
+            mapping, knob = default_mapping(*running_conv(layer, b))
             candidates = [c for c in candidates if (c.mapping, c.tile) == (mapping, knob)] or candidates
         out.append(candidates[0])
     return out or space[:1]

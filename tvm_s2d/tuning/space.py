@@ -55,9 +55,13 @@ def valid_blocks(layer: Layer) -> list[tuple[int, int]]:
     return ok
 
 
-def conv_strides(layer: Layer, block) -> tuple[int, int]:
-    """Strides of the conv that runs with ``block`` (S2D by the stride makes it stride 1)."""
-    return layer.spec.strides if block is None else layer.spec.plan(block, layout=layer.layout).strides
+def running_conv(layer: Layer, block) -> tuple[int, int, tuple[int, int]]:
+    """(output channels, output width, strides) of the conv that runs with ``block`` (S2D by
+    the stride makes a strided conv stride 1)."""
+    if block is None:
+        return layer.spec.out_channels, layer.spec.out_hw[1], layer.spec.strides
+    plan = layer.spec.plan(block, layout=layer.layout)
+    return plan.out_channels, plan.conv_out_hw[1], plan.strides
 
 
 def search_space(layer: Layer, cpu: bool) -> list[Config]:
@@ -67,4 +71,4 @@ def search_space(layer: Layer, cpu: bool) -> list[Config]:
     if cpu:  # Config(b) first: the default knobs (x86.default_knobs), what the untuned pipeline runs
         return [c for b in blocks for c in (Config(b), *(Config(b, v, t) for v in CPU_VECTORS for t in CPU_TILES))]
     return [Config(b, tile=knob, mapping=m) for b in blocks for m, knob in HEXAGON_MAPPINGS
-            if m != "width" or conv_strides(layer, b) == (1, 1)]
+            if m != "width" or running_conv(layer, b)[2] == (1, 1)]
