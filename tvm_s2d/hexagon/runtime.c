@@ -109,3 +109,63 @@ static int free_workspace(int device_type, int device_id, void* ptr) {
 
 void* (*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) = alloc_workspace;
 int (*__TVMBackendFreeWorkspace)(int, int, void*) = free_workspace;
+
+/* Integer division helpers the Hexagon backend calls (HVX has no divide; compiler-rt provides
+ * these in a full toolchain). Shift-and-subtract, so they do not call themselves. */
+static unsigned long long udivmod(unsigned long long n, unsigned long long d, unsigned long long* rem) {
+  unsigned long long q = 0, r = 0;
+  for (int i = 63; i >= 0; i--) {
+    r = (r << 1) | ((n >> i) & 1);
+    if (r >= d) {
+      r -= d;
+      q |= 1ULL << i;
+    }
+  }
+  *rem = r;
+  return q;
+}
+
+unsigned __hexagon_udivsi3(unsigned n, unsigned d) {
+  unsigned long long r;
+  return (unsigned)udivmod(n, d, &r);
+}
+
+unsigned __hexagon_umodsi3(unsigned n, unsigned d) {
+  unsigned long long r;
+  udivmod(n, d, &r);
+  return (unsigned)r;
+}
+
+int __hexagon_divsi3(int n, int d) {
+  unsigned long long r;
+  unsigned q = (unsigned)udivmod(n < 0 ? -(long long)n : n, d < 0 ? -(long long)d : d, &r);
+  return (n < 0) != (d < 0) ? -(int)q : (int)q;
+}
+
+int __hexagon_modsi3(int n, int d) {
+  unsigned long long r;
+  udivmod(n < 0 ? -(long long)n : n, d < 0 ? -(long long)d : d, &r);
+  return n < 0 ? -(int)r : (int)r;
+}
+
+unsigned long long __hexagon_udivdi3(unsigned long long n, unsigned long long d) {
+  unsigned long long r;
+  return udivmod(n, d, &r);
+}
+
+unsigned long long __hexagon_umoddi3(unsigned long long n, unsigned long long d) {
+  unsigned long long r;
+  udivmod(n, d, &r);
+  return r;
+}
+
+long long __hexagon_divdi3(long long n, long long d) {
+  unsigned long long r, q = udivmod(n < 0 ? -(unsigned long long)n : n, d < 0 ? -(unsigned long long)d : d, &r);
+  return (n < 0) != (d < 0) ? -(long long)q : (long long)q;
+}
+
+long long __hexagon_moddi3(long long n, long long d) {
+  unsigned long long r;
+  udivmod(n < 0 ? -(unsigned long long)n : n, d < 0 ? -(unsigned long long)d : d, &r);
+  return n < 0 ? -(long long)r : (long long)r;
+}

@@ -219,7 +219,8 @@ class _Rewriter(PyExprMutator):
         bb = self.builder_
         n, _, _, c = static_shape(x)
         t, l, b, r = padding
-        x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
+        if any((t, b, l, r, conv.cin - c)):  # (a pad of nothing would still copy)
+            x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
         y = self._call(conv, "lanes", knob, name, x, weight)
         oh, ow = conv.out_hw
         y = bb.emit(relax.op.reshape(y, [n, oh, ow, conv.cout_blocks * LANES]))

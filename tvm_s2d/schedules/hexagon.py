@@ -489,14 +489,38 @@ def schedule_width_vrmpy(func: tvm.tirx.PrimFunc, channels: int = 4) -> tvm.tirx
 # ``vdeal``. One pair of vector loads, one shuffle and two stores per 256 output bytes.
 
 def shuffles_apply(shape_nhwc, block, inverse: bool = False) -> bool:
-    """Whether the shuffle kernels take this tensor: block 2x2, 2C dividing 128 (S2D; D2S also
-    whole vectors per row)."""
+    """Whether the shuffle kernels take this tensor: block 2x2, 2C bytes (S2D) or half a pixel
+    (D2S) dividing 128; S2D also an even height."""
     n, h, w, c = shape_nhwc
     if tuple(block) != (2, 2):
         return False
     if inverse:
-        return c % 4 == 0 and 128 % (c // 2) == 0 and (w * c) % 256 == 0
+        return c % 4 == 0 and 128 % (c // 2) == 0
     return h % 2 == 0 and 128 % (2 * c) == 0
+
+
+def shuffle_rows_shapes(shape_nhwc, inverse: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(input, output) 2-D shapes the shuffle kernels take: NHWC rows flattened."""
+    n, h, w, c = shape_nhwc
+    if inverse:
+        return (n * h, w * c), (n * h * 2, w * c // 2)
+    return (n * h, w * c), (n * h // 2, 2 * w * c)
+
+
+def plain_space_to_depth(shape_nhwc, inverse: bool = False) -> tvm.tirx.PrimFunc:
+    """``shuffle_space_to_depth`` (``inverse``: ``deal_depth_to_space``) as a plain copy on the
+    same 2-D shapes, for any target (to check a graph on the CPU)."""
+    n, h, w, c = shape_nhwc
+    shape_in, shape_out = shuffle_rows_shapes(shape_nhwc, inverse)
+    a = te.placeholder(shape_in, "uint8", name="a")
+    if inverse:  # a[y, p * c + (dy * 2 + dx) * c / 4 + ch] -> b[2y + dy, (2p + dx) * c / 4 + ch]
+        q = c // 4
+        b = te.compute(shape_out, lambda r, j: a[r // 2, j // (2 * q) * c + (r % 2 * 2 + j // q % 2) * q + j % q],
+                       name="b")
+    else:  # b[y, p * 4c + (dy * 2 + dx) * c + ch] = a[2y + dy, (2p + dx) * c + ch]
+        b = te.compute(shape_out, lambda y, j: a[y * 2 + j // (2 * c) % 2, (j // (4 * c) * 2 + j // c % 2) * c + j % c],
+                       name="b")
+    return te.create_prim_func([a, b])
 
 
 def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
@@ -506,39 +530,46 @@ def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
     rows, row = n * h, w * c
     full, tail, chunk = row // 128, row % 128, 2 * c
 
-    @T.prim_func
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def s2d(a: T.Buffer((rows, row), "uint8"), b: T.Buffer((rows // 2, 2 * row), "uint8")):
         T.func_attr({"tirx.noalias": True})
-        for y in range(rows // 2):
-            for v in range(full):
-                b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vshuffvdd.128B"),
-                    T.reinterpret(a.vload([y * 2 + 1, v * 128], "uint8x128"), dtype="int32x32"),
-                    T.reinterpret(a.vload([y * 2, v * 128], "uint8x128"), dtype="int32x32"),
-                    -chunk, dtype="int32x64"), dtype="uint8x256")
-            for j in range(2 * tail):
-                b[y, full * 256 + j] = a[y * 2 + j // chunk % 2, full * 128 + j // (2 * chunk) * chunk + j % chunk]
+        with T.sblock("root"):
+            for y in range(rows // 2):
+                for v in range(full):
+                    b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vshuffvdd.128B"),
+                        T.reinterpret(a.vload([y * 2 + 1, v * 128], "uint8x128"), dtype="int32x32"),
+                        T.reinterpret(a.vload([y * 2, v * 128], "uint8x128"), dtype="int32x32"),
+                        -chunk, dtype="int32x64"), dtype="uint8x256")
+                for j in range(2 * tail):
+                    b[y, full * 256 + j] = a[y * 2 + j // chunk % 2, full * 128 + j // (2 * chunk) * chunk + j % chunk]
 
     return s2d
 
 
 def deal_depth_to_space(shape_nhwc) -> tvm.tirx.PrimFunc:
-    """NHWC uint8 ``[N, H, W, 4C]`` -> ``[N, 2H, 2W, C]`` (rows flattened), block 2x2."""
+    """NHWC uint8 ``[N, H, W, 4C]`` -> ``[N, 2H, 2W, C]`` (rows flattened), block 2x2. Rows
+    that are not whole pairs of vectors finish with a plain loop."""
     n, h, w, c4 = shape_nhwc
     rows, row = n * h, w * c4
+    full, tail, half = row // 256, row % 256, c4 // 2
 
-    @T.prim_func
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def d2s(a: T.Buffer((rows, row), "uint8"), b: T.Buffer((rows * 2, row // 2), "uint8")):
         T.func_attr({"tirx.noalias": True})
-        for y, v in T.grid(rows, row // 256):
-            pair = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
-                T.reinterpret(a.vload([y, v * 256 + 128], "uint8x128"), dtype="int32x32"),
-                T.reinterpret(a.vload([y, v * 256], "uint8x128"), dtype="int32x32"),
-                -(c4 // 2), dtype="int32x64")
-            b[y * 2, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"), pair, dtype="int32x32"), dtype="uint8x128")
-            b[y * 2 + 1, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32"), dtype="uint8x128")
+        with T.sblock("root"):
+            for y in range(rows):
+                for v in range(full):
+                    pair = T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
+                        T.reinterpret(a.vload([y, v * 256 + 128], "uint8x128"), dtype="int32x32"),
+                        T.reinterpret(a.vload([y, v * 256], "uint8x128"), dtype="int32x32"),
+                        -half, dtype="int32x64")
+                    b[y * 2, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"), pair, dtype="int32x32"), dtype="uint8x128")
+                    b[y * 2 + 1, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32"), dtype="uint8x128")
+                for j in range(tail):
+                    b[y * 2 + j % c4 // half, full * 128 + j // c4 * half + j % half] = a[y, full * 256 + j]
 
     return d2s

@@ -1,0 +1,126 @@
+"""HexagonShuffles: uint8 NHWC 2x2 S2D/D2S of a quantized NHWC network on HVX shuffle kernels.
+The graph is checked bit-exact on this CPU (kernels as plain copies); the shuffle kernels the
+pass emits run under qemu-hexagon equal to those plain copies; other movement is left alone."""
+
+import os
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from helpers import run
+from tvm_s2d.hexagon.emulator import hexagon_target
+from tvm_s2d.passes import HexagonConvs, HexagonShuffles, SpaceToDepthConv2d
+
+HEXAGON = hexagon_target()
+
+
+def nhwc_qdq(hw=(16, 20), channels=8, convs=2, seed=0):
+    """uint8 NHWC in and out, integer 3x3 convs with zero points, requantized per tensor."""
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, *hw, channels), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y, zero = x, 3
+            for i in range(convs):
+                w = rng.integers(-100, 100, (3, 3, channels, channels)).astype(np.int32)
+                shifted = bb.emit(relax.op.subtract(relax.op.astype(y, "int32"), relax.const(np.int32(zero))))
+                acc = bb.emit(relax.op.nn.conv2d(shifted, relax.const(w), padding=1, data_layout="NHWC",
+                                                 kernel_layout="HWIO", out_dtype="int32"))
+                f = bb.emit(relax.op.nn.relu(relax.op.multiply(relax.op.astype(acc, "float32"),
+                                                               relax.const(np.float32(0.002)))))
+                zero = 100 + i
+                y = bb.emit(relax.op.quantize(f, relax.const(np.float32(0.05)), relax.const(np.uint8(zero)), axis=3,
+                                              out_dtype="uint8"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _rewritten(mod, hvx):
+    with HEXAGON:
+        rewrite = SpaceToDepthConv2d(block=2, move_cost=1000.0)
+        mod = rewrite(mod)
+        assert all(d.rewritten for d in rewrite.decisions)
+        mod = HexagonConvs(schedule=hvx)(mod)
+        shuffles = HexagonShuffles(hvx=hvx)
+        return shuffles(mod), shuffles
+
+
+def _kernels(mod, prefix):
+    return [gv.name_hint for gv, f in mod.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and gv.name_hint.startswith(prefix)]
+
+
+@pytest.mark.parametrize("hw", [(16, 20), (10, 38)])
+def test_the_domains_s2d_and_d2s_run_on_shuffles_exactly(hw):
+    mod = nhwc_qdq(hw)
+    x = np.random.default_rng(1).integers(0, 256, (1, *hw, 8)).astype(np.uint8)
+    expected = run(mod, x)
+    rewritten, shuffles = _rewritten(mod, hvx=False)
+    assert len(shuffles.replaced) == 2  # the input's S2D, the output's D2S
+    assert len(_kernels(rewritten, "hvx_s2d_")) == 1 and len(_kernels(rewritten, "hvx_d2s_")) == 1
+    np.testing.assert_array_equal(run(rewritten, x), expected)
+
+
+def test_movement_it_cannot_take_is_left_alone():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 16, 16), "uint8"))  # NCHW S2D
+    f = relax.Var("f", relax.TensorType((1, 16, 16, 8), "float32"))  # float NHWC S2D
+    with bb.function("main", [x, f]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.reshape(x, [1, 8, 8, 2, 8, 2]))
+            a = bb.emit(relax.op.permute_dims(a, [0, 3, 5, 1, 2, 4]))
+            a = bb.emit(relax.op.reshape(a, [1, 32, 8, 8]))
+            b = bb.emit(relax.op.reshape(f, [1, 8, 2, 8, 2, 8]))
+            b = bb.emit(relax.op.permute_dims(b, [0, 1, 3, 2, 4, 5]))
+            b = bb.emit(relax.op.reshape(b, [1, 8, 8, 32]))
+            out = bb.emit_output(relax.Tuple([a, b]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    shuffles = HexagonShuffles(target=HEXAGON)
+    tvm.ir.assert_structural_equal(shuffles(mod), mod)
+    assert shuffles.replaced == []
+    cpu = HexagonShuffles(target=tvm.target.Target({"kind": "llvm"}))
+    tvm.ir.assert_structural_equal(cpu(nhwc_qdq()), nhwc_qdq())
+
+
+def test_the_shuffle_kernels_the_pass_emits_run_exactly_under_qemu():
+    from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, run_kernel
+
+    try:
+        check_tools()
+    except EmulatorError as missing:
+        if os.environ.get("S2D_REQUIRE_HEXAGON") == "1":
+            raise
+        pytest.skip(str(missing))
+    mod = nhwc_qdq((10, 38))  # rows of 40 x 8 and 20 x 32 bytes: whole vectors and tails
+    plain, _ = _rewritten(mod, hvx=False)
+    hvx, _ = _rewritten(mod, hvx=True)
+    rng = np.random.default_rng(2)
+    for name in _kernels(hvx, "hvx_s2d_") + _kernels(hvx, "hvx_d2s_"):
+        call = next(v for v in relax.analysis.get_var2val(hvx["main"]).values()
+                    if isinstance(v, relax.Call) and v.op.name == "relax.call_tir" and v.args[0].name_hint == name)
+        x = rng.integers(0, 256, [int(d) for d in call.args[1].fields[0].ty.shape]).astype(np.uint8)
+        out_shape = tuple(int(d) for d in call.ty.shape)
+        cpu = tvm.compile(tvm.IRModule({"main": plain[name].with_attr("global_symbol", "main")}),
+                          target=tvm.target.Target({"kind": "llvm"}))
+        expected = tvm.runtime.tensor(np.zeros(out_shape, "uint8"))
+        cpu["main"](tvm.runtime.tensor(x), expected)
+        run_ = run_kernel(hvx[name], [x], [(out_shape, "uint8")], name=name)
+        np.testing.assert_array_equal(run_.outputs[0], expected.numpy())
+
+
+def test_the_hexagon_build_moves_data_with_shuffles():
+    counts = {}
+    for disabled in ((), ("HexagonShuffles",)):
+        with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
+            ex = tvm.compile(nhwc_qdq((16, 20)), target=HEXAGON, relax_pipeline=relax.get_pipeline("s2d", block=2))
+        asm = ex.mod.imports[0].inspect_source("asm")
+        counts[disabled] = (asm.count("vshuff"), asm.count("vdeal"), asm.count("vrmpy"))
+    (shuffles, deals, vrmpy), (shuffles_off, deals_off, vrmpy_off) = counts[()], counts[("HexagonShuffles",)]
+    assert shuffles > 0 == shuffles_off  # the S2D
+    assert deals > deals_off  # the D2S (the convs' offsets kernels deal too)
+    assert vrmpy == vrmpy_off > 0

@@ -1,0 +1,107 @@
+"""``HexagonShuffles``: the 2x2 space-to-depth and depth-to-space of uint8 NHWC tensors on HVX
+shuffle kernels.
+
+The rewrite writes S2D and D2S as ``reshape -> permute_dims -> reshape``
+(``geometry.s2d_steps`` / ``d2s_steps``). On a uint8 NHWC tensor with a 2x2 block these are
+one ``vshuff`` (S2D) or ``vdeal`` (D2S) per 256 bytes (``schedules.hexagon``), where TVM's
+default lowering copies byte by byte. In a quantized NHWC network that is where they sit:
+``HexagonConvs`` replays the conv input's S2D on the uint8 tensor, and the D2S that leaves
+the domain follows a ``quantize``. The pass replaces each such triple by the kernel on the
+tensor's rows (a free reshape either side); others (NCHW, other blocks, other dtypes, a
+channel count whose chunks do not divide a vector) are left alone.
+
+It acts for Hexagon targets (the given one, else the current one) only. ``hvx=False`` uses
+the kernels' plain copies (to check a graph on a CPU); ``replaced`` names the outputs.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..geometry import d2s_steps, s2d_steps
+from ..schedules.hexagon import deal_depth_to_space, plain_space_to_depth, shuffle_rows_shapes, \
+    shuffle_space_to_depth, shuffles_apply
+from ..targets import is_hexagon
+from .conv2d import static_shape
+
+PASS_NAME = "HexagonShuffles"
+OPAQUE = 8  # relax OpPatternKind kOpaque: fusion leaves the kernel alone
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class HexagonShuffles:
+    """Replace uint8 NHWC 2x2 S2D / D2S triples by HVX shuffle kernels (see the module doc)."""
+
+    def __init__(self, target: tvm.target.Target | None = None, hvx: bool = True):
+        self.target, self.hvx = target, hvx
+        self.triple = is_op("relax.reshape")(is_op("relax.permute_dims")(is_op("relax.reshape")(wildcard(), wildcard())),
+                                             wildcard())
+        self.replaced: list[str] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.replaced = []
+        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
+            return mod
+        rewriter = _Rewriter(mod, self)
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                rewriter.var2val = relax.analysis.get_var2val(func)
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+        return rewriter.builder_.get()
+
+    def kernel(self, shape, inverse: bool) -> tvm.tirx.PrimFunc:
+        if not self.hvx:
+            func = plain_space_to_depth(shape, inverse)
+        else:
+            func = deal_depth_to_space(shape) if inverse else shuffle_space_to_depth(shape)
+        return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+
+
+def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | None:
+    """``(x, inverse)`` when ``call`` (the matched triple's last reshape) is the 2x2 S2D
+    (``inverse``: D2S) of the uint8 NHWC tensor ``x`` that the shuffle kernels take."""
+    perm = var2val.get(call.args[0], call.args[0])
+    split = var2val.get(perm.args[0], perm.args[0])
+    x = split.args[0]
+    if not isinstance(x.ty, relax.TensorType) or str(x.ty.dtype) != "uint8" or x.ty.ndim != 4:
+        return None
+    shape, split_shape, out_shape = static_shape(x), static_shape(split), static_shape(call)
+    if shape is None or split_shape is None or out_shape is None:
+        return None
+    found = (split_shape, tuple(int(a) for a in perm.attrs.axes), out_shape)
+    for inverse, steps in ((False, s2d_steps), (True, d2s_steps)):
+        try:
+            expected = steps(shape, (2, 2), "NHWC")
+        except ValueError:
+            continue
+        if tuple(map(tuple, expected)) == tuple(map(tuple, found)) and shuffles_apply(shape, (2, 2), inverse):
+            return x, inverse
+    return None
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod, rule: HexagonShuffles):
+        super().__init__(mod)
+        self.rule, self.var2val = rule, {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = binding.value
+        found = None
+        if isinstance(call, relax.Call) and self.rule.triple.match(call, self.var2val):
+            found = _movement(call, self.var2val)
+        if found is None:
+            return super().visit_var_binding_(binding)
+        x, inverse = found
+        shape = static_shape(x)
+        rows_in, rows_out = shuffle_rows_shapes(shape, inverse)
+        bb = self.builder_
+        name = f"hvx_{'d2s' if inverse else 's2d'}_{binding.var.name}"
+        kernel = bb.add_func(self.rule.kernel(shape, inverse).with_attr("global_symbol", name), name)
+        rows = bb.emit(relax.op.reshape(self.visit_expr(x), rows_in))
+        moved = bb.emit(relax.call_tir(kernel, [rows], relax.TensorType(rows_out, "uint8")))
+        self.rule.replaced.append(binding.var.name)
+        return super().visit_var_binding_(relax.VarBinding(binding.var, relax.op.reshape(moved, static_shape(call))))
