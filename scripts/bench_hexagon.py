@@ -5,8 +5,12 @@
 (B) the original conv width-vectorized (32 output columns per vector, vector-by-scalar
     vrmpy on a 4-channel-blocked layout), stride-1 layers only;
 (C) the space-to-depth conv in the channel-in-lanes mapping, plus its S2D and D2S kernels
-    (plain TVM-vectorized copies; HVX shuffle-based ones would be cheaper). In a chain of
+    (HVX shuffles for 2x2 blocks where they apply, else vectorized copies). In a chain of
     rewritten convs the S2D and D2S are paid once, not per layer: see conv-only packets.
+
+Operands are pre-packed (each mapping's own layout, free here); what a compiled model also
+runs around the convs (layout changes, pads, requantization) is measured by
+``bench_hexagon_pipeline.py``.
 
 Each kernel is checked bit-exact against numpy (``tvm_s2d.hexagon.layer.run_layer``: the
 same runs the Hexagon tuner measures). Schedule knobs are tried and the best kept.

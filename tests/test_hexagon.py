@@ -126,6 +126,24 @@ def test_benchmark_script_runs_on_a_tiny_layer(tmp_path, capsys):
     assert "256x256x8" in capsys.readouterr().out
 
 
+def test_pipeline_benchmark_runs_every_kernel_of_each_form(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_hexagon_pipeline.py"
+    spec = importlib.util.spec_from_file_location("bench_hexagon_pipeline", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "pipeline.json"
+    assert bench.main(["--size", "16", "--json", str(out)]) == 0
+    forms = {row["form"]: row for row in json.loads(out.read_text())["forms"]}
+    assert set(forms) == {name for name, _, _ in bench.FORMS}
+    for name, row in forms.items():
+        assert row["total"] == sum(row["kernels"].values()) and row["conv"] > 0 and row["epilogue"] > 0
+        assert (row["shuffles"] > 0) == name.startswith("S2D")  # the 2x2 S2D / D2S on HVX shuffles
+
+
 # --- one layer in one form (hexagon/layer.py) and Hexagon tuning --------------------------
 
 from tvm_s2d.geometry import Unsupported  # noqa: E402
@@ -181,9 +199,9 @@ def test_hvx_shuffle_space_to_depth_and_back_are_exact(shape):
 
     x = RNG.integers(0, 256, shape).astype(np.uint8)
     n, h, w, c = shape
-    run = run_kernel(shuffle_space_to_depth(shape), [x.reshape(n * h, w * c)], [((n * h // 2, 2 * w * c), "uint8")],
+    run = run_kernel(shuffle_space_to_depth(shape), [x], [((n, h // 2, w // 2, 4 * c), "uint8")],
                      name="s2d")  # rows of 16x8, 14x4 (a tail, no whole vector) and 40x16 bytes
-    np.testing.assert_array_equal(run.outputs[0].reshape(n, h // 2, w // 2, 4 * c), space_to_depth(x, 2, "NHWC"))
+    np.testing.assert_array_equal(run.outputs[0], space_to_depth(x, 2, "NHWC"))
     assert s2d_packets(x, (2, 2)) > 0  # checks its own output
     y = RNG.integers(0, 256, (1, 3, 32, 32)).astype(np.uint8)
     assert shuffles_apply(y.shape, (2, 2), inverse=True) and not shuffles_apply(y.shape, (2, 1), inverse=True)
@@ -192,11 +210,11 @@ def test_hvx_shuffle_space_to_depth_and_back_are_exact(shape):
 
 
 def test_shuffles_take_far_fewer_packets_than_a_copy():
-    from tvm_s2d.hexagon.layer import _copy_kernel, s2d_packets
+    from tvm_s2d.hexagon.layer import s2d_packets
+    from tvm_s2d.schedules.hexagon import copy_space_to_depth
 
     x = RNG.integers(0, 256, (1, 16, 64, 8)).astype(np.uint8)
     out = (1, 8, 32, 32)
-    copy = run_kernel(_copy_kernel(x.shape, out, lambda i, y, xx, ch: (i, y * 2 + ch // 16, xx * 2 + ch // 8 % 2, ch % 8)),
-                      [x], [(out, "uint8")], name="s2d")
+    copy = run_kernel(copy_space_to_depth(x.shape, (2, 2), vectorize=True), [x], [(out, "uint8")], name="s2d")
     np.testing.assert_array_equal(copy.outputs[0], space_to_depth(x, 2, "NHWC"))
     assert s2d_packets(x, (2, 2)) * 10 < copy.packets

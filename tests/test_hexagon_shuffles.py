@@ -11,32 +11,10 @@ from tvm import relax
 
 from helpers import run
 from tvm_s2d.hexagon.emulator import hexagon_target
+from tvm_s2d.hexagon.network import quantized_nhwc_chain as nhwc_qdq
 from tvm_s2d.passes import HexagonConvs, HexagonShuffles, SpaceToDepthConv2d
 
 HEXAGON = hexagon_target()
-
-
-def nhwc_qdq(hw=(16, 20), channels=8, convs=2, seed=0):
-    """uint8 NHWC in and out, integer 3x3 convs with zero points, requantized per tensor."""
-    rng = np.random.default_rng(seed)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, *hw, channels), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y, zero = x, 3
-            for i in range(convs):
-                w = rng.integers(-100, 100, (3, 3, channels, channels)).astype(np.int32)
-                shifted = bb.emit(relax.op.subtract(relax.op.astype(y, "int32"), relax.const(np.int32(zero))))
-                acc = bb.emit(relax.op.nn.conv2d(shifted, relax.const(w), padding=1, data_layout="NHWC",
-                                                 kernel_layout="HWIO", out_dtype="int32"))
-                f = bb.emit(relax.op.nn.relu(relax.op.multiply(relax.op.astype(acc, "float32"),
-                                                               relax.const(np.float32(0.002)))))
-                zero = 100 + i
-                y = bb.emit(relax.op.quantize(f, relax.const(np.float32(0.05)), relax.const(np.uint8(zero)), axis=3,
-                                              out_dtype="uint8"))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 def _rewritten(mod, hvx):

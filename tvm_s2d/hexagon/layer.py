@@ -21,13 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tvm
-from tvm import te
 
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
-from ..schedules.hexagon import conv_signature, deal_depth_to_space, mapped_conv, schedule_mapping, \
-    shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon import conv_signature, copy_space_to_depth, deal_depth_to_space, mapped_conv, \
+    schedule_mapping, shuffle_space_to_depth, shuffles_apply
 from .emulator import run_kernel
 
 @dataclass(frozen=True)
@@ -76,30 +74,18 @@ def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob:
     return y, LayerRun(packets, vrmpy=conv.vrmpy_count, signature=signature)
 
 
-def _copy_kernel(shape_in, out_shape, index, dtype="uint8") -> tvm.tirx.PrimFunc:
-    """out[i] = in[index(i)], innermost loop vectorized."""
-    src = te.placeholder(shape_in, dtype, name="src")
-    dst = te.compute(out_shape, lambda *i: src[index(*i)], name="dst")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([src, dst]))
-    sch.vectorize(sch.get_loops(sch.get_sblock("dst"))[-1])
-    return sch.mod["main"]
-
-
 def s2d_packets(x_nhwc: np.ndarray, block) -> int:
     """Packets of the NHWC space-to-depth kernel (0 when it is a pure reshape; HVX shuffles
     where they apply, else a vectorized copy); checked."""
     split, perm, out = s2d_steps(x_nhwc.shape, block, "NHWC")
     if is_pure_reshape(split, perm):
         return 0
-    bh, bw = block
-    c = x_nhwc.shape[3]
     if shuffles_apply(x_nhwc.shape, block):
-        func, flat = shuffle_space_to_depth(x_nhwc.shape), (out[0] * out[1], out[2] * out[3])
-        run = run_kernel(func, [x_nhwc.reshape(-1, x_nhwc.shape[2] * c)], [(flat, "uint8")], name="s2d")
+        func = shuffle_space_to_depth(x_nhwc.shape)
     else:
-        func = _copy_kernel(x_nhwc.shape, out, lambda i, y, x, ch: (i, y * bh + ch // (bw * c), x * bw + ch // c % bw, ch % c))
-        run = run_kernel(func, [x_nhwc], [(out, "uint8")], name="s2d")
-    if not (run.outputs[0].reshape(out) == space_to_depth(x_nhwc, block, "NHWC")).all():
+        func = copy_space_to_depth(x_nhwc.shape, block, vectorize=True)
+    run = run_kernel(func, [x_nhwc], [(out, "uint8")], name="s2d")
+    if not (run.outputs[0] == space_to_depth(x_nhwc, block, "NHWC")).all():
         raise AssertionError("S2D kernel is not exact under qemu-hexagon")
     return run.packets
 
@@ -112,16 +98,12 @@ def d2s_packets(y_nhwc: np.ndarray, block) -> int:
     split, perm, out = d2s_steps(y_nhwc.shape, block, "NHWC")
     if is_pure_reshape(split, perm):
         return 0
-    bh, bw = block
-    c = out[3]
     if shuffles_apply(y_nhwc.shape, block, inverse=True):
-        func, flat = deal_depth_to_space(y_nhwc.shape), (out[0] * out[1], out[2] * out[3])
-        run = run_kernel(func, [y_nhwc.reshape(-1, y_nhwc.shape[2] * y_nhwc.shape[3])], [(flat, "uint8")], name="d2s")
+        func = deal_depth_to_space(y_nhwc.shape)
     else:
-        func = _copy_kernel(y_nhwc.shape, out,
-                            lambda i, yy, xx, ch: (i, yy // bh, xx // bw, (yy % bh * bw + xx % bw) * c + ch))
-        run = run_kernel(func, [y_nhwc], [(out, "uint8")], name="d2s")
-    if not (run.outputs[0].reshape(out) == depth_to_space(y_nhwc, block, "NHWC")).all():
+        func = copy_space_to_depth(y_nhwc.shape, block, inverse=True, vectorize=True)
+    run = run_kernel(func, [y_nhwc], [(out, "uint8")], name="d2s")
+    if not (run.outputs[0] == depth_to_space(y_nhwc, block, "NHWC")).all():
         raise AssertionError("D2S kernel is not exact under qemu-hexagon")
     return run.packets
 

@@ -6,8 +6,7 @@ The rewrite writes S2D and D2S as ``reshape -> permute_dims -> reshape``
 one ``vshuff`` (S2D) or ``vdeal`` (D2S) per 256 bytes (``schedules.hexagon``), where TVM's
 default lowering copies byte by byte. In a quantized NHWC network that is where they sit:
 ``HexagonConvs`` replays the conv input's S2D on the uint8 tensor, and the D2S that leaves
-the domain follows a ``quantize``. The pass replaces each such triple by the kernel on the
-tensor's rows (a free reshape either side); others (NCHW, other blocks, other dtypes, a
+the domain follows a ``quantize``. The pass replaces each such triple by the kernel; others (NCHW, other blocks, other dtypes, a
 channel count whose chunks do not divide a vector) are left alone.
 
 It acts for Hexagon targets (the given one, else the current one) only. ``hvx=False`` uses
@@ -22,8 +21,7 @@ from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import d2s_steps, s2d_steps
-from ..schedules.hexagon import deal_depth_to_space, plain_space_to_depth, shuffle_rows_shapes, \
-    shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, shuffle_space_to_depth, shuffles_apply
 from ..targets import is_hexagon
 from .conv2d import static_shape
 
@@ -54,7 +52,7 @@ class HexagonShuffles:
 
     def kernel(self, shape, inverse: bool) -> tvm.tirx.PrimFunc:
         if not self.hvx:
-            func = plain_space_to_depth(shape, inverse)
+            func = copy_space_to_depth(shape, inverse=inverse)
         else:
             func = deal_depth_to_space(shape) if inverse else shuffle_space_to_depth(shape)
         return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
@@ -97,11 +95,8 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(binding)
         x, inverse = found
         shape = static_shape(x)
-        rows_in, rows_out = shuffle_rows_shapes(shape, inverse)
-        bb = self.builder_
         name = f"hvx_{'d2s' if inverse else 's2d'}_{binding.var.name}"
-        kernel = bb.add_func(self.rule.kernel(shape, inverse).with_attr("global_symbol", name), name)
-        rows = bb.emit(relax.op.reshape(self.visit_expr(x), rows_in))
-        moved = bb.emit(relax.call_tir(kernel, [rows], relax.TensorType(rows_out, "uint8")))
+        kernel = self.builder_.add_func(self.rule.kernel(shape, inverse).with_attr("global_symbol", name), name)
         self.rule.replaced.append(binding.var.name)
-        return super().visit_var_binding_(relax.VarBinding(binding.var, relax.op.reshape(moved, static_shape(call))))
+        moved = relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
+        return super().visit_var_binding_(relax.VarBinding(binding.var, moved))

@@ -499,41 +499,40 @@ def shuffles_apply(shape_nhwc, block, inverse: bool = False) -> bool:
     return h % 2 == 0 and 128 % (2 * c) == 0
 
 
-def shuffle_rows_shapes(shape_nhwc, inverse: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(input, output) 2-D shapes the shuffle kernels take: NHWC rows flattened."""
+def copy_space_to_depth(shape_nhwc, block=(2, 2), inverse: bool = False, vectorize: bool = False) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 S2D (``inverse``: D2S) by ``block`` as a plain copy, for any target and block
+    (the shuffle kernels' reference on the CPU); ``vectorize``: the innermost loop vectorized."""
     n, h, w, c = shape_nhwc
-    if inverse:
-        return (n * h, w * c), (n * h * 2, w * c // 2)
-    return (n * h, w * c), (n * h // 2, 2 * w * c)
-
-
-def plain_space_to_depth(shape_nhwc, inverse: bool = False) -> tvm.tirx.PrimFunc:
-    """``shuffle_space_to_depth`` (``inverse``: ``deal_depth_to_space``) as a plain copy on the
-    same 2-D shapes, for any target (to check a graph on the CPU)."""
-    n, h, w, c = shape_nhwc
-    shape_in, shape_out = shuffle_rows_shapes(shape_nhwc, inverse)
-    a = te.placeholder(shape_in, "uint8", name="a")
-    if inverse:  # a[y, p * c + (dy * 2 + dx) * c / 4 + ch] -> b[2y + dy, (2p + dx) * c / 4 + ch]
-        q = c // 4
-        b = te.compute(shape_out, lambda r, j: a[r // 2, j // (2 * q) * c + (r % 2 * 2 + j // q % 2) * q + j % q],
-                       name="b")
-    else:  # b[y, p * 4c + (dy * 2 + dx) * c + ch] = a[2y + dy, (2p + dx) * c + ch]
-        b = te.compute(shape_out, lambda y, j: a[y * 2 + j // (2 * c) % 2, (j // (4 * c) * 2 + j // c % 2) * c + j % c],
-                       name="b")
-    return te.create_prim_func([a, b])
+    bh, bw = block
+    x = te.placeholder(shape_nhwc, "uint8", name="x")
+    if inverse:  # c = bh * bw * q channels: (dy, dx, ch)
+        q = c // (bh * bw)
+        y = te.compute((n, h * bh, w * bw, q),
+                       lambda i, r, s_, k: x[i, r // bh, s_ // bw, (r % bh * bw + s_ % bw) * q + k], name="y")
+    else:
+        y = te.compute((n, h // bh, w // bw, bh * bw * c),
+                       lambda i, r, s_, k: x[i, r * bh + k // (bw * c), s_ * bw + k // c % bw, k % c], name="y")
+    func = te.create_prim_func([x, y])
+    if not vectorize:
+        return func
+    sch = tvm.s_tir.Schedule(func)
+    sch.vectorize(sch.get_loops(sch.get_sblock("y"))[-1])
+    return sch.mod["main"]
 
 
 def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
-    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, H/2, W/2, 4C]`` (rows flattened), block 2x2. Rows
-    that are not whole vectors finish with a plain loop."""
+    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, H/2, W/2, 4C]``, block 2x2 (on the tensors as
+    rows). Rows that are not whole vectors finish with a plain loop."""
     n, h, w, c = shape_nhwc
     rows, row = n * h, w * c
     full, tail, chunk = row // 128, row % 128, 2 * c
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def s2d(a: T.Buffer((rows, row), "uint8"), b: T.Buffer((rows // 2, 2 * row), "uint8")):
+    def s2d(x: T.Buffer((n, h, w, c), "uint8"), y_: T.Buffer((n, h // 2, w // 2, 4 * c), "uint8")):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
+            a = T.decl_buffer((rows, row), "uint8", data=x.data)
+            b = T.decl_buffer((rows // 2, 2 * row), "uint8", data=y_.data)
             for y in range(rows // 2):
                 for v in range(full):
                     b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(T.call_llvm_pure_intrin(
@@ -548,16 +547,18 @@ def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
 
 
 def deal_depth_to_space(shape_nhwc) -> tvm.tirx.PrimFunc:
-    """NHWC uint8 ``[N, H, W, 4C]`` -> ``[N, 2H, 2W, C]`` (rows flattened), block 2x2. Rows
-    that are not whole pairs of vectors finish with a plain loop."""
+    """NHWC uint8 ``[N, H, W, 4C]`` -> ``[N, 2H, 2W, C]``, block 2x2 (on the tensors as rows).
+    Rows that are not whole pairs of vectors finish with a plain loop."""
     n, h, w, c4 = shape_nhwc
     rows, row = n * h, w * c4
     full, tail, half = row // 256, row % 256, c4 // 2
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def d2s(a: T.Buffer((rows, row), "uint8"), b: T.Buffer((rows * 2, row // 2), "uint8")):
+    def d2s(x: T.Buffer((n, h, w, c4), "uint8"), y_: T.Buffer((n, h * 2, w * 2, c4 // 4), "uint8")):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
+            a = T.decl_buffer((rows, row), "uint8", data=x.data)
+            b = T.decl_buffer((rows * 2, row // 2), "uint8", data=y_.data)
             for y in range(rows):
                 for v in range(full):
                     pair = T.call_llvm_pure_intrin(
