@@ -141,7 +141,9 @@ def test_pipeline_benchmark_runs_every_kernel_of_each_form(tmp_path):
     assert set(forms) == {name for name, _, _ in bench.FORMS}
     for name, row in forms.items():
         assert row["total"] == sum(row["kernels"].values()) and row["conv"] > 0 and row["epilogue"] > 0
-        assert (row["shuffles"] > 0) == name.startswith("S2D")  # the 2x2 S2D / D2S on HVX shuffles
+        # the 2x2 S2D / D2S on HVX shuffles, the width mapping's layout deal
+        assert (row["hvx moves"] > 0) == (name.startswith("S2D") or name.endswith("width"))
+        assert any(kernel.startswith("hvx_s2d_") for kernel in row["kernels"]) == name.startswith("S2D")
 
 
 # --- one layer in one form (hexagon/layer.py) and Hexagon tuning --------------------------
@@ -207,6 +209,18 @@ def test_hvx_shuffle_space_to_depth_and_back_are_exact(shape):
     assert shuffles_apply(y.shape, (2, 2), inverse=True) and not shuffles_apply(y.shape, (2, 1), inverse=True)
     d2s_packets(y, (2, 2))  # raises unless exact
     assert depth_to_space(y, 2, "NHWC").shape == (1, 6, 64, 8)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 70, 8), (2, 2, 33, 32), (1, 1, 32, 128), (1, 2, 40, 4), (1, 2, 9, 12)])
+def test_hvx_deal_into_channel_groups_is_exact(shape):
+    """NHWC -> [N, C/4, H, W, 4] (the width mapping's input): vdeal rounds for C/4 = 2..32,
+    one vector for 4, a plain loop for 12 channels and the pixels past whole groups of 32."""
+    from tvm_s2d.schedules.hexagon import deal_channel_groups
+
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    n, h, w, c = shape
+    run = run_kernel(deal_channel_groups(shape), [x], [((n, c // 4, h, w, 4), "uint8")], name="deal")
+    np.testing.assert_array_equal(run.outputs[0], x.reshape(n, h, w, c // 4, 4).transpose(0, 3, 1, 2, 4))
 
 
 def test_shuffles_take_far_fewer_packets_than_a_copy():

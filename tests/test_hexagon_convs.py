@@ -49,8 +49,10 @@ def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides, mapping):
     kernels = [gv.name_hint for gv, f in rewritten.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert all(name.startswith("hvx_") for name in kernels)
     offsets = [name for name in kernels if name.endswith("_offsets")]  # one per channel-in-lanes conv
-    assert len(kernels) - len(offsets) == 3
+    layouts = [name for name in kernels if name.endswith("_layout")]  # one per width-vectorized conv
+    assert len(kernels) - len(offsets) - len(layouts) == 3
     assert len(offsets) == [m for m, _ in hexagon.mappings.values()].count("lanes")
+    assert len(layouts) == [m for m, _ in hexagon.mappings.values()].count("width")
     np.testing.assert_array_equal(run(rewritten, x), expected)
 
 
@@ -145,8 +147,8 @@ def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
 
 
 def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
-    """The scheduled HVX kernels of a pipeline run (width mapping for the stride-1 conv,
-    channel-in-lanes for the stride-2 one, with its offsets kernel) under qemu-hexagon equal the
+    """The scheduled HVX kernels of a pipeline run (width mapping for the stride-1 conv, with
+    its layout kernel, channel-in-lanes for the stride-2 one, with its offsets kernel) under qemu-hexagon equal the
     same kernels' plain loops on this CPU, whose graph the tests above check against the
     original model."""
     from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, run_kernel
@@ -164,7 +166,7 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
     rng = np.random.default_rng(8)
     calls = [v for v in relax.analysis.get_var2val(hvx_mod["main"]).values()
              if isinstance(v, relax.Call) and v.op.name == "relax.call_tir"]
-    assert sorted(call.args[0].name_hint.endswith("_offsets") for call in calls) == [False, False, True]
+    assert sorted(call.args[0].name_hint.rsplit("_", 1)[-1] for call in calls) == ["conv0", "conv1", "layout", "offsets"]
 
     def random(ty):
         shape, dtype = [int(d) for d in ty.shape], str(ty.dtype)
@@ -173,9 +175,9 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
 
     for call in calls:
         gv, inputs = call.args[0], [random(arg.ty) for arg in call.args[1].fields]
-        out_shape = tuple(int(d) for d in call.ty.shape)
+        out_shape, out_dtype = tuple(int(d) for d in call.ty.shape), str(call.ty.dtype)
         cpu = tvm.compile(tvm.IRModule({"main": plain_mod[gv.name_hint].with_attr("global_symbol", "main")}), target=LLVM)
-        expected = tvm.runtime.tensor(np.zeros(out_shape, "int32"))
+        expected = tvm.runtime.tensor(np.zeros(out_shape, out_dtype))
         cpu["main"](*[tvm.runtime.tensor(a) for a in inputs], expected)
-        run = run_kernel(hvx_mod[gv], inputs, [(out_shape, "int32")], name=gv.name_hint)
+        run = run_kernel(hvx_mod[gv], inputs, [(out_shape, out_dtype)], name=gv.name_hint)
         np.testing.assert_array_equal(run.outputs[0], expected.numpy())

@@ -13,7 +13,8 @@ so with ``P`` = ``M`` and the conv padding, filling with ``zx``:
 
 The first term is a uint8 x int8 -> int32 conv on HVX in one of two mappings
 (``schedules.hexagon``; weights packed at compile time): ``"width"`` (``WidthConv``: 32 output
-columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]``; stride-1 convs) and
+columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]`` made by an HVX ``vdeal``
+kernel; stride-1 convs) and
 ``"lanes"`` (``PackedConv``: 32 output channels per ``vrmpy``, NHWC input with channels padded
 to 4, weights packed as ``W + 128`` and a second kernel computing the per-pixel offsets that
 undo it), the HTP-native one. Without a tuning record a conv takes the mapping that executes
@@ -37,8 +38,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import kernel_to_oihw
-from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, conv_signature, default_mapping, mapped_conv, \
-    schedule_mapping
+from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
+    copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
 from .conv2d import static_shape
 
@@ -235,8 +236,14 @@ class _Rewriter(PyExprMutator):
         t, l, b, r = padding
         extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
         x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r + extra, 0, conv.cin - c], pad_value=float(zx)))
-        x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))
-        x = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2, 4]))
+        if channel_groups_apply(conv.cin):  # an HVX deal of words (or its plain copy)
+            shape = static_shape(x)
+            func = deal_channel_groups(shape) if self.rule.schedule else copy_channel_groups(shape)
+            layout = bb.add_func(_opaque(func, f"hvx_{name}_layout"), f"hvx_{name}_layout")
+            x = bb.emit(relax.call_tir(layout, [x], relax.TensorType(conv.input_shape, "uint8")))
+        else:
+            x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))
+            x = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2, 4]))
         y = self._call(conv, "width", knob, name, x, weight)
         y = bb.emit(relax.op.strided_slice(y, [3], [0], [conv.out_hw[1]]))
         return bb.emit(relax.op.permute_dims(y, [0, 2, 3, 1]))

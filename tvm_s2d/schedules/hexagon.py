@@ -481,6 +481,77 @@ def schedule_width_vrmpy(func: tvm.tirx.PrimFunc, channels: int = 4) -> tvm.tirx
     return sch.mod["main"]
 
 
+@T.macro
+def _deal_words(src, dst, half):
+    """dst[i] / dst[half + i] = even / odd words of src[2i] ++ src[2i+1], i < half."""
+    for i in T.unroll(half):
+        pair = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
+                                       src[2 * i + 1, T.ramp(0, 1, 32)], src[2 * i, T.ramp(0, 1, 32)], -4,
+                                       dtype="int32x64")
+        dst[i, T.ramp(0, 1, 32)] = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"),
+                                                           pair, dtype="int32x32")
+        dst[half + i, T.ramp(0, 1, 32)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32")
+
+
+def channel_groups_apply(channels: int) -> bool:
+    """Whether ``deal_channel_groups`` takes ``channels``: 4 x a power of two, up to 128."""
+    groups = channels // DEPTH
+    return channels % DEPTH == 0 and groups & (groups - 1) == 0 and groups <= 32
+
+
+def deal_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, C/4, H, W, 4]`` (``WidthConv``'s input layout).
+
+    32 pixels at a time: their ``C/4`` vectors of words transposed into one vector per group
+    of 4 channels by ``log2(C/4)`` rounds of ``vdeal`` (each splits even and odd words; the
+    groups come out in order). Rows that are not whole groups of 32 pixels finish with a
+    plain loop."""
+    n, h, w, c = shape_nhwc
+    groups = c // DEPTH
+    rounds = groups.bit_length() - 1
+    full = w // LANES if channel_groups_apply(c) else 0
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def deal(x: T.Buffer((n, h, w, c), "uint8"), y: T.Buffer((n, groups, h, w, DEPTH), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            words = T.decl_buffer((n * h * w * groups,), "int32", data=x.data)
+            planes = T.decl_buffer((n * groups * h * w,), "int32", data=y.data)
+            even = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
+            odd = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
+            for b, r, v in T.grid(n, h, full):
+                for k in T.unroll(groups):
+                    even[k, T.ramp(0, 1, 32)] = words[T.ramp(((b * h + r) * w + v * LANES) * groups + k * LANES, 1, 32)]
+                if rounds >= 1:
+                    _deal_words(even, odd, groups // 2)
+                if rounds >= 2:
+                    _deal_words(odd, even, groups // 2)
+                if rounds >= 3:
+                    _deal_words(even, odd, groups // 2)
+                if rounds >= 4:
+                    _deal_words(odd, even, groups // 2)
+                if rounds >= 5:
+                    _deal_words(even, odd, groups // 2)
+                for k in T.unroll(groups):
+                    if rounds % 2 == 1:
+                        planes[T.ramp(((b * groups + k) * h + r) * w + v * LANES, 1, 32)] = odd[k, T.ramp(0, 1, 32)]
+                    else:
+                        planes[T.ramp(((b * groups + k) * h + r) * w + v * LANES, 1, 32)] = even[k, T.ramp(0, 1, 32)]
+            for b, r, p, ch in T.grid(n, h, w - full * LANES, c):
+                y[b, ch // DEPTH, r, full * LANES + p, ch % DEPTH] = x[b, r, full * LANES + p, ch]
+
+    return deal
+
+
+def copy_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """``deal_channel_groups`` as a plain copy, for any target and channel count (multiple of 4)."""
+    n, h, w, c = shape_nhwc
+    x = te.placeholder(shape_nhwc, "uint8", name="x")
+    y = te.compute((n, c // DEPTH, h, w, DEPTH), lambda b, k, r, p, i: x[b, r, p, k * DEPTH + i], name="y")
+    return te.create_prim_func([x, y])
+
+
 # --- space-to-depth and depth-to-space (block 2x2, NHWC uint8) with HVX shuffles -------------
 #
 # In NHWC, S2D by 2x2 maps rows 2y and 2y+1 to output row y, interleaving them in chunks of
