@@ -7,9 +7,10 @@ network (``tvm_s2d.hexagon.network``: the seed's 8 -> 8 3x3 convs, uint8 in and 
 Where ``bench_hexagon.py`` measures one conv on pre-packed operands, this runs what a model
 compiled for Hexagon runs: the pipeline's kernels (after fusion) one by one under
 qemu-hexagon (constants as compiled, other inputs random), grouped as ``conv`` (HVX vrmpy
-kernels and their offsets), ``hvx moves`` (HVX S2D/D2S shuffles, the width mapping's layout
-deal), ``epilogue`` (requantization: float scale, ReLU, quantize) and ``moves`` (pads,
-crops, other layout changes: TVM's default lowering). Prints a table; ``--json`` writes it.
+kernels and their offsets), ``hvx moves`` (HVX S2D/D2S shuffles, pads, the width mapping's
+layout deal), ``epilogue`` (requantization: float scale, ReLU, quantize) and ``moves`` (other
+movement in TVM's default lowering). Packets of the runtime helpers a kernel calls (the
+rounding of ``quantize``, division) are not counted. Prints a table; ``--json`` writes it.
 
     python scripts/bench_hexagon_pipeline.py [--size 256] [--convs 1] [--json results/bench_hexagon_pipeline.json]
 """
@@ -41,7 +42,7 @@ GROUPS = ("conv", "hvx moves", "epilogue", "moves")
 
 
 def group(name: str) -> str:
-    if name.startswith(("hvx_s2d_", "hvx_d2s_")) or name.endswith("_layout"):
+    if name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_")) or name.endswith("_layout"):
         return "hvx moves"
     if name.startswith("hvx_"):
         return "conv"

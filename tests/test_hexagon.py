@@ -223,6 +223,20 @@ def test_hvx_deal_into_channel_groups_is_exact(shape):
     np.testing.assert_array_equal(run.outputs[0], x.reshape(n, h, w, c // 4, 4).transpose(0, 3, 1, 2, 4))
 
 
+@pytest.mark.parametrize("shape,widths", [((1, 16, 20, 8), [0, 0, 1, 1, 1, 1, 0, 0]),  # NHWC spatial
+                                          ((1, 8, 17, 33), [0, 0, 0, 0, 2, 1, 3, 0]),  # NCHW spatial
+                                          ((1, 30, 70, 8), [0, 0, 1, 2, 1, 40, 0, 0]),  # rows past a vector
+                                          ((2, 5, 7, 3), [0, 0, 0, 0, 0, 0, 0, 1])])  # the last axis only
+def test_hvx_pad_is_exact(shape, widths):
+    from tvm_s2d.schedules.hexagon import pad_rows, pad_rows_apply
+
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    expected = np.pad(x, [widths[2 * i : 2 * i + 2] for i in range(4)], constant_values=77)
+    assert pad_rows_apply(shape, widths) and not pad_rows_apply(shape, [0, 1, 0, 0, 0, 0, 1, 0])
+    run = run_kernel(pad_rows(shape, widths, 77), [x], [(expected.shape, "uint8")], name="pad")
+    np.testing.assert_array_equal(run.outputs[0], expected)
+
+
 def test_shuffles_take_far_fewer_packets_than_a_copy():
     from tvm_s2d.hexagon.layer import s2d_packets
     from tvm_s2d.schedules.hexagon import copy_space_to_depth

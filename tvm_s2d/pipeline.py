@@ -11,8 +11,8 @@ kernels it holds their tuned schedule instead (``schedules/metaschedule.py``).
 rewrite, which is the fair baseline: everything else (constant folding, fusion, conv
 schedules, the target's default lowering) is identical. ``disabled_pass=["ScheduleConvs"]``
 keeps TVM's naive conv loops. For Hexagon targets ``HexagonConvs`` puts the integer convs of
-quantized models on HVX ``vrmpy`` kernels and ``HexagonShuffles`` the 2x2 S2D/D2S of uint8
-NHWC tensors on HVX shuffles (``disabled_pass=[...]`` either: TVM's default lowering).
+quantized models on HVX ``vrmpy`` kernels and ``HexagonMovement`` the 2x2 S2D/D2S and pads
+of uint8 tensors on HVX kernels (``disabled_pass=[...]`` either: TVM's default lowering).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import HexagonConvs, HexagonShuffles, QDQConvToInteger, ScheduleConvs, SpaceToDepthConv2d
+from .passes import HexagonConvs, HexagonMovement, QDQConvToInteger, ScheduleConvs, SpaceToDepthConv2d
 
 PIPELINE_NAME = "s2d"
 
@@ -33,13 +33,13 @@ def prepare_passes() -> list[tvm.transform.Pass]:
 
 
 def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None) -> list[tvm.transform.Pass]:
-    """Prepare, rewrite (None: no rewrite), integer convs and uint8 NHWC S2D/D2S to HVX kernels
-    (Hexagon targets only), legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take."""
+    """Prepare, rewrite (None: no rewrite), integer convs and uint8 data movement to HVX
+    kernels (Hexagon targets only), legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take."""
     return [
         *prepare_passes(),
         *([rewrite] if rewrite is not None else []),
         hexagon if hexagon is not None else HexagonConvs(),
-        HexagonShuffles(),
+        HexagonMovement(),
         transform.LegalizeOps(),
         transform.AnnotateTIROpPattern(),
         transform.FoldConstant(),

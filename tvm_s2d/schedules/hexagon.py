@@ -552,6 +552,64 @@ def copy_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
     return te.create_prim_func([x, y])
 
 
+# --- pads of uint8 tensors ------------------------------------------------------------------
+
+def _opaque_vector(value):
+    """``value`` (uint8x128) through ``vor`` with itself: LLVM then keeps a copy or fill loop
+    as HVX code instead of calling memcpy / memset, which the packet count would not see."""
+    vector = T.reinterpret(value, dtype="int32x32")
+    return T.reinterpret(T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vor.128B"), vector,
+                                                 vector, dtype="int32x32"), dtype="uint8x128")
+
+
+def pad_rows_apply(shape, pad_width) -> bool:
+    """Whether ``pad_rows`` takes this pad: a 4-D tensor padded on two neighbouring axes (or one)."""
+    padded = [axis for axis in range(len(shape)) if pad_width[2 * axis] or pad_width[2 * axis + 1]]
+    return len(shape) == 4 and bool(padded) and padded[-1] - padded[0] <= 1
+
+
+def pad_rows(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
+    """A uint8 tensor padded with ``value`` (``pad_width`` as ``relax.op.nn.pad``'s, before and
+    after per axis) on two neighbouring axes, seen as ``[B, H, W, C]`` rows of ``W x C`` bytes
+    (NHWC spatial pads, NCHW's with C = 1): border rows are vector fills, the other rows a
+    vector copy (unaligned) between scalar fills of the left and right columns."""
+    padded = [axis for axis in range(4) if pad_width[2 * axis] or pad_width[2 * axis + 1]]
+    first = min(padded[0], 2)
+    batch = int(np.prod(shape[:first]))
+    h, w, c = shape[first], shape[first + 1], int(np.prod(shape[first + 2 :]))
+    t, b, l, r = (pad_width[2 * first], pad_width[2 * first + 1], pad_width[2 * first + 2],
+                  pad_width[2 * first + 3])
+    ho, wo = h + t + b, w + l + r
+    row_in, row_out = w * c, wo * c
+    in_shape = tuple(int(d) for d in shape)
+    out_shape = tuple(int(d + pad_width[2 * i] + pad_width[2 * i + 1]) for i, d in enumerate(shape))
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pad(x: T.Buffer(in_shape, "uint8"), y_: T.Buffer(out_shape, "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            a = T.decl_buffer((batch * h, row_in), "uint8", data=x.data)
+            o = T.decl_buffer((batch * ho, row_out), "uint8", data=y_.data)
+            for n, y in T.grid(batch, ho):
+                if y < t or y >= t + h:
+                    for v in range(row_out // 128):
+                        o[n * ho + y, T.ramp(v * 128, 1, 128)] = _opaque_vector(T.broadcast(T.uint8(value), 128))
+                    for j in range(row_out // 128 * 128, row_out):
+                        o[n * ho + y, j] = T.uint8(value)
+                else:
+                    for j in range(l * c):
+                        o[n * ho + y, j] = T.uint8(value)
+                    for v in range(row_in // 128):
+                        o[n * ho + y, T.ramp(l * c + v * 128, 1, 128)] = _opaque_vector(
+                            a[n * h + y - t, T.ramp(v * 128, 1, 128)])
+                    for j in range(row_in // 128 * 128, row_in):
+                        o[n * ho + y, l * c + j] = a[n * h + y - t, j]
+                    for j in range(r * c):
+                        o[n * ho + y, (l + w) * c + j] = T.uint8(value)
+
+    return pad
+
+
 # --- space-to-depth and depth-to-space (block 2x2, NHWC uint8) with HVX shuffles -------------
 #
 # In NHWC, S2D by 2x2 maps rows 2y and 2y+1 to output row y, interleaving them in chunks of

@@ -1,4 +1,4 @@
-"""HexagonShuffles: uint8 NHWC 2x2 S2D/D2S of a quantized NHWC network on HVX shuffle kernels.
+"""HexagonMovement: uint8 NHWC 2x2 S2D/D2S of a quantized NHWC network on HVX shuffle kernels.
 The graph is checked bit-exact on this CPU (kernels as plain copies); the shuffle kernels the
 pass emits run under qemu-hexagon equal to those plain copies; other movement is left alone."""
 
@@ -12,7 +12,7 @@ from tvm import relax
 from helpers import run
 from tvm_s2d.hexagon.emulator import hexagon_target
 from tvm_s2d.hexagon.network import quantized_nhwc_chain as nhwc_qdq
-from tvm_s2d.passes import HexagonConvs, HexagonShuffles, SpaceToDepthConv2d
+from tvm_s2d.passes import HexagonConvs, HexagonMovement, SpaceToDepthConv2d
 
 HEXAGON = hexagon_target()
 
@@ -23,7 +23,7 @@ def _rewritten(mod, hvx):
         mod = rewrite(mod)
         assert all(d.rewritten for d in rewrite.decisions)
         mod = HexagonConvs(schedule=hvx)(mod)
-        shuffles = HexagonShuffles(hvx=hvx)
+        shuffles = HexagonMovement(hvx=hvx)
         return shuffles(mod), shuffles
 
 
@@ -58,14 +58,14 @@ def test_movement_it_cannot_take_is_left_alone():
             out = bb.emit_output(relax.Tuple([a, b]))
         bb.emit_func_output(out)
     mod = bb.get()
-    shuffles = HexagonShuffles(target=HEXAGON)
+    shuffles = HexagonMovement(target=HEXAGON)
     tvm.ir.assert_structural_equal(shuffles(mod), mod)
     assert shuffles.replaced == []
-    cpu = HexagonShuffles(target=tvm.target.Target({"kind": "llvm"}))
+    cpu = HexagonMovement(target=tvm.target.Target({"kind": "llvm"}))
     tvm.ir.assert_structural_equal(cpu(nhwc_qdq()), nhwc_qdq())
 
 
-def test_the_shuffle_kernels_the_pass_emits_run_exactly_under_qemu():
+def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
     from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, run_kernel
 
     try:
@@ -89,16 +89,25 @@ def test_the_shuffle_kernels_the_pass_emits_run_exactly_under_qemu():
         cpu["main"](tvm.runtime.tensor(x), expected)
         run_ = run_kernel(hvx[name], [x], [(out_shape, "uint8")], name=name)
         np.testing.assert_array_equal(run_.outputs[0], expected.numpy())
+    pads = {binding.var.name: binding.value for block in plain["main"].body.blocks for binding in block.bindings
+            if isinstance(binding.value, relax.Call) and binding.value.op.name == "relax.nn.pad"}
+    assert {f"hvx_pad_{name}" for name in pads} == set(_kernels(hvx, "hvx_pad_"))  # every zero-point pad
+    for name, pad in pads.items():
+        x = rng.integers(0, 256, [int(d) for d in pad.args[0].ty.shape]).astype(np.uint8)
+        widths = [int(v) for v in pad.attrs.pad_width]
+        expected = np.pad(x, [widths[2 * i : 2 * i + 2] for i in range(4)], constant_values=int(pad.attrs.pad_value))
+        run_ = run_kernel(hvx[f"hvx_pad_{name}"], [x], [(expected.shape, "uint8")], name="pad")
+        np.testing.assert_array_equal(run_.outputs[0], expected)
 
 
 def test_the_hexagon_build_moves_data_with_shuffles():
     counts = {}
-    for disabled in ((), ("HexagonShuffles",)):
+    for disabled in ((), ("HexagonMovement",)):
         with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
             ex = tvm.compile(nhwc_qdq((16, 20)), target=HEXAGON, relax_pipeline=relax.get_pipeline("s2d", block=2))
         asm = ex.mod.imports[0].inspect_source("asm")
         counts[disabled] = (asm.count("vshuff"), asm.count("vdeal"), asm.count("vrmpy"))
-    (shuffles, deals, vrmpy), (shuffles_off, deals_off, vrmpy_off) = counts[()], counts[("HexagonShuffles",)]
+    (shuffles, deals, vrmpy), (shuffles_off, deals_off, vrmpy_off) = counts[()], counts[("HexagonMovement",)]
     assert shuffles > 0 == shuffles_off  # the S2D
     assert deals > deals_off  # the D2S (the convs' offsets kernels deal too)
     assert vrmpy == vrmpy_off > 0

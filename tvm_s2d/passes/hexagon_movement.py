@@ -1,17 +1,20 @@
-"""``HexagonShuffles``: the 2x2 space-to-depth and depth-to-space of uint8 NHWC tensors on HVX
-shuffle kernels.
+"""``HexagonMovement``: the data movement of uint8 tensors on HVX kernels: 2x2
+space-to-depth and depth-to-space of NHWC tensors on shuffles, constant pads on vector
+copies and fills.
 
 The rewrite writes S2D and D2S as ``reshape -> permute_dims -> reshape``
 (``geometry.s2d_steps`` / ``d2s_steps``). On a uint8 NHWC tensor with a 2x2 block these are
 one ``vshuff`` (S2D) or ``vdeal`` (D2S) per 256 bytes (``schedules.hexagon``), where TVM's
 default lowering copies byte by byte. In a quantized NHWC network that is where they sit:
-``HexagonConvs`` replays the conv input's S2D on the uint8 tensor, and the D2S that leaves
-the domain follows a ``quantize``. The pass replaces each such triple by the kernel; others (NCHW, other blocks, other dtypes, a
-channel count whose chunks do not divide a vector) are left alone.
+``HexagonConvs`` replays the conv input's S2D on the uint8 tensor (filling pads with the zero
+point), and the D2S that leaves the domain follows a ``quantize``. The pass replaces each
+such triple by the shuffle kernel and each constant pad of two neighbouring axes of a 4-D
+uint8 tensor by ``pad_rows``; others (NCHW S2D, other blocks and dtypes, a channel count
+whose chunks do not divide a vector) are left alone.
 
 It acts for Hexagon targets (the given one, else the current one) only. ``hvx=False`` uses
-the kernels' plain copies (to check a graph on a CPU); ``replaced`` names the outputs.
-"""
+the shuffles' plain copies and leaves pads to relax (to check a graph on a CPU); ``replaced``
+names the outputs it computes."""
 
 from __future__ import annotations
 
@@ -21,22 +24,24 @@ from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import d2s_steps, s2d_steps
-from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
+    shuffle_space_to_depth, shuffles_apply
 from ..targets import is_hexagon
 from .conv2d import static_shape
 
-PASS_NAME = "HexagonShuffles"
+PASS_NAME = "HexagonMovement"
 OPAQUE = 8  # relax OpPatternKind kOpaque: fusion leaves the kernel alone
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class HexagonShuffles:
-    """Replace uint8 NHWC 2x2 S2D / D2S triples by HVX shuffle kernels (see the module doc)."""
+class HexagonMovement:
+    """Replace uint8 NHWC 2x2 S2D / D2S triples and pads by HVX kernels (see the module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None, hvx: bool = True):
         self.target, self.hvx = target, hvx
         self.triple = is_op("relax.reshape")(is_op("relax.permute_dims")(is_op("relax.reshape")(wildcard(), wildcard())),
                                              wildcard())
+        self.pad = is_op("relax.nn.pad")(wildcard())
         self.replaced: list[str] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -82,12 +87,16 @@ def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | None:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, rule: HexagonShuffles):
+    def __init__(self, mod, rule: HexagonMovement):
         super().__init__(mod)
         self.rule, self.var2val = rule, {}
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
+        if self.rule.hvx and isinstance(call, relax.Call) and self.rule.pad.match(call):
+            padded = self._pad(call, binding.var.name)
+            if padded is not None:
+                return super().visit_var_binding_(relax.VarBinding(binding.var, padded))
         found = None
         if isinstance(call, relax.Call) and self.rule.triple.match(call, self.var2val):
             found = _movement(call, self.var2val)
@@ -100,3 +109,16 @@ class _Rewriter(PyExprMutator):
         self.rule.replaced.append(binding.var.name)
         moved = relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
         return super().visit_var_binding_(relax.VarBinding(binding.var, moved))
+
+    def _pad(self, call: relax.Call, name: str):
+        x, attrs = call.args[0], call.attrs
+        shape, value = static_shape(x), float(attrs.pad_value)
+        widths = [int(v) for v in attrs.pad_width]
+        if (str(x.ty.dtype) != "uint8" or shape is None or str(attrs.pad_mode) != "constant"
+                or not 0 <= value <= 255 or value != int(value) or not pad_rows_apply(shape, widths)):
+            return None
+        kernel_name = f"hvx_pad_{name}"
+        func = pad_rows(shape, widths, int(value)).with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+        kernel = self.builder_.add_func(func.with_attr("global_symbol", kernel_name), kernel_name)
+        self.rule.replaced.append(name)
+        return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
