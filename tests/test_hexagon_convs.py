@@ -2,7 +2,6 @@
 builds is checked bit-exact on this CPU (kernels with their plain loops), with and without the
 space-to-depth rewrite, NCHW and NHWC; the Hexagon build has vrmpy; refusals say why."""
 
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import tvm
 from tvm import relax
 
 import tvm_s2d
-from helpers import LLVM, conv_module, run
+from helpers import LLVM, conv_module, require_hexagon_tools, run
 from test_quantized import qdq_chain
 from tvm_s2d.hexagon.emulator import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
@@ -151,14 +150,9 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
     its layout kernel, channel-in-lanes for the stride-2 one, with its offsets kernel) under qemu-hexagon equal the
     same kernels' plain loops on this CPU, whose graph the tests above check against the
     original model."""
-    from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, run_kernel
+    from tvm_s2d.hexagon.emulator import run_kernel
 
-    try:
-        check_tools()
-    except EmulatorError as missing:
-        if os.environ.get("S2D_REQUIRE_HEXAGON") == "1":
-            raise
-        pytest.skip(str(missing))
+    require_hexagon_tools()
     mod = _prepared(qdq_chain(1, (16, 16), "int8", (1, 2)))
     plain, hvx = HexagonConvs(target=HEXAGON, schedule=False), HexagonConvs(target=HEXAGON)
     plain_mod, hvx_mod = plain(mod), hvx(mod)

@@ -42,9 +42,9 @@ from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_gro
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
 from .conv2d import static_shape
+from .kernels import add_kernel
 
 PASS_NAME = "HexagonConvs"
-OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so its schedule stays
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
 
 
@@ -86,17 +86,9 @@ class HexagonConvs:
             return tuned
         return default_mapping(out_channels, out_width, strides)
 
-    def kernel(self, conv, mapping: str, knob: int, name: str) -> tvm.tirx.PrimFunc:
+    def kernel(self, conv, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
         func = conv.compute()
-        if self.schedule:
-            func = schedule_mapping(func, mapping, knob)
-        return _opaque(func, name)
-
-
-def _opaque(func: tvm.tirx.PrimFunc, name: str) -> tvm.tirx.PrimFunc:
-    """``func`` as a scheduled kernel fusion leaves alone."""
-    func = func.with_attr("global_symbol", name)
-    return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+        return schedule_mapping(func, mapping, knob) if self.schedule else func
 
 
 def _uint8_source(expr, var2val):
@@ -209,10 +201,9 @@ class _Rewriter(PyExprMutator):
         bb = self.builder_
         operands = [x, relax.const(conv.pack_weight(weight.astype(np.int8)))]
         if mapping == "lanes":
-            offsets = bb.add_func(_opaque(conv.window_offsets(hvx=self.rule.schedule), f"hvx_{name}_offsets"),
-                                  f"hvx_{name}_offsets")
+            offsets = add_kernel(bb, conv.window_offsets(hvx=self.rule.schedule), f"hvx_{name}_offsets")
             operands.append(bb.emit(relax.call_tir(offsets, [x], relax.TensorType(conv.offsets_shape, "int32"))))
-        kernel = bb.add_func(self.rule.kernel(conv, mapping, knob, f"hvx_{name}"), f"hvx_{name}")
+        kernel = add_kernel(bb, self.rule.kernel(conv, mapping, knob), f"hvx_{name}")
         return bb.emit(relax.call_tir(kernel, operands, relax.TensorType(conv.output_shape, "int32")))
 
     def _lanes(self, conv: PackedConv, x, weight, padding, zx, knob, name):
@@ -239,7 +230,7 @@ class _Rewriter(PyExprMutator):
         if channel_groups_apply(conv.cin):  # an HVX deal of words (or its plain copy)
             shape = static_shape(x)
             func = deal_channel_groups(shape) if self.rule.schedule else copy_channel_groups(shape)
-            layout = bb.add_func(_opaque(func, f"hvx_{name}_layout"), f"hvx_{name}_layout")
+            layout = add_kernel(bb, func, f"hvx_{name}_layout")
             x = bb.emit(relax.call_tir(layout, [x], relax.TensorType(conv.input_shape, "uint8")))
         else:
             x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))

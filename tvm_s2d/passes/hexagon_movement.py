@@ -28,9 +28,9 @@ from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_ro
     shuffle_space_to_depth, shuffles_apply
 from ..targets import is_hexagon
 from .conv2d import static_shape
+from .kernels import add_kernel
 
 PASS_NAME = "HexagonMovement"
-OPAQUE = 8  # relax OpPatternKind kOpaque: fusion leaves the kernel alone
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -60,7 +60,7 @@ class HexagonMovement:
             func = copy_space_to_depth(shape, inverse=inverse)
         else:
             func = deal_depth_to_space(shape) if inverse else shuffle_space_to_depth(shape)
-        return func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+        return func
 
 
 def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | None:
@@ -105,7 +105,7 @@ class _Rewriter(PyExprMutator):
         x, inverse = found
         shape = static_shape(x)
         name = f"hvx_{'d2s' if inverse else 's2d'}_{binding.var.name}"
-        kernel = self.builder_.add_func(self.rule.kernel(shape, inverse).with_attr("global_symbol", name), name)
+        kernel = add_kernel(self.builder_, self.rule.kernel(shape, inverse), name)
         self.rule.replaced.append(binding.var.name)
         moved = relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
         return super().visit_var_binding_(relax.VarBinding(binding.var, moved))
@@ -117,8 +117,6 @@ class _Rewriter(PyExprMutator):
         if (str(x.ty.dtype) != "uint8" or shape is None or str(attrs.pad_mode) != "constant"
                 or not 0 <= value <= 255 or value != int(value) or not pad_rows_apply(shape, widths)):
             return None
-        kernel_name = f"hvx_pad_{name}"
-        func = pad_rows(shape, widths, int(value)).with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
-        kernel = self.builder_.add_func(func.with_attr("global_symbol", kernel_name), kernel_name)
+        kernel = add_kernel(self.builder_, pad_rows(shape, widths, int(value)), f"hvx_pad_{name}")
         self.rule.replaced.append(name)
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
