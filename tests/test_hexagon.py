@@ -141,9 +141,10 @@ def test_pipeline_benchmark_runs_every_kernel_of_each_form(tmp_path):
     assert set(forms) == {name for name, _, _ in bench.FORMS}
     for name, row in forms.items():
         assert row["total"] == sum(row["kernels"].values()) and row["conv"] > 0 and row["epilogue"] > 0
-        # the 2x2 S2D / D2S on HVX shuffles, the width mapping's layout deal
-        assert (row["hvx moves"] > 0) == (name.startswith("S2D") or name.endswith("width"))
-        assert any(kernel.startswith("hvx_s2d_") for kernel in row["kernels"]) == name.startswith("S2D")
+        kernels = row["kernels"]
+        assert row["hvx moves"] > 0 and any(kernel.startswith("hvx_pad_") for kernel in kernels)  # zero-point pads
+        assert any(kernel.startswith("hvx_s2d_") for kernel in kernels) == name.startswith("S2D")  # 2x2 shuffles
+        assert any(kernel.endswith("_layout") for kernel in kernels) == name.endswith("width")  # the layout deal
 
 
 # --- one layer in one form (hexagon/layer.py) and Hexagon tuning --------------------------
