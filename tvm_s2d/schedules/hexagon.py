@@ -260,17 +260,24 @@ def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFun
     return sch.mod["main"]
 
 
+def _hvx(name: str, *args, dtype: str = "int32x32"):
+    """The HVX intrinsic ``llvm.hexagon.V6.<name>.128B`` on ``args`` (in the hand-written kernels)."""
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(f"llvm.hexagon.V6.{name}.128B"), *args, dtype=dtype)
+
+
+def _deal(high, low, size: int):
+    """``vdeal`` of the vector pair ``low ++ high`` in elements of ``size`` bytes: the even
+    elements (``lo`` of the result), then the odd ones (``hi``)."""
+    return _hvx("vdealvdd", high, low, -size, dtype="int32x64")
+
+
 @T.macro
 def _halve(parts, count):
     """parts[k] = pairwise sums of the words of parts[2k] ++ parts[2k+1], k < count (``vdeal``
     of words splits even and odd words; the order of the pixels is kept)."""
     for k in T.unroll(count):
-        pair = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
-                                       parts[2 * k + 1, T.ramp(0, 1, 32)], parts[2 * k, T.ramp(0, 1, 32)], -4,
-                                       dtype="int32x64")
-        parts[k, T.ramp(0, 1, 32)] = (
-            T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"), pair, dtype="int32x32")
-            + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32"))
+        pair = _deal(parts[2 * k + 1, T.ramp(0, 1, 32)], parts[2 * k, T.ramp(0, 1, 32)], 4)
+        parts[k, T.ramp(0, 1, 32)] = _hvx("lo", pair) + _hvx("hi", pair)
 
 
 def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
@@ -285,7 +292,7 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
     words = c // DEPTH
     rounds = words.bit_length() - 1
     pixels = n * h * w
-    groups = pixels // LANES if c % DEPTH == 0 and words == 1 << rounds and rounds <= 5 else 0
+    groups = pixels // LANES if channel_groups_apply(c) else 0
     kh, kw = kernel_hw
     sh, sw = strides
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
@@ -301,10 +308,9 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
             acc = T.sblock_alloc_buffer((LANES,), "int32", scope="local")
             for g in range(groups):
                 for v in T.unroll(words):
-                    parts[v, T.ramp(0, 1, 32)] = T.call_llvm_pure_intrin(
-                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpyub.128B"),
-                        T.reinterpret(flat.vload([g * LANES * c + v * 128], "uint8x128"), dtype="int32x32"),
-                        ones, dtype="int32x32")
+                    parts[v, T.ramp(0, 1, 32)] = _hvx(
+                        "vrmpyub", T.reinterpret(flat.vload([g * LANES * c + v * 128], "uint8x128"), dtype="int32x32"),
+                        ones)
                 if rounds >= 1:
                     _halve(parts, words // 2)
                 if rounds >= 2:
@@ -485,17 +491,14 @@ def schedule_width_vrmpy(func: tvm.tirx.PrimFunc, channels: int = 4) -> tvm.tirx
 def _deal_words(src, dst, half):
     """dst[i] / dst[half + i] = even / odd words of src[2i] ++ src[2i+1], i < half."""
     for i in T.unroll(half):
-        pair = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
-                                       src[2 * i + 1, T.ramp(0, 1, 32)], src[2 * i, T.ramp(0, 1, 32)], -4,
-                                       dtype="int32x64")
-        dst[i, T.ramp(0, 1, 32)] = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"),
-                                                           pair, dtype="int32x32")
-        dst[half + i, T.ramp(0, 1, 32)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32")
+        pair = _deal(src[2 * i + 1, T.ramp(0, 1, 32)], src[2 * i, T.ramp(0, 1, 32)], 4)
+        dst[i, T.ramp(0, 1, 32)] = _hvx("lo", pair)
+        dst[half + i, T.ramp(0, 1, 32)] = _hvx("hi", pair)
 
 
 def channel_groups_apply(channels: int) -> bool:
-    """Whether ``deal_channel_groups`` takes ``channels``: 4 x a power of two, up to 128."""
+    """Whether the vdeal rounds over a pixel's words (``deal_channel_groups``, the channel sums
+    of ``window_offsets``) take ``channels``: 4 x a power of two, up to 128."""
     groups = channels // DEPTH
     return channels % DEPTH == 0 and groups & (groups - 1) == 0 and groups <= 32
 
@@ -558,8 +561,7 @@ def _opaque_vector(value):
     """``value`` (uint8x128) through ``vor`` with itself: LLVM then keeps a copy or fill loop
     as HVX code instead of calling memcpy / memset, which the packet count would not see."""
     vector = T.reinterpret(value, dtype="int32x32")
-    return T.reinterpret(T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vor.128B"), vector,
-                                                 vector, dtype="int32x32"), dtype="uint8x128")
+    return T.reinterpret(_hvx("vor", vector, vector), dtype="uint8x128")
 
 
 def pad_rows_apply(shape, pad_width) -> bool:
@@ -664,9 +666,8 @@ def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
             b = T.decl_buffer((rows // 2, 2 * row), "uint8", data=y_.data)
             for y in range(rows // 2):
                 for v in range(full):
-                    b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(T.call_llvm_pure_intrin(
-                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vshuffvdd.128B"),
-                        T.reinterpret(a.vload([y * 2 + 1, v * 128], "uint8x128"), dtype="int32x32"),
+                    b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(_hvx(
+                        "vshuffvdd", T.reinterpret(a.vload([y * 2 + 1, v * 128], "uint8x128"), dtype="int32x32"),
                         T.reinterpret(a.vload([y * 2, v * 128], "uint8x128"), dtype="int32x32"),
                         -chunk, dtype="int32x64"), dtype="uint8x256")
                 for j in range(2 * tail):
@@ -690,15 +691,10 @@ def deal_depth_to_space(shape_nhwc) -> tvm.tirx.PrimFunc:
             b = T.decl_buffer((rows * 2, row // 2), "uint8", data=y_.data)
             for y in range(rows):
                 for v in range(full):
-                    pair = T.call_llvm_pure_intrin(
-                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vdealvdd.128B"),
-                        T.reinterpret(a.vload([y, v * 256 + 128], "uint8x128"), dtype="int32x32"),
-                        T.reinterpret(a.vload([y, v * 256], "uint8x128"), dtype="int32x32"),
-                        -half, dtype="int32x64")
-                    b[y * 2, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
-                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.lo.128B"), pair, dtype="int32x32"), dtype="uint8x128")
-                    b[y * 2 + 1, T.ramp(v * 128, 1, 128)] = T.reinterpret(T.call_llvm_pure_intrin(
-                        T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.hi.128B"), pair, dtype="int32x32"), dtype="uint8x128")
+                    pair = _deal(T.reinterpret(a.vload([y, v * 256 + 128], "uint8x128"), dtype="int32x32"),
+                                 T.reinterpret(a.vload([y, v * 256], "uint8x128"), dtype="int32x32"), half)
+                    b[y * 2, T.ramp(v * 128, 1, 128)] = T.reinterpret(_hvx("lo", pair), dtype="uint8x128")
+                    b[y * 2 + 1, T.ramp(v * 128, 1, 128)] = T.reinterpret(_hvx("hi", pair), dtype="uint8x128")
                 for j in range(tail):
                     b[y * 2 + j % c4 // half, full * 128 + j // c4 * half + j % half] = a[y, full * 256 + j]
 
