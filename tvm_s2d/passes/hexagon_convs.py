@@ -42,7 +42,7 @@ from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_gro
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
 from .conv2d import static_shape
-from .kernels import add_kernel
+from .kernels import add_kernel, rewrite_functions
 
 PASS_NAME = "HexagonConvs"
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
@@ -72,12 +72,7 @@ class HexagonConvs:
         self.replaced, self.refusals, self.mappings = [], {}, {}
         if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
             return mod
-        rewriter = _Rewriter(mod, self)
-        for gv, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewriter.var2val = relax.analysis.get_var2val(func)
-                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, _Rewriter(mod, self))
 
     def choose(self, signature: str, strides, out_channels: int, out_width: int) -> tuple[str, int]:
         """(mapping, knob): the tuned one, else ``default_mapping``."""
@@ -122,13 +117,19 @@ def _uint8_source(expr, var2val):
         expr = value.args[0]
 
 
+def _pad(bb: relax.BlockBuilder, x: relax.Expr, widths: list[int], zx: int) -> relax.Expr:
+    """``x`` padded with ``zx`` (unchanged when ``widths`` are all zero: a pad of nothing would
+    still copy)."""
+    return bb.emit(relax.op.nn.pad(x, widths, pad_value=float(zx))) if any(widths) else x
+
+
 def _replay(bb: relax.BlockBuilder, x: relax.Expr, chain, zx: int) -> relax.Expr:
     """The movement ``chain`` on the uint8 tensor, filling with ``zx`` where it filled zeros."""
     fill = relax.const(np.uint8(zx))
     for call in chain:
         name = call.op.name
         if name == "relax.nn.pad":
-            x = bb.emit(relax.op.nn.pad(x, [int(v) for v in call.attrs.pad_width], pad_value=float(zx)))
+            x = _pad(bb, x, [int(v) for v in call.attrs.pad_width], zx)
         elif name == "relax.where":
             x = bb.emit(relax.op.where(call.args[0], x, fill))
         else:
@@ -211,8 +212,7 @@ class _Rewriter(PyExprMutator):
         bb = self.builder_
         n, _, _, c = static_shape(x)
         t, l, b, r = padding
-        if any((t, b, l, r, conv.cin - c)):  # (a pad of nothing would still copy)
-            x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, conv.cin - c], pad_value=float(zx)))
+        x = _pad(bb, x, [0, 0, t, b, l, r, 0, conv.cin - c], zx)
         y = self._call(conv, "lanes", knob, name, x, weight)
         oh, ow = conv.out_hw
         y = bb.emit(relax.op.reshape(y, [n, oh, ow, conv.cout_blocks * LANES]))
@@ -226,7 +226,7 @@ class _Rewriter(PyExprMutator):
         n, _, w, c = static_shape(x)
         t, l, b, r = padding
         extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
-        x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r + extra, 0, conv.cin - c], pad_value=float(zx)))
+        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, conv.cin - c], zx)
         if channel_groups_apply(conv.cin):  # an HVX deal of words (or its plain copy)
             shape = static_shape(x)
             func = deal_channel_groups(shape) if self.rule.schedule else copy_channel_groups(shape)

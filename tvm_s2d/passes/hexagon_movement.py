@@ -28,7 +28,7 @@ from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_ro
     shuffle_space_to_depth, shuffles_apply
 from ..targets import is_hexagon
 from .conv2d import static_shape
-from .kernels import add_kernel
+from .kernels import add_kernel, rewrite_functions
 
 PASS_NAME = "HexagonMovement"
 
@@ -48,12 +48,7 @@ class HexagonMovement:
         self.replaced = []
         if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
             return mod
-        rewriter = _Rewriter(mod, self)
-        for gv, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewriter.var2val = relax.analysis.get_var2val(func)
-                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, _Rewriter(mod, self))
 
     def kernel(self, shape, inverse: bool) -> tvm.tirx.PrimFunc:
         if not self.hvx:

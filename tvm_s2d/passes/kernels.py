@@ -1,4 +1,5 @@
-"""Hand-scheduled TIR kernels added to a Relax module by the Hexagon passes."""
+"""What the Hexagon passes share: rewriting each Relax function of a module, adding
+hand-scheduled TIR kernels to it."""
 
 from __future__ import annotations
 
@@ -12,3 +13,14 @@ def add_kernel(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> tv
     """``func`` added as ``name``, marked scheduled and opaque to fusion."""
     func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
     return bb.add_func(func, name)
+
+
+def rewrite_functions(mod: tvm.IRModule, rewriter) -> tvm.IRModule:
+    """Each Relax function of ``mod`` through ``rewriter`` (a ``PyExprMutator`` on ``mod`` with
+    a ``var2val`` attribute it reads), unused bindings removed; the module with the kernels
+    the rewriter added."""
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            rewriter.var2val = relax.analysis.get_var2val(func)
+            rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+    return rewriter.builder_.get()
