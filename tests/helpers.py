@@ -139,3 +139,14 @@ def require_hexagon_tools() -> None:
         if os.environ.get("S2D_REQUIRE_HEXAGON") == "1":
             raise
         pytest.skip(str(missing))
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the benchmark scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

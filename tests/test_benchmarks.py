@@ -1,17 +1,8 @@
 """Benchmark scripts stay runnable (benchmarks are not tests: one tiny layer, no timing claims)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script as load
 
 
 def test_bench_x86_runs_on_a_tiny_layer(tmp_path, capsys):

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from helpers import load_script
 from tvm_s2d.geometry import Conv2dSpec, conv2d_nchw, space_to_depth
 from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, compile_kernel, run_kernel
 from tvm_s2d.hexagon.layer import run_packed
@@ -110,13 +111,7 @@ def test_missing_tools_are_named_with_their_packages(monkeypatch):
 
 
 def test_benchmark_script_runs_on_a_tiny_layer(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_hexagon.py"
-    spec = importlib.util.spec_from_file_location("bench_hexagon", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_hexagon")
     out = tmp_path / "bench.json"
     assert bench.main(["--scale", "32", "--layers", "3", "--json", str(out)]) == 0
     import json
@@ -127,14 +122,9 @@ def test_benchmark_script_runs_on_a_tiny_layer(tmp_path, capsys):
 
 
 def test_pipeline_benchmark_runs_every_kernel_of_each_form(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_hexagon_pipeline.py"
-    spec = importlib.util.spec_from_file_location("bench_hexagon_pipeline", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_hexagon_pipeline")
     out = tmp_path / "pipeline.json"
     assert bench.main(["--size", "16", "--json", str(out)]) == 0
     forms = {row["form"]: row for row in json.loads(out.read_text())["forms"]}
