@@ -150,3 +150,15 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def onnxruntime_reference(model, feeds: dict) -> np.ndarray:
+    """The model's first output by ONNX Runtime with graph optimizations off: its fused int8
+    kernels (the default session) round differently on CPUs without VNNI; the unoptimized
+    session computes the ONNX semantics, op by op."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+import warnings
 
 def parse_block(text: str):
     """``auto`` -> None, ``2`` -> 2, ``2x1`` -> (2, 1)."""
@@ -58,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tvm-s2d",
         description="Exact space-to-depth rewriting of low-channel convolutions for Apache TVM.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"tvm-s2d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile,tune}")
+    shape_help = "static shape for a dynamic input, e.g. image=1,3,224,224 (repeatable)"
 
     def add_rewrite_options(p):
         p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
@@ -75,13 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=1024, help="input height and width (default 1024)")
     demo.add_argument("--repeat", type=int, default=5, help="timed runs per variant (default 5)")
     demo.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    demo.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW")
+    demo.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
+                      help="force this block on every eligible conv (default: auto, the 32-lane model)")
 
     report = sub.add_parser("report", help="what the rewrite does to each conv of an ONNX model")
     report.add_argument("model", help="path to an .onnx file")
     report.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...",
-                        help="static shape for a dynamic input (repeatable)")
+                        help=shape_help)
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument("--target", type=parse_target, default=None,
+                        help="decide as compile does for this target: llvm (this CPU), hexagon or a TVM target JSON"
+                             " (default: none, the HTP/HVX 32-lane model)")
+    report.add_argument("--tuning-log", help="decide with the best records of this tuning log (needs --target)")
     add_rewrite_options(report)
 
     comp = sub.add_parser("compile", help="compile an ONNX model with the rewrite to a shared library")
@@ -89,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", type=parse_target, default="llvm",
                       help="llvm (default), hexagon (v66 + HVX, writes the kernels' object file) or a TVM target JSON")
     comp.add_argument("-o", "--output", required=True, help="output library, e.g. model.so (model.o for hexagon)")
-    comp.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
+    comp.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...",
+                      help=shape_help)
     comp.add_argument("--no-rewrite", action="store_true", help="compile the same pipeline without the rewrite")
     comp.add_argument("--tuning-log", help="apply the best records of this tuning log (tuning_logs/*.jsonl)")
     comp.add_argument("--metaschedule", metavar="DIR", help="apply this MetaSchedule database (from tune --metaschedule)")
@@ -109,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--rpc-key", default="", help="device key on the tracker")
     tune.add_argument("--parallel", type=int, default=2, help="devices used at once with --rpc-tracker (default 2)")
     tune.add_argument("--size", type=int, default=256, help="input size of the demo model (default 256)")
-    tune.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...")
+    tune.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...",
+                      help=shape_help)
     return parser
 
 
@@ -121,11 +135,53 @@ def main(argv=None) -> int:
         return 2
     from .onnx_import import ModelError
 
-    try:
-        return COMMANDS[args.command](args)
-    except (ModelError, ValueError, OSError) as exc:
-        print(f"tvm-s2d {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")  # a warning read twice (e.g. a bad tuning-log line) prints once
+        warnings.showwarning = _show_warning
+        try:
+            return COMMANDS[args.command](args)
+        except (ModelError, ValueError, OSError) as exc:
+            print(f"tvm-s2d {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # a bug or a TVM failure: one line, the traceback on request
+            if os.environ.get("TVM_S2D_DEBUG"):
+                raise
+            print(f"tvm-s2d {args.command}: error: {type(exc).__name__}: {_one_line(exc)}"
+                  " (TVM_S2D_DEBUG=1 shows the traceback)", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"tvm-s2d: warning: {message}", file=sys.stderr)
+
+
+def _one_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Traceback"):
+        return lines[-1]
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def check_output(path: str) -> None:
+    """Fail before compiling when ``path`` cannot be written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"output {path} is a directory; give a file name, e.g. {os.path.join(path, 'model.so')}")
+    if not os.path.isdir(parent):
+        raise ValueError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"output {path} is not writable")
+
+
+def check_tuning_log(path: str | None) -> None:
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"--tuning-log {path} is a directory; give a .jsonl file (tvm-s2d tune --log ...)")
+    if not os.path.isfile(path):
+        raise ValueError(f"--tuning-log {path}: no such file (tvm-s2d tune --log {path} writes one)")
 
 
 def cmd_demo(args) -> int:
@@ -144,16 +200,39 @@ def rewrite_options(args) -> dict:
     return dict(block=args.block, lane_width=args.lane_width, move_cost=args.move_cost, stay_in_domain=not args.per_conv)
 
 
-def _import(args):
-    from .onnx_import import from_onnx
+def _import(args, on_dynamic: str = "note"):
+    """The model as a Relax module. Dynamic inputs not given by ``--shape``: a note
+    (``on_dynamic="note"``) or an error (``"error"``), naming ``--shape``."""
+    from .onnx_import import dynamic_inputs, import_model, load_onnx
 
-    return from_onnx(args.model, shape_dict=dict(args.shape) or None)
+    shapes = dict(args.shape)
+    model = load_onnx(args.model)
+    dynamic = dynamic_inputs(model, shapes)
+    if dynamic:
+        def dims(values, unknown):
+            return ",".join(str(d) if isinstance(d, int) and d > 0 else unknown(d) for d in values)
+
+        names = ", ".join(f"{name}={dims(d, lambda v: str(v or '?'))}" for name, d in dynamic.items())
+        what = f"input{'s' if len(dynamic) > 1 else ''} {names} {'are' if len(dynamic) > 1 else 'is'} dynamic"
+        fix = " ".join(f"--shape {name}={dims(d, lambda v: '1')}" for name, d in dynamic.items())
+        if on_dynamic == "error":
+            raise ValueError(f"{args.model}: {what}; give static shapes, e.g. {fix}")
+        print(f"note: {what}: convs reading it are not rewritten and keep TVM's default kernels; static shapes"
+              f" with e.g. {fix}", file=sys.stderr)
+    return import_model(model, shapes or None, args.model)
 
 
 def cmd_report(args) -> int:
+    import contextlib
+
     from .report import explain
 
-    report = explain(_import(args), **rewrite_options(args))
+    check_tuning_log(args.tuning_log)
+    if args.tuning_log and args.target is None:
+        raise ValueError("--tuning-log needs --target: records hold measurements for one target")
+    mod = _import(args)
+    with args.target if args.target is not None else contextlib.nullcontext():
+        report = explain(mod, tuning_log=args.tuning_log, **rewrite_options(args))
     print(report.to_json() if args.json else report)
     return 0
 
@@ -163,28 +242,52 @@ def cmd_compile(args) -> int:
 
     from .passes import PASS_NAME, HexagonConvs
     from .pipeline import s2d_pipeline
-    from .targets import is_hexagon
-    from .tuning.apply import tuned_hexagon_knobs
     from .report import explain
+    from .targets import describe, is_hexagon
+    from .tuning.apply import tuned_hexagon_knobs
 
+    check_output(args.output)
+    check_tuning_log(args.tuning_log)
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
     hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(args.tuning_log))
+    print(f"compiling {args.model} for {describe(args.target)} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
         ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(
             tuning_log=args.tuning_log, metaschedule=args.metaschedule, hexagon=hexagon, **rewrite_options(args)))
+    print(f"compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    try:
+        if is_hexagon(args.target):
+            ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them
+        else:
+            ex.export_library(args.output)
+    except Exception as exc:
+        raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
     if is_hexagon(args.target):
-        ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them with
         print(f"HVX vrmpy kernels: {', '.join(hexagon.replaced) or 'none'}")
-        for conv, reason in hexagon.refusals.items():
-            print(f"  {conv}: TVM's default lowering ({reason})")
-    else:
-        ex.export_library(args.output)
+        for reason, convs in _group(hexagon.refusals).items():
+            print(f"TVM's default lowering: {_count(convs, 'conv')} ({reason}): {_listing(convs)}")
     if not args.no_rewrite:
         with args.target:
             print(explain(mod, tuning_log=args.tuning_log, **rewrite_options(args)))
     print(f"wrote {args.output}")
     return 0
+
+
+def _group(reasons: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, reason in reasons.items():
+        grouped.setdefault(reason, []).append(name)
+    return grouped
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _listing(names: list[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def cmd_tune(args) -> int:
@@ -195,6 +298,8 @@ def cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise ValueError("--trials must be at least 1")
+    if os.path.isdir(args.log):
+        raise ValueError(f"--log {args.log} is a directory; give a .jsonl file")
     hexagon = is_hexagon(args.target)
     if not is_cpu(args.target) and not hexagon:
         raise ValueError(f"tune measures LLVM CPU targets (locally or over RPC) and hexagon, not {args.target.kind.name}")
@@ -206,7 +311,7 @@ def cmd_tune(args) -> int:
 
         mod = from_onnx(demo_model(args.size))
     else:
-        mod = _import(args)
+        mod = _import(args, on_dynamic="error")
     if args.metaschedule:
         return _tune_metaschedule(mod, args)
     if hexagon:
@@ -215,8 +320,14 @@ def cmd_tune(args) -> int:
         measurer = RPCMeasurer(args.target, args.rpc_tracker, args.rpc_key, parallel=args.parallel)
     else:
         measurer = LocalMeasurer(args.target)
-    rows = tune(mod, args.target, measurer, TuningLog(args.log), trials=args.trials)
+    skipped = []
+    rows = tune(mod, args.target, measurer, TuningLog(args.log), trials=args.trials, skipped=skipped)
+    if not rows:
+        raise ValueError(f"{args.model}: no conv that can be tuned"
+                         + (f" ({'; '.join(f'{n}: {r}' for n, r in skipped)})" if skipped else ""))
     print(table(rows))
+    for reason, convs in _group(dict(skipped)).items():
+        print(f"not tuned: {_count(convs, 'conv')} ({reason}): {_listing(convs)}")
     print(f"records in {args.log}; apply with: tvm-s2d compile MODEL --tuning-log {args.log}"
           " or relax.get_pipeline('s2d', tuning_log=...)")
     return 0

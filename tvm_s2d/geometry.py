@@ -55,6 +55,11 @@ import numpy as np
 LAYOUTS = ("NCHW", "NHWC")
 #: Blocks ``SpaceToDepthConv2d(block=None)`` chooses among.
 CANDIDATE_BLOCKS = ((2, 2), (3, 3), (4, 4))
+#: The largest block side a rewrite takes: planning enumerates ``block**2`` offsets per axis
+#: (16: about a second), and channels grow with ``bh * bw``.
+MAX_BLOCK = 16
+#: The largest folded weight a rewrite builds at compile time (bytes).
+MAX_FOLDED_WEIGHT_BYTES = 64 << 20
 
 
 class Unsupported(ValueError):
@@ -79,6 +84,8 @@ def normalize_block(block) -> tuple[int, int]:
         raise ValueError(f"block must be a positive int or a pair (bh, bw) of them, got {block!r}")
     if min(pair) < 1:
         raise ValueError(f"block sizes must be positive, got {block!r}")
+    if max(pair) > MAX_BLOCK:
+        raise ValueError(f"block sizes must be at most {MAX_BLOCK}, got {block!r}")
     if pair == (1, 1):
         raise ValueError("block (1, 1) would not change anything; use a larger block")
     return pair
@@ -383,10 +390,14 @@ class CostModel:
     # cost factor on a conv with a width stride > 1: a width-vectorized kernel (CPU) gathers
     # every s-th pixel into its vectors; S2D turns it into a stride-1 conv
     strided_width: float = 1.0
+    # ... charged only to convs with at most this many input channels (None: all)
+    strided_width_channels: int | None = None
 
     def conv_cost(self, spec: "ConvShape") -> float:
         """The estimated cost of ``spec`` as it is."""
-        factor = self.strided_width if spec.strides[1] > 1 else 1.0
+        gathers = spec.strides[1] > 1 and (self.strided_width_channels is None
+                                           or spec.in_channels <= self.strided_width_channels)
+        factor = self.strided_width if gathers else 1.0
         return spec.executed_macs(self.lane_width) * factor
 
     def __post_init__(self):
@@ -471,11 +482,20 @@ class Conv2dSpec(ConvShape):
                 )
             except Unsupported as exc:
                 raise Unsupported(f"{name}: {exc}") from None
+        self._check_folded_size(block, per_axis)
         plans = [S2DConvPlan(self, h, w, layout, domain) for h in per_axis[0] for w in per_axis[1]
                  if offset_out is None or (h.offset_out, w.offset_out) == tuple(offset_out)]
         if not plans:
             raise Unsupported(f"no plan with output offset {offset_out}")
         return min(plans, key=lambda p: (p.cost(model), p.h.offset_in + p.w.offset_in, p.h.offset_out + p.w.offset_out))
+
+    def _check_folded_size(self, block, per_axis) -> None:
+        """Refuse before planning when every plan's folded weight exceeds the limit."""
+        taps = [min(a.out_block * a.conv_kernel for a in axis) for axis in per_axis]
+        size = self.in_channels * block[0] * block[1] * self.out_channels * taps[0] * taps[1] * self.itemsize
+        if size > MAX_FOLDED_WEIGHT_BYTES:
+            raise Unsupported(f"block {block[0]}x{block[1]}: folded weights of at least {size / 2**20:.0f} MiB"
+                              f" (limit {MAX_FOLDED_WEIGHT_BYTES >> 20} MiB)")
 
     def input_bytes(self) -> int:
         return self.batch * self.in_channels * self.in_hw[0] * self.in_hw[1] * self.itemsize

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import onnx
 import tvm
@@ -16,18 +17,61 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
 
 from .passes.conv2d import CONV2D, CONV2D_TRANSPOSE
+from .qoperator import has_qoperators, to_qdq
 
 
 class ModelError(ValueError):
     """A model tvm-s2d cannot use; the message names the file and the problem."""
 
 
+class ModelWarning(UserWarning):
+    """A spec violation that ONNX Runtime and TVM tolerate; the message names the values."""
+
+
+def check_model(model: onnx.ModelProto, where: str = "the ONNX model") -> None:
+    """``onnx.checker.check_model``, except for what ONNX Runtime and TVM's importer accept:
+    graph inputs or outputs without a shape, and (IR version < 4) initializers that are not
+    graph inputs. Each of those becomes one ``ModelWarning`` naming the values; any other
+    violation is a ``ModelError`` naming ``where``."""
+    graph = model.graph
+    shapeless = [v.name for v in [*graph.input, *graph.output, *graph.value_info]
+                 if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+    inputs = {v.name for v in graph.input}
+    not_inputs = [init.name for init in graph.initializer if init.name not in inputs]
+    tolerated = model
+    if shapeless or (not_inputs and model.ir_version < 4):
+        tolerated = onnx.ModelProto()
+        tolerated.CopyFrom(model)  # the checker's copy; the model itself is imported as it is
+        for v in [*tolerated.graph.input, *tolerated.graph.output, *tolerated.graph.value_info]:
+            if v.name in shapeless:
+                v.type.tensor_type.shape.SetInParent()
+        if model.ir_version < 4:
+            by_name = {init.name: init for init in graph.initializer}
+            tolerated.graph.input.extend(
+                onnx.helper.make_tensor_value_info(n, by_name[n].data_type, list(by_name[n].dims)) for n in not_inputs)
+    try:
+        onnx.checker.check_model(tolerated)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"{where}: invalid ONNX model: {str(exc).strip().splitlines()[0]}") from None
+    if shapeless:
+        warnings.warn(f"{where}: {_names(shapeless)} {'has' if len(shapeless) == 1 else 'have'} no shape"
+                      " (the ONNX checker requires one; shapes are inferred)", ModelWarning, stacklevel=4)
+    if not_inputs and model.ir_version < 4:
+        warnings.warn(f"{where}: initializer(s) {_names(not_inputs)} are not graph inputs, as IR version"
+                      f" {model.ir_version} requires (read as constants)", ModelWarning, stacklevel=4)
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    text = ", ".join(repr(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def load_onnx(model_or_path) -> onnx.ModelProto:
     """An ``onnx.ModelProto`` from a path or a model, checked by ``onnx.checker``."""
+    where = _where(model_or_path)
     if isinstance(model_or_path, onnx.ModelProto):
-        model, where = model_or_path, "the ONNX model"
+        model = model_or_path
     elif isinstance(model_or_path, (str, os.PathLike)):
-        where = os.fspath(model_or_path)
         if not os.path.isfile(where):
             raise ModelError(f"{where}: no such file")
         try:
@@ -36,10 +80,7 @@ def load_onnx(model_or_path) -> onnx.ModelProto:
             raise ModelError(f"{where}: not an ONNX model ({type(exc).__name__}: {exc})") from None
     else:
         raise TypeError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"{where}: invalid ONNX model: {str(exc).strip().splitlines()[0]}") from None
+    check_model(model, where)
     return model
 
 
@@ -47,13 +88,60 @@ def from_onnx(model_or_path, shape_dict: dict | None = None) -> tvm.IRModule:
     """Import an ONNX model (path or ``ModelProto``) as a Relax module, weights bound as constants.
 
     ``shape_dict`` maps input names to static shapes for models with dynamic inputs.
+    QOperator models (``QLinearConv`` ...) are imported in their QDQ form (``qoperator.py``).
     """
-    model = load_onnx(model_or_path)
+    return import_model(load_onnx(model_or_path), shape_dict, _where(model_or_path))
+
+
+def import_model(model: onnx.ModelProto, shape_dict: dict | None = None, where: str = "the ONNX model") -> tvm.IRModule:
+    """``from_onnx`` of a model ``load_onnx`` has checked."""
+    check_shapes(model, shape_dict or {})
+    if has_qoperators(model):
+        model = to_qdq(model)
     try:
-        mod = relax_from_onnx(model, shape_dict=shape_dict)
+        with warnings.catch_warnings():  # its own checker run: load_onnx has said what matters
+            warnings.filterwarnings("ignore", module=r"tvm\.relax\.frontend")
+            mod = relax_from_onnx(model, shape_dict=shape_dict)
     except Exception as exc:
-        raise ModelError(f"TVM cannot import the model: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"{where}: TVM cannot import it: {type(exc).__name__}: {_first_line(exc)}") from exc
     return _name_convs(mod, conv_node_names(model))
+
+
+def _where(model_or_path) -> str:
+    return os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else "the ONNX model"
+
+
+def model_inputs(model: onnx.ModelProto) -> dict[str, list]:
+    """The graph inputs that are not initializers, with their dims (an int, or a name or None
+    where dynamic)."""
+    inits = {init.name for init in model.graph.initializer}
+    return {
+        v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in v.type.tensor_type.shape.dim]
+        for v in model.graph.input if v.name not in inits
+    }
+
+
+def check_shapes(model: onnx.ModelProto, shape_dict: dict) -> None:
+    """Each given shape names an input of the model and has its rank."""
+    inputs = model_inputs(model)
+    for name, shape in shape_dict.items():
+        if name not in inputs:
+            raise ModelError(f"shape given for {name!r}, which is not an input of the model"
+                             f" (its inputs: {', '.join(inputs) or 'none'})")
+        if len(inputs[name]) != len(shape):
+            raise ModelError(f"shape given for {name!r} has {len(shape)} dims, the input has {len(inputs[name])}")
+
+
+def dynamic_inputs(model: onnx.ModelProto, shape_dict: dict | None = None) -> dict[str, list]:
+    """The inputs with a dimension that is not a number, not given in ``shape_dict``."""
+    given = shape_dict or {}
+    return {name: dims for name, dims in model_inputs(model).items()
+            if name not in given and not all(isinstance(d, int) and d > 0 for d in dims)}
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
 
 
 def conv_node_names(model: onnx.ModelProto) -> list[str]:

@@ -21,15 +21,10 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import HexagonConvs, HexagonMovement, QDQConvToInteger, ScheduleConvs, SpaceToDepthConv2d
+from .passes import HexagonConvs, HexagonMovement, ScheduleConvs, SpaceToDepthConv2d
+from .passes.prepare import prepare_passes
 
 PIPELINE_NAME = "s2d"
-
-
-def prepare_passes() -> list[tvm.transform.Pass]:
-    """What runs before the rewrite, with or without it: QDQ convs made integer (exact), then
-    constants folded, so that biases and weights are constants."""
-    return [QDQConvToInteger(), transform.FoldConstant()]
 
 
 def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None) -> list[tvm.transform.Pass]:
@@ -72,7 +67,7 @@ def s2d_pipeline(tuning_log=None, metaschedule=None, hexagon: HexagonConvs | Non
 
     if hexagon is None:
         hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
-    rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, **options)
+    rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, prepare=False, **options)
     schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
     schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
     return tvm.transform.Sequential(s2d_passes(rewrite, *schedules, hexagon=hexagon), name="s2d_pipeline")

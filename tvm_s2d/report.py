@@ -4,12 +4,14 @@ layout, and per model (executed MACs, data-movement ops)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 
 from .passes.conv2d import Decision
+from .passes.prepare import prepare
 from .passes.space_to_depth_conv2d import SpaceToDepthConv2d
 
 #: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
@@ -77,35 +79,35 @@ class Report:
         text.insert(1, "  ".join("-" * w for w in widths))
         t = self.totals()
         if t["executed_macs_before"]:
-            ratio = t["executed_macs_before"] / max(t["executed_macs_after"], 1)
+            before, after = t["executed_macs_before"], max(t["executed_macs_after"], 1)
+            change = "unchanged" if before == after else (
+                f"{before / after:.2f}x fewer" if before > after else f"{after / before:.2f}x more")
             text.append(
                 f"{t['rewritten']} of {t['convs']} convs rewritten, {t['stayed_in_domain']} of them fed from the S2D domain"
                 f" (D2S/S2D pairs cancelled); executed MACs on {self.lane_width}-channel lanes"
-                f" {_si(t['executed_macs_before'])} -> {_si(t['executed_macs_after'])} ({ratio:.2f}x fewer)"
+                f" {_si(before)} -> {_si(t['executed_macs_after'])} ({change})"
             )
         if self.data_movement:
             alone = t.get("data_movement_ops_each_conv_alone")
+            kinds = ", ".join(f"{op.split('.')[-1]} {n}" for op, n in self.data_movement["after"].items() if n)
             text.append(
                 f"data-movement ops: {t['data_movement_ops_before']} in the model, "
                 + (f"{alone} rewriting each conv alone, " if alone is not None else "")
-                + f"{t['data_movement_ops_after']} after the rewrite ("
-                + ", ".join(f"{op.split('.')[-1]} {n}" for op, n in self.data_movement["after"].items() if n) + ")"
+                + f"{t['data_movement_ops_after']} after the rewrite" + (f" ({kinds})" if kinds else "")
             )
         for e in self.exits:
-            text.append(f"back to plain layout: {e['tensor']}, from {e['from_conv']} (needed by {e['forced_by']})")
+            text.append(f"back to plain layout: {_tensor(e['tensor'], e['from_conv'])}, for {_user(e['forced_by'])}")
         return "\n".join(text)
 
 
 def explain(mod: tvm.IRModule, **options) -> Report:
     """What the ``"s2d"`` pipeline's rewrite does to ``mod`` (same steps, same ``options`` as
     ``SpaceToDepthConv2d``: ``block``, ``lane_width``, ``move_cost``, ``stay_in_domain``)."""
-    from .pipeline import prepare_passes
-
-    pass_ = SpaceToDepthConv2d(**options)  # validates the options before any work
-    prepared = tvm.transform.Sequential(prepare_passes())(mod)
+    pass_ = SpaceToDepthConv2d(**options, prepare=False)  # validates the options before any work
+    prepared = prepare(mod)
     report = Report.from_run(pass_, prepared, pass_(prepared))
     if pass_.stay_in_domain:  # what staying in the domain saves over one S2D and D2S per conv
-        per_conv = SpaceToDepthConv2d(**{**options, "stay_in_domain": False})(prepared)
+        per_conv = SpaceToDepthConv2d(**{**options, "stay_in_domain": False}, prepare=False)(prepared)
         report.data_movement["each_conv_alone"] = count_ops(per_conv, DATA_MOVEMENT_OPS)
     return report
 
@@ -188,6 +190,23 @@ def _table_cells(row: dict) -> tuple[str, ...]:
         source,
         decision,
     )
+
+
+def _tensor(name: str, origin: str) -> str:
+    """A tensor as the model knows it: the conv's own output by the conv's name; a variable
+    the importer named (``lv12``) as what it is computed from."""
+    if name == origin:
+        return f"the output of {origin}"
+    if re.fullmatch(r"(lv|gv)\d*", name):
+        return f"a tensor computed from {origin} (by elementwise ops)"
+    return f"{name} (computed from {origin})"
+
+
+def _user(forced_by: str) -> str:
+    """``relax.nn.conv2d dw (not rewritten: ...)`` -> ``conv2d dw (not rewritten: ...)``."""
+    if forced_by == "function output":
+        return "the model's output"
+    return re.sub(r"^relax\.(nn\.)?", "", forced_by)
 
 
 def _si(n: float) -> str:

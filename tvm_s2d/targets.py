@@ -32,3 +32,13 @@ def vector_lanes(target: tvm.target.Target | None, dtype: str = "float32") -> in
 def host_target() -> tvm.target.Target:
     """LLVM for this machine's CPU (``{"kind": "llvm"}`` alone means generic x86-64: no AVX)."""
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def describe(target: tvm.target.Target | None) -> str:
+    """A short name: ``llvm -mcpu=znver3``, ``hexagon (hexagonv66)``."""
+    if target is None:
+        return "no target"
+    cpu = target.attrs.get("mcpu")
+    if is_hexagon(target):
+        return f"hexagon ({cpu})" if cpu else "hexagon"
+    return f"{target.kind.name}{f' -mcpu={cpu}' if cpu else ''}"

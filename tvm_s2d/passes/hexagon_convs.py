@@ -42,6 +42,7 @@ from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_gro
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
 from .conv2d import static_shape
+from .space_to_depth_conv2d import conv_name
 from .kernels import add_kernel, rewrite_functions
 
 PASS_NAME = "HexagonConvs"
@@ -148,7 +149,7 @@ class _Rewriter(PyExprMutator):
         matched = isinstance(call, relax.Call) and self.rule.conv.match(call)
         if not matched:
             return super().visit_var_binding_(binding)
-        name = binding.var.name
+        name = conv_name(binding.var.name)
         result = self._replace(call, name)
         if isinstance(result, str):
             self.rule.refusals[name] = result

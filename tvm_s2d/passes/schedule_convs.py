@@ -46,15 +46,19 @@ class ScheduleConvs:
         self.knobs = knobs if callable(knobs) else dict(knobs or {})
         self.scheduled: list[Scheduled] = []
         self.injective: list[str] = []  # functions scheduled by ``schedule_injective``
+        self.dynamic: list[str] = []  # functions with a dynamic shape, left to TVM's default lowering
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = self.target or tvm.target.Target.current(allow_none=True)
-        self.scheduled, self.injective = [], []
+        self.scheduled, self.injective, self.dynamic = [], [], []
         if not is_cpu(target):
             return mod
         updates = {}
         for gv, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled"):
+                continue
+            if not _static(func):
+                self.dynamic.append(gv.name_hint)
                 continue
             conv = x86.find_conv(func)
             if conv is None:
@@ -77,3 +81,8 @@ class ScheduleConvs:
         for gv, func in updates.items():
             mod[gv] = func
         return mod
+
+
+def _static(func: tvm.tirx.PrimFunc) -> bool:
+    """Every buffer of ``func`` has a shape of known integers (the schedules tile by them)."""
+    return all(isinstance(d, tvm.tirx.IntImm) for p in func.params if hasattr(p.ty, "shape") for d in p.ty.shape)

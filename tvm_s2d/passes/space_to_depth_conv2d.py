@@ -42,8 +42,16 @@ from .conv2d import (
 )
 from .elementwise import BINARY, UNARY, adapt_constant, keeps_clean, op_name, propagates
 from .emit import crop_to, emit_align, emit_leave_domain, emit_mask, emit_space_to_depth
+from .prepare import prepare
 
 PASS_NAME = "SpaceToDepthConv2d"
+#: The rewritten conv ``name`` binds its result, in the domain, to ``name + DOMAIN_SUFFIX``.
+DOMAIN_SUFFIX = "_s2d_out"
+
+
+def conv_name(var_name: str) -> str:
+    """The model's name of a conv, from the name of the variable it is bound to."""
+    return var_name.removesuffix(DOMAIN_SUFFIX)
 
 
 def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None, CostModel]:
@@ -55,11 +63,16 @@ def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None,
 
 # LLVM CPU targets, measured on this project's machines with schedules/x86.py:
 # * the conv schedule vectorizes the width, so a width stride gathers: the ResNet stem
-#   (7x7/2, 3->64) ran 2.5x slower than its S2D form although that executes 1.3x more MACs;
+#   (7x7/2, 3->64) ran 2.2-2.5x slower than its S2D form although that executes 1.3x more MACs;
+#   with 16 or more input channels the gather costs nothing measurable: 3x3/2 convs with
+#   16-512 channels ran 0.9-2.6x slower rewritten, as their 1.8x more MACs say
+#   (scripts/calibrate_cpu.py, results/calibrate_cpu.json), so only convs with at most
+#   CPU_STRIDED_CHANNELS input channels (image stems) are charged;
 # * the S2D of a 1024x1024x3 float image (25 MB read + written) took 2.1 ms, the time of
 #   ~94M MACs of the scheduled conv: ~4 MAC-equivalents per byte moved. With it the
 #   demo's small 3x3/2 stem (3->8) stays as it is, which measured faster (3.0 vs 6.7 ms).
 CPU_STRIDED_WIDTH = 3.0
+CPU_STRIDED_CHANNELS = 4
 CPU_MOVE_COST = 4.0
 
 
@@ -76,7 +89,7 @@ def default_model(target: tvm.target.Target | None, lane_width: int | None, move
     lanes = default_lane_width(target) if lane_width is None else lane_width
     if move_cost is None:
         move_cost = CPU_MOVE_COST if cpu else CostModel.move_cost
-    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if cpu else 1.0)
+    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if cpu else 1.0, CPU_STRIDED_CHANNELS if cpu else None)
 
 
 @dataclass(frozen=True)
@@ -106,17 +119,22 @@ class SpaceToDepthConv2d:
     stay_in_domain : bool
         Keep tensors in the S2D domain across layers (default); False rewrites each conv on
         its own, with its own S2D and D2S.
+    prepare : bool
+        Run the preparation first (``passes.prepare``: QDQ convs to integer convs, constant
+        folding), so that the pass applied alone to an imported module does what it does in
+        the ``"s2d"`` pipeline (default); the pipeline, which has prepared already, says False.
 
     After the pass runs, ``decisions`` holds a ``Decision`` per conv and ``exits`` an ``Exit``
     per tensor brought back to plain layout.
     """
 
     def __init__(self, block=None, lane_width: int | None = None, move_cost: float | None = None,
-                 stay_in_domain: bool = True, tuning_log=None):
+                 stay_in_domain: bool = True, tuning_log=None, prepare: bool = True):
         self.block, self.model = check_options(block, lane_width, move_cost)
         self.tuning_log = tuning_log
         self.lane_width, self.move_cost = lane_width, move_cost
         self.stay_in_domain = bool(stay_in_domain)
+        self.prepare = bool(prepare)
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
 
@@ -125,6 +143,8 @@ class SpaceToDepthConv2d:
         self.model = default_model(target, self.lane_width, self.move_cost)
         from ..tuning.apply import best_records
 
+        if self.prepare:
+            mod = prepare(mod)
         rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain, best_records(self.tuning_log, target))
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits
@@ -186,10 +206,10 @@ class _Rewriter(PyExprMutator):
         if not self.tuned or self.block is not None:
             return None
         from ..tuning.apply import tuned_block
-        from ..tuning.workload import call_layer
+        from ..tuning.workload import Layer, call_layer
 
         layer = call_layer(name, call)
-        record = self.tuned.get(layer.key) if layer is not None else None
+        record = self.tuned.get(layer.key) if isinstance(layer, Layer) else None
         if record is None:
             return None
         block = tuned_block(record)
@@ -317,7 +337,7 @@ class _Rewriter(PyExprMutator):
         if domain is None:
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         name = binding.var.name
-        in_domain = self.builder_.emit(value, name + "_s2d_out")
+        in_domain = self.builder_.emit(value, name + DOMAIN_SUFFIX)
         self.in_domain[binding.var] = _InDomain(in_domain, domain, channels, layout, origin)
         if self.stay and isinstance(binding.var, relax.DataflowVar):
             return None

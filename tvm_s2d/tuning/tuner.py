@@ -11,7 +11,7 @@ import sys
 
 import tvm
 
-from ..pipeline import prepare_passes
+from ..passes.prepare import prepare
 from ..targets import is_cpu
 from .cost_model import XGBCostModel, default_configs, samples_from
 from .log import Record, TuningLog, best_of
@@ -26,9 +26,10 @@ def _fmt(cost: float | None, unit: str) -> str:
 
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
-         seed: int = 0, progress=None) -> list[dict]:
-    """Tune every distinct conv workload of ``mod`` for ``target``; returns one row per layer."""
-    found = layers(tvm.transform.Sequential(prepare_passes())(mod))
+         seed: int = 0, progress=None, skipped: list | None = None) -> list[dict]:
+    """Tune every distinct conv workload of ``mod`` for ``target``; returns one row per layer.
+    ``skipped`` (a list) gets ``(conv, reason)`` for each conv that cannot be tuned."""
+    found = layers(prepare(mod), skipped)
     return tune_layers(found, target, measurer, log, trials, seed, progress)
 
 

@@ -56,27 +56,34 @@ def target_key(target: tvm.target.Target) -> str:
     return f"llvm -mcpu={cpu}" if is_cpu(target) else f"hexagon-{cpu}"
 
 
-def call_layer(name: str, call: relax.Call) -> Layer | None:
-    """The tuning layer of a conv2d call, or None when the rewrite cannot take it anyway
-    (dynamic shapes, grouped, weights not constant, ...)."""
-    if not CONV2D.match(call) or not isinstance(call.args[1], tvm.ir.GenericConst):
+def call_layer(name: str, call: relax.Call) -> Layer | str | None:
+    """The tuning layer of a conv2d call; the reason when the tuner cannot take it (dynamic
+    shapes, grouped, weights not constant, ...); None for a call that is no conv2d."""
+    if not CONV2D.match(call):
         return None
+    if not isinstance(call.args[1], tvm.ir.GenericConst):
+        return "weight is not a compile-time constant"
     decision = decide(name, call, block=None)
     spec = decision.spec
-    if spec is None or spec.groups != 1:
-        return None
+    if spec is None:
+        return decision.reason
+    if spec.groups != 1:
+        return f"grouped conv (groups={spec.groups}): its only form is the conv as it is"
     return Layer(name, spec, decision.layout, str(call.args[0].ty.dtype))
 
 
-def layers(mod: tvm.IRModule) -> list[Layer]:
-    """The tunable convs of ``main`` in order, one per distinct workload."""
+def layers(mod: tvm.IRModule, skipped: list | None = None) -> list[Layer]:
+    """The tunable convs of ``main`` in order, one per distinct workload; ``skipped`` (a list)
+    gets ``(name, reason)`` for each conv the tuner cannot take."""
     found: dict[str, Layer] = {}
 
     def visit(binding):
         if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.Call):
             layer = call_layer(binding.var.name, binding.value)
-            if layer is not None:
+            if isinstance(layer, Layer):
                 found.setdefault(layer.key, layer)
+            elif layer is not None and skipped is not None:
+                skipped.append((binding.var.name, layer))
 
     for block in mod["main"].body.blocks:
         for binding in block.bindings:

@@ -1,0 +1,19 @@
+"""What runs before the rewrite, with or without it (the ``"s2d"`` pipeline's preparation, and
+what ``SpaceToDepthConv2d`` applied on its own runs first): QDQ convs made integer (exact),
+then constants folded, so that weights and biases (ONNX initializers behind dequantize,
+reshape or transpose) are constants the rewrite can fold and adapt."""
+
+from __future__ import annotations
+
+import tvm
+from tvm.relax import transform
+
+from .qdq_conv_to_integer import QDQConvToInteger
+
+
+def prepare_passes() -> list[tvm.transform.Pass]:
+    return [QDQConvToInteger(), transform.FoldConstant()]
+
+
+def prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    return tvm.transform.Sequential(prepare_passes())(mod)
