@@ -91,3 +91,110 @@ def test_report_options_per_conv_and_move_cost(capsys):
         staying = json.loads(capsys.readouterr().out)
         assert staying["totals"]["stayed_in_domain"] >= 1
         assert staying["totals"]["data_movement_ops_after"] < staying["totals"]["data_movement_ops_each_conv_alone"]
+
+
+# ---- every failure is one line and exit 2; checked before any compile work ----------------------
+
+
+def test_version(capsys):
+    import tvm_s2d
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"tvm-s2d {tvm_s2d.__version__}"
+
+
+def _fails(argv, capsys, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "compiling" not in err, err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("output,message", [
+    ("{tmp}/missing_dir/model.so", "output directory {tmp}/missing_dir does not exist"),
+    ("{tmp}", "output {tmp} is a directory"),
+])
+def test_compile_checks_the_output_path_before_compiling(demo_path, tmp_path, capsys, output, message):
+    _fails(["compile", str(demo_path), "-o", output.format(tmp=tmp_path)], capsys, message.format(tmp=tmp_path))
+
+
+def test_an_output_that_cannot_be_written_is_one_line(demo_path, capsys):
+    assert main(["compile", str(demo_path), "-o", "/proc/model.so"]) == 2  # /proc takes no new files, even for root
+    err = capsys.readouterr().err
+    assert "cannot write /proc/model.so" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda tmp: tmp, "is a directory"),
+    (lambda tmp: tmp / "missing.jsonl", "no such file"),
+])
+def test_tuning_log_must_be_a_file(demo_path, tmp_path, capsys, make, message):
+    _fails(["compile", str(demo_path), "-o", str(tmp_path / "m.so"), "--tuning-log", str(make(tmp_path))], capsys, message)
+
+
+@pytest.mark.parametrize("shape,message", [("imag=1,3,40,40", "'imag', which is not an input"),
+                                           ("image=1,3,40", "has 3 dims, the input has 4")])
+def test_shapes_that_do_not_fit_the_model(demo_path, capsys, shape, message):
+    _fails(["report", str(demo_path), "--shape", shape], capsys, message)
+
+
+@pytest.fixture
+def dynamic_path(tmp_path):
+    model = demo_model(40)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_dynamic_batch_compiles_and_names_shape(dynamic_path, tmp_path, capsys):
+    lib = tmp_path / "dynamic.so"
+    assert main(["compile", str(dynamic_path), "-o", str(lib)]) == 0
+    err = capsys.readouterr().err
+    assert "input image=N,3,40,40 is dynamic" in err and "--shape image=1,3,40,40" in err
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+    image = np.random.default_rng(0).standard_normal((2, 3, 40, 40)).astype(np.float32)
+    assert vm["main"](tvm.runtime.tensor(image)).numpy().shape == (2, 3, 20, 20)
+
+
+def test_tune_on_a_dynamic_model_is_an_error_naming_shape(dynamic_path, tmp_path, capsys):
+    _fails(["tune", str(dynamic_path), "--log", str(tmp_path / "t.jsonl")], capsys, "--shape image=1,3,40,40")
+
+
+def test_report_previews_what_compile_decides(demo_path, tmp_path, capsys):
+    """``report --target llvm`` prints the table ``compile`` prints (this CPU's cost model),
+    unlike the default report (the 32-lane HTP model)."""
+    assert main(["compile", str(demo_path), "-o", str(tmp_path / "m.so")]) == 0
+    compiled = capsys.readouterr().out
+    assert main(["report", str(demo_path), "--target", "llvm"]) == 0
+    previewed = capsys.readouterr().out
+    assert previewed.strip() in compiled
+    assert main(["report", str(demo_path)]) == 0
+    assert capsys.readouterr().out.strip() not in compiled
+
+
+def test_bad_tuning_log_lines_warn_once_in_one_line(demo_path, tmp_path, capsys):
+    log = tmp_path / "bad.jsonl"
+    log.write_text("not json\n")
+    assert main(["report", str(demo_path), "--target", "llvm", "--tuning-log", str(log)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("bad.jsonl:1: skipped: not JSON") == 1 and len(err.strip().splitlines()) == 1, err
+
+
+def test_report_wording(demo_path, capsys):
+    assert main(["report", str(demo_path), "--target", "llvm"]) == 0
+    out = capsys.readouterr().out
+    assert "(unchanged)" in out and "x fewer)" not in out and "()" not in out
+    assert main(["report", str(demo_path)]) == 0
+    out = capsys.readouterr().out
+    assert "back to plain layout: " in out and " lv" not in out and " gv" not in out
+
+
+def test_hexagon_compile_summarizes_refusals_per_reason(demo_path, tmp_path, capsys):
+    assert main(["compile", str(demo_path), "--target", "hexagon", "-o", str(tmp_path / "m.o")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("TVM's default lowering")]
+    assert lines == ["TVM's default lowering: 5 convs (not an integer conv (Hexagon kernels are uint8 x int8 -> int32)):"
+                     " stem, body1, body2, dw, tail"]

@@ -190,7 +190,7 @@ def test_a_conv_with_an_empty_output_is_refused():
 
 def test_dynamic_shape_is_refused():
     n = tvm.ir.prim.expr.Var("n", "int64")  # a symbolic batch size
-    assert _refusal(conv_module((n, 8, 16, 16), W8, padding=1)) == "dynamic or unknown shape"
+    assert _refusal(conv_module((n, 8, 16, 16), W8, padding=1)).startswith("dynamic or unknown shape (give")
 
 
 @pytest.mark.parametrize("options", [{"block": 0}, {"block": -2}, {"block": (2, 0)}, {"block": "2"}, {"lane_width": 0}, {"lane_width": 2.5}])
@@ -210,3 +210,48 @@ def test_module_without_convs_is_unchanged_and_reports_empty():
     tvm.ir.assert_structural_equal(SpaceToDepthConv2d(block=2)(mod), mod)
     report = explain(mod)
     assert report.rows == [] and str(report) == "no conv2d in the module"
+
+
+# ---- the pass on its own does what it does in the pipeline -------------------------------------
+
+
+@pytest.mark.parametrize("model", ["demo", "qdq"])
+def test_the_pass_alone_on_an_imported_module_equals_the_pipelines_rewrite(model):
+    """Applied alone it runs the pipeline's preparation (QDQ convs to integer, constant folding)
+    itself: imported weights behind dequantize/reshape are constants, the chain stays in the
+    S2D domain (2 layout changes, not one pair per conv), QDQ convs are rewritten."""
+    import tvm_s2d
+    from test_quantized import qdq_chain
+    from tvm_s2d.demo import demo_model
+    from tvm_s2d.passes.prepare import prepare
+
+    onnx_model = demo_model(48) if model == "demo" else qdq_chain(strides=(1, 1, 1))
+    mod = tvm_s2d.from_onnx(onnx_model)
+    options = dict(block=2, move_cost=1000.0)
+    alone = SpaceToDepthConv2d(**options)
+    after = alone(mod)
+    expected = SpaceToDepthConv2d(**options, prepare=False)(prepare(mod))
+    tvm.ir.assert_structural_equal(after, expected)
+    assert sum(d.rewritten for d in alone.decisions) == (4 if model == "demo" else 3)
+    if model == "qdq":
+        assert len(ops_in(after, "relax.permute_dims")) == 2  # one S2D in, one D2S out for the 3-conv chain
+        x = np.random.default_rng(0).integers(0, 256, (1, 8, 23, 21)).astype(np.uint8)
+        from helpers import onnxruntime_reference
+
+        np.testing.assert_array_equal(run(after, x), onnxruntime_reference(onnx_model, {"x": x}))
+
+
+def test_blocks_are_bounded_and_huge_folded_weights_refused_fast():
+    import time
+
+    from tvm_s2d.geometry import MAX_BLOCK, Unsupported
+
+    with pytest.raises(ValueError, match=f"at most {MAX_BLOCK}"):
+        SpaceToDepthConv2d(block=MAX_BLOCK + 1)
+    spec = Conv2dSpec(1, 64, 64, (128, 128), (3, 3), padding=(1, 1, 1, 1))
+    start = time.perf_counter()
+    with pytest.raises(Unsupported, match=r"folded weights of at least \d+ MiB \(limit 64 MiB\)"):
+        spec.plan(16)
+    assert time.perf_counter() - start < 1.0
+    mod = conv_module((1, 64, 128, 128), RNG.standard_normal((64, 64, 3, 3)).astype(np.float32), padding=1)
+    assert "MiB" in _refusal(mod, block=16)

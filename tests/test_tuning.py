@@ -7,6 +7,7 @@ import time
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 import tvm
 from tvm import relax
@@ -250,3 +251,17 @@ def test_tuner_reaches_the_hexagon_optimum_within_16_trials_on_recorded_packets(
     assert replay.asked <= 16 * len(complete)
     for layer, row in zip(complete, rows):
         assert row["best_cost"] == optimum[layer.key].cost, layer.key
+
+
+def test_convs_the_tuner_cannot_take_are_named_with_a_reason(tmp_path, capsys):
+    from tvm_s2d.cli import main
+    from tvm_s2d.demo import demo_model
+
+    skipped = []
+    found = layers(tvm_s2d.from_onnx(demo_model(32)), skipped)
+    assert [layer.name for layer in found] == ["stem", "body1", "tail"]  # body2 has body1's workload
+    assert skipped == [("dw", "grouped conv (groups=8): its only form is the conv as it is")]
+    model = tmp_path / "demo.onnx"
+    onnx.save(demo_model(24), model)
+    assert main(["tune", str(model), "--trials", "1", "--log", str(tmp_path / "t.jsonl")]) == 0
+    assert "not tuned: 1 conv (grouped conv (groups=8): its only form is the conv as it is): dw" in capsys.readouterr().out

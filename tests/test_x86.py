@@ -9,6 +9,7 @@ from tvm.relax import transform
 
 import tvm_s2d  # noqa: F401  (registers the pipeline)
 from helpers import LLVM, Net, assert_same, ops_in, random_tensor, run
+from tvm_s2d import explain
 from tvm_s2d.passes import ScheduleConvs, SpaceToDepthConv2d
 from tvm_s2d.passes.space_to_depth_conv2d import default_model
 from tvm_s2d.schedules import x86
@@ -157,3 +158,40 @@ def test_cpu_cost_model_rewrites_strided_convs_only():
         assert len(ops_in(out, "relax.nn.conv2d")) == 1
         x = _input((1, 3, 32, 32), "float32")
         assert_same(run(mod, x, pipeline="s2d", target=host_target()), run(mod, x), "float32")
+
+
+def test_cpu_default_rewrites_image_stems_not_many_channel_strided_convs():
+    """Measured (scripts/calibrate_cpu.py): ResNet-50's 7x7/2 stem runs ~2x faster rewritten,
+    its 3x3/2 convs with 128-512 channels up to 2.3x slower; the default takes only the stem."""
+    cases = [((1, 3, 64, 64), 64, 7, 3, True), ((1, 128, 28, 28), 128, 3, 1, False), ((1, 16, 28, 28), 32, 3, 1, False)]
+    for shape, cout, k, pad, rewritten in cases:
+        net = Net(shape)
+        mod = net.module(net.conv(net.x, cout, k, stride=2, padding=pad))
+        with host_target():
+            (row,) = explain(mod).rows
+        assert (row["status"] == "rewritten") == rewritten, row
+
+
+def test_dynamic_batch_compiles_with_static_kernels_scheduled():
+    """A dynamic batch dimension: the convs keep TVM's default kernels, the rest compiles and
+    runs for any batch."""
+    n = tvm.ir.prim.expr.Var("n", "int64")
+    weight = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    from helpers import conv_module
+
+    mod = conv_module((n, 3, 16, 16), weight, padding=1)
+    schedule = ScheduleConvs()
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=host_target(), relax_pipeline=s2d_pipeline_with(schedule))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    assert schedule.dynamic and not schedule.scheduled
+    for batch in (1, 2):
+        x = _input((batch, 3, 16, 16), "float32")
+        assert_same(vm["main"](tvm.runtime.tensor(x)).numpy(), run(conv_module((batch, 3, 16, 16), weight, padding=1), x),
+                    "float32")
+
+
+def s2d_pipeline_with(schedule):
+    from tvm_s2d.pipeline import s2d_passes
+
+    return tvm.transform.Sequential(s2d_passes(SpaceToDepthConv2d(prepare=False), schedule))

@@ -39,6 +39,10 @@ CONV2D_TRANSPOSE = is_op("relax.nn.conv2d_transpose")(wildcard(), wildcard())
 FOLDED_KERNEL_LAYOUT = {"NCHW": "OIHW", "NHWC": "HWIO"}
 
 
+#: The refusal of a conv whose shapes are not all known numbers.
+DYNAMIC = "dynamic or unknown shape (give the model's inputs static shapes: --shape NAME=D,D,... or shape_dict)"
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the rewrite does with one conv: ``plan`` when rewritten, else ``reason``.
@@ -145,7 +149,7 @@ def _layout_problem(call, shapes) -> str | None:
     attrs = call.attrs
     layout = str(attrs.data_layout)
     if data_shape is None or weight_shape is None:
-        return "dynamic or unknown shape"
+        return DYNAMIC
     if layout not in LAYOUTS:
         return f"data layout {layout} is not NCHW or NHWC"
     if str(attrs.out_layout) != layout:

@@ -144,7 +144,10 @@ class SpaceToDepthConv2d:
         from ..tuning.apply import best_records
 
         if self.prepare:
-            mod = prepare(mod)
+            try:
+                mod = prepare(mod)
+            except (ValueError, RuntimeError):  # e.g. a conv with an empty output, which TVM's
+                pass  # own passes cannot fold; the rewrite refuses such a conv with its reason
         rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain, best_records(self.tuning_log, target))
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits
