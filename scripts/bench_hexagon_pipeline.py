@@ -27,7 +27,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tvm_s2d.hexagon.emulator import hexagon_target, run_kernel
+from tvm_s2d.targets import hexagon_target
+from tvm_s2d.hexagon.emulator import run_kernel
 from tvm_s2d.hexagon.network import quantized_nhwc_chain
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
 from tvm_s2d.pipeline import kernel_passes

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench_hexagon import LAYERS, layer_spec
 
-from tvm_s2d.hexagon.emulator import hexagon_target
+from tvm_s2d.targets import hexagon_target
 from tvm_s2d.tuning import Layer, Record, TuningLog
 from tvm_s2d.tuning.log import best_of
 from tvm_s2d.tuning.measure import HexagonMeasurer, ReplayMeasurer

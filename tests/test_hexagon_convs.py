@@ -11,7 +11,7 @@ from tvm import relax
 import tvm_s2d
 from helpers import LLVM, conv_module, require_hexagon_tools, run
 from test_quantized import qdq_chain
-from tvm_s2d.hexagon.emulator import hexagon_target
+from tvm_s2d.targets import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
 from tvm_s2d.pipeline import prepare_passes
 from tvm_s2d.schedules.hexagon import default_mapping

@@ -9,7 +9,7 @@ import tvm
 from tvm import relax
 
 from helpers import require_hexagon_tools, run
-from tvm_s2d.hexagon.emulator import hexagon_target
+from tvm_s2d.targets import hexagon_target
 from tvm_s2d.hexagon.network import quantized_nhwc_chain as nhwc_qdq
 from tvm_s2d.passes import HexagonConvs, HexagonMovement, SpaceToDepthConv2d
 

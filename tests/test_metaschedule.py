@@ -1,4 +1,4 @@
-"""MetaSchedule as the alternative kernel schedule (schedules/metaschedule.py): tuning the s2d
+"""MetaSchedule as the alternative kernel schedule (schedules/ and tuning/metaschedule.py): tuning the s2d
 pipeline's own kernels works on this platform (builder without the tensor-intrinsic import,
 target with num-cores), the database is applied at compile time, exactly, and a missing or
 broken database is a clear error."""
@@ -14,6 +14,7 @@ from tvm_s2d.cli import main
 from tvm_s2d.geometry import Conv2dSpec
 from tvm_s2d.passes import ScheduleConvs
 from tvm_s2d.schedules import metaschedule, x86
+from tvm_s2d.tuning import metaschedule as ms_tuning
 from tvm_s2d.targets import host_target
 from tvm_s2d.tuning.measure import layer_input, layer_module
 from tvm_s2d.tuning.workload import Layer
@@ -36,10 +37,10 @@ def test_tuning_target_adds_num_cores():
 @pytest.mark.slow
 def test_tune_then_apply_the_database(tmp_path):
     mod, target, work = layer_module(LAYER), host_target(), tmp_path / "ms"
-    metaschedule.tune(mod, target, work, trials=4, block=2)
+    ms_tuning.tune(mod, target, work, trials=4, block=2)
     assert all((work / name).stat().st_size > 0 for name in metaschedule.DATABASE_FILES)
 
-    fused = metaschedule.kernels(mod, target, block=2)
+    fused = ms_tuning.kernels(mod, target, block=2)
     with target:
         applied = metaschedule.ApplyDatabase(work)(fused)
     convs = [gv.name_hint for gv, f in applied.functions.items()

@@ -60,10 +60,10 @@ def test_on_an_llvm_cpu_target_the_default_cost_model_keeps_the_original_convs()
         tvm.compile(mod, target=LLVM, relax_pipeline=pipeline)
     (conv,) = ops_in(capture.after)
     assert conv.args[0].ty.shape[1] == 8
-    from tvm_s2d.passes.space_to_depth_conv2d import default_lane_width
+    from tvm_s2d.targets import default_lane_width
 
     assert default_lane_width(LLVM) == 1 and default_lane_width(None) == 32
-    from tvm_s2d.hexagon.emulator import hexagon_target
+    from tvm_s2d.targets import hexagon_target
 
     assert default_lane_width(hexagon_target()) == 32
 

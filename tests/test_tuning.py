@@ -232,7 +232,7 @@ def test_tuner_reaches_the_hexagon_optimum_within_16_trials_on_recorded_packets(
     deterministic, so a replay is a re-measurement). The tuner gets 16 trials per layer."""
     from pathlib import Path
 
-    from tvm_s2d.hexagon.emulator import hexagon_target
+    from tvm_s2d.targets import hexagon_target
     from tvm_s2d.tuning.log import best_of
     from tvm_s2d.tuning.measure import ReplayMeasurer
     from tvm_s2d.tuning.tuner import tune_layers

@@ -11,7 +11,7 @@ import tvm_s2d  # noqa: F401  (registers the pipeline)
 from helpers import LLVM, Net, assert_same, ops_in, random_tensor, run
 from tvm_s2d import explain
 from tvm_s2d.passes import ScheduleConvs, SpaceToDepthConv2d
-from tvm_s2d.passes.space_to_depth_conv2d import default_model
+from tvm_s2d.targets import default_model
 from tvm_s2d.schedules import x86
 from tvm_s2d.targets import host_target, is_cpu, vector_lanes
 

@@ -47,7 +47,7 @@ def parse_target(text: str):
 
         return host_target()
     if text == "hexagon":
-        from .hexagon.emulator import hexagon_target
+        from .targets import hexagon_target
 
         return hexagon_target()
     try:
@@ -336,7 +336,7 @@ def cmd_tune(args) -> int:
 def _tune_metaschedule(mod, args) -> int:
     from pathlib import Path
 
-    from .schedules import metaschedule
+    from .tuning import metaschedule
 
     if args.rpc_tracker:
         raise ValueError("--metaschedule measures on this machine; it does not take --rpc-tracker")

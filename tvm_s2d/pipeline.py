@@ -23,6 +23,8 @@ from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pi
 
 from .passes import HexagonConvs, HexagonMovement, ScheduleConvs, SpaceToDepthConv2d
 from .passes.prepare import prepare_passes
+from .schedules.metaschedule import ApplyDatabase
+from .tuning.apply import tuned_blocks, tuned_hexagon_knobs, tuned_knobs
 
 PIPELINE_NAME = "s2d"
 
@@ -62,12 +64,9 @@ def s2d_pipeline(tuning_log=None, metaschedule=None, hexagon: HexagonConvs | Non
     get its schedule, the others ``ScheduleConvs``'. ``hexagon``: the ``HexagonConvs`` pass to
     use as it is (to read which convs it took afterwards; give it ``knobs=`` yourself).
     """
-    from .schedules.metaschedule import ApplyDatabase
-    from .tuning.apply import tuned_hexagon_knobs, tuned_knobs
-
     if hexagon is None:
         hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
-    rewrite = SpaceToDepthConv2d(tuning_log=tuning_log, prepare=False, **options)
+    rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options)
     schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
     schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
     return tvm.transform.Sequential(s2d_passes(rewrite, *schedules, hexagon=hexagon), name="s2d_pipeline")

@@ -13,6 +13,7 @@ from tvm import relax
 from .passes.conv2d import Decision
 from .passes.prepare import prepare
 from .passes.space_to_depth_conv2d import SpaceToDepthConv2d
+from .tuning.apply import tuned_blocks
 
 #: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
 DATA_MOVEMENT_OPS = ("relax.permute_dims", "relax.layout_transform", "relax.nn.pad", "relax.strided_slice")
@@ -100,14 +101,16 @@ class Report:
         return "\n".join(text)
 
 
-def explain(mod: tvm.IRModule, **options) -> Report:
-    """What the ``"s2d"`` pipeline's rewrite does to ``mod`` (same steps, same ``options`` as
-    ``SpaceToDepthConv2d``: ``block``, ``lane_width``, ``move_cost``, ``stay_in_domain``)."""
-    pass_ = SpaceToDepthConv2d(**options, prepare=False)  # validates the options before any work
+def explain(mod: tvm.IRModule, tuning_log=None, **options) -> Report:
+    """What the ``"s2d"`` pipeline's rewrite does to ``mod`` for the current target (same steps,
+    same ``options`` as ``SpaceToDepthConv2d``: ``block``, ``lane_width``, ``move_cost``,
+    ``stay_in_domain``; ``tuning_log`` as the pipeline's)."""
+    options = dict(options, tuned_blocks=tuned_blocks(tuning_log), prepare=False)
+    pass_ = SpaceToDepthConv2d(**options)  # validates the options before any work
     prepared = prepare(mod)
     report = Report.from_run(pass_, prepared, pass_(prepared))
     if pass_.stay_in_domain:  # what staying in the domain saves over one S2D and D2S per conv
-        per_conv = SpaceToDepthConv2d(**{**options, "stay_in_domain": False}, prepare=False)(prepared)
+        per_conv = SpaceToDepthConv2d(**{**options, "stay_in_domain": False})(prepared)
         report.data_movement["each_conv_alone"] = count_ops(per_conv, DATA_MOVEMENT_OPS)
     return report
 

@@ -1,8 +1,14 @@
-"""Build targets: this machine's CPU, and what a target's vectors hold."""
+"""Build targets: this machine's CPU, the Hexagon core the emulator runs, what a target's
+vectors hold, and the cost model the rewrite decides by on each target."""
 
 from __future__ import annotations
 
 import tvm
+
+from .geometry import CostModel
+
+#: The Hexagon core and HVX the emulator runs (QEMU 7.2: a v67 core with HVX v66).
+HEXAGON_CPU, HEXAGON_HVX = "hexagonv66", ["+hvxv66", "+hvx-length128b"]
 
 
 def is_hexagon(target: tvm.target.Target | None) -> bool:
@@ -42,3 +48,42 @@ def describe(target: tvm.target.Target | None) -> str:
     if is_hexagon(target):
         return f"hexagon ({cpu})" if cpu else "hexagon"
     return f"{target.kind.name}{f' -mcpu={cpu}' if cpu else ''}"
+
+
+def hexagon_target() -> tvm.target.Target:
+    """The Hexagon target QEMU can run: v66 with 128-byte HVX, through plain LLVM codegen."""
+    return tvm.target.Target({"kind": "llvm", "mtriple": "hexagon-unknown-linux-musl", "mcpu": HEXAGON_CPU,
+                              "mattr": HEXAGON_HVX})
+
+
+# ---- the rewrite's cost model per target ------------------------------------------------------
+
+# LLVM CPU targets, measured on this project's machines with schedules/x86.py:
+# * the conv schedule vectorizes the width, so a width stride gathers: the ResNet stem
+#   (7x7/2, 3->64) ran 2.2-2.5x slower than its S2D form although that executes 1.3x more MACs;
+#   with 16 or more input channels the gather costs nothing measurable: 3x3/2 convs with
+#   16-512 channels ran 0.9-2.6x slower rewritten, as their 1.8x more MACs say
+#   (scripts/calibrate_cpu.py, results/calibrate_cpu.json), so only convs with at most
+#   CPU_STRIDED_CHANNELS input channels (image stems) are charged;
+# * the S2D of a 1024x1024x3 float image (25 MB read + written) took 2.1 ms, the time of
+#   ~94M MACs of the scheduled conv: ~4 MAC-equivalents per byte moved. With it the
+#   demo's small 3x3/2 stem (3->8) stays as it is, which measured faster (3.0 vs 6.7 ms).
+CPU_STRIDED_WIDTH = 3.0
+CPU_STRIDED_CHANNELS = 4
+CPU_MOVE_COST = 4.0
+
+
+def default_lane_width(target: tvm.target.Target | None) -> int:
+    """The cost model's lane width for a build target: 32 for Hexagon (HTP, HVX ``vrmpy``) and
+    when no target is known; 1 for LLVM CPU targets, whose vectors hold pixels, not channels,
+    so that S2D there pays only by turning strided convs into stride-1 ones."""
+    return 1 if is_cpu(target) else 32
+
+
+def default_model(target: tvm.target.Target | None, lane_width: int | None, move_cost: float | None) -> CostModel:
+    """The cost model for a build target (an option None: the target's default)."""
+    cpu = is_cpu(target)
+    lanes = default_lane_width(target) if lane_width is None else lane_width
+    if move_cost is None:
+        move_cost = CPU_MOVE_COST if cpu else CostModel.move_cost
+    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if cpu else 1.0, CPU_STRIDED_CHANNELS if cpu else None)

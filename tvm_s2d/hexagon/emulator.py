@@ -23,21 +23,17 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from ..targets import HEXAGON_CPU, hexagon_target
+
 HERE = Path(__file__).resolve().parent
 #: Debian package of each tool the emulator needs.
 TOOLS = {"qemu-hexagon": "qemu-user", "clang-14": "clang-14", "ld.lld-14": "lld-14", "llvm-nm-14": "llvm-14", "gcc": "gcc"}
-CPU, HVX = "hexagonv66", ["+hvxv66", "+hvx-length128b"]
 DL_TYPES = {"int8": ("kDLInt", 8), "uint8": ("kDLUInt", 8), "int16": ("kDLInt", 16), "int32": ("kDLInt", 32),
             "float32": ("kDLFloat", 32)}
 
 
 class EmulatorError(RuntimeError):
     """The emulator cannot run: a missing tool (named with its Debian package) or a failed step."""
-
-
-def hexagon_target() -> tvm.target.Target:
-    """The Hexagon target QEMU can run: v66 with 128-byte HVX, through plain LLVM codegen."""
-    return tvm.target.Target({"kind": "llvm", "mtriple": "hexagon-unknown-linux-musl", "mcpu": CPU, "mattr": HVX})
 
 
 def check_tools() -> None:
@@ -137,7 +133,7 @@ def _run(command: list[str], what: str) -> None:
 
 
 def _link(work: Path) -> Path:
-    flags = ["--target=hexagon-unknown-linux-musl", f"-mcpu={CPU}", "-mhvx", "-mhvx-length=128b",
+    flags = ["--target=hexagon-unknown-linux-musl", f"-mcpu={HEXAGON_CPU}", "-mhvx", "-mhvx-length=128b",
              "-ffreestanding", "-nostdlib", "-O2", *_ffi_includes()]
     for source in (HERE / "runtime.c", work / "main.c"):
         _run(["clang-14", *flags, "-c", str(source), "-o", str(work / (source.stem + ".o"))], f"compiling {source.name}")

@@ -29,7 +29,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import CostModel, Domain, normalize_block, spatial_axes
-from ..targets import is_cpu
+from ..targets import default_model
 from .conv2d import (
     CONV2D,
     CONV2D_TRANSPOSE,
@@ -61,37 +61,6 @@ def check_options(block, lane_width, move_cost) -> tuple[tuple[int, int] | None,
     return (None if block is None else normalize_block(block)), model
 
 
-# LLVM CPU targets, measured on this project's machines with schedules/x86.py:
-# * the conv schedule vectorizes the width, so a width stride gathers: the ResNet stem
-#   (7x7/2, 3->64) ran 2.2-2.5x slower than its S2D form although that executes 1.3x more MACs;
-#   with 16 or more input channels the gather costs nothing measurable: 3x3/2 convs with
-#   16-512 channels ran 0.9-2.6x slower rewritten, as their 1.8x more MACs say
-#   (scripts/calibrate_cpu.py, results/calibrate_cpu.json), so only convs with at most
-#   CPU_STRIDED_CHANNELS input channels (image stems) are charged;
-# * the S2D of a 1024x1024x3 float image (25 MB read + written) took 2.1 ms, the time of
-#   ~94M MACs of the scheduled conv: ~4 MAC-equivalents per byte moved. With it the
-#   demo's small 3x3/2 stem (3->8) stays as it is, which measured faster (3.0 vs 6.7 ms).
-CPU_STRIDED_WIDTH = 3.0
-CPU_STRIDED_CHANNELS = 4
-CPU_MOVE_COST = 4.0
-
-
-def default_lane_width(target: tvm.target.Target | None) -> int:
-    """The cost model's lane width for a build target: 32 for Hexagon (HTP, HVX ``vrmpy``) and
-    when no target is known; 1 for LLVM CPU targets, whose vectors hold pixels, not channels,
-    so that S2D there pays only by turning strided convs into stride-1 ones."""
-    return 1 if is_cpu(target) else 32
-
-
-def default_model(target: tvm.target.Target | None, lane_width: int | None, move_cost: float | None) -> CostModel:
-    """The cost model for a build target (an option None: the target's default)."""
-    cpu = is_cpu(target)
-    lanes = default_lane_width(target) if lane_width is None else lane_width
-    if move_cost is None:
-        move_cost = CPU_MOVE_COST if cpu else CostModel.move_cost
-    return CostModel(lanes, move_cost, CPU_STRIDED_WIDTH if cpu else 1.0, CPU_STRIDED_CHANNELS if cpu else None)
-
-
 @dataclass(frozen=True)
 class Exit:
     """A tensor brought back from the S2D domain to plain layout, and the op that needed it."""
@@ -119,6 +88,10 @@ class SpaceToDepthConv2d:
     stay_in_domain : bool
         Keep tensors in the S2D domain across layers (default); False rewrites each conv on
         its own, with its own S2D and D2S.
+    tuned_blocks : callable or None
+        ``conv2d call -> (bh, bw) | None``: the block measured best for the conv on the
+        current target, ``(1, 1)`` for the conv as it is, None where nothing was measured
+        (``tuning.apply.tuned_blocks(log)`` builds it from a tuning log).
     prepare : bool
         Run the preparation first (``passes.prepare``: QDQ convs to integer convs, constant
         folding), so that the pass applied alone to an imported module does what it does in
@@ -129,9 +102,9 @@ class SpaceToDepthConv2d:
     """
 
     def __init__(self, block=None, lane_width: int | None = None, move_cost: float | None = None,
-                 stay_in_domain: bool = True, tuning_log=None, prepare: bool = True):
+                 stay_in_domain: bool = True, tuned_blocks=None, prepare: bool = True):
         self.block, self.model = check_options(block, lane_width, move_cost)
-        self.tuning_log = tuning_log
+        self.tuned_blocks = tuned_blocks
         self.lane_width, self.move_cost = lane_width, move_cost
         self.stay_in_domain = bool(stay_in_domain)
         self.prepare = bool(prepare)
@@ -141,14 +114,12 @@ class SpaceToDepthConv2d:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         target = tvm.target.Target.current(allow_none=True)
         self.model = default_model(target, self.lane_width, self.move_cost)
-        from ..tuning.apply import best_records
-
         if self.prepare:
             try:
                 mod = prepare(mod)
             except (ValueError, RuntimeError):  # e.g. a conv with an empty output, which TVM's
                 pass  # own passes cannot fold; the rewrite refuses such a conv with its reason
-        rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain, best_records(self.tuning_log, target))
+        rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain, self.tuned_blocks)
         mod = rewriter.transform()
         self.decisions, self.exits = rewriter.decisions, rewriter.exits
         return mod
@@ -170,9 +141,9 @@ class _InDomain:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, block, model: CostModel, stay: bool, tuned: dict | None = None):
+    def __init__(self, mod: tvm.IRModule, block, model: CostModel, stay: bool, tuned_blocks=None):
         super().__init__(mod)
-        self.tuned = tuned or {}
+        self.tuned_blocks = tuned_blocks
         self.mod = mod
         self.block = block
         self.model = model
@@ -206,17 +177,12 @@ class _Rewriter(PyExprMutator):
 
     def _tuned(self, name: str, call: relax.Call, source) -> Decision | None:
         """The decision a tuning record makes for this conv, if the log has one."""
-        if not self.tuned or self.block is not None:
+        if self.tuned_blocks is None or self.block is not None:
             return None
-        from ..tuning.apply import tuned_block
-        from ..tuning.workload import Layer, call_layer
-
-        layer = call_layer(name, call)
-        record = self.tuned.get(layer.key) if isinstance(layer, Layer) else None
-        if record is None:
-            return None
-        block = tuned_block(record)
+        block = self.tuned_blocks(call)
         if block is None:
+            return None
+        if block == (1, 1):  # the record keeps the conv as it is
             decision = decide(name, call, None, self.model, None)
             return replace(decision, plan=None, reason="tuning log: the conv as it is measured fastest",
                            source="tuning log")

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..geometry import Unsupported, choose_block
-from ..passes.space_to_depth_conv2d import default_model
+from ..targets import default_model
 from ..schedules.hexagon import default_mapping
 from .log import Record
 from .space import Config, running_conv
