@@ -13,7 +13,7 @@ from helpers import LLVM, conv_module, require_hexagon_tools, run
 from test_quantized import qdq_chain
 from tvm_s2d.targets import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
-from tvm_s2d.pipeline import prepare_passes
+from tvm_s2d.pipeline import S2DPipeline, prepare_passes
 from tvm_s2d.schedules.hexagon import default_mapping
 
 HEXAGON = hexagon_target()
@@ -113,10 +113,13 @@ def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
     from tvm_s2d.cli import main
 
     onnx.save(qdq_chain(1, (16, 16), "int8", (1, 2)), tmp_path / "q.onnx")
-    out = tmp_path / "q.o"
-    assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(out)]) == 0
-    assert "HVX vrmpy kernels: conv0, conv1" in capsys.readouterr().out.replace("_s2d_out", "")
-    assert out.read_bytes()[:4] == b"\x7fELF"
+    obj = tmp_path / "q.o"
+    assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(obj)]) == 0
+    out = capsys.readouterr().out
+    assert "HexagonConvs: 2 of 2 applied" in out
+    named = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("  HVX vrmpy kernel")]
+    assert sorted(", ".join(named).split(", ")) == ["conv0", "conv1"]
+    assert obj.read_bytes()[:4] == b"\x7fELF"
 
 
 def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
@@ -124,7 +127,6 @@ def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
     the convs it builds (blocks and mappings from the log)."""
     from tvm_s2d.tuning import TuningLog, layers
     from tvm_s2d.tuning.measure import HexagonMeasurer
-    from tvm_s2d.tuning.apply import tuned_hexagon_knobs
     from tvm_s2d.tuning.tuner import tune_layers
     from tvm_s2d.tuning.workload import target_key
 
@@ -135,9 +137,10 @@ def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
     tune_layers(found, HEXAGON, HexagonMeasurer(), log, trials=3, progress=lambda _: None)
     best = log.best(target_key(HEXAGON))
     assert len(best) == 2 and all(r.extra["conv"] for r in best.values())
-    hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(str(log.path)))
+    pipeline = S2DPipeline(tuning_log=str(log.path))
     with tvm.transform.PassContext(opt_level=3):
-        tvm.compile(mod, target=HEXAGON, relax_pipeline=relax.get_pipeline("s2d", tuning_log=str(log.path), hexagon=hexagon))
+        tvm.compile(mod, target=HEXAGON, relax_pipeline=pipeline.as_pass())
+    hexagon = pipeline.hexagon_convs
     from tvm_s2d.tuning.space import Config
 
     wanted = [(Config.from_json(best[layer.key].config).mapping, Config.from_json(best[layer.key].config).tile)

@@ -240,22 +240,21 @@ def cmd_report(args) -> int:
 def cmd_compile(args) -> int:
     import tvm
 
-    from .passes import PASS_NAME, HexagonConvs
-    from .pipeline import s2d_pipeline
-    from .report import explain
+    from .passes import PASS_NAME
+    from .passes.outcome import summary
+    from .pipeline import S2DPipeline
+    from .report import Report
     from .targets import describe, is_hexagon
-    from .tuning.apply import tuned_hexagon_knobs
 
     check_output(args.output)
     check_tuning_log(args.tuning_log)
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
-    hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(args.tuning_log))
+    pipeline = S2DPipeline(tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args))
     print(f"compiling {args.model} for {describe(args.target)} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        ex = tvm.compile(mod, target=args.target, relax_pipeline=s2d_pipeline(
-            tuning_log=args.tuning_log, metaschedule=args.metaschedule, hexagon=hexagon, **rewrite_options(args)))
+        ex = tvm.compile(mod, target=args.target, relax_pipeline=pipeline.as_pass())
     print(f"compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     try:
         if is_hexagon(args.target):
@@ -264,13 +263,12 @@ def cmd_compile(args) -> int:
             ex.export_library(args.output)
     except Exception as exc:
         raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
-    if is_hexagon(args.target):
-        print(f"HVX vrmpy kernels: {', '.join(hexagon.replaced) or 'none'}")
-        for reason, convs in _group(hexagon.refusals).items():
-            print(f"TVM's default lowering: {_count(convs, 'conv')} ({reason}): {_listing(convs)}")
-    if not args.no_rewrite:
-        with args.target:
-            print(explain(mod, tuning_log=args.tuning_log, **rewrite_options(args)))
+    if args.no_rewrite:  # what the other passes did
+        for name, found in pipeline.outcomes().items():
+            if name != PASS_NAME:
+                print("\n".join(summary(name, found)) or f"{name}: nothing to do")
+    else:
+        print(Report.from_pipeline(pipeline))
     print(f"wrote {args.output}")
     return 0
 

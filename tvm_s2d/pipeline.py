@@ -29,14 +29,16 @@ from .tuning.apply import tuned_blocks, tuned_hexagon_knobs, tuned_knobs
 PIPELINE_NAME = "s2d"
 
 
-def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None) -> list[tvm.transform.Pass]:
+def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None,
+                  movement: HexagonMovement | None = None, prepare=None) -> list[tvm.transform.Pass]:
     """Prepare, rewrite (None: no rewrite), integer convs and uint8 data movement to HVX
-    kernels (Hexagon targets only), legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take."""
+    kernels (Hexagon targets only), legalize, fold, fuse: what gives the kernels (PrimFuncs)
+    the schedules then take. Pass objects not given are made new."""
     return [
-        *prepare_passes(),
+        *(prepare if prepare is not None else prepare_passes()),
         *([rewrite] if rewrite is not None else []),
         hexagon if hexagon is not None else HexagonConvs(),
-        HexagonMovement(),
+        movement if movement is not None else HexagonMovement(),
         transform.LegalizeOps(),
         transform.AnnotateTIROpPattern(),
         transform.FoldConstant(),
@@ -52,24 +54,46 @@ def s2d_passes(rewrite: tvm.transform.Pass | None, *schedules: tvm.transform.Pas
     return [*kernel_passes(rewrite, hexagon), *schedules, default_build_pipeline()]
 
 
-def s2d_pipeline(tuning_log=None, metaschedule=None, hexagon: HexagonConvs | None = None,
-                 **options) -> tvm.transform.Pass:
-    """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
-    targets), then TVM's default build pipeline.
+class S2DPipeline:
+    """The ``"s2d"`` pipeline as objects: its passes keep what they decided, so a compile can
+    say what it did (``outcomes``; ``report.Report.from_pipeline``).
 
     ``options`` are ``SpaceToDepthConv2d``'s: ``block``, ``lane_width``, ``move_cost``,
     ``stay_in_domain``. ``tuning_log``: a ``tuning_logs/*.jsonl`` file; each conv with a
     record for the build target gets the block and schedule knobs measured best.
     ``metaschedule``: the work directory of a MetaSchedule JSON database; kernels found in it
-    get its schedule, the others ``ScheduleConvs``'. ``hexagon``: the ``HexagonConvs`` pass to
-    use as it is (to read which convs it took afterwards; give it ``knobs=`` yourself).
+    get its schedule, the others ``ScheduleConvs``'.
     """
-    if hexagon is None:
-        hexagon = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
-    rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options)
-    schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
-    schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
-    return tvm.transform.Sequential(s2d_passes(rewrite, *schedules, hexagon=hexagon), name="s2d_pipeline")
+
+    def __init__(self, tuning_log=None, metaschedule=None, **options):
+        self.prepare = prepare_passes()
+        self.rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options)
+        self.hexagon_convs = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
+        self.hexagon_movement = HexagonMovement()
+        self.schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
+        self.schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
+
+    def passes(self) -> list[tvm.transform.Pass]:
+        """Everything before code generation."""
+        return [*kernel_passes(self.rewrite, self.hexagon_convs, self.hexagon_movement, self.prepare), *self.schedules]
+
+    def as_pass(self) -> tvm.transform.Pass:
+        return tvm.transform.Sequential([*self.passes(), default_build_pipeline()], name="s2d_pipeline")
+
+    def outcomes(self) -> dict[str, list]:
+        """Pass name -> its ``passes.outcome.Outcome`` list, for every pass of this pipeline
+        that records them (empty where a pass did not run or found nothing)."""
+        found = {}
+        for p in [*self.prepare, self.rewrite, self.hexagon_convs, self.hexagon_movement, *self.schedules]:
+            if hasattr(p, "outcomes"):
+                found[p.info.name] = list(p.outcomes)
+        return found
+
+
+def s2d_pipeline(tuning_log=None, metaschedule=None, **options) -> tvm.transform.Pass:
+    """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
+    targets), then TVM's default build pipeline (``S2DPipeline(...).as_pass()``)."""
+    return S2DPipeline(tuning_log, metaschedule, **options).as_pass()
 
 
 def register() -> None:

@@ -3,6 +3,7 @@ layout, and per model (executed MACs, data-movement ops)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -11,9 +12,9 @@ import tvm
 from tvm import relax
 
 from .passes.conv2d import Decision
-from .passes.prepare import prepare
-from .passes.space_to_depth_conv2d import SpaceToDepthConv2d
-from .tuning.apply import tuned_blocks
+from .passes.outcome import summary
+from .passes.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
+from .pipeline import S2DPipeline
 
 #: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
 DATA_MOVEMENT_OPS = ("relax.permute_dims", "relax.layout_transform", "relax.nn.pad", "relax.strided_slice")
@@ -22,25 +23,44 @@ DATA_MOVEMENT_OPS = ("relax.permute_dims", "relax.layout_transform", "relax.nn.p
 @dataclass
 class Report:
     """``rows``: one dict per conv; ``exits``: tensors brought back to plain, and by what;
-    ``data_movement``: data-movement ops in the module before and after the rewrite."""
+    ``data_movement``: data-movement ops in the module before and after the rewrite;
+    ``passes``: the other passes' outcomes (``passes.outcome``), by pass name."""
 
     rows: list[dict] = field(default_factory=list)
     lane_width: int = 32
     exits: list[dict] = field(default_factory=list)
     data_movement: dict = field(default_factory=dict)
+    passes: dict = field(default_factory=dict)
 
     @classmethod
     def from_run(cls, pass_, before: tvm.IRModule | None = None, after: tvm.IRModule | None = None) -> Report:
-        """The report of one run of the pass (``before`` / ``after`` give data-movement counts)."""
+        """The report of one run of the pass (``before`` / ``after`` give data-movement counts;
+        by default the modules of the pass's last run)."""
+        target = None
+        if before is None and after is None and pass_.last_run is not None:
+            before, after, target = pass_.last_run
         movement = {}
         if before is not None and after is not None:
             movement = {"before": count_ops(before, DATA_MOVEMENT_OPS), "after": count_ops(after, DATA_MOVEMENT_OPS)}
+            if pass_.stay_in_domain:  # what staying in the domain saves over one S2D and D2S per conv
+                alone = SpaceToDepthConv2d(block=pass_.block, lane_width=pass_.lane_width, move_cost=pass_.move_cost,
+                                           tuned_blocks=pass_.tuned_blocks, stay_in_domain=False, prepare=False)
+                with target if target is not None else contextlib.nullcontext():  # decide as the run did
+                    movement["each_conv_alone"] = count_ops(alone(before), DATA_MOVEMENT_OPS)
         return cls(
             [_row(d, pass_.model.lane_width) for d in pass_.decisions],
             pass_.model.lane_width,
             [{"tensor": e.tensor, "from_conv": e.origin, "forced_by": e.forced_by} for e in pass_.exits],
             movement,
         )
+
+    @classmethod
+    def from_pipeline(cls, pipeline) -> Report:
+        """The report of a compile with ``pipeline`` (a ``pipeline.S2DPipeline`` that ran): the
+        rewrite's rows, and every other pass's outcomes."""
+        report = cls.from_run(pipeline.rewrite)
+        report.passes = {name: found for name, found in pipeline.outcomes().items() if name != PASS_NAME and found}
+        return report
 
     @property
     def rewritten(self) -> list[dict]:
@@ -65,7 +85,8 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(
             {"lane_width": self.lane_width, "totals": self.totals(), "layers": self.rows,
-             "back_to_plain": self.exits, "data_movement": self.data_movement},
+             "back_to_plain": self.exits, "data_movement": self.data_movement,
+             "passes": {name: [o.to_json() for o in found] for name, found in self.passes.items()}},
             indent=2,
         )
 
@@ -98,21 +119,22 @@ class Report:
             )
         for e in self.exits:
             text.append(f"back to plain layout: {_tensor(e['tensor'], e['from_conv'])}, for {_user(e['forced_by'])}")
+        for name, found in self.passes.items():
+            text += summary(name, found)
         return "\n".join(text)
 
 
 def explain(mod: tvm.IRModule, tuning_log=None, **options) -> Report:
-    """What the ``"s2d"`` pipeline's rewrite does to ``mod`` for the current target (same steps,
-    same ``options`` as ``SpaceToDepthConv2d``: ``block``, ``lane_width``, ``move_cost``,
-    ``stay_in_domain``; ``tuning_log`` as the pipeline's)."""
-    options = dict(options, tuned_blocks=tuned_blocks(tuning_log), prepare=False)
-    pass_ = SpaceToDepthConv2d(**options)  # validates the options before any work
-    prepared = prepare(mod)
-    report = Report.from_run(pass_, prepared, pass_(prepared))
-    if pass_.stay_in_domain:  # what staying in the domain saves over one S2D and D2S per conv
-        per_conv = SpaceToDepthConv2d(**{**options, "stay_in_domain": False})(prepared)
-        report.data_movement["each_conv_alone"] = count_ops(per_conv, DATA_MOVEMENT_OPS)
-    return report
+    """What the ``"s2d"`` pipeline does to ``mod`` for the current target: the rewrite of each
+    conv (same ``options`` as ``SpaceToDepthConv2d``: ``block``, ``lane_width``, ``move_cost``,
+    ``stay_in_domain``; ``tuning_log`` as the pipeline's) and, with a target, what every
+    other pass of the compile does (the pipeline runs up to code generation)."""
+    pipeline = S2DPipeline(tuning_log, **options)  # validates the options before any work
+    target = tvm.target.Target.current(allow_none=True)
+    passes = pipeline.passes() if target is not None else [*pipeline.prepare, pipeline.rewrite]
+    with tvm.transform.PassContext(opt_level=3):
+        tvm.transform.Sequential(passes)(mod)
+    return Report.from_pipeline(pipeline)
 
 
 def count_ops(mod: tvm.IRModule, names) -> dict[str, int]:

@@ -100,10 +100,10 @@ def decide(name: str, call: relax.Call, block=None, model: CostModel = CostModel
     def refuse(reason: str, spec=None) -> Decision:
         return Decision(name, kind, *shapes, layout, spec, reason=reason, in_domain=domain is not None)
 
-    reason = _layout_problem(call, shapes)
-    if reason:
-        return refuse(reason)
-    spec = _spec(call, kind, shapes)
+    try:
+        spec = conv_spec(call)
+    except Unsupported as exc:
+        return refuse(str(exc))
     if not isinstance(call.args[1], tvm.ir.GenericConst):
         return refuse("weight is not a compile-time constant", spec)
     source = "forced block" if block is not None else "cost model"
@@ -144,21 +144,29 @@ def _decide_transpose(name, spec, shapes, layout, block, model, domain, refuse) 
     return Decision(name, "conv2d_transpose", *shapes, layout, spec, plan, None, source, in_domain=domain is not None)
 
 
-def _layout_problem(call, shapes) -> str | None:
-    data_shape, weight_shape, _ = shapes
+def conv_spec(call: relax.Call) -> Conv2dSpec | TransposedConv2dSpec:
+    """The conv a ``conv2d`` / ``conv2d_transpose`` call computes, in canonical NCHW terms: "a
+    conv we understand". Raises ``Unsupported`` with the reason (dynamic shapes, layouts)."""
+    shapes = tuple(static_shape(e) for e in (call.args[0], call.args[1], call))
+    if shapes[0] is None or shapes[1] is None:
+        raise Unsupported(DYNAMIC)
+    check_layouts(call)
+    return _spec(call, "conv2d" if CONV2D.match(call) else "conv2d_transpose", shapes)
+
+
+def check_layouts(call: relax.Call) -> None:
+    """The layout part of ``conv_spec`` (needs no shapes): NCHW or NHWC data, the output in
+    the data's layout, a kernel layout that is a permutation of OIHW."""
     attrs = call.attrs
     layout = str(attrs.data_layout)
-    if data_shape is None or weight_shape is None:
-        return DYNAMIC
     if layout not in LAYOUTS:
-        return f"data layout {layout} is not NCHW or NHWC"
+        raise Unsupported(f"data layout {layout} is not NCHW or NHWC")
     if str(attrs.out_layout) != layout:
-        return f"output layout {attrs.out_layout} differs from data layout {layout}"
+        raise Unsupported(f"output layout {attrs.out_layout} differs from data layout {layout}")
     try:
         kernel_to_oihw(str(attrs.kernel_layout))  # IOHW too is a permutation of these letters
     except ValueError as exc:
-        return str(exc)
-    return None
+        raise Unsupported(str(exc)) from None
 
 
 def _spec(call, kind, shapes):

@@ -37,13 +37,14 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import kernel_to_oihw
+from ..geometry import Unsupported, kernel_to_oihw
 from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
-from .conv2d import static_shape
+from .conv2d import conv_spec, static_shape
 from .space_to_depth_conv2d import conv_name
 from .kernels import add_kernel, rewrite_functions
+from .outcome import Outcome, applied, refused
 
 PASS_NAME = "HexagonConvs"
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
@@ -65,12 +66,21 @@ class HexagonConvs:
         self.target, self.knobs, self.schedule = target, knobs, schedule
         self.data, self.weight = wildcard(), is_const()
         self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
-        self.replaced: list[str] = []  # conv names
         self.mappings: dict[str, tuple[str, int]] = {}  # conv name -> (mapping, knob)
-        self.refusals: dict[str, str] = {}
+        self.outcomes: list[Outcome] = []
+
+    @property
+    def replaced(self) -> list[str]:
+        """The convs on HVX kernels."""
+        return [o.name for o in self.outcomes if o.applied]
+
+    @property
+    def refusals(self) -> dict[str, str]:
+        """Conv -> why it keeps TVM's default lowering."""
+        return {o.name: o.reason for o in self.outcomes if not o.applied}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.replaced, self.refusals, self.mappings = [], {}, {}
+        self.outcomes, self.mappings = [], {}
         if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
             return mod
         return rewrite_functions(mod, _Rewriter(mod, self))
@@ -152,9 +162,10 @@ class _Rewriter(PyExprMutator):
         name = conv_name(binding.var.name)
         result = self._replace(call, name)
         if isinstance(result, str):
-            self.rule.refusals[name] = result
+            refused(self.rule.outcomes, name, result)
             return super().visit_var_binding_(binding)
-        self.rule.replaced.append(name)
+        mapping, knob = self.rule.mappings[name]
+        applied(self.rule.outcomes, name, f"HVX vrmpy kernel, {'channels in lanes' if mapping == 'lanes' else 'width in lanes'}")
         return super().visit_var_binding_(relax.VarBinding(binding.var, result))
 
     def _replace(self, call: relax.Call, name: str):
@@ -162,8 +173,10 @@ class _Rewriter(PyExprMutator):
         layout = str(attrs.data_layout)
         if str(call.ty.dtype) != "int32":
             return "not an integer conv (Hexagon kernels are uint8 x int8 -> int32)"
-        if layout not in ("NCHW", "NHWC") or str(attrs.out_layout) != layout:
-            return f"layout {layout} -> {attrs.out_layout}"
+        try:
+            conv_spec(call)
+        except Unsupported as exc:
+            return str(exc)
         if int(attrs.groups) != 1 or any(int(d) != 1 for d in attrs.dilation):
             return "grouped or dilated conv"
         weight = call.args[1].value.numpy().transpose(kernel_to_oihw(str(attrs.kernel_layout)))

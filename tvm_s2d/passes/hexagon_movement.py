@@ -29,6 +29,7 @@ from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_ro
 from ..targets import is_hexagon
 from .conv2d import static_shape
 from .kernels import add_kernel, rewrite_functions
+from .outcome import Outcome, applied, refused
 
 PASS_NAME = "HexagonMovement"
 
@@ -42,10 +43,15 @@ class HexagonMovement:
         self.triple = is_op("relax.reshape")(is_op("relax.permute_dims")(is_op("relax.reshape")(wildcard(), wildcard())),
                                              wildcard())
         self.pad = is_op("relax.nn.pad")(wildcard())
-        self.replaced: list[str] = []
+        self.outcomes: list[Outcome] = []
+
+    @property
+    def replaced(self) -> list[str]:
+        """The tensors computed on HVX movement kernels."""
+        return [o.name for o in self.outcomes if o.applied]
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.replaced = []
+        self.outcomes = []
         if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
             return mod
         return rewrite_functions(mod, _Rewriter(mod, self))
@@ -58,26 +64,29 @@ class HexagonMovement:
         return func
 
 
-def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | None:
+def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | str:
     """``(x, inverse)`` when ``call`` (the matched triple's last reshape) is the 2x2 S2D
-    (``inverse``: D2S) of the uint8 NHWC tensor ``x`` that the shuffle kernels take."""
+    (``inverse``: D2S) of the uint8 NHWC tensor ``x`` that the shuffle kernels take; else
+    the reason it is not."""
     perm = var2val.get(call.args[0], call.args[0])
     split = var2val.get(perm.args[0], perm.args[0])
     x = split.args[0]
     if not isinstance(x.ty, relax.TensorType) or str(x.ty.dtype) != "uint8" or x.ty.ndim != 4:
-        return None
+        return f"of a {getattr(x.ty, 'dtype', '?')} tensor (the shuffles take 4-D uint8)"
     shape, split_shape, out_shape = static_shape(x), static_shape(split), static_shape(call)
     if shape is None or split_shape is None or out_shape is None:
-        return None
+        return "dynamic shape"
     found = (split_shape, tuple(int(a) for a in perm.attrs.axes), out_shape)
     for inverse, steps in ((False, s2d_steps), (True, d2s_steps)):
         try:
             expected = steps(shape, (2, 2), "NHWC")
         except ValueError:
             continue
-        if tuple(map(tuple, expected)) == tuple(map(tuple, found)) and shuffles_apply(shape, (2, 2), inverse):
-            return x, inverse
-    return None
+        if tuple(map(tuple, expected)) == tuple(map(tuple, found)):
+            if shuffles_apply(shape, (2, 2), inverse):
+                return x, inverse
+            return f"{'D2S' if inverse else 'S2D'} of {shape[3]} channels: chunks that do not divide a vector"
+    return "not a 2x2 S2D or D2S of an NHWC tensor"
 
 
 @mutator
@@ -92,16 +101,17 @@ class _Rewriter(PyExprMutator):
             padded = self._pad(call, binding.var.name)
             if padded is not None:
                 return super().visit_var_binding_(relax.VarBinding(binding.var, padded))
-        found = None
-        if isinstance(call, relax.Call) and self.rule.triple.match(call, self.var2val):
-            found = _movement(call, self.var2val)
-        if found is None:
+        if not (isinstance(call, relax.Call) and self.rule.triple.match(call, self.var2val)):
+            return super().visit_var_binding_(binding)
+        found = _movement(call, self.var2val)
+        if isinstance(found, str):
+            refused(self.rule.outcomes, binding.var.name, f"reshape/permute/reshape: {found}")
             return super().visit_var_binding_(binding)
         x, inverse = found
         shape = static_shape(x)
         name = f"hvx_{'d2s' if inverse else 's2d'}_{binding.var.name}"
         kernel = add_kernel(self.builder_, self.rule.kernel(shape, inverse), name)
-        self.rule.replaced.append(binding.var.name)
+        applied(self.rule.outcomes, binding.var.name, f"HVX {'deal D2S' if inverse else 'shuffle S2D'} kernel")
         moved = relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
         return super().visit_var_binding_(relax.VarBinding(binding.var, moved))
 
@@ -109,9 +119,18 @@ class _Rewriter(PyExprMutator):
         x, attrs = call.args[0], call.attrs
         shape, value = static_shape(x), float(attrs.pad_value)
         widths = [int(v) for v in attrs.pad_width]
-        if (str(x.ty.dtype) != "uint8" or shape is None or str(attrs.pad_mode) != "constant"
-                or not 0 <= value <= 255 or value != int(value) or not pad_rows_apply(shape, widths)):
+        if str(x.ty.dtype) != "uint8":
+            refused(self.rule.outcomes, name, f"pad: of a {x.ty.dtype} tensor (HVX pads take uint8)")
+            return None
+        if shape is None:
+            refused(self.rule.outcomes, name, "pad: dynamic shape")
+            return None
+        if str(attrs.pad_mode) != "constant" or not 0 <= value <= 255 or value != int(value):
+            refused(self.rule.outcomes, name, "pad: not with a uint8 constant")
+            return None
+        if not pad_rows_apply(shape, widths):
+            refused(self.rule.outcomes, name, "pad: not of one or two neighbouring axes of a 4-D tensor")
             return None
         kernel = add_kernel(self.builder_, pad_rows(shape, widths, int(value)), f"hvx_pad_{name}")
-        self.rule.replaced.append(name)
+        applied(self.rule.outcomes, name, "HVX pad kernel")
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))

@@ -16,21 +16,25 @@ rewrite computes the same integers.
 from __future__ import annotations
 
 import numpy as np
+import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import spatial_axes
+from ..geometry import Unsupported, spatial_axes
+from .conv2d import check_layouts
+from .outcome import Outcome, applied, refused
 
 INTEGER_TYPES = ("int8", "uint8")
 
 
-@relax.transform.function_pass(opt_level=0, name="QDQConvToInteger")
+@tvm.transform.module_pass(opt_level=0, name="QDQConvToInteger")
 class QDQConvToInteger:
     """Rewrite ``conv2d(dequantize(x), dequantize(W constant))`` into an int32 conv and a scale.
 
     The integer conv keeps the conv's name (the report's row name); the scaled result takes
-    its place for every user. Convs with other quantization schemes are left alone.
+    its place for every user. Convs with other quantization schemes are left alone;
+    ``outcomes`` (``passes.outcome``) says, per conv, which became integer and why not.
     """
 
     def __init__(self):
@@ -39,32 +43,44 @@ class QDQConvToInteger:
         self.dq_x = is_op("relax.dequantize")(self.x, self.sx, self.zx)
         self.dq_w = is_op("relax.dequantize")(self.w, self.sw, self.zw)
         self.pattern = is_op("relax.nn.conv2d")(self.dq_x, self.dq_w)
+        self.outcomes: list[Outcome] = []
 
-    def transform_function(self, func, mod, _ctx):
-        if func.attrs is not None and func.attrs.get("Primitive", False):
-            return func
-        rewritten = _Rewriter(mod, self, relax.analysis.get_var2val(func)).visit_expr(func)
-        return relax.analysis.remove_all_unused(rewritten)
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        updates = {}
+        for gv, func in mod.functions.items():
+            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive", False)):
+                continue
+            if not op_calls(func, "relax.dequantize"):
+                continue  # nothing quantized here (and nothing to rebuild)
+            rewritten = _Rewriter(mod, self, relax.analysis.get_var2val(func)).visit_expr(func)
+            updates[gv] = relax.analysis.remove_all_unused(rewritten)
+        if not updates:
+            return mod
+        mod = mod.clone()  # ``mod[gv] = ...`` would change the caller's module in place
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
 
     def integer_conv(self, conv: relax.Call, matches, data: relax.Expr):
-        """``(conv on xq - zx with Wq - zw, scale)`` or None when the conv does not qualify."""
+        """``(conv on xq - zx with Wq - zw, scale)``, or the reason the conv does not qualify."""
         x, w = matches[self.x], matches[self.w].value.numpy()
         sx, zx = (matches[p].value.numpy() for p in (self.sx, self.zx))
         sw, zw = (matches[p].value.numpy() for p in (self.sw, self.zw))
         attrs = conv.attrs
         kernel_layout, layout = str(attrs.kernel_layout), str(attrs.data_layout)
-        if sorted(kernel_layout) != sorted("OIHW") or layout not in ("NCHW", "NHWC") or str(attrs.out_layout) != layout:
-            return None
+        try:
+            check_layouts(conv)
+        except Unsupported as exc:
+            return str(exc)
         o_axis = kernel_layout.index("O")
         w_axis = int(matches[self.dq_w].attrs.axis) % w.ndim
-        if (
-            str(x.ty.dtype) not in INTEGER_TYPES
-            or str(w.dtype) not in INTEGER_TYPES
-            or sx.size != 1
-            or zx.size != 1
-            or (max(sw.size, zw.size) != 1 and w_axis != o_axis)
-        ):
-            return None  # not per-tensor activations with per-tensor or per-output-channel weights
+        if str(x.ty.dtype) not in INTEGER_TYPES or str(w.dtype) not in INTEGER_TYPES:
+            return f"{x.ty.dtype} activations x {w.dtype} weights, not int8/uint8"
+        if sx.size != 1 or zx.size != 1:
+            return "activation scale or zero point is not per-tensor"
+        if max(sw.size, zw.size) != 1 and w_axis != o_axis:
+            return "weight scales are neither per-tensor nor per output channel"
         out_channels = w.shape[o_axis]
 
         def per_channel(values):
@@ -85,22 +101,41 @@ class QDQConvToInteger:
         return acc, scale.reshape(shape).astype(str(conv.ty.dtype))
 
 
+def op_calls(func: relax.Function, name: str) -> list[relax.Call]:
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name:
+            found.append(expr)
+
+    relax.analysis.post_order_visit(func, visit)
+    return found
+
+
 @mutator
 class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: QDQConvToInteger, var2val):
         super().__init__(mod)
         self.rule, self.var2val = rule, var2val
+        self.conv = is_op("relax.nn.conv2d")(wildcard(), wildcard())
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         conv = binding.value
-        if not isinstance(conv, relax.Call):  # an alias of a conv matches through var2val too
+        if not isinstance(conv, relax.Call) or not self.conv.match(conv):  # an alias matches through var2val too
             return super().visit_var_binding_(binding)
+        name = binding.var.name
         matches = self.rule.pattern.extract_matched_expr(conv, self.var2val)
-        if matches:  # the dequantize of the weight may sit in a binding of its own
-            matches = {**matches, self.rule.dq_w: self.var2val.get(matches[self.rule.dq_w], matches[self.rule.dq_w])}
-        found = matches and self.rule.integer_conv(conv, matches, self.visit_expr(matches[self.rule.x]))
-        if not found:
+        if not matches:
+            refused(self.rule.outcomes, name, "not a QDQ conv (input and weight are not both dequantized,"
+                                              " the weight from a constant)")
             return super().visit_var_binding_(binding)
+        # the dequantize of the weight may sit in a binding of its own
+        matches = {**matches, self.rule.dq_w: self.var2val.get(matches[self.rule.dq_w], matches[self.rule.dq_w])}
+        found = self.rule.integer_conv(conv, matches, self.visit_expr(matches[self.rule.x]))
+        if isinstance(found, str):
+            refused(self.rule.outcomes, name, found)
+            return super().visit_var_binding_(binding)
+        applied(self.rule.outcomes, name, "integer conv (int32 accumulator, one rescale)")
         acc, scale = found
         acc = self.builder_.emit(acc, binding.var.name)
         scaled = relax.op.multiply(relax.op.astype(acc, str(conv.ty.dtype)), relax.const(scale))

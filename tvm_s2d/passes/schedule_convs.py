@@ -23,6 +23,7 @@ from tvm import s_tir
 
 from ..schedules import x86
 from ..targets import is_cpu, vector_lanes
+from .outcome import Outcome, applied, refused
 
 PASS_NAME = "ScheduleConvs"
 
@@ -47,40 +48,59 @@ class ScheduleConvs:
         self.scheduled: list[Scheduled] = []
         self.injective: list[str] = []  # functions scheduled by ``schedule_injective``
         self.dynamic: list[str] = []  # functions with a dynamic shape, left to TVM's default lowering
+        self.outcomes: list[Outcome] = []  # per function: scheduled, or why not
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = self.target or tvm.target.Target.current(allow_none=True)
-        self.scheduled, self.injective, self.dynamic = [], [], []
+        self.scheduled, self.injective, self.dynamic, self.outcomes = [], [], [], []
         if not is_cpu(target):
             return mod
         updates = {}
         for gv, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled"):
                 continue
+            name = gv.name_hint
             if not _static(func):
-                self.dynamic.append(gv.name_hint)
+                self.dynamic.append(name)
+                refused(self.outcomes, name, "dynamic shape: TVM's default lowering")
                 continue
             conv = x86.find_conv(func)
             if conv is None:
                 injective = x86.schedule_injective(func, vector_lanes(target))
                 if injective is not None:
                     updates[gv] = injective
-                    self.injective.append(gv.name_hint)
+                    self.injective.append(name)
+                    applied(self.outcomes, name, "parallel, vectorized (no reduction)")
+                else:
+                    refused(self.outcomes, name, f"no schedule for {_kind(func)}: TVM's default lowering")
                 continue
             lanes = vector_lanes(target, conv.dtype)
-            knobs = self.knobs(conv, lanes) if callable(self.knobs) else self.knobs.get(gv.name_hint)
+            knobs = self.knobs(conv, lanes) if callable(self.knobs) else self.knobs.get(name)
             try:
                 updates[gv], knobs = x86.schedule_conv(func, knobs, lanes, conv_block=conv)
             except s_tir.ScheduleError as err:
-                self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs, str(err).splitlines()[0]))
+                self.scheduled.append(Scheduled(name, conv.signature, knobs, str(err).splitlines()[0]))
+                refused(self.outcomes, name, f"conv schedule failed ({self.scheduled[-1].error}): TVM's default lowering")
                 continue
-            self.scheduled.append(Scheduled(gv.name_hint, conv.signature, knobs))
+            self.scheduled.append(Scheduled(name, conv.signature, knobs))
+            applied(self.outcomes, name, "conv schedule (register-blocked, vectorized, parallel rows)")
         if not updates:
             return mod
         mod = mod.clone()  # ``mod[gv] = ...`` would change the caller's module in place
         for gv, func in updates.items():
             mod[gv] = func
         return mod
+
+
+def _kind(func: tvm.tirx.PrimFunc) -> str:
+    """What a kernel's reduction blocks compute, by their names (``pool_max``, ``T_softmax_maxelem``)."""
+    try:
+        sch = s_tir.Schedule(func)
+        blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    except s_tir.ScheduleError:
+        return "this kernel"
+    names = sorted({b.name_hint for b in blocks if any(iv.iter_type != tvm.tirx.IterVar.DataPar for iv in b.iter_vars)})
+    return "reductions " + ", ".join(names) if names else "this kernel"
 
 
 def _static(func: tvm.tirx.PrimFunc) -> bool:

@@ -42,6 +42,7 @@ from .conv2d import (
 )
 from .elementwise import BINARY, UNARY, adapt_constant, keeps_clean, op_name, propagates
 from .emit import crop_to, emit_align, emit_leave_domain, emit_mask, emit_space_to_depth
+from .outcome import Outcome
 from .prepare import prepare
 
 PASS_NAME = "SpaceToDepthConv2d"
@@ -110,6 +111,13 @@ class SpaceToDepthConv2d:
         self.prepare = bool(prepare)
         self.decisions: list[Decision] = []
         self.exits: list[Exit] = []
+        self.last_run: tuple | None = None  # (prepared module, rewritten module, target or None)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """``decisions`` in the protocol every pass shares (``passes.outcome``)."""
+        return [Outcome(d.name, d.rewritten, f"rewritten ({d.source})" if d.rewritten else d.reason)
+                for d in self.decisions]
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         target = tvm.target.Target.current(allow_none=True)
@@ -120,9 +128,9 @@ class SpaceToDepthConv2d:
             except (ValueError, RuntimeError):  # e.g. a conv with an empty output, which TVM's
                 pass  # own passes cannot fold; the rewrite refuses such a conv with its reason
         rewriter = _Rewriter(mod, self.block, self.model, self.stay_in_domain, self.tuned_blocks)
-        mod = rewriter.transform()
-        self.decisions, self.exits = rewriter.decisions, rewriter.exits
-        return mod
+        rewritten = rewriter.transform()
+        self.decisions, self.exits, self.last_run = rewriter.decisions, rewriter.exits, (mod, rewritten, target)
+        return rewritten
 
 
 @dataclass(frozen=True)

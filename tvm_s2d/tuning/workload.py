@@ -11,8 +11,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..geometry import Conv2dSpec
-from ..passes.conv2d import CONV2D, decide
+from ..geometry import Conv2dSpec, Unsupported
+from ..passes.conv2d import CONV2D, conv_spec
 from ..targets import is_cpu
 
 
@@ -63,13 +63,13 @@ def call_layer(name: str, call: relax.Call) -> Layer | str | None:
         return None
     if not isinstance(call.args[1], tvm.ir.GenericConst):
         return "weight is not a compile-time constant"
-    decision = decide(name, call, block=None)
-    spec = decision.spec
-    if spec is None:
-        return decision.reason
+    try:
+        spec = conv_spec(call)
+    except Unsupported as exc:
+        return str(exc)
     if spec.groups != 1:
         return f"grouped conv (groups={spec.groups}): its only form is the conv as it is"
-    return Layer(name, spec, decision.layout, str(call.args[0].ty.dtype))
+    return Layer(name, spec, str(call.attrs.data_layout), str(call.args[0].ty.dtype))
 
 
 def layers(mod: tvm.IRModule, skipped: list | None = None) -> list[Layer]:
