@@ -193,7 +193,8 @@ def test_dynamic_shape_is_refused():
     assert _refusal(conv_module((n, 8, 16, 16), W8, padding=1)).startswith("dynamic or unknown shape (give")
 
 
-@pytest.mark.parametrize("options", [{"block": 0}, {"block": -2}, {"block": (2, 0)}, {"block": "2"}, {"lane_width": 0}, {"lane_width": 2.5}])
+@pytest.mark.parametrize("options", [{"block": 0}, {"block": -2}, {"block": (2, 0)}, {"block": "2"}, {"lane_width": 0},
+                                     {"lane_width": 2.5}])
 def test_bad_options_raise_a_clear_error(options):
     with pytest.raises(ValueError, match="block|lane_width"):
         SpaceToDepthConv2d(**options)

@@ -90,7 +90,8 @@ def test_float_convs_and_other_schemes_are_left_alone():
     with bb.function("main", [x]):
         with bb.dataflow():
             xf = bb.emit(relax.op.dequantize(x, relax.const(np.full(8, 0.1, np.float32)), relax.const(np.zeros(8, np.uint8)), axis=1))
-            wf = relax.op.dequantize(relax.const(np.ones((8, 8, 3, 3), np.int8)), relax.const(np.float32(0.1)), relax.const(np.int8(0)), axis=0)
+            wf = relax.op.dequantize(relax.const(np.ones((8, 8, 3, 3), np.int8)), relax.const(np.float32(0.1)),
+                                     relax.const(np.int8(0)), axis=0)
             y = bb.emit(relax.op.nn.conv2d(xf, bb.emit(wf), padding=1))
             out = bb.emit_output(y)
         bb.emit_func_output(out)

@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-import tvm
 from tvm import relax
 
 import tvm_s2d

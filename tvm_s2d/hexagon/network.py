@@ -4,6 +4,7 @@ uint8 activations with zero points, int8 weights, int32 accumulation, float requ
 from __future__ import annotations
 
 import numpy as np
+import tvm
 from tvm import relax
 
 
