@@ -1,0 +1,244 @@
+"""HVX ``vrmpy`` schedules for uint8 x int8 convs in the channel-in-lanes mapping.
+
+``vrmpy`` (128-byte HVX) adds to 32 int32 lanes a 4-way dot product of 4 bytes. A conv uses
+it with output channels in the lanes and input channels 4 at a time:
+
+* activations NHWC, channels padded to a multiple of 4 (and spatially pre-padded);
+* weights packed ``[Co/32, kh, kw, Ci/4, 32, 4]`` (``pack_weight``), done at compile time;
+* outputs ``[N, OH, OW, Co/32, 32]`` int32.
+
+One ``vrmpy`` per output pixel, 32-channel output block, tap and 4 input channels: a conv
+with 8 channels leaves 24 of 32 lanes idle, its S2D form fills them. The same template
+serves the original conv and the space-to-depth one (``geometry.S2DConvPlan``).
+
+The ``vrmpy`` is the vector-by-scalar form (``vrmpyub``: the weights' vector times the 4
+activation bytes of a pixel in a scalar register), which issues two per packet on v66; the
+vector-by-vector form (weights and a broadcast pixel) issues one. That form multiplies
+unsigned bytes, so the weights are packed as ``W + 128`` and each pixel's result is
+corrected by ``-128 x`` the sum of its input window (``window_offsets``, a second kernel:
+channel sums by ``vrmpy`` with ones and a tree of ``vdeal`` + add, then vectorized box sums).
+int32 arithmetic wraps, so the result is exact whenever the conv's own result fits int32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.script import tirx as T
+
+from .intrinsics import DEPTH, LANES, VRMPY_LANES, deal, hvx, roundup
+from .width import channel_groups_apply
+
+WEIGHT_OFFSET = 128  # packed weights are W + 128 (uint8)
+
+
+@dataclass(frozen=True)
+class PackedConv:
+    """A stride-``s`` conv on a pre-padded NHWC uint8 input, packed for ``vrmpy``: two kernels,
+    ``window_offsets()`` (input -> per-pixel offsets) and ``compute()`` (input, packed weights,
+    offsets -> output)."""
+
+    batch: int
+    in_hw: tuple[int, int]  # spatial size of the padded input
+    in_channels: int
+    out_channels: int
+    kernel_hw: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+
+    @property
+    def cin(self) -> int:
+        return roundup(self.in_channels, DEPTH)
+
+    @property
+    def cout_blocks(self) -> int:
+        return roundup(self.out_channels, LANES) // LANES
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return tuple((self.in_hw[i] - self.kernel_hw[i]) // self.strides[i] + 1 for i in (0, 1))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.in_hw, self.cin)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.cout_blocks, *self.kernel_hw, self.cin // DEPTH, LANES, DEPTH)
+
+    @property
+    def offsets_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.out_hw)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.out_hw, self.cout_blocks, LANES)
+
+    @property
+    def vrmpy_count(self) -> int:
+        """vrmpy instructions the conv executes (each 32 x 4 = 128 MACs)."""
+        n, (oh, ow), (kh, kw) = self.batch, self.out_hw, self.kernel_hw
+        return n * oh * ow * self.cout_blocks * kh * kw * (self.cin // DEPTH)
+
+    def compute(self) -> tvm.tirx.PrimFunc:
+        """``out = sum(x * Wp) + offsets`` with ``Wp = W + 128`` packed, as plain loops."""
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        w = te.placeholder(self.weight_shape, "uint8", name="weight")
+        offsets = te.placeholder(self.offsets_shape, "int32", name="offsets")
+        kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
+        kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
+        c4 = te.reduce_axis((0, self.cin // DEPTH), name="c4")
+        ci = te.reduce_axis((0, DEPTH), name="ci")
+        sh, sw = self.strides
+        conv = te.compute(
+            self.output_shape,
+            lambda n, h, w_, ko, co: te.sum(
+                x[n, h * sh + kh, w_ * sw + kw, c4 * DEPTH + ci].astype("int32")
+                * w[ko, kh, kw, c4, co, ci].astype("int32"),
+                axis=[kh, kw, c4, ci],
+            ),
+            name="conv",
+        )
+        out = te.compute(self.output_shape, lambda n, h, w_, ko, co: conv[n, h, w_, ko, co] + offsets[n, h, w_],
+                         name="out")
+        return te.create_prim_func([x, w, offsets, out])
+
+    def window_offsets(self, hvx: bool = True) -> tvm.tirx.PrimFunc:
+        """``offsets[n, oh, ow] = -128 x`` the sum of the input window (all channels) of each
+        output pixel: the HVX kernel (``window_offsets``), or with ``hvx=False`` plain loops."""
+        if hvx:
+            return window_offsets(self.input_shape, self.kernel_hw, self.strides)
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
+        kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
+        c = te.reduce_axis((0, self.cin), name="c")
+        sh, sw = self.strides
+        sums = te.compute(self.offsets_shape, lambda n, h, w_: te.sum(
+            x[n, h * sh + kh, w_ * sw + kw, c].astype("int32"), axis=[kh, kw, c]), name="sums")
+        offsets = te.compute(self.offsets_shape, lambda *i: sums(*i) * -WEIGHT_OFFSET, name="offsets")
+        return te.create_prim_func([x, offsets])
+
+    def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
+        """OIHW int8 -> ``W + 128`` as uint8 ``[Co/32, kh, kw, Ci/4, 32, 4]``, zero-padded
+        channels (128 once packed)."""
+        o, c, kh, kw = weight_oihw.shape
+        padded = np.zeros((self.cout_blocks * LANES, self.cin, kh, kw), np.int16)
+        padded[:o, :c] = weight_oihw
+        packed = padded.reshape(self.cout_blocks, LANES, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+        return np.ascontiguousarray(packed + WEIGHT_OFFSET).astype(np.uint8)
+
+    def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0), pad_value: int = 0) -> np.ndarray:
+        """NCHW uint8 -> padded NHWC with channels padded to 4."""
+        t, l, b, r = padding
+        n, c, h, w = x_nchw.shape
+        out = np.full((n, h + t + b, w + l + r, self.cin), pad_value, np.uint8)
+        out[:, t : t + h, l : l + w, :c] = x_nchw.transpose(0, 2, 3, 1)
+        out[..., c:] = 0
+        return out
+
+    def unpack_output(self, y: np.ndarray) -> np.ndarray:
+        """``[N, OH, OW, Co/32, 32]`` -> NCHW with the real output channels."""
+        n, oh, ow = y.shape[:3]
+        return y.reshape(n, oh, ow, -1)[..., : self.out_channels].transpose(0, 3, 1, 2)
+
+
+def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFunc:
+    """Tensorize ``PackedConv.compute()``'s (32 lanes x 4 channels) block with ``vrmpyub``.
+
+    Knob for the tuner: ``pixels`` output columns share each weight vector (their accumulators
+    stay in registers, unrolled); the offsets are added as the accumulators are written back.
+    """
+    sch = tvm.s_tir.Schedule(func)
+    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    n, h, w, ko, co, kh, kw, c4, ci = sch.get_loops(conv)
+    ow = int(sch.get(w).extent)
+    pixels = max(1, min(pixels, ow))
+    while ow % pixels:
+        pixels -= 1
+    wo, wi = sch.split(w, [None, pixels])
+    sch.reorder(n, h, ko, wo, kh, kw, c4, wi, co, ci)
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, wo)
+    init = sch.decompose_reduction(conv, kh)
+    sch.tensorize(co, VRMPY_LANES)
+    sch.unroll(wi)
+    sch.unroll(kw)
+    for stage in (init, out):  # offsets / write back, 32 lanes at a time
+        sch.vectorize(sch.get_loops(stage)[-1])
+    return sch.mod["main"]
+
+
+
+@T.macro
+def _halve(parts, count):
+    """parts[k] = pairwise sums of the words of parts[2k] ++ parts[2k+1], k < count (``vdeal``
+    of words splits even and odd words; the order of the pixels is kept)."""
+    for k in T.unroll(count):
+        pair = deal(parts[2 * k + 1, T.ramp(0, 1, 32)], parts[2 * k, T.ramp(0, 1, 32)], 4)
+        parts[k, T.ramp(0, 1, 32)] = hvx("lo", pair) + hvx("hi", pair)
+
+
+def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` (C a multiple of 4) -> int32 ``[N, OH, OW]``: ``-128 x`` the
+    sum of each output pixel's ``kernel_hw`` window over all channels.
+
+    Channel sums, 32 pixels at a time: ``vrmpy`` with ones sums 4 bytes per word, then
+    ``log2(C / 4)`` rounds of ``vdeal`` + add sum a pixel's words (C / 4 a power of two up to
+    32; other channel counts and the last pixels use a plain loop). Box sums: 32 output
+    columns per vector, one add per tap."""
+    n, h, w, c = shape_nhwc
+    words = c // DEPTH
+    rounds = words.bit_length() - 1
+    pixels = n * h * w
+    groups = pixels // LANES if channel_groups_apply(c) else 0
+    kh, kw = kernel_hw
+    sh, sw = strides
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    ones = 0x01010101
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def offsets(a: T.Buffer((n, h, w, c), "uint8"), out: T.Buffer((n, oh, ow), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            flat = T.decl_buffer((pixels * c,), "uint8", data=a.data)
+            sums = T.sblock_alloc_buffer((pixels,), "int32")
+            parts = T.sblock_alloc_buffer((words, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((LANES,), "int32", scope="local")
+            for g in range(groups):
+                for v in T.unroll(words):
+                    parts[v, T.ramp(0, 1, 32)] = hvx(
+                        "vrmpyub", T.reinterpret(flat.vload([g * LANES * c + v * 128], "uint8x128"), dtype="int32x32"),
+                        ones)
+                if rounds >= 1:
+                    _halve(parts, words // 2)
+                if rounds >= 2:
+                    _halve(parts, words // 4)
+                if rounds >= 3:
+                    _halve(parts, words // 8)
+                if rounds >= 4:
+                    _halve(parts, words // 16)
+                if rounds >= 5:
+                    _halve(parts, words // 32)
+                sums[T.ramp(g * LANES, 1, LANES)] = parts[0, T.ramp(0, 1, 32)]
+            for p in range(groups * LANES, pixels):
+                sums[p] = 0
+                for j in range(c):
+                    sums[p] = sums[p] + T.Cast("int32", flat[p * c + j])
+            for b, y in T.grid(n, oh):
+                for xv in range(ow // LANES):
+                    for xi in T.vectorized(LANES):
+                        acc[xi] = 0
+                    for i in T.unroll(kh):
+                        for j in T.unroll(kw):
+                            for xi in T.vectorized(LANES):
+                                acc[xi] = acc[xi] + sums[(b * h + y * sh + i) * w + (xv * LANES + xi) * sw + j]
+                    for xi in T.vectorized(LANES):
+                        out[b, y, xv * LANES + xi] = acc[xi] * -WEIGHT_OFFSET
+                for x in range(ow // LANES * LANES, ow):
+                    out[b, y, x] = 0
+                    for i, j in T.grid(kh, kw):
+                        out[b, y, x] = out[b, y, x] - sums[(b * h + y * sh + i) * w + x * sw + j] * WEIGHT_OFFSET
+
+    return offsets

@@ -1,0 +1,53 @@
+"""Which HVX mapping computes a conv: the two mappings, their knobs, the default choice
+without a tuning record, and the signature a record names a conv by."""
+
+from __future__ import annotations
+
+import tvm
+
+from ...geometry import Unsupported
+from .intrinsics import LANES, roundup
+from .lanes import PackedConv, schedule_vrmpy
+from .width import WidthConv, schedule_width_vrmpy
+
+#: The HVX mappings of a conv, and the name of each one's knob.
+MAPPINGS = {"lanes": "pixels", "width": "channels"}
+
+
+def mapped_conv(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw, strides, padding):
+    """The packed conv (``PackedConv`` for "lanes", ``WidthConv`` for "width") computing a conv
+    on an ``in_hw`` input with ``padding``; ``Unsupported`` for the width mapping of a strided conv."""
+    t, l, b, r = padding
+    padded = (in_hw[0] + t + b, in_hw[1] + l + r)
+    if mapping == "lanes":
+        return PackedConv(batch, padded, cin, cout, tuple(kernel_hw), tuple(strides))
+    if mapping == "width":
+        if tuple(strides) != (1, 1):
+            raise Unsupported(f"the width mapping needs a stride-1 conv, this one has strides {tuple(strides)}")
+        out_hw = (padded[0] - kernel_hw[0] + 1, padded[1] - kernel_hw[1] + 1)
+        return WidthConv(batch, out_hw, cin, cout, tuple(kernel_hw))
+    raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
+
+
+def schedule_mapping(func: tvm.tirx.PrimFunc, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
+    """``mapped_conv(mapping, ...).compute()`` scheduled with its ``vrmpy`` form and knob."""
+    return schedule_vrmpy(func, pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(func, channels=knob)
+
+
+def default_mapping(out_channels: int, out_width: int, strides) -> tuple[str, int]:
+    """The HVX mapping and knob used without a tuning record: the one that executes fewer
+    ``vrmpy`` (channel-in-lanes pads the output channels to 32, width-vectorized the output
+    width; on a tie channel-in-lanes, a few % fewer packets on the 32-channel control layer);
+    width only for stride-1 convs. Both issue two ``vrmpy`` per packet."""
+    if tuple(strides) != (1, 1):
+        return "lanes", 4
+    lanes = out_width * roundup(out_channels, LANES)
+    width = roundup(out_width, LANES) * out_channels
+    return ("lanes", 4) if lanes <= width else ("width", 8)
+
+
+def conv_signature(batch: int, in_hw, in_channels: int, out_channels: int, kernel_hw, strides, padding) -> str:
+    """What identifies the conv an HVX kernel computes (a tuning record names it, so the pass
+    that builds kernels finds the record of the conv it is building)."""
+    return (f"{batch}x{in_hw[0]}x{in_hw[1]}x{in_channels}:{out_channels}:{kernel_hw[0]}x{kernel_hw[1]}"
+            f":s{strides[0]}x{strides[1]}:p{'x'.join(str(p) for p in padding)}")

@@ -1,0 +1,148 @@
+"""Data movement of uint8 tensors on HVX: pads (vector fills and copies) and 2x2
+space-to-depth / depth-to-space of NHWC tensors on shuffles."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.script import tirx as T
+
+from .intrinsics import deal, hvx, opaque_vector
+
+
+def pad_rows_apply(shape, pad_width) -> bool:
+    """Whether ``pad_rows`` takes this pad: a 4-D tensor padded on two neighbouring axes (or one)."""
+    padded = [axis for axis in range(len(shape)) if pad_width[2 * axis] or pad_width[2 * axis + 1]]
+    return len(shape) == 4 and bool(padded) and padded[-1] - padded[0] <= 1
+
+
+def pad_rows(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
+    """A uint8 tensor padded with ``value`` (``pad_width`` as ``relax.op.nn.pad``'s, before and
+    after per axis) on two neighbouring axes, seen as ``[B, H, W, C]`` rows of ``W x C`` bytes
+    (NHWC spatial pads, NCHW's with C = 1): border rows are vector fills, the other rows a
+    vector copy (unaligned) between scalar fills of the left and right columns."""
+    padded = [axis for axis in range(4) if pad_width[2 * axis] or pad_width[2 * axis + 1]]
+    first = min(padded[0], 2)
+    batch = int(np.prod(shape[:first]))
+    h, w, c = shape[first], shape[first + 1], int(np.prod(shape[first + 2 :]))
+    t, b, l, r = (pad_width[2 * first], pad_width[2 * first + 1], pad_width[2 * first + 2],
+                  pad_width[2 * first + 3])
+    ho, wo = h + t + b, w + l + r
+    row_in, row_out = w * c, wo * c
+    in_shape = tuple(int(d) for d in shape)
+    out_shape = tuple(int(d + pad_width[2 * i] + pad_width[2 * i + 1]) for i, d in enumerate(shape))
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pad(x: T.Buffer(in_shape, "uint8"), y_: T.Buffer(out_shape, "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            a = T.decl_buffer((batch * h, row_in), "uint8", data=x.data)
+            o = T.decl_buffer((batch * ho, row_out), "uint8", data=y_.data)
+            for n, y in T.grid(batch, ho):
+                if y < t or y >= t + h:
+                    for v in range(row_out // 128):
+                        o[n * ho + y, T.ramp(v * 128, 1, 128)] = opaque_vector(T.broadcast(T.uint8(value), 128))
+                    for j in range(row_out // 128 * 128, row_out):
+                        o[n * ho + y, j] = T.uint8(value)
+                else:
+                    for j in range(l * c):
+                        o[n * ho + y, j] = T.uint8(value)
+                    for v in range(row_in // 128):
+                        o[n * ho + y, T.ramp(l * c + v * 128, 1, 128)] = opaque_vector(
+                            a[n * h + y - t, T.ramp(v * 128, 1, 128)])
+                    for j in range(row_in // 128 * 128, row_in):
+                        o[n * ho + y, l * c + j] = a[n * h + y - t, j]
+                    for j in range(r * c):
+                        o[n * ho + y, (l + w) * c + j] = T.uint8(value)
+
+    return pad
+
+
+
+#
+# In NHWC, S2D by 2x2 maps rows 2y and 2y+1 to output row y, interleaving them in chunks of
+# 2C bytes (one output pixel holds (dy, dx, c)): exactly ``vshuff`` of the two rows with
+# element size 2C (``vshuffvdd`` with a negative Rt: a full shuffle). D2S is the inverse,
+# ``vdeal``. One pair of vector loads, one shuffle and two stores per 256 output bytes.
+
+def shuffles_apply(shape_nhwc, block, inverse: bool = False) -> bool:
+    """Whether the shuffle kernels take this tensor: block 2x2, 2C bytes (S2D) or half a pixel
+    (D2S) dividing 128; S2D also an even height."""
+    n, h, w, c = shape_nhwc
+    if tuple(block) != (2, 2):
+        return False
+    if inverse:
+        return c % 4 == 0 and 128 % (c // 2) == 0
+    return h % 2 == 0 and 128 % (2 * c) == 0
+
+
+def copy_space_to_depth(shape_nhwc, block=(2, 2), inverse: bool = False, vectorize: bool = False) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 S2D (``inverse``: D2S) by ``block`` as a plain copy, for any target and block
+    (the shuffle kernels' reference on the CPU); ``vectorize``: the innermost loop vectorized."""
+    n, h, w, c = shape_nhwc
+    bh, bw = block
+    x = te.placeholder(shape_nhwc, "uint8", name="x")
+    if inverse:  # c = bh * bw * q channels: (dy, dx, ch)
+        q = c // (bh * bw)
+        y = te.compute((n, h * bh, w * bw, q),
+                       lambda i, r, s_, k: x[i, r // bh, s_ // bw, (r % bh * bw + s_ % bw) * q + k], name="y")
+    else:
+        y = te.compute((n, h // bh, w // bw, bh * bw * c),
+                       lambda i, r, s_, k: x[i, r * bh + k // (bw * c), s_ * bw + k // c % bw, k % c], name="y")
+    func = te.create_prim_func([x, y])
+    if not vectorize:
+        return func
+    sch = tvm.s_tir.Schedule(func)
+    sch.vectorize(sch.get_loops(sch.get_sblock("y"))[-1])
+    return sch.mod["main"]
+
+
+def shuffle_space_to_depth(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, H/2, W/2, 4C]``, block 2x2 (on the tensors as
+    rows). Rows that are not whole vectors finish with a plain loop."""
+    n, h, w, c = shape_nhwc
+    rows, row = n * h, w * c
+    full, tail, chunk = row // 128, row % 128, 2 * c
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def s2d(x: T.Buffer((n, h, w, c), "uint8"), y_: T.Buffer((n, h // 2, w // 2, 4 * c), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            a = T.decl_buffer((rows, row), "uint8", data=x.data)
+            b = T.decl_buffer((rows // 2, 2 * row), "uint8", data=y_.data)
+            for y in range(rows // 2):
+                for v in range(full):
+                    b[y, T.ramp(v * 256, 1, 256)] = T.reinterpret(hvx(
+                        "vshuffvdd", T.reinterpret(a.vload([y * 2 + 1, v * 128], "uint8x128"), dtype="int32x32"),
+                        T.reinterpret(a.vload([y * 2, v * 128], "uint8x128"), dtype="int32x32"),
+                        -chunk, dtype="int32x64"), dtype="uint8x256")
+                for j in range(2 * tail):
+                    b[y, full * 256 + j] = a[y * 2 + j // chunk % 2, full * 128 + j // (2 * chunk) * chunk + j % chunk]
+
+    return s2d
+
+
+def deal_depth_to_space(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, 4C]`` -> ``[N, 2H, 2W, C]``, block 2x2 (on the tensors as rows).
+    Rows that are not whole pairs of vectors finish with a plain loop."""
+    n, h, w, c4 = shape_nhwc
+    rows, row = n * h, w * c4
+    full, tail, half = row // 256, row % 256, c4 // 2
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def d2s(x: T.Buffer((n, h, w, c4), "uint8"), y_: T.Buffer((n, h * 2, w * 2, c4 // 4), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            a = T.decl_buffer((rows, row), "uint8", data=x.data)
+            b = T.decl_buffer((rows * 2, row // 2), "uint8", data=y_.data)
+            for y in range(rows):
+                for v in range(full):
+                    pair = deal(T.reinterpret(a.vload([y, v * 256 + 128], "uint8x128"), dtype="int32x32"),
+                                 T.reinterpret(a.vload([y, v * 256], "uint8x128"), dtype="int32x32"), half)
+                    b[y * 2, T.ramp(v * 128, 1, 128)] = T.reinterpret(hvx("lo", pair), dtype="uint8x128")
+                    b[y * 2 + 1, T.ramp(v * 128, 1, 128)] = T.reinterpret(hvx("hi", pair), dtype="uint8x128")
+                for j in range(tail):
+                    b[y * 2 + j % c4 // half, full * 128 + j // c4 * half + j % half] = a[y, full * 256 + j]
+
+    return d2s

@@ -1,0 +1,179 @@
+"""The width-vectorized mapping: 32 output pixels in the lanes, no channel padding to 32
+(``WidthConv``: ``vrmpybus``, weights in a scalar), and its input layout change
+``[N, H, W, C] -> [N, C/4, H, W, 4]`` by ``vdeal`` rounds (``deal_channel_groups``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.script import tirx as T
+
+from .intrinsics import DEPTH, LANES, VRMPY_BY_SCALAR, deal, hvx, roundup
+
+
+@dataclass(frozen=True)
+class WidthConv:
+    """A stride-1 conv with 32 output columns per vector: activations ``[N, Ci/4, H, W, 4]``
+    (pre-padded, width padded so every 32-column load stays inside), weights
+    ``[Co, kh, kw, Ci/4, 4]``, outputs ``[N, Co, OH, OW]`` with ``OW`` a multiple of 32."""
+
+    batch: int
+    out_hw: tuple[int, int]  # the conv's real output size
+    in_channels: int
+    out_channels: int
+    kernel_hw: tuple[int, int]
+
+    @property
+    def cin(self) -> int:
+        return roundup(self.in_channels, DEPTH)
+
+    @property
+    def out_w(self) -> int:
+        return roundup(self.out_hw[1], LANES)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.cin // DEPTH, self.out_hw[0] + self.kernel_hw[0] - 1,
+                self.out_w + self.kernel_hw[1] - 1, DEPTH)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, *self.kernel_hw, self.cin // DEPTH, DEPTH)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.out_channels, self.out_hw[0], self.out_w)
+
+    @property
+    def vrmpy_count(self) -> int:
+        n, o, oh, ow = self.output_shape
+        return n * o * oh * (ow // LANES) * self.kernel_hw[0] * self.kernel_hw[1] * (self.cin // DEPTH)
+
+    def compute(self) -> tvm.tirx.PrimFunc:
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        w = te.placeholder(self.weight_shape, "int8", name="weight")
+        kh = te.reduce_axis((0, self.kernel_hw[0]), name="kh")
+        kw = te.reduce_axis((0, self.kernel_hw[1]), name="kw")
+        c4 = te.reduce_axis((0, self.cin // DEPTH), name="c4")
+        ci = te.reduce_axis((0, DEPTH), name="ci")
+        y = te.compute(
+            self.output_shape,
+            lambda n, o, h, w_: te.sum(
+                x[n, c4, h + kh, w_ + kw, ci].astype("int32") * w[o, kh, kw, c4, ci].astype("int32"),
+                axis=[kh, kw, c4, ci],
+            ),
+            name="conv",
+        )
+        return te.create_prim_func([x, w, y])
+
+    def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
+        t, l, _, _ = padding
+        n, c, h, w = x_nchw.shape
+        out = np.zeros(self.input_shape[:4] + (DEPTH,), np.uint8).reshape(n, self.cin, *self.input_shape[2:4])
+        hh, ww = min(h, out.shape[2] - t), min(w, out.shape[3] - l)
+        out[:, :c, t : t + hh, l : l + ww] = x_nchw[:, :, :hh, :ww]
+        return np.ascontiguousarray(out.reshape(n, self.cin // DEPTH, DEPTH, *out.shape[2:]).transpose(0, 1, 3, 4, 2))
+
+    def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
+        o, c, kh, kw = weight_oihw.shape
+        padded = np.zeros((o, self.cin, kh, kw), np.int8)
+        padded[:, :c] = weight_oihw
+        return np.ascontiguousarray(padded.reshape(o, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 3, 4, 1, 2))
+
+    def unpack_output(self, y: np.ndarray) -> np.ndarray:
+        return y[..., : self.out_hw[1]]
+
+
+def schedule_width_vrmpy(func: tvm.tirx.PrimFunc, channels: int = 4) -> tvm.tirx.PrimFunc:
+    """32 columns per vrmpy (vector-by-scalar), ``channels`` output channels sharing each
+    activation vector, accumulators in registers (knob: ``channels``)."""
+    sch = tvm.s_tir.Schedule(func)
+    block = sch.get_sblock("conv")
+    n, o, h, w, kh, kw, c4, ci = sch.get_loops(block)
+    out_channels = int(sch.get(o).extent)
+    channels = max(1, min(channels, out_channels))
+    while out_channels % channels:
+        channels -= 1
+    oo, oi = sch.split(o, [None, channels])
+    wo, wi = sch.split(w, [None, LANES])
+    sch.reorder(n, oo, h, wo, kh, kw, c4, oi, wi, ci)
+    accumulate = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(accumulate, wo)
+    init = sch.decompose_reduction(block, kh)
+    sch.tensorize(wi, VRMPY_BY_SCALAR)
+    sch.unroll(oi)
+    sch.unroll(kw)
+    for stage in (init, accumulate):
+        sch.vectorize(sch.get_loops(stage)[-1])
+    return sch.mod["main"]
+
+
+@T.macro
+def _deal_words(src, dst, half):
+    """dst[i] / dst[half + i] = even / odd words of src[2i] ++ src[2i+1], i < half."""
+    for i in T.unroll(half):
+        pair = deal(src[2 * i + 1, T.ramp(0, 1, 32)], src[2 * i, T.ramp(0, 1, 32)], 4)
+        dst[i, T.ramp(0, 1, 32)] = hvx("lo", pair)
+        dst[half + i, T.ramp(0, 1, 32)] = hvx("hi", pair)
+
+
+def channel_groups_apply(channels: int) -> bool:
+    """Whether the vdeal rounds over a pixel's words (``deal_channel_groups``, the channel sums
+    of ``window_offsets``) take ``channels``: 4 x a power of two, up to 128."""
+    groups = channels // DEPTH
+    return channels % DEPTH == 0 and groups & (groups - 1) == 0 and groups <= 32
+
+
+def deal_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, C/4, H, W, 4]`` (``WidthConv``'s input layout).
+
+    32 pixels at a time: their ``C/4`` vectors of words transposed into one vector per group
+    of 4 channels by ``log2(C/4)`` rounds of ``vdeal`` (each splits even and odd words; the
+    groups come out in order). Rows that are not whole groups of 32 pixels finish with a
+    plain loop."""
+    n, h, w, c = shape_nhwc
+    groups = c // DEPTH
+    rounds = groups.bit_length() - 1
+    full = w // LANES if channel_groups_apply(c) else 0
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def deal(x: T.Buffer((n, h, w, c), "uint8"), y: T.Buffer((n, groups, h, w, DEPTH), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            words = T.decl_buffer((n * h * w * groups,), "int32", data=x.data)
+            planes = T.decl_buffer((n * groups * h * w,), "int32", data=y.data)
+            even = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
+            odd = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
+            for b, r, v in T.grid(n, h, full):
+                for k in T.unroll(groups):
+                    even[k, T.ramp(0, 1, 32)] = words[T.ramp(((b * h + r) * w + v * LANES) * groups + k * LANES, 1, 32)]
+                if rounds >= 1:
+                    _deal_words(even, odd, groups // 2)
+                if rounds >= 2:
+                    _deal_words(odd, even, groups // 2)
+                if rounds >= 3:
+                    _deal_words(even, odd, groups // 2)
+                if rounds >= 4:
+                    _deal_words(odd, even, groups // 2)
+                if rounds >= 5:
+                    _deal_words(even, odd, groups // 2)
+                for k in T.unroll(groups):
+                    if rounds % 2 == 1:
+                        planes[T.ramp(((b * groups + k) * h + r) * w + v * LANES, 1, 32)] = odd[k, T.ramp(0, 1, 32)]
+                    else:
+                        planes[T.ramp(((b * groups + k) * h + r) * w + v * LANES, 1, 32)] = even[k, T.ramp(0, 1, 32)]
+            for b, r, p, ch in T.grid(n, h, w - full * LANES, c):
+                y[b, ch // DEPTH, r, full * LANES + p, ch % DEPTH] = x[b, r, full * LANES + p, ch]
+
+    return deal
+
+
+def copy_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
+    """``deal_channel_groups`` as a plain copy, for any target and channel count (multiple of 4)."""
+    n, h, w, c = shape_nhwc
+    x = te.placeholder(shape_nhwc, "uint8", name="x")
+    y = te.compute((n, c // DEPTH, h, w, DEPTH), lambda b, k, r, p, i: x[b, r, p, k * DEPTH + i], name="y")
+    return te.create_prim_func([x, y])
