@@ -1,19 +1,23 @@
-"""Relax data-movement building blocks of the rewrite: align, S2D, D2S, crop.
+"""Relax data-movement building blocks of the rewrite: align, S2D, D2S, crop; and the
+recogniser of what they emit.
 
-Each takes a ``BlockBuilder`` and an expression, emits its intermediate steps and returns
-its last step *un-emitted*, so the caller decides whether it becomes a new binding or the
-value of an existing one.
-The reshape/transpose steps come from ``geometry.s2d_steps`` / ``d2s_steps``, the same
-tables the numpy reference uses.
+Each builder takes a ``BlockBuilder`` and an expression, emits its intermediate steps and
+returns its last step *un-emitted*, so the caller decides whether it becomes a new binding or
+the value of an existing one. The reshape/transpose steps come from ``geometry.s2d_steps`` /
+``d2s_steps``, the same tables the numpy reference uses. ``match_space_to_depth`` is the
+exact inverse of ``emit_space_to_depth`` / ``emit_depth_to_space`` (the three-step form):
+later passes read a block, layout and direction back from the graph instead of recomputing
+them.
 """
 
 from __future__ import annotations
 
-from tvm import relax
+from dataclasses import dataclass
 
 import numpy as np
+from tvm import relax
 
-from ..geometry import Domain, d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
+from ..geometry import LAYOUTS, MAX_BLOCK, Domain, d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
 from .conv2d import static_shape
 
 
@@ -79,3 +83,50 @@ def emit_mask(bb, x, domain: Domain, channels: int, layout: str, name: str) -> r
     zero = relax.const(np.zeros((), str(x.ty.dtype)))
     x = bb.emit(relax.op.where(relax.const(inside_w), x, zero), name + "_mask_w")
     return relax.op.where(relax.const(inside_h), x, zero)
+
+
+@dataclass(frozen=True)
+class Movement:
+    """What a reshape -> permute_dims -> reshape triple computes: the S2D (``inverse``: D2S)
+    of ``x`` by ``block`` in ``layout``."""
+
+    x: relax.Expr
+    block: tuple[int, int]
+    layout: str
+    inverse: bool
+
+
+def match_space_to_depth(call: relax.Expr, var2val: dict) -> Movement | str:
+    """``call``, the last reshape of a triple, as the ``Movement`` whose
+    ``emit_space_to_depth`` / ``emit_depth_to_space`` emits exactly this triple; else why not."""
+    def value(expr):
+        return var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    perm, split, call = None, None, value(call)
+    if isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.reshape":
+        perm = value(call.args[0])
+    if isinstance(perm, relax.Call) and getattr(perm.op, "name", "") == "relax.permute_dims":
+        split = value(perm.args[0])
+    if not (isinstance(split, relax.Call) and getattr(split.op, "name", "") == "relax.reshape"):
+        return "not a reshape -> permute_dims -> reshape"
+    x = split.args[0]
+    shapes = static_shape(x), static_shape(split), static_shape(call)
+    if None in shapes or len(shapes[0]) != 4 or len(shapes[1]) != 6:
+        return "dynamic shape, or not a 4-D tensor"
+    found = (shapes[1], tuple(int(a) for a in perm.attrs.axes), shapes[2])
+    for layout in LAYOUTS:
+        for inverse, steps in ((False, s2d_steps), (True, d2s_steps)):
+            for block in _blocks(found[0]):
+                try:
+                    expected = steps(shapes[0], block, layout)
+                except ValueError:
+                    continue
+                if (tuple(expected[0]), tuple(expected[1]), tuple(expected[2])) == found:
+                    return Movement(x, block, layout, inverse)
+    return "not the space-to-depth or depth-to-space of any block"
+
+
+def _blocks(split_shape) -> list[tuple[int, int]]:
+    """The blocks a split shape can hold: pairs of its dims up to ``MAX_BLOCK``."""
+    sizes = sorted({int(d) for d in split_shape if 1 <= d <= MAX_BLOCK})
+    return [(bh, bw) for bh in sizes for bw in sizes if (bh, bw) != (1, 1)]

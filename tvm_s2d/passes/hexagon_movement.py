@@ -23,11 +23,11 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import d2s_steps, s2d_steps
 from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
     shuffle_space_to_depth, shuffles_apply
 from ..targets import is_hexagon
 from .conv2d import static_shape
+from .emit import match_space_to_depth
 from .kernels import add_kernel, rewrite_functions
 from .outcome import Outcome, applied, refused
 
@@ -68,25 +68,18 @@ def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | str:
     """``(x, inverse)`` when ``call`` (the matched triple's last reshape) is the 2x2 S2D
     (``inverse``: D2S) of the uint8 NHWC tensor ``x`` that the shuffle kernels take; else
     the reason it is not."""
-    perm = var2val.get(call.args[0], call.args[0])
-    split = var2val.get(perm.args[0], perm.args[0])
-    x = split.args[0]
-    if not isinstance(x.ty, relax.TensorType) or str(x.ty.dtype) != "uint8" or x.ty.ndim != 4:
-        return f"of a {getattr(x.ty, 'dtype', '?')} tensor (the shuffles take 4-D uint8)"
-    shape, split_shape, out_shape = static_shape(x), static_shape(split), static_shape(call)
-    if shape is None or split_shape is None or out_shape is None:
-        return "dynamic shape"
-    found = (split_shape, tuple(int(a) for a in perm.attrs.axes), out_shape)
-    for inverse, steps in ((False, s2d_steps), (True, d2s_steps)):
-        try:
-            expected = steps(shape, (2, 2), "NHWC")
-        except ValueError:
-            continue
-        if tuple(map(tuple, expected)) == tuple(map(tuple, found)):
-            if shuffles_apply(shape, (2, 2), inverse):
-                return x, inverse
-            return f"{'D2S' if inverse else 'S2D'} of {shape[3]} channels: chunks that do not divide a vector"
-    return "not a 2x2 S2D or D2S of an NHWC tensor"
+    found = match_space_to_depth(call, var2val)
+    if isinstance(found, str):
+        return found
+    x = found.x
+    if str(x.ty.dtype) != "uint8":
+        return f"of a {x.ty.dtype} tensor (the shuffles take 4-D uint8)"
+    if (found.block, found.layout) != ((2, 2), "NHWC"):
+        return f"block {found.block[0]}x{found.block[1]} in {found.layout} (the shuffles take 2x2 in NHWC)"
+    shape = static_shape(x)
+    if not shuffles_apply(shape, (2, 2), found.inverse):
+        return f"{'D2S' if found.inverse else 'S2D'} of {shape[3]} channels: chunks that do not divide a vector"
+    return x, found.inverse
 
 
 @mutator
