@@ -12,7 +12,7 @@ Operands are pre-packed (each mapping's own layout, free here); what a compiled 
 runs around the convs (layout changes, pads, requantization) is measured by
 ``bench_hexagon_pipeline.py``.
 
-Each kernel is checked bit-exact against numpy (``tvm_s2d.hexagon.layer.run_layer``: the
+Each kernel is checked bit-exact against numpy (``tvm_s2d.emulator.layer.run_layer``: the
 same runs the Hexagon tuner measures). Schedule knobs are tried and the best kept.
 Ideal = vrmpy count / 2 (two 128-MAC vrmpy per packet, the vector-by-scalar form's peak).
 HMX-style = executed MACs with both channel counts rounded up to 32 (geometry.CostModel).
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from tvm_s2d.geometry import Conv2dSpec
-from tvm_s2d.hexagon.layer import run_layer
+from tvm_s2d.emulator.layer import run_layer
 
 LAYERS = [
     ("seed 1024x1024x8 3x3 8->8", dict(cin=8, cout=8, hw=1024, k=3, stride=1)),

@@ -1,5 +1,5 @@
 """Executed Hexagon packets of every kernel the ``"s2d"`` pipeline builds for a quantized NHWC
-network (``tvm_s2d.hexagon.network``: the seed's 8 -> 8 3x3 convs, uint8 in and out), per form:
+network (``tvm_s2d.emulator.network``: the seed's 8 -> 8 3x3 convs, uint8 in and out), per form:
 
 * ``original, width`` / ``original, lanes``: no rewrite, each conv in that HVX mapping;
 * ``S2D 2x2, lanes`` / ``S2D 2x2, width``: the rewrite with block 2x2.
@@ -28,8 +28,8 @@ import tvm
 from tvm import relax
 
 from tvm_s2d.targets import hexagon_target
-from tvm_s2d.hexagon.emulator import run_kernel
-from tvm_s2d.hexagon.network import quantized_nhwc_chain
+from tvm_s2d.emulator.qemu import run_kernel
+from tvm_s2d.emulator.network import quantized_nhwc_chain
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
 from tvm_s2d.pipeline import kernel_passes
 

@@ -131,7 +131,7 @@ def require_hexagon_tools() -> None:
 
     import pytest
 
-    from tvm_s2d.hexagon.emulator import EmulatorError, check_tools
+    from tvm_s2d.emulator.qemu import EmulatorError, check_tools
 
     try:
         check_tools()

@@ -12,8 +12,8 @@ import pytest
 
 from helpers import load_script
 from tvm_s2d.geometry import Conv2dSpec, conv2d_nchw, space_to_depth
-from tvm_s2d.hexagon.emulator import EmulatorError, check_tools, compile_kernel, run_kernel
-from tvm_s2d.hexagon.layer import run_packed
+from tvm_s2d.emulator.qemu import EmulatorError, check_tools, compile_kernel, run_kernel
+from tvm_s2d.emulator.layer import run_packed
 from tvm_s2d.schedules.hexagon import PackedConv, WidthConv, schedule_vrmpy, schedule_width_vrmpy
 
 try:
@@ -140,7 +140,7 @@ def test_pipeline_benchmark_runs_every_kernel_of_each_form(tmp_path):
 # --- one layer in one form (hexagon/layer.py) and Hexagon tuning --------------------------
 
 from tvm_s2d.geometry import Unsupported  # noqa: E402
-from tvm_s2d.hexagon.layer import run_layer  # noqa: E402
+from tvm_s2d.emulator.layer import run_layer  # noqa: E402
 
 
 @pytest.mark.parametrize("block,mapping", [(None, "lanes"), (None, "width"), ((2, 2), "lanes"), ((2, 2), "width"),
@@ -187,7 +187,7 @@ def test_hexagon_tuning_measures_packets_and_applies_the_block(tmp_path):
 @pytest.mark.parametrize("shape", [(1, 6, 16, 8), (2, 4, 14, 4), (1, 2, 40, 16)])
 def test_hvx_shuffle_space_to_depth_and_back_are_exact(shape):
     from tvm_s2d.geometry import depth_to_space
-    from tvm_s2d.hexagon.layer import d2s_packets, s2d_packets
+    from tvm_s2d.emulator.layer import d2s_packets, s2d_packets
     from tvm_s2d.schedules.hexagon import shuffle_space_to_depth, shuffles_apply
 
     x = RNG.integers(0, 256, shape).astype(np.uint8)
@@ -229,7 +229,7 @@ def test_hvx_pad_is_exact(shape, widths):
 
 
 def test_shuffles_take_far_fewer_packets_than_a_copy():
-    from tvm_s2d.hexagon.layer import s2d_packets
+    from tvm_s2d.emulator.layer import s2d_packets
     from tvm_s2d.schedules.hexagon import copy_space_to_depth
 
     x = RNG.integers(0, 256, (1, 16, 64, 8)).astype(np.uint8)

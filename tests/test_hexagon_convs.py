@@ -153,7 +153,7 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
     its layout kernel, channel-in-lanes for the stride-2 one, with its offsets kernel) under qemu-hexagon equal the
     same kernels' plain loops on this CPU, whose graph the tests above check against the
     original model."""
-    from tvm_s2d.hexagon.emulator import run_kernel
+    from tvm_s2d.emulator.qemu import run_kernel
 
     require_hexagon_tools()
     mod = _prepared(qdq_chain(1, (16, 16), "int8", (1, 2)))

@@ -10,7 +10,7 @@ from tvm import relax
 
 from helpers import require_hexagon_tools, run
 from tvm_s2d.targets import hexagon_target
-from tvm_s2d.hexagon.network import quantized_nhwc_chain as nhwc_qdq
+from tvm_s2d.emulator.network import quantized_nhwc_chain as nhwc_qdq
 from tvm_s2d.passes import HexagonConvs, HexagonMovement, SpaceToDepthConv2d
 
 HEXAGON = hexagon_target()
@@ -65,7 +65,7 @@ def test_movement_it_cannot_take_is_left_alone():
 
 
 def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
-    from tvm_s2d.hexagon.emulator import run_kernel
+    from tvm_s2d.emulator.qemu import run_kernel
 
     require_hexagon_tools()
     mod = nhwc_qdq((10, 38))  # rows of 40 x 8 and 20 x 32 bytes: whole vectors and tails

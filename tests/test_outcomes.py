@@ -47,7 +47,7 @@ def test_hexagon_passes_say_why_a_float_model_keeps_tvms_lowering():
 
 
 def test_hexagon_passes_apply_to_a_quantized_nhwc_chain():
-    from tvm_s2d.hexagon.network import quantized_nhwc_chain
+    from tvm_s2d.emulator.network import quantized_nhwc_chain
 
     passes = _passes(quantized_nhwc_chain((16, 16), 8), hexagon_target(), block=2, move_cost=1000.0)
     assert passes["HexagonConvs"] and all(o.applied for o in passes["HexagonConvs"])

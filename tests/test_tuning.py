@@ -15,7 +15,7 @@ import tvm_s2d
 from helpers import Net, assert_same, run
 from tvm_s2d.targets import host_target
 from tvm_s2d.tuning import Layer, Record, TuningLog, layers
-from tvm_s2d.tuning.cost_model import XGBCostModel
+from tvm_s2d.tuning.xgb_model import XGBCostModel
 from tvm_s2d.tuning.measure import LocalMeasurer, Measurement
 from tvm_s2d.tuning.space import Config, search_space
 from tvm_s2d.tuning.tuner import tune
@@ -140,7 +140,7 @@ def test_workload_key_ignores_names_and_round_trips():
 def _synthetic_records():
     """Costs from a fixed formula of the layer and config (a stand-in for recorded data that
     has structure: executed MACs and data movement)."""
-    from tvm_s2d.tuning.cost_model import FEATURES, features
+    from tvm_s2d.tuning.xgb_model import FEATURES, features
 
     macs, moved, vectors = (FEATURES.index(n) for n in ("log_executed_macs", "log_bytes_moved", "vectors"))
     samples = []

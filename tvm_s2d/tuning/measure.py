@@ -186,7 +186,7 @@ class HexagonMeasurer:
     unit = "packets"
 
     def measure(self, layer: Layer, configs: list[Config]) -> list[Measurement]:
-        from ..hexagon.layer import run_layer
+        from ..emulator.layer import run_layer
 
         out = []
         for config in configs:

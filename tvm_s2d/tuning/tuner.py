@@ -13,7 +13,7 @@ import tvm
 
 from ..passes.prepare import prepare
 from ..targets import is_cpu
-from .cost_model import XGBCostModel, default_configs, samples_from
+from .xgb_model import XGBCostModel, default_configs, samples_from
 from .log import Record, TuningLog, best_of
 from .space import Config, search_space
 from .workload import Layer, layers, target_key

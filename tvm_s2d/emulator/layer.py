@@ -26,7 +26,7 @@ from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to
     space_to_depth
 from ..schedules.hexagon import conv_signature, copy_space_to_depth, deal_depth_to_space, mapped_conv, \
     schedule_mapping, shuffle_space_to_depth, shuffles_apply
-from .emulator import run_kernel
+from .qemu import run_kernel
 
 @dataclass(frozen=True)
 class LayerRun:
