@@ -1,5 +1,5 @@
-"""What the Hexagon passes share: rewriting each Relax function of a module, adding
-hand-scheduled TIR kernels to it."""
+"""What the passes share: rewriting each Relax function of a module, adding hand-scheduled
+TIR kernels to it, replacing some of its functions."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ def rewrite_functions(mod: tvm.IRModule, rewriter) -> tvm.IRModule:
             rewriter.var2val = relax.analysis.get_var2val(func)
             rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
     return rewriter.builder_.get()
+
+
+def with_functions(mod: tvm.IRModule, updates: dict) -> tvm.IRModule:
+    """``mod`` with the functions in ``updates`` (global var -> function) replaced, as a new
+    module (``mod[gv] = ...`` would change the caller's module in place); ``mod`` itself when
+    there is nothing to replace."""
+    if not updates:
+        return mod
+    mod = mod.clone()
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod

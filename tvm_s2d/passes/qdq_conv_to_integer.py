@@ -23,6 +23,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import Unsupported, spatial_axes
 from .conv2d import check_layouts
+from .kernels import with_functions
 from .outcome import Outcome, applied, refused
 
 INTEGER_TYPES = ("int8", "uint8")
@@ -55,12 +56,7 @@ class QDQConvToInteger:
                 continue  # nothing quantized here (and nothing to rebuild)
             rewritten = _Rewriter(mod, self, relax.analysis.get_var2val(func)).visit_expr(func)
             updates[gv] = relax.analysis.remove_all_unused(rewritten)
-        if not updates:
-            return mod
-        mod = mod.clone()  # ``mod[gv] = ...`` would change the caller's module in place
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return with_functions(mod, updates)
 
     def integer_conv(self, conv: relax.Call, matches, data: relax.Expr):
         """``(conv on xq - zx with Wq - zw, scale)``, or the reason the conv does not qualify."""

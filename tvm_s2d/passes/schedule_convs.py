@@ -23,6 +23,7 @@ from tvm import s_tir
 
 from ..schedules import x86
 from ..targets import is_cpu, vector_lanes
+from .kernels import with_functions
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "ScheduleConvs"
@@ -84,12 +85,7 @@ class ScheduleConvs:
                 continue
             self.scheduled.append(Scheduled(name, conv.signature, knobs))
             applied(self.outcomes, name, "conv schedule (register-blocked, vectorized, parallel rows)")
-        if not updates:
-            return mod
-        mod = mod.clone()  # ``mod[gv] = ...`` would change the caller's module in place
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return with_functions(mod, updates)
 
 
 def _kind(func: tvm.tirx.PrimFunc) -> str:
