@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"tvm-s2d {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile,tune}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile,run,tune}")
     shape_help = "static shape for a dynamic input, e.g. image=1,3,224,224 (repeatable)"
 
     def add_rewrite_options(p):
@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--tuning-log", help="apply the best records of this tuning log (tuning_logs/*.jsonl)")
     comp.add_argument("--metaschedule", metavar="DIR", help="apply this MetaSchedule database (from tune --metaschedule)")
     add_rewrite_options(comp)
+
+    run = sub.add_parser("run", help="run the compiled model whole on the Hexagon emulator: packets per kernel, checked")
+    run.add_argument("model", help="path to an .onnx file")
+    run.add_argument("--target", default="hexagon", choices=["hexagon"], help="hexagon (qemu-hexagon, v66 + HVX)")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                     help="an input tensor (repeatable; random inputs where not given)")
+    run.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...", help=shape_help)
+    run.add_argument("--no-rewrite", action="store_true", help="run the same pipeline without the rewrite")
+    run.add_argument("--tuning-log", help="apply the best records of this tuning log")
+    run.add_argument("--json", metavar="OUT", help="also write the run as JSON")
+    add_rewrite_options(run)
 
     tune = sub.add_parser("tune", help="measure each conv's block and schedule knobs; append records to a log")
     tune.add_argument("model", help="path to an .onnx file, or 'demo' for the built-in example")
@@ -288,6 +299,33 @@ def _listing(names: list[str], shown: int = 6) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from .emulator.model import run_model
+
+    check_tuning_log(args.tuning_log)
+    if args.json:
+        check_output(args.json)
+    inputs = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--input must look like NAME=FILE.npy, got {item!r}")
+        try:
+            inputs[name] = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--input {name}: cannot read {path}: {_one_line(exc)}") from None
+    print(f"running {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
+    result = run_model(args.model, inputs, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
+                       shape_dict=dict(args.shape) or None, **rewrite_options(args))
+    print(result.table())
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(result.to_json())
+    return 0 if result.matches_cpu else 1
+
+
 def cmd_tune(args) -> int:
     from .targets import is_cpu, is_hexagon
     from .tuning import TuningLog
@@ -345,7 +383,7 @@ def _tune_metaschedule(mod, args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "report": cmd_report, "compile": cmd_compile, "tune": cmd_tune}
+COMMANDS = {"demo": cmd_demo, "report": cmd_report, "compile": cmd_compile, "run": cmd_run, "tune": cmd_tune}
 
 
 if __name__ == "__main__":

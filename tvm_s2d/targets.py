@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tvm
 
-from .geometry import CostModel
+from .geometry import CostModel, HVXCostModel
 
 #: The Hexagon core and HVX the emulator runs (QEMU 7.2: a v67 core with HVX v66).
 HEXAGON_CPU, HEXAGON_HVX = "hexagonv66", ["+hvxv66", "+hvx-length128b"]
@@ -81,7 +81,11 @@ def default_lane_width(target: tvm.target.Target | None) -> int:
 
 
 def default_model(target: tvm.target.Target | None, lane_width: int | None, move_cost: float | None) -> CostModel:
-    """The cost model for a build target (an option None: the target's default)."""
+    """The cost model for a build target (an option None: the target's default): on Hexagon
+    the HVX packet model (``geometry.HVXCostModel``: both mappings, both forms, measured
+    rates); with ``lane_width`` given, or no target, the lane model (32: HTP, analytic)."""
+    if is_hexagon(target) and lane_width is None and move_cost is None:
+        return HVXCostModel()
     cpu = is_cpu(target)
     lanes = default_lane_width(target) if lane_width is None else lane_width
     if move_cost is None:

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 #: Debian package of each tool the emulator needs.
 TOOLS = {"qemu-hexagon": "qemu-user", "clang-14": "clang-14", "ld.lld-14": "lld-14", "llvm-nm-14": "llvm-14", "gcc": "gcc"}
 DL_TYPES = {"int8": ("kDLInt", 8), "uint8": ("kDLUInt", 8), "int16": ("kDLInt", 16), "int32": ("kDLInt", 32),
-            "float32": ("kDLFloat", 32)}
+            "int64": ("kDLInt", 64), "float32": ("kDLFloat", 32), "bool": ("kDLBool", 8)}
 
 
 class EmulatorError(RuntimeError):

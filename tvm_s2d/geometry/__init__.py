@@ -27,7 +27,7 @@ Conventions
 
 from .axis import AxisPlan
 from .conv import Conv2dSpec, ConvShape, S2DConvPlan, choose_block
-from .cost import CostModel, executed_macs
+from .cost import CostModel, HVXCostModel, executed_macs, hvx_conv_packets, hvx_vrmpy, shuffles_move
 from .domain import Domain
 from .layout import (
     CANDIDATE_BLOCKS,
@@ -58,6 +58,7 @@ __all__ = [
     "ConvShape",
     "CostModel",
     "Domain",
+    "HVXCostModel",
     "LAYOUTS",
     "MAX_BLOCK",
     "MAX_FOLDED_WEIGHT_BYTES",
@@ -73,6 +74,8 @@ __all__ = [
     "d2s_steps",
     "depth_to_space",
     "executed_macs",
+    "hvx_conv_packets",
+    "hvx_vrmpy",
     "is_pure_reshape",
     "kernel_to_oihw",
     "movement_is_free",
@@ -80,6 +83,7 @@ __all__ = [
     "normalize_block",
     "oihw_to_kernel",
     "s2d_steps",
+    "shuffles_move",
     "space_to_depth",
     "spatial_axes",
 ]

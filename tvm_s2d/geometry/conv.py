@@ -220,8 +220,8 @@ class S2DConvPlan:
         return 0 if out is None else out.leave_bytes(self.spec.batch, self.spec.out_channels, self.spec.itemsize, self.layout)
 
     def cost(self, model: CostModel = CostModel()) -> float:
-        """Executed MACs plus data movement into and out of the domain, per ``model``."""
-        return self.executed_macs(model.lane_width) + model.move_cost * (self.entry_bytes() + self.exit_bytes())
+        """The conv and data movement into and out of the domain, as ``model`` estimates them."""
+        return model.plan_cost(self)
 
     # ---- weights ----
 
@@ -276,7 +276,7 @@ class S2DConvPlan:
 
 
 
-def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=CANDIDATE_BLOCKS, layout: str = "NCHW") -> S2DConvPlan:
+def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=None, layout: str = "NCHW") -> S2DConvPlan:
     """The cost model's choice: the valid block with the lowest ``cost`` (smallest on ties).
 
     Raises ``Unsupported`` when no block beats the conv as it is.
@@ -285,7 +285,7 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=CA
     lane_width = model.lane_width
     before = model.conv_cost(spec)
     plans, reasons = [], []
-    for block in candidates:
+    for block in candidates or getattr(model, "candidates", CANDIDATE_BLOCKS):
         try:
             plans.append(spec.plan(block, layout=layout, model=model))
         except Unsupported as exc:

@@ -40,6 +40,12 @@ class CostModel:
         factor = self.strided_width if gathers else 1.0
         return spec.executed_macs(self.lane_width) * factor
 
+    def plan_cost(self, plan) -> float:
+        """The estimated cost of a rewrite ``plan`` (``S2DConvPlan`` or ``TransposedConvPlan``):
+        its conv's executed MACs plus the data movement into and out of the domain."""
+        moved = getattr(plan, "entry_bytes", lambda: 0)() + plan.exit_bytes()
+        return plan.executed_macs(self.lane_width) + self.move_cost * moved
+
     def __post_init__(self):
         if isinstance(self.lane_width, bool) or not isinstance(self.lane_width, int) or self.lane_width < 1:
             raise ValueError(f"lane_width must be a positive int, got {self.lane_width!r}")
@@ -54,3 +60,69 @@ def executed_macs(batch, out_hw, kernel_hw, cin, cout, lane_width=32) -> int:
         return ceil_div(c, lane_width) * lane_width
 
     return batch * out_hw[0] * out_hw[1] * kernel_hw[0] * kernel_hw[1] * roundup(cin) * roundup(cout)
+
+
+# ---- HVX: packets, per mapping --------------------------------------------------------------
+#
+# Measured on the emulator (results/hexagon_exhaustive.jsonl: every block x mapping x knob of
+# five layers at two scales): a conv kernel executes 0.55-0.7 packets per ``vrmpy`` with
+# channels in the lanes (0.9-1.07 when the conv is strided), 0.62-0.9 width-vectorized;
+# the 2x2 shuffles move a byte in about 1/50 of a packet where two pixels' channels divide a
+# vector, the copies of other blocks in 0.6-1 (S2D) and 0.06-0.4 (D2S).
+HVX_PACKETS_PER_VRMPY = {"lanes": 0.6, "lanes strided": 1.0, "width": 0.7}
+HVX_PACKETS_PER_BYTE = {"shuffle": 0.02, "s2d copy": 0.8, "d2s copy": 0.25}
+
+
+def hvx_vrmpy(mapping: str, batch: int, out_hw, kernel_hw, cin: int, cout: int) -> int:
+    """``vrmpy`` instructions of a conv in an HVX mapping: channel-in-lanes pads the output
+    channels to 32, width-vectorized the output width; both take input channels 4 at a time."""
+    taps = kernel_hw[0] * kernel_hw[1] * ceil_div(cin, 4)
+    if mapping == "lanes":
+        return batch * out_hw[0] * out_hw[1] * ceil_div(cout, 32) * taps
+    return batch * out_hw[0] * ceil_div(out_hw[1], 32) * cout * taps
+
+
+def hvx_conv_packets(batch: int, out_hw, kernel_hw, cin: int, cout: int, strides) -> dict[str, float]:
+    """Estimated packets of a conv in each HVX mapping it can run in (width: stride 1 only;
+    channels in lanes slows down with a width stride, which gathers pixels)."""
+    packets = {"lanes": hvx_vrmpy("lanes", batch, out_hw, kernel_hw, cin, cout)
+               * HVX_PACKETS_PER_VRMPY["lanes strided" if strides[1] > 1 else "lanes"]}
+    if tuple(strides) == (1, 1):
+        packets["width"] = hvx_vrmpy("width", batch, out_hw, kernel_hw, cin, cout) * HVX_PACKETS_PER_VRMPY["width"]
+    return packets
+
+
+def shuffles_move(channels: int) -> bool:
+    """Whether a 2x2 S2D / D2S of ``channels`` channels runs on the HVX shuffles (two pixels'
+    channels divide a 128-byte vector)."""
+    return 128 % (2 * channels) == 0
+
+
+@dataclass(frozen=True)
+class HVXCostModel(CostModel):
+    """Estimated packets on HVX (v66, 128-byte vectors), the default for Hexagon targets: each
+    form of a conv (the original, each S2D block) in its cheaper mapping (channel-in-lanes or
+    width-vectorized), plus its data movement on the shuffles or copies. ``lane_width`` stays
+    32 for the report's lane columns; ``CostModel(lane_width=32)`` is the HTP (HMX-style)
+    model, analytic: QEMU does not emulate HTP."""
+
+    def conv_cost(self, spec) -> float:
+        return min(hvx_conv_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
+                                    spec.strides).values())
+
+    candidates: tuple = ((2, 2), (1, 2), (2, 1), (1, 4), (4, 1), (3, 3), (4, 4))
+
+    def plan_cost(self, plan) -> float:
+        """The plan's conv in its cheaper mapping, plus its movement; the HVX kernels work in
+        NHWC, where a block of one row is a reshape (free) unless the input needs aligning."""
+        spec = plan.spec
+        conv = min(hvx_conv_packets(spec.batch, plan.conv_out_hw, plan.kernel_hw, plan.in_channels, plan.out_channels,
+                                    plan.strides).values())
+        aligned = getattr(plan, "align", ((0, 0), (0, 0))) == ((0, 0), (0, 0))
+        entry = 0 if plan.block[0] == 1 and aligned else getattr(plan, "entry_bytes", lambda: 0)()
+        exit_ = 0 if plan.out_block[0] == 1 and (plan.out_domain is None or plan.out_domain.exact) else plan.exit_bytes()
+        s2d_rate = HVX_PACKETS_PER_BYTE["shuffle" if plan.block == (2, 2) and shuffles_move(spec.in_channels)
+                                        else "s2d copy"]
+        d2s_rate = HVX_PACKETS_PER_BYTE["shuffle" if plan.out_block == (2, 2) and shuffles_move(spec.out_channels)
+                                        else "d2s copy"]
+        return conv + s2d_rate * entry + d2s_rate * exit_

@@ -165,7 +165,7 @@ class TransposedConvPlan:
         return self.out_domain.leave_bytes(self.spec.batch, self.spec.out_channels, self.spec.itemsize, self.layout)
 
     def cost(self, model: CostModel = CostModel()) -> float:
-        return self.executed_macs(model.lane_width) + model.move_cost * self.exit_bytes()
+        return model.plan_cost(self)
 
     def fold_weight(self, weight: np.ndarray) -> np.ndarray:
         """IOHW transposed-conv weight -> OIHW weight of the stride-1 conv."""

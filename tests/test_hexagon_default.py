@@ -1,0 +1,64 @@
+"""The Hexagon default without a tuning log: the HVX packet model (both mappings, original and
+S2D forms, movement) against every config measured on the emulator."""
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+
+from tvm_s2d.geometry import CostModel, HVXCostModel, Unsupported, choose_block
+from tvm_s2d.schedules.hexagon import default_mapping
+from tvm_s2d.targets import default_model, hexagon_target
+from tvm_s2d.tuning.space import running_conv
+from tvm_s2d.tuning.workload import Layer
+
+RECORDS = Path(__file__).resolve().parent.parent / "results" / "hexagon_exhaustive.jsonl"
+
+
+def _by_workload():
+    found = collections.defaultdict(list)
+    for line in RECORDS.read_text().splitlines():
+        record = json.loads(line)
+        if record["cost"] is not None:
+            found[record["workload"]].append(record)
+    return found
+
+
+def default_config(layer: Layer, model) -> tuple:
+    """(block, mapping, knob) the untuned Hexagon pipeline runs for ``layer``."""
+    try:
+        block = choose_block(layer.spec, model, layout=layer.layout).block
+    except Unsupported:
+        block = None
+    return (block, *default_mapping(*running_conv(layer, block)))
+
+
+def _measured(records, config) -> int:
+    block, mapping, knob = config
+    for r in records:
+        c = r["config"]
+        if (tuple(c["block"]) if c["block"] else None, c["mapping"], c["tile"]) == (block, mapping, knob):
+            return r["cost"]
+    raise AssertionError(f"no record of {config}")
+
+
+def test_hexagon_targets_decide_by_the_hvx_packet_model():
+    assert isinstance(default_model(hexagon_target(), None, None), HVXCostModel)
+    assert type(default_model(hexagon_target(), 32, None)) is CostModel  # the HTP model, analytic, on request
+
+
+@pytest.mark.parametrize("workload", sorted(_by_workload()))
+def test_the_default_is_within_10_percent_of_the_measured_optimum(workload):
+    records = _by_workload()[workload]
+    layer = Layer.from_key(workload, "layer")
+    best = min(r["cost"] for r in records)
+    assert _measured(records, default_config(layer, HVXCostModel())) <= 1.10 * best
+
+
+def test_the_htp_lane_model_would_lose_on_hvx():
+    """Why HVX does not decide by the 32-lane (HTP) model: it rewrites stride-1 layers that the
+    width-vectorized original conv runs up to 3x faster."""
+    worst = max(_measured(records, default_config(Layer.from_key(w, "x"), CostModel(32))) / min(r["cost"] for r in records)
+                for w, records in _by_workload().items())
+    assert worst > 2

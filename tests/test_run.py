@@ -1,0 +1,111 @@
+"""The whole-model runner: every kernel of a compiled model under qemu-hexagon, chained on
+real tensors, bit-exact against the CPU build and ONNX Runtime (optimizations off)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from helpers import require_hexagon_tools
+from test_quantized import _quantize, qdq_chain
+from tvm_s2d.cli import main
+from tvm_s2d.emulator.model import KINDS, KernelRun, _kind, interpret, run_model
+from tvm_s2d.onnx_import import ModelError
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_hexagon_tools()
+
+
+@pytest.fixture(scope="module")
+def chain_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run") / "chain.onnx"
+    onnx.save(qdq_chain(1, (15, 18), "int8", (1, 2, 1)), path)
+    return path
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_a_quantized_chain_runs_whole_and_bit_exact(chain_path, rewrite):
+    run = run_model(chain_path, rewrite=rewrite, block=2, move_cost=1000.0)
+    assert run.matches_cpu and run.onnxruntime == {"max_steps": 0, "fraction_differing": 0.0}
+    kinds = [k.kind for k in run.kernels]
+    assert set(kinds) <= set(KINDS) and kinds.count("conv") >= 3
+    assert sum(k.hvx for k in run.kernels if k.kind == "conv") >= 3  # the vrmpy kernels
+    assert run.packets == sum(k.packets for k in run.kernels) and all(k.packets > 0 for k in run.kernels)
+    assert run.output.shape == (1, 8, 8, 9) and run.output.dtype == np.uint8
+
+
+def test_float_boundaries_are_listed_but_not_counted(tmp_path):
+    path = _quantize(tmp_path, "QDQ", per_channel=True)
+    run = run_model(path)
+    boundary = [k for k in run.kernels if k.kind == "boundary"]
+    assert boundary and boundary[0].name.startswith("fused_quantize")
+    assert run.packets == sum(k.packets for k in run.kernels) - sum(k.packets for k in boundary)
+    assert run.matches_cpu and run.onnxruntime["max_steps"] == 0
+
+
+def test_given_inputs_and_json_schema(chain_path, tmp_path, capsys):
+    x = np.random.default_rng(3).integers(0, 256, (1, 8, 15, 18)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run.json"
+    assert main(["run", str(chain_path), "--input", f"x={tmp_path / 'x.npy'}", "--json", str(out), "--no-rewrite"]) == 0
+    assert "bit-exact against the CPU build: yes" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert list(data) == ["model", "target", "rewrite", "kernels", "packets", "matches_cpu", "onnxruntime"]
+    assert data["target"] == "hexagon" and data["rewrite"] is False and data["matches_cpu"] is True
+    assert set(data["kernels"][0]) == {"name", "kind", "hvx", "packets"}
+    assert set(data["onnxruntime"]) == {"max_steps", "fraction_differing"}
+    assert data["packets"] == sum(k["packets"] for k in data["kernels"] if k["kind"] != "boundary")
+
+
+def test_bool_tensors_run_on_the_emulator():
+    """A mask (``where`` on a bool constant) reaches a kernel as a bool tensor."""
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 6, 6), "uint8"))
+    mask = np.random.default_rng(0).random((1, 1, 6, 6)) > 0.5
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.where(relax.const(mask), x, relax.const(np.uint8(7))))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    with tvm.target.Target({"kind": "llvm"}):
+        lowered = tvm.transform.Sequential([relax.transform.LegalizeOps()])(bb.get())
+    data = np.random.default_rng(1).integers(0, 256, (1, 4, 6, 6)).astype(np.uint8)
+    output, runs = interpret(lowered, [data])
+    np.testing.assert_array_equal(output, np.where(mask, data, 7))
+    assert len(runs) == 1 and runs[0].packets > 0
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.graph.input[0].type.tensor_type.shape.dim[0].__setattr__("dim_param", "N"), "--shape"),
+])
+def test_a_model_without_static_shape_names_shape(tmp_path, edit, message):
+    model = qdq_chain(1, (8, 8), "int8", (1,))
+    edit(model)
+    with pytest.raises(ModelError, match=message):
+        run_model(model)
+
+
+def test_bad_inputs_are_one_line(chain_path, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 4, 4), np.uint8))
+    assert main(["run", str(chain_path), "--input", f"y={tmp_path / 'x.npy'}"]) == 2
+    assert "not an input of the model" in capsys.readouterr().err
+    assert main(["run", str(chain_path), "--input", f"x={tmp_path / 'x.npy'}"]) == 2
+    assert "the model takes uint8 [1, 8, 15, 18]" in capsys.readouterr().err
+    assert main(["run", str(chain_path), "--input", "x"]) == 2
+    assert "NAME=FILE.npy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("hvx_conv0", "conv"), ("hvx_conv0_offsets", "conv"), ("hvx_pad_lv3", "movement"), ("hvx_conv1_layout", "movement"),
+    ("hvx_s2d_lv2", "movement"), ("fused_reshape_transpose_reshape1_transpose1", "movement"),
+])
+def test_kernel_kinds_by_name(name, expected):
+    assert _kind(name, [], [((1,), "uint8")], set(), False) == expected
+    assert KernelRun(name, expected, name.startswith("hvx_"), 1).kind in KINDS
+

@@ -1,0 +1,266 @@
+"""A whole compiled model on the Hexagon emulator: every kernel of ``main``, in order, on the
+real intermediate tensors, with the packets each one executes.
+
+``run_model`` lowers the model with the ``"s2d"`` pipeline for ``hexagon_target()`` (up to
+code generation), then interprets ``main``: each ``call_tir`` runs its kernel under
+qemu-hexagon (``qemu.run_kernel``) on the tensors the earlier kernels produced; tuples and
+aliases are followed in Python. The same graph, with the HVX kernels as their plain loops,
+is compiled for this CPU and run on the same inputs: the Hexagon run must equal it bit for
+bit. With the ONNX model at hand, ONNX Runtime with graph optimizations off (the ONNX
+semantics, op by op) is compared too, in output quantization steps.
+
+Each kernel gets a kind: ``conv`` (the HVX ``vrmpy`` kernels and their offsets, or a conv
+in TVM's default lowering), ``requantize`` (int32 accumulators to int8/uint8), ``elementwise``,
+``movement`` (layout changes, pads, S2D/D2S; the HVX shuffles and pads included),
+``boundary`` (the float input's quantize and the float output's dequantize: a deployment
+passes quantized tensors, so they are listed but not counted in ``packets``) and ``other``.
+``hvx`` marks the hand-written HVX kernels; the others are TVM's default (scalar) lowering.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.pipeline import default_build_pipeline
+
+from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs
+from ..passes import PASS_NAME, HexagonConvs, HexagonMovement
+from ..pipeline import S2DPipeline
+from ..targets import hexagon_target, host_target
+from ..tuning.apply import tuned_hexagon_knobs
+from .qemu import run_kernel
+
+KINDS = ("conv", "requantize", "elementwise", "movement", "boundary", "other")
+MOVEMENT_OPS = {"transpose", "reshape", "pad", "strided", "slice", "layout", "transform", "concatenate", "split",
+                "squeeze", "expand", "dims", "permute", "depth", "space", "to"}
+ELEMENTWISE_OPS = {"add", "subtract", "multiply", "divide", "relu", "clip", "maximum", "minimum", "where", "astype",
+                   "cast", "round", "floor", "sigmoid", "tanh", "exp", "negative", "right", "left", "shift"}
+INTEGERS = ("int8", "uint8", "int16", "int32", "bool")
+
+
+@dataclass
+class KernelRun:
+    name: str
+    kind: str
+    hvx: bool
+    packets: int
+
+
+@dataclass
+class ModelRun:
+    model: str
+    target: str
+    rewrite: bool
+    kernels: list[KernelRun] = field(default_factory=list)
+    matches_cpu: bool = False
+    onnxruntime: dict | None = None
+    output: np.ndarray | None = None
+
+    @property
+    def packets(self) -> int:
+        """Packets of every kernel but the boundary ones."""
+        return sum(k.packets for k in self.kernels if k.kind != "boundary")
+
+    def by_kind(self) -> dict[str, int]:
+        return {kind: sum(k.packets for k in self.kernels if k.kind == kind) for kind in KINDS}
+
+    def to_json(self) -> str:
+        return json.dumps({"model": self.model, "target": self.target, "rewrite": self.rewrite,
+                           "kernels": [asdict(k) for k in self.kernels], "packets": self.packets,
+                           "matches_cpu": self.matches_cpu, "onnxruntime": self.onnxruntime}, indent=2)
+
+    def table(self) -> str:
+        width = max([len(k.name) for k in self.kernels] + [6])
+        lines = [f"{'kernel':{width}s}  {'kind':11s}  {'runs on':7s}  {'packets':>12s}"]
+        lines += [f"{k.name:{width}s}  {k.kind:11s}  {'HVX' if k.hvx else 'scalar':7s}  {k.packets:12,d}" for k in self.kernels]
+        totals = self.by_kind()
+        lines.append("")
+        lines += [f"{kind:11s} {totals[kind]:14,d}" + ("  (not counted: a deployment passes quantized tensors)"
+                                                     if kind == "boundary" else "") for kind in KINDS if totals[kind]]
+        hvx = sum(k.packets for k in self.kernels if k.hvx)
+        lines.append(f"{'total':11s} {self.packets:14,d}  ({hvx:,} on HVX kernels, {self.packets - hvx:,} scalar)")
+        lines.append(f"bit-exact against the CPU build: {'yes' if self.matches_cpu else 'NO'}")
+        if self.onnxruntime is not None:
+            ort = self.onnxruntime
+            lines.append(f"against ONNX Runtime (optimizations off): at most {ort['max_steps']} step(s),"
+                         f" {100 * ort['fraction_differing']:.2f}% of outputs differ")
+        return "\n".join(lines)
+
+
+def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_log=None, shape_dict=None,
+              seed: int = 0, onnxruntime: bool = True, **options) -> ModelRun:
+    """Run ``model`` (an ONNX path or ``ModelProto``) whole on the Hexagon emulator; see the
+    module doc. ``inputs``: name -> array (random where not given); ``options`` go to the
+    rewrite (``block``, ``lane_width``, ...)."""
+    where = str(model) if not hasattr(model, "graph") else "the ONNX model"
+    onnx_model = load_onnx(model)
+    dynamic = dynamic_inputs(onnx_model, shape_dict)
+    if dynamic:
+        raise ModelError(f"{where}: input(s) {', '.join(dynamic)} have no static shape; give one with --shape NAME=D,D,...")
+    mod = import_model(onnx_model, shape_dict, where)
+    feeds = _inputs(onnx_model, mod, inputs or {}, shape_dict or {}, seed)
+    params = [p.name for p in mod["main"].params]
+    args = [feeds[name] for name in params]
+
+    disabled = [] if rewrite else [PASS_NAME]
+    hexagon = _lower(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
+    plain_pipeline = S2DPipeline(tuning_log=tuning_log, **options)
+    plain_pipeline.hexagon_convs = HexagonConvs(target=hexagon_target(), knobs=tuned_hexagon_knobs(tuning_log),
+                                                schedule=False)
+    plain_pipeline.hexagon_movement = HexagonMovement(target=hexagon_target(), hvx=False)
+    plain = _lower(mod, plain_pipeline, disabled)
+
+    run = ModelRun(where, "hexagon", rewrite)
+    output, run.kernels = interpret(hexagon, args)
+    run.output = output
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(plain, target=host_target(), relax_pipeline=default_build_pipeline())
+    cpu = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
+    run.matches_cpu = bool(cpu.shape == output.shape and cpu.dtype == output.dtype and np.array_equal(cpu, output))
+    if onnxruntime:
+        run.onnxruntime = compare_with_onnxruntime(onnx_model, feeds, output)
+    return run
+
+
+def _lower(mod: tvm.IRModule, pipeline: S2DPipeline, disabled) -> tvm.IRModule:
+    with hexagon_target(), tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
+        return tvm.transform.Sequential(pipeline.passes())(mod)
+
+
+def _inputs(onnx_model, mod, given: dict, shape_dict: dict, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    declared = model_inputs(onnx_model)
+    unknown = [name for name in given if name not in declared]
+    if unknown:
+        raise ModelError(f"--input {', '.join(unknown)}: not an input of the model (its inputs: {', '.join(declared)})")
+    feeds = {}
+    for param in mod["main"].params:
+        shape, dtype = tuple(int(d) for d in param.ty.shape), str(param.ty.dtype)
+        if param.name in given:
+            value = np.asarray(given[param.name])
+            if value.shape != shape or str(value.dtype) != dtype:
+                raise ModelError(f"--input {param.name}: {value.dtype} {list(value.shape)}, the model takes {dtype} {list(shape)}")
+        elif dtype.startswith("float"):
+            value = rng.standard_normal(shape).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            value = rng.integers(info.min, int(info.max) + 1, shape).astype(dtype)
+        feeds[param.name] = np.ascontiguousarray(value)
+    return feeds
+
+
+def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.ndarray, list[KernelRun]]:
+    """Execute ``main`` binding by binding: ``call_tir`` through ``run(func, inputs, outputs,
+    name)`` (default: under qemu-hexagon), tuples and aliases in Python. Returns the output
+    and one ``KernelRun`` per kernel call."""
+    run = run or (lambda func, inputs, outputs, name: run_kernel(func, inputs, outputs, name=name))
+    main = mod["main"]
+    env = {param: value for param, value in zip(main.params, args)}
+    float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
+    returned = set(relax.analysis.free_vars(main.body.body))
+    runs = []
+
+    def value(expr):
+        if isinstance(expr, relax.Var):
+            return env[expr]
+        if isinstance(expr, tvm.ir.GenericConst):
+            return expr.value.numpy()
+        if isinstance(expr, relax.Tuple):
+            return tuple(value(f) for f in expr.fields)
+        raise EmulatorInterpretError(f"cannot evaluate {type(expr).__name__} in main")
+
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            expr = binding.value
+            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
+                gv, operands = expr.args[0], expr.args[1]
+                inputs = [np.ascontiguousarray(value(a)) for a in operands.fields]
+                specs = _output_specs(expr.ty)
+                result = run(mod[gv], inputs, specs, gv.name_hint)
+                outs = result.outputs
+                env[binding.var] = outs[0] if not isinstance(expr.ty, relax.TupleType) else tuple(outs)
+                kind = _kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
+                runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets)))
+            elif isinstance(expr, relax.TupleGetItem):
+                env[binding.var] = value(expr.tuple_value)[expr.index]
+            elif isinstance(expr, (relax.Var, relax.Tuple)) or isinstance(expr, tvm.ir.GenericConst):
+                env[binding.var] = value(expr)
+            else:
+                name = expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else type(expr).__name__
+                raise EmulatorInterpretError(f"main still calls {name} after lowering: the runner takes kernels only")
+    output = value(main.body.body)
+    if isinstance(output, tuple):
+        output = output[0]
+    return np.asarray(output), runs
+
+
+class EmulatorInterpretError(RuntimeError):
+    """``main`` holds something the runner cannot execute (named in the message)."""
+
+
+def _output_specs(ty) -> list[tuple[tuple[int, ...], str]]:
+    types = list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
+    return [(tuple(int(d) for d in t.shape.values), str(t.dtype)) for t in types]
+
+
+def _kind(name: str, operands, outputs, float_inputs, returns_output: bool) -> str:
+    """What a kernel does, from its name (fused op names, ``hvx_`` kernels) and dtypes."""
+    if name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_")) or (name.startswith("hvx_") and name.endswith("_layout")):
+        return "movement"
+    if name.startswith("hvx_"):
+        return "conv"
+    in_dtypes = {str(a.ty.dtype) for a in operands if isinstance(a.ty, relax.TensorType)}
+    out_dtypes = {dtype for _, dtype in outputs}
+    if any(a in float_inputs for a in operands if isinstance(a, relax.Var)) and out_dtypes <= {"int8", "uint8"}:
+        return "boundary"  # the float input's quantize
+    if returns_output and out_dtypes <= {"float32"} and in_dtypes <= {"int8", "uint8"}:
+        return "boundary"  # the float output's dequantize
+    tokens = set(name.replace("fused_", "").split("_")) - {""}
+    tokens = {t.rstrip("0123456789") for t in tokens} - {""}
+    if "conv2d" in tokens:
+        return "conv"
+    if ("int32" in in_dtypes and out_dtypes & {"int8", "uint8"}) or "quantize" in tokens:
+        return "requantize"
+    if tokens <= MOVEMENT_OPS:
+        return "movement"
+    if tokens & ELEMENTWISE_OPS and not tokens - ELEMENTWISE_OPS - MOVEMENT_OPS - {"dequantize"}:
+        return "elementwise"
+    return "other"
+
+
+def compare_with_onnxruntime(onnx_model, feeds: dict, output: np.ndarray) -> dict:
+    """``{"max_steps", "fraction_differing"}`` of ``output`` against ONNX Runtime with graph
+    optimizations off. Steps are units of the output's quantization: its DequantizeLinear's
+    scale for a float output, 1 for an integer one; a float output without one is counted in
+    steps of 1e-5 of its largest magnitude (the float tolerance of the tests)."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(onnx_model.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    expected = session.run(None, {name: feeds[name] for name in names})[0]
+    diff = np.abs(output.astype(np.float64) - expected.astype(np.float64))
+    if np.issubdtype(output.dtype, np.integer):
+        step = 1.0
+    else:
+        step = _output_scale(onnx_model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30)
+    steps = np.rint(diff / step)
+    return {"max_steps": int(steps.max()) if steps.size else 0, "fraction_differing": float((steps > 0).mean())}
+
+
+def _output_scale(onnx_model) -> float | None:
+    """The scale of the DequantizeLinear that produces the model's first output, if any."""
+    from onnx import numpy_helper
+
+    output = onnx_model.graph.output[0].name
+    inits = {i.name: i for i in onnx_model.graph.initializer}
+    for node in onnx_model.graph.node:
+        if output in node.output and node.op_type == "DequantizeLinear" and node.input[1] in inits:
+            scale = numpy_helper.to_array(inits[node.input[1]])
+            return float(scale.reshape(-1)[0]) if scale.size == 1 else None
+    return None
