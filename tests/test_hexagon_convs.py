@@ -55,11 +55,11 @@ def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides, mapping):
     np.testing.assert_array_equal(run(rewritten, x), expected)
 
 
-def test_default_mapping_executes_fewer_vrmpy():
+def test_default_mapping_executes_fewer_packets():
     assert default_mapping(8, 1024, (1, 1)) == ("width", 8)  # the seed conv: 8 of 32 lanes
-    assert default_mapping(32, 512, (1, 1)) == ("lanes", 4)  # its S2D form, 32 channels: a tie
+    assert default_mapping(32, 512, (1, 1)) == ("lanes", 4)  # its S2D form, 32 channels: same vrmpy, lanes pair better
     assert default_mapping(16, 7, (1, 1)) == ("lanes", 4)  # 7 columns fill a quarter of a width vector
-    assert default_mapping(64, 112, (2, 2)) == ("lanes", 4)  # the width mapping takes stride 1 only
+    assert default_mapping(64, 112, (2, 2)) == ("lanes", 8)  # the width mapping takes stride 1 only; strided: 8 pixels
 
 
 def test_nhwc_integer_conv_with_zero_point_and_odd_channels():
@@ -125,15 +125,16 @@ def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
 def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
     """Records measured on the emulator name the conv they ran; the pipeline finds them for
     the convs it builds (blocks and mappings from the log)."""
-    from tvm_s2d.tuning import TuningLog, layers
+    from tvm_s2d.tuning import TuningLog
     from tvm_s2d.tuning.measure import HexagonMeasurer
-    from tvm_s2d.tuning.tuner import tune_layers
+    from tvm_s2d.tuning.tuner import model_layers, tune_layers
     from tvm_s2d.tuning.workload import target_key
 
     model = qdq_chain(1, (16, 16), "int8", (1, 2))
     mod = tvm_s2d.from_onnx(model)
     log = TuningLog(tmp_path / "q.jsonl")
-    found = layers(_prepared(model))
+    found = model_layers(mod, HEXAGON)
+    assert {layer.layout for layer in found} == {"NHWC"}  # as the Hexagon pipeline builds them
     tune_layers(found, HEXAGON, HexagonMeasurer(), log, trials=3, progress=lambda _: None)
     best = log.best(target_key(HEXAGON))
     assert len(best) == 2 and all(r.extra["conv"] for r in best.values())

@@ -178,7 +178,7 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.n
             expr = binding.value
             if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
                 gv, operands = expr.args[0], expr.args[1]
-                inputs = [np.ascontiguousarray(value(a)) for a in operands.fields]
+                inputs = [np.require(value(a), requirements="C") for a in operands.fields]
                 specs = _output_specs(expr.ty)
                 result = run(mod[gv], inputs, specs, gv.name_hint)
                 outs = result.outputs

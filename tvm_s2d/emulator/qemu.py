@@ -60,7 +60,7 @@ def run_kernel(func, inputs: list[np.ndarray], outputs: list[tuple[tuple[int, ..
     """Compile ``func`` (a TIR ``PrimFunc`` whose parameters are the inputs, then the outputs),
     run it on ``inputs`` under qemu-hexagon, return the outputs and the packets executed."""
     check_tools()
-    inputs = [np.ascontiguousarray(x) for x in inputs]
+    inputs = [np.require(x, requirements="C") for x in inputs]  # ascontiguousarray would make 0-d arrays 1-d
     with tempfile.TemporaryDirectory(prefix="s2d-hexagon-") as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)

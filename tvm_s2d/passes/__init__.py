@@ -1,9 +1,10 @@
 """Relax passes of tvm-s2d, one pass per file."""
 
 from .hexagon_convs import HexagonConvs
+from .hexagon_layout import HexagonLayout
 from .hexagon_movement import HexagonMovement
 from .qdq_conv_to_integer import QDQConvToInteger
 from .schedule_convs import ScheduleConvs
 from .space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["HexagonConvs", "HexagonMovement", "PASS_NAME", "QDQConvToInteger", "ScheduleConvs", "SpaceToDepthConv2d"]
+__all__ = ["HexagonConvs", "HexagonLayout", "HexagonMovement", "PASS_NAME", "QDQConvToInteger", "ScheduleConvs", "SpaceToDepthConv2d"]

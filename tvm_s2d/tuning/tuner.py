@@ -11,6 +11,7 @@ import sys
 
 import tvm
 
+from ..passes.hexagon_layout import HexagonLayout
 from ..passes.prepare import prepare
 from ..targets import is_cpu
 from .xgb_model import XGBCostModel, default_configs, samples_from
@@ -29,8 +30,14 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog,
          seed: int = 0, progress=None, skipped: list | None = None) -> list[dict]:
     """Tune every distinct conv workload of ``mod`` for ``target``; returns one row per layer.
     ``skipped`` (a list) gets ``(conv, reason)`` for each conv that cannot be tuned."""
-    found = layers(prepare(mod), skipped)
-    return tune_layers(found, target, measurer, log, trials, seed, progress)
+    return tune_layers(model_layers(mod, target, skipped), target, measurer, log, trials, seed, progress)
+
+
+def model_layers(mod: tvm.IRModule, target: tvm.target.Target, skipped: list | None = None) -> list[Layer]:
+    """The convs of ``mod`` as the pipeline builds them for ``target`` (prepared; NHWC on
+    Hexagon), one per workload: the keys a compile for ``target`` looks up."""
+    with target:
+        return layers(HexagonLayout(target)(prepare(mod)), skipped)
 
 
 def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
