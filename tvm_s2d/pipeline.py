@@ -21,7 +21,7 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import HexagonConvs, HexagonLayout, HexagonMovement, ScheduleConvs, SpaceToDepthConv2d
+from .passes import HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
 from .tuning.apply import tuned_blocks, tuned_hexagon_knobs, tuned_knobs
@@ -30,17 +30,18 @@ PIPELINE_NAME = "s2d"
 
 
 def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None,
-                  movement: HexagonMovement | None = None, prepare=None,
-                  layout: HexagonLayout | None = None) -> list[tvm.transform.Pass]:
+                  movement: HexagonMovement | None = None, prepare=None, layout: HexagonLayout | None = None,
+                  requantize: HexagonRequantize | None = None) -> list[tvm.transform.Pass]:
     """Prepare, NHWC throughout (Hexagon targets only), rewrite (None: no rewrite), integer
-    convs and uint8 data movement to HVX kernels (Hexagon targets only), legalize, fold, fuse:
-    what gives the kernels (PrimFuncs) the schedules then take. Pass objects not given are
-    made new."""
+    convs, their requantization and uint8 data movement to HVX kernels (Hexagon targets only),
+    legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take. Pass
+    objects not given are made new."""
     return [
         *(prepare if prepare is not None else prepare_passes()),
         layout if layout is not None else HexagonLayout(),
         *([rewrite] if rewrite is not None else []),
         hexagon if hexagon is not None else HexagonConvs(),
+        requantize if requantize is not None else HexagonRequantize(),
         movement if movement is not None else HexagonMovement(),
         transform.LegalizeOps(),
         transform.AnnotateTIROpPattern(),
@@ -73,14 +74,15 @@ class S2DPipeline:
         self.hexagon_layout = HexagonLayout()
         self.rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options)
         self.hexagon_convs = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
+        self.hexagon_requantize = HexagonRequantize()
         self.hexagon_movement = HexagonMovement()
         self.schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
         self.schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
 
     def passes(self) -> list[tvm.transform.Pass]:
         """Everything before code generation."""
-        return [*kernel_passes(self.rewrite, self.hexagon_convs, self.hexagon_movement, self.prepare, self.hexagon_layout),
-                *self.schedules]
+        return [*kernel_passes(self.rewrite, self.hexagon_convs, self.hexagon_movement, self.prepare, self.hexagon_layout,
+                               self.hexagon_requantize), *self.schedules]
 
     def as_pass(self) -> tvm.transform.Pass:
         return tvm.transform.Sequential([*self.passes(), default_build_pipeline()], name="s2d_pipeline")
@@ -89,8 +91,8 @@ class S2DPipeline:
         """Pass name -> its ``passes.outcome.Outcome`` list, for every pass of this pipeline
         that records them (empty where a pass did not run or found nothing)."""
         found = {}
-        for p in [*self.prepare, self.hexagon_layout, self.rewrite, self.hexagon_convs, self.hexagon_movement,
-                  *self.schedules]:
+        for p in [*self.prepare, self.hexagon_layout, self.rewrite, self.hexagon_convs, self.hexagon_requantize,
+                  self.hexagon_movement, *self.schedules]:
             if hasattr(p, "outcomes"):
                 found[p.info.name] = list(p.outcomes)
         return found

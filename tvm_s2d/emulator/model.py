@@ -28,7 +28,7 @@ from tvm import relax
 from tvm.relax.pipeline import default_build_pipeline
 
 from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs
-from ..passes import PASS_NAME, HexagonConvs, HexagonMovement
+from ..passes import PASS_NAME, HexagonConvs, HexagonMovement, HexagonRequantize
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
 from ..tuning.apply import tuned_hexagon_knobs
@@ -112,6 +112,7 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
     plain_pipeline.hexagon_convs = HexagonConvs(target=hexagon_target(), knobs=tuned_hexagon_knobs(tuning_log),
                                                 schedule=False)
     plain_pipeline.hexagon_movement = HexagonMovement(target=hexagon_target(), hvx=False)
+    plain_pipeline.hexagon_requantize = HexagonRequantize(target=hexagon_target(), hvx=False)
     plain = _lower(mod, plain_pipeline, disabled)
 
     run = ModelRun(where, "hexagon", rewrite)
@@ -211,6 +212,8 @@ def _kind(name: str, operands, outputs, float_inputs, returns_output: bool) -> s
     """What a kernel does, from its name (fused op names, ``hvx_`` kernels) and dtypes."""
     if name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_")) or (name.startswith("hvx_") and name.endswith("_layout")):
         return "movement"
+    if name.startswith("hvx_requantize_"):
+        return "requantize"
     if name.startswith("hvx_"):
         return "conv"
     in_dtypes = {str(a.ty.dtype) for a in operands if isinstance(a.ty, relax.TensorType)}

@@ -3,8 +3,10 @@
 from .hexagon_convs import HexagonConvs
 from .hexagon_layout import HexagonLayout
 from .hexagon_movement import HexagonMovement
+from .hexagon_requantize import HexagonRequantize
 from .qdq_conv_to_integer import QDQConvToInteger
 from .schedule_convs import ScheduleConvs
 from .space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["HexagonConvs", "HexagonLayout", "HexagonMovement", "PASS_NAME", "QDQConvToInteger", "ScheduleConvs", "SpaceToDepthConv2d"]
+__all__ = ["HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
+           "ScheduleConvs", "SpaceToDepthConv2d"]

@@ -70,7 +70,7 @@ def adapt_constant(const: relax.Expr, block, layout: str, channel_axis_attr: int
     _, _, cax = spatial_axes(layout)
     if channel_axis_attr is not None:
         if value.ndim == 1 and channel_axis_attr % 4 == cax:
-            return relax.const(np.tile(value, repeats))
+            return relax.const(np.tile(value, repeats), str(value.dtype))
         return None
     if value.ndim > 4:
         return None
@@ -78,7 +78,7 @@ def adapt_constant(const: relax.Expr, block, layout: str, channel_axis_attr: int
     if [d for axis, d in enumerate(full.shape) if axis != cax and d != 1]:
         return None
     tiled = np.tile(full, [repeats if axis == cax else 1 for axis in range(4)])
-    return relax.const(tiled.reshape(tiled.shape[4 - value.ndim :]))
+    return relax.const(tiled.reshape(tiled.shape[4 - value.ndim :]), str(value.dtype))
 
 
 def keeps_clean(call: relax.Call, clean: list[bool]) -> bool:

@@ -1,0 +1,88 @@
+"""``HexagonRequantize``: the integer requantization of each quantized conv on an HVX kernel.
+
+``IntegerRequantize`` writes a conv's epilogue as int64 Relax ops (``emit_requantize``), which
+TVM lowers to scalar code (~10 packets an element on Hexagon). On Hexagon targets this pass
+reads each such chain back (``match_requantize``) and computes it with
+``schedules.hexagon.requantize`` (the same integers, 32 lanes at a time, under one packet an
+element): int32 in, uint8 / int8 out. A zero-point correction ``y - c`` (``HexagonConvs``'
+``zx * sum(W)``) in front is folded into the bias. Per-channel constants must run along the
+last axis (NHWC, as ``HexagonLayout`` makes the model); others are left to TVM, and
+``outcomes`` says why. ``hvx=False`` uses the kernel's plain loop (to check a graph on a CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..schedules.hexagon.requantize import lane_constants, requantize_kernel
+from ..targets import is_hexagon
+from .conv2d import static_shape
+from .integer_requantize import _call, _const, match_requantize
+from .kernels import add_kernel, rewrite_functions
+from .outcome import Outcome, applied, refused
+
+PASS_NAME = "HexagonRequantize"
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class HexagonRequantize:
+    def __init__(self, target: tvm.target.Target | None = None, hvx: bool = True):
+        self.target, self.hvx = target, hvx
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
+            return mod
+        return rewrite_functions(mod, _Rewriter(mod, self))
+
+
+def _along_last_axis(value: np.ndarray, shape) -> np.ndarray | None:
+    """``value`` (broadcast against ``shape``) as one value per last-axis index, or None."""
+    value = np.asarray(value)
+    if value.ndim > len(shape) or any(d != 1 for d in value.shape[:-1]):
+        return None
+    flat = value.reshape(-1)
+    return flat if flat.size in (1, shape[-1]) else None
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod, rule: HexagonRequantize):
+        super().__init__(mod)
+        self.rule, self.var2val = rule, {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = binding.value
+        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.astype"):
+            return super().visit_var_binding_(binding)
+        found = match_requantize(call, self.var2val)
+        if found is None:
+            return super().visit_var_binding_(binding)
+        x, b, m, r, zy, lo, hi, dtype = found
+        name = binding.var.name
+        shape = static_shape(x)
+        if shape is None:
+            refused(self.rule.outcomes, name, "dynamic shape")
+            return super().visit_var_binding_(binding)
+        corrected = _call(x, self.var2val, "relax.subtract")  # y - zx * sum(W), folded into the bias
+        if corrected is not None and _const(corrected.args[1], self.var2val) is not None:
+            correction = _along_last_axis(_const(corrected.args[1], self.var2val), shape)
+            if correction is not None:
+                x, b = corrected.args[0], np.asarray(b, np.int64) - correction
+        constants = [_along_last_axis(v, shape) for v in (b, m, r)]
+        if any(c is None for c in constants):
+            refused(self.rule.outcomes, name, "per-channel constants not along the last axis (not NHWC)")
+            return super().visit_var_binding_(binding)
+        if np.any(np.abs(constants[0]) >= 2**31):
+            refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
+            return super().visit_var_binding_(binding)
+        kernel = add_kernel(self.builder_, requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx),
+                            f"hvx_requantize_{name}")
+        operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants, int(shape[-1])))]
+        applied(self.rule.outcomes, name, "HVX requantization kernel")
+        value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
+        return super().visit_var_binding_(relax.VarBinding(binding.var, value))

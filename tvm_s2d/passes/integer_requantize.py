@@ -1,0 +1,224 @@
+"""``IntegerRequantize``: a quantized conv's float epilogue as integer arithmetic.
+
+After ``QDQConvToInteger`` a QDQ conv ends in ``quantize(act(float(acc) * s + bias), sy, zy)``
+(``acc`` the int32 accumulator, ``s = sx * sw`` per tensor or per output channel, ``act``
+ReLU, Clip or nothing): scalar float code on Hexagon (v66 HVX has no float), ~20 packets an
+element. As TFLite and gemmlowp do, this pass writes it in integers:
+
+    a = acc + b                                   b = round(bias / s), folded into the accumulator
+    t = (a * M + 2**30) >> 31                     M / 2**(31 + r) = s / sy, 2**30 <= M < 2**31
+    q = clamp((t + (2**r >> 1)) >> r + zy, lo, hi)
+
+a 31-bit fixed-point multiplier per output channel with a rounding doubling high multiply
+(exactly HVX's ``vmpyewuh`` + ``vmpyowh:<<1:rnd:sat``), a rounding right shift ``r`` per
+channel, the activation as the clamp ``[lo, hi]`` in the quantized domain (ReLU: ``lo = zy``;
+Clip(a, b): ``quantize(a)``, ``quantize(b)``; both monotonic, so exact), and the uint8 or
+int8 narrowing last. In Relax the products run in int64, so nothing overflows. It is not the
+float graph bit for bit: the float rounds ``acc * s``, ``+ bias`` and ``/ sy`` in float32 and
+rounds half to even, the integers round twice, half up. The results differ by at most one
+quantization step, on a small fraction of values (tested, and counted in the README). CPU
+and Hexagon builds compute the same integers, so the CPU build is the bit-exact reference of
+a Hexagon run. A bias that is not a multiple of ``s`` (not an int32 bias), or a ratio
+``s / sy`` of 1 or more, keeps the float epilogue, and ``outcomes`` says why.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .kernels import with_functions
+from .outcome import Outcome, applied, refused
+
+PASS_NAME = "IntegerRequantize"
+RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+#: A bias this far from a multiple of ``s`` (in output steps) keeps the float epilogue.
+BIAS_TOLERANCE = 0.01
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class IntegerRequantize:
+    def __init__(self):
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        updates = {}
+        for gv, func in mod.functions.items():
+            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive", False)):
+                continue
+            rewriter = _Rewriter(mod, self, relax.analysis.get_var2val(func))
+            rewritten = rewriter.visit_expr(func)
+            if rewriter.changed:
+                updates[gv] = relax.analysis.remove_all_unused(rewritten)
+        return with_functions(mod, updates)
+
+
+def _const(expr, var2val) -> np.ndarray | None:
+    expr = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+    return expr.value.numpy() if isinstance(expr, tvm.ir.GenericConst) else None
+
+
+def _call(expr, var2val, *names):
+    expr = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in names:
+        return expr
+    return None
+
+
+def fixed_point(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, r)`` with ``M / 2**(31 + r)`` = ``ratio`` (in (0, 1)), ``2**30 <= M < 2**31``:
+    the 31-bit multiplier and the rounding right shift after the high multiply."""
+    exponent = np.floor(np.log2(ratio)).astype(np.int64)
+    shift = 30 - exponent
+    multiplier = np.rint(ratio * np.exp2(shift.astype(np.float64))).astype(np.int64)
+    overflow = multiplier >= 2**31  # ratio * 2**shift rounded up to 2**31
+    multiplier = np.where(overflow, multiplier // 2, multiplier)
+    return multiplier, shift - overflow.astype(np.int64) - 31
+
+
+def requantize(a: np.ndarray, m, r, zy: int, lo: int, hi: int, dtype: str) -> np.ndarray:
+    """The integers of the module doc, in numpy: ``a`` (accumulator plus bias) -> ``dtype``."""
+    t = (a.astype(np.int64) * np.asarray(m, np.int64) + (1 << 30)) >> 31
+    r = np.asarray(r, np.int64)
+    return np.clip(((t + ((np.int64(1) << r) >> 1)) >> r) + zy, lo, hi).astype(dtype)
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod, rule: IntegerRequantize, var2val):
+        super().__init__(mod)
+        self.rule, self.var2val, self.changed = rule, var2val, False
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = binding.value
+        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize"):
+            return super().visit_var_binding_(binding)
+        found = self._match(call)
+        if isinstance(found, str):
+            if found:  # "" : not a conv's epilogue at all
+                refused(self.rule.outcomes, binding.var.name, found)
+            return super().visit_var_binding_(binding)
+        acc, terms = found
+        self.changed = True
+        applied(self.rule.outcomes, acc.name if isinstance(acc, relax.Var) else binding.var.name,
+                "integer requantization (31-bit multiplier, rounding shift)")
+        return super().visit_var_binding_(relax.VarBinding(binding.var, self._integer(acc, *terms)))
+
+    def _match(self, quantize: relax.Call):
+        """``(acc, (b, M, S, zy, lo, hi, dtype))``, a refusal reason, or "" for no conv epilogue."""
+        v2v = self.var2val
+        sy, zy = _const(quantize.args[1], v2v), _const(quantize.args[2], v2v)
+        dtype = str(quantize.ty.dtype)
+        if sy is None or zy is None or sy.size != 1 or zy.size != 1 or dtype not in RANGES:
+            return ""
+        sy, zy = float(sy.reshape(())), int(zy.reshape(()))
+        lo, hi = RANGES[dtype]
+        x = quantize.args[0]
+        act = _call(x, v2v, "relax.nn.relu", "relax.clip")
+        if act is not None:
+            if act.op.name == "relax.nn.relu":
+                lo = max(lo, zy)
+            else:
+                a, b = float(act.args[1].value), float(act.args[2].value)
+                lo, hi = max(lo, int(np.clip(np.rint(a / sy) + zy, lo, hi))), min(hi, int(np.clip(np.rint(b / sy) + zy, lo, hi)))
+            x = act.args[0]
+        bias = np.zeros((), np.float32)
+        add = _call(x, v2v, "relax.add")
+        if add is not None:
+            for i in (0, 1):
+                const = _const(add.args[i], v2v)
+                if const is not None:
+                    bias, x = const, add.args[1 - i]
+                    break
+            else:
+                return ""
+        mul = _call(x, v2v, "relax.multiply")
+        if mul is None:
+            return ""
+        scale, cast = _const(mul.args[1], v2v), mul.args[0]
+        if scale is None:
+            scale, cast = _const(mul.args[0], v2v), mul.args[1]
+        cast = _call(cast, v2v, "relax.astype")
+        if scale is None or cast is None or str(cast.args[0].ty.dtype) != "int32":
+            return ""
+        acc = cast.args[0]
+        scale64 = scale.astype(np.float64)
+        if np.any(scale64 <= 0):
+            return "a scale that is not positive"
+        b = np.rint(bias.astype(np.float64) / scale64)
+        if np.max(np.abs(b * scale64 - bias) / sy, initial=0) > BIAS_TOLERANCE:
+            return "its bias is not a multiple of x_scale * w_scale (not an int32 bias)"
+        if np.max(np.abs(b), initial=0) >= 2**31:
+            return "its bias does not fit int32"
+        shape = np.broadcast_shapes(scale.shape, b.shape)
+        if np.any(scale64 / sy >= 1):
+            return "the ratio x_scale * w_scale / y_scale is 1 or more"
+        m, r = fixed_point(np.broadcast_to(scale64 / sy, shape))
+        return acc, (np.broadcast_to(b, shape).astype(np.int32), m, r, zy, lo, hi, dtype)
+
+    def _integer(self, acc, b, m, r, zy, lo, hi, dtype):
+        return emit_requantize(self.builder_, self.visit_expr(acc), b, m, r, zy, lo, hi, dtype)
+
+
+def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, b, m, r, zy: int, lo: int, hi: int, dtype: str) -> relax.Expr:
+    """The integers of the module doc as Relax ops on the int32 accumulator ``x`` (the last
+    one un-emitted)."""
+    if np.any(b):
+        x = bb.emit(relax.op.add(x, relax.const(b, "int32")))
+    x = bb.emit(relax.op.multiply(relax.op.astype(x, "int64"), relax.const(m, "int64")))
+    x = bb.emit(relax.op.right_shift(relax.op.add(x, relax.const(1 << 30, "int64")), relax.const(31, "int64")))
+    rounding = (np.int64(1) << np.asarray(r, np.int64)) >> 1
+    x = bb.emit(relax.op.right_shift(relax.op.add(x, relax.const(rounding, "int64")), relax.const(r, "int64")))
+    x = bb.emit(relax.op.add(x, relax.const(zy, "int64")))
+    # the clamp as maximum / minimum with scalars: ConvertLayout carries NHWC through them (not through clip)
+    x = bb.emit(relax.op.minimum(relax.op.maximum(x, relax.const(lo, "int64")), relax.const(hi, "int64")))
+    return relax.op.astype(x, dtype)
+
+
+def match_requantize(call: relax.Expr, var2val: dict):
+    """What ``emit_requantize`` wrote, read back from its last op: ``(x, b, m, r, zy, lo, hi,
+    dtype)`` with ``x`` the int32 accumulator and the constants as arrays, or None."""
+    def arg(expr, name):
+        return None if expr is None else _call(expr, var2val, name)
+
+    def shifted(expr, rounding):
+        """``(x, shift)`` of ``right_shift(add(x, half), shift)``: ``half`` is ``rounding``, or
+        (None) the rounding half of ``shift``."""
+        shift = arg(expr, "relax.right_shift")
+        add = None if shift is None else arg(shift.args[0], "relax.add")
+        if add is None:
+            return None
+        half, amount = _const(add.args[1], var2val), _const(shift.args[1], var2val)
+        if half is None or amount is None:
+            return None
+        shape = np.broadcast_shapes(half.shape, amount.shape)
+        expected = rounding if rounding is not None else (np.int64(1) << amount.astype(np.int64)) >> 1
+        if not np.array_equal(np.broadcast_to(half, shape), np.broadcast_to(expected, shape)):
+            return None
+        return add.args[0], amount
+
+    narrow = _call(call, var2val, "relax.astype")
+    upper = None if narrow is None else arg(narrow.args[0], "relax.minimum")
+    lower = None if upper is None else arg(upper.args[0], "relax.maximum")
+    add_zy = None if lower is None or str(lower.ty.dtype) != "int64" else arg(lower.args[0], "relax.add")
+    zy = None if add_zy is None else _const(add_zy.args[1], var2val)
+    lo, hi = (None, None) if add_zy is None else (_const(lower.args[1], var2val), _const(upper.args[1], var2val))
+    if zy is None or zy.size != 1 or lo is None or lo.size != 1 or hi is None or hi.size != 1:
+        return None
+    second = shifted(add_zy.args[0], None)
+    first = None if second is None else shifted(second[0], 1 << 30)
+    if first is None or not np.all(first[1] == 31):
+        return None
+    mul = arg(first[0], "relax.multiply")
+    m = None if mul is None else _const(mul.args[1], var2val)
+    widen = None if mul is None else arg(mul.args[0], "relax.astype")
+    if m is None or widen is None or str(widen.args[0].ty.dtype) != "int32":
+        return None
+    x, b = widen.args[0], np.zeros((), np.int32)
+    add_b = _call(x, var2val, "relax.add")
+    if add_b is not None and _const(add_b.args[1], var2val) is not None and str(add_b.ty.dtype) == "int32":
+        x, b = add_b.args[0], _const(add_b.args[1], var2val)
+    return x, b, m, second[1], int(zy.reshape(())), int(lo.reshape(())), int(hi.reshape(())), str(narrow.ty.dtype)

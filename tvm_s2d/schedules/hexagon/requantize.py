@@ -1,0 +1,87 @@
+"""Integer requantization on HVX: int32 accumulators -> uint8 / int8, the integers of
+``passes.integer_requantize`` (bias add, 31-bit rounding doubling high multiply, rounding
+right shift, zero point, clamp), 32 lanes at a time.
+
+The high multiply is HVX's ``vmpyewuh`` followed by ``vmpyowh:<<1:rnd:sat`` (accumulating),
+which is ``(a * M + 2**30) >> 31`` exactly (tested against numpy under qemu-hexagon); the
+rest is vector int32 arithmetic. The per-channel constants (bias, multiplier, shift, the
+shift's rounding half) come in as ``P = lcm(C, 32)`` lanes (``lane_constants``), so that
+vector ``i`` of the flattened NHWC tensor reads them at ``(32 i) % P``. Elements past the
+last whole vector take a plain loop with the same integers in int64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.script import tirx as T
+
+from .intrinsics import hvx
+
+
+def lane_constants(b, m, r, channels: int) -> list[np.ndarray]:
+    """``[bias, multiplier, shift, half]`` per channel (or scalars), tiled to ``lcm(C, 32)``
+    int32 lanes: the requantization kernels' constant operands."""
+    period = math.lcm(channels, 32)
+
+    def tiled(values):
+        return np.tile(np.broadcast_to(np.asarray(values).reshape(-1), (channels,)), period // channels).astype(np.int32)
+
+    shift = tiled(r)
+    return [tiled(b), tiled(m), shift, ((np.int64(1) << shift.astype(np.int64)) >> 1).astype(np.int32)]
+
+
+def _int64_requantize(x, bias, mult, shift, zy, lo, hi, dtype):
+    """One element, in int64 (the tail loop and the plain kernel)."""
+    t = (T.cast(x + bias, "int64") * T.cast(mult, "int64") + T.int64(1 << 30)) >> T.int64(31)
+    rs = T.cast(shift, "int64")
+    t = ((t + ((T.int64(1) << rs) >> T.int64(1))) >> rs) + T.int64(zy)
+    return T.cast(T.max(T.min(t, T.int64(hi)), T.int64(lo)), dtype)
+
+
+def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``(acc int32 NHWC, bias, mult, shift, half) -> dtype`` (the constants from
+    ``lane_constants``); ``hvx_code=False``: the same integers as a plain loop (CPU checks)."""
+    channels, total = int(shape[-1]), int(np.prod(shape))
+    period = math.lcm(channels, 32)
+    if not hvx_code:
+        return _plain(shape, period, zy, lo, hi, dtype)
+    vectors = total // 32
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize(acc_: T.Buffer(shape, "int32"), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
+                   shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), out_: T.Buffer(shape, dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            acc = T.decl_buffer((total,), "int32", data=acc_.data)
+            out = T.decl_buffer((total,), dtype, data=out_.data)
+            for v in range(vectors):
+                lane = v * 32 % period
+                a = acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32")
+                mv = mult.vload([lane], "int32x32")
+                t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+                t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32"))
+                t = T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+                out[T.ramp(v * 32, 1, 32)] = T.cast(t, f"{dtype}x32")
+            for e in range(vectors * 32, total):
+                out[e] = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], zy, lo, hi, dtype)
+
+    return requantize
+
+
+def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tirx.PrimFunc:
+    acc = te.placeholder(shape, "int32", name="acc")
+    bias, mult, shift, half = (te.placeholder((period,), "int32", name=n) for n in ("bias", "mult", "shift", "half"))
+
+    def element(*idx):
+        flat = idx[0]
+        for i, d in zip(idx[1:], shape[1:]):
+            flat = flat * d + i
+        lane = flat % period
+        return _int64_requantize(acc[idx], bias[lane], mult[lane], shift[lane], zy, lo, hi, dtype)
+
+    out = te.compute(shape, element, name="requantize")
+    return te.create_prim_func([acc, bias, mult, shift, half, out])
