@@ -15,6 +15,10 @@ from helpers import conv_module, onnxruntime_reference, ops_in, run
 from tvm_s2d.passes import QDQConvToInteger
 
 
+#: The integer epilogue's pass: disabled, a QDQ conv keeps its float epilogue (the ONNX semantics).
+FLOAT = "IntegerRequantize"
+
+
 def qdq_chain(batch=1, hw=(23, 21), weight_type="int8", strides=(1, 2, 1), seed=0):
     """uint8 activations with zero points; int8 per-channel or uint8 per-tensor weights."""
     rng = np.random.default_rng(seed)
@@ -72,7 +76,14 @@ def test_qdq_chain_is_bit_exact_with_and_without_the_rewrite(weight_type, batch,
     without = run(mod, x, pipeline=pipeline, disabled=["SpaceToDepthConv2d"])
     with_rewrite = run(mod, x, pipeline=pipeline)
     np.testing.assert_array_equal(with_rewrite, without)  # bit-exact
-    np.testing.assert_array_equal(with_rewrite, onnxruntime_reference(model, {"x": x}))
+    reference = onnxruntime_reference(model, {"x": x})
+    # with the float epilogue the integer convs compute the ONNX semantics exactly, rewritten or not
+    float_epilogue = run(mod, x, pipeline=pipeline, disabled=[FLOAT])
+    np.testing.assert_array_equal(float_epilogue, reference)
+    np.testing.assert_array_equal(float_epilogue, run(mod, x, pipeline=pipeline, disabled=[FLOAT, "SpaceToDepthConv2d"]))
+    # the integer epilogue: one step at most per layer, on a few values
+    steps = np.abs(with_rewrite.astype(int) - reference.astype(int))
+    assert steps.max() <= len(strides) and (steps > 0).mean() < 0.05
 
 
 def test_qdq_conv_becomes_an_integer_conv():
@@ -174,12 +185,14 @@ def test_qoperator_model_from_onnxruntimes_quantizer_compiles_and_matches(tmp_pa
     assert len(ops_in(QDQConvToInteger()(mod), "relax.dequantize")) < len(ops_in(mod, "relax.dequantize"))
     x = np.random.default_rng(5).standard_normal((1, 3, 24, 20)).astype(np.float32)
     pipeline = relax.get_pipeline("s2d", block=2)
-    rewritten = run(mod, x, pipeline=pipeline)
-    np.testing.assert_array_equal(rewritten, run(mod, x, pipeline=pipeline, disabled=["SpaceToDepthConv2d"]))
+    rewritten = run(mod, x, pipeline=pipeline, disabled=[FLOAT])  # the float epilogue: the ONNX semantics
+    np.testing.assert_array_equal(rewritten, run(mod, x, pipeline=pipeline, disabled=[FLOAT, "SpaceToDepthConv2d"]))
     np.testing.assert_array_equal(rewritten, onnxruntime_reference(model, {"x": x}))
     # the same network in QDQ form computes the same numbers
     qdq = _quantize(tmp_path, "QDQ", per_channel)
-    np.testing.assert_array_equal(rewritten, run(tvm_s2d.from_onnx(qdq), x, pipeline=pipeline))
+    np.testing.assert_array_equal(rewritten, run(tvm_s2d.from_onnx(qdq), x, pipeline=pipeline, disabled=[FLOAT]))
+    integer = run(mod, x, pipeline=pipeline)
+    np.testing.assert_array_equal(integer, run(tvm_s2d.from_onnx(qdq), x, pipeline=pipeline))
 
 
 def _integer_model(op, inputs, inits, out_type, x_shape, out_shape, x_type=TensorProto.UINT8, **attrs):
@@ -202,7 +215,7 @@ def test_qlinearconv_per_channel_with_bias_is_bit_exact():
                            [1, 5, 17, 15], [1, 6, 9, 8], pads=[1] * 4, strides=[2, 2])
     x = rng.integers(0, 256, (1, 5, 17, 15)).astype(np.uint8)
     mod = tvm_s2d.from_onnx(model)
-    got = run(mod, x, pipeline=relax.get_pipeline("s2d", block=2))
+    got = run(mod, x, pipeline=relax.get_pipeline("s2d", block=2), disabled=[FLOAT])
     assert tvm_s2d.explain(mod, block=2).rows[0]["status"] == "rewritten"
     np.testing.assert_array_equal(got, onnxruntime_reference(model, {"x": x}))
 

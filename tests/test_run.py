@@ -33,6 +33,8 @@ def test_a_quantized_chain_runs_whole_and_bit_exact(chain_path, rewrite):
     kinds = [k.kind for k in run.kernels]
     assert set(kinds) <= set(KINDS) and kinds.count("conv") >= 3
     assert sum(k.hvx for k in run.kernels if k.kind == "conv") >= 3  # the vrmpy kernels
+    requantize = [k for k in run.kernels if k.kind == "requantize"]
+    assert len(requantize) == 3 and all(k.hvx for k in requantize)  # integer, on HVX: no scalar epilogue left
     assert run.packets == sum(k.packets for k in run.kernels) and all(k.packets > 0 for k in run.kernels)
     assert run.output.shape == (1, 8, 8, 9) and run.output.dtype == np.uint8
 

@@ -122,8 +122,10 @@ class _Rewriter(PyExprMutator):
             if act.op.name == "relax.nn.relu":
                 lo = max(lo, zy)
             else:
-                a, b = float(act.args[1].value), float(act.args[2].value)
-                lo, hi = max(lo, int(np.clip(np.rint(a / sy) + zy, lo, hi))), min(hi, int(np.clip(np.rint(b / sy) + zy, lo, hi)))
+                def quantized(bound):  # as quantize computes it: float32, rounding half to even
+                    return int(np.clip(np.rint(np.float32(bound) / np.float32(sy)) + zy, lo, hi))
+
+                lo, hi = max(lo, quantized(act.args[1].value)), min(hi, quantized(act.args[2].value))
             x = act.args[0]
         bias = np.zeros((), np.float32)
         add = _call(x, v2v, "relax.add")

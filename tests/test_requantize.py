@@ -1,0 +1,95 @@
+"""Integer requantization: the integers against the float epilogue (at most one step), the
+pass against its numpy reference, the HVX kernel under qemu against both."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from helpers import require_hexagon_tools, run
+from tvm_s2d.passes.integer_requantize import IntegerRequantize, fixed_point, requantize
+from tvm_s2d.schedules.hexagon.requantize import lane_constants, requantize_kernel
+
+RNG = np.random.default_rng(0)
+RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def _epilogue_module(shape, scale, bias, sy, zy, act, dtype):
+    """``quantize(act(float(acc) * scale + bias), sy, zy)`` on an int32 NCHW input."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType(shape, "int32"))
+    with bb.function("main", [acc]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            y = bb.emit(relax.op.add(y, relax.const(bias)))
+            if act == "relu":
+                y = bb.emit(relax.op.nn.relu(y))
+            elif act == "clip":
+                y = bb.emit(relax.op.clip(y, -1.0, 3.0))
+            q = relax.op.quantize(y, relax.const(np.float32(sy)), relax.const(np.array(zy, dtype)), axis=1, out_dtype=dtype)
+            out = bb.emit_output(bb.emit(q))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _constants(per_channel, channels=8):
+    scale = ((RNG.random(channels) * 0.01 + 0.001) if per_channel else np.full(1, 0.004)).astype(np.float32) * np.float32(0.05)
+    b = RNG.integers(-3000, 3000, channels)
+    bias = (b * scale).astype(np.float32)
+    return scale.reshape(1, -1, 1, 1), bias.reshape(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("act", ["none", "relu", "clip"])
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_integers_within_one_step_of_the_float_epilogue(per_channel, act, dtype):
+    shape, sy, zy = (2, 8, 13, 11), 0.08, (100 if dtype == "uint8" else -3)
+    scale, bias = _constants(per_channel)
+    mod = _epilogue_module(shape, scale, bias, sy, zy, act, dtype)
+    integer = IntegerRequantize()
+    rewritten = integer(mod)
+    assert [o.applied for o in integer.outcomes] == [True]
+    acc = RNG.integers(-300000, 300000, shape).astype(np.int32)
+    got = run(rewritten, acc)
+    lo, hi = RANGES[dtype]
+    if act == "relu":
+        lo = max(lo, zy)
+    elif act == "clip":
+        lo, hi = max(lo, int(np.rint(-1.0 / sy)) + zy), min(hi, int(np.rint(3.0 / sy)) + zy)
+    b = np.rint(bias.astype(np.float64) / scale.astype(np.float64)).astype(np.int64)
+    m, r = fixed_point(np.broadcast_to(scale.astype(np.float64) / np.float64(np.float32(sy)), scale.shape))
+    np.testing.assert_array_equal(got, requantize(acc.astype(np.int64) + b, m, r, zy, lo, hi, dtype))  # the reference
+    steps = np.abs(got.astype(int) - run(mod, acc).astype(int))  # against the float epilogue
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.01
+
+
+def test_a_bias_off_the_accumulator_grid_keeps_the_float_epilogue():
+    """Rounding the bias to the accumulator's grid (``s = 0.04``) would move outputs by 0.15 of
+    a step (``sy = 0.08``): the float epilogue stays."""
+    scale = np.full((1, 8, 1, 1), 0.04, np.float32)
+    mod = _epilogue_module((1, 8, 4, 4), scale, scale * np.float32(0.3), 0.08, 100, "none", "uint8")
+    integer = IntegerRequantize()
+    tvm.ir.assert_structural_equal(integer(mod), mod)
+    assert "not a multiple of x_scale * w_scale" in integer.outcomes[0].reason
+
+
+@pytest.mark.parametrize("shape,dtype,clamp", [((1, 16, 20, 32), "uint8", None), ((1, 7, 9, 8), "uint8", (30, 200)),
+                                               ((2, 5, 5, 3), "int8", None), ((1, 4, 4, 64), "int8", (-5, 127))])
+def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+
+    lo, hi = clamp or RANGES[dtype]
+    channels = shape[-1]
+    acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
+    b = RNG.integers(-500, 500, channels).astype(np.int32)
+    m, r = fixed_point(RNG.random(channels) * 0.01 + 0.0005)
+    constants = lane_constants(b, m, r, channels)
+    expected = requantize(acc.astype(np.int64) + b, m, r, 17, lo, hi, dtype)
+    hvx = run_kernel(requantize_kernel(shape, 17, lo, hi, dtype), [acc, *constants], [(shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    assert hvx.packets < 4 * acc.size  # vector code: under one packet an element on whole vectors
+    plain = tvm.compile(tvm.IRModule({"main": requantize_kernel(shape, 17, lo, hi, dtype, hvx_code=False)}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(shape, dtype))
+    plain(tvm.runtime.tensor(acc), *[tvm.runtime.tensor(c) for c in constants], out)
+    np.testing.assert_array_equal(out.numpy(), expected)
