@@ -8,7 +8,8 @@ Where ``bench_hexagon.py`` measures one conv on pre-packed operands, this runs w
 compiled for Hexagon runs: the pipeline's kernels (after fusion) one by one under
 qemu-hexagon (constants as compiled, other inputs random), grouped as ``conv`` (HVX vrmpy
 kernels and their offsets), ``hvx moves`` (HVX S2D/D2S shuffles, pads, the width mapping's
-layout deal), ``epilogue`` (requantization: float scale, ReLU, quantize) and ``moves`` (other
+layout deal), ``epilogue`` (requantization: the HVX integer kernel, or what is left in TVM's
+lowering) and ``moves`` (other
 movement in TVM's default lowering). Packets of the runtime helpers a kernel calls (the
 rounding of ``quantize``, division) are not counted. Prints a table; ``--json`` writes it.
 
@@ -43,6 +44,8 @@ GROUPS = ("conv", "hvx moves", "epilogue", "moves")
 
 
 def group(name: str) -> str:
+    if name.startswith("hvx_requantize_"):
+        return "epilogue"
     if name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_")) or name.endswith("_layout"):
         return "hvx moves"
     if name.startswith("hvx_"):

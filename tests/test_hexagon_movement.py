@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 from helpers import require_hexagon_tools, run
+from tvm_s2d.passes.prepare import prepare
 from tvm_s2d.targets import hexagon_target
 from tvm_s2d.emulator.network import quantized_nhwc_chain as nhwc_qdq
 from tvm_s2d.passes import HexagonConvs, HexagonMovement, SpaceToDepthConv2d
@@ -35,7 +36,7 @@ def _kernels(mod, prefix):
 def test_the_domains_s2d_and_d2s_run_on_shuffles_exactly(hw):
     mod = nhwc_qdq(hw)
     x = np.random.default_rng(1).integers(0, 256, (1, *hw, 8)).astype(np.uint8)
-    expected = run(mod, x)
+    expected = run(prepare(mod), x)  # the pass prepares: integer epilogues
     rewritten, shuffles = _rewritten(mod, hvx=False)
     assert len(shuffles.replaced) == 2  # the input's S2D, the output's D2S
     assert len(_kernels(rewritten, "hvx_s2d_")) == 1 and len(_kernels(rewritten, "hvx_d2s_")) == 1

@@ -29,7 +29,9 @@ def chain_path(tmp_path_factory):
 @pytest.mark.parametrize("rewrite", [False, True])
 def test_a_quantized_chain_runs_whole_and_bit_exact(chain_path, rewrite):
     run = run_model(chain_path, rewrite=rewrite, block=2, move_cost=1000.0)
-    assert run.matches_cpu and run.onnxruntime == {"max_steps": 0, "fraction_differing": 0.0}
+    assert run.matches_cpu  # bit-exact
+    # integer requantization: at most a step per layer from the float semantics, on few values
+    assert run.onnxruntime["max_steps"] <= 3 and run.onnxruntime["fraction_differing"] < 0.05
     kinds = [k.kind for k in run.kernels]
     assert set(kinds) <= set(KINDS) and kinds.count("conv") >= 3
     assert sum(k.hvx for k in run.kernels if k.kind == "conv") >= 3  # the vrmpy kernels
@@ -45,7 +47,7 @@ def test_float_boundaries_are_listed_but_not_counted(tmp_path):
     boundary = [k for k in run.kernels if k.kind == "boundary"]
     assert boundary and boundary[0].name.startswith("fused_quantize")
     assert run.packets == sum(k.packets for k in run.kernels) - sum(k.packets for k in boundary)
-    assert run.matches_cpu and run.onnxruntime["max_steps"] == 0
+    assert run.matches_cpu and run.onnxruntime["max_steps"] <= 4  # four quantized convs
 
 
 def test_given_inputs_and_json_schema(chain_path, tmp_path, capsys):
