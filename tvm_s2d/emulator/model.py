@@ -92,10 +92,11 @@ class ModelRun:
 
 
 def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_log=None, shape_dict=None,
-              seed: int = 0, onnxruntime: bool = True, **options) -> ModelRun:
+              seed: int = 0, onnxruntime: bool = True, tvm_default: bool = False, **options) -> ModelRun:
     """Run ``model`` (an ONNX path or ``ModelProto``) whole on the Hexagon emulator; see the
     module doc. ``inputs``: name -> array (random where not given); ``options`` go to the
-    rewrite (``block``, ``lane_width``, ...)."""
+    rewrite (``block``, ``lane_width``, ...). ``tvm_default``: TVM's own lowering of the
+    imported model instead of the ``"s2d"`` pipeline (the baseline)."""
     where = str(model) if not hasattr(model, "graph") else "the ONNX model"
     onnx_model = load_onnx(model)
     dynamic = dynamic_inputs(onnx_model, shape_dict)
@@ -107,15 +108,18 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
     args = [feeds[name] for name in params]
 
     disabled = [] if rewrite else [PASS_NAME]
-    hexagon = _lower(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
-    plain_pipeline = S2DPipeline(tuning_log=tuning_log, **options)
-    plain_pipeline.hexagon_convs = HexagonConvs(target=hexagon_target(), knobs=tuned_hexagon_knobs(tuning_log),
-                                                schedule=False)
-    plain_pipeline.hexagon_movement = HexagonMovement(target=hexagon_target(), hvx=False)
-    plain_pipeline.hexagon_requantize = HexagonRequantize(target=hexagon_target(), hvx=False)
-    plain = _lower(mod, plain_pipeline, disabled)
+    if tvm_default:
+        hexagon = plain = _lower(mod, None, disabled)
+    else:
+        hexagon = _lower(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
+        plain_pipeline = S2DPipeline(tuning_log=tuning_log, **options)
+        plain_pipeline.hexagon_convs = HexagonConvs(target=hexagon_target(), knobs=tuned_hexagon_knobs(tuning_log),
+                                                    schedule=False)
+        plain_pipeline.hexagon_movement = HexagonMovement(target=hexagon_target(), hvx=False)
+        plain_pipeline.hexagon_requantize = HexagonRequantize(target=hexagon_target(), hvx=False)
+        plain = _lower(mod, plain_pipeline, disabled)
 
-    run = ModelRun(where, "hexagon", rewrite)
+    run = ModelRun(where, "hexagon", rewrite and not tvm_default)
     output, run.kernels = interpret(hexagon, args)
     run.output = output
     with tvm.transform.PassContext(opt_level=3):
@@ -127,9 +131,16 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
     return run
 
 
-def _lower(mod: tvm.IRModule, pipeline: S2DPipeline, disabled) -> tvm.IRModule:
+def _lower(mod: tvm.IRModule, pipeline: S2DPipeline | None, disabled) -> tvm.IRModule:
+    """``mod`` lowered for Hexagon up to code generation: the pipeline's passes, or (None)
+    TVM's default lowering (legalize, fold, fuse)."""
+    from tvm.relax import transform
+
+    passes = pipeline.passes() if pipeline is not None else [
+        transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(), transform.FuseOps(),
+        transform.FuseTIR()]
     with hexagon_target(), tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        return tvm.transform.Sequential(pipeline.passes())(mod)
+        return tvm.transform.Sequential(passes)(mod)
 
 
 def _inputs(onnx_model, mod, given: dict, shape_dict: dict, seed: int) -> dict[str, np.ndarray]:
@@ -256,14 +267,21 @@ def compare_with_onnxruntime(onnx_model, feeds: dict, output: np.ndarray) -> dic
     return {"max_steps": int(steps.max()) if steps.size else 0, "fraction_differing": float((steps > 0).mean())}
 
 
+#: Ops that move quantized values without changing them: the output's DequantizeLinear may sit before them.
+MOVES = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
 def _output_scale(onnx_model) -> float | None:
-    """The scale of the DequantizeLinear that produces the model's first output, if any."""
+    """The scale of the per-tensor DequantizeLinear that produces the model's first output,
+    possibly through ops that only move values (``MOVES``)."""
     from onnx import numpy_helper
 
-    output = onnx_model.graph.output[0].name
+    producers = {out: node for node in onnx_model.graph.node for out in node.output}
     inits = {i.name: i for i in onnx_model.graph.initializer}
-    for node in onnx_model.graph.node:
-        if output in node.output and node.op_type == "DequantizeLinear" and node.input[1] in inits:
-            scale = numpy_helper.to_array(inits[node.input[1]])
-            return float(scale.reshape(-1)[0]) if scale.size == 1 else None
-    return None
+    node = producers.get(onnx_model.graph.output[0].name)
+    while node is not None and node.op_type in MOVES:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in inits:
+        return None
+    scale = numpy_helper.to_array(inits[node.input[1]])
+    return float(scale.reshape(-1)[0]) if scale.size == 1 else None

@@ -4,7 +4,8 @@ right shift, zero point, clamp), 32 lanes at a time.
 
 The high multiply is HVX's ``vmpyewuh`` followed by ``vmpyowh:<<1:rnd:sat`` (accumulating),
 which is ``(a * M + 2**30) >> 31`` exactly (tested against numpy under qemu-hexagon); the
-rest is vector int32 arithmetic. The per-channel constants (bias, multiplier, shift, the
+rest is vector int32 arithmetic, and four vectors narrow to 128 bytes by saturating packs
+(``vpackwh:sat``, then ``vpackhub:sat`` / ``vpackhb:sat``). The per-channel constants (bias, multiplier, shift, the
 shift's rounding half) come in as ``P = lcm(C, 32)`` lanes (``lane_constants``), so that
 vector ``i`` of the flattened NHWC tensor reads them at ``(32 i) % P``. Elements past the
 last whole vector take a plain loop with the same integers in int64.
@@ -49,7 +50,17 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     period = math.lcm(channels, 32)
     if not hvx_code:
         return _plain(shape, period, zy, lo, hi, dtype)
-    vectors = total // 32
+    vectors, groups = total // 32, total // 128
+    pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+
+    def requantized(acc, bias, mult, shift, half, v):
+        """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and clamped, int32."""
+        lane = v * 32 % period
+        a = acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32")
+        mv = mult.vload([lane], "int32x32")
+        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+        t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32"))
+        return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32"), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
@@ -58,14 +69,14 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for v in range(vectors):
-                lane = v * 32 % period
-                a = acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32")
-                mv = mult.vload([lane], "int32x32")
-                t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-                t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32"))
-                t = T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
-                out[T.ramp(v * 32, 1, 32)] = T.cast(t, f"{dtype}x32")
+            for g in range(groups):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte
+                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, g * 4 + 1),
+                          requantized(acc, bias, mult, shift, half, g * 4))
+                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, g * 4 + 3),
+                           requantized(acc, bias, mult, shift, half, g * 4 + 2))
+                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(hvx(pack, high, low), dtype=f"{dtype}x128")
+            for v in range(groups * 4, vectors):
+                out[T.ramp(v * 32, 1, 32)] = T.cast(requantized(acc, bias, mult, shift, half, v), f"{dtype}x32")
             for e in range(vectors * 32, total):
                 out[e] = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], zy, lo, hi, dtype)
 
