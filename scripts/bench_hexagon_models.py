@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tvm_s2d.demo import demo_model
 from tvm_s2d.emulator.model import KINDS, run_model
+from tvm_s2d.quantize import quantize_qdq
 
 FORMS = ("tvm default", "no rewrite", "default", "tuned")
 
@@ -78,26 +79,6 @@ def models(size: int) -> dict[str, onnx.ModelProto]:
         "seed chain": _net("seed", size, [(f"conv{i}", 8, 8, 3, 1, True, None) for i in range(3)], channels_in=8),
         "rgb stem": _net("stem", size, [("stem", 3, 32, 7, 2, True, None), ("next", 32, 32, 3, 1, True, None)]),
     }
-
-
-def quantize(model: onnx.ModelProto, path: Path) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-
-    class Images(CalibrationDataReader):
-        def __init__(self):
-            self.data = iter({"x" if model.graph.input[0].name == "x" else model.graph.input[0].name:
-                              np.random.default_rng(i).standard_normal(shape).astype(np.float32)} for i in range(4))
-
-        def get_next(self):
-            return next(self.data, None)
-
-    float_path = path.with_suffix(".float.onnx")
-    onnx.save(model, float_path)
-    quantize_static(str(float_path), str(path), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return path
 
 
 def tune_log(path: Path, trials: int, log: Path) -> None:
@@ -152,7 +133,7 @@ def main(argv=None) -> int:
         for name, model in models(args.size).items():
             if args.models and name not in args.models:
                 continue
-            path = quantize(model, Path(tmp) / f"{name.replace(' ', '_')}.onnx")
+            path = quantize_qdq(model, Path(tmp) / f"{name.replace(' ', '_')}.onnx")
             rows.append(bench(name, path, args.tune, Path(tmp)))
     print(table(rows))
     print("outside conv: packets of the default form outside its conv kernels (boundary excluded), in % of the conv"

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     demo.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
                       help="force this block on every eligible conv (default: auto, the 32-lane model)")
+    demo.add_argument("--hexagon-size", type=int, default=64,
+                      help="input size of the quantized demo run whole on the Hexagon emulator (default 64; 0: skip)")
 
     report = sub.add_parser("report", help="what the rewrite does to each conv of an ONNX model")
     report.add_argument("model", help="path to an .onnx file")
@@ -196,15 +198,17 @@ def check_tuning_log(path: str | None) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_hexagon_demo
 
     if args.size < 8 or args.repeat < 1:
         raise ValueError("--size must be at least 8 and --repeat at least 1")
     result = run_demo(size=args.size, block=args.block, repeat=args.repeat)
+    hexagon = run_hexagon_demo(args.hexagon_size) if args.hexagon_size > 0 else None
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**result, "report": json.loads(result["report"].to_json())}, f, indent=2)
-    return 0 if result["agree"] else 1
+            json.dump({**result, "report": json.loads(result["report"].to_json()), "hexagon": hexagon}, f, indent=2)
+    exact = hexagon is None or all(row["matches_cpu"] for row in hexagon.values())
+    return 0 if result["agree"] and exact else 1
 
 
 def rewrite_options(args) -> dict:

@@ -5,7 +5,8 @@ TVM lowers to scalar code (~10 packets an element on Hexagon). On Hexagon target
 reads each such chain back (``match_requantize``) and computes it with
 ``schedules.hexagon.requantize`` (the same integers, 32 lanes at a time, under one packet an
 element): int32 in, uint8 / int8 out. A zero-point correction ``y - c`` (``HexagonConvs``'
-``zx * sum(W)``) in front is folded into the bias. Per-channel constants must run along the
+``zx * sum(W)``) in front is folded into the bias; a residual add's two rescaled 8-bit terms
+(``IntegerAdd``) are computed in the same kernel, from the two uint8 / int8 tensors. Per-channel constants must run along the
 last axis (NHWC, as ``HexagonLayout`` makes the model); others are left to TVM, and
 ``outcomes`` says why. ``hvx=False`` uses the kernel's plain loop (to check a graph on a CPU).
 """
@@ -17,9 +18,10 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.requantize import lane_constants, requantize_kernel
+from ..schedules.hexagon.requantize import lane_constants, requantize_add_kernel, requantize_kernel
 from ..targets import is_hexagon
 from .conv2d import static_shape
+from .integer_add import match_add
 from .integer_requantize import _call, _const, match_requantize
 from .kernels import add_kernel, rewrite_functions
 from .outcome import Outcome, applied, refused
@@ -68,6 +70,18 @@ class _Rewriter(PyExprMutator):
         if shape is None:
             refused(self.rule.outcomes, name, "dynamic shape")
             return super().visit_var_binding_(binding)
+        added = match_add(x, self.var2val)
+        if added is not None and not np.any(b) and np.size(m) == 1 and np.size(r) == 1:
+            qa, za, ma, qb, zb, mb = added
+            qa, qb = (self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
+                      for q in (qa, qb))
+            func = requantize_add_kernel(shape, str(qa.ty.dtype), za, ma, str(qb.ty.dtype), zb, mb,
+                                         int(np.reshape(m, ())), int(np.reshape(r, ())), zy, lo, hi, dtype,
+                                         hvx_code=self.rule.hvx)
+            kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
+            applied(self.rule.outcomes, name, "HVX integer add kernel")
+            value = relax.call_tir(kernel, [qa, qb], relax.TensorType(shape, dtype))
+            return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         corrected = _call(x, self.var2val, "relax.subtract")  # y - zx * sum(W), folded into the bias
         if corrected is not None and _const(corrected.args[1], self.var2val) is not None:
             correction = _along_last_axis(_const(corrected.args[1], self.var2val), shape)

@@ -2,19 +2,21 @@
 what ``SpaceToDepthConv2d`` applied on its own runs first): QDQ convs made integer (exact),
 then constants folded, so that weights and biases (ONNX initializers behind dequantize,
 reshape or transpose) are constants the rewrite can fold and adapt; then each quantized
-conv's float epilogue as integer arithmetic (``IntegerRequantize``)."""
+conv's float epilogue, and each quantized residual add, as integer arithmetic
+(``IntegerRequantize``, ``IntegerAdd``)."""
 
 from __future__ import annotations
 
 import tvm
 from tvm.relax import transform
 
+from .integer_add import IntegerAdd
 from .integer_requantize import IntegerRequantize
 from .qdq_conv_to_integer import QDQConvToInteger
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    return [QDQConvToInteger(), transform.FoldConstant(), IntegerRequantize()]
+    return [QDQConvToInteger(), transform.FoldConstant(), IntegerRequantize(), IntegerAdd()]
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:

@@ -96,3 +96,49 @@ def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tir
 
     out = te.compute(shape, element, name="requantize")
     return te.create_prim_func([acc, bias, mult, shift, half, out])
+
+
+def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, zb: int, mb: int, m: int, r: int,
+                          zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``(qa, qb) -> dtype``: ``requantize((qa - za) * ma + (qb - zb) * mb)`` with one multiplier
+    ``m`` and shift ``r`` (``passes.integer_add``); ``hvx_code=False``: a plain loop."""
+    total = int(np.prod(shape))
+    half = (1 << r) >> 1
+
+    def element(qa, qb):
+        a = (T.cast(qa, "int32") - za) * ma + (T.cast(qb, "int32") - zb) * mb
+        t = (T.cast(a, "int64") * T.int64(m) + T.int64(1 << 30)) >> T.int64(31)
+        t = ((t + T.int64(half)) >> T.int64(r)) + T.int64(zy)
+        return T.cast(T.max(T.min(t, T.int64(hi)), T.int64(lo)), dtype)
+
+    if not hvx_code:
+        qa, qb = te.placeholder(shape, a_dtype, name="qa"), te.placeholder(shape, b_dtype, name="qb")
+        return te.create_prim_func([qa, qb, te.compute(shape, lambda *i: element(qa[i], qb[i]), name="requantize_add")])
+    vectors, groups = total // 32, total // 128
+    pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+
+    def requantized(a_, b_, v):
+        a = ((T.cast(a_.vload([v * 32], f"{a_dtype}x32"), "int32x32") - T.broadcast(za, 32)) * T.broadcast(ma, 32)
+             + (T.cast(b_.vload([v * 32], f"{b_dtype}x32"), "int32x32") - T.broadcast(zb, 32)) * T.broadcast(mb, 32))
+        mv = T.broadcast(m, 32)
+        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+        t = T.shift_right(t + T.broadcast(half, 32), T.broadcast(r, 32))
+        return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize_add(qa_: T.Buffer(shape, a_dtype), qb_: T.Buffer(shape, b_dtype), out_: T.Buffer(shape, dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
+            qb = T.decl_buffer((total,), b_dtype, data=qb_.data)
+            out = T.decl_buffer((total,), dtype, data=out_.data)
+            for g in range(groups):
+                low = hvx("vpackwh.sat", requantized(qa, qb, g * 4 + 1), requantized(qa, qb, g * 4))
+                high = hvx("vpackwh.sat", requantized(qa, qb, g * 4 + 3), requantized(qa, qb, g * 4 + 2))
+                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(hvx(pack, high, low), dtype=f"{dtype}x128")
+            for v in range(groups * 4, vectors):
+                out[T.ramp(v * 32, 1, 32)] = T.cast(requantized(qa, qb, v), f"{dtype}x32")
+            for e in range(vectors * 32, total):
+                out[e] = element(qa[e], qb[e])
+
+    return requantize_add

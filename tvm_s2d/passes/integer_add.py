@@ -1,0 +1,147 @@
+"""``IntegerAdd``: the quantized residual add in integers.
+
+A QDQ model adds two quantized tensors as ``quantize(add(dequantize(qa, sa, za),
+dequantize(qb, sb, zb)) [ReLU], sy, zy)``: float code on Hexagon. With ``s = min(sa, sb)``
+and ``Ma = round(sa / s * 2**21)``, ``Mb = round(sb / s * 2**21)`` (both below ``2**22``, so
+the int32 sum of two 8-bit terms cannot overflow) it is
+
+    acc = (qa - za) * Ma + (qb - zb) * Mb         int32
+    q = requantize(acc, s / (2**21 * sy))         passes.integer_requantize (ReLU: clamp at zy)
+
+the two scales rescaled to a common one in integers, then the conv epilogue's requantization.
+``Ma / Mb`` approximates ``sa / sb`` to 2**-21, far inside the one step the rounding allows.
+Per-tensor scales only; other adds are left alone (``outcomes`` says why).
+``HexagonRequantize`` computes the whole of it on an HVX kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .conv2d import static_shape
+from .integer_requantize import RANGES, _call, _const, emit_requantize, fixed_point
+from .kernels import with_functions
+from .outcome import Outcome, applied, refused
+
+PASS_NAME = "IntegerAdd"
+TERM_BITS = 21
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class IntegerAdd:
+    def __init__(self):
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        updates = {}
+        for gv, func in mod.functions.items():
+            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive", False)):
+                continue
+            rewriter = _Rewriter(mod, self, relax.analysis.get_var2val(func))
+            rewritten = rewriter.visit_expr(func)
+            if rewriter.changed:
+                updates[gv] = relax.analysis.remove_all_unused(rewritten)
+        return with_functions(mod, updates)
+
+
+def _dequantized(expr, var2val):
+    """``(q, scale, zero)`` of a per-tensor ``dequantize`` of an 8-bit tensor, or None."""
+    dq = _call(expr, var2val, "relax.dequantize")
+    if dq is None or str(dq.args[0].ty.dtype) not in RANGES:
+        return None
+    scale, zero = _const(dq.args[1], var2val), _const(dq.args[2], var2val)
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1 or float(scale.reshape(())) <= 0:
+        return None
+    return dq.args[0], float(scale.reshape(())), int(zero.reshape(()))
+
+
+def terms(sa: float, sb: float) -> tuple[int, int, float]:
+    """``(Ma, Mb, s)``: the integer weights of the two terms and the scale of their sum."""
+    s = min(sa, sb) / 2.0**TERM_BITS
+    return int(round(sa / s)), int(round(sb / s)), s
+
+
+def emit_term(bb: relax.BlockBuilder, q: relax.Expr, zero: int, weight: int) -> relax.Expr:
+    return bb.emit(relax.op.multiply(relax.op.subtract(relax.op.astype(q, "int32"), relax.const(zero, "int32")),
+                                     relax.const(weight, "int32")))
+
+
+def match_add(expr: relax.Expr, var2val: dict):
+    """``(qa, za, Ma, qb, zb, Mb)`` when ``expr`` is the int32 sum ``emit_term + emit_term`` (a
+    term may come through a reshape: its tensor is then reshaped the same way)."""
+    add = _call(expr, var2val, "relax.add")
+    if add is None or str(add.ty.dtype) != "int32":
+        return None
+    found = []
+    for term in add.args:
+        reshaped = _call(term, var2val, "relax.reshape")  # a term computed in the S2D domain: same elements, same order
+        if reshaped is not None:
+            term = reshaped.args[0]
+        mul = _call(term, var2val, "relax.multiply")
+        sub = None if mul is None else _call(mul.args[0], var2val, "relax.subtract")
+        cast = None if sub is None else _call(sub.args[0], var2val, "relax.astype")
+        weight = None if mul is None else _const(mul.args[1], var2val)
+        zero = None if sub is None else _const(sub.args[1], var2val)
+        if cast is None or weight is None or zero is None or weight.size != 1 or zero.size != 1:
+            return None
+        if str(cast.args[0].ty.dtype) not in RANGES:
+            return None
+        q = cast.args[0] if reshaped is None else relax.op.reshape(cast.args[0], reshaped.args[1])
+        found += [q, int(zero.reshape(())), int(weight.reshape(()))]
+    return tuple(found)
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod, rule: IntegerAdd, var2val):
+        super().__init__(mod)
+        self.rule, self.var2val, self.changed = rule, var2val, False
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = binding.value
+        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize"):
+            return super().visit_var_binding_(binding)
+        found = self._match(call)
+        if isinstance(found, str):
+            if found:
+                refused(self.rule.outcomes, binding.var.name, found)
+            return super().visit_var_binding_(binding)
+        (qa, sa, za), (qb, sb, zb), sy, zy, lo, hi, dtype = found
+        ma, mb, s = terms(sa, sb)
+        if s / sy >= 1:
+            refused(self.rule.outcomes, binding.var.name, "the output scale is below the inputs'")
+            return super().visit_var_binding_(binding)
+        bb = self.builder_
+        acc = bb.emit(relax.op.add(emit_term(bb, self.visit_expr(qa), za, ma), emit_term(bb, self.visit_expr(qb), zb, mb)))
+        m, r = fixed_point(np.array(s / sy))
+        self.changed = True
+        applied(self.rule.outcomes, binding.var.name, "integer add (two rescaled terms, one requantization)")
+        value = emit_requantize(bb, acc, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)
+        return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+
+    def _match(self, quantize: relax.Call):
+        v2v = self.var2val
+        sy, zy = _const(quantize.args[1], v2v), _const(quantize.args[2], v2v)
+        dtype = str(quantize.ty.dtype)
+        if sy is None or zy is None or sy.size != 1 or zy.size != 1 or dtype not in RANGES:
+            return ""
+        sy, zy = float(sy.reshape(())), int(zy.reshape(()))
+        lo, hi = RANGES[dtype]
+        x = quantize.args[0]
+        relu = _call(x, v2v, "relax.nn.relu")
+        if relu is not None:
+            lo, x = max(lo, zy), relu.args[0]
+        add = _call(x, v2v, "relax.add")
+        if add is None:
+            return ""
+        operands = [_dequantized(a, v2v) for a in add.args]
+        if any(o is None for o in operands):
+            return "" if all(o is None for o in operands) else "an add of a dequantized and another tensor"
+        if static_shape(operands[0][0]) is None or static_shape(operands[0][0]) != static_shape(operands[1][0]):
+            return "an add that broadcasts, or of dynamic shape"
+        return operands[0], operands[1], sy, zy, lo, hi, dtype
+
