@@ -93,3 +93,64 @@ def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
     out = tvm.runtime.tensor(np.zeros(shape, dtype))
     plain(tvm.runtime.tensor(acc), *[tvm.runtime.tensor(c) for c in constants], out)
     np.testing.assert_array_equal(out.numpy(), expected)
+
+
+# ---- the quantized residual add ---------------------------------------------------------------
+
+
+def _add_module(shape, sa, za, sb, zb, sy, zy, relu, dtype="uint8"):
+    from tvm_s2d.passes.integer_add import IntegerAdd  # noqa: F401  (the pass under test)
+
+    bb = relax.BlockBuilder()
+    qa, qb = (relax.Var(n, relax.TensorType(shape, "uint8")) for n in ("qa", "qb"))
+    with bb.function("main", [qa, qb]):
+        with bb.dataflow():
+            fa = bb.emit(relax.op.dequantize(qa, relax.const(np.float32(sa)), relax.const(np.uint8(za)), axis=3))
+            fb = bb.emit(relax.op.dequantize(qb, relax.const(np.float32(sb)), relax.const(np.uint8(zb)), axis=3))
+            y = bb.emit(relax.op.add(fa, fb))
+            if relu:
+                y = bb.emit(relax.op.nn.relu(y))
+            q = relax.op.quantize(y, relax.const(np.float32(sy)), relax.const(np.array(zy, dtype)), axis=3, out_dtype=dtype)
+            out = bb.emit_output(bb.emit(q))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("scales", [(0.05, 0.02, 0.06), (0.1, 0.1, 0.15), (0.013, 0.07, 0.05)])
+def test_integer_add_within_one_step_of_the_float_add(relu, scales):
+    from tvm_s2d.passes.integer_add import IntegerAdd
+
+    shape = (1, 9, 11, 8)
+    sa, sb, sy = scales
+    mod = _add_module(shape, sa, 120, sb, 3, sy, 128, relu)
+    integer = IntegerAdd()
+    rewritten = integer(mod)
+    assert [o.applied for o in integer.outcomes] == [True]
+    qa, qb = (RNG.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
+    got, expected = run(rewritten, qa, qb), run(mod, qa, qb)
+    steps = np.abs(got.astype(int) - expected.astype(int))
+    # commensurate scales put many sums exactly halfway (e.g. (5a + 2b) / 6 for the first
+    # scales: a sixth of them); the integers round those up, the float to even: up to ~10% differ
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.10
+
+
+def test_hvx_integer_add_kernel_is_bit_exact():
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.passes.integer_add import terms
+    from tvm_s2d.schedules.hexagon.requantize import requantize_add_kernel
+
+    shape = (1, 9, 11, 8)  # 792 elements: packed groups, a single vector and a scalar tail
+    ma, mb, s = terms(0.05, 0.02)
+    m, r = fixed_point(np.array(s / 0.06))
+    qa, qb = (RNG.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
+    acc = (qa.astype(np.int64) - 120) * ma + (qb.astype(np.int64) - 3) * mb
+    expected = requantize(acc, m, r, 128, 10, 255, "uint8")
+    args = (shape, "uint8", 120, ma, "uint8", 3, mb, int(m), int(r), 128, 10, 255, "uint8")
+    hvx = run_kernel(requantize_add_kernel(*args), [qa, qb], [(shape, "uint8")])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = tvm.compile(tvm.IRModule({"main": requantize_add_kernel(*args, hvx_code=False)}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(shape, np.uint8))
+    plain(tvm.runtime.tensor(qa), tvm.runtime.tensor(qb), out)
+    np.testing.assert_array_equal(out.numpy(), expected)
