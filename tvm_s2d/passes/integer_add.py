@@ -1,15 +1,16 @@
 """``IntegerAdd``: the quantized residual add in integers.
 
 A QDQ model adds two quantized tensors as ``quantize(add(dequantize(qa, sa, za),
-dequantize(qb, sb, zb)) [ReLU], sy, zy)``: float code on Hexagon. With ``s = min(sa, sb)``
-and ``Ma = round(sa / s * 2**21)``, ``Mb = round(sb / s * 2**21)`` (both below ``2**22``, so
-the int32 sum of two 8-bit terms cannot overflow) it is
+dequantize(qb, sb, zb)) [ReLU], sy, zy)``: float code on Hexagon. With ``s = max(sa, sb) /
+2**21``, ``Ma = round(sa / s)`` and ``Mb = round(sb / s)`` (at most ``2**21``, so the int32 sum
+of two 8-bit terms cannot overflow) it is
 
     acc = (qa - za) * Ma + (qb - zb) * Mb         int32
     q = requantize(acc, s / (2**21 * sy))         passes.integer_requantize (ReLU: clamp at zy)
 
 the two scales rescaled to a common one in integers, then the conv epilogue's requantization.
-``Ma / Mb`` approximates ``sa / sb`` to 2**-21, far inside the one step the rounding allows.
+``Ma / Mb`` approximates ``sa / sb`` to about ``2**-21`` (scales within a factor 1000 of each
+other), far inside the one step the rounding allows.
 Per-tensor scales only; other adds are left alone (``outcomes`` says why).
 ``HexagonRequantize`` computes the whole of it on an HVX kernel.
 """
@@ -60,8 +61,9 @@ def _dequantized(expr, var2val):
 
 
 def terms(sa: float, sb: float) -> tuple[int, int, float]:
-    """``(Ma, Mb, s)``: the integer weights of the two terms and the scale of their sum."""
-    s = min(sa, sb) / 2.0**TERM_BITS
+    """``(Ma, Mb, s)``: the integer weights of the two terms (at most ``2**21``: two 8-bit terms
+    sum inside int32) and the scale of their sum."""
+    s = max(sa, sb) / 2.0**TERM_BITS
     return int(round(sa / s)), int(round(sb / s)), s
 
 
@@ -112,6 +114,9 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(binding)
         (qa, sa, za), (qb, sb, zb), sy, zy, lo, hi, dtype = found
         ma, mb, s = terms(sa, sb)
+        if min(ma, mb) < 2**11:
+            refused(self.rule.outcomes, binding.var.name, "the two scales are more than 1000x apart")
+            return super().visit_var_binding_(binding)
         if s / sy >= 1:
             refused(self.rule.outcomes, binding.var.name, "the output scale is below the inputs'")
             return super().visit_var_binding_(binding)
