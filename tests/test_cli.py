@@ -21,7 +21,7 @@ def demo_path(tmp_path):
 
 def test_demo_checks_outputs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--size", "64", "--repeat", "2", "--json", str(out)]) == 0
+    assert main(["demo", "--size", "64", "--repeat", "2", "--json", str(out), "--hexagon-size", "0"]) == 0
     text = capsys.readouterr().out
     assert "outputs agree: yes" in text and "refused: grouped conv (groups=8)" in text
     result = json.loads(out.read_text())
@@ -199,3 +199,17 @@ def test_hexagon_compile_summarizes_refusals_per_reason(demo_path, tmp_path, cap
     assert "HexagonConvs: 0 of 5 applied\n  not applied, not an integer conv (Hexagon kernels are uint8 x int8 -> int32):" \
            " stem, body1, body2, dw, tail\n" in out
     assert out.count("not an integer conv") == 1  # one line for all five convs
+
+
+def test_demo_runs_the_quantized_demo_whole_on_the_emulator(tmp_path, capsys):
+    from helpers import require_hexagon_tools
+
+    require_hexagon_tools()
+    out = tmp_path / "demo.json"
+    assert main(["demo", "--size", "16", "--repeat", "1", "--json", str(out), "--hexagon-size", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "Hexagon (qemu-hexagon, v66 + HVX)" in text and "bit-exact vs CPU: NO" not in text
+    rows = json.loads(out.read_text())["hexagon"]
+    assert set(rows) == {"TVM's default lowering", "tvm-s2d, no rewrite", "tvm-s2d, default"}
+    assert all(row["matches_cpu"] for row in rows.values())
+    assert rows["tvm-s2d, default"]["packets"] * 5 < rows["TVM's default lowering"]["packets"]

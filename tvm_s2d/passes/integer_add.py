@@ -23,8 +23,8 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .conv2d import static_shape
-from .integer_requantize import RANGES, _call, _const, emit_requantize, fixed_point
-from .kernels import with_functions
+from .integer_requantize import RANGES, _call, _const, emit_requantize, fixed_point, quantize_params
+from .kernels import map_relax_functions
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "IntegerAdd"
@@ -38,15 +38,13 @@ class IntegerAdd:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        updates = {}
-        for gv, func in mod.functions.items():
-            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive", False)):
-                continue
+
+        def rewrite(func):
             rewriter = _Rewriter(mod, self, relax.analysis.get_var2val(func))
             rewritten = rewriter.visit_expr(func)
-            if rewriter.changed:
-                updates[gv] = relax.analysis.remove_all_unused(rewritten)
-        return with_functions(mod, updates)
+            return relax.analysis.remove_all_unused(rewritten) if rewriter.changed else None
+
+        return map_relax_functions(mod, rewrite)
 
 
 def _dequantized(expr, var2val):
@@ -130,12 +128,10 @@ class _Rewriter(PyExprMutator):
 
     def _match(self, quantize: relax.Call):
         v2v = self.var2val
-        sy, zy = _const(quantize.args[1], v2v), _const(quantize.args[2], v2v)
-        dtype = str(quantize.ty.dtype)
-        if sy is None or zy is None or sy.size != 1 or zy.size != 1 or dtype not in RANGES:
+        params = quantize_params(quantize, v2v)
+        if params is None:
             return ""
-        sy, zy = float(sy.reshape(())), int(zy.reshape(()))
-        lo, hi = RANGES[dtype]
+        sy, zy, lo, hi, dtype = params
         x = quantize.args[0]
         relu = _call(x, v2v, "relax.nn.relu")
         if relu is not None:

@@ -29,7 +29,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .kernels import with_functions
+from .kernels import map_relax_functions
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "IntegerRequantize"
@@ -45,20 +45,27 @@ class IntegerRequantize:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        updates = {}
-        for gv, func in mod.functions.items():
-            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive", False)):
-                continue
+
+        def rewrite(func):
             rewriter = _Rewriter(mod, self, relax.analysis.get_var2val(func))
             rewritten = rewriter.visit_expr(func)
-            if rewriter.changed:
-                updates[gv] = relax.analysis.remove_all_unused(rewritten)
-        return with_functions(mod, updates)
+            return relax.analysis.remove_all_unused(rewritten) if rewriter.changed else None
+
+        return map_relax_functions(mod, rewrite)
 
 
 def _const(expr, var2val) -> np.ndarray | None:
     expr = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
     return expr.value.numpy() if isinstance(expr, tvm.ir.GenericConst) else None
+
+
+def quantize_params(quantize: relax.Call, var2val) -> tuple | None:
+    """``(sy, zy, lo, hi, dtype)`` of a per-tensor ``quantize`` to int8 / uint8, else None."""
+    sy, zy = _const(quantize.args[1], var2val), _const(quantize.args[2], var2val)
+    dtype = str(quantize.ty.dtype)
+    if sy is None or zy is None or sy.size != 1 or zy.size != 1 or dtype not in RANGES:
+        return None
+    return float(sy.reshape(())), int(zy.reshape(())), *RANGES[dtype], dtype
 
 
 def _call(expr, var2val, *names):
@@ -110,12 +117,10 @@ class _Rewriter(PyExprMutator):
     def _match(self, quantize: relax.Call):
         """``(acc, (b, M, S, zy, lo, hi, dtype))``, a refusal reason, or "" for no conv epilogue."""
         v2v = self.var2val
-        sy, zy = _const(quantize.args[1], v2v), _const(quantize.args[2], v2v)
-        dtype = str(quantize.ty.dtype)
-        if sy is None or zy is None or sy.size != 1 or zy.size != 1 or dtype not in RANGES:
+        params = quantize_params(quantize, v2v)
+        if params is None:
             return ""
-        sy, zy = float(sy.reshape(())), int(zy.reshape(()))
-        lo, hi = RANGES[dtype]
+        sy, zy, lo, hi, dtype = params
         x = quantize.args[0]
         act = _call(x, v2v, "relax.nn.relu", "relax.clip")
         if act is not None:

@@ -36,3 +36,15 @@ def with_functions(mod: tvm.IRModule, updates: dict) -> tvm.IRModule:
     for gv, func in updates.items():
         mod[gv] = func
     return mod
+
+
+def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
+    """``rewrite(func)`` (a new function, or None to keep it) on each Relax function of ``mod``
+    that is not a primitive one; the module with the new functions."""
+    updates = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive", False)):
+            new = rewrite(func)
+            if new is not None:
+                updates[gv] = new
+    return with_functions(mod, updates)

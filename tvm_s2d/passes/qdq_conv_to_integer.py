@@ -23,7 +23,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import Unsupported, spatial_axes
 from .conv2d import check_layouts
-from .kernels import with_functions
+from .kernels import map_relax_functions
 from .outcome import Outcome, applied, refused
 
 INTEGER_TYPES = ("int8", "uint8")
@@ -48,15 +48,14 @@ class QDQConvToInteger:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        updates = {}
-        for gv, func in mod.functions.items():
-            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive", False)):
-                continue
+
+        def rewrite(func):
             if not op_calls(func, "relax.dequantize"):
-                continue  # nothing quantized here (and nothing to rebuild)
+                return None  # nothing quantized here (and nothing to rebuild)
             rewritten = _Rewriter(mod, self, relax.analysis.get_var2val(func)).visit_expr(func)
-            updates[gv] = relax.analysis.remove_all_unused(rewritten)
-        return with_functions(mod, updates)
+            return relax.analysis.remove_all_unused(rewritten)
+
+        return map_relax_functions(mod, rewrite)
 
     def integer_conv(self, conv: relax.Call, matches, data: relax.Expr):
         """``(conv on xq - zx with Wq - zw, scale)``, or the reason the conv does not qualify."""
