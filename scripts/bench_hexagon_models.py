@@ -10,7 +10,8 @@ uint8 activations, per-channel int8 weights, calibrated on random images):
 * ``seed chain``: three of the seed's 8 -> 8 3x3 convs;
 * ``rgb stem``: a strided RGB stem (7x7/2 3->32) and a 3x3 32->32 conv.
 
-Forms: ``tvm default`` (TVM's own lowering of the imported model), ``no rewrite`` (the
+Forms: ``tvm default`` (TVM's own lowering of the imported model), ``float epilogue`` (the
+pipeline default without integer requantization and one layout, as it was before them), ``no rewrite`` (the
 ``"s2d"`` pipeline without the space-to-depth rewrite), ``default`` (the pipeline as it is),
 and ``tuned`` with ``--tune N`` (the pipeline with a log from ``tune --target hexagon``, N
 trials a layer). Each form runs whole under qemu-hexagon (``tvm_s2d.emulator.model``), its
@@ -38,7 +39,10 @@ from tvm_s2d.demo import demo_model
 from tvm_s2d.emulator.model import KINDS, run_model
 from tvm_s2d.quantize import quantize_qdq
 
-FORMS = ("tvm default", "no rewrite", "default", "tuned")
+FORMS = ("tvm default", "float epilogue", "no rewrite", "default", "tuned")
+#: The pipeline as it was before integer requantization and one layout (float epilogues, a
+#: transpose around every NCHW conv): what ``compile --target hexagon`` built until then.
+BEFORE = ["IntegerRequantize", "IntegerAdd", "HexagonLayout", "HexagonRequantize"]
 
 
 def _net(name: str, size: int, layers, tail=(), channels_in: int = 3, seed: int = 0) -> onnx.ModelProto:
@@ -89,7 +93,8 @@ def tune_log(path: Path, trials: int, log: Path) -> None:
 
 
 def bench(name: str, path: Path, trials: int, work: Path) -> dict:
-    runs = {"tvm default": dict(tvm_default=True), "no rewrite": dict(rewrite=False), "default": {}}
+    runs = {"tvm default": dict(tvm_default=True), "float epilogue": dict(disabled=BEFORE), "no rewrite": dict(rewrite=False),
+            "default": {}}
     if trials:
         log = work / f"{path.stem}.jsonl"
         tune_log(path, trials, log)
@@ -108,15 +113,16 @@ def bench(name: str, path: Path, trials: int, work: Path) -> dict:
 def table(rows) -> str:
     forms = [f for f in FORMS if any(f in r["forms"] for r in rows)]
     lines = [f"{'model':12s} " + " ".join(f"{f:>13s}" for f in forms)
-             + f" {'outside conv':>13s} {'vs tvm':>7s} {'default/no-rw':>13s} {'exact':>6s} {'ORT steps':>9s}"]
+             + f" {'outside conv':>13s} {'vs tvm':>7s} {'vs float':>8s} {'default/no-rw':>13s} {'exact':>6s} {'ORT steps':>9s}"]
     for r in rows:
         f = r["forms"]
         default = f["default"]
         outside = sum(v for k, v in default["by_kind"].items() if k not in ("conv", "boundary")) / max(default["by_kind"]["conv"], 1)
         exact = all(v["matches_cpu"] for v in f.values())
-        ort = max(v["onnxruntime"]["max_steps"] for k, v in f.items() if k != "tvm default")
+        ort = max(v["onnxruntime"]["max_steps"] for k, v in f.items() if k not in ("tvm default", "float epilogue"))
         lines.append(f"{r['model']:12s} " + " ".join(f"{f[k]['packets']:13,d}" if k in f else f"{'-':>13s}" for k in forms)
                      + f" {100 * outside:12.0f}% {f['tvm default']['packets'] / default['packets']:6.1f}x"
+                     + f" {f['float epilogue']['packets'] / default['packets']:7.1f}x"
                      + f" {default['packets'] / f['no rewrite']['packets']:13.2f} {'yes' if exact else 'NO':>6s} {ort:9d}")
     return "\n".join(lines)
 
@@ -137,7 +143,8 @@ def main(argv=None) -> int:
             rows.append(bench(name, path, args.tune, Path(tmp)))
     print(table(rows))
     print("outside conv: packets of the default form outside its conv kernels (boundary excluded), in % of the conv"
-          " kernels'; vs tvm: TVM's default lowering / default; ORT steps: the largest difference from ONNX Runtime"
+          " kernels'; vs tvm: TVM's default lowering / default; vs float: float epilogue / default;"
+          " ORT steps: the largest difference from ONNX Runtime"
           " (optimizations off) over the s2d forms, in output quantization steps")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

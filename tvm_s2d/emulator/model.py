@@ -92,11 +92,12 @@ class ModelRun:
 
 
 def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_log=None, shape_dict=None,
-              seed: int = 0, onnxruntime: bool = True, tvm_default: bool = False, **options) -> ModelRun:
+              seed: int = 0, onnxruntime: bool = True, tvm_default: bool = False, disabled=(), **options) -> ModelRun:
     """Run ``model`` (an ONNX path or ``ModelProto``) whole on the Hexagon emulator; see the
     module doc. ``inputs``: name -> array (random where not given); ``options`` go to the
     rewrite (``block``, ``lane_width``, ...). ``tvm_default``: TVM's own lowering of the
-    imported model instead of the ``"s2d"`` pipeline (the baseline)."""
+    imported model instead of the ``"s2d"`` pipeline (the baseline). ``disabled``: more
+    passes to leave out, by name."""
     where = str(model) if not hasattr(model, "graph") else "the ONNX model"
     onnx_model = load_onnx(model)
     dynamic = dynamic_inputs(onnx_model, shape_dict)
@@ -107,7 +108,7 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
     params = [p.name for p in mod["main"].params]
     args = [feeds[name] for name in params]
 
-    disabled = [] if rewrite else [PASS_NAME]
+    disabled = [*disabled] + ([] if rewrite else [PASS_NAME])
     if tvm_default:
         hexagon = plain = _lower(mod, None, disabled)
     else:
