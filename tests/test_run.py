@@ -39,6 +39,11 @@ def test_a_quantized_chain_runs_whole_and_bit_exact(chain_path, rewrite):
     assert len(requantize) == 3 and all(k.hvx for k in requantize)  # integer, on HVX: no scalar epilogue left
     assert run.packets == sum(k.packets for k in run.kernels) and all(k.packets > 0 for k in run.kernels)
     assert run.output.shape == (1, 8, 8, 9) and run.output.dtype == np.uint8
+    scalar = run.scalar()
+    assert all(not k.hvx for names in scalar.values() for k in run.kernels if k.name in names)
+    table = run.table()
+    for kind, names in scalar.items():  # every op kind left to TVM is named, once
+        assert table.count(f"left to TVM's scalar lowering: {len(names)} {kind} kernel") == 1
 
 
 def test_float_boundaries_are_listed_but_not_counted(tmp_path):

@@ -65,6 +65,14 @@ class ModelRun:
         """Packets of every kernel but the boundary ones."""
         return sum(k.packets for k in self.kernels if k.kind != "boundary")
 
+    def scalar(self) -> dict[str, list[str]]:
+        """Kind -> the kernels of that kind in TVM's default (scalar) lowering, boundary excluded."""
+        found: dict[str, list[str]] = {}
+        for k in self.kernels:
+            if not k.hvx and k.kind != "boundary":
+                found.setdefault(k.kind, []).append(k.name)
+        return found
+
     def by_kind(self) -> dict[str, int]:
         return {kind: sum(k.packets for k in self.kernels if k.kind == kind) for kind in KINDS}
 
@@ -83,6 +91,9 @@ class ModelRun:
                                                      if kind == "boundary" else "") for kind in KINDS if totals[kind]]
         hvx = sum(k.packets for k in self.kernels if k.hvx)
         lines.append(f"{'total':11s} {self.packets:14,d}  ({hvx:,} on HVX kernels, {self.packets - hvx:,} scalar)")
+        for kind, names in self.scalar().items():
+            lines.append(f"left to TVM's scalar lowering: {len(names)} {kind} kernel{'s' if len(names) > 1 else ''}"
+                         f" ({', '.join(sorted(set(names))[:4])}{', ...' if len(set(names)) > 4 else ''})")
         lines.append(f"bit-exact against the CPU build: {'yes' if self.matches_cpu else 'NO'}")
         if self.onnxruntime is not None:
             ort = self.onnxruntime
