@@ -20,12 +20,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .conv2d import static_shape
-from .integer_requantize import RANGES, _call, _const, emit_requantize, fixed_point, quantize_params
-from .kernels import map_relax_functions
-from .outcome import Outcome, applied, refused
+from .integer_requantize import RANGES, _call, _const, emit_requantize, fixed_point, quantize_params, rewrite_quantizes
+from .outcome import Outcome
 
 PASS_NAME = "IntegerAdd"
 TERM_BITS = 21
@@ -38,13 +36,7 @@ class IntegerAdd:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-
-        def rewrite(func):
-            rewriter = _Rewriter(mod, self, relax.analysis.get_var2val(func))
-            rewritten = rewriter.visit_expr(func)
-            return relax.analysis.remove_all_unused(rewritten) if rewriter.changed else None
-
-        return map_relax_functions(mod, rewrite)
+        return rewrite_quantizes(mod, self.outcomes, _integer_add)
 
 
 def _dequantized(expr, var2val):
@@ -95,54 +87,40 @@ def match_add(expr: relax.Expr, var2val: dict):
     return tuple(found)
 
 
-@mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, mod, rule: IntegerAdd, var2val):
-        super().__init__(mod)
-        self.rule, self.var2val, self.changed = rule, var2val, False
+def _integer_add(rewriter, quantize: relax.Call):
+    """A quantized residual add as integers (the module doc), or why not ("" for no such add)."""
+    found = _match(quantize, rewriter.var2val)
+    if isinstance(found, str):
+        return found
+    (qa, sa, za), (qb, sb, zb), sy, zy, lo, hi, dtype = found
+    ma, mb, s = terms(sa, sb)
+    if min(ma, mb) < 2**11:
+        return "the two scales are more than 1000x apart"
+    if s / sy >= 1:
+        return "the output scale is below the inputs'"
+    bb = rewriter.builder_
+    acc = bb.emit(relax.op.add(emit_term(bb, rewriter.visit_expr(qa), za, ma), emit_term(bb, rewriter.visit_expr(qb), zb, mb)))
+    m, r = fixed_point(np.array(s / sy))
+    value = emit_requantize(bb, acc, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)
+    return None, "integer add (two rescaled terms, one requantization)", value
 
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        call = binding.value
-        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize"):
-            return super().visit_var_binding_(binding)
-        found = self._match(call)
-        if isinstance(found, str):
-            if found:
-                refused(self.rule.outcomes, binding.var.name, found)
-            return super().visit_var_binding_(binding)
-        (qa, sa, za), (qb, sb, zb), sy, zy, lo, hi, dtype = found
-        ma, mb, s = terms(sa, sb)
-        if min(ma, mb) < 2**11:
-            refused(self.rule.outcomes, binding.var.name, "the two scales are more than 1000x apart")
-            return super().visit_var_binding_(binding)
-        if s / sy >= 1:
-            refused(self.rule.outcomes, binding.var.name, "the output scale is below the inputs'")
-            return super().visit_var_binding_(binding)
-        bb = self.builder_
-        acc = bb.emit(relax.op.add(emit_term(bb, self.visit_expr(qa), za, ma), emit_term(bb, self.visit_expr(qb), zb, mb)))
-        m, r = fixed_point(np.array(s / sy))
-        self.changed = True
-        applied(self.rule.outcomes, binding.var.name, "integer add (two rescaled terms, one requantization)")
-        value = emit_requantize(bb, acc, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)
-        return super().visit_var_binding_(relax.VarBinding(binding.var, value))
 
-    def _match(self, quantize: relax.Call):
-        v2v = self.var2val
-        params = quantize_params(quantize, v2v)
-        if params is None:
-            return ""
-        sy, zy, lo, hi, dtype = params
-        x = quantize.args[0]
-        relu = _call(x, v2v, "relax.nn.relu")
-        if relu is not None:
-            lo, x = max(lo, zy), relu.args[0]
-        add = _call(x, v2v, "relax.add")
-        if add is None:
-            return ""
-        operands = [_dequantized(a, v2v) for a in add.args]
-        if any(o is None for o in operands):
-            return "" if all(o is None for o in operands) else "an add of a dequantized and another tensor"
-        if static_shape(operands[0][0]) is None or static_shape(operands[0][0]) != static_shape(operands[1][0]):
-            return "an add that broadcasts, or of dynamic shape"
-        return operands[0], operands[1], sy, zy, lo, hi, dtype
-
+def _match(quantize: relax.Call, v2v):
+    """``((qa, sa, za), (qb, sb, zb), sy, zy, lo, hi, dtype)``, a reason, or "" for no add."""
+    params = quantize_params(quantize, v2v)
+    if params is None:
+        return ""
+    sy, zy, lo, hi, dtype = params
+    x = quantize.args[0]
+    relu = _call(x, v2v, "relax.nn.relu")
+    if relu is not None:
+        lo, x = max(lo, zy), relu.args[0]
+    add = _call(x, v2v, "relax.add")
+    if add is None:
+        return ""
+    operands = [_dequantized(a, v2v) for a in add.args]
+    if any(o is None for o in operands):
+        return "" if all(o is None for o in operands) else "an add of a dequantized and another tensor"
+    if static_shape(operands[0][0]) is None or static_shape(operands[0][0]) != static_shape(operands[1][0]):
+        return "an add that broadcasts, or of dynamic shape"
+    return operands[0], operands[1], sy, zy, lo, hi, dtype

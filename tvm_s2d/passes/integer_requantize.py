@@ -45,13 +45,7 @@ class IntegerRequantize:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-
-        def rewrite(func):
-            rewriter = _Rewriter(mod, self, relax.analysis.get_var2val(func))
-            rewritten = rewriter.visit_expr(func)
-            return relax.analysis.remove_all_unused(rewritten) if rewriter.changed else None
-
-        return map_relax_functions(mod, rewrite)
+        return rewrite_quantizes(mod, self.outcomes, _integer_epilogue)
 
 
 def _const(expr, var2val) -> np.ndarray | None:
@@ -93,81 +87,104 @@ def requantize(a: np.ndarray, m, r, zy: int, lo: int, hi: int, dtype: str) -> np
     return np.clip(((t + ((np.int64(1) << r) >> 1)) >> r) + zy, lo, hi).astype(dtype)
 
 
+def rewrite_quantizes(mod: tvm.IRModule, outcomes: list, replace) -> tvm.IRModule:
+    """Each ``quantize`` binding of ``mod``'s Relax functions through ``replace(rewriter, call)``
+    (the integer passes' shared mechanism): ``(name, what, value)`` puts ``value`` in its place
+    (an outcome applied to ``name``), a reason refuses it, "" passes it by as none of the
+    rule's business. ``replace`` emits through ``rewriter.builder_`` and reads
+    ``rewriter.var2val``."""
+    def rewrite(func):
+        rewriter = _QuantizeRewriter(mod, outcomes, relax.analysis.get_var2val(func), replace)
+        rewritten = rewriter.visit_expr(func)
+        return relax.analysis.remove_all_unused(rewritten) if rewriter.changed else None
+
+    return map_relax_functions(mod, rewrite)
+
+
 @mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, mod, rule: IntegerRequantize, var2val):
+class _QuantizeRewriter(PyExprMutator):
+    def __init__(self, mod, outcomes: list, var2val, replace):
         super().__init__(mod)
-        self.rule, self.var2val, self.changed = rule, var2val, False
+        self.outcomes, self.var2val, self.replace, self.changed = outcomes, var2val, replace, False
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
         if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize"):
             return super().visit_var_binding_(binding)
-        found = self._match(call)
+        found = self.replace(self, call)
         if isinstance(found, str):
-            if found:  # "" : not a conv's epilogue at all
-                refused(self.rule.outcomes, binding.var.name, found)
+            if found:
+                refused(self.outcomes, binding.var.name, found)
             return super().visit_var_binding_(binding)
-        acc, terms = found
+        name, what, value = found
         self.changed = True
-        applied(self.rule.outcomes, acc.name if isinstance(acc, relax.Var) else binding.var.name,
-                "integer requantization (31-bit multiplier, rounding shift)")
-        return super().visit_var_binding_(relax.VarBinding(binding.var, self._integer(acc, *terms)))
+        applied(self.outcomes, name or binding.var.name, what)
+        return super().visit_var_binding_(relax.VarBinding(binding.var, value))
 
-    def _match(self, quantize: relax.Call):
-        """``(acc, (b, M, S, zy, lo, hi, dtype))``, a refusal reason, or "" for no conv epilogue."""
-        v2v = self.var2val
-        params = quantize_params(quantize, v2v)
-        if params is None:
-            return ""
-        sy, zy, lo, hi, dtype = params
-        x = quantize.args[0]
-        act = _call(x, v2v, "relax.nn.relu", "relax.clip")
-        if act is not None:
-            if act.op.name == "relax.nn.relu":
-                lo = max(lo, zy)
-            else:
-                def quantized(bound):  # as quantize computes it: float32, rounding half to even
-                    return int(np.clip(np.rint(np.float32(bound) / np.float32(sy)) + zy, lo, hi))
 
-                lo, hi = max(lo, quantized(act.args[1].value)), min(hi, quantized(act.args[2].value))
-            x = act.args[0]
-        bias = np.zeros((), np.float32)
-        add = _call(x, v2v, "relax.add")
-        if add is not None:
-            for i in (0, 1):
-                const = _const(add.args[i], v2v)
-                if const is not None:
-                    bias, x = const, add.args[1 - i]
-                    break
-            else:
-                return ""
-        mul = _call(x, v2v, "relax.multiply")
-        if mul is None:
-            return ""
-        scale, cast = _const(mul.args[1], v2v), mul.args[0]
-        if scale is None:
-            scale, cast = _const(mul.args[0], v2v), mul.args[1]
-        cast = _call(cast, v2v, "relax.astype")
-        if scale is None or cast is None or str(cast.args[0].ty.dtype) != "int32":
-            return ""
-        acc = cast.args[0]
-        scale64 = scale.astype(np.float64)
-        if np.any(scale64 <= 0):
-            return "a scale that is not positive"
-        b = np.rint(bias.astype(np.float64) / scale64)
-        if np.max(np.abs(b * scale64 - bias) / sy, initial=0) > BIAS_TOLERANCE:
-            return "its bias is not a multiple of x_scale * w_scale (not an int32 bias)"
-        if np.max(np.abs(b), initial=0) >= 2**31:
-            return "its bias does not fit int32"
-        shape = np.broadcast_shapes(scale.shape, b.shape)
-        if np.any(scale64 / sy >= 1):
-            return "the ratio x_scale * w_scale / y_scale is 1 or more"
-        m, r = fixed_point(np.broadcast_to(scale64 / sy, shape))
-        return acc, (np.broadcast_to(b, shape).astype(np.int32), m, r, zy, lo, hi, dtype)
+def _integer_epilogue(rewriter, quantize: relax.Call):
+    """A conv's float epilogue as integers (the module doc), or why not ("" for no epilogue)."""
+    found = _match_epilogue(quantize, rewriter.var2val)
+    if isinstance(found, str):
+        return found
+    acc, terms = found
+    value = emit_requantize(rewriter.builder_, rewriter.visit_expr(acc), *terms)
+    name = acc.name if isinstance(acc, relax.Var) else None
+    return name, "integer requantization (31-bit multiplier, rounding shift)", value
 
-    def _integer(self, acc, b, m, r, zy, lo, hi, dtype):
-        return emit_requantize(self.builder_, self.visit_expr(acc), b, m, r, zy, lo, hi, dtype)
+
+def _match_epilogue(quantize: relax.Call, var2val):
+    """``(acc, (b, M, S, zy, lo, hi, dtype))``, a refusal reason, or "" for no conv epilogue."""
+    v2v = var2val
+    params = quantize_params(quantize, v2v)
+    if params is None:
+        return ""
+    sy, zy, lo, hi, dtype = params
+    x = quantize.args[0]
+    act = _call(x, v2v, "relax.nn.relu", "relax.clip")
+    if act is not None:
+        if act.op.name == "relax.nn.relu":
+            lo = max(lo, zy)
+        else:
+            def quantized(bound):  # as quantize computes it: float32, rounding half to even
+                return int(np.clip(np.rint(np.float32(bound) / np.float32(sy)) + zy, lo, hi))
+
+            lo, hi = max(lo, quantized(act.args[1].value)), min(hi, quantized(act.args[2].value))
+        x = act.args[0]
+    bias = np.zeros((), np.float32)
+    add = _call(x, v2v, "relax.add")
+    if add is not None:
+        for i in (0, 1):
+            const = _const(add.args[i], v2v)
+            if const is not None:
+                bias, x = const, add.args[1 - i]
+                break
+        else:
+            return ""
+    mul = _call(x, v2v, "relax.multiply")
+    if mul is None:
+        return ""
+    scale, cast = _const(mul.args[1], v2v), mul.args[0]
+    if scale is None:
+        scale, cast = _const(mul.args[0], v2v), mul.args[1]
+    cast = _call(cast, v2v, "relax.astype")
+    if scale is None or cast is None or str(cast.args[0].ty.dtype) != "int32":
+        return ""
+    acc = cast.args[0]
+    scale64 = scale.astype(np.float64)
+    if np.any(scale64 <= 0):
+        return "a scale that is not positive"
+    b = np.rint(bias.astype(np.float64) / scale64)
+    if np.max(np.abs(b * scale64 - bias) / sy, initial=0) > BIAS_TOLERANCE:
+        return "its bias is not a multiple of x_scale * w_scale (not an int32 bias)"
+    if np.max(np.abs(b), initial=0) >= 2**31:
+        return "its bias does not fit int32"
+    shape = np.broadcast_shapes(scale.shape, b.shape)
+    if np.any(scale64 / sy >= 1):
+        return "the ratio x_scale * w_scale / y_scale is 1 or more"
+    m, r = fixed_point(np.broadcast_to(scale64 / sy, shape))
+    return acc, (np.broadcast_to(b, shape).astype(np.int32), m, r, zy, lo, hi, dtype)
+
 
 
 def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, b, m, r, zy: int, lo: int, hi: int, dtype: str) -> relax.Expr:
