@@ -18,7 +18,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.requantize import lane_constants, requantize_add_kernel, requantize_kernel
+from ..schedules.hexagon.requantize import lane_constants, requantize_add_kernel, requantize_kernel, \
+    requantize_transpose_kernel
 from ..targets import is_hexagon
 from .conv2d import static_shape
 from .integer_add import match_add
@@ -49,6 +50,27 @@ def _along_last_axis(value: np.ndarray, shape) -> np.ndarray | None:
         return None
     flat = value.reshape(-1)
     return flat if flat.size in (1, shape[-1]) else None
+
+
+def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
+    """``y`` when ``x`` (NHWC, 4-D) is ``permute_dims(y[..., :W], [0, 2, 3, 1])`` of an int32
+    ``[N, C, H, W']`` tensor ``y`` that ``requantize_transpose_kernel`` reads (``C`` a multiple
+    of 4, ``W'`` of 32), else None."""
+    permute = _call(x, var2val, "relax.permute_dims")
+    if len(shape) != 4 or shape[-1] % 4 or permute is None or [int(a) for a in permute.attrs.axes] != [0, 2, 3, 1]:
+        return None
+    y = permute.args[0]
+    sliced = _call(y, var2val, "relax.strided_slice")
+    if sliced is not None:
+        axes, begin = [int(v) for v in sliced.args[1]], [int(v) for v in sliced.args[2]]
+        strides = [int(v) for v in sliced.args[4]] if len(sliced.args) > 4 else [1]
+        if axes != [3] or begin != [0] or strides != [1]:
+            return None
+        y = sliced.args[0]
+    full = static_shape(y)
+    if full is None or str(y.ty.dtype) != "int32" or full[3] % 32 or full[3] < shape[2]:
+        return None
+    return y
 
 
 @mutator
@@ -94,6 +116,17 @@ class _Rewriter(PyExprMutator):
         if np.any(np.abs(constants[0]) >= 2**31):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
+        channel_major = _channel_major_source(x, self.var2val, shape)
+        if channel_major is not None:  # the width mapping's conv output: the layout change in the kernel too
+            func = requantize_transpose_kernel(static_shape(channel_major), int(shape[2]), zy, lo, hi, dtype,
+                                               hvx_code=self.rule.hvx)
+            kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
+            per_channel = [np.broadcast_to(v, (int(shape[-1]),)).astype(np.int32) for v in constants]
+            half = ((np.int64(1) << per_channel[2].astype(np.int64)) >> 1).astype(np.int32)
+            operands = [self.visit_expr(channel_major), *(relax.const(v) for v in (*per_channel, half))]
+            applied(self.rule.outcomes, name, "HVX requantization kernel, writing NHWC")
+            value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
+            return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         kernel = add_kernel(self.builder_, requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx),
                             f"hvx_requantize_{name}")
         operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants, int(shape[-1])))]

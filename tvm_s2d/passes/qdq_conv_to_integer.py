@@ -112,6 +112,9 @@ class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: QDQConvToInteger, var2val):
         super().__init__(mod)
         self.rule, self.var2val = rule, var2val
+        # matching through var2val hands back bound values: their variables, so that a tensor
+        # quantized once (its dequantize read by a conv and by other ops) stays computed once
+        self.val2var = {value: var for var, value in var2val.items()}
         self.conv = is_op("relax.nn.conv2d")(wildcard(), wildcard())
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
@@ -126,7 +129,8 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(binding)
         # the dequantize of the weight may sit in a binding of its own
         matches = {**matches, self.rule.dq_w: self.var2val.get(matches[self.rule.dq_w], matches[self.rule.dq_w])}
-        found = self.rule.integer_conv(conv, matches, self.visit_expr(matches[self.rule.x]))
+        data = matches[self.rule.x]
+        found = self.rule.integer_conv(conv, matches, self.visit_expr(self.val2var.get(data, data)))
         if isinstance(found, str):
             refused(self.rule.outcomes, name, found)
             return super().visit_var_binding_(binding)

@@ -114,16 +114,24 @@ def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, z
     if not hvx_code:
         qa, qb = te.placeholder(shape, a_dtype, name="qa"), te.placeholder(shape, b_dtype, name="qb")
         return te.create_prim_func([qa, qb, te.compute(shape, lambda *i: element(qa[i], qb[i]), name="requantize_add")])
-    vectors, groups = total // 32, total // 128
+    groups = total // 128
     pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+    offset = -(za * ma + zb * mb)  # (qa - za) ma + (qb - zb) mb in wrapping int32: exact where the sum fits
 
-    def requantized(a_, b_, v):
-        a = ((T.cast(a_.vload([v * 32], f"{a_dtype}x32"), "int32x32") - T.broadcast(za, 32)) * T.broadcast(ma, 32)
-             + (T.cast(b_.vload([v * 32], f"{b_dtype}x32"), "int32x32") - T.broadcast(zb, 32)) * T.broadcast(mb, 32))
+    def requantized(a, b):
+        """32 lanes: the rescaled sum ``a ma + b mb + offset`` requantized and clamped, int32."""
+        a = a * T.broadcast(ma, 32) + b * T.broadcast(mb, 32) + T.broadcast(offset, 32)
         mv = T.broadcast(m, 32)
         t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
         t = T.shift_right(t + T.broadcast(half, 32), T.broadcast(r, 32))
         return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+
+    def quarters(q, g, q_dtype):
+        """The 128 bytes ``g`` of ``q`` as 4 int32 vectors, in order (two rounds of ``vunpack``)."""
+        bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
+        pair = hvx(bytes_, T.reinterpret(q.vload([g * 128], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
+        low, high = (hvx(halves, hvx(part, pair), dtype="int32x64") for part in ("lo", "hi"))
+        return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize_add(qa_: T.Buffer(shape, a_dtype), qb_: T.Buffer(shape, b_dtype), out_: T.Buffer(shape, dtype)):
@@ -132,13 +140,109 @@ def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, z
             qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
             qb = T.decl_buffer((total,), b_dtype, data=qb_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for g in range(groups):
-                low = hvx("vpackwh.sat", requantized(qa, qb, g * 4 + 1), requantized(qa, qb, g * 4))
-                high = hvx("vpackwh.sat", requantized(qa, qb, g * 4 + 3), requantized(qa, qb, g * 4 + 2))
-                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(hvx(pack, high, low), dtype=f"{dtype}x128")
-            for v in range(groups * 4, vectors):
-                out[T.ramp(v * 32, 1, 32)] = T.cast(requantized(qa, qb, v), f"{dtype}x32")
-            for e in range(vectors * 32, total):
+            for g in range(groups):  # 128 bytes of each: widened in order, requantized, packed back
+                t = [requantized(x, y) for x, y in zip(quarters(qa, g, a_dtype), quarters(qb, g, b_dtype))]
+                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(
+                    hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0])), dtype=f"{dtype}x128")
+            for e in range(groups * 128, total):
                 out[e] = element(qa[e], qb[e])
 
     return requantize_add
+
+
+# ---- requantization with the layout change: channel-major accumulators -> NHWC ---------------
+#
+# The width mapping's conv writes ``[N, C, H, W']`` int32 (32 columns a vector, ``W'`` a
+# multiple of 32). Requantizing there reads one channel's constants as scalars; four channels'
+# uint8 results pack into one word per pixel (``t0 | t1 << 8 | t2 << 16 | t3 << 24``), and the
+# ``C/4`` word vectors of 32 pixels turn pixel-major (NHWC) by ``log2(C/4)`` rounds of ``vshuff``
+# (the inverse of ``width.deal_channel_groups``). Channel counts the rounds do not take, and
+# the last partial block of columns, go through a local vector and a plain copy.
+
+
+def transpose_shuffles_apply(channels: int) -> bool:
+    """Whether the ``vshuff`` rounds take ``channels``: 4 x a power of two, up to 128."""
+    groups = channels // 4
+    return channels % 4 == 0 and groups & (groups - 1) == 0 and groups <= 32
+
+
+@T.macro
+def _shuffle_words(src, dst, half):
+    """dst[2i] ++ dst[2i+1] = the words of src[i] and src[half + i] interleaved, i < half."""
+    for i in T.unroll(half):
+        pair = hvx("vshuffvdd", src[half + i, T.ramp(0, 1, 32)], src[i, T.ramp(0, 1, 32)], -4, dtype="int32x64")
+        dst[2 * i, T.ramp(0, 1, 32)] = hvx("lo", pair)
+        dst[2 * i + 1, T.ramp(0, 1, 32)] = hvx("hi", pair)
+
+
+def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: int, dtype: str,
+                                hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``(acc int32 [N, C, H, W'], bias, mult, shift, half [C]) -> dtype [N, H, out_w, C]``: the
+    requantization of ``requantize_kernel`` on channel-major accumulators, written NHWC and
+    cropped to ``out_w`` columns (``C`` a multiple of 4, ``W'`` a multiple of 32, at least
+    ``out_w``); ``hvx_code=False``: a plain loop (any ``C``)."""
+    n, c, h, wp = (int(d) for d in shape_nchw)
+    out_shape = (n, h, out_w, c)
+    if not hvx_code:
+        acc = te.placeholder((n, c, h, wp), "int32", name="acc")
+        bias, mult, shift, half = (te.placeholder((c,), "int32", name=v) for v in ("bias", "mult", "shift", "half"))
+        out = te.compute(out_shape, lambda b, r, p, k: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], zy,
+                                                                         lo, hi, dtype), name="requantize")
+        return te.create_prim_func([acc, bias, mult, shift, half, out])
+    if c % 4 or wp % 32 or wp < out_w:
+        raise ValueError(f"requantize_transpose_kernel takes C a multiple of 4 and W' a multiple of 32, not {shape_nchw}")
+    groups = c // 4
+    rounds = groups.bit_length() - 1
+    full = out_w // 32 if transpose_shuffles_apply(c) else 0
+    blocks = -(-out_w // 32)
+
+    def requantized(acc, bias, mult, shift, half, b, k, r, v):
+        a = acc.vload([((b * c + k) * h + r) * wp + v * 32], "int32x32") + T.broadcast(bias[k], 32)
+        mv = T.broadcast(mult[k], 32)
+        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+        t = T.shift_right(t + T.broadcast(half[k], 32), T.broadcast(shift[k], 32))
+        return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+
+    def packed(acc, bias, mult, shift, half, b, g, r, v):
+        """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel."""
+        t = [requantized(acc, bias, mult, shift, half, b, 4 * g + j, r, v) for j in range(4)]
+        low = T.bitwise_or(T.bitwise_and(t[0], T.broadcast(255, 32)),
+                           T.shift_left(T.bitwise_and(t[1], T.broadcast(255, 32)), T.broadcast(8, 32)))
+        high = T.bitwise_or(T.shift_left(T.bitwise_and(t[2], T.broadcast(255, 32)), T.broadcast(16, 32)),
+                            T.shift_left(t[3], T.broadcast(24, 32)))
+        return T.bitwise_or(low, high)
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize(acc_: T.Buffer((n, c, h, wp), "int32"), bias: T.Buffer((c,), "int32"), mult: T.Buffer((c,), "int32"),
+                   shift: T.Buffer((c,), "int32"), half: T.Buffer((c,), "int32"), out: T.Buffer(out_shape, dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            acc = T.decl_buffer((n * c * h * wp,), "int32", data=acc_.data)
+            words = T.decl_buffer((n * h * out_w * groups,), "int32", data=out.data)
+            even = T.sblock_alloc_buffer((groups, 32), "int32", scope="local")
+            odd = T.sblock_alloc_buffer((groups, 32), "int32", scope="local")
+            for b, r, v in T.grid(n, h, full):
+                for g in T.unroll(groups):
+                    even[g, T.ramp(0, 1, 32)] = packed(acc, bias, mult, shift, half, b, g, r, v)
+                if rounds >= 1:
+                    _shuffle_words(even, odd, groups // 2)
+                if rounds >= 2:
+                    _shuffle_words(odd, even, groups // 2)
+                if rounds >= 3:
+                    _shuffle_words(even, odd, groups // 2)
+                if rounds >= 4:
+                    _shuffle_words(odd, even, groups // 2)
+                if rounds >= 5:
+                    _shuffle_words(even, odd, groups // 2)
+                for g in T.unroll(groups):
+                    if rounds % 2 == 1:
+                        words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = odd[g, T.ramp(0, 1, 32)]
+                    else:
+                        words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = even[g, T.ramp(0, 1, 32)]
+            for b, r, v in T.grid(n, h, blocks - full):  # packed words copied one by one
+                for g in range(groups):
+                    even[g, T.ramp(0, 1, 32)] = packed(acc, bias, mult, shift, half, b, g, r, full + v)
+                for p, g in T.grid(T.min(32, out_w - (full + v) * 32), groups):
+                    words[((b * h + r) * out_w + (full + v) * 32 + p) * groups + g] = even[g, p]
+
+    return requantize
