@@ -135,22 +135,91 @@ def test_integer_add_within_one_step_of_the_float_add(relu, scales):
     assert steps.max() <= 1 and (steps > 0).mean() < 0.10
 
 
-def test_hvx_integer_add_kernel_is_bit_exact():
+@pytest.mark.parametrize("dtypes", [("uint8", "uint8", "uint8"), ("int8", "uint8", "int8")])
+def test_hvx_integer_add_kernel_is_bit_exact(dtypes):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.passes.integer_add import terms
     from tvm_s2d.schedules.hexagon.requantize import requantize_add_kernel
 
-    shape = (1, 9, 11, 8)  # 792 elements: packed groups, a single vector and a scalar tail
+    a_dtype, b_dtype, dtype = dtypes
+    shape = (1, 9, 11, 8)  # 792 elements: packed groups of 128 and a scalar tail
     ma, mb, s = terms(0.05, 0.02)
     m, r = fixed_point(np.array(s / 0.06))
-    qa, qb = (RNG.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
-    acc = (qa.astype(np.int64) - 120) * ma + (qb.astype(np.int64) - 3) * mb
-    expected = requantize(acc, m, r, 128, 10, 255, "uint8")
-    args = (shape, "uint8", 120, ma, "uint8", 3, mb, int(m), int(r), 128, 10, 255, "uint8")
-    hvx = run_kernel(requantize_add_kernel(*args), [qa, qb], [(shape, "uint8")])
+    qa, qb = (RNG.integers(*RANGES[t], shape, endpoint=True).astype(t) for t in (a_dtype, b_dtype))
+    za, zy = (120, 128) if a_dtype == "uint8" else (-7, 3)
+    lo, hi = (10, 255) if dtype == "uint8" else (-128, 120)
+    acc = (qa.astype(np.int64) - za) * ma + (qb.astype(np.int64) - 3) * mb
+    expected = requantize(acc, m, r, zy, lo, hi, dtype)
+    args = (shape, a_dtype, za, ma, b_dtype, 3, mb, int(m), int(r), zy, lo, hi, dtype)
+    hvx = run_kernel(requantize_add_kernel(*args), [qa, qb], [(shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
+    assert hvx.packets < acc.size  # widened by vunpack: vector code
     plain = tvm.compile(tvm.IRModule({"main": requantize_add_kernel(*args, hvx_code=False)}), target="llvm")
-    out = tvm.runtime.tensor(np.zeros(shape, np.uint8))
+    out = tvm.runtime.tensor(np.zeros(shape, dtype))
     plain(tvm.runtime.tensor(qa), tvm.runtime.tensor(qb), out)
     np.testing.assert_array_equal(out.numpy(), expected)
+
+
+# ---- requantization of channel-major accumulators (the width mapping's conv output) ---------
+
+
+def _channel_major_case(shape, dtype):
+    n, c, h, wp = shape
+    acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
+    b = RNG.integers(-500, 500, c).astype(np.int32)
+    m, r = fixed_point(RNG.random(c) * 0.01 + 0.0005)
+    half = ((np.int64(1) << r) >> 1).astype(np.int32)
+    lo, hi = RANGES[dtype]
+    nhwc = requantize(acc.transpose(0, 2, 3, 1).astype(np.int64) + b, m, r, 17, lo, hi, dtype)
+    return [acc, b, m.astype(np.int32), r.astype(np.int32), half], nhwc, (lo, hi)
+
+
+def _plain_run(func, args, out_shape, dtype):
+    plain = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(out_shape, dtype))
+    plain(*[tvm.runtime.tensor(a) for a in args], out)
+    return out.numpy()
+
+
+# C = 16 / 32 / 64: vshuff rounds; 12: word copies; 8 with a crop: rounds and a partial block
+@pytest.mark.parametrize("shape,out_w,dtype", [((1, 16, 5, 64), 64, "uint8"), ((2, 8, 3, 64), 50, "int8"),
+                                               ((1, 12, 4, 64), 61, "uint8"), ((1, 4, 2, 32), 32, "uint8"),
+                                               ((1, 64, 1, 32), 32, "int8")])
+def test_hvx_requantize_transpose_kernel_writes_nhwc_bit_exact(shape, out_w, dtype):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.requantize import requantize_transpose_kernel
+
+    args, nhwc, (lo, hi) = _channel_major_case(shape, dtype)
+    expected = nhwc[:, :, :out_w]
+    out_shape = expected.shape
+    hvx = run_kernel(requantize_transpose_kernel(shape, out_w, 17, lo, hi, dtype), args, [(out_shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    assert hvx.packets < expected.size  # vector code: under one packet an element
+    plain = requantize_transpose_kernel(shape, out_w, 17, lo, hi, dtype, hvx_code=False)
+    np.testing.assert_array_equal(_plain_run(plain, args, out_shape, dtype), expected)
+
+
+@pytest.mark.parametrize("shape,out_w,dtype", [((1, 3, 6, 64), 64, "uint8"), ((2, 5, 3, 64), 50, "int8"),
+                                               ((1, 3, 5, 32), 30, "uint8")])
+def test_hvx_requantize_channel_major_kernel_is_bit_exact(shape, out_w, dtype):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.requantize import requantize_channel_major_kernel
+
+    args, nhwc, (lo, hi) = _channel_major_case(shape, dtype)
+    expected = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)[..., :out_w])
+    hvx = run_kernel(requantize_channel_major_kernel(shape, out_w, 17, lo, hi, dtype), args, [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = requantize_channel_major_kernel(shape, out_w, 17, lo, hi, dtype, hvx_code=False)
+    np.testing.assert_array_equal(_plain_run(plain, args, expected.shape, dtype), expected)
+
+
+def test_kernels_refuse_layouts_they_cannot_vectorize():
+    from tvm_s2d.schedules.hexagon.requantize import requantize_channel_major_kernel, requantize_transpose_kernel
+
+    with pytest.raises(ValueError, match="multiple of 4"):
+        requantize_transpose_kernel((1, 3, 2, 32), 32, 0, 0, 255, "uint8")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        requantize_channel_major_kernel((1, 3, 2, 30), 30, 0, 0, 255, "uint8")

@@ -118,3 +118,22 @@ def test_kernel_kinds_by_name(name, expected):
     assert _kind(name, [], [((1,), "uint8")], set(), False) == expected
     assert KernelRun(name, expected, name.startswith("hvx_"), 1).kind in KINDS
 
+
+
+def test_a_residual_denoiser_runs_its_epilogues_on_hvx_in_one_layout(tmp_path):
+    """A tensor read by a conv and by the residual add is requantized once; the width mapping's
+    channel-major conv outputs are requantized and laid out NHWC by one HVX kernel each; the
+    3-channel output is written NCHW, so nothing but the boundary kernels stays scalar."""
+    from helpers import load_script
+    from tvm_s2d.quantize import quantize_qdq
+
+    bench = load_script("bench_hexagon_models")
+    layers = [("head", 3, 16, 3, 1, True, None), ("body", 16, 16, 3, 1, True, "head_out_relu"),
+              ("tail", 16, 3, 3, 1, False, None)]
+    path = quantize_qdq(bench._net("denoiser", 24, layers), tmp_path / "denoiser.onnx")
+    run = run_model(path)
+    assert run.matches_cpu and run.onnxruntime["max_steps"] <= 1
+    requantize = [k for k in run.kernels if k.kind == "requantize"]
+    assert len(requantize) == 4 and all(k.hvx for k in requantize)  # three convs and the add, once each
+    assert all(k.hvx for k in run.kernels if k.kind != "boundary")
+    assert [k.name for k in run.kernels if k.kind == "boundary"][-1] == "dequantize"  # no transpose back to NCHW

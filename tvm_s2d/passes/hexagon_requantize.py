@@ -18,8 +18,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.requantize import lane_constants, requantize_add_kernel, requantize_kernel, \
-    requantize_transpose_kernel
+from ..schedules.hexagon.requantize import lane_constants, requantize_add_kernel, requantize_channel_major_kernel, \
+    requantize_kernel, requantize_transpose_kernel
 from ..targets import is_hexagon
 from .conv2d import static_shape
 from .integer_add import match_add
@@ -54,10 +54,9 @@ def _along_last_axis(value: np.ndarray, shape) -> np.ndarray | None:
 
 def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
     """``y`` when ``x`` (NHWC, 4-D) is ``permute_dims(y[..., :W], [0, 2, 3, 1])`` of an int32
-    ``[N, C, H, W']`` tensor ``y`` that ``requantize_transpose_kernel`` reads (``C`` a multiple
-    of 4, ``W'`` of 32), else None."""
+    ``[N, C, H, W']`` tensor ``y`` (``W'`` a multiple of 32), else None."""
     permute = _call(x, var2val, "relax.permute_dims")
-    if len(shape) != 4 or shape[-1] % 4 or permute is None or [int(a) for a in permute.attrs.axes] != [0, 2, 3, 1]:
+    if len(shape) != 4 or permute is None or [int(a) for a in permute.attrs.axes] != [0, 2, 3, 1]:
         return None
     y = permute.args[0]
     sliced = _call(y, var2val, "relax.strided_slice")
@@ -78,9 +77,14 @@ class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: HexagonRequantize):
         super().__init__(mod)
         self.rule, self.var2val = rule, {}
+        self.nhwc_views = {}  # NHWC variable -> the channel-major tensor it is a permute_dims of
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
+        back = _call(call, {}, "relax.permute_dims")
+        if back is not None and [int(a) for a in back.attrs.axes] == [0, 3, 1, 2] and back.args[0] in self.nhwc_views:
+            # NHWC -> NCHW of a tensor a kernel wrote channel-major: that tensor itself
+            return super().visit_var_binding_(relax.VarBinding(binding.var, self.nhwc_views[back.args[0]]))
         if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.astype"):
             return super().visit_var_binding_(binding)
         found = match_requantize(call, self.var2val)
@@ -118,18 +122,34 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(binding)
         channel_major = _channel_major_source(x, self.var2val, shape)
         if channel_major is not None:  # the width mapping's conv output: the layout change in the kernel too
-            func = requantize_transpose_kernel(static_shape(channel_major), int(shape[2]), zy, lo, hi, dtype,
-                                               hvx_code=self.rule.hvx)
-            kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
-            per_channel = [np.broadcast_to(v, (int(shape[-1]),)).astype(np.int32) for v in constants]
-            half = ((np.int64(1) << per_channel[2].astype(np.int64)) >> 1).astype(np.int32)
-            operands = [self.visit_expr(channel_major), *(relax.const(v) for v in (*per_channel, half))]
-            applied(self.rule.outcomes, name, "HVX requantization kernel, writing NHWC")
-            value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
-            return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+            return self._channel_major(binding, channel_major, constants, shape, zy, lo, hi, dtype)
         kernel = add_kernel(self.builder_, requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx),
                             f"hvx_requantize_{name}")
         operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants, int(shape[-1])))]
         applied(self.rule.outcomes, name, "HVX requantization kernel")
         value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
+        return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+
+    def _channel_major(self, binding, source, constants, shape, zy, lo, hi, dtype):
+        """The requantization of ``source`` (int32 ``[N, C, H, W']``) on one HVX kernel: written
+        NHWC (``C`` a multiple of 4), else channel-major and viewed NHWC by a ``permute_dims``
+        (which cancels against the model output's way back to NCHW)."""
+        name, channels = binding.var.name, int(shape[-1])
+        per_channel = [np.broadcast_to(v, (channels,)).astype(np.int32) for v in constants]
+        half = ((np.int64(1) << per_channel[2].astype(np.int64)) >> 1).astype(np.int32)
+        operands = [self.visit_expr(source), *(relax.const(v) for v in (*per_channel, half))]
+        n, h, w, c = (int(d) for d in shape)
+        if channels % 4 == 0:
+            func = requantize_transpose_kernel(static_shape(source), w, zy, lo, hi, dtype, hvx_code=self.rule.hvx)
+            out_ty, how = relax.TensorType(shape, dtype), "writing NHWC"
+        else:
+            func = requantize_channel_major_kernel(static_shape(source), w, zy, lo, hi, dtype, hvx_code=self.rule.hvx)
+            out_ty, how = relax.TensorType((n, c, h, w), dtype), "writing NCHW"
+        kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
+        applied(self.rule.outcomes, name, f"HVX requantization kernel, {how}")
+        value = relax.call_tir(kernel, operands, out_ty)
+        if channels % 4:
+            planar = self.builder_.emit(value, f"{name}_nchw")
+            value = relax.op.permute_dims(planar, [0, 2, 3, 1])
+            self.nhwc_views[binding.var] = planar
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))

@@ -63,8 +63,8 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def requantize(acc_: T.Buffer(shape, "int32"), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
-                   shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), out_: T.Buffer(shape, dtype)):
+    def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
+                   shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), out_: T.Buffer(shape, dtype, align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
@@ -134,7 +134,8 @@ def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, z
         return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def requantize_add(qa_: T.Buffer(shape, a_dtype), qb_: T.Buffer(shape, b_dtype), out_: T.Buffer(shape, dtype)):
+    def requantize_add(qa_: T.Buffer(shape, a_dtype, align=128), qb_: T.Buffer(shape, b_dtype, align=128),
+                       out_: T.Buffer(shape, dtype, align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
@@ -193,56 +194,115 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
         raise ValueError(f"requantize_transpose_kernel takes C a multiple of 4 and W' a multiple of 32, not {shape_nchw}")
     groups = c // 4
     rounds = groups.bit_length() - 1
-    full = out_w // 32 if transpose_shuffles_apply(c) else 0
     blocks = -(-out_w // 32)
+    shuffled = transpose_shuffles_apply(c)
+    full = out_w // 32 if shuffled else 0
+    masked = dtype != "uint8" or lo < 0 or hi > 255  # uint8 results need no mask before packing
 
     def requantized(acc, bias, mult, shift, half, b, k, r, v):
         a = acc.vload([((b * c + k) * h + r) * wp + v * 32], "int32x32") + T.broadcast(bias[k], 32)
         mv = T.broadcast(mult[k], 32)
         t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-        t = T.shift_right(t + T.broadcast(half[k], 32), T.broadcast(shift[k], 32))
+        t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k])  # the shift as a scalar operand
         return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
 
     def packed(acc, bias, mult, shift, half, b, g, r, v):
         """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel."""
         t = [requantized(acc, bias, mult, shift, half, b, 4 * g + j, r, v) for j in range(4)]
-        low = T.bitwise_or(T.bitwise_and(t[0], T.broadcast(255, 32)),
-                           T.shift_left(T.bitwise_and(t[1], T.broadcast(255, 32)), T.broadcast(8, 32)))
-        high = T.bitwise_or(T.shift_left(T.bitwise_and(t[2], T.broadcast(255, 32)), T.broadcast(16, 32)),
-                            T.shift_left(t[3], T.broadcast(24, 32)))
-        return T.bitwise_or(low, high)
+        if masked:
+            t = [T.bitwise_and(x, T.broadcast(255, 32)) for x in t[:3]] + [t[3]]
+        return T.bitwise_or(T.bitwise_or(t[0], T.shift_left(t[1], T.broadcast(8, 32))),
+                            T.bitwise_or(T.shift_left(t[2], T.broadcast(16, 32)), T.shift_left(t[3], T.broadcast(24, 32))))
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def requantize(acc_: T.Buffer((n, c, h, wp), "int32"), bias: T.Buffer((c,), "int32"), mult: T.Buffer((c,), "int32"),
+    def requantize(acc_: T.Buffer((n, c, h, wp), "int32", align=128), bias: T.Buffer((c,), "int32"), mult: T.Buffer((c,), "int32"),
                    shift: T.Buffer((c,), "int32"), half: T.Buffer((c,), "int32"), out: T.Buffer(out_shape, dtype)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
-            acc = T.decl_buffer((n * c * h * wp,), "int32", data=acc_.data)
+            acc = T.decl_buffer((n * c * h * wp,), "int32", data=acc_.data, align=128)
             words = T.decl_buffer((n * h * out_w * groups,), "int32", data=out.data)
+            row = T.sblock_alloc_buffer((groups, blocks * 32), "int32", scope="local")
             even = T.sblock_alloc_buffer((groups, 32), "int32", scope="local")
             odd = T.sblock_alloc_buffer((groups, 32), "int32", scope="local")
-            for b, r, v in T.grid(n, h, full):
-                for g in T.unroll(groups):
-                    even[g, T.ramp(0, 1, 32)] = packed(acc, bias, mult, shift, half, b, g, r, v)
-                if rounds >= 1:
-                    _shuffle_words(even, odd, groups // 2)
-                if rounds >= 2:
-                    _shuffle_words(odd, even, groups // 2)
-                if rounds >= 3:
-                    _shuffle_words(even, odd, groups // 2)
-                if rounds >= 4:
-                    _shuffle_words(odd, even, groups // 2)
-                if rounds >= 5:
-                    _shuffle_words(even, odd, groups // 2)
-                for g in T.unroll(groups):
-                    if rounds % 2 == 1:
-                        words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = odd[g, T.ramp(0, 1, 32)]
-                    else:
-                        words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = even[g, T.ramp(0, 1, 32)]
-            for b, r, v in T.grid(n, h, blocks - full):  # packed words copied one by one
-                for g in range(groups):
-                    even[g, T.ramp(0, 1, 32)] = packed(acc, bias, mult, shift, half, b, g, r, full + v)
-                for p, g in T.grid(T.min(32, out_w - (full + v) * 32), groups):
-                    words[((b * h + r) * out_w + (full + v) * 32 + p) * groups + g] = even[g, p]
+            for b, r in T.grid(n, h):
+                # a group's constants stay in registers across the row (a group a time: no spills)
+                for g, v in T.grid(groups, blocks):
+                    row[g, T.ramp(v * 32, 1, 32)] = packed(acc, bias, mult, shift, half, b, g, r, v)
+                for v in range(full):  # the row's words turned pixel-major, 32 pixels at a time
+                    for g in T.unroll(groups):
+                        even[g, T.ramp(0, 1, 32)] = row[g, T.ramp(v * 32, 1, 32)]
+                    if rounds >= 1:
+                        _shuffle_words(even, odd, groups // 2)
+                    if rounds >= 2:
+                        _shuffle_words(odd, even, groups // 2)
+                    if rounds >= 3:
+                        _shuffle_words(even, odd, groups // 2)
+                    if rounds >= 4:
+                        _shuffle_words(odd, even, groups // 2)
+                    if rounds >= 5:
+                        _shuffle_words(even, odd, groups // 2)
+                    for g in T.unroll(groups):
+                        if rounds % 2 == 1:
+                            words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = odd[g, T.ramp(0, 1, 32)]
+                        else:
+                            words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = even[g, T.ramp(0, 1, 32)]
+                for p, g in T.grid(out_w - full * 32, groups):  # the rest word by word
+                    words[((b * h + r) * out_w + full * 32 + p) * groups + g] = row[g, full * 32 + p]
 
     return requantize
+
+
+def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: int, dtype: str,
+                                    hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``(acc int32 [N, C, H, W'], bias, mult, shift, half [C]) -> dtype [N, C, H, out_w]``: the
+    same requantization written channel-major (``W'`` a multiple of 32, any ``C``), for outputs
+    that leave the model in NCHW; ``hvx_code=False``: a plain loop."""
+    n, c, h, wp = (int(d) for d in shape_nchw)
+    out_shape = (n, c, h, out_w)
+    if not hvx_code:
+        acc = te.placeholder((n, c, h, wp), "int32", name="acc")
+        bias, mult, shift, half = (te.placeholder((c,), "int32", name=v) for v in ("bias", "mult", "shift", "half"))
+        out = te.compute(out_shape, lambda b, k, r, p: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], zy,
+                                                                         lo, hi, dtype), name="requantize")
+        return te.create_prim_func([acc, bias, mult, shift, half, out])
+    if wp % 32 or wp < out_w:
+        raise ValueError(f"requantize_channel_major_kernel takes W' a multiple of 32, not {shape_nchw}")
+    full = out_w // 32
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize(acc_: T.Buffer((n, c, h, wp), "int32", align=128), bias: T.Buffer((c,), "int32"),
+                   mult: T.Buffer((c,), "int32"), shift: T.Buffer((c,), "int32"), half: T.Buffer((c,), "int32"),
+                   out: T.Buffer(out_shape, dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            acc = T.decl_buffer((n * c * h * wp,), "int32", data=acc_.data)
+            scratch = T.sblock_alloc_buffer((32,), "int32", scope="local")
+            for b, k in T.grid(n, c):
+                for r, v in T.grid(h, full):
+                    out[b, k, r, T.ramp(v * 32, 1, 32)] = _narrow(
+                        _requantized_row(acc, bias, mult, shift, half, ((b * c + k) * h + r) * wp + v * 32, k, zy, lo, hi),
+                        dtype)
+                for r in range(h * (out_w - full * 32 > 0)):
+                    scratch[T.ramp(0, 1, 32)] = _requantized_row(acc, bias, mult, shift, half,
+                                                                 ((b * c + k) * h + r) * wp + full * 32, k, zy, lo, hi)
+                    for p in range(out_w - full * 32):
+                        out[b, k, r, full * 32 + p] = T.cast(scratch[p], dtype)
+
+    return requantize
+
+
+def _requantized_row(acc, bias, mult, shift, half, base, k, zy, lo, hi):
+    """32 accumulators from ``base`` of channel ``k``, requantized and clamped (int32 lanes)."""
+    a = acc.vload([base], "int32x32") + T.broadcast(bias[k], 32)
+    mv = T.broadcast(mult[k], 32)
+    t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+    t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k])
+    return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+
+
+def _narrow(t, dtype: str):
+    """32 int32 lanes in ``dtype``'s range as 32 bytes: saturating packs (word -> half -> byte,
+    each putting its low operand first), the first 32 bytes of the result."""
+    pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+    halves = hvx("vpackwh.sat", t, t)
+    return T.Shuffle([T.reinterpret(hvx(pack, halves, halves), dtype=f"{dtype}x128")], list(range(32)))
