@@ -8,7 +8,7 @@ from tvm import relax
 
 from helpers import require_hexagon_tools, run
 from tvm_s2d.passes.integer_requantize import IntegerRequantize, fixed_point, requantize
-from tvm_s2d.schedules.hexagon.requantize import lane_constants, requantize_kernel
+from tvm_s2d.schedules.hexagon.requantize import channel_constants, lane_constants, requantize_kernel
 
 RNG = np.random.default_rng(0)
 RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
@@ -84,8 +84,9 @@ def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
     acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
     b = RNG.integers(-500, 500, channels).astype(np.int32)
     m, r = fixed_point(RNG.random(channels) * 0.01 + 0.0005)
-    constants = lane_constants(b, m, r, channels)
-    expected = requantize(acc.astype(np.int64) + b, m, r, 17, lo, hi, dtype)
+    pre = RNG.integers(0, 12, channels)  # headroom shifts: |acc + b| < 2**18
+    constants = lane_constants(b, m, r + pre, channels, pre)
+    expected = requantize(acc.astype(np.int64) + b, m, r + pre, 17, lo, hi, dtype, pre)
     hvx = run_kernel(requantize_kernel(shape, 17, lo, hi, dtype), [acc, *constants], [(shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     assert hvx.packets < 4 * acc.size  # vector code: under one packet an element on whole vectors
@@ -169,10 +170,10 @@ def _channel_major_case(shape, dtype):
     acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
     b = RNG.integers(-500, 500, c).astype(np.int32)
     m, r = fixed_point(RNG.random(c) * 0.01 + 0.0005)
-    half = ((np.int64(1) << r) >> 1).astype(np.int32)
+    pre = RNG.integers(0, 12, c)  # headroom shifts: |acc + b| < 2**18
     lo, hi = RANGES[dtype]
-    nhwc = requantize(acc.transpose(0, 2, 3, 1).astype(np.int64) + b, m, r, 17, lo, hi, dtype)
-    return [acc, b, m.astype(np.int32), r.astype(np.int32), half], nhwc, (lo, hi)
+    nhwc = requantize(acc.transpose(0, 2, 3, 1).astype(np.int64) + b, m, r + pre, 17, lo, hi, dtype, pre)
+    return [acc, *channel_constants(b, m, r + pre, c, pre)], nhwc, (lo, hi)
 
 
 def _plain_run(func, args, out_shape, dtype):

@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.requantize import lane_constants, requantize_add_kernel, requantize_channel_major_kernel, \
+from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_channel_major_kernel, \
     requantize_kernel, requantize_transpose_kernel
 from ..targets import is_hexagon
 from .conv2d import static_shape
@@ -90,14 +90,14 @@ class _Rewriter(PyExprMutator):
         found = match_requantize(call, self.var2val)
         if found is None:
             return super().visit_var_binding_(binding)
-        x, b, m, r, zy, lo, hi, dtype = found
+        x, b, m, r, zy, lo, hi, dtype, pre = found
         name = binding.var.name
         shape = static_shape(x)
         if shape is None:
             refused(self.rule.outcomes, name, "dynamic shape")
             return super().visit_var_binding_(binding)
         added = match_add(x, self.var2val)
-        if added is not None and not np.any(b) and np.size(m) == 1 and np.size(r) == 1:
+        if added is not None and not np.any(b) and np.size(m) == 1 and np.size(r) == 1 and not np.any(pre):
             qa, za, ma, qb, zb, mb = added
             qa, qb = (self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
                       for q in (qa, qb))
@@ -113,7 +113,7 @@ class _Rewriter(PyExprMutator):
             correction = _along_last_axis(_const(corrected.args[1], self.var2val), shape)
             if correction is not None:
                 x, b = corrected.args[0], np.asarray(b, np.int64) - correction
-        constants = [_along_last_axis(v, shape) for v in (b, m, r)]
+        constants = [_along_last_axis(v, shape) for v in (b, m, r, pre)]
         if any(c is None for c in constants):
             refused(self.rule.outcomes, name, "per-channel constants not along the last axis (not NHWC)")
             return super().visit_var_binding_(binding)
@@ -125,7 +125,7 @@ class _Rewriter(PyExprMutator):
             return self._channel_major(binding, channel_major, constants, shape, zy, lo, hi, dtype)
         kernel = add_kernel(self.builder_, requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx),
                             f"hvx_requantize_{name}")
-        operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants, int(shape[-1])))]
+        operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants[:3], int(shape[-1]), constants[3]))]
         applied(self.rule.outcomes, name, "HVX requantization kernel")
         value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
@@ -135,9 +135,7 @@ class _Rewriter(PyExprMutator):
         NHWC (``C`` a multiple of 4), else channel-major and viewed NHWC by a ``permute_dims``
         (which cancels against the model output's way back to NCHW)."""
         name, channels = binding.var.name, int(shape[-1])
-        per_channel = [np.broadcast_to(v, (channels,)).astype(np.int32) for v in constants]
-        half = ((np.int64(1) << per_channel[2].astype(np.int64)) >> 1).astype(np.int32)
-        operands = [self.visit_expr(source), *(relax.const(v) for v in (*per_channel, half))]
+        operands = [self.visit_expr(source), *(relax.const(v) for v in channel_constants(*constants[:3], channels, constants[3]))]
         n, h, w, c = (int(d) for d in shape)
         if channels % 4 == 0:
             func = requantize_transpose_kernel(static_shape(source), w, zy, lo, hi, dtype, hvx_code=self.rule.hvx)

@@ -36,6 +36,8 @@ PASS_NAME = "IntegerRequantize"
 RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 #: A bias this far from a multiple of ``s`` (in output steps) keeps the float epilogue.
 BIAS_TOLERANCE = 0.01
+#: The largest second shift (``r`` plus the headroom shift): 32-bit vector shifts take it.
+MAX_SHIFT = 30
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -80,9 +82,11 @@ def fixed_point(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return multiplier, shift - overflow.astype(np.int64) - 31
 
 
-def requantize(a: np.ndarray, m, r, zy: int, lo: int, hi: int, dtype: str) -> np.ndarray:
-    """The integers of the module doc, in numpy: ``a`` (accumulator plus bias) -> ``dtype``."""
-    t = (a.astype(np.int64) * np.asarray(m, np.int64) + (1 << 30)) >> 31
+def requantize(a: np.ndarray, m, r, zy: int, lo: int, hi: int, dtype: str, pre=0) -> np.ndarray:
+    """The integers of the module doc, in numpy: ``a`` (accumulator plus bias) -> ``dtype``;
+    ``pre``: the accumulator's headroom shift (``r`` is then the second shift, ``r + pre``)."""
+    first = 31 - np.asarray(pre, np.int64)
+    t = (a.astype(np.int64) * np.asarray(m, np.int64) + ((np.int64(1) << first) >> 1)) >> first
     r = np.asarray(r, np.int64)
     return np.clip(((t + ((np.int64(1) << r) >> 1)) >> r) + zy, lo, hi).astype(dtype)
 
@@ -183,17 +187,41 @@ def _match_epilogue(quantize: relax.Call, var2val):
     if np.any(scale64 / sy >= 1):
         return "the ratio x_scale * w_scale / y_scale is 1 or more"
     m, r = fixed_point(np.broadcast_to(scale64 / sy, shape))
-    return acc, (np.broadcast_to(b, shape).astype(np.int32), m, r, zy, lo, hi, dtype)
+    pre = np.minimum(headroom(acc, b, var2val), MAX_SHIFT - r)
+    return acc, (np.broadcast_to(b, shape).astype(np.int32), m, r + pre, zy, lo, hi, dtype, pre)
+
+
+def headroom(acc, b, var2val) -> np.ndarray:
+    """Per output channel (along the conv output's channel axis), how far ``acc + b`` can be shifted left inside int32:
+    ``30 - bits(255 * sum|W| + |b|)`` when ``acc`` is a conv of 8-bit values minus a zero point
+    (``|x - zx| <= 255``) with constant weights, else 0."""
+    conv = _call(acc, var2val, "relax.nn.conv2d")
+    weight = None if conv is None else _const(conv.args[1], var2val)
+    if weight is None:
+        return np.zeros((), np.int64)
+    layout = str(conv.attrs.kernel_layout)
+    o_axis = layout.index("O")
+    sums = np.abs(weight.astype(np.int64)).sum(axis=tuple(i for i in range(weight.ndim) if i != o_axis))
+    cax = str(conv.attrs.out_layout or conv.attrs.data_layout).index("C")
+    along = [1] * len(conv.ty.shape)
+    along[cax] = sums.size
+    bound = 255 * sums.reshape(along) + np.abs(np.asarray(b, np.int64))
+    bits = np.ceil(np.log2(bound.astype(np.float64) + 1)).astype(np.int64)
+    return np.clip(30 - bits, 0, None)
 
 
 
-def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, b, m, r, zy: int, lo: int, hi: int, dtype: str) -> relax.Expr:
+def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, b, m, r, zy: int, lo: int, hi: int, dtype: str,
+                    pre=0) -> relax.Expr:
     """The integers of the module doc as Relax ops on the int32 accumulator ``x`` (the last
-    one un-emitted)."""
+    one un-emitted); with a headroom shift ``pre`` the first rounding shift is ``31 - pre``
+    (``((a << pre) * M + 2**30) >> 31`` exactly, what the HVX kernels compute)."""
     if np.any(b):
         x = bb.emit(relax.op.add(x, relax.const(b, "int32")))
     x = bb.emit(relax.op.multiply(relax.op.astype(x, "int64"), relax.const(m, "int64")))
-    x = bb.emit(relax.op.right_shift(relax.op.add(x, relax.const(1 << 30, "int64")), relax.const(31, "int64")))
+    first = 31 - np.asarray(pre, np.int64)
+    x = bb.emit(relax.op.right_shift(relax.op.add(x, relax.const((np.int64(1) << first) >> 1, "int64")),
+                                     relax.const(first, "int64")))
     rounding = (np.int64(1) << np.asarray(r, np.int64)) >> 1
     x = bb.emit(relax.op.right_shift(relax.op.add(x, relax.const(rounding, "int64")), relax.const(r, "int64")))
     x = bb.emit(relax.op.add(x, relax.const(zy, "int64")))
@@ -204,7 +232,7 @@ def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, b, m, r, zy: int, lo:
 
 def match_requantize(call: relax.Expr, var2val: dict):
     """What ``emit_requantize`` wrote, read back from its last op: ``(x, b, m, r, zy, lo, hi,
-    dtype)`` with ``x`` the int32 accumulator and the constants as arrays, or None."""
+    dtype, pre)`` with ``x`` the int32 accumulator and the constants as arrays, or None."""
     def arg(expr, name):
         return None if expr is None else _call(expr, var2val, name)
 
@@ -233,8 +261,8 @@ def match_requantize(call: relax.Expr, var2val: dict):
     if zy is None or zy.size != 1 or lo is None or lo.size != 1 or hi is None or hi.size != 1:
         return None
     second = shifted(add_zy.args[0], None)
-    first = None if second is None else shifted(second[0], 1 << 30)
-    if first is None or not np.all(first[1] == 31):
+    first = None if second is None else shifted(second[0], None)
+    if first is None or np.any(first[1] > 31) or np.any(first[1] < 1):
         return None
     mul = arg(first[0], "relax.multiply")
     m = None if mul is None else _const(mul.args[1], var2val)
@@ -245,4 +273,5 @@ def match_requantize(call: relax.Expr, var2val: dict):
     add_b = _call(x, var2val, "relax.add")
     if add_b is not None and _const(add_b.args[1], var2val) is not None and str(add_b.ty.dtype) == "int32":
         x, b = add_b.args[0], _const(add_b.args[1], var2val)
-    return x, b, m, second[1], int(zy.reshape(())), int(lo.reshape(())), int(hi.reshape(())), str(narrow.ty.dtype)
+    return (x, b, m, second[1], int(zy.reshape(())), int(lo.reshape(())), int(hi.reshape(())), str(narrow.ty.dtype),
+            31 - first[1].astype(np.int64))

@@ -23,28 +23,37 @@ from tvm.script import tirx as T
 from .intrinsics import hvx
 
 
-def lane_constants(b, m, r, channels: int) -> list[np.ndarray]:
-    """``[bias, multiplier, shift, half]`` per channel (or scalars), tiled to ``lcm(C, 32)``
-    int32 lanes: the requantization kernels' constant operands."""
+def lane_constants(b, m, r, channels: int, pre=0) -> list[np.ndarray]:
+    """``[bias, multiplier, shift, half, pre]`` per channel (or scalars), tiled to ``lcm(C, 32)``
+    int32 lanes: the requantization kernels' constant operands (``pre``: the headroom shift)."""
     period = math.lcm(channels, 32)
 
     def tiled(values):
         return np.tile(np.broadcast_to(np.asarray(values).reshape(-1), (channels,)), period // channels).astype(np.int32)
 
     shift = tiled(r)
-    return [tiled(b), tiled(m), shift, ((np.int64(1) << shift.astype(np.int64)) >> 1).astype(np.int32)]
+    return [tiled(b), tiled(m), shift, ((np.int64(1) << shift.astype(np.int64)) >> 1).astype(np.int32), tiled(pre)]
 
 
-def _int64_requantize(x, bias, mult, shift, zy, lo, hi, dtype):
+def channel_constants(b, m, r, channels: int, pre=0) -> list[np.ndarray]:
+    """``[bias, multiplier, shift, half, pre]``, one int32 a channel: the channel-major kernels'
+    constant operands."""
+    per_channel = [np.broadcast_to(np.asarray(v).reshape(-1), (channels,)).astype(np.int32) for v in (b, m, r, pre)]
+    half = ((np.int64(1) << per_channel[2].astype(np.int64)) >> 1).astype(np.int32)
+    return [*per_channel[:3], half, per_channel[3]]
+
+
+def _int64_requantize(x, bias, mult, shift, pre, zy, lo, hi, dtype):
     """One element, in int64 (the tail loop and the plain kernel)."""
-    t = (T.cast(x + bias, "int64") * T.cast(mult, "int64") + T.int64(1 << 30)) >> T.int64(31)
+    first = T.int64(31) - T.cast(pre, "int64")
+    t = (T.cast(x + bias, "int64") * T.cast(mult, "int64") + ((T.int64(1) << first) >> T.int64(1))) >> first
     rs = T.cast(shift, "int64")
     t = ((t + ((T.int64(1) << rs) >> T.int64(1))) >> rs) + T.int64(zy)
     return T.cast(T.max(T.min(t, T.int64(hi)), T.int64(lo)), dtype)
 
 
 def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
-    """``(acc int32 NHWC, bias, mult, shift, half) -> dtype`` (the constants from
+    """``(acc int32 NHWC, bias, mult, shift, half, pre) -> dtype`` (the constants from
     ``lane_constants``); ``hvx_code=False``: the same integers as a plain loop (CPU checks)."""
     channels, total = int(shape[-1]), int(np.prod(shape))
     period = math.lcm(channels, 32)
@@ -53,10 +62,10 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     vectors, groups = total // 32, total // 128
     pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
 
-    def requantized(acc, bias, mult, shift, half, v):
+    def requantized(acc, bias, mult, shift, half, pre, v):
         """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and clamped, int32."""
         lane = v * 32 % period
-        a = acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32")
+        a = T.shift_left(acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32"), pre.vload([lane], "int32x32"))
         mv = mult.vload([lane], "int32x32")
         t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
         t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32"))
@@ -64,38 +73,41 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
-                   shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), out_: T.Buffer(shape, dtype, align=128)):
+                   shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), pre: T.Buffer((period,), "int32"),
+                   out_: T.Buffer(shape, dtype, align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
             for g in range(groups):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte
-                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, g * 4 + 1),
-                          requantized(acc, bias, mult, shift, half, g * 4))
-                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, g * 4 + 3),
-                           requantized(acc, bias, mult, shift, half, g * 4 + 2))
+                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1),
+                          requantized(acc, bias, mult, shift, half, pre, g * 4))
+                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3),
+                           requantized(acc, bias, mult, shift, half, pre, g * 4 + 2))
                 out[T.ramp(g * 128, 1, 128)] = T.reinterpret(hvx(pack, high, low), dtype=f"{dtype}x128")
             for v in range(groups * 4, vectors):
-                out[T.ramp(v * 32, 1, 32)] = T.cast(requantized(acc, bias, mult, shift, half, v), f"{dtype}x32")
+                out[T.ramp(v * 32, 1, 32)] = T.cast(requantized(acc, bias, mult, shift, half, pre, v), f"{dtype}x32")
             for e in range(vectors * 32, total):
-                out[e] = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], zy, lo, hi, dtype)
+                out[e] = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], pre[e % period],
+                                           zy, lo, hi, dtype)
 
     return requantize
 
 
 def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tirx.PrimFunc:
     acc = te.placeholder(shape, "int32", name="acc")
-    bias, mult, shift, half = (te.placeholder((period,), "int32", name=n) for n in ("bias", "mult", "shift", "half"))
+    bias, mult, shift, half, pre = (te.placeholder((period,), "int32", name=n)
+                                    for n in ("bias", "mult", "shift", "half", "pre"))
 
     def element(*idx):
         flat = idx[0]
         for i, d in zip(idx[1:], shape[1:]):
             flat = flat * d + i
         lane = flat % period
-        return _int64_requantize(acc[idx], bias[lane], mult[lane], shift[lane], zy, lo, hi, dtype)
+        return _int64_requantize(acc[idx], bias[lane], mult[lane], shift[lane], pre[lane], zy, lo, hi, dtype)
 
     out = te.compute(shape, element, name="requantize")
-    return te.create_prim_func([acc, bias, mult, shift, half, out])
+    return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
 
 
 def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, zb: int, mb: int, m: int, r: int,
@@ -186,10 +198,11 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
     out_shape = (n, h, out_w, c)
     if not hvx_code:
         acc = te.placeholder((n, c, h, wp), "int32", name="acc")
-        bias, mult, shift, half = (te.placeholder((c,), "int32", name=v) for v in ("bias", "mult", "shift", "half"))
-        out = te.compute(out_shape, lambda b, r, p, k: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], zy,
-                                                                         lo, hi, dtype), name="requantize")
-        return te.create_prim_func([acc, bias, mult, shift, half, out])
+        bias, mult, shift, half, pre = (te.placeholder((c,), "int32", name=v)
+                                        for v in ("bias", "mult", "shift", "half", "pre"))
+        out = te.compute(out_shape, lambda b, r, p, k: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], pre[k],
+                                                                         zy, lo, hi, dtype), name="requantize")
+        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
     if c % 4 or wp % 32 or wp < out_w:
         raise ValueError(f"requantize_transpose_kernel takes C a multiple of 4 and W' a multiple of 32, not {shape_nchw}")
     groups = c // 4
@@ -199,16 +212,10 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
     full = out_w // 32 if shuffled else 0
     masked = dtype != "uint8" or lo < 0 or hi > 255  # uint8 results need no mask before packing
 
-    def requantized(acc, bias, mult, shift, half, b, k, r, v):
-        a = acc.vload([((b * c + k) * h + r) * wp + v * 32], "int32x32") + T.broadcast(bias[k], 32)
-        mv = T.broadcast(mult[k], 32)
-        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-        t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k])  # the shift as a scalar operand
-        return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
-
-    def packed(acc, bias, mult, shift, half, b, g, r, v):
+    def packed(acc, bias, mult, shift, half, pre, b, g, r, v):
         """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel."""
-        t = [requantized(acc, bias, mult, shift, half, b, 4 * g + j, r, v) for j in range(4)]
+        t = [_requantized_row(acc, bias, mult, shift, half, pre, ((b * c + 4 * g + j) * h + r) * wp + v * 32, 4 * g + j,
+                              zy, lo, hi) for j in range(4)]
         if masked:
             t = [T.bitwise_and(x, T.broadcast(255, 32)) for x in t[:3]] + [t[3]]
         return T.bitwise_or(T.bitwise_or(t[0], T.shift_left(t[1], T.broadcast(8, 32))),
@@ -216,7 +223,8 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer((n, c, h, wp), "int32", align=128), bias: T.Buffer((c,), "int32"), mult: T.Buffer((c,), "int32"),
-                   shift: T.Buffer((c,), "int32"), half: T.Buffer((c,), "int32"), out: T.Buffer(out_shape, dtype)):
+                   shift: T.Buffer((c,), "int32"), half: T.Buffer((c,), "int32"), pre: T.Buffer((c,), "int32"),
+                   out: T.Buffer(out_shape, dtype)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             acc = T.decl_buffer((n * c * h * wp,), "int32", data=acc_.data, align=128)
@@ -227,7 +235,7 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
             for b, r in T.grid(n, h):
                 # a group's constants stay in registers across the row (a group a time: no spills)
                 for g, v in T.grid(groups, blocks):
-                    row[g, T.ramp(v * 32, 1, 32)] = packed(acc, bias, mult, shift, half, b, g, r, v)
+                    row[g, T.ramp(v * 32, 1, 32)] = packed(acc, bias, mult, shift, half, pre, b, g, r, v)
                 for v in range(full):  # the row's words turned pixel-major, 32 pixels at a time
                     for g in T.unroll(groups):
                         even[g, T.ramp(0, 1, 32)] = row[g, T.ramp(v * 32, 1, 32)]
@@ -261,10 +269,11 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
     out_shape = (n, c, h, out_w)
     if not hvx_code:
         acc = te.placeholder((n, c, h, wp), "int32", name="acc")
-        bias, mult, shift, half = (te.placeholder((c,), "int32", name=v) for v in ("bias", "mult", "shift", "half"))
-        out = te.compute(out_shape, lambda b, k, r, p: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], zy,
-                                                                         lo, hi, dtype), name="requantize")
-        return te.create_prim_func([acc, bias, mult, shift, half, out])
+        bias, mult, shift, half, pre = (te.placeholder((c,), "int32", name=v)
+                                        for v in ("bias", "mult", "shift", "half", "pre"))
+        out = te.compute(out_shape, lambda b, k, r, p: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], pre[k],
+                                                                         zy, lo, hi, dtype), name="requantize")
+        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
     if wp % 32 or wp < out_w:
         raise ValueError(f"requantize_channel_major_kernel takes W' a multiple of 32, not {shape_nchw}")
     full = out_w // 32
@@ -272,7 +281,7 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer((n, c, h, wp), "int32", align=128), bias: T.Buffer((c,), "int32"),
                    mult: T.Buffer((c,), "int32"), shift: T.Buffer((c,), "int32"), half: T.Buffer((c,), "int32"),
-                   out: T.Buffer(out_shape, dtype)):
+                   pre: T.Buffer((c,), "int32"), out: T.Buffer(out_shape, dtype)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             acc = T.decl_buffer((n * c * h * wp,), "int32", data=acc_.data)
@@ -280,10 +289,10 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
             for b, k in T.grid(n, c):
                 for r, v in T.grid(h, full):
                     out[b, k, r, T.ramp(v * 32, 1, 32)] = _narrow(
-                        _requantized_row(acc, bias, mult, shift, half, ((b * c + k) * h + r) * wp + v * 32, k, zy, lo, hi),
+                        _requantized_row(acc, bias, mult, shift, half, pre, ((b * c + k) * h + r) * wp + v * 32, k, zy, lo, hi),
                         dtype)
                 for r in range(h * (out_w - full * 32 > 0)):
-                    scratch[T.ramp(0, 1, 32)] = _requantized_row(acc, bias, mult, shift, half,
+                    scratch[T.ramp(0, 1, 32)] = _requantized_row(acc, bias, mult, shift, half, pre,
                                                                  ((b * c + k) * h + r) * wp + full * 32, k, zy, lo, hi)
                     for p in range(out_w - full * 32):
                         out[b, k, r, full * 32 + p] = T.cast(scratch[p], dtype)
@@ -291,9 +300,10 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
     return requantize
 
 
-def _requantized_row(acc, bias, mult, shift, half, base, k, zy, lo, hi):
-    """32 accumulators from ``base`` of channel ``k``, requantized and clamped (int32 lanes)."""
-    a = acc.vload([base], "int32x32") + T.broadcast(bias[k], 32)
+def _requantized_row(acc, bias, mult, shift, half, pre, base, k, zy, lo, hi):
+    """32 accumulators from ``base`` of channel ``k``, requantized and clamped (int32 lanes);
+    the shifts as scalar operands."""
+    a = hvx("vaslw", acc.vload([base], "int32x32") + T.broadcast(bias[k], 32), pre[k])
     mv = T.broadcast(mult[k], 32)
     t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
     t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k])
