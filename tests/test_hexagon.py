@@ -146,10 +146,12 @@ from tvm_s2d.emulator.layer import run_layer  # noqa: E402
 @pytest.mark.parametrize("block,mapping", [(None, "lanes"), (None, "width"), ((2, 2), "lanes"), ((2, 2), "width"),
                                            ((1, 4), "lanes"), ((3, 3), "width")])
 def test_every_form_of_a_layer_runs_exactly(block, mapping):
-    # run_layer raises when any kernel (conv, S2D, D2S) disagrees with numpy
+    # run_layer raises when any kernel (layout, conv, requantization, S2D, D2S) disagrees with numpy
     spec = Conv2dSpec(1, 8, 8, (13, 19), (3, 3), padding=(1, 1, 1, 1), itemsize=1)
     run = run_layer(spec, block, mapping, 4)
-    assert run.conv > 0 and run.packets == run.conv + run.s2d + run.d2s and run.vrmpy > 0
+    assert run.conv > 0 and run.vrmpy > 0 and run.epilogue > 0  # the output's requantization counts too
+    assert run.packets == run.conv + run.s2d + run.d2s + run.layout + run.epilogue
+    assert (run.layout > 0) == (mapping == "width")  # the width mapping's input layout change
     if block is None or block == (1, 4):  # no movement, or width-to-depth: a pure reshape in NHWC
         assert run.s2d == run.d2s == 0
     else:

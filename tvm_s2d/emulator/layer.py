@@ -9,6 +9,9 @@ Forms:
   offsets kernel counts with the conv);
 * ``mapping="width"``: width-vectorized vector-by-scalar ``vrmpy`` (``WidthConv``; knob: output
   channels sharing an activation vector), stride-1 convs only;
+* around the conv, the kernels the pipeline puts there for that mapping: the width mapping's
+  input layout change, and the requantization of the output to uint8 (NHWC; the width
+  mapping's from its channel-major accumulators);
 * with a ``block``: the space-to-depth conv (``Conv2dSpec.plan``) in that mapping, plus its
   S2D and D2S kernels (HVX shuffles for 2x2 blocks where whole vectors fit, else vectorized
   copies; none where the transform is a pure reshape, as width-to-depth is in NHWC).
@@ -24,8 +27,11 @@ import numpy as np
 
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
-from ..schedules.hexagon import conv_signature, copy_space_to_depth, deal_depth_to_space, mapped_conv, \
-    schedule_mapping, shuffle_space_to_depth, shuffles_apply
+from ..passes.integer_requantize import fixed_point, requantize
+from ..schedules.hexagon import channel_groups_apply, conv_signature, copy_channel_groups, copy_space_to_depth, \
+    deal_channel_groups, deal_depth_to_space, mapped_conv, schedule_mapping, shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_channel_major_kernel, \
+    requantize_kernel, requantize_transpose_kernel
 from .qemu import run_kernel
 
 @dataclass(frozen=True)
@@ -35,10 +41,12 @@ class LayerRun:
     d2s: int = 0  # packets of the D2S kernel
     vrmpy: int = 0  # vrmpy instructions the conv executes
     signature: str = ""  # schedules.hexagon.conv_signature of the conv kernel
+    layout: int = 0  # packets of the mapping's input layout kernel (the width mapping's vdeal)
+    epilogue: int = 0  # packets of the requantization of the conv's output, in the mapping's layout
 
     @property
     def packets(self) -> int:
-        return self.conv + self.s2d + self.d2s
+        return self.conv + self.s2d + self.d2s + self.layout + self.epilogue
 
     @property
     def ideal(self) -> int:
@@ -63,15 +71,57 @@ def run_packed(conv, mapping: str, knob: int | None, x_packed: np.ndarray, w_pac
 
 def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob: int) -> tuple[np.ndarray, LayerRun]:
     """``conv2d(x, w)`` (NCHW uint8, OIHW int8) in ``mapping`` under qemu: the NCHW int32 output
-    and the run (packets, vrmpy count, signature). Checked against numpy."""
+    and the run (packets, vrmpy count, signature; the kernels the pipeline puts around the
+    mapping: its input layout change and the requantization of its output). Checked against
+    numpy."""
     n, cin, h, wd = x.shape
     conv = mapped_conv(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
-    out, packets = run_packed(conv, mapping, knob, conv.pack_input(x, padding), conv.pack_weight(w))
+    packed = conv.pack_input(x, padding)
+    out, packets = run_packed(conv, mapping, knob, packed, conv.pack_weight(w))
     y = conv.unpack_output(out)
     if not (y == conv2d_nchw(x, w, strides, padding)).all():
         raise AssertionError(f"{mapping} conv is not bit-exact under qemu-hexagon")
     signature = conv_signature(n, (h, wd), cin, w.shape[0], w.shape[2:], tuple(strides), tuple(padding))
-    return y, LayerRun(packets, vrmpy=conv.vrmpy_count, signature=signature)
+    layout = layout_packets(packed) if mapping == "width" else 0
+    epilogue = epilogue_packets(out, y.shape[3], mapping, w)
+    return y, LayerRun(packets, vrmpy=conv.vrmpy_count, signature=signature, layout=layout, epilogue=epilogue)
+
+
+def layout_packets(packed: np.ndarray) -> int:
+    """Packets of the width mapping's input layout change (NHWC -> ``[N, C/4, H, W, 4]``, the
+    HVX deal where it applies, else TVM's lowering of the copy), on the packed input; checked."""
+    n, groups, h, w, depth = packed.shape
+    nhwc = np.ascontiguousarray(packed.transpose(0, 2, 3, 1, 4).reshape(n, h, w, groups * depth))
+    func = deal_channel_groups(nhwc.shape) if channel_groups_apply(nhwc.shape[3]) else copy_channel_groups(nhwc.shape)
+    run = run_kernel(func, [nhwc], [(packed.shape, "uint8")], name="layout")
+    if not (run.outputs[0] == packed).all():
+        raise AssertionError("layout kernel is not exact under qemu-hexagon")
+    return run.packets
+
+
+def epilogue_packets(out: np.ndarray, out_w: int, mapping: str, w: np.ndarray) -> int:
+    """Packets of the requantization to uint8 of a mapping's raw conv output ``out`` as the
+    pipeline computes it (``passes.hexagon_requantize``): the width mapping's channel-major
+    accumulators read and written NHWC (3-channel and other outputs that are not 4 x k
+    channels written NCHW), the channel-in-lanes mapping's NHWC ones; checked against numpy."""
+    channels = w.shape[0]
+    ratio = 0.5 / max(np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3)).max() * 255, 1)  # a realistic output range
+    m, r = fixed_point(np.full(channels, ratio))
+    if mapping == "width":
+        acc, nhwc = out, out.transpose(0, 2, 3, 1)[:, :, :out_w]
+        kernel = requantize_transpose_kernel if channels % 4 == 0 else requantize_channel_major_kernel
+        func, constants = kernel(acc.shape, out_w, 0, 0, 255, "uint8"), channel_constants(0, m, r, channels)
+    else:
+        n, oh, ow = out.shape[:3]
+        acc = nhwc = np.ascontiguousarray(out.reshape(n, oh, ow, -1)[..., :channels])
+        func, constants = requantize_kernel(acc.shape, 0, 0, 255, "uint8"), lane_constants(0, m, r, channels)
+    expected = requantize(nhwc.astype(np.int64), m, r, 0, 0, 255, "uint8")
+    if mapping == "width" and channels % 4:
+        expected = np.ascontiguousarray(expected.transpose(0, 3, 1, 2))
+    run = run_kernel(func, [np.ascontiguousarray(acc), *constants], [(expected.shape, "uint8")], name="requantize")
+    if not (run.outputs[0] == expected).all():
+        raise AssertionError("requantization kernel is not exact under qemu-hexagon")
+    return run.packets
 
 
 def s2d_packets(x_nhwc: np.ndarray, block) -> int:
@@ -134,4 +184,4 @@ def run_layer(spec: Conv2dSpec, block, mapping: str, knob: int, seed: int = 0) -
     if not (plan.finish_output(y) == expected).all():
         raise AssertionError(f"S2D {plan.block} conv does not give the original conv's output")
     moved_out = d2s_packets(y.transpose(0, 2, 3, 1), plan.out_block) if plan.needs_d2s else 0
-    return LayerRun(conv.conv, moved_in, moved_out, conv.vrmpy, conv.signature)
+    return LayerRun(conv.conv, moved_in, moved_out, conv.vrmpy, conv.signature, conv.layout, conv.epilogue)
