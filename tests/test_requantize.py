@@ -165,13 +165,13 @@ def test_hvx_integer_add_kernel_is_bit_exact(dtypes):
 # ---- requantization of channel-major accumulators (the width mapping's conv output) ---------
 
 
-def _channel_major_case(shape, dtype):
+def _channel_major_case(shape, dtype, clamp=None):
     n, c, h, wp = shape
     acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
     b = RNG.integers(-500, 500, c).astype(np.int32)
     m, r = fixed_point(RNG.random(c) * 0.01 + 0.0005)
     pre = RNG.integers(0, 12, c)  # headroom shifts: |acc + b| < 2**18
-    lo, hi = RANGES[dtype]
+    lo, hi = clamp or RANGES[dtype]
     nhwc = requantize(acc.transpose(0, 2, 3, 1).astype(np.int64) + b, m, r + pre, 17, lo, hi, dtype, pre)
     return [acc, *channel_constants(b, m, r + pre, c, pre)], nhwc, (lo, hi)
 
@@ -183,16 +183,18 @@ def _plain_run(func, args, out_shape, dtype):
     return out.numpy()
 
 
-# C = 16 / 32 / 64: vshuff rounds; 12: word copies; 8 with a crop: rounds and a partial block
-@pytest.mark.parametrize("shape,out_w,dtype", [((1, 16, 5, 64), 64, "uint8"), ((2, 8, 3, 64), 50, "int8"),
-                                               ((1, 12, 4, 64), 61, "uint8"), ((1, 4, 2, 32), 32, "uint8"),
-                                               ((1, 64, 1, 32), 32, "int8")])
-def test_hvx_requantize_transpose_kernel_writes_nhwc_bit_exact(shape, out_w, dtype):
+# C = 16 / 32 / 64: vshuff rounds; 12: word copies; 8 with a crop: rounds and a partial block;
+# clamps narrower than the type (ReLU, Clip) on the packed bytes
+@pytest.mark.parametrize("shape,out_w,dtype,clamp", [((1, 16, 5, 64), 64, "uint8", None), ((2, 8, 3, 64), 50, "int8", None),
+                                                     ((1, 12, 4, 64), 61, "uint8", (17, 255)),
+                                                     ((1, 4, 2, 32), 32, "uint8", (30, 200)),
+                                                     ((1, 64, 1, 32), 32, "int8", (-5, 127))])
+def test_hvx_requantize_transpose_kernel_writes_nhwc_bit_exact(shape, out_w, dtype, clamp):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.schedules.hexagon.requantize import requantize_transpose_kernel
 
-    args, nhwc, (lo, hi) = _channel_major_case(shape, dtype)
+    args, nhwc, (lo, hi) = _channel_major_case(shape, dtype, clamp)
     expected = nhwc[:, :, :out_w]
     out_shape = expected.shape
     hvx = run_kernel(requantize_transpose_kernel(shape, out_w, 17, lo, hi, dtype), args, [(out_shape, dtype)])

@@ -22,6 +22,8 @@ from tvm.script import tirx as T
 
 from .intrinsics import hvx
 
+RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+
 
 def lane_constants(b, m, r, channels: int, pre=0) -> list[np.ndarray]:
     """``[bias, multiplier, shift, half, pre]`` per channel (or scalars), tiled to ``lcm(C, 32)``
@@ -60,16 +62,25 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     if not hvx_code:
         return _plain(shape, period, zy, lo, hi, dtype)
     vectors, groups = total // 32, total // 128
-    pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
+                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
+    full_range = (lo, hi) == RANGES[dtype]
 
-    def requantized(acc, bias, mult, shift, half, pre, v):
-        """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and clamped, int32."""
+    def requantized(acc, bias, mult, shift, half, pre, v, clamp=True):
+        """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and (``clamp``)
+        clamped, int32."""
         lane = v * 32 % period
         a = T.shift_left(acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32"), pre.vload([lane], "int32x32"))
         mv = mult.vload([lane], "int32x32")
         t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-        t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32"))
-        return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+        t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32")) + T.broadcast(zy, 32)
+        return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
+
+    def bytes_of(words):
+        """128 packed bytes clamped to ``[lo, hi]`` (the saturating packs clamp to the type's range)."""
+        if full_range:
+            return words
+        return hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
@@ -79,14 +90,14 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for g in range(groups):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte
-                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1),
-                          requantized(acc, bias, mult, shift, half, pre, g * 4))
-                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3),
-                           requantized(acc, bias, mult, shift, half, pre, g * 4 + 2))
-                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(hvx(pack, high, low), dtype=f"{dtype}x128")
+            for g in range(groups):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, then the clamp
+                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1, False),
+                          requantized(acc, bias, mult, shift, half, pre, g * 4, False))
+                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3, False),
+                           requantized(acc, bias, mult, shift, half, pre, g * 4 + 2, False))
+                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(bytes_of(hvx(pack, high, low)), dtype=f"{dtype}x128")
             for v in range(groups * 4, vectors):
-                out[T.ramp(v * 32, 1, 32)] = T.cast(requantized(acc, bias, mult, shift, half, pre, v), f"{dtype}x32")
+                out[T.ramp(v * 32, 1, 32)] = _narrow(requantized(acc, bias, mult, shift, half, pre, v), dtype)
             for e in range(vectors * 32, total):
                 out[e] = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], pre[e % period],
                                            zy, lo, hi, dtype)
@@ -210,16 +221,20 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
     blocks = -(-out_w // 32)
     shuffled = transpose_shuffles_apply(c)
     full = out_w // 32 if shuffled else 0
-    masked = dtype != "uint8" or lo < 0 or hi > 255  # uint8 results need no mask before packing
+    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
+                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
+    full_range = (lo, hi) == RANGES[dtype]
 
     def packed(acc, bias, mult, shift, half, pre, b, g, r, v):
-        """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel."""
+        """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel: saturating packs in
+        the order t0, t2, t1, t3 (32 bytes each), then ``vshuffb`` and ``vshuffh`` interleave
+        them pixel by pixel; a clamp narrower than the type's range on the bytes."""
         t = [_requantized_row(acc, bias, mult, shift, half, pre, ((b * c + 4 * g + j) * h + r) * wp + v * 32, 4 * g + j,
-                              zy, lo, hi) for j in range(4)]
-        if masked:
-            t = [T.bitwise_and(x, T.broadcast(255, 32)) for x in t[:3]] + [t[3]]
-        return T.bitwise_or(T.bitwise_or(t[0], T.shift_left(t[1], T.broadcast(8, 32))),
-                            T.bitwise_or(T.shift_left(t[2], T.broadcast(16, 32)), T.shift_left(t[3], T.broadcast(24, 32))))
+                              zy, lo, hi, clamp=False) for j in range(4)]
+        words = hvx("vshuffh", hvx("vshuffb", hvx(pack, hvx("vpackwh.sat", t[3], t[1]), hvx("vpackwh.sat", t[2], t[0]))))
+        if not full_range:
+            words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+        return words
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer((n, c, h, wp), "int32", align=128), bias: T.Buffer((c,), "int32"), mult: T.Buffer((c,), "int32"),
@@ -300,14 +315,18 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
     return requantize
 
 
-def _requantized_row(acc, bias, mult, shift, half, pre, base, k, zy, lo, hi):
-    """32 accumulators from ``base`` of channel ``k``, requantized and clamped (int32 lanes);
-    the shifts as scalar operands."""
+def _byte_splat(value: int, dtype: str):
+    return T.reinterpret(T.broadcast(T.Cast(dtype, value), 128), dtype="int32x32")
+
+
+def _requantized_row(acc, bias, mult, shift, half, pre, base, k, zy, lo, hi, clamp: bool = True):
+    """32 accumulators from ``base`` of channel ``k``, requantized and (``clamp``) clamped
+    (int32 lanes); the shifts as scalar operands."""
     a = hvx("vaslw", acc.vload([base], "int32x32") + T.broadcast(bias[k], 32), pre[k])
     mv = T.broadcast(mult[k], 32)
     t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-    t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k])
-    return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
+    t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k]) + T.broadcast(zy, 32)
+    return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
 
 def _narrow(t, dtype: str):
