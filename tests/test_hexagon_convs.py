@@ -179,3 +179,72 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
         cpu["main"](*[tvm.runtime.tensor(a) for a in inputs], expected)
         run = run_kernel(hvx_mod[gv], inputs, [(out_shape, out_dtype)], name=gv.name_hint)
         np.testing.assert_array_equal(run.outputs[0], expected.numpy())
+
+
+# ---- depthwise convs -------------------------------------------------------------------------
+
+
+def _depthwise_module(shape_nchw, weight, zx, padding, strides=1, layout="NCHW", groups=None):
+    """``conv2d(astype(x, int32) - zx, W, groups=C)``, an integer depthwise conv as
+    QDQConvToInteger writes it."""
+    bb = relax.BlockBuilder()
+    shape = shape_nchw if layout == "NCHW" else (shape_nchw[0], *shape_nchw[2:], shape_nchw[1])
+    x = relax.Var("x", relax.TensorType(shape, "uint8"))
+    kernel = weight if layout == "NCHW" else weight.transpose(2, 3, 1, 0)  # OIHW / HWIO
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(zx))))
+            y = bb.emit(relax.op.nn.conv2d(shifted, relax.const(kernel), strides=strides, padding=padding,
+                                           groups=groups or weight.shape[0], data_layout=layout,
+                                           kernel_layout="OIHW" if layout == "NCHW" else "HWIO", out_dtype="int32"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), shape
+
+
+@pytest.mark.parametrize("shape,kernel,padding,layout", [((1, 8, 13, 11), 3, (1, 1, 1, 1), "NCHW"),
+                                                        ((2, 3, 9, 7), 3, (0, 2, 1, 0), "NHWC"),
+                                                        ((1, 16, 6, 10), 5, (2, 2, 2, 2), "NHWC")])
+def test_depthwise_convs_run_on_the_hvx_depthwise_kernel_bit_exact(shape, kernel, padding, layout):
+    rng = np.random.default_rng(5)
+    weight = rng.integers(-128, 128, (shape[1], 1, kernel, kernel)).astype(np.int32)
+    mod, data_shape = _depthwise_module(shape, weight, 77, padding, layout=layout)
+    data = rng.integers(0, 256, data_shape).astype(np.uint8)
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    np.testing.assert_array_equal(run(hexagon(mod), data), run(mod, data))
+    assert list(hexagon.mappings.values()) == [("depthwise", 0)]
+    assert [o.reason for o in hexagon.outcomes] == ["HVX depthwise kernel"]
+
+
+def test_depthwise_convs_it_cannot_take_say_why():
+    rng = np.random.default_rng(6)
+    strided, _ = _depthwise_module((1, 8, 12, 12), rng.integers(-9, 9, (8, 1, 3, 3)).astype(np.int32), 3, 1, strides=2)
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    tvm.ir.assert_structural_equal(hexagon(strided), strided)
+    assert "strided depthwise" in next(iter(hexagon.refusals.values()))
+    grouped, _ = _depthwise_module((1, 8, 12, 12), rng.integers(-9, 9, (8, 2, 3, 3)).astype(np.int32), 3, 1, groups=4)
+    tvm.ir.assert_structural_equal(hexagon(grouped), grouped)
+    assert "grouped conv (groups=4" in next(iter(hexagon.refusals.values()))
+
+
+@pytest.mark.parametrize("batch,out_hw,channels,kernel", [(1, (8, 32), 8, 3), (2, (7, 9), 3, 3), (1, (4, 16), 32, 5)])
+def test_the_hvx_depthwise_kernel_is_exact_under_qemu(batch, out_hw, channels, kernel):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
+
+    rng = np.random.default_rng(7)
+    conv = DepthwiseConv(batch, out_hw, channels, (kernel, kernel))
+    x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
+    w = conv.pack_weight(rng.integers(-128, 128, (channels, 1, kernel, kernel)).astype(np.int8))
+    expected = np.zeros(conv.output_shape, np.int64)  # each tap: the row from kx * C on, times its weights
+    for ky in range(kernel):
+        for kx in range(kernel):
+            rows = x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row]
+            expected += rows.astype(np.int64) * w[ky, kx].astype(np.int64)
+    hvx = run_kernel(conv.hvx_kernel(), [x, w], [(conv.output_shape, "int32")])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = tvm.compile(tvm.IRModule({"main": conv.compute()}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(conv.output_shape, np.int32))
+    plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    np.testing.assert_array_equal(out.numpy(), expected)

@@ -38,6 +38,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import Unsupported, kernel_to_oihw
+from ..schedules.hexagon.depthwise import DepthwiseConv
 from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
@@ -165,7 +166,9 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, result)
             return super().visit_var_binding_(binding)
         mapping, knob = self.rule.mappings[name]
-        applied(self.rule.outcomes, name, f"HVX vrmpy kernel, {'channels in lanes' if mapping == 'lanes' else 'width in lanes'}")
+        how = {"lanes": "HVX vrmpy kernel, channels in lanes", "width": "HVX vrmpy kernel, width in lanes",
+               "depthwise": "HVX depthwise kernel"}[mapping]
+        applied(self.rule.outcomes, name, how)
         return super().visit_var_binding_(relax.VarBinding(binding.var, result))
 
     def _replace(self, call: relax.Call, name: str):
@@ -176,10 +179,16 @@ class _Rewriter(PyExprMutator):
         try:
             conv_spec(call)
         except Unsupported as exc:
-            return str(exc)
-        if int(attrs.groups) != 1 or any(int(d) != 1 for d in attrs.dilation):
-            return "grouped or dilated conv"
+            if "grouped" not in str(exc):  # depthwise convs: below
+                return str(exc)
         weight = call.args[1].value.numpy().transpose(kernel_to_oihw(str(attrs.kernel_layout)))
+        groups = int(attrs.groups)
+        if any(int(d) != 1 for d in attrs.dilation):
+            return "dilated conv"
+        if groups != 1 and not (groups == weight.shape[0] and weight.shape[1] == 1):
+            return f"grouped conv (groups={groups}; the HVX kernels take dense and depthwise convs)"
+        if groups != 1 and any(int(s) != 1 for s in attrs.strides):
+            return "strided depthwise conv (the HVX depthwise kernel takes stride 1)"
         if weight.min() < -128 or weight.max() > 127:
             return "weights outside int8 (a weight zero point other than 0)"
         found = _uint8_source(call.args[0], self.var2val)
@@ -194,6 +203,10 @@ class _Rewriter(PyExprMutator):
         padding = tuple(int(p) for p in attrs.padding)
         strides = tuple(int(s) for s in attrs.strides)
         cout, kernel_hw = weight.shape[0], weight.shape[2:]
+        if groups != 1:
+            y = self._depthwise(x, weight, padding, zx, name)
+            self.rule.mappings[name] = ("depthwise", 0)
+            return self._corrected(y, weight, zx, layout)
         out_width = (w + padding[1] + padding[3] - kernel_hw[1]) // strides[1] + 1
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
                                          cout, out_width)
@@ -203,12 +216,36 @@ class _Rewriter(PyExprMutator):
         else:
             y = self._width(conv, x, weight, padding, zx, knob, name)
         self.rule.mappings[name] = (mapping, knob)
+        return self._corrected(y, weight, zx, layout)
+
+    def _corrected(self, y, weight, zx: int, layout: str) -> relax.Expr:
+        """``y`` (NHWC int32, back in ``layout``) minus the zero point's share ``zx * sum(W)``."""
+        cout = weight.shape[0]
         shape = [1, 1, 1, cout]
         if layout == "NCHW":
-            y = bb.emit(relax.op.permute_dims(y, [0, 3, 1, 2]))
+            y = self.builder_.emit(relax.op.permute_dims(y, [0, 3, 1, 2]))
             shape = [1, cout, 1, 1]
         correction = (zx * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(shape)
         return relax.op.subtract(y, relax.const(correction))
+
+    def _depthwise(self, x, weight, padding, zx, name):
+        """NHWC uint8 -> padded rows ``[N, H, W * C]`` -> the HVX depthwise kernel -> NHWC int32."""
+        bb = self.builder_
+        n, h, w, c = static_shape(x)
+        t, l, b, r = padding
+        kh, kw = weight.shape[2:]
+        conv = DepthwiseConv(n, (h + t + b - kh + 1, w + l + r - kw + 1), c, (kh, kw))
+        extra = conv.input_shape[2] // c - (w + l + r)  # columns for the last vector's loads
+        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, 0], zx)
+        x = bb.emit(relax.op.reshape(x, conv.input_shape))
+        func = conv.hvx_kernel() if self.rule.schedule else conv.compute()
+        kernel = add_kernel(bb, func, f"hvx_{name}")
+        y = bb.emit(relax.call_tir(kernel, [x, relax.const(conv.pack_weight(weight.astype(np.int8)))],
+                                   relax.TensorType(conv.output_shape, "int32")))
+        oh, ow = conv.out_hw
+        if conv.row != ow * c:
+            y = bb.emit(relax.op.strided_slice(y, [2], [0], [ow * c]))
+        return bb.emit(relax.op.reshape(y, [n, oh, ow, c]))
 
     def _call(self, conv, mapping, knob, name, x, weight):
         """The conv's kernel on ``x`` (and, for the channel-in-lanes mapping, its per-pixel
