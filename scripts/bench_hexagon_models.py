@@ -8,7 +8,8 @@ uint8 activations, per-channel int8 weights, calibrated on random images):
 * ``espcn``: ESPCN-like super-resolution (5x5 3->16, 3x3 16->16, 3x3 16->12, DepthToSpace 2);
 * ``denoiser``: a residual denoiser, 3 -> 16 -> 16 -> 16 (+skip) -> 3 channels;
 * ``seed chain``: three of the seed's 8 -> 8 3x3 convs;
-* ``rgb stem``: a strided RGB stem (7x7/2 3->32) and a 3x3 32->32 conv.
+* ``rgb stem``: a strided RGB stem (7x7/2 3->32) and a 3x3 32->32 conv;
+* ``unet block``: 3->16 conv, 2x2/2 max pool, two 16->16 convs concatenated, 32->8 conv.
 
 Forms: ``tvm default`` (TVM's own lowering of the imported model), ``float epilogue`` (the
 pipeline default without integer requantization and one layout, as it was before them), ``no rewrite`` (the
@@ -73,6 +74,29 @@ def _net(name: str, size: int, layers, tail=(), channels_in: int = 3, seed: int 
     return onnx.shape_inference.infer_shapes(model)
 
 
+def _unet(size: int, seed: int = 1) -> onnx.ModelProto:
+    """A U-Net-like block: conv -> ReLU -> 2x2/2 max pool -> two convs -> channel concat -> conv."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def conv(name, src, cin, cout):
+        w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"{name}.w"),
+                      numpy_helper.from_array((0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.b")])
+        nodes.extend([helper.make_node("Conv", [src, f"{name}.w", f"{name}.b"], [name], kernel_shape=[3, 3], pads=[1] * 4),
+                      helper.make_node("Relu", [name], [name + "_r"])])
+
+    conv("enc", "x", 3, 16)
+    nodes.append(helper.make_node("MaxPool", ["enc_r"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]))
+    conv("left", "pool", 16, 16)
+    conv("right", "pool", 16, 16)
+    nodes.append(helper.make_node("Concat", ["left_r", "right_r"], ["cat"], axis=1))
+    conv("dec", "cat", 32, 8)
+    graph = helper.make_graph(nodes, "unet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("dec_r", TensorProto.FLOAT, None)], initializer=inits)
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
 def models(size: int) -> dict[str, onnx.ModelProto]:
     return {
         "demo": demo_model(size),
@@ -82,6 +106,7 @@ def models(size: int) -> dict[str, onnx.ModelProto]:
                                             ("body2", 16, 16, 3, 1, True, "head_out_relu"), ("tail", 16, 3, 3, 1, False, None)]),
         "seed chain": _net("seed", size, [(f"conv{i}", 8, 8, 3, 1, True, None) for i in range(3)], channels_in=8),
         "rgb stem": _net("stem", size, [("stem", 3, 32, 7, 2, True, None), ("next", 32, 32, 3, 1, True, None)]),
+        "unet block": _unet(size),
     }
 
 

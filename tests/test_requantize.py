@@ -260,3 +260,25 @@ def _calls(mod, name):
     relax.analysis.post_order_visit(mod["main"], lambda e: found.append(e) if isinstance(e, relax.Call)
                                     and isinstance(e.op, tvm.ir.Op) and e.op.name == name else None)
     return found
+
+
+@pytest.mark.parametrize("shape,channels,dtype,clamp", [((1, 6, 16, 32), 16, "uint8", None), ((1, 8, 9, 32), 8, "uint8", (9, 255)),
+                                                        ((1, 5, 7, 64), 4, "int8", None)])
+def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, channels, dtype, clamp):
+    """The channel-in-lanes mapping's output has its channels padded to 32: the kernel gathers
+    the real ones (several pixels a vector) and requantizes them, the slice in the kernel."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.requantize import requantize_slice_kernel
+
+    acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
+    b = RNG.integers(-500, 500, channels).astype(np.int32)
+    m, r = fixed_point(RNG.random(channels) * 0.01 + 0.0005)
+    pre = RNG.integers(0, 12, channels)
+    lo, hi = clamp or RANGES[dtype]
+    expected = requantize(acc[..., :channels].astype(np.int64) + b, m, r + pre, 17, lo, hi, dtype, pre)
+    constants = lane_constants(b, m, r + pre, channels, pre)
+    hvx = run_kernel(requantize_slice_kernel(shape, channels, 17, lo, hi, dtype), [acc, *constants], [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = requantize_slice_kernel(shape, channels, 17, lo, hi, dtype, hvx_code=False)
+    np.testing.assert_array_equal(_plain_run(plain, [acc, *constants], expected.shape, dtype), expected)

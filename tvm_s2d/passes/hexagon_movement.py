@@ -1,6 +1,7 @@
 """``HexagonMovement``: the data movement of uint8 tensors on HVX kernels: 2x2
 space-to-depth and depth-to-space of NHWC tensors on shuffles, constant pads on vector
-copies and fills.
+copies and fills, and (8-bit NHWC, as ``IntegerPoolConcat`` leaves them) max pools on
+``vmax`` and concats of two equal channel counts on ``vshuff`` (``schedules.hexagon.pool``).
 
 The rewrite writes S2D and D2S as ``reshape -> permute_dims -> reshape``
 (``geometry.s2d_steps`` / ``d2s_steps``). On a uint8 NHWC tensor with a 2x2 block these are
@@ -25,6 +26,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
     shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon.pool import chunks_apply, concat_channels, max_pool, plain_concat_channels, plain_max_pool
 from ..targets import is_hexagon
 from .conv2d import static_shape
 from .emit import match_space_to_depth
@@ -90,6 +92,12 @@ class _Rewriter(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
+        if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name in SELECTIONS:
+            found = getattr(self, SELECTIONS[call.op.name])(call, binding.var.name)
+            if isinstance(found, str):
+                refused(self.rule.outcomes, binding.var.name, found)
+            else:
+                return super().visit_var_binding_(relax.VarBinding(binding.var, found))
         if self.rule.hvx and isinstance(call, relax.Call) and self.rule.pad.match(call):
             padded = self._pad(call, binding.var.name)
             if padded is not None:
@@ -127,3 +135,49 @@ class _Rewriter(PyExprMutator):
         kernel = add_kernel(self.builder_, pad_rows(shape, widths, int(value)), f"hvx_pad_{name}")
         applied(self.rule.outcomes, name, "HVX pad kernel")
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
+
+    def _max_pool(self, call: relax.Call, name: str):
+        """An 8-bit NHWC max pool (square, stride 1, or 2 where the chunks divide a vector) on
+        ``schedules.hexagon.pool.max_pool``, its padding a pad with the type's lowest value."""
+        x, attrs = call.args[0], call.attrs
+        shape, dtype = static_shape(x), str(x.ty.dtype)
+        size, strides = [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]
+        if dtype not in LOWEST or shape is None or str(attrs.layout) != "NHWC":
+            return f"max pool: not of a static 8-bit NHWC tensor ({dtype}, {attrs.layout})"
+        if size[0] != size[1] or strides[0] != strides[1] or strides[0] not in (1, 2) or bool(attrs.ceil_mode) \
+                or any(int(d) != 1 for d in attrs.dilation):
+            return f"max pool {size} stride {strides}: the HVX kernel takes square pools of stride 1 or 2"
+        if strides[0] == 2 and not chunks_apply(shape[3]):
+            return f"max pool of stride 2 on {shape[3]} channels: chunks that do not divide a vector"
+        t, l, b, r = (int(v) for v in attrs.padding)
+        bb = self.builder_
+        x = self.visit_expr(x)
+        if t or l or b or r:
+            x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, 0], pad_value=float(LOWEST[dtype])))
+        padded = static_shape(x)
+        make = max_pool if self.rule.hvx else plain_max_pool
+        kernel = add_kernel(bb, make(padded, size[0], strides[0], dtype), f"hvx_pool_{name}")
+        applied(self.rule.outcomes, name, "HVX max pool kernel")
+        return relax.call_tir(kernel, [x], relax.TensorType(static_shape(call), dtype))
+
+    def _concat(self, call: relax.Call, name: str):
+        """A concat of two 8-bit tensors of the same shape along their last axis, on
+        ``schedules.hexagon.pool.concat_channels``."""
+        items = call.args[0]
+        items = self.var2val.get(items, items) if isinstance(items, relax.Var) else items
+        fields = list(items.fields) if isinstance(items, relax.Tuple) else []
+        shapes = [static_shape(f) for f in fields]
+        dtypes = {str(f.ty.dtype) for f in fields}
+        if len(fields) != 2 or None in shapes or shapes[0] != shapes[1] or len(dtypes) != 1 or not dtypes <= set(LOWEST):
+            return "concat: not of two static 8-bit tensors of one shape"
+        if int(call.attrs.axis) not in (-1, len(shapes[0]) - 1) or not chunks_apply(shapes[0][-1]):
+            return "concat: not along the last axis, or of channels whose chunks do not divide a vector"
+        dtype = dtypes.pop()
+        make = concat_channels if self.rule.hvx else plain_concat_channels
+        kernel = add_kernel(self.builder_, make(shapes[0], dtype), f"hvx_concat_{name}")
+        applied(self.rule.outcomes, name, "HVX concat kernel")
+        return relax.call_tir(kernel, [self.visit_expr(f) for f in fields], relax.TensorType(static_shape(call), dtype))
+
+
+LOWEST = {"uint8": 0, "int8": -128}
+SELECTIONS = {"relax.nn.max_pool2d": "_max_pool", "relax.concat": "_concat"}  # op -> the rewriter's method

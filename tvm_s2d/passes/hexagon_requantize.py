@@ -19,10 +19,10 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_channel_major_kernel, \
-    requantize_kernel, requantize_transpose_kernel
+    requantize_kernel, requantize_slice_kernel, requantize_transpose_kernel
 from ..targets import is_hexagon
 from .conv2d import static_shape
-from .integer_add import match_add
+from .integer_add import match_add, match_term
 from .integer_requantize import _call, _const, match_requantize
 from .kernels import add_kernel, rewrite_functions
 from .outcome import Outcome, applied, refused
@@ -72,6 +72,22 @@ def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
     return y
 
 
+def _padded_channels_source(x, var2val, shape) -> relax.Expr | None:
+    """``y`` when ``x`` (4-D) is ``y[..., :C]`` of an int32 ``[N, H, W, Cp]`` tensor (``Cp`` a
+    multiple of 32, ``C`` dividing 32), read through a reshape: what ``requantize_slice_kernel``
+    takes; else None."""
+    sliced = _call(x, var2val, "relax.strided_slice")
+    if len(shape) != 4 or sliced is None or 32 % int(shape[-1]):
+        return None
+    axes, begin = [int(v) for v in sliced.args[1]], [int(v) for v in sliced.args[2]]
+    strides = [int(v) for v in sliced.args[4]] if len(sliced.args) > 4 else [1]
+    y = sliced.args[0]
+    full = static_shape(y)
+    if axes not in ([3], [-1]) or begin != [0] or strides != [1] or full is None or len(full) != 4 or full[3] % 32:
+        return None
+    return y if str(y.ty.dtype) == "int32" else None
+
+
 @mutator
 class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: HexagonRequantize):
@@ -97,6 +113,8 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, "dynamic shape")
             return super().visit_var_binding_(binding)
         added = match_add(x, self.var2val)
+        if added is None and (term := match_term(x, self.var2val)) is not None:
+            added = (*term, term[0], 0, 0)  # one 8-bit term (a concat input rescaled): the add kernel, b's weight 0
         if added is not None and not np.any(b) and np.size(m) == 1 and np.size(r) == 1 and not np.any(pre):
             qa, za, ma, qb, zb, mb = added
             qa, qb = (self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
@@ -123,10 +141,15 @@ class _Rewriter(PyExprMutator):
         channel_major = _channel_major_source(x, self.var2val, shape)
         if channel_major is not None:  # the width mapping's conv output: the layout change in the kernel too
             return self._channel_major(binding, channel_major, constants, shape, zy, lo, hi, dtype)
-        kernel = add_kernel(self.builder_, requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx),
-                            f"hvx_requantize_{name}")
+        padded = _padded_channels_source(x, self.var2val, shape)
+        if padded is not None:  # the channel-in-lanes mapping's output: the slice of its 32-padded channels in the kernel
+            func = requantize_slice_kernel(static_shape(padded), int(shape[-1]), zy, lo, hi, dtype, hvx_code=self.rule.hvx)
+            x, how = padded, "HVX requantization kernel, reading the padded channels"
+        else:
+            func, how = requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx), "HVX requantization kernel"
+        kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
         operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants[:3], int(shape[-1]), constants[3]))]
-        applied(self.rule.outcomes, name, "HVX requantization kernel")
+        applied(self.rule.outcomes, name, how)
         value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
 

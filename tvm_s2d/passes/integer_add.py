@@ -68,23 +68,26 @@ def match_add(expr: relax.Expr, var2val: dict):
     add = _call(expr, var2val, "relax.add")
     if add is None or str(add.ty.dtype) != "int32":
         return None
-    found = []
-    for term in add.args:
-        reshaped = _call(term, var2val, "relax.reshape")  # a term computed in the S2D domain: same elements, same order
-        if reshaped is not None:
-            term = reshaped.args[0]
-        mul = _call(term, var2val, "relax.multiply")
-        sub = None if mul is None else _call(mul.args[0], var2val, "relax.subtract")
-        cast = None if sub is None else _call(sub.args[0], var2val, "relax.astype")
-        weight = None if mul is None else _const(mul.args[1], var2val)
-        zero = None if sub is None else _const(sub.args[1], var2val)
-        if cast is None or weight is None or zero is None or weight.size != 1 or zero.size != 1:
-            return None
-        if str(cast.args[0].ty.dtype) not in RANGES:
-            return None
-        q = cast.args[0] if reshaped is None else relax.op.reshape(cast.args[0], reshaped.args[1])
-        found += [q, int(zero.reshape(())), int(weight.reshape(()))]
-    return tuple(found)
+    found = [match_term(term, var2val) for term in add.args]
+    return None if None in found else (*found[0], *found[1])
+
+
+def match_term(term: relax.Expr, var2val: dict):
+    """``(q, z, M)`` when ``term`` is ``emit_term(q, z, M)``, perhaps through a reshape, else None."""
+    reshaped = _call(term, var2val, "relax.reshape")  # a term computed in the S2D domain: same elements, same order
+    if reshaped is not None:
+        term = reshaped.args[0]
+    mul = _call(term, var2val, "relax.multiply")
+    sub = None if mul is None else _call(mul.args[0], var2val, "relax.subtract")
+    cast = None if sub is None else _call(sub.args[0], var2val, "relax.astype")
+    weight = None if mul is None else _const(mul.args[1], var2val)
+    zero = None if sub is None else _const(sub.args[1], var2val)
+    if cast is None or weight is None or zero is None or weight.size != 1 or zero.size != 1:
+        return None
+    if str(cast.args[0].ty.dtype) not in RANGES or str(mul.ty.dtype) != "int32":
+        return None
+    q = cast.args[0] if reshaped is None else relax.op.reshape(cast.args[0], reshaped.args[1])
+    return q, int(zero.reshape(())), int(weight.reshape(()))
 
 
 def _integer_add(rewriter, quantize: relax.Call):

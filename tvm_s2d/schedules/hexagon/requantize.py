@@ -335,3 +335,61 @@ def _narrow(t, dtype: str):
     pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
     halves = hvx("vpackwh.sat", t, t)
     return T.Shuffle([T.reinterpret(hvx(pack, halves, halves), dtype=f"{dtype}x128")], list(range(32)))
+
+
+def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: str,
+                            hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``(acc int32 [N, H, W, Cp], bias, mult, shift, half, pre) -> dtype [N, H, W, C]``: the
+    requantization of ``requantize_kernel`` on the first ``C`` of ``Cp`` channels (the
+    channel-in-lanes mapping's output, its channels padded to 32): ``32 / C`` pixels' channels
+    gathered into one vector by a shuffle, four vectors packed to 128 bytes. ``C`` divides 32;
+    the constants are ``lane_constants(..., C)`` (32 lanes)."""
+    n, h, w, cp = (int(d) for d in shape)
+    out_shape = (n, h, w, channels)
+    if not hvx_code:
+        acc = te.placeholder(shape, "int32", name="acc")
+        bias, mult, shift, half, pre = (te.placeholder((32,), "int32", name=v) for v in ("bias", "mult", "shift", "half", "pre"))
+        out = te.compute(out_shape, lambda b, r, p, k: _int64_requantize(acc[b, r, p, k], bias[k], mult[k], shift[k], pre[k],
+                                                                         zy, lo, hi, dtype), name="requantize")
+        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
+    if 32 % channels or cp % 32:
+        raise ValueError(f"requantize_slice_kernel takes C dividing 32 and Cp a multiple of 32, not {channels}, {cp}")
+    per = 32 // channels  # pixels a vector
+    pixels = n * h * w
+    vectors = pixels // per
+    groups = vectors // 4
+    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
+                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
+    full_range = (lo, hi) == RANGES[dtype]
+    gather = [i * 32 + j for i in range(per) for j in range(channels)]
+
+    def requantized(acc, bias, mult, shift, half, pre, v):
+        """Vector ``v``: pixels ``v * per ...``, their ``C`` channels each, requantized (unclamped)."""
+        a = T.Shuffle([acc.vload([(v * per + i) * cp], "int32x32") for i in range(per)], gather)
+        a = T.shift_left(a + bias.vload([0], "int32x32"), pre.vload([0], "int32x32"))
+        mv = mult.vload([0], "int32x32")
+        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+        return T.shift_right(t + half.vload([0], "int32x32"), shift.vload([0], "int32x32")) + T.broadcast(zy, 32)
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((32,), "int32"), mult: T.Buffer((32,), "int32"),
+                   shift: T.Buffer((32,), "int32"), half: T.Buffer((32,), "int32"), pre: T.Buffer((32,), "int32"),
+                   out_: T.Buffer(out_shape, dtype, align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            acc = T.decl_buffer((pixels * cp,), "int32", data=acc_.data)
+            out = T.decl_buffer((pixels * channels,), dtype, data=out_.data)
+            for g in range(groups):
+                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1),
+                          requantized(acc, bias, mult, shift, half, pre, g * 4))
+                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3),
+                           requantized(acc, bias, mult, shift, half, pre, g * 4 + 2))
+                words = hvx(pack, high, low)
+                if not full_range:
+                    words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(words, dtype=f"{dtype}x128")
+            for e in range(groups * 128, pixels * channels):
+                out[e] = _int64_requantize(acc[e // channels * cp + e % channels], bias[e % channels], mult[e % channels],
+                                           shift[e % channels], pre[e % channels], zy, lo, hi, dtype)
+
+    return requantize

@@ -1,0 +1,128 @@
+"""Quantized max pools and concats: on the 8-bit tensors (``IntegerPoolConcat``, against the
+float graph), on HVX kernels (under qemu against numpy), and whole in a quantized model."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from helpers import load_script, require_hexagon_tools, run
+from tvm_s2d.passes.integer_pool_concat import IntegerPoolConcat
+
+RNG = np.random.default_rng(0)
+LIMITS = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def _module(body, shapes, dtype="uint8"):
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType(shape, dtype)) for i, shape in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(body(xs)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _dq(x, scale, zero):
+    return relax.op.dequantize(x, relax.const(np.float32(scale)), relax.const(np.array(zero, str(x.ty.dtype))), axis=3)
+
+
+def _q(y, scale, zero, dtype="uint8"):
+    return relax.op.quantize(y, relax.const(np.float32(scale)), relax.const(np.array(zero, dtype)), axis=3, out_dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype,zero", [("uint8", 7), ("int8", -3)])
+@pytest.mark.parametrize("pool,stride,padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_a_quantized_max_pool_runs_on_the_8bit_tensor_exactly(dtype, zero, pool, stride, padding):
+    shape = (1, 11, 13, 8)
+    mod = _module(lambda xs: _q(relax.op.nn.max_pool2d(_dq(xs[0], 0.05, zero), pool, stride, padding, layout="NHWC"),
+                                0.05, zero, dtype), [shape], dtype)
+    rule = IntegerPoolConcat()
+    rewritten = rule(mod)
+    assert [o.applied for o in rule.outcomes] == [True]
+    x = RNG.integers(*LIMITS[dtype], shape, endpoint=True).astype(dtype)
+    np.testing.assert_array_equal(run(rewritten, x), run(mod, x))
+
+
+def test_a_concat_requantizes_inputs_of_other_scales_in_integers():
+    shape = (1, 9, 10, 8)
+    mod = _module(lambda xs: _q(relax.op.concat([_dq(xs[0], 0.031, 5), _dq(xs[1], 0.05, 0), _dq(xs[2], 0.0173, 130)],
+                                                axis=3), 0.05, 0), [shape] * 3)
+    rule = IntegerPoolConcat()
+    rewritten = rule(mod)
+    assert [o.applied for o in rule.outcomes] == [True]
+    xs = [RNG.integers(0, 256, shape).astype(np.uint8) for _ in range(3)]
+    got, expected = run(rewritten, *xs), run(mod, *xs)
+    np.testing.assert_array_equal(got[..., 8:16], xs[1])  # same scale and zero point: the tensor itself
+    steps = np.abs(got.astype(int) - expected.astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.01
+
+
+def test_pools_and_concats_it_cannot_take_say_why():
+    shape = (1, 8, 8, 4)
+    rescaled = _module(lambda xs: _q(relax.op.nn.max_pool2d(_dq(xs[0], 0.05, 0), 2, 2, layout="NHWC"), 0.07, 0), [shape])
+    wider = _module(lambda xs: _q(relax.op.concat([_dq(xs[0], 0.09, 0), _dq(xs[1], 0.05, 0)], axis=3), 0.05, 0),
+                    [shape] * 2)
+    for mod, reason in [(rescaled, "output scale or zero point differs"), (wider, "scale is above the output's")]:
+        rule = IntegerPoolConcat()
+        tvm.ir.assert_structural_equal(rule(mod), mod)
+        assert reason in rule.outcomes[0].reason
+
+
+def _pool_reference(x, k, s):
+    n, hp, wp, c = x.shape
+    oh, ow = (hp - k) // s + 1, (wp - k) // s + 1
+    y = np.full((n, oh, ow, c), np.iinfo(x.dtype).min, x.dtype)
+    for ky in range(k):
+        for kx in range(k):
+            y = np.maximum(y, x[:, ky : ky + s * (oh - 1) + 1 : s, kx : kx + s * (ow - 1) + 1 : s])
+    return y
+
+
+# whole vectors and row tails, the last row's tail (its loads would leave the input), strides 1 and 2
+@pytest.mark.parametrize("shape,k,s,dtype", [((1, 34, 34, 16), 3, 1, "uint8"), ((1, 24, 40, 16), 2, 2, "uint8"),
+                                             ((2, 9, 11, 8), 3, 2, "int8"), ((1, 7, 13, 5), 3, 1, "uint8")])
+def test_the_hvx_max_pool_is_exact_under_qemu(shape, k, s, dtype):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.pool import max_pool, plain_max_pool
+
+    x = RNG.integers(*LIMITS[dtype], shape, endpoint=True).astype(dtype)
+    expected = _pool_reference(x, k, s)
+    hvx = run_kernel(max_pool(shape, k, s, dtype), [x], [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    assert hvx.packets < expected.size or expected.size < 2000  # vector code on rows of whole vectors
+    np.testing.assert_array_equal(_plain(plain_max_pool(shape, k, s, dtype), [x], expected), expected)
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 32, 32, 16), "uint8"), ((1, 5, 7, 8), "int8"), ((2, 3, 5, 64), "uint8")])
+def test_the_hvx_channel_concat_is_exact_under_qemu(shape, dtype):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.pool import concat_channels, plain_concat_channels
+
+    a, b = (RNG.integers(*LIMITS[dtype], shape, endpoint=True).astype(dtype) for _ in range(2))
+    expected = np.concatenate([a, b], -1)
+    hvx = run_kernel(concat_channels(shape, dtype), [a, b], [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    np.testing.assert_array_equal(_plain(plain_concat_channels(shape, dtype), [a, b], expected), expected)
+
+
+def _plain(func, args, like):
+    compiled = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros_like(like))
+    compiled(*[tvm.runtime.tensor(a) for a in args], out)
+    return out.numpy()
+
+
+def test_a_quantized_model_with_pool_and_concat_runs_all_on_hvx(tmp_path):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.model import run_model
+    from tvm_s2d.quantize import quantize_qdq
+
+    model = load_script("bench_hexagon_models").models(32)["unet block"]  # pool, two convs, concat
+    run = run_model(quantize_qdq(model, tmp_path / "unet.onnx"))
+    assert run.matches_cpu and run.onnxruntime["max_steps"] <= 1 and run.onnxruntime["fraction_differing"] <= 0.01
+    names = [k.name for k in run.kernels]
+    assert any(n.startswith("hvx_pool_") for n in names) and any(n.startswith("hvx_concat_") for n in names)
+    assert all(k.hvx for k in run.kernels if k.kind != "boundary")  # nothing between the boundaries left scalar

@@ -1,0 +1,96 @@
+"""``IntegerPoolConcat``: quantized max pools and concats on the 8-bit tensors themselves.
+
+A QDQ model pools and concatenates in float between a ``dequantize`` and a ``quantize``
+(float code on Hexagon, ~20 packets an element). As rules (pattern -> check -> rewrite):
+
+* ``quantize(max_pool2d(dequantize(q, s, z)), s, z)`` -> ``max_pool2d(q)``: exact, since
+  dequantizing is monotonic and ``quantize(dequantize(q))`` is ``q`` for the same scale and
+  zero point (the pool's padding, the lowest value, never wins a window that holds a real one);
+* ``quantize(concat(dequantize(q_i, s_i, z_i)), s, z)`` -> ``concat(r_i)`` with ``r_i = q_i``
+  where ``(s_i, z_i) = (s, z)``, else ``q_i`` requantized to ``(s, z)`` in integers: one term of
+  ``IntegerAdd`` (``(q_i - z_i) * M_i``, ``M_i <= 2**21``) and its requantization, at most
+  one step from the float (tested; none measured on real models).
+
+Per-tensor scales only; a pool whose output scale differs from its input's, an input scale
+above the concat's and other forms are left alone, and ``outcomes`` says why.
+``HexagonRequantize`` computes the one-term requantizations on an HVX kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .integer_add import TERM_BITS, _dequantized, emit_term
+from .integer_requantize import _call, emit_requantize, fixed_point, quantize_params, rewrite_quantizes
+from .outcome import Outcome
+
+PASS_NAME = "IntegerPoolConcat"
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class IntegerPoolConcat:
+    def __init__(self):
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        return rewrite_quantizes(mod, self.outcomes, _integer_pool_concat)
+
+
+def _integer_pool_concat(rewriter, quantize: relax.Call):
+    params = quantize_params(quantize, rewriter.var2val)
+    if params is None:
+        return ""
+    v2v = rewriter.var2val
+    op = _call(quantize.args[0], v2v, "relax.nn.max_pool2d", "relax.concat")
+    if op is None:
+        return ""
+    rule = RULES[op.op.name]
+    return rule(rewriter, op, params)
+
+
+def _max_pool(rewriter, pool: relax.Call, params):
+    sy, zy, _, _, dtype = params
+    found = _dequantized(pool.args[0], rewriter.var2val)
+    if found is None:
+        return "a max pool of a tensor that is not dequantized per tensor"
+    q, s, z = found
+    if (np.float32(s), z, str(q.ty.dtype)) != (np.float32(sy), zy, dtype):
+        return "a max pool whose output scale or zero point differs from its input's"
+    return None, "max pool on the 8-bit tensor", relax.Call(pool.op, [rewriter.visit_expr(q)], pool.attrs)
+
+
+def _concat(rewriter, concat: relax.Call, params):
+    sy, zy, lo, hi, dtype = params
+    v2v = rewriter.var2val
+    items = concat.args[0]
+    items = v2v.get(items, items) if isinstance(items, relax.Var) else items
+    if not isinstance(items, relax.Tuple):
+        return "a concat of a tuple it cannot see"
+    found = [_dequantized(item, v2v) for item in items.fields]
+    if any(f is None for f in found):
+        return "a concat of tensors that are not all dequantized per tensor"
+    if any(s > sy * (1 + 1e-6) for _, s, _ in found):
+        return "a concat input's scale is above the output's"
+    bb, parts = rewriter.builder_, []
+    for q, s, z in found:
+        q = rewriter.visit_expr(q)
+        if (np.float32(s), z, str(q.ty.dtype)) == (np.float32(sy), zy, dtype):
+            parts.append(q)
+            continue
+        weight, scale = rescale_term(s)  # (q - z) * weight in units of scale
+        term = emit_term(bb, q, z, weight)
+        m, r = fixed_point(np.array(scale / sy))
+        parts.append(bb.emit(emit_requantize(bb, term, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)))
+    return None, "concat of the 8-bit tensors (inputs of other scales requantized)", relax.Call(
+        concat.op, [relax.Tuple(parts)], concat.attrs)
+
+
+def rescale_term(s: float) -> tuple[int, float]:
+    """``(M, u)``: ``s = M * u`` with ``M = 2**21``, the weight of an 8-bit term in ``IntegerAdd``'s units."""
+    return 2**TERM_BITS, s / 2.0**TERM_BITS
+
+
+RULES = {"relax.nn.max_pool2d": _max_pool, "relax.concat": _concat}
