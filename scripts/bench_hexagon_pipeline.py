@@ -9,7 +9,8 @@ compiled for Hexagon runs: the pipeline's kernels (after fusion) one by one unde
 qemu-hexagon (constants as compiled, other inputs random), grouped as ``conv`` (HVX vrmpy
 kernels and their offsets), ``hvx moves`` (HVX S2D/D2S shuffles, pads, the width mapping's
 layout deal), ``epilogue`` (requantization: the HVX integer kernel, or what is left in TVM's
-lowering) and ``moves`` (other
+lowering; a width-vectorized conv of 4, 8 or 16 channels requantizes in its own kernel,
+counted as ``conv``) and ``moves`` (other
 movement in TVM's default lowering). Packets of the runtime helpers a kernel calls (the
 rounding of ``quantize``, division) are not counted. Prints a table; ``--json`` writes it.
 

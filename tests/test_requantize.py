@@ -282,3 +282,32 @@ def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, chan
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     plain = requantize_slice_kernel(shape, channels, 17, lo, hi, dtype, hvx_code=False)
     np.testing.assert_array_equal(_plain_run(plain, [acc, *constants], expected.shape, dtype), expected)
+
+
+# ---- the width-vectorized conv with its requantization in one kernel -------------------------
+
+
+@pytest.mark.parametrize("shape,channels,kernel,out_w,dtype,clamp", [
+    ((1, 4, 10, 66), 16, 3, 64, "uint8", None),  # two whole blocks a row, two shuffle rounds
+    ((1, 2, 10, 34), 8, 3, 30, "uint8", (5, 255)),  # a partial block (the crop), ReLU-like clamp
+    ((2, 1, 6, 36), 4, 5, 32, "int8", None),  # batch 2, no shuffle round
+])
+def test_hvx_fused_width_conv_and_requantization_is_bit_exact(shape, channels, kernel, out_w, dtype, clamp):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.fused import fused_reference, fused_weight, width_conv_requantized
+
+    n, groups, hp, wp = shape
+    x = RNG.integers(0, 256, (n, groups, hp, wp, 4)).astype(np.uint8)
+    w = RNG.integers(-128, 128, (channels, kernel, kernel, groups, 4)).astype(np.int8)  # as WidthConv packs them
+    b = RNG.integers(-500, 500, channels).astype(np.int32)
+    m, r = fixed_point(RNG.random(channels) * 0.0005 + 0.00005)
+    pre = RNG.integers(0, 6, channels)
+    lo, hi = clamp or RANGES[dtype]
+    expected = requantize(fused_reference(x, w, out_w) + b, m, r + pre, 17, lo, hi, dtype, pre)
+    args = [x, fused_weight(w), *channel_constants(b, m, r + pre, channels, pre)]
+    func = width_conv_requantized(x.shape, fused_weight(w).shape, out_w, 17, lo, hi, dtype)
+    hvx = run_kernel(func, args, [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = width_conv_requantized(x.shape, fused_weight(w).shape, out_w, 17, lo, hi, dtype, hvx_code=False)
+    np.testing.assert_array_equal(_plain_run(plain, args, expected.shape, dtype), expected)

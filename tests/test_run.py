@@ -35,8 +35,8 @@ def test_a_quantized_chain_runs_whole_and_bit_exact(chain_path, rewrite):
     kinds = [k.kind for k in run.kernels]
     assert set(kinds) <= set(KINDS) and kinds.count("conv") >= 3
     assert sum(k.hvx for k in run.kernels if k.kind == "conv") >= 3  # the vrmpy kernels
-    requantize = [k for k in run.kernels if k.kind == "requantize"]
-    assert len(requantize) == 3 and all(k.hvx for k in requantize)  # integer, on HVX: no scalar epilogue left
+    requantize = [k for k in run.kernels if k.kind == "requantize" or k.name.endswith("_requantized")]
+    assert len(requantize) == 3 and all(k.hvx for k in requantize)  # integer, on HVX (alone or in the conv's kernel)
     assert run.packets == sum(k.packets for k in run.kernels) and all(k.packets > 0 for k in run.kernels)
     assert run.output.shape == (1, 8, 8, 9) and run.output.dtype == np.uint8
     scalar = run.scalar()
@@ -123,8 +123,8 @@ def test_kernel_kinds_by_name(name, expected):
 
 def test_a_residual_denoiser_runs_its_epilogues_on_hvx_in_one_layout(tmp_path):
     """A tensor read by a conv and by the residual add is requantized once; the width mapping's
-    channel-major conv outputs are requantized and laid out NHWC by one HVX kernel each; the
-    3-channel output is written NCHW, so nothing but the boundary kernels stays scalar."""
+    16-channel convs requantize in their own kernel (uint8 NHWC out); the 3-channel output is
+    written NCHW, so nothing but the boundary kernels stays scalar."""
     from helpers import load_script
     from tvm_s2d.quantize import quantize_qdq
 
@@ -134,7 +134,8 @@ def test_a_residual_denoiser_runs_its_epilogues_on_hvx_in_one_layout(tmp_path):
     path = quantize_qdq(bench._net("denoiser", 24, layers), tmp_path / "denoiser.onnx")
     run = run_model(path)
     assert run.matches_cpu and run.onnxruntime["max_steps"] <= 1
+    fused = [k for k in run.kernels if k.name.endswith("_requantized")]  # 16-channel width convs: in the conv's kernel
     requantize = [k for k in run.kernels if k.kind == "requantize"]
-    assert len(requantize) == 4 and all(k.hvx for k in requantize)  # three convs and the add, once each
+    assert len(fused) == 2 and len(requantize) == 2 and all(k.hvx for k in requantize)  # the 3-channel tail, the add
     assert all(k.hvx for k in run.kernels if k.kind != "boundary")
     assert [k.name for k in run.kernels if k.kind == "boundary"][-1] == "dequantize"  # no transpose back to NCHW

@@ -30,6 +30,7 @@ from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to
 from ..passes.integer_requantize import fixed_point, requantize
 from ..schedules.hexagon import channel_groups_apply, conv_signature, copy_channel_groups, copy_space_to_depth, \
     deal_channel_groups, deal_depth_to_space, mapped_conv, schedule_mapping, shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_channel_major_kernel, \
     requantize_kernel, requantize_transpose_kernel
 from .qemu import run_kernel
@@ -77,14 +78,37 @@ def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob:
     n, cin, h, wd = x.shape
     conv = mapped_conv(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
     packed = conv.pack_input(x, padding)
-    out, packets = run_packed(conv, mapping, knob, packed, conv.pack_weight(w))
-    y = conv.unpack_output(out)
-    if not (y == conv2d_nchw(x, w, strides, padding)).all():
-        raise AssertionError(f"{mapping} conv is not bit-exact under qemu-hexagon")
     signature = conv_signature(n, (h, wd), cin, w.shape[0], w.shape[2:], tuple(strides), tuple(padding))
     layout = layout_packets(packed) if mapping == "width" else 0
+    expected = conv2d_nchw(x, w, strides, padding)
+    if mapping == "width" and w.shape[0] in FUSED_CHANNELS:  # conv and requantization in one kernel, as the pipeline builds it
+        packets = fused_packets(packed, conv.pack_weight(w), expected)
+        return expected, LayerRun(packets, vrmpy=conv.vrmpy_count, signature=signature, layout=layout)
+    out, packets = run_packed(conv, mapping, knob, packed, conv.pack_weight(w))
+    y = conv.unpack_output(out)
+    if not (y == expected).all():
+        raise AssertionError(f"{mapping} conv is not bit-exact under qemu-hexagon")
     epilogue = epilogue_packets(out, y.shape[3], mapping, w)
     return y, LayerRun(packets, vrmpy=conv.vrmpy_count, signature=signature, layout=layout, epilogue=epilogue)
+
+
+def fused_packets(packed: np.ndarray, weight: np.ndarray, expected: np.ndarray) -> int:
+    """Packets of the width-vectorized conv with its requantization in one kernel
+    (``schedules.hexagon.fused``), checked against numpy's conv requantized."""
+    channels, out_w = expected.shape[1], expected.shape[3]
+    m, r = fixed_point(np.full(channels, _ratio(weight.reshape(channels, -1))))
+    nhwc = requantize(expected.transpose(0, 2, 3, 1).astype(np.int64), m, r, 0, 0, 255, "uint8")
+    w = fused_weight(weight)
+    func = width_conv_requantized(packed.shape, w.shape, out_w, 0, 0, 255, "uint8")
+    run = run_kernel(func, [packed, w, *channel_constants(0, m, r, channels)], [(nhwc.shape, "uint8")], name="fused")
+    if not (run.outputs[0] == nhwc).all():
+        raise AssertionError("fused conv and requantization kernel is not exact under qemu-hexagon")
+    return run.packets
+
+
+def _ratio(w: np.ndarray) -> float:
+    """An output scale over the accumulator's that spreads the outputs over the uint8 range."""
+    return 0.5 / max(np.abs(w.astype(np.int64)).sum(axis=1).max() * 255, 1)
 
 
 def layout_packets(packed: np.ndarray) -> int:
@@ -105,8 +129,7 @@ def epilogue_packets(out: np.ndarray, out_w: int, mapping: str, w: np.ndarray) -
     accumulators read and written NHWC (3-channel and other outputs that are not 4 x k
     channels written NCHW), the channel-in-lanes mapping's NHWC ones; checked against numpy."""
     channels = w.shape[0]
-    ratio = 0.5 / max(np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3)).max() * 255, 1)  # a realistic output range
-    m, r = fixed_point(np.full(channels, ratio))
+    m, r = fixed_point(np.full(channels, _ratio(w.reshape(channels, -1))))
     if mapping == "width":
         acc, nhwc = out, out.transpose(0, 2, 3, 1)[:, :, :out_w]
         kernel = requantize_transpose_kernel if channels % 4 == 0 else requantize_channel_major_kernel

@@ -21,6 +21,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_channel_major_kernel, \
     requantize_kernel, requantize_slice_kernel, requantize_transpose_kernel
 from ..targets import is_hexagon
+from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from .conv2d import static_shape
 from .integer_add import match_add, match_term
 from .integer_requantize import _call, _const, match_requantize
@@ -158,7 +159,12 @@ class _Rewriter(PyExprMutator):
         NHWC (``C`` a multiple of 4), else channel-major and viewed NHWC by a ``permute_dims``
         (which cancels against the model output's way back to NCHW)."""
         name, channels = binding.var.name, int(shape[-1])
-        operands = [self.visit_expr(source), *(relax.const(v) for v in channel_constants(*constants[:3], channels, constants[3]))]
+        constants = [relax.const(v) for v in channel_constants(*constants[:3], channels, constants[3])]
+        fused = self._fused(source, constants, shape, zy, lo, hi, dtype)
+        if fused is not None:
+            applied(self.rule.outcomes, name, "in the conv's HVX kernel (its accumulators requantized before they are stored)")
+            return super().visit_var_binding_(relax.VarBinding(binding.var, fused))
+        operands = [self.visit_expr(source), *constants]
         n, h, w, c = (int(d) for d in shape)
         if channels % 4 == 0:
             func = requantize_transpose_kernel(static_shape(source), w, zy, lo, hi, dtype, hvx_code=self.rule.hvx)
@@ -174,3 +180,25 @@ class _Rewriter(PyExprMutator):
             value = relax.op.permute_dims(planar, [0, 2, 3, 1])
             self.nhwc_views[binding.var] = planar
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+
+    def _fused(self, source, constants, shape, zy, lo, hi, dtype):
+        """The width-vectorized conv that computes ``source`` and this requantization as one HVX
+        kernel (``schedules.hexagon.fused``), or None: ``source`` is the output of a
+        ``WidthConv`` kernel (operands ``[N, C/4, H, W, 4]`` uint8 and constant weights) of
+        4, 8 or 16 output channels."""
+        conv = self.var2val.get(source) if isinstance(source, relax.Var) else None
+        if conv is None or not isinstance(conv, relax.Call) or conv.op.name != "relax.call_tir":
+            return None
+        gv, operands = conv.args[0], conv.args[1].fields
+        if len(operands) != 2 or not isinstance(operands[1], tvm.ir.GenericConst):
+            return None
+        x, weight = operands[0], operands[1].value.numpy()
+        x_shape = static_shape(x)
+        if (x_shape is None or len(x_shape) != 5 or x_shape[4] != 4 or str(x.ty.dtype) != "uint8" or weight.ndim != 5
+                or str(weight.dtype) != "int8" or weight.shape[0] not in FUSED_CHANNELS
+                or static_shape(source)[3] != x_shape[3] - weight.shape[2] + 1):
+            return None
+        w = fused_weight(weight)
+        func = width_conv_requantized(x_shape, w.shape, int(shape[2]), zy, lo, hi, dtype, hvx_code=self.rule.hvx)
+        kernel = add_kernel(self.builder_, func, f"{gv.name_hint}_requantized")
+        return relax.call_tir(kernel, [self.visit_expr(x), relax.const(w), *constants], relax.TensorType(shape, dtype))

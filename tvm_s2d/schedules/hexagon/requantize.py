@@ -221,20 +221,11 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
     blocks = -(-out_w // 32)
     shuffled = transpose_shuffles_apply(c)
     full = out_w // 32 if shuffled else 0
-    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
-                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
-    full_range = (lo, hi) == RANGES[dtype]
 
     def packed(acc, bias, mult, shift, half, pre, b, g, r, v):
-        """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel: saturating packs in
-        the order t0, t2, t1, t3 (32 bytes each), then ``vshuffb`` and ``vshuffh`` interleave
-        them pixel by pixel; a clamp narrower than the type's range on the bytes."""
-        t = [_requantized_row(acc, bias, mult, shift, half, pre, ((b * c + 4 * g + j) * h + r) * wp + v * 32, 4 * g + j,
-                              zy, lo, hi, clamp=False) for j in range(4)]
-        words = hvx("vshuffh", hvx("vshuffb", hvx(pack, hvx("vpackwh.sat", t[3], t[1]), hvx("vpackwh.sat", t[2], t[0]))))
-        if not full_range:
-            words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
-        return words
+        """Channels 4g..4g+3 of 32 pixels, requantized, one word a pixel."""
+        return pack_words([_requantized_row(acc, bias, mult, shift, half, pre, ((b * c + 4 * g + j) * h + r) * wp + v * 32,
+                                            4 * g + j, zy, lo, hi, clamp=False) for j in range(4)], lo, hi, dtype)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer((n, c, h, wp), "int32", align=128), bias: T.Buffer((c,), "int32"), mult: T.Buffer((c,), "int32"),
@@ -319,10 +310,27 @@ def _byte_splat(value: int, dtype: str):
     return T.reinterpret(T.broadcast(T.Cast(dtype, value), 128), dtype="int32x32")
 
 
+def pack_words(t, lo: int, hi: int, dtype: str):
+    """Four channels' 32 requantized (unclamped) int32 lanes as one word a pixel: saturating
+    packs in the order t0, t2, t1, t3 (32 bytes each), then ``vshuffb`` and ``vshuffh``
+    interleave them pixel by pixel; a clamp narrower than the type's range on the bytes."""
+    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
+                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
+    words = hvx("vshuffh", hvx("vshuffb", hvx(pack, hvx("vpackwh.sat", t[3], t[1]), hvx("vpackwh.sat", t[2], t[0]))))
+    if (lo, hi) != RANGES[dtype]:
+        words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+    return words
+
+
 def _requantized_row(acc, bias, mult, shift, half, pre, base, k, zy, lo, hi, clamp: bool = True):
-    """32 accumulators from ``base`` of channel ``k``, requantized and (``clamp``) clamped
-    (int32 lanes); the shifts as scalar operands."""
-    a = hvx("vaslw", acc.vload([base], "int32x32") + T.broadcast(bias[k], 32), pre[k])
+    """32 accumulators from ``base`` of channel ``k``, requantized (``requantize_vector``)."""
+    return requantize_vector(acc.vload([base], "int32x32"), bias, mult, shift, half, pre, k, zy, lo, hi, clamp)
+
+
+def requantize_vector(acc, bias, mult, shift, half, pre, k, zy, lo, hi, clamp: bool = True):
+    """32 int32 accumulators of channel ``k`` requantized and (``clamp``) clamped (int32
+    lanes); the channel's constants as scalars, the shifts as scalar operands."""
+    a = hvx("vaslw", acc + T.broadcast(bias[k], 32), pre[k])
     mv = T.broadcast(mult[k], 32)
     t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
     t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k]) + T.broadcast(zy, 32)
