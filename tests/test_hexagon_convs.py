@@ -120,6 +120,8 @@ def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
     named = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("  HVX vrmpy kernel")]
     assert sorted(", ".join(named).split(", ")) == ["conv0", "conv1"]
     assert obj.read_bytes()[:4] == b"\x7fELF"
+    assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(tmp_path / "q.so")]) == 2
+    assert "give -o NAME.o" in capsys.readouterr().err  # one line, before compiling
 
 
 def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):

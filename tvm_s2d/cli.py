@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
                        help="force this block on every eligible conv (default: auto, the lane model)")
         p.add_argument("--lane-width", type=int, default=None,
-                       help="lane width of the cost model (default: from the target; 32 for hexagon and report, 1 for llvm)")
+                       help="lane width of the cost model (default: from the target: the HVX packet model for hexagon, "
+                            "1 for llvm; 32 is the HTP/HMX model, analytic)")
         p.add_argument("--move-cost", type=float, default=None,
                        help="cost-model MAC-equivalents per byte moved by data-movement ops (default: from the target;"
                             " 1.0, 4.0 for llvm)")
@@ -262,6 +263,8 @@ def cmd_compile(args) -> int:
     from .targets import describe, is_hexagon
 
     check_output(args.output)
+    if is_hexagon(args.target) and not args.output.endswith(".o"):
+        raise ValueError(f"--target hexagon writes the kernels as an object file: give -o NAME.o, not {args.output}")
     check_tuning_log(args.tuning_log)
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []

@@ -298,9 +298,11 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=No
     if lane_width == 1:
         raise Unsupported("no estimated gain with 1-channel lanes (CPU vectors hold pixels): S2D only adds zero taps"
                           " and data movement to a stride-1 conv")
-    if spec.in_channels >= lane_width:
+    lanes = model.unit.startswith("executed MACs")  # a lane model (not the HVX packet model)
+    if lanes and spec.in_channels >= lane_width:
         raise Unsupported(f"already enough channels ({spec.in_channels} input channels fill {lane_width}-wide lanes)")
+    where = f"on {lane_width}-channel lanes" if lanes else "in HVX packets"
     raise Unsupported(
-        f"no estimated gain on {lane_width}-channel lanes (best block {best.block[0]}x{best.block[1]}:"
-        f" cost {best.cost(model):,.0f} vs {before:,.0f} executed MACs)"
+        f"no estimated gain {where} (best block {best.block[0]}x{best.block[1]}:"
+        f" cost {best.cost(model):,.0f} vs {before:,.0f} {model.unit})"
     )

@@ -33,6 +33,11 @@ class CostModel:
     # ... charged only to convs with at most this many input channels (None: all)
     strided_width_channels: int | None = None
 
+    @property
+    def unit(self) -> str:
+        """What its costs count (the report's refusals say it)."""
+        return f"executed MACs on {self.lane_width}-channel lanes"
+
     def conv_cost(self, spec) -> float:
         """The estimated cost of ``spec`` (a ``conv.ConvShape``) as it is."""
         gathers = spec.strides[1] > 1 and (self.strided_width_channels is None
@@ -105,6 +110,8 @@ class HVXCostModel(CostModel):
     width-vectorized), plus its data movement on the shuffles or copies. ``lane_width`` stays
     32 for the report's lane columns; ``CostModel(lane_width=32)`` is the HTP (HMX-style)
     model, analytic: QEMU does not emulate HTP."""
+
+    unit = "estimated HVX packets"
 
     def conv_cost(self, spec) -> float:
         return min(hvx_conv_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
