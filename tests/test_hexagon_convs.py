@@ -117,11 +117,18 @@ def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(obj)]) == 0
     out = capsys.readouterr().out
     assert "HexagonConvs: 2 of 2 applied" in out
+    # a uint8 NCHW model: NHWC inside, the layout change at its input and output left to TVM
+    assert "left to TVM's scalar lowering: 2 movement kernels (transpose, transpose1)" in out
     named = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("  HVX vrmpy kernel")]
     assert sorted(", ".join(named).split(", ")) == ["conv0", "conv1"]
     assert obj.read_bytes()[:4] == b"\x7fELF"
     assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(tmp_path / "q.so")]) == 2
     assert "give -o NAME.o" in capsys.readouterr().err  # one line, before compiling
+    onnx.save(tvm_s2d.demo.demo_model(16), tmp_path / "float.onnx")  # float convs: HVX (v66) has no float
+    assert main(["compile", str(tmp_path / "float.onnx"), "--target", "hexagon", "-o", str(obj)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("left to TVM's scalar lowering")]
+    assert any(line.startswith("left to TVM's scalar lowering: 5 conv kernels") for line in lines)
+    assert len(lines) == len({line.split(" kernel")[0].split()[-1] for line in lines})  # one line a kind
 
 
 def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):

@@ -281,6 +281,13 @@ def cmd_compile(args) -> int:
             ex.export_library(args.output)
     except Exception as exc:
         raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
+    if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
+        from .emulator.model import list_kernels, lower_for_hexagon, scalar_lines
+
+        again = S2DPipeline(tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args))
+        for line in scalar_lines(list_kernels(lower_for_hexagon(mod, again, disabled))) or [
+                "left to TVM's scalar lowering: nothing but the float input's quantize and output's dequantize"]:
+            print(line)
     if args.no_rewrite:  # what the other passes did
         for name, found in pipeline.outcomes().items():
             if name != PASS_NAME:

@@ -67,11 +67,7 @@ class ModelRun:
 
     def scalar(self) -> dict[str, list[str]]:
         """Kind -> the kernels of that kind in TVM's default (scalar) lowering, boundary excluded."""
-        found: dict[str, list[str]] = {}
-        for k in self.kernels:
-            if not k.hvx and k.kind != "boundary":
-                found.setdefault(k.kind, []).append(k.name)
-        return found
+        return scalar_kernels(self.kernels)
 
     def by_kind(self) -> dict[str, int]:
         return {kind: sum(k.packets for k in self.kernels if k.kind == kind) for kind in KINDS}
@@ -91,9 +87,7 @@ class ModelRun:
                                                      if kind == "boundary" else "") for kind in KINDS if totals[kind]]
         hvx = sum(k.packets for k in self.kernels if k.hvx)
         lines.append(f"{'total':11s} {self.packets:14,d}  ({hvx:,} on HVX kernels, {self.packets - hvx:,} scalar)")
-        for kind, names in self.scalar().items():
-            lines.append(f"left to TVM's scalar lowering: {len(names)} {kind} kernel{'s' if len(names) > 1 else ''}"
-                         f" ({', '.join(sorted(set(names))[:4])}{', ...' if len(set(names)) > 4 else ''})")
+        lines += scalar_lines(self.kernels)
         lines.append(f"bit-exact against the CPU build: {'yes' if self.matches_cpu else 'NO'}")
         if self.onnxruntime is not None:
             ort = self.onnxruntime
@@ -121,15 +115,15 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
 
     disabled = [*disabled] + ([] if rewrite else [PASS_NAME])
     if tvm_default:
-        hexagon = plain = _lower(mod, None, disabled)
+        hexagon = plain = lower_for_hexagon(mod, None, disabled)
     else:
-        hexagon = _lower(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
+        hexagon = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
         plain_pipeline = S2DPipeline(tuning_log=tuning_log, **options)
         plain_pipeline.hexagon_convs = HexagonConvs(target=hexagon_target(), knobs=tuned_hexagon_knobs(tuning_log),
                                                     schedule=False)
         plain_pipeline.hexagon_movement = HexagonMovement(target=hexagon_target(), hvx=False)
         plain_pipeline.hexagon_requantize = HexagonRequantize(target=hexagon_target(), hvx=False)
-        plain = _lower(mod, plain_pipeline, disabled)
+        plain = lower_for_hexagon(mod, plain_pipeline, disabled)
 
     run = ModelRun(where, "hexagon", rewrite and not tvm_default)
     output, run.kernels = interpret(hexagon, args)
@@ -143,7 +137,7 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
     return run
 
 
-def _lower(mod: tvm.IRModule, pipeline: S2DPipeline | None, disabled) -> tvm.IRModule:
+def lower_for_hexagon(mod: tvm.IRModule, pipeline: S2DPipeline | None, disabled) -> tvm.IRModule:
     """``mod`` lowered for Hexagon up to code generation: the pipeline's passes, or (None)
     TVM's default lowering (legalize, fold, fuse)."""
     from tvm.relax import transform
@@ -223,6 +217,45 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.n
     if isinstance(output, tuple):
         output = output[0]
     return np.asarray(output), runs
+
+
+def scalar_kernels(kernels) -> dict[str, list[str]]:
+    """Kind -> the kernels of that kind left to TVM's default (scalar) lowering, boundary excluded."""
+    found: dict[str, list[str]] = {}
+    for k in kernels:
+        if not k.hvx and k.kind != "boundary":
+            found.setdefault(k.kind, []).append(k.name)
+    return found
+
+
+def scalar_lines(kernels) -> list[str]:
+    """One line per kind of kernel left to TVM's scalar lowering, with a count."""
+    lines = []
+    for kind, names in scalar_kernels(kernels).items():
+        lines.append(f"left to TVM's scalar lowering: {len(names)} {kind} kernel{'s' if len(names) > 1 else ''}"
+                     f" ({', '.join(sorted(set(names))[:4])}{', ...' if len(set(names)) > 4 else ''})")
+    return lines
+
+
+def list_kernels(mod: tvm.IRModule) -> list[KernelRun]:
+    """The kernels ``main`` calls, in order, with their kinds (not run: packets 0); pure
+    reshapes, views in the build, left out."""
+    main = mod["main"]
+    float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
+    returned = set(relax.analysis.free_vars(main.body.body))
+    kernels = []
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            expr = binding.value
+            if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir"):
+                continue
+            gv, operands = expr.args[0], expr.args[1].fields
+            specs = _output_specs(expr.ty)
+            if len(operands) == 1 and len(specs) == 1 and relax.analysis.has_reshape_pattern(mod[gv]):
+                continue
+            kind = _kind(gv.name_hint, operands, specs, float_inputs, binding.var in returned)
+            kernels.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), 0))
+    return kernels
 
 
 def _is_view(func, inputs, specs) -> bool:
