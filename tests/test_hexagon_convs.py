@@ -124,7 +124,9 @@ def test_cli_compile_for_hexagon_names_the_vrmpy_convs(tmp_path, capsys):
     assert obj.read_bytes()[:4] == b"\x7fELF"
     assert main(["compile", str(tmp_path / "q.onnx"), "--target", "hexagon", "-o", str(tmp_path / "q.so")]) == 2
     assert "give -o NAME.o" in capsys.readouterr().err  # one line, before compiling
-    onnx.save(tvm_s2d.demo.demo_model(16), tmp_path / "float.onnx")  # float convs: HVX (v66) has no float
+    from tvm_s2d.demo import demo_model
+
+    onnx.save(demo_model(16), tmp_path / "float.onnx")  # float convs: HVX (v66) has no float
     assert main(["compile", str(tmp_path / "float.onnx"), "--target", "hexagon", "-o", str(obj)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("left to TVM's scalar lowering")]
     assert any(line.startswith("left to TVM's scalar lowering: 5 conv kernels") for line in lines)
