@@ -24,8 +24,12 @@ def test_demo_checks_outputs_and_writes_json(tmp_path, capsys):
     assert main(["demo", "--size", "64", "--repeat", "2", "--json", str(out), "--hexagon-size", "0"]) == 0
     text = capsys.readouterr().out
     assert "outputs agree: yes" in text and "refused: grouped conv (groups=8)" in text
+    assert "TVM default   compile" in text and "ONNX Runtime" in text
+    verdict = next(line for line in text.splitlines() if line.startswith("fastest: "))
+    assert verdict.startswith("fastest: tvm-s2d (") or "tvm-s2d" in verdict.split("(", 1)[1]  # who wins, and by how much
     result = json.loads(out.read_text())
     assert result["agree"] and result["report"]["totals"]["rewritten"] == 4
+    assert set(result["run_ms"]) == {"tvm-s2d", "TVM default", "ONNX Runtime"}
     body1 = next(r for r in result["report"]["layers"] if r["name"] == "body1")
     assert body1["in_channels"] == [8, 32] and body1["kernel"] == [[3, 3], [2, 2]]
 
@@ -213,3 +217,12 @@ def test_demo_runs_the_quantized_demo_whole_on_the_emulator(tmp_path, capsys):
     assert set(rows) == {"TVM's default lowering", "tvm-s2d, no rewrite", "tvm-s2d, default"}
     assert all(row["matches_cpu"] for row in rows.values())
     assert rows["tvm-s2d, default"]["packets"] * 5 < rows["TVM's default lowering"]["packets"]
+
+
+def test_the_demo_verdict_names_who_wins():
+    from tvm_s2d.demo import verdict
+
+    assert verdict({"tvm-s2d": 10.0, "TVM default": 100.0, "ONNX Runtime": 20.0}) == \
+        "fastest: tvm-s2d (10.00x faster than TVM default, 2.00x faster than ONNX Runtime)"
+    losing = verdict({"tvm-s2d": 10.0, "TVM default": 100.0, "ONNX Runtime": 5.0})
+    assert losing.startswith("fastest: ONNX Runtime (tvm-s2d 10.00x faster than TVM default, 2.00x slower than ONNX Runtime")
