@@ -14,3 +14,28 @@ def test_bench_x86_runs_on_a_tiny_layer(tmp_path, capsys):
     assert row["default_choice"] == "0 of 1 rewritten" and row["default_speedup_over_tvm_default"] > 0
     assert all(ms > 0 for ms in row["ms"].values())
     assert "256x256x8" in capsys.readouterr().out
+
+
+def test_bench_models_x86_runs_whole_models_tiny(tmp_path, capsys):
+    out, chart = tmp_path / "models.json", tmp_path / "models.png"
+    bench = load("bench_models_x86")
+    assert bench.main(["--size", "16", "--repeat", "1", "--models", "resnet", "shufflenet", "--json", str(out),
+                       "--chart", str(chart)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["resnet", "shufflenet"]
+    for row in rows:  # every form computes the model: same output as ONNX Runtime
+        assert set(row["forms"]) == {"onnxruntime", "tvm default", "tvm-s2d"}
+        assert all(form["agrees"] and form["ms"] > 0 for form in row["forms"].values())
+    assert chart.read_bytes()[:4] == b"\x89PNG" and "s2d/ORT" in capsys.readouterr().out
+
+
+def test_the_model_zoo_runs_in_onnxruntime():
+    import numpy as np
+    import onnxruntime
+
+    from tvm_s2d.models import zoo
+
+    for name, model in zoo(32).items():
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        y = session.run(None, {session.get_inputs()[0].name: np.ones((1, 3, 32, 32), np.float32)})[0]
+        assert np.isfinite(y).all() and y.size > 0, name

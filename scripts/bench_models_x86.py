@@ -1,0 +1,168 @@
+"""Whole real CNNs on this CPU: ONNX Runtime vs TVM's default pipeline vs tvm-s2d (and tuned).
+
+Models (``tvm_s2d.models.zoo``, float32, seeded weights): ResNet-like, MobileNetV2-like
+(depthwise convs), ShuffleNet-like (grouped 1x1 convs, channel shuffle), DenseNet-like
+(concats), the built-in demo, ESPCN-like super-resolution. Forms, same input, outputs checked
+against ONNX Runtime (relative to the output's scale):
+
+* ``onnxruntime``: ONNX Runtime's default CPU session (all graph optimizations), 2 threads;
+* ``tvm default``: ``tvm.compile`` with TVM's default Relax pipeline;
+* ``tvm-s2d``: the ``"s2d"`` pipeline (this CPU's cost model, its conv schedules);
+* ``tvm-s2d tuned`` with ``--tune N``: the pipeline with a log from ``tvm-s2d tune`` (N trials a conv).
+
+PyTorch is not part of the comparison (not installed here; the models exist only as ONNX).
+Each form: compile time, then the median of ``--repeat`` runs (at least 10) after a warm-up.
+Prints a table; ``--json`` writes it, ``--chart`` draws it (matplotlib).
+
+    python scripts/bench_models_x86.py [--size 224] [--repeat 10] [--tune N] [--models resnet demo]
+        [--json results/bench_models_x86.json] [--chart results/bench_models_x86.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import tvm
+from tvm import relax
+
+from tvm_s2d import from_onnx
+from tvm_s2d.models import zoo
+from tvm_s2d.pipeline import S2DPipeline
+from tvm_s2d.targets import host_target
+
+FORMS = ("onnxruntime", "tvm default", "tvm-s2d", "tvm-s2d tuned")
+
+
+def _onnxruntime(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    start = time.perf_counter()
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    compile_s = time.perf_counter() - start
+    feed = {session.get_inputs()[0].name: x}
+    output = session.run(None, feed)[0]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"ms": float(np.median(times)), "compile_s": compile_s, "output": output}
+
+
+def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
+    start = time.perf_counter()
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=host_target(), relax_pipeline=pipeline) if pipeline is not None else \
+            tvm.compile(mod, target=host_target())
+    compile_s = time.perf_counter() - start
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    args = [tvm.runtime.tensor(x)]
+    output = vm["main"](*args)
+    output = output.numpy() if hasattr(output, "numpy") else output[0].numpy()
+    timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)
+    return {"ms": float(np.median(timer(*args).results) * 1e3), "compile_s": compile_s, "output": output}
+
+
+def _tune(path: Path, trials: int, log: Path) -> None:
+    from tvm_s2d.cli import main
+
+    if main(["tune", str(path), "--trials", str(trials), "--log", str(log)]) != 0:
+        raise RuntimeError(f"tuning {path} failed")
+
+
+def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int, work: Path) -> dict:
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    mod = from_onnx(model)
+    runs = {"onnxruntime": _onnxruntime(model, x, repeat), "tvm default": _tvm(mod, x, repeat),
+            "tvm-s2d": _tvm(mod, x, repeat, S2DPipeline().as_pass())}
+    if trials:
+        path = work / f"{name}.onnx"
+        onnx.save(model, path)
+        log = work / f"{name}.jsonl"
+        _tune(path, trials, log)
+        runs["tvm-s2d tuned"] = _tvm(mod, x, repeat, S2DPipeline(tuning_log=str(log)).as_pass())
+    reference = runs["onnxruntime"]["output"]
+    scale = float(np.abs(reference).max()) or 1.0
+    row = {"model": name, "forms": {}}
+    for form, run in runs.items():
+        diff = float(np.abs(run["output"] - reference).max()) / scale
+        row["forms"][form] = {"ms": run["ms"], "compile_s": run["compile_s"], "max_rel_diff": diff, "agrees": diff < 1e-3}
+        print(f"  {name}, {form}: {run['ms']:.2f} ms (compile {run['compile_s']:.1f} s)", file=sys.stderr, flush=True)
+    return row
+
+
+def table(rows) -> str:
+    forms = [f for f in FORMS if any(f in r["forms"] for r in rows)]
+    lines = [f"{'model':14s} " + " ".join(f"{f + ' ms':>17s}" for f in forms)
+             + f" {'s2d/ORT':>8s} {'default/s2d':>11s} {'s2d compile':>11s} {'agree':>6s}"]
+    for r in rows:
+        f = r["forms"]
+        ours = f["tvm-s2d"]["ms"]
+        lines.append(f"{r['model']:14s} " + " ".join(f"{f[k]['ms']:17.2f}" if k in f else f"{'-':>17s}" for k in forms)
+                     + f" {ours / f['onnxruntime']['ms']:7.2f}x {f['tvm default']['ms'] / ours:10.1f}x"
+                     + f" {f['tvm-s2d']['compile_s']:10.1f}s {'yes' if all(v['agrees'] for v in f.values()) else 'NO':>6s}")
+    return "\n".join(lines)
+
+
+def chart(rows, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    forms = [f for f in FORMS if any(f in r["forms"] for r in rows)]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(forms)
+    for i, form in enumerate(forms):
+        values = [r["forms"].get(form, {}).get("ms", np.nan) for r in rows]
+        ax.bar(np.arange(len(rows)) + i * width, values, width, label=form)
+    ax.set_xticks(np.arange(len(rows)) + width * (len(forms) - 1) / 2, [r["model"] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (median, log scale)")
+    ax.set_title("whole models on this CPU (2 threads)")
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=224, help="input height and width, a multiple of 16 (default 224)")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs after a warm-up (default 10)")
+    parser.add_argument("--tune", type=int, default=0, metavar="N", help="also the tuned form, N trials a conv")
+    parser.add_argument("--models", nargs="*", help="only these models")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--chart", help="draw them here (PNG)")
+    args = parser.parse_args(argv)
+    if args.size % 16 or args.repeat < 1:
+        parser.error("--size must be a multiple of 16 and --repeat at least 1")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="s2d-x86-") as tmp:
+        for name, model in zoo(args.size).items():
+            if args.models and name not in args.models:
+                continue
+            rows.append(bench(name, model, args.size, args.repeat, args.tune, Path(tmp)))
+    print(table(rows))
+    print("s2d/ORT: tvm-s2d's time over ONNX Runtime's (below 1: tvm-s2d faster); default/s2d: TVM's default"
+          " pipeline's time over tvm-s2d's; agree: every form within 1e-3 of ONNX Runtime's output scale")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"size": args.size, "repeat": args.repeat, "tune_trials": args.tune,
+                                               "rows": rows}, indent=2))
+    if args.chart:
+        chart(rows, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
