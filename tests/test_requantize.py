@@ -192,7 +192,7 @@ def _plain_run(func, args, out_shape, dtype):
 def test_hvx_requantize_transpose_kernel_writes_nhwc_bit_exact(shape, out_w, dtype, clamp):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
-    from tvm_s2d.schedules.hexagon.requantize import requantize_transpose_kernel
+    from tvm_s2d.schedules.hexagon.layouts import requantize_transpose_kernel
 
     args, nhwc, (lo, hi) = _channel_major_case(shape, dtype, clamp)
     expected = nhwc[:, :, :out_w]
@@ -209,7 +209,7 @@ def test_hvx_requantize_transpose_kernel_writes_nhwc_bit_exact(shape, out_w, dty
 def test_hvx_requantize_channel_major_kernel_is_bit_exact(shape, out_w, dtype):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
-    from tvm_s2d.schedules.hexagon.requantize import requantize_channel_major_kernel
+    from tvm_s2d.schedules.hexagon.layouts import requantize_channel_major_kernel
 
     args, nhwc, (lo, hi) = _channel_major_case(shape, dtype)
     expected = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)[..., :out_w])
@@ -220,7 +220,7 @@ def test_hvx_requantize_channel_major_kernel_is_bit_exact(shape, out_w, dtype):
 
 
 def test_kernels_refuse_layouts_they_cannot_vectorize():
-    from tvm_s2d.schedules.hexagon.requantize import requantize_channel_major_kernel, requantize_transpose_kernel
+    from tvm_s2d.schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_transpose_kernel
 
     with pytest.raises(ValueError, match="multiple of 4"):
         requantize_transpose_kernel((1, 3, 2, 32), 32, 0, 0, 255, "uint8")
@@ -269,7 +269,7 @@ def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, chan
     the real ones (several pixels a vector) and requantizes them, the slice in the kernel."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
-    from tvm_s2d.schedules.hexagon.requantize import requantize_slice_kernel
+    from tvm_s2d.schedules.hexagon.layouts import requantize_slice_kernel
 
     acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
     b = RNG.integers(-500, 500, channels).astype(np.int32)

@@ -71,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--block", type=parse_block, default=None, metavar="auto|N|HxW",
                        help="force this block on every eligible conv (default: auto, the lane model)")
         p.add_argument("--lane-width", type=int, default=None,
-                       help="lane width of the cost model (default: from the target: the HVX packet model for hexagon, "
-                            "1 for llvm; 32 is the HTP/HMX model, analytic)")
+                       help="lane width of the cost model (default: the target's: HVX packets for hexagon, 1 for llvm; 32: HTP)")
         p.add_argument("--move-cost", type=float, default=None,
                        help="cost-model MAC-equivalents per byte moved by data-movement ops (default: from the target;"
                             " 1.0, 4.0 for llvm)")
@@ -282,12 +281,9 @@ def cmd_compile(args) -> int:
     except Exception as exc:
         raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
     if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
-        from .emulator.model import list_kernels, lower_for_hexagon, scalar_lines
+        from .emulator.model import scalar_report
 
-        again = S2DPipeline(tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args))
-        for line in scalar_lines(list_kernels(lower_for_hexagon(mod, again, disabled))) or [
-                "left to TVM's scalar lowering: nothing but the float input's quantize and output's dequantize"]:
-            print(line)
+        print("\n".join(scalar_report(mod, S2DPipeline(tuning_log=args.tuning_log, **rewrite_options(args)), disabled)))
     if args.no_rewrite:  # what the other passes did
         for name, found in pipeline.outcomes().items():
             if name != PASS_NAME:

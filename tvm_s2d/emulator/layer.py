@@ -31,8 +31,8 @@ from ..passes.integer_requantize import fixed_point, requantize
 from ..schedules.hexagon import channel_groups_apply, conv_signature, copy_channel_groups, copy_space_to_depth, \
     deal_channel_groups, deal_depth_to_space, mapped_conv, schedule_mapping, shuffle_space_to_depth, shuffles_apply
 from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
-from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_channel_major_kernel, \
-    requantize_kernel, requantize_transpose_kernel
+from ..schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_transpose_kernel
+from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_kernel
 from .qemu import run_kernel
 
 @dataclass(frozen=True)

@@ -237,6 +237,12 @@ def scalar_lines(kernels) -> list[str]:
     return lines
 
 
+def scalar_report(mod: tvm.IRModule, pipeline: S2DPipeline, disabled=()) -> list[str]:
+    """``scalar_lines`` of ``mod`` lowered for Hexagon by ``pipeline`` (what ``compile`` prints)."""
+    return scalar_lines(list_kernels(lower_for_hexagon(mod, pipeline, disabled))) or [
+        "left to TVM's scalar lowering: nothing but the float input's quantize and output's dequantize"]
+
+
 def list_kernels(mod: tvm.IRModule) -> list[KernelRun]:
     """The kernels ``main`` calls, in order, with their kinds (not run: packets 0); pure
     reshapes, views in the build, left out."""

@@ -18,8 +18,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_channel_major_kernel, \
-    requantize_kernel, requantize_slice_kernel, requantize_transpose_kernel
+from ..schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
+    requantize_transpose_kernel
+from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
 from ..targets import is_hexagon
 from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from .conv2d import static_shape

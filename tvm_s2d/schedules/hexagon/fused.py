@@ -17,7 +17,8 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import LANES, hvx
-from .requantize import _int64_requantize, _shuffle_words, pack_words, requantize_vector
+from .layouts import _shuffle_words
+from .requantize import _int64_requantize, pack_words, requantize_vector
 
 #: Output channel counts the fused kernel takes (accumulators in registers, ``vshuff`` rounds).
 FUSED_CHANNELS = (4, 8, 16)
