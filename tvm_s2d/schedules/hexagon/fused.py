@@ -17,7 +17,7 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import LANES, hvx
-from .layouts import _shuffle_words
+from .layouts import shuffle_rounds
 from .requantize import _int64_requantize, pack_words, requantize_vector
 
 #: Output channel counts the fused kernel takes (accumulators in registers, ``vshuff`` rounds).
@@ -68,10 +68,7 @@ def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: i
                     even[g, T.ramp(0, 1, 32)] = pack_words(
                         [requantize_vector(acc[4 * g + j, T.ramp(0, 1, 32)], bias, mult, shift, half, pre, 4 * g + j,
                                            zy, lo, hi, clamp=False) for j in range(4)], lo, hi, dtype)
-                if rounds >= 1:
-                    _shuffle_words(even, odd, groups // 2)
-                if rounds >= 2:
-                    _shuffle_words(odd, even, groups // 2)
+                shuffle_rounds(even, odd, groups // 2, rounds)
                 if v < full:
                     for g in T.unroll(groups):
                         if rounds % 2 == 1:

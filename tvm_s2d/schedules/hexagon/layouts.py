@@ -38,6 +38,35 @@ def _shuffle_words(src, dst, half):
         dst[2 * i + 1, T.ramp(0, 1, 32)] = hvx("hi", pair)
 
 
+def _plain(acc_shape, lanes: int, out_shape, where, zy, lo, hi, dtype) -> tvm.tirx.PrimFunc:
+    """A kernel's plain loops: ``out[i] = requantize(acc[index], constants[lane])`` with
+    ``(index, lane) = where(*i)`` (the CPU reference of the HVX kernels)."""
+    acc = te.placeholder(tuple(int(d) for d in acc_shape), "int32", name="acc")
+    bias, mult, shift, half, pre = (te.placeholder((lanes,), "int32", name=v) for v in ("bias", "mult", "shift", "half", "pre"))
+
+    def element(*i):
+        index, k = where(*i)
+        return _int64_requantize(acc[index], bias[k], mult[k], shift[k], pre[k], zy, lo, hi, dtype)
+
+    return te.create_prim_func([acc, bias, mult, shift, half, pre, te.compute(out_shape, element, name="requantize")])
+
+
+@T.macro
+def shuffle_rounds(even, odd, half, rounds):
+    """``rounds`` (up to 5) rounds of ``_shuffle_words`` between ``even`` and ``odd``, from
+    ``even``: the result is in ``odd`` after an odd number (TVMScript macros cannot recurse)."""
+    if rounds >= 1:
+        _shuffle_words(even, odd, half)
+    if rounds >= 2:
+        _shuffle_words(odd, even, half)
+    if rounds >= 3:
+        _shuffle_words(even, odd, half)
+    if rounds >= 4:
+        _shuffle_words(odd, even, half)
+    if rounds >= 5:
+        _shuffle_words(even, odd, half)
+
+
 def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: int, dtype: str,
                                 hvx_code: bool = True) -> tvm.tirx.PrimFunc:
     """``(acc int32 [N, C, H, W'], bias, mult, shift, half [C]) -> dtype [N, H, out_w, C]``: the
@@ -47,12 +76,7 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
     n, c, h, wp = (int(d) for d in shape_nchw)
     out_shape = (n, h, out_w, c)
     if not hvx_code:
-        acc = te.placeholder((n, c, h, wp), "int32", name="acc")
-        bias, mult, shift, half, pre = (te.placeholder((c,), "int32", name=v)
-                                        for v in ("bias", "mult", "shift", "half", "pre"))
-        out = te.compute(out_shape, lambda b, r, p, k: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], pre[k],
-                                                                         zy, lo, hi, dtype), name="requantize")
-        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
+        return _plain((n, c, h, wp), c, out_shape, lambda b, r, p, k: ((b, k, r, p), k), zy, lo, hi, dtype)
     if c % 4 or wp % 32 or wp < out_w:
         raise ValueError(f"requantize_transpose_kernel takes C a multiple of 4 and W' a multiple of 32, not {shape_nchw}")
     groups = c // 4
@@ -84,16 +108,7 @@ def requantize_transpose_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi: in
                 for v in range(full):  # the row's words turned pixel-major, 32 pixels at a time
                     for g in T.unroll(groups):
                         even[g, T.ramp(0, 1, 32)] = row[g, T.ramp(v * 32, 1, 32)]
-                    if rounds >= 1:
-                        _shuffle_words(even, odd, groups // 2)
-                    if rounds >= 2:
-                        _shuffle_words(odd, even, groups // 2)
-                    if rounds >= 3:
-                        _shuffle_words(even, odd, groups // 2)
-                    if rounds >= 4:
-                        _shuffle_words(odd, even, groups // 2)
-                    if rounds >= 5:
-                        _shuffle_words(even, odd, groups // 2)
+                    shuffle_rounds(even, odd, groups // 2, rounds)
                     for g in T.unroll(groups):
                         if rounds % 2 == 1:
                             words[T.ramp(((b * h + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = odd[g, T.ramp(0, 1, 32)]
@@ -113,12 +128,7 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
     n, c, h, wp = (int(d) for d in shape_nchw)
     out_shape = (n, c, h, out_w)
     if not hvx_code:
-        acc = te.placeholder((n, c, h, wp), "int32", name="acc")
-        bias, mult, shift, half, pre = (te.placeholder((c,), "int32", name=v)
-                                        for v in ("bias", "mult", "shift", "half", "pre"))
-        out = te.compute(out_shape, lambda b, k, r, p: _int64_requantize(acc[b, k, r, p], bias[k], mult[k], shift[k], pre[k],
-                                                                         zy, lo, hi, dtype), name="requantize")
-        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
+        return _plain((n, c, h, wp), c, out_shape, lambda b, k, r, p: ((b, k, r, p), k), zy, lo, hi, dtype)
     if wp % 32 or wp < out_w:
         raise ValueError(f"requantize_channel_major_kernel takes W' a multiple of 32, not {shape_nchw}")
     full = out_w // 32
@@ -155,11 +165,7 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
     n, h, w, cp = (int(d) for d in shape)
     out_shape = (n, h, w, channels)
     if not hvx_code:
-        acc = te.placeholder(shape, "int32", name="acc")
-        bias, mult, shift, half, pre = (te.placeholder((32,), "int32", name=v) for v in ("bias", "mult", "shift", "half", "pre"))
-        out = te.compute(out_shape, lambda b, r, p, k: _int64_requantize(acc[b, r, p, k], bias[k], mult[k], shift[k], pre[k],
-                                                                         zy, lo, hi, dtype), name="requantize")
-        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
+        return _plain(shape, 32, out_shape, lambda b, r, p, k: ((b, r, p, k), k), zy, lo, hi, dtype)
     if 32 % channels or cp % 32:
         raise ValueError(f"requantize_slice_kernel takes C dividing 32 and Cp a multiple of 32, not {channels}, {cp}")
     per = 32 // channels  # pixels a vector
