@@ -18,11 +18,11 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ..schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
 from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
 from ..targets import is_hexagon
-from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from .conv2d import static_shape
 from .integer_add import match_add, match_term
 from .integer_requantize import _call, _const, match_requantize
@@ -54,6 +54,15 @@ def _along_last_axis(value: np.ndarray, shape) -> np.ndarray | None:
     return flat if flat.size in (1, shape[-1]) else None
 
 
+def _prefix_axes(sliced: relax.Call) -> list[int] | None:
+    """The axes of a ``strided_slice`` that keeps a prefix of each (begin 0, stride 1), else None."""
+    begin = [int(v) for v in sliced.args[2]]
+    strides = [int(v) for v in sliced.args[4]] if len(sliced.args) > 4 else [1] * len(begin)
+    if any(begin) or any(s != 1 for s in strides):
+        return None
+    return [int(v) for v in sliced.args[1]]
+
+
 def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
     """``y`` when ``x`` (NHWC, 4-D) is ``permute_dims(y[..., :W], [0, 2, 3, 1])`` of an int32
     ``[N, C, H, W']`` tensor ``y`` (``W'`` a multiple of 32), else None."""
@@ -63,9 +72,7 @@ def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
     y = permute.args[0]
     sliced = _call(y, var2val, "relax.strided_slice")
     if sliced is not None:
-        axes, begin = [int(v) for v in sliced.args[1]], [int(v) for v in sliced.args[2]]
-        strides = [int(v) for v in sliced.args[4]] if len(sliced.args) > 4 else [1]
-        if axes != [3] or begin != [0] or strides != [1]:
+        if _prefix_axes(sliced) != [3]:
             return None
         y = sliced.args[0]
     full = static_shape(y)
@@ -81,11 +88,9 @@ def _padded_channels_source(x, var2val, shape) -> relax.Expr | None:
     sliced = _call(x, var2val, "relax.strided_slice")
     if len(shape) != 4 or sliced is None or 32 % int(shape[-1]):
         return None
-    axes, begin = [int(v) for v in sliced.args[1]], [int(v) for v in sliced.args[2]]
-    strides = [int(v) for v in sliced.args[4]] if len(sliced.args) > 4 else [1]
     y = sliced.args[0]
     full = static_shape(y)
-    if axes not in ([3], [-1]) or begin != [0] or strides != [1] or full is None or len(full) != 4 or full[3] % 32:
+    if _prefix_axes(sliced) not in ([3], [-1]) or full is None or len(full) != 4 or full[3] % 32:
         return None
     return y if str(y.ty.dtype) == "int32" else None
 

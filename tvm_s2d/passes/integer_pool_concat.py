@@ -22,7 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .integer_add import TERM_BITS, _dequantized, emit_term
+from .integer_add import _dequantized, emit_term, terms
 from .integer_requantize import _call, emit_requantize, fixed_point, quantize_params, rewrite_quantizes
 from .outcome import Outcome
 
@@ -80,17 +80,12 @@ def _concat(rewriter, concat: relax.Call, params):
         if (np.float32(s), z, str(q.ty.dtype)) == (np.float32(sy), zy, dtype):
             parts.append(q)
             continue
-        weight, scale = rescale_term(s)  # (q - z) * weight in units of scale
+        weight, _, scale = terms(s, s)  # (q - z) * weight in units of scale, as a term of IntegerAdd
         term = emit_term(bb, q, z, weight)
         m, r = fixed_point(np.array(scale / sy))
         parts.append(bb.emit(emit_requantize(bb, term, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)))
     return None, "concat of the 8-bit tensors (inputs of other scales requantized)", relax.Call(
         concat.op, [relax.Tuple(parts)], concat.attrs)
-
-
-def rescale_term(s: float) -> tuple[int, float]:
-    """``(M, u)``: ``s = M * u`` with ``M = 2**21``, the weight of an 8-bit term in ``IntegerAdd``'s units."""
-    return 2**TERM_BITS, s / 2.0**TERM_BITS
 
 
 RULES = {"relax.nn.max_pool2d": _max_pool, "relax.concat": _concat}
