@@ -29,6 +29,7 @@ from tvm.relax.pipeline import default_build_pipeline
 
 from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs
 from ..passes import PASS_NAME, HexagonConvs, HexagonMovement, HexagonRequantize
+from ..passes.conv2d import static_shape
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
 from ..tuning.apply import tuned_hexagon_knobs
@@ -198,7 +199,7 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.n
                 gv, operands = expr.args[0], expr.args[1]
                 inputs = [np.require(value(a), requirements="C") for a in operands.fields]
                 specs = _output_specs(expr.ty)
-                if _is_view(mod[gv], inputs, specs):  # the build's RewriteDataflowReshape makes it a view: no kernel
+                if _is_view(mod[gv], operands.fields, specs):  # the build's RewriteDataflowReshape makes it a view
                     env[binding.var] = inputs[0].reshape(specs[0][0])
                     continue
                 result = run(mod[gv], inputs, specs, gv.name_hint)
@@ -257,18 +258,20 @@ def list_kernels(mod: tvm.IRModule) -> list[KernelRun]:
                 continue
             gv, operands = expr.args[0], expr.args[1].fields
             specs = _output_specs(expr.ty)
-            if len(operands) == 1 and len(specs) == 1 and relax.analysis.has_reshape_pattern(mod[gv]):
+            if _is_view(mod[gv], operands, specs):
                 continue
             kind = _kind(gv.name_hint, operands, specs, float_inputs, binding.var in returned)
             kernels.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), 0))
     return kernels
 
 
-def _is_view(func, inputs, specs) -> bool:
+def _is_view(func, operands, specs) -> bool:
     """A pure reshape of one tensor (same elements, same order): TVM's build turns its call into
     a view of the input (``relax.transform.RewriteDataflowReshape``)."""
-    return (isinstance(func, tvm.tirx.PrimFunc) and len(inputs) == 1 and len(specs) == 1
-            and inputs[0].dtype == np.dtype(specs[0][1]) and inputs[0].size == int(np.prod(specs[0][0]))
+    if not (isinstance(func, tvm.tirx.PrimFunc) and len(operands) == 1 and len(specs) == 1):
+        return False
+    shape = static_shape(operands[0])
+    return (shape is not None and str(operands[0].ty.dtype) == specs[0][1] and int(np.prod(shape)) == int(np.prod(specs[0][0]))
             and bool(relax.analysis.has_reshape_pattern(func)))
 
 
