@@ -30,6 +30,18 @@ def _net(layout, dtype, cin, cout, hw, k, stride=1, padding=0, dilation=1, epilo
     return net.module(y), shape
 
 
+def _grouped_net(layout, channels, hw, k, groups, stride=1, padding=1, batch=1, dtype="float32"):
+    """A grouped (``groups == channels``: depthwise) conv, bias and relu."""
+    shape = (batch, channels, *hw) if layout == "NCHW" else (batch, *hw, channels)
+    net = Net(shape, dtype=dtype, layout=layout, seed=4)
+    w = net.weight((channels, channels // groups, k, k))
+    w, kernel_layout = (w, "OIHW") if layout == "NCHW" else (w.transpose(2, 3, 0, 1), "HWOI")
+    attrs = {"out_dtype": "int32"} if dtype == "int8" else {}
+    y = net.emit(relax.op.nn.conv2d(net.x, relax.const(w), strides=stride, padding=padding, groups=groups,
+                                    data_layout=layout, kernel_layout=kernel_layout, **attrs))
+    return net.module(net.emit(relax.op.nn.relu(net.bias(y)))), shape
+
+
 def _conv_funcs(mod):
     return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and x86.find_conv(f)}
 
@@ -74,6 +86,35 @@ def test_scheduled_conv_matches_unscheduled(case):
     assert_same(_compile_run(scheduled, x, target), expected, dtype)
 
 
+GROUPED = [
+    # layout, dtype, channels, hw, k, groups, stride, batch
+    ("NCHW", "float32", 32, (13, 11), 3, 32, 1, 1),  # depthwise
+    ("NHWC", "float32", 32, (13, 11), 3, 32, 1, 1),
+    ("NCHW", "float32", 24, (15, 17), 3, 24, 2, 2),  # strided depthwise, batch 2
+    ("NHWC", "float32", 24, (15, 17), 3, 24, 2, 2),
+    ("NCHW", "float32", 48, (9, 14), 1, 4, 1, 1),  # grouped 1x1 (ShuffleNet)
+    ("NHWC", "float32", 48, (9, 14), 1, 4, 1, 2),
+    ("NHWC", "float32", 40, (7, 9), 3, 5, 2, 1),  # 8 channels a group, strided
+    ("NHWC", "int8", 16, (11, 10), 3, 16, 1, 1),
+    ("NCHW", "int8", 12, (11, 10), 3, 3, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=lambda c: "-".join(map(str, c)))
+def test_scheduled_grouped_conv_matches_unscheduled(case):
+    layout, dtype, channels, hw, k, groups, stride, batch = case
+    mod, shape = _grouped_net(layout, channels, hw, k, groups, stride, padding=k // 2, batch=batch, dtype=dtype)
+    fused = tvm.transform.Sequential(FUSE)(mod)
+    x = _input(shape, dtype)
+    expected = _compile_run(fused, x, LLVM)
+    target = host_target()
+    schedule = ScheduleConvs(target)
+    scheduled = schedule(fused)
+    (done,) = schedule.scheduled
+    assert done.error is None and scheduled[done.function].attrs["tirx.is_scheduled"]
+    assert_same(_compile_run(scheduled, x, target), expected, dtype)
+
+
 @pytest.mark.parametrize("knobs", [x86.ConvKnobs(1, 8), x86.ConvKnobs(3, 5, False), x86.ConvKnobs(8, 16), x86.ConvKnobs(7, 3)])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_every_knob_is_exact(layout, knobs):
@@ -101,8 +142,25 @@ def test_default_knobs():
     assert x86.default_knobs("NCHW", 8, 1024, 8) == x86.ConvKnobs(8, 8)
     assert x86.default_knobs("NCHW", 3, 1024, 8) == x86.ConvKnobs(3, 16)  # few channels: two vectors
     assert x86.default_knobs("NCHW", 8, 513, 8).tile_width == 9  # a divisor: one odd-length vector, no predicate
-    assert x86.default_knobs("NHWC", 32, 512, 8) == x86.ConvKnobs(32, 2)
+    assert x86.default_knobs("NHWC", 32, 512, 8) == x86.ConvKnobs(16, 4)  # two vectors x 4 pixels
     assert x86.default_knobs("NHWC", 3, 1024, 8) == x86.ConvKnobs(3, 8)
+    # AVX-512 (16 lanes, 32 registers): up to 28 accumulators, whole power-of-two vectors
+    assert x86.default_knobs("NHWC", 32, 56, 16) == x86.ConvKnobs(32, 14)
+    assert x86.default_knobs("NCHW", 32, 56, 16) == x86.ConvKnobs(16, 8)  # 56 = 7 vectors of 8, not one of 28
+    assert x86.default_knobs("NHWC", 24, 56, 16) == x86.ConvKnobs(24, 8)  # three vectors of 8 channels
+
+
+def test_vector_width_is_the_widest_whole_power_of_two():
+    assert [x86.vector_width(n, 16) for n in (64, 56, 28, 36, 7)] == [16, 8, 4, 4, 1]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_grouped_convs_are_found_with_their_groups(layout):
+    for groups, expected_channels in [(4, 12 if layout == "NHWC" else 48), (48, 48), (1, 48)]:
+        mod, _ = _grouped_net(layout, 48, (10, 12), 3, groups)
+        (func,) = _conv_funcs(tvm.transform.Sequential(FUSE)(mod)).values()
+        conv = x86.find_conv(func)
+        assert (conv.groups, conv.channels) == (groups, expected_channels)
 
 
 def test_functions_without_a_single_conv_are_left_alone():

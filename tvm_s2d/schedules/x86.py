@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir
 
-CONV_BLOCKS = {"conv2d_nchw": "NCHW", "conv2d_nhwc": "NHWC"}
+# TOPI's conv blocks; grouped and depthwise convs have the same loops (rc: a group's channels)
+CONV_BLOCKS = {"conv2d_nchw": "NCHW", "conv2d_nhwc": "NHWC", "group_conv2d_nchw": "NCHW", "group_conv2d_nhwc": "NHWC"}
 MAX_ACCUMULATORS = 12  # vector registers kept for accumulators (16 on AVX2)
 
 
@@ -48,6 +49,16 @@ class ConvBlock:
     out_width: int
     dtype: str  # the accumulator's
     extents: tuple[int, ...]  # of the block's loops (spatial, then reduction)
+    groups: int = 1
+
+    @property
+    def channels(self) -> int:
+        """The output channels one register tile may span: in NHWC a grouped conv's vectors stay
+        in one group (its input is then one broadcast, not a gather); depthwise convs (one
+        output channel per group) and NCHW tiles span any."""
+        if self.layout == "NHWC" and 1 < self.groups < self.out_channels:
+            return self.out_channels // self.groups
+        return self.out_channels
 
     @property
     def signature(self) -> str:
@@ -71,7 +82,11 @@ def find_conv(func: tvm.tirx.PrimFunc) -> ConvBlock | None:
     extents = tuple(int(sch.get(loop).extent) for loop in sch.get_loops(found[0]))
     _, a, b, c = extents[:4]
     out_channels, out_width = (a, c) if layout == "NCHW" else (c, b)
-    return ConvBlock(block.name_hint, layout, out_channels, out_width, _written_dtype(block), extents)
+    group_in = extents[4] if layout == "NCHW" else extents[6]  # the reduction over a group's channels
+    data = [r.source for r in block.reads if not r.source.same_as(block.writes[0].source)][0]
+    in_channels = int(data.shape[1 if layout == "NCHW" else 3])
+    return ConvBlock(block.name_hint, layout, out_channels, out_width, _written_dtype(block), extents,
+                     max(1, in_channels // group_in))
 
 
 def _written_dtype(block) -> str:
@@ -82,18 +97,40 @@ def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
+def accumulators(lanes: int, dtype: str = "float32") -> int:
+    """Vector registers a register tile may hold: 28 of AVX-512's 32, 12 of AVX2's 16."""
+    return 28 if lanes * tvm.DataType(dtype).bits >= 512 else MAX_ACCUMULATORS
+
+
+def vector_width(n: int, lanes: int) -> int:
+    """The widest power-of-two vector, at most ``lanes``, that divides ``n`` (1: none does).
+    Vectors of other lengths (28 = 16 + 8 + 4 lanes) measured 3-4x slower than whole ones."""
+    width = lanes
+    while width > 1 and n % width:
+        width //= 2
+    return width
+
+
 def _width_tile(out_width: int, lanes: int, vectors: int) -> int:
-    """Pixels per register tile along a vectorized width: ``vectors`` full vectors when they
-    divide the width, else a divisor of the width that is one odd-length vector (no
-    predicated lanes), else one predicated vector."""
-    if out_width % (lanes * vectors) == 0:
-        return lanes * vectors
-    if out_width % lanes == 0:
-        return lanes
+    """Pixels per register tile along a vectorized width: ``vectors`` vectors of the widest
+    power-of-two width (at least 4 lanes) dividing the output width, else a divisor of the
+    width that is one odd-length vector (no predicated lanes), else one predicated vector."""
+    width = vector_width(out_width, lanes)
+    if width >= min(4, lanes):
+        return width * _largest_divisor(out_width // width, vectors)
     divisors = [d for d in range(lanes // 2, 2 * lanes + 1) if d and out_width % d == 0]
     if divisors:
         return max(divisors)
     return min(lanes, out_width)
+
+
+def _channel_tile(out_channels: int, lanes: int, vectors: int) -> int:
+    """Output channels per register tile along vectorized channels: ``vectors`` vectors of the
+    widest power-of-two width dividing the channels (all of them when they are fewer)."""
+    width = vector_width(out_channels, lanes)
+    if width == 1:
+        return min(out_channels, lanes * vectors)
+    return width * _largest_divisor(out_channels // width, vectors * max(1, lanes // width))
 
 
 def _tiles(layout: str, out_channels: int, out_width: int, vectors: int, tile: int, lanes: int) -> ConvKnobs:
@@ -101,23 +138,31 @@ def _tiles(layout: str, out_channels: int, out_width: int, vectors: int, tile: i
     ``tile`` along the other, fitted to the conv's output."""
     if layout == "NCHW":
         return ConvKnobs(_largest_divisor(out_channels, tile), _width_tile(out_width, lanes, vectors))
-    return ConvKnobs(min(out_channels, lanes * vectors), _largest_divisor(out_width, tile))
+    return ConvKnobs(_channel_tile(out_channels, lanes, vectors), _largest_divisor(out_width, tile))
 
 
-def default_knobs(layout: str, out_channels: int, out_width: int, lanes: int) -> ConvKnobs:
-    """Measured-good tiles: at most ``MAX_ACCUMULATORS`` vector accumulators, tiles that
-    divide the output where possible."""
+def _registers(size: int, lanes: int) -> int:
+    """Vector registers ``size`` contiguous values take."""
+    width = vector_width(size, lanes)
+    return size // width if width >= min(4, lanes) else -(-size // lanes)
+
+
+def default_knobs(layout: str, out_channels: int, out_width: int, lanes: int, dtype: str = "float32") -> ConvKnobs:
+    """Measured-good tiles: at most ``accumulators`` vector registers of accumulators, tiles
+    that divide the output where possible."""
+    budget = accumulators(lanes, dtype)
     if layout == "NCHW":  # lanes along the width; few channels: two vectors
         vectors = 1 if out_channels >= 4 else 2
-        registers = -(-_width_tile(out_width, lanes, vectors) // lanes)
-        return _tiles(layout, out_channels, out_width, vectors, MAX_ACCUMULATORS // registers, lanes)
-    vectors = min(-(-out_channels // lanes), 4)  # NHWC: lanes along the channels
-    return _tiles(layout, out_channels, out_width, vectors, max(1, MAX_ACCUMULATORS // vectors), lanes)
+        registers = _registers(_width_tile(out_width, lanes, vectors), lanes)
+        return _tiles(layout, out_channels, out_width, vectors, min(16, budget // registers), lanes)
+    vectors = min(-(-out_channels // lanes), 2)  # NHWC: lanes along the channels
+    registers = _registers(_channel_tile(out_channels, lanes, vectors), lanes)
+    return _tiles(layout, out_channels, out_width, vectors, max(1, budget // registers), lanes)
 
 
 def knobs_for(conv: ConvBlock, vectors: int, tile: int, lanes: int) -> ConvKnobs:
     """The tuner's knobs (``vectors``, ``tile``: see ``_tiles``) made concrete for one conv."""
-    return _tiles(conv.layout, conv.out_channels, conv.out_width, vectors, tile, lanes)
+    return _tiles(conv.layout, conv.channels, conv.out_width, vectors, tile, lanes)
 
 
 def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes: int = 8,
@@ -133,7 +178,7 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
     if found is None:
         raise ValueError("no single conv2d_nchw / conv2d_nhwc block")
     layout = found.layout
-    knobs = knobs or default_knobs(layout, found.out_channels, found.out_width, lanes)
+    knobs = knobs or default_knobs(layout, found.channels, found.out_width, lanes, found.dtype)
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock(found.name)
     loops = sch.get_loops(conv)
@@ -144,10 +189,10 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
     fo, fi = sch.split(f, [None, knobs.tile_channels])
     xo, xi = sch.split(x, [None, knobs.tile_width])
     if layout == "NCHW":  # lanes along the width
-        inner, lane = sch.split(xi, [None, lanes]) if knobs.tile_width % lanes == 0 else (None, xi)
+        inner, lane = _split_vectors(sch, xi, knobs.tile_width, lanes)
         register = [fi, inner, lane]
     else:  # lanes along the channels
-        inner, lane = sch.split(fi, [None, lanes]) if knobs.tile_channels % lanes == 0 else (None, fi)
+        inner, lane = _split_vectors(sch, fi, knobs.tile_channels, lanes)
         register = [xi, inner, lane]
     register = [loop for loop in register if loop is not None]
     sch.reorder(n, y, fo, xo, *reduction, *register)
@@ -179,11 +224,18 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
         except s_tir.ScheduleError:
             break
     last = sch.get_loops(accumulate)[-1]
-    extent = int(sch.get(last).extent)
-    if extent > lanes and extent % lanes == 0:
-        _, last = sch.split(last, [None, lanes])
+    _, last = _split_vectors(sch, last, int(sch.get(last).extent), lanes)
     sch.vectorize(last)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), knobs
+
+
+def _split_vectors(sch: s_tir.Schedule, loop, extent: int, lanes: int):
+    """``loop`` (of ``extent``) as (vectors, lanes): whole power-of-two vectors of at least 4
+    lanes where they divide it, else (None, loop): one vector of any length."""
+    width = vector_width(extent, lanes)
+    if width >= min(4, lanes) and extent > width:
+        return tuple(sch.split(loop, [None, width]))
+    return None, loop
 
 
 def schedule_injective(func: tvm.tirx.PrimFunc, lanes: int = 8) -> tvm.tirx.PrimFunc | None:
