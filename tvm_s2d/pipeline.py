@@ -21,7 +21,8 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
+from .passes import (CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
+                     SpaceToDepthConv2d)
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
 from .tuning.apply import tuned_blocks, tuned_hexagon_knobs, tuned_knobs
@@ -31,14 +32,16 @@ PIPELINE_NAME = "s2d"
 
 def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None,
                   movement: HexagonMovement | None = None, prepare=None, layout: HexagonLayout | None = None,
-                  requantize: HexagonRequantize | None = None) -> list[tvm.transform.Pass]:
-    """Prepare, NHWC throughout (Hexagon targets only), rewrite (None: no rewrite), integer
+                  requantize: HexagonRequantize | None = None, cpu_layout: CpuLayout | None = None
+                  ) -> list[tvm.transform.Pass]:
+    """Prepare, NHWC throughout (Hexagon targets), each conv's layout (CPU targets), rewrite (None: no rewrite), integer
     convs, their requantization and uint8 data movement to HVX kernels (Hexagon targets only),
     legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take. Pass
     objects not given are made new."""
     return [
         *(prepare if prepare is not None else prepare_passes()),
         layout if layout is not None else HexagonLayout(),
+        cpu_layout if cpu_layout is not None else CpuLayout(),
         *([rewrite] if rewrite is not None else []),
         hexagon if hexagon is not None else HexagonConvs(),
         requantize if requantize is not None else HexagonRequantize(),
@@ -72,6 +75,7 @@ class S2DPipeline:
     def __init__(self, tuning_log=None, metaschedule=None, **options):
         self.prepare = prepare_passes()
         self.hexagon_layout = HexagonLayout()
+        self.cpu_layout = CpuLayout()
         self.rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options)
         self.hexagon_convs = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
         self.hexagon_requantize = HexagonRequantize()
@@ -82,7 +86,7 @@ class S2DPipeline:
     def passes(self) -> list[tvm.transform.Pass]:
         """Everything before code generation."""
         return [*kernel_passes(self.rewrite, self.hexagon_convs, self.hexagon_movement, self.prepare, self.hexagon_layout,
-                               self.hexagon_requantize), *self.schedules]
+                               self.hexagon_requantize, self.cpu_layout), *self.schedules]
 
     def as_pass(self) -> tvm.transform.Pass:
         return tvm.transform.Sequential([*self.passes(), default_build_pipeline()], name="s2d_pipeline")
@@ -91,7 +95,7 @@ class S2DPipeline:
         """Pass name -> its ``passes.outcome.Outcome`` list, for every pass of this pipeline
         that records them (empty where a pass did not run or found nothing)."""
         found = {}
-        for p in [*self.prepare, self.hexagon_layout, self.rewrite, self.hexagon_convs, self.hexagon_requantize,
+        for p in [*self.prepare, self.hexagon_layout, self.cpu_layout, self.rewrite, self.hexagon_convs, self.hexagon_requantize,
                   self.hexagon_movement, *self.schedules]:
             if hasattr(p, "outcomes"):
                 found[p.info.name] = list(p.outcomes)
