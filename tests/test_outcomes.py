@@ -54,12 +54,12 @@ def test_hexagon_passes_apply_to_a_quantized_nhwc_chain():
     assert any(o.applied and "shuffle S2D" in o.reason for o in passes["HexagonMovement"])
 
 
-def test_schedule_convs_names_every_kernel_it_leaves_to_tvm():
+def test_schedule_convs_names_what_it_did_to_every_kernel():
     grouped = conv_module((1, 8, 16, 16), np.ones((8, 1, 3, 3), np.float32), padding=1, groups=8,
                           epilogue=lambda y: relax.op.nn.max_pool2d(y, 2, 2))
     passes = _passes(grouped, host_target())
-    reasons = {o.reason for o in passes["ScheduleConvs"] if not o.applied}
-    assert any("group_conv2d_nchw" in r for r in reasons) and any("pool_max" in r for r in reasons)
+    reasons = [o.reason for o in passes["ScheduleConvs"] if o.applied]
+    assert any(r.startswith("conv schedule") for r in reasons) and any("window reduction" in r for r in reasons)
     n = tvm.ir.prim.expr.Var("n", "int64")
     dynamic = _passes(conv_module((n, 8, 16, 16), np.ones((8, 8, 3, 3), np.float32), padding=1), host_target())
     assert {o.reason for o in dynamic["ScheduleConvs"]} == {"dynamic shape: TVM's default lowering"}

@@ -172,7 +172,7 @@ def test_functions_without_a_single_conv_are_left_alone():
     assert scheduled["relu"].attrs["tirx.is_scheduled"] and "tirx.is_scheduled" not in mod["relu"].attrs
     other = Net((1, 4, 8, 8))
     reduction = tvm.transform.Sequential(FUSE)(other.module(other.emit(relax.op.sum(other.x, axis=[1]))))
-    tvm.ir.assert_structural_equal(schedule(reduction), reduction)  # other reductions: left as they are
+    schedule(reduction)  # other reductions: test_x86_kernels.py
     assert schedule.scheduled == [] and schedule.injective == []
     with pytest.raises(ValueError, match="no single conv"):
         x86.schedule_conv(next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)))

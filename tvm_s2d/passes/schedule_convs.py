@@ -3,11 +3,12 @@
 TVM 0.27's default pipeline leaves a legalized conv as its naive loop nest, tens of times
 slower than ONNX Runtime on a CPU, and every other kernel single-threaded. On LLVM CPU
 targets this pass applies ``schedules.x86.schedule_conv`` to every PrimFunc holding one
-``conv2d_nchw`` or ``conv2d_nhwc`` block (the fused epilogue included), and
-``schedule_injective`` (parallel, vectorized) to functions without reductions: the
-rewrite's space-to-depth, depth-to-space, pads and masks, and elementwise ops. Other
-targets, functions with other reductions and functions already scheduled are left as they
-are. ``knobs`` maps a function name to ``ConvKnobs``, or is a function
+conv block (plain, grouped or depthwise; NCHW or NHWC; the fused epilogue included),
+``schedule_injective`` (parallel, vectorized) to functions without reductions (the
+rewrite's space-to-depth, depth-to-space, pads and masks, layout transposes, elementwise
+ops), ``x86_reductions.schedule_window`` to pools, means and dense layers, and TVM's dlight
+CPU rules to softmax. Other targets and functions already scheduled are left as they are;
+a function none of these takes keeps TVM's default lowering, and its outcome says so. ``knobs`` maps a function name to ``ConvKnobs``, or is a function
 ``(x86.ConvBlock, lanes) -> ConvKnobs | None`` (the tuner's choice, e.g. from a tuning log);
 the rest get ``default_knobs``.
 
@@ -22,6 +23,7 @@ import tvm
 from tvm import s_tir
 
 from ..schedules import x86
+from ..schedules.x86_reductions import schedule_dlight, schedule_window
 from ..targets import is_cpu, vector_lanes
 from .kernels import with_functions
 from .outcome import Outcome, applied, refused
@@ -67,11 +69,14 @@ class ScheduleConvs:
                 continue
             conv = x86.find_conv(func)
             if conv is None:
-                injective = x86.schedule_injective(func, vector_lanes(target))
-                if injective is not None:
-                    updates[gv] = injective
-                    self.injective.append(name)
-                    applied(self.outcomes, name, "parallel, vectorized (no reduction)")
+                for kind, what, schedule in _OTHER_KERNELS:
+                    scheduled = schedule(func, target)
+                    if scheduled is not None:
+                        updates[gv] = scheduled
+                        if kind == "injective":
+                            self.injective.append(name)
+                        applied(self.outcomes, name, what)
+                        break
                 else:
                     refused(self.outcomes, name, f"no schedule for {_kind(func)}: TVM's default lowering")
                 continue
@@ -86,6 +91,15 @@ class ScheduleConvs:
             self.scheduled.append(Scheduled(name, conv.signature, knobs))
             applied(self.outcomes, name, "conv schedule (register-blocked, vectorized, parallel rows)")
         return with_functions(mod, updates)
+
+
+# the kernels that are not convs, by the first schedule that takes them: (kind, outcome, schedule)
+_OTHER_KERNELS = [
+    ("injective", "parallel, vectorized (no reduction)", lambda f, t: x86.schedule_injective(f, vector_lanes(t))),
+    ("window", "window reduction (pool, mean, dense): parallel, vectorized",
+     lambda f, t: schedule_window(f, vector_lanes(t))),
+    ("dlight", "TVM's dlight CPU rule (softmax, dense)", schedule_dlight),
+]
 
 
 def _kind(func: tvm.tirx.PrimFunc) -> str:

@@ -189,10 +189,10 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
     fo, fi = sch.split(f, [None, knobs.tile_channels])
     xo, xi = sch.split(x, [None, knobs.tile_width])
     if layout == "NCHW":  # lanes along the width
-        inner, lane = _split_vectors(sch, xi, knobs.tile_width, lanes)
+        inner, lane = split_vectors(sch, xi, knobs.tile_width, lanes)
         register = [fi, inner, lane]
     else:  # lanes along the channels
-        inner, lane = _split_vectors(sch, fi, knobs.tile_channels, lanes)
+        inner, lane = split_vectors(sch, fi, knobs.tile_channels, lanes)
         register = [xi, inner, lane]
     register = [loop for loop in register if loop is not None]
     sch.reorder(n, y, fo, xo, *reduction, *register)
@@ -224,12 +224,12 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
         except s_tir.ScheduleError:
             break
     last = sch.get_loops(accumulate)[-1]
-    _, last = _split_vectors(sch, last, int(sch.get(last).extent), lanes)
+    _, last = split_vectors(sch, last, int(sch.get(last).extent), lanes)
     sch.vectorize(last)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), knobs
 
 
-def _split_vectors(sch: s_tir.Schedule, loop, extent: int, lanes: int):
+def split_vectors(sch: s_tir.Schedule, loop, extent: int, lanes: int):
     """``loop`` (of ``extent``) as (vectors, lanes): whole power-of-two vectors of at least 4
     lanes where they divide it, else (None, loop): one vector of any length."""
     width = vector_width(extent, lanes)

@@ -1,0 +1,156 @@
+"""The CPU kernels other than convs (pools, means, dense, softmax, reductions:
+``schedules/x86_reductions.py``) and the per-conv layout choice (``CpuLayout``): each
+scheduled kernel gives the unscheduled one's result, on odd sizes, batch 2, NCHW and NHWC."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.relax import transform
+from tvm.script import tirx as T
+
+import tvm_s2d  # noqa: F401  (registers the pipeline)
+from helpers import LLVM, Net, assert_same, random_tensor
+from tvm_s2d.passes import CpuLayout, ScheduleConvs
+from tvm_s2d.passes.cpu_layout import choose
+from tvm_s2d.schedules.x86_reductions import schedule_window
+from tvm_s2d.targets import host_target
+
+RNG = np.random.default_rng(11)
+FUSE = [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(), transform.FuseOps(),
+        transform.FuseTIR()]
+
+
+def _run(mod, x, target):
+    ex = tvm.compile(mod, target=target)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x))
+    return out.numpy()
+
+
+def _graph(layout, dtype, build, shape):
+    """A one-input function ``build(bb, x)`` made kernels (legalized, fused)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, x))
+        bb.emit_func_output(out)
+    return tvm.transform.Sequential(FUSE)(bb.get())
+
+
+def _classifier_tail(layout, classes=10):
+    """max pool 3x3/2 (padded), average pool 2x2, global mean, dense, softmax."""
+    def build(bb, x):
+        a = bb.emit(relax.op.nn.max_pool2d(x, 3, 2, 1, layout=layout))
+        b = bb.emit(relax.op.nn.avg_pool2d(a, 2, 2, layout=layout))
+        channels = int(b.ty.shape[1 if layout == "NCHW" else 3])
+        c = bb.emit(relax.op.mean(b, axis=[2, 3] if layout == "NCHW" else [1, 2], keepdims=True))
+        flat = bb.emit(relax.op.reshape(c, (int(x.ty.shape[0]), channels)))
+        w = relax.const(RNG.standard_normal((channels, classes)).astype("float32"))
+        dense = bb.emit(relax.op.add(relax.op.matmul(flat, w), relax.const(RNG.standard_normal(classes).astype("float32"))))
+        return bb.emit(relax.op.nn.softmax(dense, axis=1))
+    return build
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_pools_means_dense_softmax_are_scheduled_and_exact(layout, batch):
+    shape = (batch, 24, 21, 19) if layout == "NCHW" else (batch, 21, 19, 24)
+    mod = _graph(layout, "float32", _classifier_tail(layout), shape)
+    x = random_tensor(RNG, shape, "float32")
+    expected = _run(mod, x, LLVM)
+    schedule = ScheduleConvs(host_target())
+    scheduled = schedule(mod)
+    done = {o.name: o for o in schedule.outcomes}
+    for name in ("max_pool2d", "avg_pool2d", "mean", "fused_matmul_add"):
+        assert done[name].applied and "window reduction" in done[name].reason
+    assert done["softmax"].applied and "dlight" in done["softmax"].reason
+    assert all(o.applied for o in schedule.outcomes)  # nothing left to TVM's default lowering
+    text = scheduled["max_pool2d"].script()
+    assert "T.parallel" in text and "T.vectorized" in text
+    assert_same(_run(scheduled, x, host_target()), expected, "float32")
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "argmax"])
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_other_reductions_are_exact(op, dtype):
+    shape = (2, 7, 5, 9)
+    make = {"sum": lambda x: relax.op.sum(x, axis=[1]), "max": lambda x: relax.op.max(x, axis=[2, 3]),
+            "argmax": lambda x: relax.op.argmax(x, axis=1)}[op]
+    mod = _graph("NCHW", dtype, lambda bb, x: bb.emit(make(x)), shape)
+    x = random_tensor(RNG, shape, dtype)
+    expected = _run(mod, x, LLVM)
+    schedule = ScheduleConvs(host_target())
+    scheduled = schedule(mod)
+    assert all(o.applied for o in schedule.outcomes)
+    assert_same(_run(scheduled, x, host_target()), expected, str(expected.dtype))
+
+
+@T.prim_func(private=True, s_tir=True)
+def _interleaved(a: T.Buffer((4, 8, 6), "float32"), b: T.Buffer((4, 6), "float32")):
+    # a reduction axis between two output axes: no schedule here takes it
+    for i, k, j in T.grid(4, 8, 6):
+        with T.sblock("interleaved"):
+            vi, vk, vj = T.axis.remap("SRS", [i, k, j])
+            with T.init():
+                b[vi, vj] = T.float32(0)
+            b[vi, vj] = b[vi, vj] + a[vi, vk, vj]
+
+
+def test_kernels_no_schedule_takes_are_left_with_a_reason():
+    assert schedule_window(_interleaved, 8) is None
+    mod = tvm.IRModule({"interleaved": _interleaved})
+    schedule = ScheduleConvs(LLVM)
+    tvm.ir.assert_structural_equal(schedule(mod), mod)
+    (outcome,) = schedule.outcomes
+    assert not outcome.applied and outcome.reason == "no schedule for reductions interleaved: TVM's default lowering"
+
+
+# ---- CpuLayout -------------------------------------------------------------------------------
+
+def test_layout_choice_follows_the_lanes_each_layout_fills():
+    lanes = 16
+    assert choose(32, 1, 56, 32, 1, lanes)[0] == "NHWC"  # 32 channels fill 2 vectors; 56 pixels vectors of 8
+    assert choose(12, 1, 112, 36, 1, lanes)[0] == "NCHW"  # DenseNet growth: 12 channels, 112 pixels
+    assert choose(48, 4, 56, 48, 1, lanes)[0] == "NCHW"  # grouped: 12 channels a group
+    assert choose(96, 96, 112, 96, 2, lanes)[0] == "NHWC"  # strided depthwise: NCHW vectors gather
+    layout, why = choose(32, 1, 224, 3, 2, lanes)
+    assert layout == "NCHW" and "image stem" in why  # the space-to-depth rewrite's
+    assert choose(16, 1, 112, 16, 1, lanes)[0] == "NCHW"  # a tie: the model's layout (no transposes)
+
+
+def _resnet_block(channels=32, hw=(14, 10), batch=2):
+    net = Net((batch, channels, *hw), seed=7)
+    y = net.emit(relax.op.nn.relu(net.bias(net.conv(net.x, channels, 3, padding=1))))
+    y = net.bias(net.conv(y, channels, 3, padding=1))
+    y = net.emit(relax.op.nn.relu(relax.op.add(y, net.x)))
+    y = net.emit(relax.op.nn.max_pool2d(y, 3, 2, 1))
+    return net.module(net.emit(relax.op.mean(y, axis=[2, 3]))), (batch, channels, *hw)
+
+
+def test_cpu_layout_makes_many_channel_convs_nhwc_and_is_exact():
+    mod, shape = _resnet_block()
+    target = host_target()
+    x = random_tensor(RNG, shape, "float32")
+    with tvm.transform.PassContext(opt_level=3):
+        expected = _run(mod, x, LLVM)
+        layout = CpuLayout(target)
+        converted = layout(mod)
+        with target:
+            got = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline="s2d"), tvm.cpu())["main"](
+                tvm.runtime.tensor(x)).numpy()
+    assert [o.applied for o in layout.outcomes] == [True, True]
+    assert "NCHW -> NHWC" in layout.outcomes[0].reason
+    text = converted.script()
+    assert text.count('data_layout="NHWC"') == 2 and "permute_dims" in text  # transposes at the edges only
+    assert text.count("R.permute_dims(") <= 3
+    assert_same(got, expected, "float32")
+
+
+def test_cpu_layout_leaves_other_targets_and_disabled_pipelines_alone():
+    mod, _ = _resnet_block()
+    tvm.ir.assert_structural_equal(CpuLayout(tvm.target.Target({"kind": "c"}))(mod), mod)
+    small, _ = _resnet_block(channels=3)  # an image stem: NCHW for the rewrite
+    layout = CpuLayout(host_target())
+    tvm.ir.assert_structural_equal(layout(small), small)
+    assert not any(o.applied for o in layout.outcomes) and "image stem" in layout.outcomes[0].reason
