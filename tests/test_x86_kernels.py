@@ -154,3 +154,27 @@ def test_cpu_layout_leaves_other_targets_and_disabled_pipelines_alone():
     layout = CpuLayout(host_target())
     tvm.ir.assert_structural_equal(layout(small), small)
     assert not any(o.applied for o in layout.outcomes) and "image stem" in layout.outcomes[0].reason
+
+
+def _grouped(net, y, groups, k=1):
+    channels = net.channels(y)
+    w = net.weight((channels, channels // groups, k, k))
+    return net.emit(relax.op.nn.relu(relax.op.nn.conv2d(y, relax.const(w), padding=k // 2, groups=groups)))
+
+
+def test_a_conv_keeps_its_neighbours_layout_when_the_transposes_would_cost_more():
+    """ShuffleNet's unit: grouped 1x1 convs (12 channels a group: NCHW fills more lanes) around a
+    depthwise conv (NHWC on its own): two transposes would cost more than NHWC gains."""
+    net = Net((1, 48, 28, 28), seed=9)
+    y = _grouped(net, _grouped(net, _grouped(net, net.x, 4), 48, k=3), 4)
+    mod = net.module(y)
+    layout = CpuLayout(host_target())
+    tvm.ir.assert_structural_equal(layout(mod), mod)
+    depthwise = layout.outcomes[1]
+    assert not depthwise.applied and "NHWC would cost more in transposes" in depthwise.reason
+    alone = Net((1, 48, 28, 28), seed=9)
+    layout(alone.module(_grouped(alone, alone.x, 48, k=3)))
+    assert not layout.outcomes[0].applied  # 9 MACs an output: never worth two transposes
+    dense = Net((1, 48, 28, 28), seed=9)
+    layout(dense.module(_grouped(dense, dense.x, 1, k=3)))
+    assert layout.outcomes[0].applied  # 432 MACs an output: worth them
