@@ -1,4 +1,4 @@
-"""Whole real CNNs on this CPU: ONNX Runtime vs TVM's default pipeline vs tvm-s2d (and tuned).
+"""Whole real CNNs on this CPU: ONNX Runtime and PyTorch vs TVM's default pipeline vs tvm-s2d (and tuned).
 
 Models (``tvm_s2d.models.zoo``, float32, seeded weights): ResNet-like, MobileNetV2-like
 (depthwise convs), ShuffleNet-like (grouped 1x1 convs, channel shuffle), DenseNet-like
@@ -6,13 +6,15 @@ Models (``tvm_s2d.models.zoo``, float32, seeded weights): ResNet-like, MobileNet
 against ONNX Runtime (relative to the output's scale):
 
 * ``onnxruntime``: ONNX Runtime's default CPU session (all graph optimizations), 2 threads;
-* ``tvm default``: ``tvm.compile`` with TVM's default Relax pipeline;
+* ``pytorch``: the same graph as eager PyTorch calls (``bench_x86.torch_forward``), 2 threads,
+  if ``torch`` is installed (``pip install torch==2.13.0``, the CPU wheel);
+* ``tvm default``: ``tvm.compile`` with TVM's default Relax pipeline (2 threads, as every TVM form);
 * ``tvm-s2d``: the ``"s2d"`` pipeline (this CPU's cost model, its conv schedules);
 * ``tvm-s2d tuned`` with ``--tune N``: the pipeline with a log from ``tvm-s2d tune`` (N trials a conv).
 
-PyTorch is not part of the comparison (not installed here; the models exist only as ONNX).
-Each form: compile time, then the median of ``--repeat`` runs (at least 10) after a warm-up.
-Prints a table; ``--json`` writes it, ``--chart`` draws it (matplotlib).
+Each form: compile time (for tvm-s2d also the shares its own passes take), then the
+median of ``--repeat`` runs (at least 10) after a warm-up. Prints a table; ``--json`` writes
+it, ``--chart`` draws it (matplotlib).
 
     python scripts/bench_models_x86.py [--size 224] [--repeat 10] [--tune N] [--models resnet demo]
         [--json results/bench_models_x86.json] [--chart results/bench_models_x86.png]
@@ -22,29 +24,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("TVM_NUM_THREADS", "2")  # TVM's default is half the cores (it assumes hyperthreads)
+
 import numpy as np
-import onnx
-import tvm
-from tvm import relax
+import onnx  # noqa: E402
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
 
-from tvm_s2d import from_onnx
-from tvm_s2d.models import zoo
-from tvm_s2d.pipeline import S2DPipeline
-from tvm_s2d.targets import host_target
+from bench_x86 import THREADS, torch, torch_forward  # noqa: E402
+from tvm_s2d import from_onnx  # noqa: E402
+from tvm_s2d.models import zoo  # noqa: E402
+from tvm_s2d.pipeline import S2DPipeline  # noqa: E402
+from tvm_s2d.targets import host_target  # noqa: E402
 
-FORMS = ("onnxruntime", "tvm default", "tvm-s2d", "tvm-s2d tuned")
+FORMS = ("onnxruntime", "pytorch", "tvm default", "tvm-s2d", "tvm-s2d tuned")
+PEERS = ("onnxruntime", "pytorch")
+# the passes tvm-s2d adds to TVM's: graph rewrites, and the kernel schedules (their shares of the compile time)
+OWN_PASSES = {"rewrite": {"QDQConvToInteger", "IntegerRequantize", "IntegerAdd", "IntegerPoolConcat", "HexagonLayout",
+                          "CpuLayout", "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement"},
+              "schedules": {"ScheduleConvs", "ApplyDatabase"}}
+
+
+@tvm.instrument.pass_instrument
+class _PassTimes:
+    """Seconds spent in each group of ``OWN_PASSES``."""
+
+    def __init__(self):
+        self.seconds, self._started = dict.fromkeys(OWN_PASSES, 0.0), []
+
+    def run_before_pass(self, _mod, info):
+        self._started.append((info.name, time.perf_counter()))
+
+    def run_after_pass(self, _mod, info):
+        name, start = self._started.pop()
+        for group, names in OWN_PASSES.items():
+            if name in names:
+                self.seconds[group] += time.perf_counter() - start
 
 
 def _onnxruntime(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = THREADS
     start = time.perf_counter()
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     compile_s = time.perf_counter() - start
@@ -58,9 +86,25 @@ def _onnxruntime(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
     return {"ms": float(np.median(times)), "compile_s": compile_s, "output": output}
 
 
-def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
+def _pytorch(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
+    torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    with tvm.transform.PassContext(opt_level=3):
+    forward, data = torch_forward(model), torch.from_numpy(x)
+    compile_s = time.perf_counter() - start
+    with torch.inference_mode():
+        output = forward(data).numpy()
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            forward(data)
+            times.append((time.perf_counter() - start) * 1e3)
+    return {"ms": float(np.median(times)), "compile_s": compile_s, "output": output}
+
+
+def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
+    timing = _PassTimes()
+    start = time.perf_counter()
+    with tvm.transform.PassContext(opt_level=3, instruments=[timing]):
         ex = tvm.compile(mod, target=host_target(), relax_pipeline=pipeline) if pipeline is not None else \
             tvm.compile(mod, target=host_target())
     compile_s = time.perf_counter() - start
@@ -69,7 +113,8 @@ def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
     output = vm["main"](*args)
     output = output.numpy() if hasattr(output, "numpy") else output[0].numpy()
     timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)
-    return {"ms": float(np.median(timer(*args).results) * 1e3), "compile_s": compile_s, "output": output}
+    return {"ms": float(np.median(timer(*args).results) * 1e3), "compile_s": compile_s, "output": output,
+            "passes_s": timing.seconds}
 
 
 def _tune(path: Path, trials: int, log: Path) -> None:
@@ -82,8 +127,11 @@ def _tune(path: Path, trials: int, log: Path) -> None:
 def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int, work: Path) -> dict:
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     mod = from_onnx(model)
-    runs = {"onnxruntime": _onnxruntime(model, x, repeat), "tvm default": _tvm(mod, x, repeat),
-            "tvm-s2d": _tvm(mod, x, repeat, S2DPipeline().as_pass())}
+    runs = {"onnxruntime": _onnxruntime(model, x, repeat)}
+    if torch is not None:
+        runs["pytorch"] = _pytorch(model, x, repeat)
+    runs["tvm default"] = _tvm(mod, x, repeat)
+    runs["tvm-s2d"] = _tvm(mod, x, repeat, S2DPipeline().as_pass())
     if trials:
         path = work / f"{name}.onnx"
         onnx.save(model, path)
@@ -96,6 +144,8 @@ def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int
     for form, run in runs.items():
         diff = float(np.abs(run["output"] - reference).max()) / scale
         row["forms"][form] = {"ms": run["ms"], "compile_s": run["compile_s"], "max_rel_diff": diff, "agrees": diff < 1e-3}
+        if "passes_s" in run:
+            row["forms"][form]["passes_s"] = run["passes_s"]
         print(f"  {name}, {form}: {run['ms']:.2f} ms (compile {run['compile_s']:.1f} s)", file=sys.stderr, flush=True)
     return row
 
@@ -103,13 +153,16 @@ def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int
 def table(rows) -> str:
     forms = [f for f in FORMS if any(f in r["forms"] for r in rows)]
     lines = [f"{'model':14s} " + " ".join(f"{f + ' ms':>17s}" for f in forms)
-             + f" {'s2d/ORT':>8s} {'default/s2d':>11s} {'s2d compile':>11s} {'agree':>6s}"]
+             + f" {'s2d/peer':>8s} {'default/s2d':>11s} {'s2d compile':>11s} {'rewrite':>7s} {'schedules':>9s} {'agree':>6s}"]
     for r in rows:
         f = r["forms"]
-        ours = f["tvm-s2d"]["ms"]
+        ours = f["tvm-s2d"]
+        peer = min(f[p]["ms"] for p in PEERS if p in f)
         lines.append(f"{r['model']:14s} " + " ".join(f"{f[k]['ms']:17.2f}" if k in f else f"{'-':>17s}" for k in forms)
-                     + f" {ours / f['onnxruntime']['ms']:7.2f}x {f['tvm default']['ms'] / ours:10.1f}x"
-                     + f" {f['tvm-s2d']['compile_s']:10.1f}s {'yes' if all(v['agrees'] for v in f.values()) else 'NO':>6s}")
+                     + f" {ours['ms'] / peer:7.2f}x {f['tvm default']['ms'] / ours['ms']:10.1f}x"
+                     + f" {ours['compile_s']:10.1f}s {100 * ours['passes_s']['rewrite'] / ours['compile_s']:6.1f}%"
+                     + f" {100 * ours['passes_s']['schedules'] / ours['compile_s']:8.1f}%"
+                     + f" {'yes' if all(v['agrees'] for v in f.values()) else 'NO':>6s}")
     return "\n".join(lines)
 
 
@@ -138,7 +191,7 @@ def chart(rows, path: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224, help="input height and width, a multiple of 16 (default 224)")
-    parser.add_argument("--repeat", type=int, default=10, help="timed runs after a warm-up (default 10)")
+    parser.add_argument("--repeat", type=int, default=30, help="timed runs after a warm-up (default 30)")
     parser.add_argument("--tune", type=int, default=0, metavar="N", help="also the tuned form, N trials a conv")
     parser.add_argument("--models", nargs="*", help="only these models")
     parser.add_argument("--json", help="write the results here")
@@ -153,11 +206,16 @@ def main(argv=None) -> int:
                 continue
             rows.append(bench(name, model, args.size, args.repeat, args.tune, Path(tmp)))
     print(table(rows))
-    print("s2d/ORT: tvm-s2d's time over ONNX Runtime's (below 1: tvm-s2d faster); default/s2d: TVM's default"
-          " pipeline's time over tvm-s2d's; agree: every form within 1e-3 of ONNX Runtime's output scale")
+    print("s2d/peer: tvm-s2d's time over the faster of ONNX Runtime and PyTorch (below 1: tvm-s2d faster);"
+          " default/s2d: TVM's default pipeline's time over tvm-s2d's; rewrite, schedules: the shares of tvm-s2d's"
+          " compile time its graph passes and its kernel schedules take; agree: every form within 1e-3 of ONNX Runtime's output scale")
+    if torch is None:
+        print("(PyTorch not installed: pip install torch==2.13.0 adds its column)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"size": args.size, "repeat": args.repeat, "tune_trials": args.tune,
+                                               "threads": THREADS, "target": str(host_target()),
+                                               "torch": torch.__version__ if torch is not None else None,
                                                "rows": rows}, indent=2))
     if args.chart:
         chart(rows, args.chart)

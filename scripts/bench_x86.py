@@ -92,27 +92,58 @@ def time_ort(model, x, repeat) -> tuple[float, np.ndarray]:
     return _median(lambda: session.run(None, feeds), repeat), session.run(None, feeds)[0]
 
 
+def _depth_to_space(x, block: int, mode: str):
+    n, c, h, w = x.shape
+    if mode == "CRD":
+        return torch.nn.functional.pixel_shuffle(x, block)
+    x = x.reshape(n, block, block, c // block**2, h, w).permute(0, 3, 4, 1, 5, 2)  # ONNX's default DCR
+    return x.reshape(n, c // block**2, h * block, w * block)
+
+
+def _torch_op(op: str, ins: list, attrs: dict):
+    """One ONNX node as PyTorch calls (the ops the benchmarks' models use, ONNX semantics)."""
+    F = torch.nn.functional
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    if pads[:2] != pads[2:]:
+        raise NotImplementedError(f"{op} with asymmetric pads")
+    if op == "Conv":
+        return F.conv2d(ins[0], ins[1], ins[2] if len(ins) > 2 else None, attrs.get("strides", 1), pads[:2],
+                        attrs.get("dilations", 1), attrs.get("group", 1))
+    if op == "MaxPool":
+        return F.max_pool2d(ins[0], attrs["kernel_shape"], attrs.get("strides", 1), pads[:2])
+    if op == "AveragePool":
+        return F.avg_pool2d(ins[0], attrs["kernel_shape"], attrs.get("strides", 1), pads[:2],
+                            count_include_pad=bool(attrs.get("count_include_pad", 0)))
+    if op == "Gemm":
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            raise NotImplementedError("Gemm other than A @ B + C")
+        b = ins[1].T if attrs.get("transB", 0) else ins[1]
+        return ins[0] @ b + (ins[2] if len(ins) > 2 else 0)
+    simple = {
+        "Relu": lambda: torch.relu(ins[0]), "Add": lambda: ins[0] + ins[1],
+        "GlobalAveragePool": lambda: ins[0].mean((2, 3), keepdim=True),
+        "Flatten": lambda: torch.flatten(ins[0], attrs.get("axis", 1)),
+        "Softmax": lambda: torch.softmax(ins[0], attrs.get("axis", -1)),
+        "Reshape": lambda: ins[0].reshape(tuple(ins[1].tolist())),
+        "Transpose": lambda: ins[0].permute(*attrs["perm"]),
+        "Concat": lambda: torch.cat(ins, attrs["axis"]),
+        "DepthToSpace": lambda: _depth_to_space(ins[0], attrs["blocksize"], attrs.get("mode", b"DCR").decode()),
+    }
+    if op not in simple:
+        raise NotImplementedError(op)
+    return simple[op]()
+
+
 def torch_forward(model: onnx.ModelProto):
-    """The ONNX graph (Conv, Relu, Add) as PyTorch calls, weights as tensors."""
+    """The ONNX graph as PyTorch (eager) calls, weights as tensors."""
     weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+    nodes = [(n.op_type, list(n.input), n.output[0], {a.name: helper.get_attribute_value(a) for a in n.attribute})
+             for n in model.graph.node]
 
     def forward(x):
         values = {model.graph.input[0].name: x, **weights}
-        for node in model.graph.node:
-            ins = [values[name] for name in node.input]
-            if node.op_type == "Conv":
-                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                pads = attrs.get("pads", [0, 0, 0, 0])
-                assert pads[:2] == pads[2:], "asymmetric pads"
-                out = torch.nn.functional.conv2d(ins[0], ins[1], ins[2] if len(ins) > 2 else None, attrs.get("strides", 1),
-                                                 pads[:2], attrs.get("dilations", 1), attrs.get("group", 1))
-            elif node.op_type == "Relu":
-                out = torch.relu(ins[0])
-            elif node.op_type == "Add":
-                out = ins[0] + ins[1]
-            else:
-                raise NotImplementedError(node.op_type)
-            values[node.output[0]] = out
+        for op, inputs, output, attrs in nodes:
+            values[output] = _torch_op(op, [values[name] for name in inputs], attrs)
         return values[model.graph.output[0].name]
 
     return forward

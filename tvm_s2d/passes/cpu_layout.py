@@ -26,6 +26,7 @@ from tvm import relax
 
 from ..schedules.x86 import vector_width
 from ..targets import CPU_STRIDED_CHANNELS, is_cpu, vector_lanes
+from .kernels import fold_constant_transposes
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "CpuLayout"
@@ -123,8 +124,7 @@ class CpuLayout:
                         return {"relax.nn.conv2d": ["NHWC", "HWIO"]}
             return {}
 
-        mod = relax.transform.ConvertLayout({}, layout_of)(mod)
-        return relax.transform.FoldConstant()(mod)  # the weights' transposes
+        return fold_constant_transposes(relax.transform.ConvertLayout({}, layout_of)(mod))
 
 
 def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:

@@ -3,8 +3,10 @@ TIR kernels to it, replacing some of its functions."""
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so its schedule stays
 
@@ -48,3 +50,25 @@ def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
             if new is not None:
                 updates[gv] = new
     return with_functions(mod, updates)
+
+
+@mutator
+class _FoldTransposes(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if getattr(call.op, "name", "") == "relax.permute_dims" and isinstance(call.args[0], tvm.ir.GenericConst):
+            axes = call.attrs.axes
+            value = call.args[0].value.numpy()
+            return relax.const(np.ascontiguousarray(value.transpose([int(a) for a in axes]) if axes is not None
+                                                    else value.T))
+        return call
+
+
+def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
+    """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy:
+    what ``FoldConstant`` does for them, without compiling and running a kernel for each."""
+    folder = _FoldTransposes(mod)
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            folder.builder_.update_func(gv, folder.visit_expr(func))
+    return folder.builder_.get()

@@ -8,9 +8,10 @@ conv block (plain, grouped or depthwise; NCHW or NHWC; the fused epilogue includ
 rewrite's space-to-depth, depth-to-space, pads and masks, layout transposes, elementwise
 ops), ``x86_reductions.schedule_window`` to pools, means and dense layers, and TVM's dlight
 CPU rules to softmax. Other targets and functions already scheduled are left as they are;
-a function none of these takes keeps TVM's default lowering, and its outcome says so. ``knobs`` maps a function name to ``ConvKnobs``, or is a function
-``(x86.ConvBlock, lanes) -> ConvKnobs | None`` (the tuner's choice, e.g. from a tuning log);
-the rest get ``default_knobs``.
+a function none of these takes keeps TVM's default lowering, and its outcome says so.
+``knobs`` maps a function name to ``ConvKnobs``, or is a function ``(x86.ConvBlock, lanes)
+-> ConvKnobs | None`` (the tuner's choice, e.g. from a tuning log); the rest get
+``default_knobs``.
 
 ``PassContext(disabled_pass=["ScheduleConvs"])`` compiles without it.
 """
