@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "2")  # TVM's default is half the cores (it assumes hyperthreads)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_x86, also when loaded by the tests
 
 import numpy as np
 import onnx  # noqa: E402
