@@ -18,7 +18,7 @@ from tvm_s2d.tuning import Layer, Record, TuningLog, layers
 from tvm_s2d.tuning.xgb_model import XGBCostModel
 from tvm_s2d.tuning.measure import LocalMeasurer, Measurement
 from tvm_s2d.tuning.space import Config, search_space
-from tvm_s2d.tuning.tuner import tune
+from tvm_s2d.tuning.tuner import model_layers, tune
 from tvm_s2d.tuning.workload import target_key
 
 TARGET = host_target()
@@ -104,7 +104,7 @@ def test_tuning_finds_the_optimum_of_a_known_space(tmp_path):
 
 def test_apply_best_picks_the_minimum_and_stays_exact(tmp_path):
     mod = _model()
-    stem, body = layers(mod)
+    stem, body = model_layers(mod, TARGET)  # as the pipeline builds them for TARGET (layouts chosen)
     log = TuningLog(tmp_path / "e.jsonl")
     log.append(_record(stem.key, Config((2, 2), 2, 8).to_json(), 1.0))
     log.append(_record(stem.key, Config(None, 1, 4).to_json(), 2.0))

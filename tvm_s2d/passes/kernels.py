@@ -54,19 +54,34 @@ def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
 
 @mutator
 class _FoldTransposes(PyExprMutator):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if getattr(call.op, "name", "") == "relax.permute_dims" and isinstance(call.args[0], tvm.ir.GenericConst):
-            axes = call.attrs.axes
-            value = call.args[0].value.numpy()
-            return relax.const(np.ascontiguousarray(value.transpose([int(a) for a in axes]) if axes is not None
-                                                    else value.T))
-        return call
+    """``permute_dims`` of constants made constants, and their uses the constants themselves."""
+
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.folded = {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        if (isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.permute_dims"
+                and isinstance(value.args[0], tvm.ir.GenericConst)):
+            array = value.args[0].value.numpy()
+            axes = value.attrs.axes
+            array = array.transpose([int(a) for a in axes]) if axes is not None else array.T
+            self.folded[binding.var] = relax.const(np.ascontiguousarray(array), str(array.dtype))
+            return
+        super().visit_var_binding_(binding)
+
+    def visit_var_(self, var: relax.Var) -> relax.Expr:
+        return self.folded.get(var, var)
+
+    def visit_dataflow_var_(self, var: relax.DataflowVar) -> relax.Expr:
+        return self.folded.get(var, var)
 
 
 def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
-    """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy:
-    what ``FoldConstant`` does for them, without compiling and running a kernel for each."""
+    """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy
+    into their uses: what ``FoldConstant`` does for them, without compiling and running a
+    kernel for each."""
     folder = _FoldTransposes(mod)
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):

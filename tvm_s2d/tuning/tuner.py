@@ -11,6 +11,7 @@ import sys
 
 import tvm
 
+from ..passes.cpu_layout import CpuLayout
 from ..passes.hexagon_layout import HexagonLayout
 from ..passes.prepare import prepare
 from ..targets import is_cpu
@@ -35,9 +36,10 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, measurer, log: TuningLog,
 
 def model_layers(mod: tvm.IRModule, target: tvm.target.Target, skipped: list | None = None) -> list[Layer]:
     """The convs of ``mod`` as the pipeline builds them for ``target`` (prepared; NHWC on
-    Hexagon), one per workload: the keys a compile for ``target`` looks up."""
+    Hexagon; each conv in its layout on CPUs), one per workload: the keys a compile for
+    ``target`` looks up."""
     with target:
-        return layers(HexagonLayout(target)(prepare(mod)), skipped)
+        return layers(CpuLayout(target)(HexagonLayout(target)(prepare(mod))), skipped)
 
 
 def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,
