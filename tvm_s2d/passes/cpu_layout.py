@@ -5,11 +5,14 @@ the width in NCHW, the output channels in NHWC, in whole power-of-two vectors. A
 fills vectors of 8 of AVX-512's 16 lanes, a 28-pixel row vectors of 4, while 32 or 64 output
 channels fill them all (measured on a 32->32 3x3 conv at 56x56: 0.29 ms NCHW, 0.19 ms NHWC;
 72->36 1x1 at 112x112: 0.34 ms NCHW, 0.67 ms NHWC). A width stride makes NCHW vectors gather
-(a strided depthwise conv: 0.09 ms NCHW, 0.03 ms NHWC). So each conv gets NHWC (HWIO weights,
-folded at compile time) when its NHWC vectors are fuller, and keeps NCHW otherwise; TVM's
-``ConvertLayout`` carries the layout through the ops between convs that know how, and puts
-a transpose where two layouts meet. Image stems (at most ``STEM_CHANNELS`` input channels)
-keep NCHW: the space-to-depth rewrite serves them there.
+(a strided depthwise conv: 0.34 ms NCHW, 0.10 ms NHWC), and NCHW depthwise convs load a row
+per channel (1.15-3.5x slower than NHWC, measured on six of MobileNetV2's). Each conv's cost
+is its MACs over the lanes it fills, plus a transpose wherever two layouts meet (the model's
+inputs and outputs, and ops such as reshapes, are NCHW); the layouts that cost least are
+found by a local search from each conv's own best. NHWC convs get HWIO weights (transposed
+at compile time) and TVM's ``ConvertLayout`` carries the layout through the ops between
+convs that know how. Image stems are decided like the others; the space-to-depth rewrite,
+which runs after this pass, still decides by its own cost model whether to rewrite them.
 
 Runs in the ``"s2d"`` pipeline after the preparation, before the rewrite; other targets and
 models without NCHW convs are left as they are. ``disabled_pass=["CpuLayout"]``: the model's
@@ -25,13 +28,14 @@ import tvm
 from tvm import relax
 
 from ..schedules.x86 import vector_width
-from ..targets import CPU_STRIDED_CHANNELS, is_cpu, vector_lanes
+from ..targets import is_cpu, vector_lanes
 from .kernels import fold_constant_transposes
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "CpuLayout"
-STEM_CHANNELS = CPU_STRIDED_CHANNELS
 GATHER_PENALTY = 0.5  # a width stride's gathers, on NCHW vectors
+# NCHW depthwise convs measured 1.15-3.5x slower than NHWC ones (16-128 channels, 28-112 pixels)
+DEPTHWISE_PENALTY = 0.25
 
 
 def filled(n: int, lanes: int) -> float:
@@ -43,31 +47,27 @@ def filled(n: int, lanes: int) -> float:
     return min(n, lanes) / lanes / 2
 
 
-def fills(out_channels: int, groups: int, out_width: int, in_channels: int, stride_w: int,
-          lanes: int) -> dict[str, float]:
-    """The lanes one conv fills in each layout (0: not that layout). Image stems keep NCHW."""
-    if in_channels <= STEM_CHANNELS:
-        return {"NCHW": 1.0, "NHWC": 0.0}
+def fills(out_channels: int, groups: int, out_width: int, stride_w: int, lanes: int) -> dict[str, float]:
+    """The lanes one conv fills in each layout, as a speed factor (1: whole vectors)."""
     per_group = out_channels if groups in (1, out_channels) else out_channels // groups
-    return {"NHWC": filled(per_group, lanes),
-            "NCHW": filled(out_width, lanes) * (GATHER_PENALTY if stride_w > 1 else 1.0)}
+    nchw = filled(out_width, lanes) * (GATHER_PENALTY if stride_w > 1 else 1.0)
+    if groups == out_channels > 1:  # depthwise: each channel's row a load of its own, and a broadcast weight
+        nchw *= DEPTHWISE_PENALTY
+    return {"NHWC": filled(per_group, lanes), "NCHW": nchw}
 
 
-def describe(fill: dict[str, float], out_channels: int, groups: int, out_width: int, in_channels: int,
-             stride_w: int) -> str:
-    if in_channels <= STEM_CHANNELS:
-        return f"{in_channels} input channels: an image stem, the space-to-depth rewrite's"
+def describe(fill: dict[str, float], out_channels: int, groups: int, out_width: int, stride_w: int) -> str:
     per_group = out_channels if groups in (1, out_channels) else out_channels // groups
     return f"lanes filled: NHWC {fill['NHWC']:.2f} ({per_group} channels), NCHW {fill['NCHW']:.2f} " \
-           f"({out_width} pixels" + (f", stride {stride_w}" if stride_w > 1 else "") + ")"
+           f"({out_width} pixels" + (f", stride {stride_w}" if stride_w > 1 else "") \
+           + (", depthwise" if groups == out_channels > 1 else "") + ")"
 
 
-def choose(out_channels: int, groups: int, out_width: int, in_channels: int, stride_w: int,
-           lanes: int) -> tuple[str, str]:
+def choose(out_channels: int, groups: int, out_width: int, stride_w: int, lanes: int) -> tuple[str, str]:
     """``("NHWC" | "NCHW", why)`` for one NCHW conv on its own (no transposes counted; a tie
     keeps NCHW)."""
-    fill = fills(out_channels, groups, out_width, in_channels, stride_w, lanes)
-    why = describe(fill, out_channels, groups, out_width, in_channels, stride_w)
+    fill = fills(out_channels, groups, out_width, stride_w, lanes)
+    why = describe(fill, out_channels, groups, out_width, stride_w)
     return ("NHWC" if fill["NHWC"] > fill["NCHW"] else "NCHW"), why
 
 
@@ -192,11 +192,10 @@ def _conv(name: str, call: relax.Call, lanes: int) -> _Conv | None:
         return None
     if not isinstance(call.args[1], tvm.ir.GenericConst):
         return None
-    out_channels, groups, in_channels = int(out[1]), int(attrs.groups), int(data[1])
-    fill = fills(out_channels, groups, int(out[3]), in_channels, int(attrs.strides[1]), lanes)
+    out_channels, groups = int(out[1]), int(attrs.groups)
+    fill = fills(out_channels, groups, int(out[3]), int(attrs.strides[1]), lanes)
     macs = int(np.prod([int(d) for d in out])) * int(np.prod([int(d) for d in list(weight)[1:]]))
-    return _Conv(name, call, macs, fill, describe(fill, out_channels, groups, int(out[3]), in_channels,
-                                                  int(attrs.strides[1])))
+    return _Conv(name, call, macs, fill, describe(fill, out_channels, groups, int(out[3]), int(attrs.strides[1])))
 
 
 def _bytes(var: relax.Var) -> int:
