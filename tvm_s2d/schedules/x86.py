@@ -52,6 +52,10 @@ class ConvBlock:
     groups: int = 1
 
     @property
+    def depthwise(self) -> bool:
+        return 1 < self.groups == self.out_channels
+
+    @property
     def channels(self) -> int:
         """The output channels one register tile may span: in NHWC a grouped conv's vectors stay
         in one group (its input is then one broadcast, not a gather); depthwise convs (one
@@ -203,7 +207,10 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
     sch.reverse_compute_at(accumulate, xo)
     for pad in sch.get_producers(conv):
         if sch.get(pad).name_hint == "pad_temp":
-            sch.compute_at(pad, row)
+            if layout == "NHWC" and found.depthwise:  # 9 MACs a pixel: copying padded rows costs more
+                sch.compute_inline(pad)  # than a bounds test per tap (measured 1.3-2x faster)
+            else:
+                sch.compute_at(pad, row)
     if knobs.unroll_taps:  # the kernel's rows and columns, not the input channels
         taps = reduction[1:] if layout == "NCHW" else reduction[:2]
         for loop in taps:
