@@ -178,3 +178,16 @@ def test_a_conv_keeps_its_neighbours_layout_when_the_transposes_would_cost_more(
     narrow = Net((1, 48, 16, 28), seed=9)
     layout(narrow.module(_grouped(narrow, narrow.x, 1, k=3)))
     assert layout.outcomes[0].applied  # on 28-pixel rows (vectors of 4): worth two transposes
+
+
+def test_a_pool_counts_towards_its_producers_layout():
+    """A pool runs in its producer's layout; strided, its NCHW vectors gather: twice the cost."""
+    from tvm_s2d.passes.cpu_layout import _plan
+
+    net = Net((1, 32, 16, 64), seed=9)
+    y = net.emit(relax.op.nn.max_pool2d(_grouped(net, net.x, 1, k=3), 3, 2, 1))
+    mod = net.module(y)
+    ((conv, layout, _),) = _plan(mod["main"], 16)
+    reads = 32 * 8 * 32 * 9  # outputs x window
+    assert conv.carried == {"NCHW": 2 * reads, "NHWC": reads}
+    assert layout == "NCHW"  # the transposes would cost more than the pool's gathers

@@ -21,7 +21,7 @@ own layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -75,10 +75,11 @@ def choose(out_channels: int, groups: int, out_width: int, stride_w: int, lanes:
 CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
          "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
          "relax.concat", "relax.mean", "relax.sum", "relax.astype"}
-# a transpose, in MAC-equivalents per byte of the tensor (measured: 3.2 MB NCHW -> NHWC in 0.19 ms,
-# the time of ~28M MACs of a conv that fills its vectors)
-TRANSPOSE_COST = 8.0
+# a transpose, in MAC-equivalents per byte of the tensor, by direction (measured: 3.2 MB NCHW -> NHWC
+# in 0.19 ms, the time of ~28M MACs of a conv that fills its vectors; NHWC -> NCHW 3x slower)
+TRANSPOSE_COST = {("NCHW", "NHWC"): 8.0, ("NHWC", "NCHW"): 24.0}
 FIXED = "model"  # the model's inputs, outputs and the ops that need NCHW
+POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d"}
 
 
 @dataclass
@@ -88,9 +89,11 @@ class _Conv:
     macs: int
     fill: dict[str, float]  # layout -> lanes filled
     why: str
+    carried: dict[str, float] = field(default_factory=lambda: {"NCHW": 0.0, "NHWC": 0.0})  # pools after it
 
     def cost(self, layout: str) -> float:
-        return self.macs / self.fill[layout] if self.fill[layout] else float("inf")
+        own = self.macs / self.fill[layout] if self.fill[layout] else float("inf")
+        return own + self.carried[layout]
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -150,6 +153,11 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
                 sources[var] = {conv.name}
             elif isinstance(value, relax.Call) and name in CARRY:
                 sources[var] = set().union(*(sources.get(a, {FIXED}) for a in value.args if isinstance(a, relax.Var)))
+                pool = _pool_costs(value, lanes) if name in POOLS else None
+                if pool is not None and len(sources[var]) == 1 and FIXED not in sources[var]:
+                    carried = convs[next(iter(sources[var]))].carried  # a pool runs in its producer's layout
+                    for layout, cost in pool.items():
+                        carried[layout] += cost
             elif isinstance(value, relax.Var):
                 sources[var] = sources.get(value, {FIXED})
             else:
@@ -163,8 +171,12 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
     own = dict(layouts)
 
     def cost(name: str, layout: str) -> float:
-        moves = sum(b for a, c, b in edges if name in (a, c) and layouts[c if a == name else a] != layout)
-        return convs[name].cost(layout) + TRANSPOSE_COST * moves
+        moves = 0.0
+        for a, c, b in edges:  # data flows from a to c
+            if name in (a, c):
+                flow = (layout, layouts[c]) if a == name else (layouts[a], layout)
+                moves += TRANSPOSE_COST.get(flow, 0.0) * b
+        return convs[name].cost(layout) + moves
 
     for _ in range(4 * len(convs)):
         changed = False
@@ -196,6 +208,17 @@ def _conv(name: str, call: relax.Call, lanes: int) -> _Conv | None:
     fill = fills(out_channels, groups, int(out[3]), int(attrs.strides[1]), lanes)
     macs = int(np.prod([int(d) for d in out])) * int(np.prod([int(d) for d in list(weight)[1:]]))
     return _Conv(name, call, macs, fill, describe(fill, out_channels, groups, int(out[3]), int(attrs.strides[1])))
+
+
+def _pool_costs(call: relax.Call, lanes: int) -> dict[str, float] | None:
+    """A pool's window reads over the lanes it fills in each layout (its schedule vectorizes the
+    width in NCHW, with gathers when strided, and the channels in NHWC); None if not NCHW."""
+    attrs, out = call.attrs, call.ty.shape
+    if str(attrs.layout) != "NCHW" or not all(isinstance(d, tvm.tirx.IntImm) for d in out):
+        return None
+    reads = int(np.prod([int(d) for d in out])) * int(np.prod([int(k) for k in attrs.pool_size]))
+    nchw = filled(int(out[3]), lanes) * (GATHER_PENALTY if int(attrs.strides[1]) > 1 else 1.0)
+    return {"NCHW": reads / nchw, "NHWC": reads / filled(int(out[1]), lanes)}
 
 
 def _bytes(var: relax.Var) -> int:
