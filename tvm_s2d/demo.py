@@ -24,7 +24,7 @@ from .onnx_import import from_onnx
 from .passes import PASS_NAME
 from .pipeline import s2d_pipeline
 from .report import explain
-from .targets import host_target
+from .targets import host_target, use_all_cores
 
 LAYERS = (
     # name, input, output, cin, cout, kernel, stride, groups, nodes after the conv
@@ -113,6 +113,7 @@ def onnxruntime_run(model, image: np.ndarray, repeat: int):
 def run_demo(size: int = 1024, block=None, repeat: int = 5, out=print) -> dict:
     """The report of the rewrite (the Hexagon HTP model, analytic), then on this CPU: the
     ``"s2d"`` pipeline, TVM's default pipeline and ONNX Runtime, outputs checked, timed."""
+    use_all_cores()  # ONNX Runtime uses them all
     model = demo_model(size)
     mod = from_onnx(model)
     target = host_target()

@@ -20,6 +20,7 @@ from tvm import relax
 from ..passes import ScheduleConvs, SpaceToDepthConv2d
 from ..pipeline import s2d_passes
 from ..schedules import x86
+from ..targets import use_all_cores
 from .space import Config
 from .workload import Layer
 
@@ -100,6 +101,7 @@ class LocalMeasurer:
 
     def __init__(self, target: tvm.target.Target, repeat: int = 5):
         self.target, self.repeat = target, repeat
+        use_all_cores()  # as the compiled model will run
 
     def measure(self, layer: Layer, configs: list[Config]) -> list[Measurement]:
         data = tvm.runtime.tensor(layer_input(layer))
