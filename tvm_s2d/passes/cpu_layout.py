@@ -166,26 +166,33 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
                         link(arg, FIXED)
     if isinstance(func.body.body, relax.Var):
         link(func.body.body, FIXED)
-    layouts = {FIXED: "NCHW"}
-    layouts.update({n: max(("NCHW", "NHWC"), key=lambda L: (c.fill[L], L == "NCHW")) for n, c in convs.items()})
-    own = dict(layouts)
+    own = {n: min(("NCHW", "NHWC"), key=lambda L: (c.cost(L), L != "NCHW")) for n, c in convs.items()}
 
-    def cost(name: str, layout: str) -> float:
-        moves = 0.0
-        for a, c, b in edges:  # data flows from a to c
-            if name in (a, c):
-                flow = (layout, layouts[c]) if a == name else (layouts[a], layout)
-                moves += TRANSPOSE_COST.get(flow, 0.0) * b
-        return convs[name].cost(layout) + moves
+    def moves(layouts: dict, a: str, c: str, b: int) -> float:  # data flows from a to c
+        return TRANSPOSE_COST.get((layouts[a], layouts[c]), 0.0) * b
 
-    for _ in range(4 * len(convs)):
-        changed = False
-        for name in convs:
-            best = min(("NCHW", "NHWC"), key=lambda L: (cost(name, L), L != layouts[name]))
-            changed |= best != layouts[name]
-            layouts[name] = best
-        if not changed:
-            break
+    def total(layouts: dict) -> float:
+        return sum(c.cost(layouts[n]) for n, c in convs.items()) + sum(moves(layouts, *e) for e in edges)
+
+    def search(start: dict) -> dict:
+        layouts = {FIXED: "NCHW", **start}
+        for _ in range(4 * len(convs)):
+            changed = False
+            for name, conv in convs.items():
+                def cost(layout):
+                    trial = {**layouts, name: layout}
+                    return conv.cost(layout) + sum(moves(trial, *e) for e in edges if name in e[:2])
+                best = min(("NCHW", "NHWC"), key=lambda L: (cost(L), L != layouts[name]))
+                changed |= best != layouts[name]
+                layouts[name] = best
+            if not changed:
+                break
+        return layouts
+
+    # from each conv's own best, and from all NHWC and all NCHW (a run of convs that pays only
+    # when it flips together, such as a stem and the convs after it): the cheapest
+    starts = [own, dict.fromkeys(convs, "NHWC"), dict.fromkeys(convs, "NCHW")]
+    layouts = min((search(start) for start in starts), key=total)
     result = []
     for name, conv in convs.items():
         why = conv.why
