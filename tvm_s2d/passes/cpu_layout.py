@@ -34,6 +34,9 @@ from .outcome import Outcome, applied, refused
 
 PASS_NAME = "CpuLayout"
 GATHER_PENALTY = 0.5  # a width stride's gathers, on NCHW vectors
+# a strided NCHW pool gathers every input it reads (3x3/2 max pools of 32 and 48 channels at 112x112:
+# 12-14x slower than NHWC, which vectorizes the channels)
+POOL_GATHER_PENALTY = 0.1
 # NCHW depthwise convs measured 1.15-3.5x slower than NHWC ones (16-128 channels, 28-112 pixels)
 DEPTHWISE_PENALTY = 0.25
 
@@ -79,6 +82,10 @@ CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax
 # in 0.19 ms, the time of ~28M MACs of a conv that fills its vectors; NHWC -> NCHW 3x slower)
 TRANSPOSE_COST = {("NCHW", "NHWC"): 8.0, ("NHWC", "NCHW"): 24.0}
 FIXED = "model"  # the model's inputs, outputs and the ops that need NCHW
+# data-movement ops that need NCHW too, but a transpose next to them fuses into their kernel (FuseOps
+# makes one injective kernel of the chain): free either way (ShuffleNet's channel shuffles)
+MOVEMENT = {"relax.reshape", "relax.permute_dims", "relax.flatten", "relax.squeeze", "relax.expand_dims"}
+FREE = "movement"
 POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d"}
 
 
@@ -154,12 +161,15 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
             elif isinstance(value, relax.Call) and name in CARRY:
                 sources[var] = set().union(*(sources.get(a, {FIXED}) for a in value.args if isinstance(a, relax.Var)))
                 pool = _pool_costs(value, lanes) if name in POOLS else None
-                if pool is not None and len(sources[var]) == 1 and FIXED not in sources[var]:
+                if pool is not None and len(sources[var]) == 1 and next(iter(sources[var])) in convs:
                     carried = convs[next(iter(sources[var]))].carried  # a pool runs in its producer's layout
                     for layout, cost in pool.items():
                         carried[layout] += cost
             elif isinstance(value, relax.Var):
                 sources[var] = sources.get(value, {FIXED})
+            elif name in MOVEMENT:
+                link(value.args[0], FREE)
+                sources[var] = {FREE}
             else:
                 for arg in getattr(value, "args", []):
                     if isinstance(arg, relax.Var):
@@ -169,6 +179,8 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
     own = {n: min(("NCHW", "NHWC"), key=lambda L: (c.cost(L), L != "NCHW")) for n, c in convs.items()}
 
     def moves(layouts: dict, a: str, c: str, b: int) -> float:  # data flows from a to c
+        if FREE in (a, c):
+            return 0.0
         return TRANSPOSE_COST.get((layouts[a], layouts[c]), 0.0) * b
 
     def total(layouts: dict) -> float:
@@ -224,7 +236,7 @@ def _pool_costs(call: relax.Call, lanes: int) -> dict[str, float] | None:
     if str(attrs.layout) != "NCHW" or not all(isinstance(d, tvm.tirx.IntImm) for d in out):
         return None
     reads = int(np.prod([int(d) for d in out])) * int(np.prod([int(k) for k in attrs.pool_size]))
-    nchw = filled(int(out[3]), lanes) * (GATHER_PENALTY if int(attrs.strides[1]) > 1 else 1.0)
+    nchw = filled(int(out[3]), lanes) * (POOL_GATHER_PENALTY if int(attrs.strides[1]) > 1 else 1.0)
     return {"NCHW": reads / nchw, "NHWC": reads / filled(int(out[1]), lanes)}
 
 
