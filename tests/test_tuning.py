@@ -252,15 +252,26 @@ def test_tuner_reaches_the_hexagon_optimum_within_16_trials_on_recorded_packets(
         assert row["best_cost"] == optimum[layer.key].cost, layer.key
 
 
-def test_convs_the_tuner_cannot_take_are_named_with_a_reason(tmp_path, capsys):
+def test_grouped_convs_are_tuned_for_their_schedule_knobs_on_cpus(tmp_path, capsys):
     from tvm_s2d.cli import main
     from tvm_s2d.demo import demo_model
+    from tvm_s2d.targets import hexagon_target
 
+    mod = tvm_s2d.from_onnx(demo_model(32))
+    found = layers(mod)
+    assert [layer.name for layer in found] == ["stem", "body1", "dw", "tail"]  # body2 has body1's workload
+    dw = found[2]
+    assert dw.spec.groups == 8 and {c.block for c in search_space(dw, cpu=True)} == {None}  # knobs only
     skipped = []
-    found = layers(tvm_s2d.from_onnx(demo_model(32)), skipped)
-    assert [layer.name for layer in found] == ["stem", "body1", "tail"]  # body2 has body1's workload
+    model_layers(mod, hexagon_target(), skipped)  # HVX: one kernel a grouped conv, nothing to tune
     assert skipped == [("dw", "grouped conv (groups=8): its only form is the conv as it is")]
     model = tmp_path / "demo.onnx"
     onnx.save(demo_model(24), model)
-    assert main(["tune", str(model), "--trials", "1", "--log", str(tmp_path / "t.jsonl")]) == 0
-    assert "not tuned: 1 conv (grouped conv (groups=8): its only form is the conv as it is): dw" in capsys.readouterr().out
+    log = tmp_path / "t.jsonl"
+    assert main(["tune", str(model), "--trials", "2", "--log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "not tuned" not in out and "\ndw " in out
+    x = np.random.default_rng(0).standard_normal((1, 3, 24, 24)).astype("float32")
+    small = tvm_s2d.from_onnx(demo_model(24))
+    tuned = run(small, x, pipeline=relax.get_pipeline("s2d", tuning_log=str(log)), target=TARGET)
+    assert_same(tuned, run(small, x), "float32")

@@ -7,12 +7,15 @@ channels fill them all (measured on a 32->32 3x3 conv at 56x56: 0.29 ms NCHW, 0.
 72->36 1x1 at 112x112: 0.34 ms NCHW, 0.67 ms NHWC). A width stride makes NCHW vectors gather
 (a strided depthwise conv: 0.34 ms NCHW, 0.10 ms NHWC), and NCHW depthwise convs load a row
 per channel (1.15-3.5x slower than NHWC, measured on six of MobileNetV2's). Each conv's cost
-is its MACs over the lanes it fills, plus a transpose wherever two layouts meet (the model's
-inputs and outputs, and ops such as reshapes, are NCHW); the layouts that cost least are
-found by a local search from each conv's own best. NHWC convs get HWIO weights (transposed
-at compile time) and TVM's ``ConvertLayout`` carries the layout through the ops between
-convs that know how. Image stems are decided like the others; the space-to-depth rewrite,
-which runs after this pass, still decides by its own cost model whether to rewrite them.
+is its MACs over the lanes it fills, plus the pools after it (a strided NCHW pool gathers
+every read: 12-14x slower than NHWC), plus a transpose wherever two layouts meet, priced by
+direction (the model's inputs and outputs and ops such as dense layers are NCHW; beside a
+reshape or transpose a transpose is free: it fuses into that kernel). The layouts that cost
+least are found by a local search from each conv's own best, from all NHWC and from all
+NCHW. NHWC convs get HWIO weights (transposed at compile time) and TVM's ``ConvertLayout``
+carries the layout through the ops between convs that know how. Image stems are decided like
+the others; the space-to-depth rewrite, which runs after this pass, still decides by its own
+cost model whether to rewrite them.
 
 Runs in the ``"s2d"`` pipeline after the preparation, before the rewrite; other targets and
 models without NCHW convs are left as they are. ``disabled_pass=["CpuLayout"]``: the model's

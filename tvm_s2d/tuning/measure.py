@@ -38,7 +38,7 @@ class Measurement:
 def layer_module(layer: Layer, seed: int = 0) -> tvm.IRModule:
     """``main(x) = conv2d(x, W)`` for the layer, ``W`` a seeded random constant."""
     spec, rng = layer.spec, np.random.default_rng(seed)
-    oihw = (spec.out_channels, spec.in_channels, *spec.kernel_hw)
+    oihw = (spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_hw)
     integer = layer.dtype in ("int8", "uint8")
     weight = rng.integers(-128, 128, oihw).astype("int8") if integer else rng.standard_normal(oihw).astype(layer.dtype)
     if layer.layout == "NHWC":
@@ -49,7 +49,7 @@ def layer_module(layer: Layer, seed: int = 0) -> tvm.IRModule:
         with bb.dataflow():
             y = bb.emit(relax.op.nn.conv2d(
                 x, relax.const(weight), strides=spec.strides, padding=spec.padding, dilation=spec.dilation,
-                data_layout=layer.layout, kernel_layout="OIHW" if layer.layout == "NCHW" else "HWIO",
+                groups=spec.groups, data_layout=layer.layout, kernel_layout="OIHW" if layer.layout == "NCHW" else "HWIO",
                 out_dtype="int32" if integer else "",
             ))
             out = bb.emit_output(y)

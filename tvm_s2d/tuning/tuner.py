@@ -39,7 +39,13 @@ def model_layers(mod: tvm.IRModule, target: tvm.target.Target, skipped: list | N
     Hexagon; each conv in its layout on CPUs), one per workload: the keys a compile for
     ``target`` looks up."""
     with target:
-        return layers(CpuLayout(target)(HexagonLayout(target)(prepare(mod))), skipped)
+        found = layers(CpuLayout(target)(HexagonLayout(target)(prepare(mod))), skipped)
+    if is_cpu(target):
+        return found
+    for layer in [f for f in found if f.spec.groups != 1]:  # HVX: one kernel a grouped conv, no knobs
+        if skipped is not None:
+            skipped.append((layer.name, f"grouped conv (groups={layer.spec.groups}): its only form is the conv as it is"))
+    return [f for f in found if f.spec.groups == 1]
 
 
 def tune_layers(found: list[Layer], target: tvm.target.Target, measurer, log: TuningLog, trials: int = 16,

@@ -57,8 +57,9 @@ def target_key(target: tvm.target.Target) -> str:
 
 
 def call_layer(name: str, call: relax.Call) -> Layer | str | None:
-    """The tuning layer of a conv2d call; the reason when the tuner cannot take it (dynamic
-    shapes, grouped, weights not constant, ...); None for a call that is no conv2d."""
+    """The tuning layer of a conv2d call (grouped ones too: their schedule knobs); the reason
+    when the tuner cannot take it (dynamic shapes, weights not constant, ...); None for a call
+    that is no conv2d."""
     if not CONV2D.match(call):
         return None
     if not isinstance(call.args[1], tvm.ir.GenericConst):
@@ -67,8 +68,6 @@ def call_layer(name: str, call: relax.Call) -> Layer | str | None:
         spec = conv_spec(call)
     except Unsupported as exc:
         return str(exc)
-    if spec.groups != 1:
-        return f"grouped conv (groups={spec.groups}): its only form is the conv as it is"
     return Layer(name, spec, str(call.attrs.data_layout), str(call.args[0].ty.dtype))
 
 
