@@ -207,7 +207,7 @@ def test_cli_tune_writes_records(tmp_path, capsys):
     assert main(["tune", "demo", "--size", "32", "--trials", "1", "--log", str(log)]) == 0
     out = capsys.readouterr().out
     assert "stem" in out and "tuning-log" in out
-    assert len(TuningLog(log).records()) == 3  # stem, body (body1 = body2), tail
+    assert len(TuningLog(log).records()) == 4  # stem, body (body1 = body2), dw (its knobs), tail
     assert main(["tune", "demo", "--trials", "0", "--log", str(log)]) == 2
     assert main(["tune", "demo", "--target", '{"kind": "c"}', "--log", str(log)]) == 2
 
