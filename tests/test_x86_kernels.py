@@ -187,7 +187,8 @@ def test_a_pool_counts_towards_its_producers_layout():
     net = Net((1, 32, 16, 64), seed=9)
     y = net.emit(relax.op.nn.max_pool2d(_grouped(net, net.x, 1, k=3), 3, 2, 1))
     mod = net.module(y)
-    ((conv, layout, _),) = _plan(mod["main"], 16)
+    ((conv, layout, _),), others = _plan(mod["main"], 16)
+    assert others == []
     reads = 32 * 8 * 32 * 9  # outputs x window
     assert conv.carried == pytest.approx({"NCHW": reads / POOL_GATHER_PENALTY, "NHWC": reads})
 
@@ -213,3 +214,17 @@ def test_transposes_next_to_data_movement_are_free():
     alone = Net((1, 48, 16, 64), seed=9)
     layout(alone.module(_grouped(alone, alone.x, 48, k=3)))
     assert not layout.outcomes[0].applied
+
+
+def test_convs_cpu_layout_cannot_convert_are_named_with_a_reason():
+    from helpers import conv_module
+
+    weight = np.ones((32, 32, 3, 3), np.float32)
+    as_param = conv_module((1, 32, 8, 28), weight, padding=1, weight_param=True)
+    nhwc = conv_module((1, 8, 28, 32), weight.transpose(2, 3, 1, 0), padding=1, data_layout="NHWC",
+                       kernel_layout="HWIO")
+    layout = CpuLayout(host_target())
+    for mod, reason in [(as_param, "weight is not a compile-time constant"), (nhwc, "keeps NHWC")]:
+        tvm.ir.assert_structural_equal(layout(mod), mod)
+        (outcome,) = layout.outcomes
+        assert not outcome.applied and reason in outcome.reason

@@ -121,7 +121,10 @@ class CpuLayout:
         chosen = []  # (weight, layout)
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                for conv, layout, why in _plan(func, lanes):
+                plan, others = _plan(func, lanes)
+                for name, reason in others:
+                    refused(self.outcomes, name, reason)
+                for conv, layout, why in plan:
                     chosen.append((conv.call.args[1], layout))
                     if layout == "NHWC":
                         applied(self.outcomes, conv.name, f"NCHW -> NHWC, {why}")
@@ -140,11 +143,11 @@ class CpuLayout:
         return fold_constant_transposes(relax.transform.ConvertLayout({}, layout_of)(mod))
 
 
-def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
-    """Each NCHW conv of ``func`` with constant weights and static shapes, its layout and why:
-    the layouts that cost least, each conv's MACs over the lanes it fills plus a transpose
-    wherever two layouts meet (a local search from each conv's own best)."""
-    convs, edges, sources = {}, [], {}
+def _plan(func: relax.Function, lanes: int) -> tuple[list[tuple[_Conv, str, str]], list[tuple[str, str]]]:
+    """Each NCHW conv of ``func`` with constant weights and static shapes, its layout and why
+    (the layouts that cost least, see the module doc); and the other convs, with why they keep
+    their layout."""
+    convs, edges, sources, others = {}, [], {}, []
 
     def link(arg, consumer: str):
         for source in sources.get(arg, {FIXED}):
@@ -157,6 +160,9 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
             op = getattr(value, "op", None)
             name = getattr(op, "name", "")
             conv = _conv(var.name, value, lanes) if name == "relax.nn.conv2d" else None
+            if isinstance(conv, str):
+                others.append((var.name, conv))
+                conv = None
             if conv is not None:
                 convs[conv.name] = conv
                 link(value.args[0], conv.name)
@@ -214,18 +220,19 @@ def _plan(func: relax.Function, lanes: int) -> list[tuple[_Conv, str, str]]:
         if layouts[name] != own[name]:
             why += f"; {own[name]} would cost more in transposes to the convs around it"
         result.append((conv, layouts[name], why))
-    return result
+    return result, others
 
 
-def _conv(name: str, call: relax.Call, lanes: int) -> _Conv | None:
+def _conv(name: str, call: relax.Call, lanes: int) -> _Conv | str:
+    """The conv as the search sees it, or why it keeps its layout."""
     attrs = call.attrs
     if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or str(attrs.out_layout) != "NCHW":
-        return None
+        return f"keeps {attrs.data_layout}: only NCHW convs (OIHW weights) are converted"
     data, weight, out = call.args[0].ty.shape, call.args[1].ty.shape, call.ty.shape
     if not all(isinstance(d, tvm.tirx.IntImm) for d in (*data, *weight, *out)):
-        return None
+        return "keeps NCHW: dynamic shape"
     if not isinstance(call.args[1], tvm.ir.GenericConst):
-        return None
+        return "keeps NCHW: weight is not a compile-time constant (its transpose would run every call)"
     out_channels, groups = int(out[1]), int(attrs.groups)
     fill = fills(out_channels, groups, int(out[3]), int(attrs.strides[1]), lanes)
     macs = int(np.prod([int(d) for d in out])) * int(np.prod([int(d) for d in list(weight)[1:]]))
