@@ -150,6 +150,17 @@ def test_default_knobs():
     assert x86.default_knobs("NHWC", 24, 56, 16) == x86.ConvKnobs(24, 8)  # three vectors of 8 channels
 
 
+def test_nhwc_tiles_keep_few_pixels_where_a_tap_sums_few_channels():
+    assert x86.default_knobs("NHWC", 64, 112, 16, max_pixels=4) == x86.ConvKnobs(32, 4)  # an image stem
+    assert x86.default_knobs("NHWC", 96, 56, 16, max_pixels=8) == x86.ConvKnobs(32, 8)  # depthwise
+    mod, _ = _grouped_net("NHWC", 32, (10, 12), 3, 32)
+    (func,) = _conv_funcs(tvm.transform.Sequential(FUSE)(mod)).values()
+    assert x86.find_conv(func).max_pixels == 8
+    stem, _ = _net("NHWC", "float32", 3, 32, (16, 16), 7, stride=2, padding=3)
+    (func,) = _conv_funcs(tvm.transform.Sequential(FUSE)(stem)).values()
+    assert x86.find_conv(func).max_pixels == 4
+
+
 def test_vector_width_is_the_widest_whole_power_of_two():
     assert [x86.vector_width(n, 16) for n in (64, 56, 28, 36, 7)] == [16, 8, 4, 4, 1]
 

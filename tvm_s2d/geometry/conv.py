@@ -283,7 +283,7 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=No
     """
     spec.require_dense()
     lane_width = model.lane_width
-    before = model.conv_cost(spec)
+    before = model.conv_cost(spec, layout)
     plans, reasons = [], []
     for block in candidates or getattr(model, "candidates", CANDIDATE_BLOCKS):
         try:

@@ -38,10 +38,11 @@ class CostModel:
         """What its costs count (the report's refusals say it)."""
         return f"executed MACs on {self.lane_width}-channel lanes"
 
-    def conv_cost(self, spec) -> float:
-        """The estimated cost of ``spec`` (a ``conv.ConvShape``) as it is."""
-        gathers = spec.strides[1] > 1 and (self.strided_width_channels is None
-                                           or spec.in_channels <= self.strided_width_channels)
+    def conv_cost(self, spec, layout: str = "NCHW") -> float:
+        """The estimated cost of ``spec`` (a ``conv.ConvShape``) as it is, in ``layout`` (the
+        width-stride charge is NCHW's: NHWC vectors hold channels, a stride gathers nothing)."""
+        gathers = layout == "NCHW" and spec.strides[1] > 1 and (self.strided_width_channels is None
+                                                                or spec.in_channels <= self.strided_width_channels)
         factor = self.strided_width if gathers else 1.0
         return spec.executed_macs(self.lane_width) * factor
 
@@ -113,7 +114,7 @@ class HVXCostModel(CostModel):
 
     unit = "estimated HVX packets"
 
-    def conv_cost(self, spec) -> float:
+    def conv_cost(self, spec, layout: str = "NHWC") -> float:
         return min(hvx_conv_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
                                     spec.strides).values())
 

@@ -125,7 +125,7 @@ def decide(name: str, call: relax.Call, block=None, model: CostModel = CostModel
         except Unsupported:
             pass
     leave_cost = model.move_cost * domain.leave_bytes(spec.batch, spec.in_channels, spec.itemsize, layout)
-    leave_cost += plain.cost(model) if plain else model.conv_cost(spec)
+    leave_cost += plain.cost(model) if plain else model.conv_cost(spec, layout)
     stay_cost = stay.cost(model) if stay else math.inf
     common = dict(in_domain=True, stay_cost=stay_cost, leave_cost=leave_cost)
     if stay_cost <= leave_cost:
