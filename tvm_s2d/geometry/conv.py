@@ -296,8 +296,12 @@ def choose_block(spec: Conv2dSpec, model: CostModel = CostModel(), candidates=No
     if best.cost(model) < before:
         return best
     if lane_width == 1:
-        raise Unsupported("no estimated gain with 1-channel lanes (CPU vectors hold pixels): S2D only adds zero taps"
-                          " and data movement to a stride-1 conv")
+        why = "NHWC vectors hold channels: a stride gathers nothing" if layout == "NHWC" else "NCHW vectors hold pixels"
+        if spec.strides == (1, 1) or layout == "NHWC":
+            raise Unsupported(f"no estimated gain with 1-channel lanes ({why}): S2D only adds zero taps and data"
+                              " movement")
+        raise Unsupported(f"no estimated gain with 1-channel lanes ({why}): best block {best.block[0]}x{best.block[1]}"
+                          f" costs {best.cost(model):,.0f} vs {before:,.0f} {model.unit}")
     lanes = model.unit.startswith("executed MACs")  # a lane model (not the HVX packet model)
     if lanes and spec.in_channels >= lane_width:
         raise Unsupported(f"already enough channels ({spec.in_channels} input channels fill {lane_width}-wide lanes)")
