@@ -228,3 +228,19 @@ def test_convs_cpu_layout_cannot_convert_are_named_with_a_reason():
         tvm.ir.assert_structural_equal(layout(mod), mod)
         (outcome,) = layout.outcomes
         assert not outcome.applied and reason in outcome.reason
+
+
+@pytest.mark.parametrize("shape,axes,tiled", [((2, 16, 32, 48), [0, 3, 1, 2], True),  # NHWC -> NCHW
+                                              ((2, 48, 16, 32), [0, 2, 3, 1], True),  # NCHW -> NHWC
+                                              ((1, 7, 20, 36), [0, 3, 1, 2], False)])  # odd sizes: whole rows
+def test_layout_transposes_run_in_tiles_and_are_exact(shape, axes, tiled):
+    from tvm_s2d.schedules import x86
+
+    mod = _graph("NCHW", "float32", lambda bb, x: bb.emit(relax.op.permute_dims(x, axes)), shape)
+    (gv,) = [gv for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    func = x86.schedule_injective(mod[gv], 16)
+    assert ("T.unroll" in func.script()) == tiled  # the source axis's lanes, unrolled inside a tile
+    scheduled = mod.clone()
+    scheduled[gv] = func
+    x = random_tensor(RNG, shape, "float32")
+    np.testing.assert_array_equal(_run(scheduled, x, host_target()), _run(mod, x, LLVM))
