@@ -8,8 +8,8 @@ channels fill them all (measured on a 32->32 3x3 conv at 56x56: 0.29 ms NCHW, 0.
 (a strided depthwise conv: 0.34 ms NCHW, 0.10 ms NHWC), and NCHW depthwise convs load a row
 per channel (1.15-3.5x slower than NHWC, measured on six of MobileNetV2's). Each conv's cost
 is its MACs over the lanes it fills, plus the pools after it (a strided NCHW pool gathers
-every read: 12-14x slower than NHWC), plus a transpose wherever two layouts meet, priced by
-direction (the model's inputs and outputs and ops such as dense layers are NCHW; beside a
+every read: 12-14x slower than NHWC), plus a transpose wherever two layouts meet (the
+model's inputs and outputs and ops such as dense layers are NCHW; beside a
 reshape or transpose a transpose is free: it fuses into that kernel). The layouts that cost
 least are found by a local search from each conv's own best, from all NHWC and from all
 NCHW. NHWC convs get HWIO weights (transposed at compile time) and TVM's ``ConvertLayout``
@@ -81,9 +81,11 @@ def choose(out_channels: int, groups: int, out_width: int, stride_w: int, lanes:
 CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
          "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
          "relax.concat", "relax.mean", "relax.sum", "relax.astype"}
-# a transpose, in MAC-equivalents per byte of the tensor, by direction (measured: 3.2 MB NCHW -> NHWC
-# in 0.19 ms, the time of ~28M MACs of a conv that fills its vectors; NHWC -> NCHW 3x slower)
-TRANSPOSE_COST = {("NCHW", "NHWC"): 8.0, ("NHWC", "NCHW"): 24.0}
+# a transpose, in MAC-equivalents per byte of the tensor, by direction of the data (measured, tiled: 3.2 MB in
+# 0.13-0.14 ms either way, the time of ~20M MACs of a conv that fills its vectors; untiled,
+# NHWC -> NCHW was 10x slower; 6, 8 and 24 for that direction chose the same layouts for the six
+# benchmark models)
+TRANSPOSE_COST = {("NCHW", "NHWC"): 8.0, ("NHWC", "NCHW"): 8.0}
 FIXED = "model"  # the model's inputs, outputs and the ops that need NCHW
 # data-movement ops that need NCHW too, but a transpose next to them fuses into their kernel (FuseOps
 # makes one injective kernel of the chain): free either way (ShuffleNet's channel shuffles)
