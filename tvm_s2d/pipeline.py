@@ -10,9 +10,11 @@ kernels it holds their tuned schedule instead (``schedules/metaschedule.py``).
 ``PassContext(disabled_pass=["SpaceToDepthConv2d"])`` compiles the same pipeline without the
 rewrite, which is the fair baseline: everything else (constant folding, fusion, conv
 schedules, the target's default lowering) is identical. ``disabled_pass=["ScheduleConvs"]``
-keeps TVM's naive conv loops. For Hexagon targets ``HexagonConvs`` puts the integer convs of
-quantized models on HVX ``vrmpy`` kernels and ``HexagonMovement`` the 2x2 S2D/D2S and pads
-of uint8 tensors on HVX kernels (``disabled_pass=[...]`` either: TVM's default lowering).
+keeps TVM's naive loops; on LLVM CPU targets ``CpuLayout`` puts each conv in the layout whose
+vectors it fills (``disabled_pass=["CpuLayout"]``: the model's own). For Hexagon targets
+``HexagonConvs`` puts the integer convs of quantized models on HVX ``vrmpy`` kernels and
+``HexagonMovement`` the 2x2 S2D/D2S and pads of uint8 tensors on HVX kernels
+(``disabled_pass=[...]`` either: TVM's default lowering).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | No
                   movement: HexagonMovement | None = None, prepare=None, layout: HexagonLayout | None = None,
                   requantize: HexagonRequantize | None = None, cpu_layout: CpuLayout | None = None
                   ) -> list[tvm.transform.Pass]:
-    """Prepare, NHWC throughout (Hexagon targets), each conv's layout (CPU targets), rewrite (None: no rewrite), integer
-    convs, their requantization and uint8 data movement to HVX kernels (Hexagon targets only),
+    """Prepare, NHWC throughout (Hexagon targets), each conv's layout (CPU targets), rewrite
+    (None: no rewrite), integer convs, their requantization and uint8 data movement to HVX
+    kernels (Hexagon targets only),
     legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take. Pass
     objects not given are made new."""
     return [
@@ -95,8 +98,8 @@ class S2DPipeline:
         """Pass name -> its ``passes.outcome.Outcome`` list, for every pass of this pipeline
         that records them (empty where a pass did not run or found nothing)."""
         found = {}
-        for p in [*self.prepare, self.hexagon_layout, self.cpu_layout, self.rewrite, self.hexagon_convs, self.hexagon_requantize,
-                  self.hexagon_movement, *self.schedules]:
+        for p in [*self.prepare, self.hexagon_layout, self.cpu_layout, self.rewrite, self.hexagon_convs,
+                  self.hexagon_requantize, self.hexagon_movement, *self.schedules]:
             if hasattr(p, "outcomes"):
                 found[p.info.name] = list(p.outcomes)
         return found

@@ -99,7 +99,7 @@ _OTHER_KERNELS = [
     ("injective", "parallel, vectorized (no reduction)", lambda f, t: x86.schedule_injective(f, vector_lanes(t))),
     ("window", "window reduction (pool, mean, dense): parallel, vectorized",
      lambda f, t: schedule_window(f, vector_lanes(t))),
-    ("dlight", "TVM's dlight CPU rule (softmax, dense)", schedule_dlight),
+    ("dlight", "TVM's dlight CPU rule (softmax, norms)", schedule_dlight),
 ]
 
 
