@@ -12,7 +12,7 @@ from tvm.script import tirx as T
 import tvm_s2d  # noqa: F401  (registers the pipeline)
 from helpers import LLVM, Net, assert_same, random_tensor
 from tvm_s2d.passes import CpuLayout, ScheduleConvs
-from tvm_s2d.passes.cpu_layout import choose
+from tvm_s2d.passes.cpu_layout import describe, fills
 from tvm_s2d.schedules.x86_reductions import schedule_window
 from tvm_s2d.targets import host_target
 
@@ -108,15 +108,18 @@ def test_kernels_no_schedule_takes_are_left_with_a_reason():
 
 # ---- CpuLayout -------------------------------------------------------------------------------
 
-def test_layout_choice_follows_the_lanes_each_layout_fills():
-    lanes = 16
-    assert choose(32, 1, 56, 1, lanes)[0] == "NHWC"  # 32 channels fill 2 vectors; 56 pixels vectors of 8
-    assert choose(12, 1, 112, 1, lanes)[0] == "NCHW"  # DenseNet growth: 12 channels, 112 pixels
-    assert choose(48, 4, 56, 1, lanes)[0] == "NCHW"  # grouped: 12 channels a group
-    assert choose(96, 96, 112, 2, lanes)[0] == "NHWC"  # strided depthwise: NCHW vectors gather
-    layout, why = choose(16, 16, 112, 1, lanes)
-    assert layout == "NHWC" and "depthwise" in why  # a row load per channel in NCHW
-    assert choose(16, 1, 112, 1, lanes)[0] == "NCHW"  # a tie: the model's layout (no transposes)
+def test_each_layout_is_priced_by_the_lanes_it_fills():
+    def better(out_channels, groups, out_width, stride):  # on its own, a tie keeping NCHW
+        fill = fills(out_channels, groups, out_width, stride, 16)
+        return "NHWC" if fill["NHWC"] > fill["NCHW"] else "NCHW"
+
+    assert better(32, 1, 56, 1) == "NHWC"  # 32 channels fill 2 vectors; 56 pixels vectors of 8
+    assert better(12, 1, 112, 1) == "NCHW"  # DenseNet growth: 12 channels, 112 pixels
+    assert better(48, 4, 56, 1) == "NCHW"  # grouped: 12 channels a group
+    assert better(96, 96, 112, 2) == "NHWC"  # strided depthwise: NCHW vectors gather
+    assert better(16, 16, 112, 1) == "NHWC"  # depthwise: a row load per channel in NCHW
+    assert "depthwise" in describe(fills(16, 16, 112, 1, 16), 16, 16, 112, 1)
+    assert better(16, 1, 112, 1) == "NCHW"  # a tie
 
 
 def _resnet_block(channels=32, hw=(14, 10), batch=2):

@@ -69,14 +69,6 @@ def describe(fill: dict[str, float], out_channels: int, groups: int, out_width: 
            + (", depthwise" if groups == out_channels > 1 else "") + ")"
 
 
-def choose(out_channels: int, groups: int, out_width: int, stride_w: int, lanes: int) -> tuple[str, str]:
-    """``("NHWC" | "NCHW", why)`` for one NCHW conv on its own (no transposes counted; a tie
-    keeps NCHW)."""
-    fill = fills(out_channels, groups, out_width, stride_w, lanes)
-    why = describe(fill, out_channels, groups, out_width, stride_w)
-    return ("NHWC" if fill["NHWC"] > fill["NCHW"] else "NCHW"), why
-
-
 # ops ConvertLayout carries a layout through (the rest need NCHW: reshapes, dense layers)
 CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
          "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
