@@ -58,7 +58,7 @@ class ConvBlock:
         2.8x faster with 4 pixels than with 14; 32 channels: fastest with 14)."""
         if self.depthwise:
             return 8
-        return max(4, self.extents[4] if self.layout == "NCHW" else self.extents[6])
+        return max(4, _group_in(self.layout, self.extents))
 
     @property
     def depthwise(self) -> bool:
@@ -95,11 +95,15 @@ def find_conv(func: tvm.tirx.PrimFunc) -> ConvBlock | None:
     extents = tuple(int(sch.get(loop).extent) for loop in sch.get_loops(found[0]))
     _, a, b, c = extents[:4]
     out_channels, out_width = (a, c) if layout == "NCHW" else (c, b)
-    group_in = extents[4] if layout == "NCHW" else extents[6]  # the reduction over a group's channels
     data = [r.source for r in block.reads if not r.source.same_as(block.writes[0].source)][0]
     in_channels = int(data.shape[1 if layout == "NCHW" else 3])
     return ConvBlock(block.name_hint, layout, out_channels, out_width, _written_dtype(block), extents,
-                     max(1, in_channels // group_in))
+                     max(1, in_channels // _group_in(layout, extents)))
+
+
+def _group_in(layout: str, extents: tuple[int, ...]) -> int:
+    """The input channels one output sums (a group's): the conv block's channel reduction."""
+    return extents[4] if layout == "NCHW" else extents[6]
 
 
 def _written_dtype(block) -> str:
