@@ -38,7 +38,7 @@ import onnx  # noqa: E402
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from bench_x86 import THREADS, torch, torch_forward  # noqa: E402
+from bench_x86 import THREADS, _median, torch, torch_forward  # noqa: E402
 from tvm_s2d import from_onnx  # noqa: E402
 from tvm_s2d.models import zoo  # noqa: E402
 from tvm_s2d.pipeline import S2DPipeline  # noqa: E402
@@ -80,12 +80,7 @@ def _onnxruntime(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
     compile_s = time.perf_counter() - start
     feed = {session.get_inputs()[0].name: x}
     output = session.run(None, feed)[0]
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"ms": float(np.median(times)), "compile_s": compile_s, "output": output}
+    return {"ms": _median(lambda: session.run(None, feed), repeat) * 1e3, "compile_s": compile_s, "output": output}
 
 
 def _pytorch(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
@@ -95,12 +90,8 @@ def _pytorch(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
     compile_s = time.perf_counter() - start
     with torch.inference_mode():
         output = forward(data).numpy()
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            forward(data)
-            times.append((time.perf_counter() - start) * 1e3)
-    return {"ms": float(np.median(times)), "compile_s": compile_s, "output": output}
+        ms = _median(lambda: forward(data), repeat) * 1e3
+    return {"ms": ms, "compile_s": compile_s, "output": output}
 
 
 def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
