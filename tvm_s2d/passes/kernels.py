@@ -82,8 +82,4 @@ def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
     """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy
     into their uses: what ``FoldConstant`` does for them, without compiling and running a
     kernel for each."""
-    folder = _FoldTransposes(mod)
-    for gv, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gv, folder.visit_expr(func))
-    return folder.builder_.get()
+    return rewrite_functions(mod, _FoldTransposes(mod))
