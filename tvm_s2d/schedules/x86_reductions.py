@@ -1,6 +1,6 @@
-"""S-TIR schedules for the CPU kernels with reductions that are not convs: pooling and means
-(``schedule_window``), softmax and dense layers (TVM's own ``s_tir.dlight.cpu`` rules,
-``schedule_dlight``).
+"""S-TIR schedules for the CPU kernels with reductions that are not convs: pooling, means,
+dense layers and other reductions over trailing axes (``schedule_window``), softmax and norms
+(TVM's own ``s_tir.dlight.cpu`` rules, ``schedule_dlight``).
 
 A legalized pool (``pool_max``; ``pool_sum`` then ``pool_avg``) or mean (``*_red`` then
 ``T_divide``) is one reduction block over spatial axes then window axes, with a pad before it
@@ -62,10 +62,8 @@ def schedule_window(func: tvm.tirx.PrimFunc, lanes: int = 8) -> tvm.tirx.PrimFun
     init = sch.decompose_reduction(block, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     anchor = vectors if vectors is not None else row
-    for consumer in blocks[position + 1:]:
+    for consumer in blocks[position + 1:] if anchor is not None else []:
         try:
-            if anchor is None:
-                raise s_tir.ScheduleError("no loop to compute the epilogue under")
             sch.reverse_compute_at(consumer, anchor)
         except s_tir.ScheduleError:
             continue
