@@ -32,8 +32,8 @@ from tvm import relax
 from tvm_s2d.targets import hexagon_target
 from tvm_s2d.emulator.qemu import run_kernel
 from tvm_s2d.emulator.network import quantized_nhwc_chain
-from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
-from tvm_s2d.pipeline import kernel_passes
+from tvm_s2d.passes import SpaceToDepthConv2d
+from tvm_s2d.pipeline import S2DPipeline
 
 FORMS = [  # name, block, mapping
     ("original, width", None, "width"),
@@ -75,10 +75,12 @@ def operand(arg, rng) -> np.ndarray:
 
 def bench_form(size: int, convs: int, block, mapping: str) -> dict:
     target = hexagon_target()
-    rewrite = SpaceToDepthConv2d(block=block, move_cost=1000.0) if block else None
-    hexagon = HexagonConvs(knobs=lambda signature: (mapping, 8 if mapping == "width" else 4))
+    rewrite = SpaceToDepthConv2d(block=block, move_cost=1000.0, prepare=False) if block else None
+    pipeline = S2DPipeline(rewrite=rewrite if rewrite is not None else False,
+                           hexagon_knobs=lambda signature: (mapping, 8 if mapping == "width" else 4))
+    hexagon = pipeline.hexagon_convs
     with target, tvm.transform.PassContext(opt_level=3):
-        mod = tvm.transform.Sequential(kernel_passes(rewrite, hexagon))(quantized_nhwc_chain((size, size), 8, convs))
+        mod = tvm.transform.Sequential(pipeline.passes(until="lower"))(quantized_nhwc_chain((size, size), 8, convs))
     if block and not all(d.rewritten for d in rewrite.decisions):
         raise RuntimeError("the rewrite refused a conv of the benchmark network")
     assert all(m == mapping for m, _ in hexagon.mappings.values()), hexagon.mappings

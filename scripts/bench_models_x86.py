@@ -41,16 +41,15 @@ from tvm import relax  # noqa: E402
 from bench_x86 import THREADS, _median, torch, torch_forward  # noqa: E402
 from tvm_s2d import from_onnx  # noqa: E402
 from tvm_s2d.models import zoo  # noqa: E402
-from tvm_s2d.pipeline import S2DPipeline  # noqa: E402
+from tvm_s2d.pipeline import OWN_PASSES as TVM_S2D_PASSES, STAGES, S2DPipeline  # noqa: E402
 from tvm_s2d.targets import host_target  # noqa: E402
 
 FORMS = ("onnxruntime", "pytorch", "tvm default", "tvm-s2d", "tvm-s2d tuned")
 PEERS = ("onnxruntime", "pytorch")
 # the passes tvm-s2d adds to TVM's: graph rewrites, and the kernel schedules (their shares of the compile time)
-OWN_PASSES = {"s2d": {"SpaceToDepthConv2d"},
-              "other passes": {"QDQConvToInteger", "IntegerRequantize", "IntegerAdd", "IntegerPoolConcat", "HexagonLayout",
-                               "CpuLayout", "HexagonConvs", "HexagonRequantize", "HexagonMovement"},
-              "schedules": {"ScheduleConvs", "ApplyDatabase"}}
+_SCHEDULES = set(next(stage.passes for stage in STAGES if stage.name == "schedule"))
+OWN_PASSES = {"s2d": {"SpaceToDepthConv2d"}, "other passes": set(TVM_S2D_PASSES) - _SCHEDULES - {"SpaceToDepthConv2d"},
+              "schedules": _SCHEDULES}
 
 
 @tvm.instrument.pass_instrument

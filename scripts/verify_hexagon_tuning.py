@@ -3,7 +3,7 @@
 1. Exhaustive search: every config of each layer of ``bench_hexagon.LAYERS`` (block or none x
    HVX mapping x knob) measured under qemu-hexagon (executed packets, deterministic), appended
    to ``--exhaustive`` (resumable: configs already there are not measured again).
-2. The tuner (``tuning.tuner.tune_layers``: the untuned pipeline's config and the original
+2. The tuner (``tuner.tuner.tune_layers``: the untuned pipeline's config and the original
    conv's first, then XGBoost-ranked, records of earlier layers warm-starting the model), and
    the search alone (no default configs), run with ``--trials`` per layer against
    ``ReplayMeasurer``, which answers from the exhaustive records. Packet counts are
@@ -31,9 +31,9 @@ from bench_hexagon import LAYERS, layer_spec
 from tvm_s2d.targets import hexagon_target
 from tvm_s2d.tuning import Layer, Record, TuningLog
 from tvm_s2d.tuning.log import best_of
-from tvm_s2d.tuning.measure import HexagonMeasurer, ReplayMeasurer
+from tvm_s2d.tuner.measure import HexagonMeasurer, ReplayMeasurer
 from tvm_s2d.tuning.space import Config, search_space
-from tvm_s2d.tuning.tuner import tune_layers
+from tvm_s2d.tuner.tuner import tune_layers
 from tvm_s2d.tuning.workload import target_key
 
 

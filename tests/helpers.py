@@ -6,7 +6,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from tvm_s2d.pipeline import S2DPipeline
+
 LLVM = tvm.target.Target({"kind": "llvm"})
+#: The pipeline's lowering stage (legalize, fold, fuse): the kernels the schedules take
+FUSE = S2DPipeline(rewrite=False).stages["lower"]
 
 
 def conv_module(data_shape, weight, *, dtype="float32", weight_param=False, epilogue=None, **conv_attrs):

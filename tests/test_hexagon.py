@@ -172,7 +172,7 @@ def test_hexagon_tuning_measures_packets_and_applies_the_block(tmp_path):
     from tvm_s2d.cli import main
     from tvm_s2d.targets import hexagon_target
     from tvm_s2d.tuning import TuningLog
-    from tvm_s2d.tuning.measure import HexagonMeasurer
+    from tvm_s2d.tuner.measure import HexagonMeasurer
     from tvm_s2d.tuning.space import Config
     from tvm_s2d.tuning.workload import Layer, target_key
 

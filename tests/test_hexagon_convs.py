@@ -13,7 +13,8 @@ from helpers import LLVM, conv_module, require_hexagon_tools, run
 from test_quantized import qdq_chain
 from tvm_s2d.targets import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
-from tvm_s2d.pipeline import S2DPipeline, prepare_passes
+from tvm_s2d.passes.prepare import prepare_passes
+from tvm_s2d.pipeline import S2DPipeline
 from tvm_s2d.schedules.hexagon import default_mapping
 
 HEXAGON = hexagon_target()
@@ -137,8 +138,8 @@ def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
     """Records measured on the emulator name the conv they ran; the pipeline finds them for
     the convs it builds (blocks and mappings from the log)."""
     from tvm_s2d.tuning import TuningLog
-    from tvm_s2d.tuning.measure import HexagonMeasurer
-    from tvm_s2d.tuning.tuner import model_layers, tune_layers
+    from tvm_s2d.tuner.measure import HexagonMeasurer
+    from tvm_s2d.tuner.tuner import model_layers, tune_layers
     from tvm_s2d.tuning.workload import target_key
 
     model = qdq_chain(1, (16, 16), "int8", (1, 2))

@@ -72,3 +72,32 @@ def test_no_import_cycle():
 def test_no_module_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+#: The floors of the package, lowest first (the README's chain as data): a module imports only
+#: from its own floor or below. The longest prefix names a module's floor.
+FLOORS = [
+    ["geometry"],
+    ["targets"],
+    ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize"],  # emulator: the kernel runner (qemu, layer)
+    ["passes"],
+    ["tuning"],  # the tuning log and the tuned values the pipeline reads
+    ["pipeline"],
+    ["report", "emulator.model", "onnx_import", "tuner"],  # what compiles, runs and measures through the pipeline
+    ["demo", "models", "zoo", "cli", "__init__"],
+]
+
+
+def _floor(module: str) -> int:
+    rest = module.removeprefix("tvm_s2d").removeprefix(".") or "__init__"
+    found = [(len(prefix), i) for i, floor in enumerate(FLOORS) for prefix in floor
+             if rest == prefix or rest.startswith(prefix + ".")]
+    assert found, f"{module} is on no floor of FLOORS"
+    return max(found)[1]
+
+
+def test_imports_only_go_down():
+    graph = import_graph()
+    upward = [f"{m} (floor {_floor(m)}) imports {d} (floor {_floor(d)})"
+              for m, deps in graph.items() for d in deps if _floor(d) > _floor(m) and d != "tvm_s2d"]
+    assert not upward, "\n".join(upward)

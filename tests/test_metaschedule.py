@@ -1,4 +1,4 @@
-"""MetaSchedule as the alternative kernel schedule (schedules/ and tuning/metaschedule.py): tuning the s2d
+"""MetaSchedule as the alternative kernel schedule (schedules/ and tuner/metaschedule.py): tuning the s2d
 pipeline's own kernels works on this platform (builder without the tensor-intrinsic import,
 target with num-cores), the database is applied at compile time, exactly, and a missing or
 broken database is a clear error."""
@@ -16,7 +16,7 @@ from tvm_s2d.passes import ScheduleConvs
 from tvm_s2d.schedules import metaschedule, x86
 from tvm_s2d.tuning import metaschedule as ms_tuning
 from tvm_s2d.targets import host_target
-from tvm_s2d.tuning.measure import layer_input, layer_module
+from tvm_s2d.tuner.measure import layer_input, layer_module
 from tvm_s2d.tuning.workload import Layer
 
 LAYER = Layer("stem", Conv2dSpec(1, 3, 8, (17, 15), (3, 3), (2, 2), padding=(1, 1, 1, 1), itemsize=4), "NCHW", "float32")

@@ -97,3 +97,61 @@ def test_no_weight_transform_is_left_at_run_time():
     inputs = [tuple(int(d) for d in arg.ty.shape.values) for call in calls for arg in call.args[1].fields]
     assert (8, 8, 3, 3) not in inputs
     assert len(calls) == 3
+
+
+def test_the_stage_table_is_the_pipeline_and_states_its_order():
+    """Every variant is built from ``STAGES``: the passes run in the table's order, under the
+    names it gives, and the constraints its ``why`` lines state hold."""
+    from tvm_s2d.pipeline import STAGES, S2DPipeline
+
+    from pathlib import Path
+
+    pipeline = S2DPipeline(metaschedule=Path(__file__).parents[1] / "tuning_logs" / "demo_llvm_ms")
+    assert [s.name for s in STAGES] == list(pipeline.stages)
+    for stage in STAGES:
+        assert [p.info.name for p in pipeline.stages[stage.name]] == list(stage.passes), stage.name
+        assert stage.why
+    order = [name for stage in STAGES for name in stage.passes]
+
+    def before(a, b):
+        return order.index(a) < order.index(b)
+
+    assert order[0] == "QDQConvToInteger"  # weights constants before anything decides on them
+    assert before("CpuLayout", "SpaceToDepthConv2d") and before("HexagonLayout", "SpaceToDepthConv2d")
+    assert before("SpaceToDepthConv2d", "HexagonConvs") and before("HexagonConvs", "HexagonRequantize")
+    assert before("HexagonRequantize", "HexagonMovement") and before("HexagonMovement", "LegalizeOps")
+    assert before("FuseTIR", "ApplyMetaScheduleDatabase") and before("ApplyMetaScheduleDatabase", "ScheduleConvs")
+    assert order[-1] == "_pipeline"  # TVM's default_build_pipeline
+    # slices and variants come from the same table
+    names = [p.info.name for p in S2DPipeline(rewrite=False).passes(until="lower")]
+    assert "SpaceToDepthConv2d" not in names and names[-1] == "FuseTIR"
+    assert [p.info.name for p in S2DPipeline().passes(start="layout", until="rewrite")] == [
+        "HexagonLayout", "CpuLayout", "SpaceToDepthConv2d"]
+
+
+@tvm.transform.module_pass(opt_level=0, name="CpuLayout")
+class _Exploding:
+    def transform_module(self, mod, _ctx):
+        raise RuntimeError("boom\nsecond line")
+
+
+def test_a_failing_pass_becomes_an_outcome_and_the_compile_goes_on(monkeypatch):
+    """No pass can crash a compile: the guard leaves the module as it was and records the
+    failure, which the report prints; with ``TVM_S2D_STRICT=1`` it raises."""
+    from tvm_s2d.pipeline import S2DPipeline
+    from tvm_s2d.report import Report
+
+    mod = _model()
+    pipeline = S2DPipeline()
+    pipeline.stages["layout"][1] = _Exploding()
+    monkeypatch.setenv("TVM_S2D_STRICT", "0")
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=LLVM, relax_pipeline=pipeline.as_pass())
+    (failure,) = pipeline.outcomes()["CpuLayout"]
+    assert not failure.applied and failure.reason == "failed: RuntimeError: boom"
+    assert "not applied, failed: RuntimeError: boom" in str(Report.from_pipeline(pipeline))
+    x = RNG.standard_normal((1, 8, 20, 20)).astype(np.float32)
+    assert_same(_run(ex, x), run(mod, x), "float32")
+    monkeypatch.setenv("TVM_S2D_STRICT", "1")
+    with pytest.raises(RuntimeError, match="boom"), tvm.transform.PassContext(opt_level=3):
+        tvm.compile(mod, target=LLVM, relax_pipeline=pipeline.as_pass())

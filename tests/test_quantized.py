@@ -118,6 +118,31 @@ def test_run_helper_is_the_default_pipeline():
     np.testing.assert_array_equal(run(tvm_s2d.from_onnx(model), x), onnxruntime_reference(model, {"x": x}))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_float_bias_folds_within_one_step_of_the_onnx_semantics(seed):
+    """PyTorch-exported QDQ convs keep their bias in float (``b`` here is not a multiple of
+    ``x_scale * w_scale``). Folded into the integer requantization, the bias moves each value
+    by at most ``BIAS_TOLERANCE`` of a step before the rounding, so one requantization differs
+    from the ONNX semantics (ORT, optimizations off) by at most one step, on few values. In a
+    chain, a step in one layer's output moves the next layer's input: the bound is per
+    requantization, on the same inputs."""
+    from tvm_s2d.passes.integer_requantize import BIAS_TOLERANCE
+
+    model = qdq_chain(strides=(1,), seed=seed)
+    bias = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b0"))
+    grid = 0.05 * numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "ws0"))
+    assert np.abs(bias / grid - np.rint(bias / grid)).max() > 0.1  # a float bias, off the accumulator's grid
+    assert BIAS_TOLERANCE <= 0.01
+    x = np.random.default_rng(seed).integers(0, 256, (1, 8, 23, 21)).astype(np.uint8)
+    from tvm_s2d.pipeline import S2DPipeline
+
+    pipeline = S2DPipeline()
+    got = run(tvm_s2d.from_onnx(model), x, pipeline=pipeline.as_pass())
+    assert [o.applied for o in pipeline.outcomes()["IntegerRequantize"]] == [True]  # folded, not left in float
+    steps = np.abs(got.astype(int) - onnxruntime_reference(model, {"x": x}).astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.02
+
+
 def test_onnxruntime_default_session_rounds_differently_from_the_onnx_semantics():
     """Why the tests compare with ORT's unoptimized session: its default session fuses QDQ
     into integer kernels that round their own way (this records the size of the gap)."""

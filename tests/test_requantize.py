@@ -7,7 +7,8 @@ import tvm
 from tvm import relax
 
 from helpers import require_hexagon_tools, run
-from tvm_s2d.passes.integer_requantize import IntegerRequantize, fixed_point, requantize
+from tvm_s2d.geometry.fixed_point import fixed_point, requantize
+from tvm_s2d.passes.integer_requantize import IntegerRequantize
 from tvm_s2d.schedules.hexagon.requantize import channel_constants, lane_constants, requantize_kernel
 
 RNG = np.random.default_rng(0)

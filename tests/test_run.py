@@ -139,3 +139,32 @@ def test_a_residual_denoiser_runs_its_epilogues_on_hvx_in_one_layout(tmp_path):
     assert len(fused) == 2 and len(requantize) == 2 and all(k.hvx for k in requantize)  # the 3-channel tail, the add
     assert all(k.hvx for k in run.kernels if k.kind != "boundary")
     assert [k.name for k in run.kernels if k.kind == "boundary"][-1] == "dequantize"  # no transpose back to NCHW
+
+
+def test_check_each_names_the_first_kernel_that_differs(chain_path):
+    """The diagnosis of a run that is not bit-exact: kernel by kernel against the CPU build,
+    the first kernel whose outputs differ (here one value of the third kernel's output is
+    changed; every kernel after it differs too)."""
+    import tvm_s2d
+    from tvm_s2d.emulator.model import Run, first_difference, lower_for_hexagon, run_on_cpu
+    from tvm_s2d.pipeline import S2DPipeline
+
+    plain = lower_for_hexagon(tvm_s2d.from_onnx(str(chain_path)), S2DPipeline(hvx=False, block=2, move_cost=1000.0), [])
+    x = np.random.default_rng(0).integers(0, 256, (1, 8, 15, 18)).astype(np.uint8)
+    reference: dict = {}
+    interpret(plain, [x], run=run_on_cpu, trace=reference)
+    calls = []
+
+    def corrupt_third(func, inputs, outputs, name):
+        run = run_on_cpu(func, inputs, outputs, name)
+        calls.append(name)
+        if len(calls) == 3:
+            run.outputs[0].reshape(-1)[5] += 1
+        return Run(run.outputs, 0)
+
+    trace: dict = {}
+    interpret(plain, [x], run=corrupt_third, trace=trace)
+    assert first_difference(plain, reference, reference) is None
+    found = first_difference(plain, trace, reference)
+    assert found["binding"] == list(reference)[2] and found["kernel"] == calls[2]
+    assert found["differing"] == 1 and found["max_diff"] in (1, 255)

@@ -15,10 +15,10 @@ import tvm_s2d
 from helpers import Net, assert_same, run
 from tvm_s2d.targets import host_target
 from tvm_s2d.tuning import Layer, Record, TuningLog, layers
-from tvm_s2d.tuning.xgb_model import XGBCostModel
-from tvm_s2d.tuning.measure import LocalMeasurer, Measurement
+from tvm_s2d.tuner.xgb_model import XGBCostModel
+from tvm_s2d.tuner.measure import LocalMeasurer, Measurement
 from tvm_s2d.tuning.space import Config, search_space
-from tvm_s2d.tuning.tuner import model_layers, tune
+from tvm_s2d.tuner.tuner import model_layers, tune
 from tvm_s2d.tuning.workload import target_key
 
 TARGET = host_target()
@@ -140,7 +140,7 @@ def test_workload_key_ignores_names_and_round_trips():
 def _synthetic_records():
     """Costs from a fixed formula of the layer and config (a stand-in for recorded data that
     has structure: executed MACs and data movement)."""
-    from tvm_s2d.tuning.xgb_model import FEATURES, features
+    from tvm_s2d.tuner.xgb_model import FEATURES, features
 
     macs, moved, vectors = (FEATURES.index(n) for n in ("log_executed_macs", "log_bytes_moved", "vectors"))
     samples = []
@@ -174,7 +174,7 @@ def test_rpc_tuning_uses_both_servers(tmp_path):
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
 
-    from tvm_s2d.tuning.measure import RPCMeasurer
+    from tvm_s2d.tuner.measure import RPCMeasurer
 
     tracker = Tracker("127.0.0.1", port=9190, port_end=9290, silent=True)
     servers = [rpc.Server("127.0.0.1", port=9300 + 20 * i, port_end=9319 + 20 * i, key="cpu",
@@ -194,7 +194,7 @@ def test_rpc_tuning_uses_both_servers(tmp_path):
 
 
 def test_rpc_measurer_names_a_bad_tracker():
-    from tvm_s2d.tuning.measure import RPCMeasurer
+    from tvm_s2d.tuner.measure import RPCMeasurer
 
     with pytest.raises(ValueError, match="host:port"):
         RPCMeasurer(TARGET, "nowhere", "cpu")
@@ -233,8 +233,8 @@ def test_tuner_reaches_the_hexagon_optimum_within_16_trials_on_recorded_packets(
 
     from tvm_s2d.targets import hexagon_target
     from tvm_s2d.tuning.log import best_of
-    from tvm_s2d.tuning.measure import ReplayMeasurer
-    from tvm_s2d.tuning.tuner import tune_layers
+    from tvm_s2d.tuner.measure import ReplayMeasurer
+    from tvm_s2d.tuner.tuner import tune_layers
 
     recorded = TuningLog(Path(__file__).resolve().parent.parent / "results" / "hexagon_exhaustive.jsonl").records()
     tkey = target_key(hexagon_target())

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax
-from tvm.relax import transform
 
 import tvm_s2d  # noqa: F401  (registers the pipeline)
-from helpers import LLVM, Net, assert_same, ops_in, random_tensor, run
+from helpers import FUSE, LLVM, Net, assert_same, ops_in, random_tensor, run
 from tvm_s2d import explain
 from tvm_s2d.passes import ScheduleConvs, SpaceToDepthConv2d
 from tvm_s2d.targets import default_model
@@ -16,8 +15,6 @@ from tvm_s2d.schedules import x86
 from tvm_s2d.targets import host_target, is_cpu, vector_lanes
 
 RNG = np.random.default_rng(5)
-FUSE = [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(), transform.FuseOps(),
-        transform.FuseTIR()]
 
 
 def _net(layout, dtype, cin, cout, hw, k, stride=1, padding=0, dilation=1, epilogue=True):
@@ -268,6 +265,6 @@ def test_dynamic_batch_compiles_with_static_kernels_scheduled():
 
 
 def s2d_pipeline_with(schedule):
-    from tvm_s2d.pipeline import s2d_passes
+    from tvm_s2d.pipeline import S2DPipeline
 
-    return tvm.transform.Sequential(s2d_passes(SpaceToDepthConv2d(prepare=False), schedule))
+    return S2DPipeline(schedules=[schedule]).as_pass()

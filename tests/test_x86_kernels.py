@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax
-from tvm.relax import transform
 from tvm.script import tirx as T
 
 import tvm_s2d  # noqa: F401  (registers the pipeline)
-from helpers import LLVM, Net, assert_same, random_tensor
+from helpers import FUSE, LLVM, Net, assert_same, random_tensor
 from tvm_s2d.passes import CpuLayout, ScheduleConvs
 from tvm_s2d.passes.cpu_layout import describe, fills
 from tvm_s2d.schedules.x86_reductions import schedule_window
 from tvm_s2d.targets import host_target
 
 RNG = np.random.default_rng(11)
-FUSE = [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(), transform.FuseOps(),
-        transform.FuseTIR()]
 
 
 def _run(mod, x, target):

@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-rewrite", action="store_true", help="run the same pipeline without the rewrite")
     run.add_argument("--tuning-log", help="apply the best records of this tuning log")
     run.add_argument("--json", metavar="OUT", help="also write the run as JSON")
+    run.add_argument("--check-each", action="store_true",
+                     help="compare every kernel with the CPU build's (always done when the output differs): the first that differs")
     add_rewrite_options(run)
 
     tune = sub.add_parser("tune", help="measure each conv's block and schedule knobs; append records to a log")
@@ -270,8 +272,9 @@ def cmd_compile(args) -> int:
     pipeline = S2DPipeline(tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args))
     print(f"compiling {args.model} for {describe(args.target)} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        ex = tvm.compile(mod, target=args.target, relax_pipeline=pipeline.as_pass())
+    with args.target, tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
+        lowered = tvm.transform.Sequential(pipeline.passes())(mod)
+        ex = tvm.compile(lowered, target=args.target, relax_pipeline=tvm.transform.Sequential(pipeline.stages["build"]))
     print(f"compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     try:
         if is_hexagon(args.target):
@@ -283,7 +286,7 @@ def cmd_compile(args) -> int:
     if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
         from .emulator.model import scalar_report
 
-        print("\n".join(scalar_report(mod, S2DPipeline(tuning_log=args.tuning_log, **rewrite_options(args)), disabled)))
+        print("\n".join(scalar_report(lowered)))
     if args.no_rewrite:  # what the other passes did
         for name, found in pipeline.outcomes().items():
             if name != PASS_NAME:
@@ -292,21 +295,6 @@ def cmd_compile(args) -> int:
         print(Report.from_pipeline(pipeline))
     print(f"wrote {args.output}")
     return 0
-
-
-def _group(reasons: dict[str, str]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for name, reason in reasons.items():
-        grouped.setdefault(reason, []).append(name)
-    return grouped
-
-
-def _count(items, noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
-
-
-def _listing(names: list[str], shown: int = 6) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def cmd_run(args) -> int:
@@ -328,7 +316,7 @@ def cmd_run(args) -> int:
             raise ValueError(f"--input {name}: cannot read {path}: {_one_line(exc)}") from None
     print(f"running {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
     result = run_model(args.model, inputs, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
-                       shape_dict=dict(args.shape) or None, **rewrite_options(args))
+                       shape_dict=dict(args.shape) or None, check_each=args.check_each, **rewrite_options(args))
     print(result.table())
     if args.json:
         with open(args.json, "w") as f:
@@ -339,8 +327,8 @@ def cmd_run(args) -> int:
 def cmd_tune(args) -> int:
     from .targets import is_cpu, is_hexagon
     from .tuning import TuningLog
-    from .tuning.measure import HexagonMeasurer, LocalMeasurer, RPCMeasurer
-    from .tuning.tuner import table, tune
+    from .tuner.measure import HexagonMeasurer, LocalMeasurer, RPCMeasurer
+    from .tuner.tuner import table, tune
 
     if args.trials < 1:
         raise ValueError("--trials must be at least 1")
@@ -372,8 +360,10 @@ def cmd_tune(args) -> int:
         raise ValueError(f"{args.model}: no conv that can be tuned"
                          + (f" ({'; '.join(f'{n}: {r}' for n, r in skipped)})" if skipped else ""))
     print(table(rows))
-    for reason, convs in _group(dict(skipped)).items():
-        print(f"not tuned: {_count(convs, 'conv')} ({reason}): {_listing(convs)}")
+    from .passes.outcome import Outcome, summary
+
+    for line in summary("not tuned", [Outcome(name, False, reason) for name, reason in skipped])[1:]:
+        print(line.strip())
     print(f"records in {args.log}; apply with: tvm-s2d compile MODEL --tuning-log {args.log}"
           " or relax.get_pipeline('s2d', tuning_log=...)")
     return 0
@@ -382,7 +372,7 @@ def cmd_tune(args) -> int:
 def _tune_metaschedule(mod, args) -> int:
     from pathlib import Path
 
-    from .tuning import metaschedule
+    from .tuner import metaschedule
 
     if args.rpc_tracker:
         raise ValueError("--metaschedule measures on this machine; it does not take --rpc-tracker")

@@ -1,113 +1,173 @@
-"""The Relax pipeline ``"s2d"``, registered when ``tvm_s2d`` is imported.
+"""The Relax pipeline ``"s2d"``, registered when ``tvm_s2d`` is imported, declared once as a
+table of stages (``STAGES``): each stage's passes and why it comes where it does.
 
     with tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(mod, target, relax_pipeline="s2d")            # lane model per layer
         ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("s2d", block=2))
 
-``metaschedule=`` a MetaSchedule JSON database (``tvm-s2d tune --metaschedule``) gives the
-kernels it holds their tuned schedule instead (``schedules/metaschedule.py``).
+``S2DPipeline`` gives every variant and slice of it (``rewrite=False``: the fair baseline;
+``hvx=False``: the HVX kernels as their plain loops, the emulator's CPU reference;
+``passes(until="lower")``: the kernels the schedules take, for the tuners). Its passes keep
+what they decided (``outcomes``).
+
+**No pass of tvm-s2d can crash a compile.** Each runs under one guard (``_guarded``): an
+exception inside it leaves the module as it was, becomes the outcome ``failed: <error type>:
+<first line>`` that ``report`` and ``compile`` print, and the compile goes on.
+``TVM_S2D_STRICT=1`` (the tests) raises instead.
 
 ``PassContext(disabled_pass=["SpaceToDepthConv2d"])`` compiles the same pipeline without the
-rewrite, which is the fair baseline: everything else (constant folding, fusion, conv
-schedules, the target's default lowering) is identical. ``disabled_pass=["ScheduleConvs"]``
-keeps TVM's naive loops; on LLVM CPU targets ``CpuLayout`` puts each conv in the layout whose
-vectors it fills (``disabled_pass=["CpuLayout"]``: the model's own). For Hexagon targets
-``HexagonConvs`` puts the integer convs of quantized models on HVX ``vrmpy`` kernels and
-``HexagonMovement`` the 2x2 S2D/D2S and pads of uint8 tensors on HVX kernels
-(``disabled_pass=[...]`` either: TVM's default lowering).
+rewrite, which is the fair baseline. ``disabled_pass=["ScheduleConvs"]`` keeps TVM's naive
+loops; ``["CpuLayout"]`` the model's own layouts on CPUs; ``["HexagonConvs"]``,
+``["HexagonMovement"]`` TVM's default lowering on Hexagon. ``metaschedule=`` a MetaSchedule
+JSON database (``tvm-s2d tune --metaschedule``) gives the kernels it holds their tuned
+schedule instead (``schedules/metaschedule.py``).
 """
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import (CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
-                     SpaceToDepthConv2d)
+from .passes import CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
+from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
 from .tuning.apply import tuned_blocks, tuned_hexagon_knobs, tuned_knobs
 
 PIPELINE_NAME = "s2d"
+STRICT_ENV = "TVM_S2D_STRICT"
 
 
-def kernel_passes(rewrite: tvm.transform.Pass | None, hexagon: HexagonConvs | None = None,
-                  movement: HexagonMovement | None = None, prepare=None, layout: HexagonLayout | None = None,
-                  requantize: HexagonRequantize | None = None, cpu_layout: CpuLayout | None = None
-                  ) -> list[tvm.transform.Pass]:
-    """Prepare, NHWC throughout (Hexagon targets), each conv's layout (CPU targets), rewrite
-    (None: no rewrite), integer convs, their requantization and uint8 data movement to HVX
-    kernels (Hexagon targets only),
-    legalize, fold, fuse: what gives the kernels (PrimFuncs) the schedules then take. Pass
-    objects not given are made new."""
-    return [
-        *(prepare if prepare is not None else prepare_passes()),
-        layout if layout is not None else HexagonLayout(),
-        cpu_layout if cpu_layout is not None else CpuLayout(),
-        *([rewrite] if rewrite is not None else []),
-        hexagon if hexagon is not None else HexagonConvs(),
-        requantize if requantize is not None else HexagonRequantize(),
-        movement if movement is not None else HexagonMovement(),
-        transform.LegalizeOps(),
-        transform.AnnotateTIROpPattern(),
-        transform.FoldConstant(),
-        transform.FuseOps(),
-        transform.FuseTIR(),
-    ]
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    passes: tuple[str, ...]  # the registered pass names, in order
+    why: str  # after what, and because of what
 
 
-def s2d_passes(rewrite: tvm.transform.Pass | None, *schedules: tvm.transform.Pass,
-               hexagon: HexagonConvs | None = None) -> list[tvm.transform.Pass]:
-    """The pipeline's passes around a given rewrite (None: no rewrite) and kernel schedules
-    (each leaves functions an earlier one scheduled alone)."""
-    return [*kernel_passes(rewrite, hexagon), *schedules, default_build_pipeline()]
+#: The pipeline's order, once. ``test_pipeline`` asserts the constraints the ``why`` lines state.
+STAGES = (
+    Stage("prepare", ("QDQConvToInteger", "FoldConstant", "IntegerRequantize", "IntegerAdd", "IntegerPoolConcat"),
+          "first: QDQ convs become integer convs and weights constants (folded), so every later pass sees a conv "
+          "with constant weights; then the float epilogues, adds, pools and concats of quantized ops become integer"),
+    Stage("layout", ("HexagonLayout", "CpuLayout"),
+          "after prepare because layouts are chosen for convs with constant weights (folded at compile time); "
+          "before the rewrite, which decides each conv in the layout its kernel runs in"),
+    Stage("rewrite", ("SpaceToDepthConv2d",),
+          "after layout because S2D blocks are decided per layout and lane model; before the kernels that take "
+          "the rewritten convs"),
+    Stage("hvx", ("HexagonConvs", "HexagonRequantize", "HexagonMovement"),
+          "after the rewrite because the HVX conv kernels take the rewritten integer convs; requantization fuses "
+          "into the conv kernels HexagonConvs emitted, and the S2D/D2S movement left around them goes last"),
+    Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR"),
+          "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused"),
+    Stage("schedule", ("ApplyMetaScheduleDatabase", "ScheduleConvs"),
+          "after lower because schedules take the fused kernels; a MetaSchedule database first, ScheduleConvs "
+          "takes the kernels it left"),
+    Stage("build", ("_pipeline",), "last: TVM's default build pipeline (registered as \"_pipeline\")"),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+#: The passes of tvm-s2d (guarded; TVM's own passes are not).
+OWN_PASSES = ("QDQConvToInteger", "IntegerRequantize", "IntegerAdd", "IntegerPoolConcat", "HexagonLayout", "CpuLayout",
+              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "ApplyMetaScheduleDatabase",
+              "ScheduleConvs")
+
+
+def strict() -> bool:
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
 
 
 class S2DPipeline:
-    """The ``"s2d"`` pipeline as objects: its passes keep what they decided, so a compile can
-    say what it did (``outcomes``; ``report.Report.from_pipeline``).
+    """The ``"s2d"`` pipeline as objects, stage by stage (``STAGES``).
 
     ``options`` are ``SpaceToDepthConv2d``'s: ``block``, ``lane_width``, ``move_cost``,
     ``stay_in_domain``. ``tuning_log``: a ``tuning_logs/*.jsonl`` file; each conv with a
     record for the build target gets the block and schedule knobs measured best.
-    ``metaschedule``: the work directory of a MetaSchedule JSON database; kernels found in it
-    get its schedule, the others ``ScheduleConvs``'.
+    ``metaschedule``: the work directory of a MetaSchedule JSON database. ``rewrite``: False
+    leaves the rewrite out, or a ``SpaceToDepthConv2d`` to use. ``hvx``: False keeps the HVX
+    kernels' places but as plain loops (what the emulator's CPU build runs). ``schedules``:
+    the schedule stage's passes instead of the default; ``hexagon_knobs``: the HVX conv
+    mapping per conv instead of the tuning log's.
     """
 
-    def __init__(self, tuning_log=None, metaschedule=None, **options):
-        self.prepare = prepare_passes()
-        self.hexagon_layout = HexagonLayout()
-        self.cpu_layout = CpuLayout()
-        self.rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options)
-        self.hexagon_convs = HexagonConvs(knobs=tuned_hexagon_knobs(tuning_log))
-        self.hexagon_requantize = HexagonRequantize()
-        self.hexagon_movement = HexagonMovement()
-        self.schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
-        self.schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
+    def __init__(self, tuning_log=None, metaschedule=None, rewrite=True, hvx: bool = True, schedules=None,
+                 hexagon_knobs=None, **options):
+        if isinstance(rewrite, bool):
+            rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options) if rewrite else None
+        self.rewrite = rewrite
+        self.hexagon_convs = HexagonConvs(knobs=hexagon_knobs or tuned_hexagon_knobs(tuning_log), schedule=hvx)
+        if schedules is None:
+            schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
+            schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
+        self.stages: dict[str, list[tvm.transform.Pass]] = {
+            "prepare": prepare_passes(),
+            "layout": [HexagonLayout(), CpuLayout()],
+            "rewrite": [rewrite] if rewrite is not None else [],
+            "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
+            "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+                      transform.FuseOps(), transform.FuseTIR()],
+            "schedule": list(schedules),
+            "build": [default_build_pipeline()],
+        }
+        self.failures: dict[str, Outcome] = {}  # pass name -> why it failed (the guard's record)
 
-    def passes(self) -> list[tvm.transform.Pass]:
-        """Everything before code generation."""
-        return [*kernel_passes(self.rewrite, self.hexagon_convs, self.hexagon_movement, self.prepare, self.hexagon_layout,
-                               self.hexagon_requantize, self.cpu_layout), *self.schedules]
+    def passes(self, until: str = "schedule", start: str = "prepare") -> list[tvm.transform.Pass]:
+        """The passes of the stages from ``start`` to ``until`` (inclusive), each of tvm-s2d's
+        under the guard. The default: everything before code generation."""
+        first, last = STAGE_NAMES.index(start), STAGE_NAMES.index(until)
+        return [_guarded(p, self.failures) for name in STAGE_NAMES[first:last + 1] for p in self.stages[name]]
 
     def as_pass(self) -> tvm.transform.Pass:
-        return tvm.transform.Sequential([*self.passes(), default_build_pipeline()], name="s2d_pipeline")
+        return tvm.transform.Sequential(self.passes(until="build"), name="s2d_pipeline")
 
     def outcomes(self) -> dict[str, list]:
-        """Pass name -> its ``passes.outcome.Outcome`` list, for every pass of this pipeline
-        that records them (empty where a pass did not run or found nothing)."""
+        """Pass name -> its ``passes.outcome.Outcome`` list, for every pass that records them
+        (empty where a pass did not run or found nothing); a pass the guard caught has its
+        failure as its one outcome."""
         found = {}
-        for p in [*self.prepare, self.hexagon_layout, self.cpu_layout, self.rewrite, self.hexagon_convs,
-                  self.hexagon_requantize, self.hexagon_movement, *self.schedules]:
-            if hasattr(p, "outcomes"):
-                found[p.info.name] = list(p.outcomes)
+        for p in (p for stage in self.stages.values() for p in stage):
+            name = p.info.name
+            if name in self.failures:
+                found[name] = [self.failures[name]]
+            elif hasattr(p, "outcomes"):
+                found[name] = list(p.outcomes)
         return found
 
 
+def _guarded(p: tvm.transform.Pass, failures: dict) -> tvm.transform.Pass:
+    """``p`` itself, or for a pass of tvm-s2d the same pass under the guard (same name, so
+    ``disabled_pass`` and instruments see it as ``p``)."""
+    name, inst = p.info.name, getattr(p, "_inst", None)
+    if name not in OWN_PASSES or inst is None:
+        return p
+
+    @tvm.transform.module_pass(opt_level=p.info.opt_level, name=name)
+    def guard(mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        failures.pop(name, None)
+        before = mod.clone()  # the functions map only: what the pass may have changed in place
+        try:
+            return inst.transform_module(mod, ctx)
+        except Exception as exc:  # noqa: BLE001 - every failure of a pass becomes its outcome
+            if strict():
+                raise
+            failures[name] = Outcome("(module)", False, f"failed: {type(exc).__name__}: {_first_line(exc)}")
+            return before
+
+    return guard
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # TVM's errors start with a traceback; the message is the last line
+    return (lines[-1] if lines and lines[0].startswith("Traceback") else lines[0] if lines else "")[:300]
+
+
 def s2d_pipeline(tuning_log=None, metaschedule=None, **options) -> tvm.transform.Pass:
-    """Prepare, rewrite, legalize, fold constants, fuse, schedule the convs (LLVM CPU
-    targets), then TVM's default build pipeline (``S2DPipeline(...).as_pass()``)."""
+    """Every stage, TVM's build included (``S2DPipeline(...).as_pass()``)."""
     return S2DPipeline(tuning_log, metaschedule, **options).as_pass()
 
 

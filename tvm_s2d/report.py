@@ -59,7 +59,8 @@ class Report:
         """The report of a compile with ``pipeline`` (a ``pipeline.S2DPipeline`` that ran): the
         rewrite's rows, and every other pass's outcomes."""
         report = cls.from_run(pipeline.rewrite)
-        report.passes = {name: found for name, found in pipeline.outcomes().items() if name != PASS_NAME and found}
+        report.passes = {name: found for name, found in pipeline.outcomes().items()
+                         if found and (name != PASS_NAME or name in pipeline.failures)}
         return report
 
     @property
@@ -131,7 +132,7 @@ def explain(mod: tvm.IRModule, tuning_log=None, **options) -> Report:
     other pass of the compile does (the pipeline runs up to code generation)."""
     pipeline = S2DPipeline(tuning_log, **options)  # validates the options before any work
     target = tvm.target.Target.current(allow_none=True)
-    passes = pipeline.passes() if target is not None else [*pipeline.prepare, pipeline.rewrite]
+    passes = pipeline.passes(until="schedule" if target is not None else "rewrite")
     with tvm.transform.PassContext(opt_level=3):
         tvm.transform.Sequential(passes)(mod)
     return Report.from_pipeline(pipeline)

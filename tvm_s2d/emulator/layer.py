@@ -27,7 +27,7 @@ import numpy as np
 
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
-from ..passes.integer_requantize import fixed_point, requantize
+from ..geometry.fixed_point import fixed_point, requantize
 from ..schedules.hexagon import channel_groups_apply, conv_signature, copy_channel_groups, copy_space_to_depth, \
     deal_channel_groups, deal_depth_to_space, mapped_conv, schedule_mapping, shuffle_space_to_depth, shuffles_apply
 from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized

@@ -28,12 +28,11 @@ from tvm import relax
 from tvm.relax.pipeline import default_build_pipeline
 
 from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs
-from ..passes import PASS_NAME, HexagonConvs, HexagonMovement, HexagonRequantize
+from ..passes import PASS_NAME
 from ..passes.conv2d import static_shape
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
-from ..tuning.apply import tuned_hexagon_knobs
-from .qemu import run_kernel
+from .qemu import Run, run_kernel
 
 KINDS = ("conv", "requantize", "elementwise", "movement", "boundary", "other")
 MOVEMENT_OPS = {"transpose", "reshape", "pad", "strided", "slice", "layout", "transform", "concatenate", "split",
@@ -60,6 +59,7 @@ class ModelRun:
     matches_cpu: bool = False
     onnxruntime: dict | None = None
     output: np.ndarray | None = None
+    first_difference: dict | None = None  # the first kernel whose outputs differ from the CPU build's (check_each)
 
     @property
     def packets(self) -> int:
@@ -76,7 +76,8 @@ class ModelRun:
     def to_json(self) -> str:
         return json.dumps({"model": self.model, "target": self.target, "rewrite": self.rewrite,
                            "kernels": [asdict(k) for k in self.kernels], "packets": self.packets,
-                           "matches_cpu": self.matches_cpu, "onnxruntime": self.onnxruntime}, indent=2)
+                           "matches_cpu": self.matches_cpu, "first_difference": self.first_difference,
+                           "onnxruntime": self.onnxruntime}, indent=2)
 
     def table(self) -> str:
         width = max([len(k.name) for k in self.kernels] + [6])
@@ -90,6 +91,11 @@ class ModelRun:
         lines.append(f"{'total':11s} {self.packets:14,d}  ({hvx:,} on HVX kernels, {self.packets - hvx:,} scalar)")
         lines += scalar_lines(self.kernels)
         lines.append(f"bit-exact against the CPU build: {'yes' if self.matches_cpu else 'NO'}")
+        if self.first_difference is not None:
+            d = self.first_difference
+            lines.append(f"first kernel that differs from the CPU build: {d['kernel']} ({d['kind']}, inputs "
+                         f"{', '.join(d['inputs'])} -> {d['output']}): {d['differing']:,} of {d['elements']:,} values,"
+                         f" at most {d['max_diff']:g} apart")
         if self.onnxruntime is not None:
             ort = self.onnxruntime
             lines.append(f"against ONNX Runtime (optimizations off): at most {ort['max_steps']} step(s),"
@@ -98,12 +104,15 @@ class ModelRun:
 
 
 def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_log=None, shape_dict=None,
-              seed: int = 0, onnxruntime: bool = True, tvm_default: bool = False, disabled=(), **options) -> ModelRun:
+              seed: int = 0, onnxruntime: bool = True, tvm_default: bool = False, disabled=(), check_each: bool = False,
+              **options) -> ModelRun:
     """Run ``model`` (an ONNX path or ``ModelProto``) whole on the Hexagon emulator; see the
     module doc. ``inputs``: name -> array (random where not given); ``options`` go to the
     rewrite (``block``, ``lane_width``, ...). ``tvm_default``: TVM's own lowering of the
     imported model instead of the ``"s2d"`` pipeline (the baseline). ``disabled``: more
-    passes to leave out, by name."""
+    passes to leave out, by name. ``check_each`` (and always when the output differs from the
+    CPU build's): run the CPU build kernel by kernel too and name the first kernel whose
+    outputs differ (``first_difference``)."""
     where = str(model) if not hasattr(model, "graph") else "the ONNX model"
     onnx_model = load_onnx(model)
     dynamic = dynamic_inputs(onnx_model, shape_dict)
@@ -119,20 +128,20 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
         hexagon = plain = lower_for_hexagon(mod, None, disabled)
     else:
         hexagon = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
-        plain_pipeline = S2DPipeline(tuning_log=tuning_log, **options)
-        plain_pipeline.hexagon_convs = HexagonConvs(target=hexagon_target(), knobs=tuned_hexagon_knobs(tuning_log),
-                                                    schedule=False)
-        plain_pipeline.hexagon_movement = HexagonMovement(target=hexagon_target(), hvx=False)
-        plain_pipeline.hexagon_requantize = HexagonRequantize(target=hexagon_target(), hvx=False)
-        plain = lower_for_hexagon(mod, plain_pipeline, disabled)
+        plain = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, hvx=False, **options), disabled)
 
     run = ModelRun(where, "hexagon", rewrite and not tvm_default)
-    output, run.kernels = interpret(hexagon, args)
+    trace: dict = {}
+    output, run.kernels = interpret(hexagon, args, trace=trace)
     run.output = output
     with tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(plain, target=host_target(), relax_pipeline=default_build_pipeline())
     cpu = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
     run.matches_cpu = bool(cpu.shape == output.shape and cpu.dtype == output.dtype and np.array_equal(cpu, output))
+    if check_each or not run.matches_cpu:
+        cpu_trace: dict = {}
+        interpret(plain, args, run=run_on_cpu, trace=cpu_trace)
+        run.first_difference = first_difference(hexagon, trace, cpu_trace)
     if onnxruntime:
         run.onnxruntime = compare_with_onnxruntime(onnx_model, feeds, output)
     return run
@@ -141,11 +150,7 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
 def lower_for_hexagon(mod: tvm.IRModule, pipeline: S2DPipeline | None, disabled) -> tvm.IRModule:
     """``mod`` lowered for Hexagon up to code generation: the pipeline's passes, or (None)
     TVM's default lowering (legalize, fold, fuse)."""
-    from tvm.relax import transform
-
-    passes = pipeline.passes() if pipeline is not None else [
-        transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(), transform.FuseOps(),
-        transform.FuseTIR()]
+    passes = pipeline.passes() if pipeline is not None else S2DPipeline(rewrite=False).stages["lower"]
     with hexagon_target(), tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
         return tvm.transform.Sequential(passes)(mod)
 
@@ -172,10 +177,12 @@ def _inputs(onnx_model, mod, given: dict, shape_dict: dict, seed: int) -> dict[s
     return feeds
 
 
-def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.ndarray, list[KernelRun]]:
+def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict | None = None
+              ) -> tuple[np.ndarray, list[KernelRun]]:
     """Execute ``main`` binding by binding: ``call_tir`` through ``run(func, inputs, outputs,
     name)`` (default: under qemu-hexagon), tuples and aliases in Python. Returns the output
-    and one ``KernelRun`` per kernel call."""
+    and one ``KernelRun`` per kernel call; ``trace`` gets each kernel call's outputs by the
+    name of the variable it binds."""
     run = run or (lambda func, inputs, outputs, name: run_kernel(func, inputs, outputs, name=name))
     main = mod["main"]
     env = {param: value for param, value in zip(main.params, args)}
@@ -205,6 +212,8 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.n
                 result = run(mod[gv], inputs, specs, gv.name_hint)
                 outs = result.outputs
                 env[binding.var] = outs[0] if not isinstance(expr.ty, relax.TupleType) else tuple(outs)
+                if trace is not None:
+                    trace[binding.var.name] = outs
                 kind = _kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
                 runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets)))
             elif isinstance(expr, relax.TupleGetItem):
@@ -218,6 +227,38 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None) -> tuple[np.n
     if isinstance(output, tuple):
         output = output[0]
     return np.asarray(output), runs
+
+
+def run_on_cpu(func, inputs: list[np.ndarray], outputs, name: str) -> Run:
+    """One kernel compiled for this CPU and run on ``inputs`` (``interpret``'s ``run``)."""
+    lib = tvm.compile(tvm.IRModule({name: func.with_attr("global_symbol", name)}), target=host_target())
+    results = [tvm.runtime.tensor(np.zeros(shape, dtype)) for shape, dtype in outputs]
+    lib[name](*[tvm.runtime.tensor(a) for a in inputs], *results)
+    return Run([r.numpy() for r in results], 0)
+
+
+def first_difference(mod: tvm.IRModule, trace: dict, reference: dict) -> dict | None:
+    """The first kernel call of ``mod``'s ``main`` whose outputs in ``trace`` differ from
+    ``reference``'s (the same variable in the CPU build), with its op kinds and shapes; None
+    when every kernel both ran agrees."""
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            name = binding.var.name
+            if name not in trace or name not in reference:
+                continue
+            for got, want in zip(trace[name], reference[name]):
+                if got.shape == want.shape and np.array_equal(got, want):
+                    continue
+                gv, operands = binding.value.args[0], binding.value.args[1].fields
+                same = got.shape == want.shape
+                diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) if same else None
+                return {"kernel": gv.name_hint, "binding": name,
+                        "kind": _kind(gv.name_hint, operands, _output_specs(binding.value.ty), set(), False),
+                        "inputs": [f"{a.ty.dtype}{list(static_shape(a) or [])}" for a in operands],
+                        "output": f"{want.dtype}{list(want.shape)}" + ("" if same else f" (Hexagon: {list(got.shape)})"),
+                        "elements": int(want.size), "differing": int(np.count_nonzero(diff)) if same else int(want.size),
+                        "max_diff": float(diff.max()) if same else float("nan")}
+    return None
 
 
 def scalar_kernels(kernels) -> dict[str, list[str]]:
@@ -238,9 +279,9 @@ def scalar_lines(kernels) -> list[str]:
     return lines
 
 
-def scalar_report(mod: tvm.IRModule, pipeline: S2DPipeline, disabled=()) -> list[str]:
-    """``scalar_lines`` of ``mod`` lowered for Hexagon by ``pipeline`` (what ``compile`` prints)."""
-    return scalar_lines(list_kernels(lower_for_hexagon(mod, pipeline, disabled))) or [
+def scalar_report(lowered: tvm.IRModule) -> list[str]:
+    """``scalar_lines`` of a module lowered for Hexagon (what ``compile`` prints)."""
+    return scalar_lines(list_kernels(lowered)) or [
         "left to TVM's scalar lowering: nothing but the float input's quantize and output's dequantize"]
 
 

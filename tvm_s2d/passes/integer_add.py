@@ -22,7 +22,8 @@ import tvm
 from tvm import relax
 
 from .conv2d import static_shape
-from .integer_requantize import RANGES, _call, _const, emit_requantize, fixed_point, quantize_params, rewrite_quantizes
+from ..geometry.fixed_point import RANGES, fixed_point
+from .integer_requantize import _call, _const, emit_requantize, quantize_params, rewrite_quantizes
 from .outcome import Outcome
 
 PASS_NAME = "IntegerAdd"

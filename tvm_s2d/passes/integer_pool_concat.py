@@ -23,7 +23,8 @@ import tvm
 from tvm import relax
 
 from .integer_add import _dequantized, emit_term, terms
-from .integer_requantize import _call, emit_requantize, fixed_point, quantize_params, rewrite_quantizes
+from ..geometry.fixed_point import fixed_point
+from .integer_requantize import _call, emit_requantize, quantize_params, rewrite_quantizes
 from .outcome import Outcome
 
 PASS_NAME = "IntegerPoolConcat"

@@ -29,11 +29,11 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..geometry.fixed_point import RANGES, fixed_point
 from .kernels import map_relax_functions
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "IntegerRequantize"
-RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 #: A bias this far from a multiple of ``s`` (in output steps) keeps the float epilogue.
 BIAS_TOLERANCE = 0.01
 #: The largest second shift (``r`` plus the headroom shift): 32-bit vector shifts take it.
@@ -69,26 +69,6 @@ def _call(expr, var2val, *names):
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in names:
         return expr
     return None
-
-
-def fixed_point(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(M, r)`` with ``M / 2**(31 + r)`` = ``ratio`` (in (0, 1)), ``2**30 <= M < 2**31``:
-    the 31-bit multiplier and the rounding right shift after the high multiply."""
-    exponent = np.floor(np.log2(ratio)).astype(np.int64)
-    shift = 30 - exponent
-    multiplier = np.rint(ratio * np.exp2(shift.astype(np.float64))).astype(np.int64)
-    overflow = multiplier >= 2**31  # ratio * 2**shift rounded up to 2**31
-    multiplier = np.where(overflow, multiplier // 2, multiplier)
-    return multiplier, shift - overflow.astype(np.int64) - 31
-
-
-def requantize(a: np.ndarray, m, r, zy: int, lo: int, hi: int, dtype: str, pre=0) -> np.ndarray:
-    """The integers of the module doc, in numpy: ``a`` (accumulator plus bias) -> ``dtype``;
-    ``pre``: the accumulator's headroom shift (``r`` is then the second shift, ``r + pre``)."""
-    first = 31 - np.asarray(pre, np.int64)
-    t = (a.astype(np.int64) * np.asarray(m, np.int64) + ((np.int64(1) << first) >> 1)) >> first
-    r = np.asarray(r, np.int64)
-    return np.clip(((t + ((np.int64(1) << r) >> 1)) >> r) + zy, lo, hi).astype(dtype)
 
 
 def rewrite_quantizes(mod: tvm.IRModule, outcomes: list, replace) -> tvm.IRModule:

@@ -1,6 +1,6 @@
 """MetaSchedule (TVM's auto-scheduler, XGBoost cost model) schedules as the alternative for
 any conv kernel, original or rewritten: ``ApplyDatabase`` gives the kernels a JSON database
-holds their tuned schedule (``tuning/metaschedule.py`` writes the database), and the helpers
+holds their tuned schedule (``tuner/metaschedule.py`` writes the database), and the helpers
 the tuning needs on this platform.
 
     tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("s2d", metaschedule="tuning_logs/demo_llvm_ms"))

@@ -242,7 +242,7 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
     # the epilogue (bias, activation, casts) into the write-back of the accumulators
     while True:
         consumers = sch.get_consumers(accumulate)
-        if len(consumers) != 1:
+        if len(consumers) != 1 or not _pointwise(sch, consumers[0], found.extents[:4]):
             break
         try:
             sch.reverse_compute_inline(consumers[0])
@@ -252,6 +252,15 @@ def schedule_conv(func: tvm.tirx.PrimFunc, knobs: ConvKnobs | None = None, lanes
     _, last = split_vectors(sch, last, int(sch.get(last).extent), lanes)
     sch.vectorize(last)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), knobs
+
+
+def _pointwise(sch: s_tir.Schedule, block, out_shape: tuple[int, ...]) -> bool:
+    """Whether ``block`` runs over the conv's output one element for one (bias, activation,
+    casts): only those fold into the write-back. A consumer over a larger domain, such as a
+    squeeze-excite scale broadcast over an image, stays a loop nest of its own: TVM 0.27's
+    ``reverse_compute_inline`` fails inside (``Cannot dispatch a null expression``) instead
+    of raising a ``ScheduleError`` on it."""
+    return tuple(int(iv.dom.extent) for iv in sch.get(block).iter_vars) == tuple(out_shape)
 
 
 def split_vectors(sch: s_tir.Schedule, loop, extent: int, lanes: int):

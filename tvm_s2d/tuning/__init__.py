@@ -1,6 +1,6 @@
-"""Per-layer tuning: search space, measurement (local, Hexagon emulator, RPC), XGBoost cost
-model, JSONL logs, and the tuner that ties them together. ``tuning_log=`` on the pass and
-the pipeline applies the best records at compile time."""
+"""Tuning data, below the pipeline: the search space, the JSONL log and its records, and the
+tuned values a compile reads from it (``apply``: blocks, CPU knobs, HVX mappings). The tuner
+that writes the log is above the pipeline (``tvm_s2d.tuner``)."""
 
 from .log import Record, TuningLog
 from .workload import Layer, layers, workload_key

@@ -20,9 +20,9 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
+from ...geometry.fixed_point import RANGES
 from .intrinsics import hvx
 
-RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
 def lane_constants(b, m, r, channels: int, pre=0) -> list[np.ndarray]:

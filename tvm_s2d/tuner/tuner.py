@@ -11,14 +11,12 @@ import sys
 
 import tvm
 
-from ..passes.cpu_layout import CpuLayout
-from ..passes.hexagon_layout import HexagonLayout
-from ..passes.prepare import prepare
+from ..pipeline import S2DPipeline
 from ..targets import is_cpu
 from .xgb_model import XGBCostModel, default_configs, samples_from
-from .log import Record, TuningLog, best_of
-from .space import Config, search_space
-from .workload import Layer, layers, target_key
+from ..tuning.log import Record, TuningLog, best_of
+from ..tuning.space import Config, search_space
+from ..tuning.workload import Layer, layers, target_key
 
 
 def _fmt(cost: float | None, unit: str) -> str:
@@ -38,8 +36,8 @@ def model_layers(mod: tvm.IRModule, target: tvm.target.Target, skipped: list | N
     """The convs of ``mod`` as the pipeline builds them for ``target`` (prepared; NHWC on
     Hexagon; each conv in its layout on CPUs), one per workload: the keys a compile for
     ``target`` looks up."""
-    with target:
-        found = layers(CpuLayout(target)(HexagonLayout(target)(prepare(mod))), skipped)
+    with target, tvm.transform.PassContext(opt_level=3):
+        found = layers(tvm.transform.Sequential(S2DPipeline(rewrite=False).passes(until="layout"))(mod), skipped)
     if is_cpu(target):
         return found
     for layer in [f for f in found if f.spec.groups != 1]:  # HVX: one kernel a grouped conv, no knobs

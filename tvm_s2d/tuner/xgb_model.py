@@ -11,9 +11,9 @@ import numpy as np
 from ..geometry import Unsupported, choose_block
 from ..targets import default_model
 from ..schedules.hexagon import default_mapping
-from .log import Record
-from .space import Config, running_conv
-from .workload import Layer
+from ..tuning.log import Record
+from ..tuning.space import Config, running_conv
+from ..tuning.workload import Layer
 
 FEATURES = ("log_in_channels", "log_out_channels", "log_height", "log_width", "kernel_h", "kernel_w", "stride",
             "block_h", "block_w", "conv_channels_in", "conv_channels_out", "conv_taps", "log_executed_macs",

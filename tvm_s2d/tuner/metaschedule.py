@@ -14,22 +14,17 @@ from pathlib import Path
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from ..passes import SpaceToDepthConv2d
-from ..pipeline import kernel_passes
+from ..pipeline import S2DPipeline
 from ..schedules.metaschedule import CONV_TASKS, build_kernel, tuning_target
-from .apply import tuned_blocks
 
 
 def kernels(mod: tvm.IRModule, target: tvm.target.Target, **rewrite_options) -> tvm.IRModule:
     """``mod`` through the s2d pipeline up to fusion: the kernels the schedules take.
     ``rewrite_options`` go to ``SpaceToDepthConv2d`` (``block``, ...), ``tuning_log`` as the
     pipeline's; ``rewrite=False`` keeps the original convs."""
-    blocks = tuned_blocks(rewrite_options.pop("tuning_log", None))
-    rewrite = None
-    if rewrite_options.pop("rewrite", True):
-        rewrite = SpaceToDepthConv2d(tuned_blocks=blocks, prepare=False, **rewrite_options)
+    pipeline = S2DPipeline(**rewrite_options)
     with target, tvm.transform.PassContext(opt_level=3):
-        return tvm.transform.Sequential(kernel_passes(rewrite))(mod)
+        return tvm.transform.Sequential(pipeline.passes(until="lower"))(mod)
 
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, work_dir: str | Path, trials: int = 64, seed: int = 0,

@@ -18,11 +18,11 @@ import tvm
 from tvm import relax
 
 from ..passes import ScheduleConvs, SpaceToDepthConv2d
-from ..pipeline import s2d_passes
+from ..pipeline import S2DPipeline
 from ..schedules import x86
 from ..targets import use_all_cores
-from .space import Config
-from .workload import Layer
+from ..tuning.space import Config
+from ..tuning.workload import Layer
 
 
 MIN_REPEAT_MS = 20
@@ -67,15 +67,16 @@ def layer_input(layer: Layer, seed: int = 1) -> np.ndarray:
 def build(layer: Layer, config: Config, target: tvm.target.Target):
     """The compiled layer and the signature of the conv it scheduled (for applying the
     knobs later to the same conv)."""
-    rewrite = None if config.block is None else SpaceToDepthConv2d(block=config.block)
+    rewrite = None if config.block is None else SpaceToDepthConv2d(block=config.block, prepare=False)
 
     def knobs(conv, lanes):
         return None if config.vectors is None else x86.knobs_for(conv, config.vectors, config.tile, lanes)
 
     schedule = ScheduleConvs(knobs=knobs)
     with target, tvm.transform.PassContext(opt_level=3):
-        mod = tvm.transform.Sequential(s2d_passes(rewrite, schedule))(layer_module(layer))
-        ex = tvm.compile(mod, target=target, relax_pipeline=None)
+        ex = tvm.compile(layer_module(layer), target=target,
+                         relax_pipeline=S2DPipeline(rewrite=rewrite if rewrite is not None else False,
+                                                     schedules=[schedule]).as_pass())
     if rewrite is not None and not any(d.rewritten for d in rewrite.decisions):
         raise ValueError(f"block {config.block} refused: {rewrite.decisions[0].reason}")
     convs = [s.conv for s in schedule.scheduled if s.error is None]
