@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import tvm
+from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from tvm_s2d.pipeline import S2DPipeline
@@ -166,3 +168,91 @@ def onnxruntime_reference(model, feeds: dict) -> np.ndarray:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)[0]
+
+
+# ---- quantized graphs shared by the tests ----------------------------------------------------
+
+
+def qdq_chain(batch=1, hw=(23, 21), weight_type="int8", strides=(1, 2, 1), seed=0):
+    """uint8 activations with zero points; int8 per-channel or uint8 per-tensor weights."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    const("s_in", np.array(0.05, np.float32))
+    const("z_in", np.array(3, np.uint8))
+    src, scale, zero, size = "x", "s_in", "z_in", list(hw)
+    for i, stride in enumerate(strides):
+        if weight_type == "int8":
+            const(f"w{i}", rng.integers(-100, 100, (8, 8, 3, 3)).astype(np.int8))
+            const(f"ws{i}", (rng.random(8) * 0.01 + 0.001).astype(np.float32))
+            const(f"wz{i}", np.zeros(8, np.int8))
+        else:
+            const(f"w{i}", rng.integers(0, 256, (8, 8, 3, 3)).astype(np.uint8))
+            const(f"ws{i}", np.array(0.004, np.float32))
+            const(f"wz{i}", np.array(120, np.uint8))
+        const(f"b{i}", rng.standard_normal(8).astype(np.float32))
+        const(f"s{i}", np.array(0.08 + 0.04 * i, np.float32))
+        const(f"z{i}", np.array(100 + 10 * i, np.uint8))
+        nodes += [
+            helper.make_node("DequantizeLinear", [src, scale, zero], [f"xf{i}"]),
+            helper.make_node("DequantizeLinear", [f"w{i}", f"ws{i}", f"wz{i}"], [f"wf{i}"], axis=0),
+            helper.make_node("Conv", [f"xf{i}", f"wf{i}", f"b{i}"], [f"y{i}"], pads=[1] * 4, strides=[stride] * 2, name=f"conv{i}"),
+            helper.make_node("Relu", [f"y{i}"], [f"r{i}"]),
+            helper.make_node("QuantizeLinear", [f"r{i}", f"s{i}", f"z{i}"], [f"q{i}"]),
+        ]
+        src, scale, zero = f"q{i}", f"s{i}", f"z{i}"
+        size = [(d - 1) // stride + 1 for d in size]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.UINT8, [batch, 8, *hw])],
+        [helper.make_tensor_value_info(src, TensorProto.UINT8, [batch, 8, *size])], initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def float_net(hw=(24, 20), seed=0):
+    """Conv (stride 2) + ReLU, conv + residual add, 1x1 conv * its input, 3-channel tail."""
+    rng = np.random.default_rng(seed)
+    inits = []
+
+    def w(name, shape):
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name))
+        return name
+
+    nodes = [
+        helper.make_node("Conv", ["x", w("w0", (8, 3, 3, 3)), w("b0", (8,))], ["c0"], pads=[1] * 4, strides=[2, 2], name="stem"),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", w("w1", (8, 8, 3, 3)), w("b1", (8,))], ["c1"], pads=[1] * 4, name="body"),
+        helper.make_node("Add", ["c1", "r0"], ["a1"]),
+        helper.make_node("Conv", ["a1", w("w2", (8, 8, 1, 1))], ["c2"], name="pointwise"),
+        helper.make_node("Mul", ["c2", "a1"], ["m2"]),
+        helper.make_node("Conv", ["m2", w("w3", (3, 8, 3, 3)), w("b3", (3,))], ["y"], pads=[1] * 4, name="tail"),
+    ]
+    graph = helper.make_graph(nodes, "f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, *hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, hw[0] // 2, hw[1] // 2])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def quantize_float_net(tmp_path, fmt, per_channel):
+    """``float_net`` quantized by ONNX Runtime (``fmt``: QDQ or QOperator), written in ``tmp_path``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.data = iter({"x": np.random.default_rng(i).standard_normal((1, 3, 24, 20)).astype(np.float32)}
+                             for i in range(4))
+
+        def get_next(self):
+            return next(self.data, None)
+
+    onnx.save(float_net(), tmp_path / "float.onnx")
+    path = tmp_path / f"{fmt}.onnx"
+    quantize_static(str(tmp_path / "float.onnx"), str(path), Reader(), quant_format=getattr(QuantFormat, fmt),
+                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return path

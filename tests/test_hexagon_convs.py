@@ -9,8 +9,7 @@ import tvm
 from tvm import relax
 
 import tvm_s2d
-from helpers import LLVM, conv_module, require_hexagon_tools, run
-from test_quantized import qdq_chain
+from helpers import LLVM, conv_module, qdq_chain, require_hexagon_tools, run
 from tvm_s2d.targets import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
 from tvm_s2d.passes.prepare import prepare_passes

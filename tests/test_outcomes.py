@@ -8,7 +8,7 @@ from tvm import relax
 
 import tvm_s2d
 from helpers import conv_module
-from test_quantized import qdq_chain
+from helpers import qdq_chain
 from tvm_s2d.demo import demo_model
 from tvm_s2d.passes import QDQConvToInteger
 from tvm_s2d.passes.outcome import Outcome, summary

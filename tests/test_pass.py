@@ -222,7 +222,7 @@ def test_the_pass_alone_on_an_imported_module_equals_the_pipelines_rewrite(model
     itself: imported weights behind dequantize/reshape are constants, the chain stays in the
     S2D domain (2 layout changes, not one pair per conv), QDQ convs are rewritten."""
     import tvm_s2d
-    from test_quantized import qdq_chain
+    from helpers import qdq_chain
     from tvm_s2d.demo import demo_model
     from tvm_s2d.passes.prepare import prepare
 

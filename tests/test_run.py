@@ -7,8 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import require_hexagon_tools
-from test_quantized import _quantize, qdq_chain
+from helpers import qdq_chain, quantize_float_net, require_hexagon_tools
 from tvm_s2d.cli import main
 from tvm_s2d.emulator.model import KINDS, KernelRun, _kind, interpret, run_model
 from tvm_s2d.onnx_import import ModelError
@@ -47,7 +46,7 @@ def test_a_quantized_chain_runs_whole_and_bit_exact(chain_path, rewrite):
 
 
 def test_float_boundaries_are_listed_but_not_counted(tmp_path):
-    path = _quantize(tmp_path, "QDQ", per_channel=True)
+    path = quantize_float_net(tmp_path, "QDQ", per_channel=True)
     run = run_model(path)
     boundary = [k for k in run.kernels if k.kind == "boundary"]
     assert boundary and boundary[0].name.startswith("fused_quantize")
