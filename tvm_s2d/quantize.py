@@ -1,6 +1,7 @@
 """Quantize a float ONNX model with ONNX Runtime's ``quantize_static`` (QDQ, uint8 activations,
 per-channel int8 weights, calibrated on seeded random inputs): the quantized models of the
-demo and the Hexagon benchmarks, as a deployment would make them. Needs ``onnxruntime``
+demo, the Hexagon benchmarks and the model zoo, as a deployment would make them (the zoo's
+after ONNX Runtime's ``quant_pre_process``, as its docs advise). Needs ``onnxruntime``
 (installed with the ``test`` extra)."""
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import numpy as np
 import onnx
 
 
-def quantize_qdq(model: onnx.ModelProto, path: str | Path, samples: int = 4) -> Path:
-    """Write ``model`` quantized to ``path`` (the float model beside it); returns ``path``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def quantize_qdq(model: onnx.ModelProto, path: str | Path, samples: int = 4, preprocess: bool = False) -> Path:
+    """Write ``model`` quantized to ``path`` (the float model beside it); returns ``path``.
+    ``preprocess``: first ONNX Runtime's ``quant_pre_process`` (shape inference, graph
+    optimization: batch norms folded into convs, constants folded)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     path = Path(path)
     graph_input = model.graph.input[0]
@@ -29,6 +32,9 @@ def quantize_qdq(model: onnx.ModelProto, path: str | Path, samples: int = 4) -> 
 
     float_path = path.with_suffix(".float.onnx")
     onnx.save(model, float_path)
+    if preprocess:
+        quant_pre_process(float_path, float_path.with_suffix(".pre.onnx"))
+        float_path = float_path.with_suffix(".pre.onnx")
     quantize_static(str(float_path), str(path), Inputs(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return path
