@@ -284,3 +284,51 @@ def test_hardswish_and_hardsigmoid_run_in_the_domain():
     assert report.rows[1]["input"] == "S2D domain" and [e["forced_by"] for e in report.exits] == ["function output"]
     assert report.data_movement["after"]["relax.permute_dims"] == 2
     assert report.data_movement["each_conv_alone"]["relax.permute_dims"] == 4
+
+
+def _shape_arithmetic_unit(rng, channels=16, hw=6):
+    """ShuffleNetV2's unit as PyTorch's TorchScript exporter writes it (torchvision's, exported):
+    ``x.chunk(2, dim=1)`` as arithmetic on ``Shape(x)`` (``Gather -> Add -> Div -> Mul`` into the
+    ``Slice`` bounds), the branch's conv, the concat and the channel shuffle."""
+    half = channels // 2
+    conv, params = _conv(rng, "branch", "x2", "b", half, half, 1, pad=0)
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, np.int64), name))
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), const("axis", [1]), const("zero", [0]), const("one", [1]),
+             const("two", [2]), helper.make_node("Gather", ["s", "axis"], ["c"], axis=0),
+             helper.make_node("Add", ["c", "one"], ["c1"]), helper.make_node("Div", ["c1", "two"], ["h"]),
+             helper.make_node("Mul", ["h", "one"], ["cut"]), helper.make_node("Mul", ["h", "two"], ["end"]),
+             helper.make_node("Slice", ["x", "zero", "cut", "axis"], ["x1"]),
+             helper.make_node("Slice", ["x", "cut", "end", "axis"], ["x2"]),
+             conv, helper.make_node("Relu", ["b"], ["rb"]), helper.make_node("Concat", ["x1", "rb"], ["cat"], axis=1),
+             const("shape5", [1, 2, half, hw, hw]), helper.make_node("Reshape", ["cat", "shape5"], ["r5"]),
+             helper.make_node("Transpose", ["r5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+             const("shape4", [1, -1, hw, hw]), helper.make_node("Reshape", ["t5", "shape4"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, hw, hw])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, hw, hw])], params, opset=13)
+
+
+def test_static_shape_arithmetic_is_folded_before_the_import():
+    """The chunk's slice bounds and the shuffle's shapes are constants once ``Shape`` of static
+    tensors is: the conv after the slice keeps a static shape (TVM's importer made it a
+    ``dynamic_strided_slice`` with no shape, and ``FoldConstant`` failed on the conv: ``emit_te
+    now only supports Tensor that has ShapeExpr shape``), and the model matches ONNX Runtime."""
+    from tvm_s2d.onnx_shapes import fold_shapes
+
+    model = _shape_arithmetic_unit(np.random.default_rng(8))
+    folded = fold_shapes(model)
+    assert not {"Shape", "Gather", "Add", "Div", "Mul"} & {n.op_type for n in folded.graph.node}
+    assert [n.op_type for n in folded.graph.node].count("Slice") == 2  # the data ops stay
+    mod = tvm_s2d.from_onnx(model)
+    (conv,) = ops_in(mod)
+    assert [int(d) for d in conv.ty.shape] == [1, 8, 6, 6]
+    x = np.random.default_rng(9).standard_normal((1, 16, 6, 6)).astype(np.float32)
+    got = run(mod, x, pipeline="s2d", target=tvm_s2d.targets.host_target())
+    np.testing.assert_allclose(got, ort_run(model, {"x": x}), rtol=1e-5, atol=1e-6)
+    dynamic = onnx.ModelProto()
+    dynamic.CopyFrom(model)
+    dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    assert [n.op_type for n in fold_shapes(dynamic).graph.node].count("Shape") == 1  # a dynamic batch: kept
+    assert fold_shapes(dynamic, {"x": [1, 16, 6, 6]}).graph.node[0].op_type == "Constant"

@@ -16,6 +16,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
 
+from .onnx_shapes import fold_shapes
 from .passes.conv2d import CONV2D, CONV2D_TRANSPOSE
 from .qoperator import has_qoperators, to_qdq
 
@@ -98,6 +99,7 @@ def import_model(model: onnx.ModelProto, shape_dict: dict | None = None, where: 
     check_shapes(model, shape_dict or {})
     if has_qoperators(model):
         model = to_qdq(model)
+    model = fold_shapes(model, shape_dict)
     try:
         with warnings.catch_warnings():  # its own checker run: load_onnx has said what matters
             warnings.filterwarnings("ignore", module=r"tvm\.relax\.frontend")

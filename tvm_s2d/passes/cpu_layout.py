@@ -13,7 +13,11 @@ model's inputs and outputs and ops such as dense layers are NCHW; beside a
 reshape or transpose a transpose is free: it fuses into that kernel). The layouts that cost
 least are found by a local search from each conv's own best, from all NHWC and from all
 NCHW. NHWC convs get HWIO weights (transposed at compile time) and TVM's ``ConvertLayout``
-carries the layout through the ops between convs that know how. Image stems are decided like
+carries the layout through the ops between convs that know how. It sees only what this pass
+understands: each conv decided here, with its layout (NCHW too: a conv without one would take
+its input's), and the ops of ``CARRY`` on tensors of at most 4 dims; every other op is hidden
+from it and gets its inputs in NCHW (TVM 0.27's rules fail on dropout's tuple result and on
+5-d stacks), with an outcome naming it where that costs a transpose. Image stems are decided like
 the others; the space-to-depth rewrite, which runs after this pass, still decides by its own
 cost model whether to rewrite them.
 
@@ -29,10 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..schedules.x86 import vector_width
 from ..targets import is_cpu, vector_lanes
-from .kernels import fold_constant_transposes
+from .kernels import fold_constant_transposes, rewrite_functions
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "CpuLayout"
@@ -69,10 +74,11 @@ def describe(fill: dict[str, float], out_channels: int, groups: int, out_width: 
            + (", depthwise" if groups == out_channels > 1 else "") + ")"
 
 
-# ops ConvertLayout carries a layout through (the rest need NCHW: reshapes, dense layers)
+# ops ConvertLayout carries a layout through, on tensors of at most 4 dims (the rest need NCHW: reshapes,
+# dense layers; ConvertLayout only ever sees these and the convs decided here, see _Mask)
 CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
          "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
-         "relax.concat", "relax.mean", "relax.sum", "relax.astype"}
+         "relax.concat", "relax.mean", "relax.sum", "relax.astype", "relax.nn.batch_norm"}
 # a transpose, in MAC-equivalents per byte of the tensor, by direction of the data (measured, tiled: 3.2 MB in
 # 0.13-0.14 ms either way, the time of ~20M MACs of a conv that fills its vectors; untiled,
 # NHWC -> NCHW was 10x slower; 6, 8 and 24 for that direction chose the same layouts for the six
@@ -115,7 +121,7 @@ class CpuLayout:
         chosen = []  # (weight, layout)
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                plan, others = _plan(func, lanes)
+                plan, others, barriers = _plan(func, lanes)
                 for name, reason in others:
                     refused(self.outcomes, name, reason)
                 for conv, layout, why in plan:
@@ -124,29 +130,49 @@ class CpuLayout:
                         applied(self.outcomes, conv.name, f"NCHW -> NHWC, {why}")
                     else:
                         refused(self.outcomes, conv.name, f"keeps NCHW: {why}")
+                for name, reason in barriers:
+                    refused(self.outcomes, name, reason)
         if not any(layout == "NHWC" for _, layout in chosen):
             return mod
 
-        def layout_of(call: relax.Call):
+        def decided(call: relax.Call) -> str | None:
             if getattr(call.op, "name", "") == "relax.nn.conv2d" and len(call.args) > 1:
-                for weight, layout in chosen:
-                    if layout == "NHWC" and weight.same_as(call.args[1]):
-                        return {"relax.nn.conv2d": ["NHWC", "HWIO"]}
-            return {}
+                return next((layout for weight, layout in chosen if weight.same_as(call.args[1])), None)
+            return None
 
-        return fold_constant_transposes(relax.transform.ConvertLayout({}, layout_of)(mod))
+        def layout_of(call: relax.Call):
+            layout = decided(call)  # the NCHW ones too: a conv without one takes its input's layout
+            return {"relax.nn.conv2d": [layout, "HWIO" if layout == "NHWC" else "OIHW"]} if layout else {}
+
+        masked = _Mask(mod, lambda call: decided(call) is not None or _carries(call))
+        hidden = rewrite_functions(mod, masked)
+        converted = relax.transform.ConvertLayout({}, layout_of)(hidden)
+        return fold_constant_transposes(rewrite_functions(converted, _Unmask(converted, masked.calls)))
 
 
-def _plan(func: relax.Function, lanes: int) -> tuple[list[tuple[_Conv, str, str]], list[tuple[str, str]]]:
+def _plan(func: relax.Function, lanes: int):
     """Each NCHW conv of ``func`` with constant weights and static shapes, its layout and why
-    (the layouts that cost least, see the module doc); and the other convs, with why they keep
-    their layout."""
-    convs, edges, sources, others = {}, [], {}, []
+    (the layouts that cost least, see the module doc); the other convs, with why they keep
+    their layout; and the ops left in NCHW that get a transpose before them from an NHWC
+    conv, with why (``(name, reason)`` pairs)."""
+    convs, edges, sources, others, fields, barriers = {}, [], {}, [], {}, []
+
+    def leaves(arg) -> list:  # the tensors an argument holds: a tuple's fields
+        if isinstance(arg, relax.Tuple):
+            return [leaf for f in arg.fields for leaf in leaves(f)]
+        if isinstance(arg, relax.Var) and arg in fields:
+            return [leaf for f in fields[arg] if f is not None for leaf in leaves(f)]
+        return [arg] if isinstance(arg, relax.Var) else []
+
+    def source_of(arg) -> set:
+        found = [sources.get(leaf, {FIXED}) for leaf in leaves(arg)]
+        return set().union(*found) if found else {FIXED}
 
     def link(arg, consumer: str):
-        for source in sources.get(arg, {FIXED}):
-            if source != consumer:
-                edges.append((source, consumer, _bytes(arg)))
+        for leaf in leaves(arg):
+            for source in sources.get(leaf, {FIXED}):
+                if source != consumer:
+                    edges.append((source, consumer, _bytes(leaf)))
 
     for block in func.body.blocks:
         for binding in block.bindings:
@@ -161,23 +187,33 @@ def _plan(func: relax.Function, lanes: int) -> tuple[list[tuple[_Conv, str, str]
                 convs[conv.name] = conv
                 link(value.args[0], conv.name)
                 sources[var] = {conv.name}
-            elif isinstance(value, relax.Call) and name in CARRY:
-                sources[var] = set().union(*(sources.get(a, {FIXED}) for a in value.args if isinstance(a, relax.Var)))
+            elif isinstance(value, relax.Tuple):
+                fields[var] = list(value.fields)
+            elif isinstance(value, relax.TupleGetItem):
+                held = fields.get(value.tuple_value)
+                if held is not None and held[value.index] is not None:
+                    sources[var] = source_of(held[value.index])
+            elif isinstance(value, relax.Call) and _carries(value):
+                data = value.args[:1] if name == "relax.nn.batch_norm" else value.args
+                sources[var] = set().union(*(source_of(a) for a in data if leaves(a)))
+                if name == "relax.nn.batch_norm":  # (normalized, mean, variance): the first in the data's layout
+                    fields[var] = [value.args[0], None, None]
                 pool = _pool_costs(value, lanes) if name in POOLS else None
                 if pool is not None and len(sources[var]) == 1 and next(iter(sources[var])) in convs:
                     carried = convs[next(iter(sources[var]))].carried  # a pool runs in its producer's layout
                     for layout, cost in pool.items():
                         carried[layout] += cost
             elif isinstance(value, relax.Var):
-                sources[var] = sources.get(value, {FIXED})
+                sources[var] = source_of(value)
             elif name in MOVEMENT:
                 link(value.args[0], FREE)
                 sources[var] = {FREE}
             else:
                 for arg in getattr(value, "args", []):
-                    if isinstance(arg, relax.Var):
-                        link(arg, FIXED)
-    if isinstance(func.body.body, relax.Var):
+                    link(arg, FIXED)
+                    if isinstance(value, relax.Call) and name and 4 in _ndims(arg.ty):  # a transpose if NHWC
+                        barriers.append((var.name, name, _why_not(value), source_of(arg)))
+    if isinstance(func.body.body, relax.Var | relax.Tuple):
         link(func.body.body, FIXED)
     own = {n: min(("NCHW", "NHWC"), key=lambda L: (c.cost(L), L != "NCHW")) for n, c in convs.items()}
 
@@ -214,7 +250,12 @@ def _plan(func: relax.Function, lanes: int) -> tuple[list[tuple[_Conv, str, str]
         if layouts[name] != own[name]:
             why += f"; {own[name]} would cost more in transposes to the convs around it"
         result.append((conv, layouts[name], why))
-    return result, others
+    seen, stops = set(), []
+    for var, op, why, froms in barriers:
+        if var not in seen and any(layouts.get(f) == "NHWC" for f in froms):
+            seen.add(var)
+            stops.append((var, f"{op} keeps NCHW (a transpose before it): {why}"))
+    return result, others, stops
 
 
 def _conv(name: str, call: relax.Call, lanes: int) -> _Conv | str:
@@ -252,3 +293,71 @@ def _bytes(var: relax.Var) -> int:
     if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
         return 0
     return int(np.prod([int(d) for d in dims])) * tvm.DataType(ty.dtype).bits // 8
+
+
+def _ndims(ty) -> list[int]:
+    """The ranks of the tensors a type holds (-1: unknown; a tuple's fields)."""
+    if isinstance(ty, relax.TupleType):
+        return [n for f in ty.fields for n in _ndims(f)]
+    return [int(ty.ndim)] if isinstance(ty, relax.TensorType) else []
+
+
+def _carries(call: relax.Call) -> bool:
+    """Whether ConvertLayout may carry a layout through ``call``: an op of ``CARRY`` whose
+    tensors (arguments, tuples' fields, result) have known ranks of at most 4, and whose result
+    is a tensor, or batch_norm's tuple (ConvertLayout gives that one its nested layout)."""
+    name = getattr(call.op, "name", "")
+    if name not in CARRY or (isinstance(call.ty, relax.TupleType) and name != "relax.nn.batch_norm"):
+        return False
+    ranks = [n for a in call.args for n in _ndims(a.ty)] + _ndims(call.ty)
+    return all(0 <= n <= 4 for n in ranks)
+
+
+def _why_not(call: relax.Call) -> str:
+    """Why an op runs in the model's layout."""
+    ranks = [n for a in call.args for n in _ndims(a.ty)] + _ndims(call.ty)
+    if isinstance(call.ty, relax.TupleType):
+        return "its result is a tuple, which CpuLayout carries no layout through"
+    if any(n > 4 or n < 0 for n in ranks):
+        return f"it has {'a tensor of unknown rank' if min(ranks) < 0 else f'a {max(ranks)}-d tensor'}"
+    return "not an op CpuLayout carries a layout through"
+
+
+OPAQUE = "tvm_s2d.cpu_layout.opaque."  # the stand-in's name, then its index
+
+
+@mutator
+class _Mask(PyExprMutator):
+    """Every call with a layout rule of its own (``FRelaxInferLayout``) that CpuLayout did not
+    decide or does not carry a layout through, hidden from ConvertLayout as a pure packed
+    call it has no rule for: it gets its arguments in the model's layout. TVM 0.27's rules fail
+    on some (dropout's tuple result: ``Expected nested to match tuple``; a stack or transpose
+    of 5-d tensors: ``Invalid SLayout``); ``_Unmask`` puts them back."""
+
+    def __init__(self, mod, keep):
+        super().__init__(mod)
+        self.keep, self.calls = keep, []
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        new = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or self.keep(call) or call.op.get_attr("FRelaxInferLayout") is None:
+            return new
+        self.calls.append(new)
+        return relax.op.call_pure_packed(f"{OPAQUE}{len(self.calls) - 1}", *new.args, ty_args=call.ty)
+
+
+@mutator
+class _Unmask(PyExprMutator):
+    """The calls ``_Mask`` hid, back, on the arguments ConvertLayout gave their stand-ins."""
+
+    def __init__(self, mod, calls):
+        super().__init__(mod)
+        self.calls = calls
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        new = super().visit_call_(call)
+        callee = new.args[0] if getattr(new.op, "name", "") == "relax.call_pure_packed" else None
+        if isinstance(callee, relax.ExternFunc) and str(callee.global_symbol).startswith(OPAQUE):
+            hidden = self.calls[int(str(callee.global_symbol)[len(OPAQUE):])]
+            return relax.Call(hidden.op, list(new.args[1:]), hidden.attrs, list(hidden.ty_args))
+        return new
