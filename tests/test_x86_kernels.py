@@ -103,6 +103,37 @@ def test_kernels_no_schedule_takes_are_left_with_a_reason():
     assert not outcome.applied and outcome.reason == "no schedule for reductions interleaved: TVM's default lowering"
 
 
+def test_a_pool_epilogue_whose_other_operand_is_not_the_pool_is_exact(tmp_path):
+    """Regression (found by ``test_property``): a quantized ``add(max_pool(c), c)`` fuses the
+    pool with the integer add, whose second term (cast, subtract, multiply of ``c``) does not
+    read the pool. Computed at each row of the parallel pool loop, that term covered the whole
+    tensor and the add read rows not yet pooled: 122 steps off. It is now inlined first."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from helpers import onnxruntime_reference
+    from tvm_s2d.emulator.model import compare_with_onnxruntime
+    from tvm_s2d.quantize import quantize_qdq
+
+    w = np.random.default_rng(0).standard_normal((2, 1, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[3, 3], pads=[0, 0, 2, 2], strides=[1, 1]),
+             helper.make_node("Add", ["p", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    model = onnx.load(quantize_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "q.onnx"))
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)).astype(np.float32)
+    schedule = ScheduleConvs()
+    pipeline = tvm_s2d.pipeline.S2DPipeline(schedules=[schedule])
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(tvm_s2d.from_onnx(model), target=host_target(), relax_pipeline=pipeline.as_pass())
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    assert any(o.applied and "window" in o.reason for o in schedule.outcomes), schedule.outcomes  # the pool was scheduled
+    assert compare_with_onnxruntime(model, {"x": x}, got)["max_steps"] == 0
+    assert onnxruntime_reference(model, {"x": x}).shape == got.shape
+
+
 # ---- CpuLayout -------------------------------------------------------------------------------
 
 def test_each_layout_is_priced_by_the_lanes_it_fills():

@@ -62,13 +62,35 @@ def schedule_window(func: tvm.tirx.PrimFunc, lanes: int = 8) -> tvm.tirx.PrimFun
     init = sch.decompose_reduction(block, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     anchor = vectors if vectors is not None else row
-    for consumer in blocks[position + 1:] if anchor is not None else []:
+    after = _independent_first(sch, block, blocks[position + 1:])
+    if after is None:
+        return None
+    for consumer in after if anchor is not None else []:
         try:
             sch.reverse_compute_at(consumer, anchor)
         except s_tir.ScheduleError:
             continue
         sch.vectorize(sch.get_loops(consumer)[-1])
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _independent_first(sch, reduction, consumers):
+    """``consumers`` (the blocks after the reduction) with those that do not read its result
+    (an epilogue's other operand: a residual add's second term) inlined into their users, so
+    that no block computed at a row of the reduction covers more than that row; None when
+    one cannot be inlined."""
+    tainted, dependent = [w.source for w in sch.get(reduction).writes], []
+    for consumer in consumers:
+        block = sch.get(consumer)
+        if any(r.source.same_as(t) for r in block.reads for t in tainted):
+            tainted += [w.source for w in block.writes]
+            dependent.append(consumer)
+            continue
+        try:
+            sch.compute_inline(consumer)
+        except s_tir.ScheduleError:
+            return None
+    return dependent
 
 
 def schedule_dlight(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
