@@ -1,0 +1,79 @@
+"""The real-model zoo, checked: every model compiles, runs and matches (``tvm_s2d.zoo_check``).
+
+    python scripts/check_zoo.py                                # float + int8 CPU, every model, small sizes
+    python scripts/check_zoo.py --forms float --size large     # float at 224
+    python scripts/check_zoo.py --forms "int8 hexagon" --models resnet18,squeezenet1_1
+    python scripts/check_zoo.py --json results/check_zoo.json --table results/check_zoo.md
+
+Prints one line per check as it ends, then the table; writes JSON and a Markdown table.
+Exit code 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tvm_s2d import zoo
+from tvm_s2d.zoo_check import FLOAT_TOLERANCE, MAX_FRACTION, MAX_STEPS, check
+
+FORMS = ("float", "int8 cpu", "int8 layers", "int8 hexagon")
+
+
+def table(checks) -> str:
+    forms = [f for f in FORMS if any(c.form == f for c in checks)]
+    models = list(dict.fromkeys(c.model for c in checks))
+    found = {(c.model, c.form): c for c in checks}
+    lines = ["| model | family | size | " + " | ".join(forms) + " |", "|---" * (3 + len(forms)) + "|"]
+    for name in models:
+        cells = []
+        for form in forms:
+            c = found.get((name, form))
+            cells.append("" if c is None else f"{'ok' if c.ok else '**FAIL**'}: {c.summary()} ({c.seconds:.0f} s)")
+        size = next(c.size for c in checks if c.model == name)
+        lines.append(f"| {name} | {zoo.ZOO[name].family} | {size} | " + " | ".join(cells) + " |")
+    passed = sum(c.ok for c in checks)
+    lines.append("")
+    lines.append(f"{passed} of {len(checks)} checks pass (float: rel diff <= {FLOAT_TOLERANCE:g} against ONNX Runtime; "
+                 f"int8: at most {MAX_STEPS} steps on at most {100 * MAX_FRACTION:g}% of outputs against ONNX Runtime "
+                 "with optimizations off; Hexagon: bit-exact against the CPU build too)")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", help="comma-separated zoo names (default: all)")
+    parser.add_argument("--family", choices=["light", "torchvision", "own"], help="only this family")
+    parser.add_argument("--forms", default="float,int8 cpu", help=f"comma-separated, of: {', '.join(FORMS)}")
+    parser.add_argument("--size", choices=["small", "large"], default="small", help="each model's smallest or largest size")
+    parser.add_argument("--json", help="write the checks as JSON")
+    parser.add_argument("--table", help="write the table as Markdown")
+    args = parser.parse_args()
+    names = args.models.split(",") if args.models else list(zoo.ZOO)
+    unknown = [n for n in names if n not in zoo.ZOO]
+    if unknown:
+        parser.error(f"not in the zoo: {', '.join(unknown)} (the zoo: {', '.join(zoo.ZOO)})")
+    names = [n for n in names if args.family is None or zoo.ZOO[n].family == args.family]
+    forms = [f.strip() for f in args.forms.split(",")]
+    checks = []
+    for name in names:
+        sizes = sorted(zoo.ZOO[name].sizes)
+        size = sizes[0] if args.size == "small" else sizes[-1]
+        for form in forms:
+            found = check(name, form, size)
+            checks.append(found)
+            print(f"{name:28s} {form:12s} {size:4d}  {'ok  ' if found.ok else 'FAIL'}  {found.summary()}  ({found.seconds:.0f} s)",
+                  file=sys.stderr, flush=True)
+    text = table(checks)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps([c.to_json() for c in checks], indent=1))
+    if args.table:
+        Path(args.table).write_text(text + "\n")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

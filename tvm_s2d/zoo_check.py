@@ -1,0 +1,232 @@
+"""Does the zoo (``zoo.py``) compile, run and match? One check per model and form:
+
+* ``float``: the float model compiled for this CPU with the ``"s2d"`` pipeline, against ONNX
+  Runtime (``max |diff| / max |ref|``, the tolerance ``FLOAT_TOLERANCE``);
+* ``int8 cpu``: the quantized model (QDQ) compiled for this CPU, against ONNX Runtime with
+  optimizations off (the ONNX semantics), in output quantization steps;
+* ``int8 layers``: the same, layer by layer: each quantized tensor (a ``QuantizeLinear``
+  output) computed by the CPU build from ONNX Runtime's own values of the quantized tensors
+  it reads, so a step one layer rounds differently is not carried into the next. Two
+  float32 implementations of a deep QDQ net (ONNX Runtime and TVM's own default pipeline
+  among them) round a few ties differently in an early layer, and those steps grow through
+  twenty layers into steps on a third of the outputs; per layer, the bound is one step;
+* ``int8 hexagon``: the quantized model run whole on the Hexagon emulator
+  (``emulator.model.run_model``): bit-exact against the CPU build (what it must be; the CPU
+  build answers to ONNX Runtime in the forms above), its steps against ONNX Runtime shown.
+
+A check never raises: an exception is its result (``error: <type>: <first line>``), and the
+outcomes of passes the pipeline's guard caught are listed (``guarded``), so a zoo run shows
+every failure at once. ``scripts/check_zoo.py`` runs the zoo and writes the table.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: Float outputs match ONNX Runtime when max |diff| / max |ref| is at most this.
+FLOAT_TOLERANCE = 1e-3
+#: Quantized outputs against ONNX Runtime (optimizations off): at most this many steps ...
+MAX_STEPS = 2
+#: ... on at most this fraction of the outputs.
+MAX_FRACTION = 0.01
+
+
+@dataclass
+class Check:
+    model: str
+    form: str  # "float", "int8 cpu", "int8 hexagon"
+    size: int
+    ok: bool = False
+    error: str = ""
+    seconds: float = 0.0
+    rel_diff: float | None = None  # float form
+    max_steps: int | None = None  # quantized forms
+    fraction_differing: float | None = None
+    worst_layer: str = ""  # int8 layers: the quantized tensor with the most steps
+    tvm_default: tuple | None = None  # int8 cpu: (steps, fraction) of TVM's own lowering of the same QDQ graph
+    matches_cpu: bool | None = None  # hexagon form
+    packets: int | None = None
+    first_difference: dict | None = None
+    guarded: list[str] = field(default_factory=list)  # "pass: failed: ..." outcomes
+    traceback: str = ""  # of an error, its last frames
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.error:
+            return self.error
+        if self.form == "float":
+            found = f"rel diff {self.rel_diff:.1e}"
+        else:
+            found = f"{self.max_steps} step(s) on {100 * self.fraction_differing:.2f}%"
+            if self.tvm_default is not None:
+                found += f" (TVM's default lowering: {self.tvm_default[0]} on {100 * self.tvm_default[1]:.2f}%)"
+            if self.form == "int8 layers":
+                found = f"each layer at most {self.max_steps} step(s), on at most {100 * self.fraction_differing:.2f}%"
+            if self.form == "int8 hexagon":
+                found = f"{'bit-exact' if self.matches_cpu else 'NOT bit-exact'} vs CPU, {found}, {self.packets:,} packets"
+        return found + (f"; guarded: {'; '.join(self.guarded)}" if self.guarded else "")
+
+
+def _inputs(model, seed: int = 0) -> dict[str, np.ndarray]:
+    from .onnx_import import model_inputs
+
+    rng = np.random.default_rng(seed)
+    init = {i.name for i in model.graph.initializer}
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input if i.name not in init}
+    feeds = {}
+    for name, shape in model_inputs(model).items():
+        dtype = {1: np.float32, 2: np.uint8, 3: np.int8}.get(types.get(name), np.float32)
+        feeds[name] = (rng.standard_normal(shape).astype(dtype) if dtype == np.float32
+                       else rng.integers(0, 256, shape).astype(dtype))
+    return feeds
+
+
+def _onnxruntime(model, feeds: dict, optimized: bool) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+
+
+def _guarded(pipeline) -> list[str]:
+    return [f"{name}: {pipeline.failures[name].reason}" for name in pipeline.failures]
+
+
+def _cpu_output(model, feeds: dict, check: Check, pipeline="s2d") -> np.ndarray:
+    """``model`` compiled for this CPU with the ``"s2d"`` pipeline (None: TVM's default), run
+    on ``feeds``."""
+    import tvm
+    from tvm import relax
+
+    from .onnx_import import import_model, model_inputs
+    from .pipeline import S2DPipeline
+    from .targets import host_target
+
+    mod = import_model(model)
+    s2d = S2DPipeline() if pipeline == "s2d" else None
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=host_target(), relax_pipeline=s2d.as_pass() if s2d else "default")
+    check.guarded = _guarded(s2d) if s2d else []
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    names = list(model_inputs(model))  # the params, in order (the importer may rename them)
+    out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(feeds[n])) for n in names[:len(mod["main"].params)]])
+    return (out if hasattr(out, "numpy") else out[0]).numpy()
+
+
+def _steps(model, got: np.ndarray, expected: np.ndarray) -> tuple[int, float]:
+    from .emulator.model import _output_scale
+
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    step = 1.0 if np.issubdtype(got.dtype, np.integer) else (
+        _output_scale(model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30))
+    steps = np.rint(diff / step)
+    return int(steps.max()) if steps.size else 0, float((steps > 0).mean())
+
+
+def check(name: str, form: str, size: int | None = None) -> Check:
+    """One model (a ``zoo.ZOO`` name) in one form; never raises."""
+    from . import zoo
+
+    size = size or zoo.ZOO[name].sizes[-1]
+    result = Check(name, form, size)
+    start = time.perf_counter()
+    try:
+        if form == "float":
+            model = zoo.float_model(name, size)
+            feeds = _inputs(model)
+            got, expected = _cpu_output(model, feeds, result), _onnxruntime(model, feeds, optimized=True)
+            result.rel_diff = float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-30))
+            result.ok = got.shape == expected.shape and result.rel_diff <= FLOAT_TOLERANCE
+        elif form == "int8 cpu":
+            model = zoo.quantized_model(name, size)
+            feeds = _inputs(model)
+            got, expected = _cpu_output(model, feeds, result), _onnxruntime(model, feeds, optimized=False)
+            result.max_steps, result.fraction_differing = _steps(model, got, expected)
+            result.ok = result.max_steps <= MAX_STEPS and result.fraction_differing <= MAX_FRACTION
+            if not result.ok:  # the same graph in TVM's own float QDQ lowering, for scale
+                result.tvm_default = _steps(model, _cpu_output(model, feeds, Check(name, form, size), pipeline=None), expected)
+        elif form == "int8 layers":
+            model = zoo.quantized_model(name, size)
+            layers = layer_steps(model, _inputs(model), result)
+            worst = max(layers, key=lambda k: layers[k])
+            result.max_steps = max(steps for steps, _ in layers.values())
+            result.fraction_differing = max(fraction for _, fraction in layers.values())
+            result.worst_layer = worst
+            result.ok = result.max_steps <= 1 and result.fraction_differing <= MAX_FRACTION
+        elif form == "int8 hexagon":
+            from .emulator.model import run_model
+
+            run = run_model(zoo.quantized_model(name, size), seed=0)
+            result.matches_cpu, result.packets, result.first_difference = run.matches_cpu, run.packets, run.first_difference
+            result.max_steps = run.onnxruntime["max_steps"]
+            result.fraction_differing = run.onnxruntime["fraction_differing"]
+            result.ok = run.matches_cpu  # the CPU build is the reference here; it is checked against ORT by the other forms
+        else:
+            raise ValueError(f"form {form!r}: one of float, int8 cpu, int8 layers, int8 hexagon")
+    except Exception as exc:  # noqa: BLE001 - a failed check is a result
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
+        result.error = f"error: {type(exc).__name__}: {message[:300]}"
+        result.ok = False
+        result.traceback = traceback.format_exc(limit=-6)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def layer_steps(model, feeds: dict, check: Check) -> dict[str, tuple[int, float]]:
+    """Quantized tensor -> ``(max steps, fraction differing)`` of the CPU build against ONNX
+    Runtime (optimizations off), each computed from ONNX Runtime's values of the quantized
+    tensors (and graph inputs) it reads: the ``int8 layers`` form."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(model)
+    quantized = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    known = {o.name for o in exposed.graph.output}
+    infos = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
+    exposed.graph.output.extend(infos[t] for t in quantized if t not in known and t in infos)
+    session_values = _onnxruntime_all(exposed, feeds)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    boundary = set(quantized) | set(feeds)
+    found, guarded = {}, []
+    for tensor in quantized:
+        if tensor not in session_values:
+            continue
+        reads, stack, seen = [], list(producers[tensor].input), set()
+        while stack:
+            t = stack.pop()
+            if t in seen or not t or t in inits:
+                continue
+            seen.add(t)
+            if t in boundary:
+                reads.append(t)
+            elif t in producers:
+                stack.extend(producers[t].input)
+        layer = onnx.utils.Extractor(model).extract_model(sorted(reads), [tensor])
+        got = _cpu_output(layer, {t: session_values[t] if t in session_values else feeds[t] for t in reads}, check)
+        guarded += check.guarded
+        diff = np.abs(got.astype(np.int64) - session_values[tensor].astype(np.int64))
+        found[tensor] = (int(diff.max()) if diff.size else 0, float((diff > 0).mean()) if diff.size else 0.0)
+    check.guarded = sorted(set(guarded))
+    return found
+
+
+def _onnxruntime_all(model, feeds: dict) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})))
