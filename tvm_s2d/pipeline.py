@@ -51,7 +51,7 @@ class Stage:
 
 #: The pipeline's order, once. ``test_pipeline`` asserts the constraints the ``why`` lines state.
 STAGES = (
-    Stage("prepare", ("QDQConvToInteger", "FoldConstant", "IntegerRequantize", "IntegerAdd", "IntegerPoolConcat"),
+    Stage("prepare", ("QDQConvToInteger", "FoldConstant", "IntegerArithmetic"),
           "first: QDQ convs become integer convs and weights constants (folded), so every later pass sees a conv "
           "with constant weights; then the float epilogues, adds, pools and concats of quantized ops become integer"),
     Stage("layout", ("HexagonLayout", "CpuLayout"),
@@ -72,7 +72,7 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
-OWN_PASSES = ("QDQConvToInteger", "IntegerRequantize", "IntegerAdd", "IntegerPoolConcat", "HexagonLayout", "CpuLayout",
+OWN_PASSES = ("QDQConvToInteger", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 

@@ -1,4 +1,5 @@
-"""``IntegerAdd``: the quantized residual add in integers.
+"""The rule ``IntegerAdd`` (of ``integer.IntegerArithmetic``): the quantized residual add in
+integers.
 
 A QDQ model adds two quantized tensors as ``quantize(add(dequantize(qa, sa, za),
 dequantize(qb, sb, zb)) [ReLU], sy, zy)``: float code on Hexagon. With ``s = max(sa, sb) /
@@ -18,26 +19,14 @@ Per-tensor scales only; other adds are left alone (``outcomes`` says why).
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 
 from .conv2d import static_shape
 from ..geometry.fixed_point import RANGES, fixed_point
-from .integer_requantize import _call, _const, emit_requantize, quantize_params, rewrite_quantizes
-from .outcome import Outcome
+from .integer_requantize import _call, _const, emit_requantize, quantize_params
 
-PASS_NAME = "IntegerAdd"
+RULE_NAME = "IntegerAdd"
 TERM_BITS = 21
-
-
-@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class IntegerAdd:
-    def __init__(self):
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        return rewrite_quantizes(mod, self.outcomes, _integer_add)
 
 
 def _dequantized(expr, var2val):
@@ -91,7 +80,7 @@ def match_term(term: relax.Expr, var2val: dict):
     return q, int(zero.reshape(())), int(weight.reshape(()))
 
 
-def _integer_add(rewriter, quantize: relax.Call):
+def integer_add(rewriter, quantize: relax.Call):
     """A quantized residual add as integers (the module doc), or why not ("" for no such add)."""
     found = _match(quantize, rewriter.var2val)
     if isinstance(found, str):

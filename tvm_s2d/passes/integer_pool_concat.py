@@ -1,4 +1,5 @@
-"""``IntegerPoolConcat``: quantized max pools and concats on the 8-bit tensors themselves.
+"""The rule ``IntegerPoolConcat`` (of ``integer.IntegerArithmetic``): quantized max pools and
+concats on the 8-bit tensors themselves.
 
 A QDQ model pools and concatenates in float between a ``dequantize`` and a ``quantize``
 (float code on Hexagon, ~20 packets an element). As rules (pattern -> check -> rewrite):
@@ -19,28 +20,16 @@ above the concat's and other forms are left alone, and ``outcomes`` says why.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 
 from .integer_add import _dequantized, emit_term, terms
 from ..geometry.fixed_point import fixed_point
-from .integer_requantize import _call, emit_requantize, quantize_params, rewrite_quantizes
-from .outcome import Outcome
+from .integer_requantize import _call, emit_requantize, quantize_params
 
-PASS_NAME = "IntegerPoolConcat"
-
-
-@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class IntegerPoolConcat:
-    def __init__(self):
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        return rewrite_quantizes(mod, self.outcomes, _integer_pool_concat)
+RULE_NAME = "IntegerPoolConcat"
 
 
-def _integer_pool_concat(rewriter, quantize: relax.Call):
+def integer_pool_concat(rewriter, quantize: relax.Call):
     params = quantize_params(quantize, rewriter.var2val)
     if params is None:
         return ""

@@ -1,4 +1,5 @@
-"""``IntegerRequantize``: a quantized conv's float epilogue as integer arithmetic.
+"""The rule ``IntegerRequantize`` (of ``integer.IntegerArithmetic``): a quantized conv's float
+epilogue as integer arithmetic.
 
 After ``QDQConvToInteger`` a QDQ conv ends in ``quantize(act(float(acc) * s + bias), sy, zy)``
 (``acc`` the int32 accumulator, ``s = sx * sw`` per tensor or per output channel, ``act``
@@ -31,23 +32,13 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry.fixed_point import RANGES, fixed_point
 from .kernels import map_relax_functions
-from .outcome import Outcome, applied, refused
+from .outcome import applied, refused
 
-PASS_NAME = "IntegerRequantize"
+RULE_NAME = "IntegerRequantize"
 #: A bias this far from a multiple of ``s`` (in output steps) keeps the float epilogue.
 BIAS_TOLERANCE = 0.01
 #: The largest second shift (``r`` plus the headroom shift): 32-bit vector shifts take it.
 MAX_SHIFT = 30
-
-
-@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class IntegerRequantize:
-    def __init__(self):
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        return rewrite_quantizes(mod, self.outcomes, _integer_epilogue)
 
 
 def _const(expr, var2val) -> np.ndarray | None:
@@ -106,7 +97,7 @@ class _QuantizeRewriter(PyExprMutator):
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
 
 
-def _integer_epilogue(rewriter, quantize: relax.Call):
+def integer_epilogue(rewriter, quantize: relax.Call):
     """A conv's float epilogue as integers (the module doc), or why not ("" for no epilogue)."""
     found = _match_epilogue(quantize, rewriter.var2val)
     if isinstance(found, str):

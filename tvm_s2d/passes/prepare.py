@@ -3,21 +3,20 @@ what ``SpaceToDepthConv2d`` applied on its own runs first): QDQ convs made integ
 then constants folded, so that weights and biases (ONNX initializers behind dequantize,
 reshape or transpose) are constants the rewrite can fold and adapt; then each quantized
 conv's float epilogue, each quantized residual add, max pool and concat, as integer
-arithmetic (``IntegerRequantize``, ``IntegerAdd``, ``IntegerPoolConcat``)."""
+arithmetic (``IntegerArithmetic``: the rules ``IntegerRequantize``, ``IntegerAdd``,
+``IntegerPoolConcat`` in one traversal)."""
 
 from __future__ import annotations
 
 import tvm
 from tvm.relax import transform
 
-from .integer_add import IntegerAdd
-from .integer_pool_concat import IntegerPoolConcat
-from .integer_requantize import IntegerRequantize
+from .integer import IntegerArithmetic
 from .qdq_conv_to_integer import QDQConvToInteger
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    return [QDQConvToInteger(), transform.FoldConstant(), IntegerRequantize(), IntegerAdd(), IntegerPoolConcat()]
+    return [QDQConvToInteger(), transform.FoldConstant(), IntegerArithmetic()]
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:
