@@ -9,7 +9,7 @@ import pytest
 
 from helpers import qdq_chain, quantize_float_net, require_hexagon_tools
 from tvm_s2d.cli import main
-from tvm_s2d.emulator.model import KINDS, KernelRun, _kind, interpret, run_model
+from tvm_s2d.emulator.model import KINDS, KernelRun, kernel_kind, interpret, run_model
 from tvm_s2d.onnx_import import ModelError
 
 
@@ -115,7 +115,7 @@ def test_bad_inputs_are_one_line(chain_path, tmp_path, capsys):
     ("hvx_concat_lv27", "movement"), ("hvx_pool_lv10", "other"),
 ])
 def test_kernel_kinds_by_name(name, expected):
-    assert _kind(name, [], [((1,), "uint8")], set(), False) == expected
+    assert kernel_kind(name, [], [((1,), "uint8")], set(), False) == expected
     assert KernelRun(name, expected, name.startswith("hvx_"), 1).kind in KINDS
 
 

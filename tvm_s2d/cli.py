@@ -284,7 +284,7 @@ def cmd_compile(args) -> int:
     except Exception as exc:
         raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
     if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
-        from .emulator.model import scalar_report
+        from .report import scalar_report
 
         print("\n".join(scalar_report(lowered)))
     if args.no_rewrite:  # what the other passes did

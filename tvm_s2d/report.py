@@ -14,6 +14,7 @@ from tvm import relax
 from .passes.conv2d import Decision
 from .passes.outcome import summary
 from .passes.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
+from .emulator.model import KernelRun, is_view, kernel_kind, output_specs, scalar_lines
 from .pipeline import S2DPipeline
 
 #: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
@@ -242,3 +243,31 @@ def _si(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(int(n))
+
+
+def scalar_report(lowered: tvm.IRModule) -> list[str]:
+    """What of a module lowered for Hexagon is left to TVM's scalar lowering, one line a kind
+    (what ``compile --target hexagon`` prints; ``run`` measures the same kernels)."""
+    return scalar_lines(list_kernels(lowered)) or [
+        "left to TVM's scalar lowering: nothing but the float input's quantize and output's dequantize"]
+
+
+def list_kernels(mod: tvm.IRModule) -> list[KernelRun]:
+    """The kernels ``main`` calls, in order, with their kinds (not run: packets 0); pure
+    reshapes, views in the build, left out."""
+    main = mod["main"]
+    float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
+    returned = set(relax.analysis.free_vars(main.body.body))
+    kernels = []
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            expr = binding.value
+            if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir"):
+                continue
+            gv, operands = expr.args[0], expr.args[1].fields
+            specs = output_specs(expr.ty)
+            if is_view(mod[gv], operands, specs):
+                continue
+            kind = kernel_kind(gv.name_hint, operands, specs, float_inputs, binding.var in returned)
+            kernels.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), 0))
+    return kernels

@@ -123,11 +123,11 @@ def _cpu_output(model, feeds: dict, check: Check, pipeline="s2d") -> np.ndarray:
 
 
 def _steps(model, got: np.ndarray, expected: np.ndarray) -> tuple[int, float]:
-    from .emulator.model import _output_scale
+    from .emulator.model import output_scale
 
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     step = 1.0 if np.issubdtype(got.dtype, np.integer) else (
-        _output_scale(model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30))
+        output_scale(model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30))
     steps = np.rint(diff / step)
     return int(steps.max()) if steps.size else 0, float((steps > 0).mean())
 

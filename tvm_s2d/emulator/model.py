@@ -205,8 +205,8 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
             if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
                 gv, operands = expr.args[0], expr.args[1]
                 inputs = [np.require(value(a), requirements="C") for a in operands.fields]
-                specs = _output_specs(expr.ty)
-                if _is_view(mod[gv], operands.fields, specs):  # the build's RewriteDataflowReshape makes it a view
+                specs = output_specs(expr.ty)
+                if is_view(mod[gv], operands.fields, specs):  # the build's RewriteDataflowReshape makes it a view
                     env[binding.var] = inputs[0].reshape(specs[0][0])
                     continue
                 result = run(mod[gv], inputs, specs, gv.name_hint)
@@ -214,7 +214,7 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
                 env[binding.var] = outs[0] if not isinstance(expr.ty, relax.TupleType) else tuple(outs)
                 if trace is not None:
                     trace[binding.var.name] = outs
-                kind = _kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
+                kind = kernel_kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
                 runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets)))
             elif isinstance(expr, relax.TupleGetItem):
                 env[binding.var] = value(expr.tuple_value)[expr.index]
@@ -253,7 +253,7 @@ def first_difference(mod: tvm.IRModule, trace: dict, reference: dict) -> dict | 
                 same = got.shape == want.shape
                 diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) if same else None
                 return {"kernel": gv.name_hint, "binding": name,
-                        "kind": _kind(gv.name_hint, operands, _output_specs(binding.value.ty), set(), False),
+                        "kind": kernel_kind(gv.name_hint, operands, output_specs(binding.value.ty), set(), False),
                         "inputs": [f"{a.ty.dtype}{list(static_shape(a) or [])}" for a in operands],
                         "output": f"{want.dtype}{list(want.shape)}" + ("" if same else f" (Hexagon: {list(got.shape)})"),
                         "elements": int(want.size), "differing": int(np.count_nonzero(diff)) if same else int(want.size),
@@ -279,34 +279,7 @@ def scalar_lines(kernels) -> list[str]:
     return lines
 
 
-def scalar_report(lowered: tvm.IRModule) -> list[str]:
-    """``scalar_lines`` of a module lowered for Hexagon (what ``compile`` prints)."""
-    return scalar_lines(list_kernels(lowered)) or [
-        "left to TVM's scalar lowering: nothing but the float input's quantize and output's dequantize"]
-
-
-def list_kernels(mod: tvm.IRModule) -> list[KernelRun]:
-    """The kernels ``main`` calls, in order, with their kinds (not run: packets 0); pure
-    reshapes, views in the build, left out."""
-    main = mod["main"]
-    float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
-    returned = set(relax.analysis.free_vars(main.body.body))
-    kernels = []
-    for block in main.body.blocks:
-        for binding in block.bindings:
-            expr = binding.value
-            if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir"):
-                continue
-            gv, operands = expr.args[0], expr.args[1].fields
-            specs = _output_specs(expr.ty)
-            if _is_view(mod[gv], operands, specs):
-                continue
-            kind = _kind(gv.name_hint, operands, specs, float_inputs, binding.var in returned)
-            kernels.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), 0))
-    return kernels
-
-
-def _is_view(func, operands, specs) -> bool:
+def is_view(func, operands, specs) -> bool:
     """A pure reshape of one tensor (same elements, same order): TVM's build turns its call into
     a view of the input (``relax.transform.RewriteDataflowReshape``)."""
     if not (isinstance(func, tvm.tirx.PrimFunc) and len(operands) == 1 and len(specs) == 1):
@@ -320,12 +293,12 @@ class EmulatorInterpretError(RuntimeError):
     """``main`` holds something the runner cannot execute (named in the message)."""
 
 
-def _output_specs(ty) -> list[tuple[tuple[int, ...], str]]:
+def output_specs(ty) -> list[tuple[tuple[int, ...], str]]:
     types = list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
     return [(tuple(int(d) for d in t.shape.values), str(t.dtype)) for t in types]
 
 
-def _kind(name: str, operands, outputs, float_inputs, returns_output: bool) -> str:
+def kernel_kind(name: str, operands, outputs, float_inputs, returns_output: bool) -> str:
     """What a kernel does, from its name (fused op names, ``hvx_`` kernels) and dtypes."""
     if name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_", "hvx_concat_")) or (name.startswith("hvx_")
                                                                                 and name.endswith("_layout")):
@@ -371,7 +344,7 @@ def compare_with_onnxruntime(onnx_model, feeds: dict, output: np.ndarray) -> dic
     if np.issubdtype(output.dtype, np.integer):
         step = 1.0
     else:
-        step = _output_scale(onnx_model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30)
+        step = output_scale(onnx_model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30)
     steps = np.rint(diff / step)
     return {"max_steps": int(steps.max()) if steps.size else 0, "fraction_differing": float((steps > 0).mean())}
 
@@ -380,7 +353,7 @@ def compare_with_onnxruntime(onnx_model, feeds: dict, output: np.ndarray) -> dic
 MOVES = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 
-def _output_scale(onnx_model) -> float | None:
+def output_scale(onnx_model) -> float | None:
     """The scale of the per-tensor DequantizeLinear that produces the model's first output,
     possibly through ops that only move values (``MOVES``)."""
     from onnx import numpy_helper
