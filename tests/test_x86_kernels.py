@@ -134,6 +134,22 @@ def test_a_pool_epilogue_whose_other_operand_is_not_the_pool_is_exact(tmp_path):
     assert onnxruntime_reference(model, {"x": x}).shape == got.shape
 
 
+def test_a_dlight_rule_that_raises_leaves_the_kernel_to_the_next(monkeypatch):
+    """Regression (found by the zoo: AlexNet's compile lost every schedule to the guard): the
+    ``except`` around TVM's dlight rules named ``tvm.TVMError``, which TVM 0.27 does not have, so
+    any error a rule raised became an ``AttributeError``."""
+    from tvm.s_tir import dlight
+
+    from tvm_s2d.schedules.x86_reductions import schedule_dlight
+
+    def refuse(self, func, target, tunable):
+        raise tvm.error.InternalError("this rule does not take it")
+
+    monkeypatch.setattr(dlight.cpu.GEMV, "apply", refuse)
+    monkeypatch.setattr(dlight.cpu.Reduction, "apply", refuse)
+    assert schedule_dlight(_interleaved, host_target()) is None
+
+
 # ---- CpuLayout -------------------------------------------------------------------------------
 
 def test_each_layout_is_priced_by_the_lanes_it_fills():

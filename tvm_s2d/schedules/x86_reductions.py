@@ -101,7 +101,7 @@ def schedule_dlight(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.t
     for rule in (dlight.cpu.GEMV(), dlight.cpu.Reduction()):
         try:
             sch = rule.apply(func, target, False)
-        except (s_tir.ScheduleError, tvm.TVMError, ValueError):
+        except (RuntimeError, ValueError):  # ScheduleError, and TVM errors a rule raises on what it does not take
             continue
         if isinstance(sch, list):
             sch = sch[0] if sch else None
