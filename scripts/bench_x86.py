@@ -175,7 +175,7 @@ def chosen_form(mod) -> str:
 
 def metaschedule_runs(mod, x, repeat, trials, work) -> list:
     """(label, measure) for MetaSchedule's conv schedules, tuned into ``work``, without and with the rewrite."""
-    from tvm_s2d.tuning import metaschedule
+    from tvm_s2d.tuner import metaschedule
 
     runs = []
     for label, rewrite, options in ((MS_NO_REWRITE, False, {}), (MS_REWRITE, True, {"lane_width": 32})):

@@ -14,7 +14,7 @@ from tvm_s2d.cli import main
 from tvm_s2d.geometry import Conv2dSpec
 from tvm_s2d.passes import ScheduleConvs
 from tvm_s2d.schedules import metaschedule, x86
-from tvm_s2d.tuning import metaschedule as ms_tuning
+from tvm_s2d.tuner import metaschedule as ms_tuning
 from tvm_s2d.targets import host_target
 from tvm_s2d.tuner.measure import layer_input, layer_module
 from tvm_s2d.tuning.workload import Layer
