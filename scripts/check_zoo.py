@@ -48,6 +48,8 @@ def main() -> int:
     parser.add_argument("--family", choices=["light", "torchvision", "own"], help="only this family")
     parser.add_argument("--forms", default="float,int8 cpu", help=f"comma-separated, of: {', '.join(FORMS)}")
     parser.add_argument("--size", choices=["small", "large"], default="small", help="each model's smallest or largest size")
+    parser.add_argument("--tvm-default", action="store_true",
+                        help="for int8 cpu beyond the bound, also TVM's own default lowering's steps (slow)")
     parser.add_argument("--json", help="write the checks as JSON")
     parser.add_argument("--table", help="write the table as Markdown")
     args = parser.parse_args()
@@ -62,7 +64,7 @@ def main() -> int:
         sizes = sorted(zoo.ZOO[name].sizes)
         size = sizes[0] if args.size == "small" else sizes[-1]
         for form in forms:
-            found = check(name, form, size)
+            found = check(name, form, size, tvm_default=args.tvm_default)
             checks.append(found)
             print(f"{name:28s} {form:12s} {size:4d}  {'ok  ' if found.ok else 'FAIL'}  {found.summary()}  ({found.seconds:.0f} s)",
                   file=sys.stderr, flush=True)
