@@ -3,7 +3,8 @@
  * No libc: Linux syscalls go through trap0(#1) with the number in r6. The generated main (see
  * emulator.py) reads the inputs from stdin, calls the kernel's packed entry point and writes
  * the outputs to stdout. This file provides what the TVM object refers to: memset, memcpy,
- * the error hook, and the backend workspace function pointers (a bump allocator).
+ * the error hook, and the backend workspace function pointers (a bump allocator); libm.c the
+ * float functions (expf, erff, sqrtf and compiler-rt's float helpers).
  */
 #include <stddef.h>
 #include <stdint.h>

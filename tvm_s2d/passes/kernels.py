@@ -12,9 +12,14 @@ OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so i
 
 
 def add_kernel(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> tvm.ir.GlobalVar:
-    """``func`` added as ``name``, marked scheduled and opaque to fusion."""
-    func = func.with_attr("global_symbol", name).with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
-    return bb.add_func(func, name)
+    """``func`` added as ``name``, marked scheduled and opaque to fusion. ``name`` is a hint: the
+    builder makes it unique (``name1``, ...) when another kernel has it (the binding names it
+    is made of repeat), and the kernel's symbol follows (two of one symbol fail the build)."""
+    func = func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+    gv = bb.add_func(func.with_attr("global_symbol", name), name)
+    if gv.name_hint != name:
+        bb.update_func(gv, func.with_attr("global_symbol", gv.name_hint))
+    return gv
 
 
 def rewrite_functions(mod: tvm.IRModule, rewriter) -> tvm.IRModule:
