@@ -61,7 +61,8 @@ def test_given_inputs_and_json_schema(chain_path, tmp_path, capsys):
     assert main(["run", str(chain_path), "--input", f"x={tmp_path / 'x.npy'}", "--json", str(out), "--no-rewrite"]) == 0
     assert "bit-exact against the CPU build: yes" in capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert list(data) == ["model", "target", "rewrite", "kernels", "packets", "matches_cpu", "onnxruntime"]
+    assert list(data) == ["model", "target", "rewrite", "kernels", "packets", "matches_cpu", "first_difference", "onnxruntime"]
+    assert data["first_difference"] is None  # bit-exact: no kernel differs
     assert data["target"] == "hexagon" and data["rewrite"] is False and data["matches_cpu"] is True
     assert set(data["kernels"][0]) == {"name", "kind", "hvx", "packets"}
     assert set(data["onnxruntime"]) == {"max_steps", "fraction_differing"}
