@@ -73,30 +73,6 @@ class Check:
         return found + (f"; guarded: {'; '.join(self.guarded)}" if self.guarded else "")
 
 
-def _inputs(model, seed: int = 0) -> dict[str, np.ndarray]:
-    from .onnx_import import model_inputs
-
-    rng = np.random.default_rng(seed)
-    init = {i.name for i in model.graph.initializer}
-    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input if i.name not in init}
-    feeds = {}
-    for name, shape in model_inputs(model).items():
-        dtype = {1: np.float32, 2: np.uint8, 3: np.int8}.get(types.get(name), np.float32)
-        feeds[name] = (rng.standard_normal(shape).astype(dtype) if dtype == np.float32
-                       else rng.integers(0, 256, shape).astype(dtype))
-    return feeds
-
-
-def _onnxruntime(model, feeds: dict, optimized: bool) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if not optimized:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
-
-
 def _guarded(pipeline) -> list[str]:
     return [f"{name}: {pipeline.failures[name].reason}" for name in pipeline.failures]
 
@@ -137,6 +113,7 @@ def check(name: str, form: str, size: int | None = None, tvm_default: bool = Fal
     cpu`` check beyond the bound also compiles the graph with TVM's own default lowering and
     gives its steps, for scale (slow: scalar loops)."""
     from . import zoo
+    from .zoo import run_onnxruntime, sample_inputs
 
     size = size or zoo.ZOO[name].sizes[-1]
     result = Check(name, form, size)
@@ -144,21 +121,21 @@ def check(name: str, form: str, size: int | None = None, tvm_default: bool = Fal
     try:
         if form == "float":
             model = zoo.float_model(name, size)
-            feeds = _inputs(model)
-            got, expected = _cpu_output(model, feeds, result), _onnxruntime(model, feeds, optimized=True)
+            feeds = sample_inputs(model)
+            got, expected = _cpu_output(model, feeds, result), run_onnxruntime(model, feeds)[0]
             result.rel_diff = float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-30))
             result.ok = got.shape == expected.shape and result.rel_diff <= FLOAT_TOLERANCE
         elif form == "int8 cpu":
             model = zoo.quantized_model(name, size)
-            feeds = _inputs(model)
-            got, expected = _cpu_output(model, feeds, result), _onnxruntime(model, feeds, optimized=False)
+            feeds = sample_inputs(model)
+            got, expected = _cpu_output(model, feeds, result), run_onnxruntime(model, feeds, optimize=False)[0]
             result.max_steps, result.fraction_differing = _steps(model, got, expected)
             result.ok = result.max_steps <= MAX_STEPS and result.fraction_differing <= MAX_FRACTION
             if tvm_default and not result.ok:  # the same graph in TVM's own float QDQ lowering, for scale
                 result.tvm_default = _steps(model, _cpu_output(model, feeds, Check(name, form, size), pipeline=None), expected)
         elif form == "int8 layers":
             model = zoo.quantized_model(name, size)
-            layers = layer_steps(model, _inputs(model), result)
+            layers = layer_steps(model, sample_inputs(model), result)
             worst = max(layers, key=lambda k: layers[k])
             result.max_steps = max(steps for steps, _ in layers.values())
             result.fraction_differing = max(fraction for _, fraction in layers.values())
@@ -190,6 +167,8 @@ def layer_steps(model, feeds: dict, check: Check) -> dict[str, tuple[int, float]
     tensors (and graph inputs) it reads: the ``int8 layers`` form."""
     import onnx
 
+    from .zoo import run_onnxruntime
+
     model = onnx.shape_inference.infer_shapes(model)
     quantized = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     exposed = onnx.ModelProto()
@@ -197,7 +176,7 @@ def layer_steps(model, feeds: dict, check: Check) -> dict[str, tuple[int, float]
     known = {o.name for o in exposed.graph.output}
     infos = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
     exposed.graph.output.extend(infos[t] for t in quantized if t not in known and t in infos)
-    session_values = _onnxruntime_all(exposed, feeds)
+    session_values = dict(zip([o.name for o in exposed.graph.output], run_onnxruntime(exposed, feeds, optimize=False)))
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name for i in model.graph.initializer}
     boundary = set(quantized) | set(feeds)
@@ -222,13 +201,3 @@ def layer_steps(model, feeds: dict, check: Check) -> dict[str, tuple[int, float]
         found[tensor] = (int(diff.max()) if diff.size else 0, float((diff > 0).mean()) if diff.size else 0.0)
     check.guarded = sorted(set(guarded))
     return found
-
-
-def _onnxruntime_all(model, feeds: dict) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})))
