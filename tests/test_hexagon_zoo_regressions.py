@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -199,10 +200,12 @@ def test_libm_computes_what_the_hosts_glibc_and_hardware_compute(tmp_path, funct
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("S2D_LIBM_EVERY_FLOAT"), reason="S2D_LIBM_EVERY_FLOAT=1: minutes a function, kept out of CI")
 @pytest.mark.parametrize("function", ["expf", "erff", "sqrtf"])
 def test_libm_computes_what_glibc_computes_for_every_float(tmp_path, function):
     """Every one of the 2^32 floats (a few minutes each): expf and erff as glibc 2.36 with FMA
-    (an unfused r = x * 32/ln2 - k differed on 2 floats), sqrtf correctly rounded."""
+    (an unfused r = x * 32/ln2 - k differed on 2 floats), sqrtf correctly rounded. Run with
+    ``S2D_LIBM_EVERY_FLOAT=1`` (CI keeps the 2M random operands above)."""
     assert " 0 of 4294967296 differ" in _host_check(tmp_path, function)
 
 
