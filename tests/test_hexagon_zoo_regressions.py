@@ -178,11 +178,17 @@ int main(int argc, char** argv) {
       if (i % 4 == 2) x = float_of_bits((uint32_t)next() & 0x807fffff); /* subnormal */
       if (!same_f(x / y, s2d___hexagon_divsf3(x, y))) { if (bad++ < 3) printf("%a / %a\n", x, y); }
     } else {
+      static const struct { const char* name; float (*host)(float); float (*ours)(float); } unary[] = {
+          {"expf", expf, s2d_expf}, {"erff", erff, s2d_erff}, {"sqrtf", sqrtf, s2d_sqrtf}, {"truncf", truncf, s2d_truncf},
+          {"floorf", floorf, s2d_floorf}, {"ceilf", ceilf, s2d_ceilf}, {"roundf", roundf, s2d_roundf},
+          {"nearbyintf", nearbyintf, s2d_nearbyintf}};
+      int k = 0;
+      while (strcmp(unary[k].name, what)) k++;
       uint32_t u = n ? (uint32_t)next() : (uint32_t)i;
-      if (n && i % 2) u = (u & 0x80000000u) | (0x3c000000u + (u & 0x07ffffffu)); /* |x| in [2^-7, 2^9): erf's, exp's range */
       float x = float_of_bits(u);
-      float host = !strcmp(what, "expf") ? expf(x) : !strcmp(what, "erff") ? erff(x) : sqrtf(x);
-      float ours = !strcmp(what, "expf") ? s2d_expf(x) : !strcmp(what, "erff") ? s2d_erff(x) : s2d_sqrtf(x);
+      if (n && i % 3 == 1) x = float_of_bits((u & 0x80000000u) | (0x3c000000u + (u & 0x07ffffffu))); /* |x| in [2^-7, 2^9) */
+      if (n && i % 3 == 2) x = (float)((int32_t)u >> (u & 15)) * 0.25f; /* quarters: ties of the rounding functions */
+      float host = unary[k].host(x), ours = unary[k].ours(x);
       if (!same_f(host, ours)) { if (bad++ < 3) printf("%s(%a): %a, ours %a\n", what, x, host, ours); }
     }
   }
@@ -192,19 +198,23 @@ int main(int argc, char** argv) {
 """
 
 
-@pytest.mark.parametrize("function", ["expf", "erff", "sqrtf", "muldf3", "divsf3"])
+UNARY = ["expf", "erff", "sqrtf", "truncf", "floorf", "ceilf", "roundf", "nearbyintf"]
+
+
+@pytest.mark.parametrize("function", [*UNARY, "muldf3", "divsf3"])
 def test_libm_computes_what_the_hosts_glibc_and_hardware_compute(tmp_path, function):
-    """On this CPU, against glibc (expf, erff, sqrtf) and the hardware (the compiler-rt
-    helpers): 2M random operands, half of them where the functions are not constant."""
+    """On this CPU, against glibc (the float functions) and the hardware (the compiler-rt
+    helpers): 2M random operands, a third where the functions are not constant, a third
+    quarters (ties of the rounding functions)."""
     assert " 0 of 2000000 differ" in _host_check(tmp_path, function, 2_000_000)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("S2D_LIBM_EVERY_FLOAT"), reason="S2D_LIBM_EVERY_FLOAT=1: minutes a function, kept out of CI")
-@pytest.mark.parametrize("function", ["expf", "erff", "sqrtf"])
+@pytest.mark.parametrize("function", UNARY)
 def test_libm_computes_what_glibc_computes_for_every_float(tmp_path, function):
-    """Every one of the 2^32 floats (a few minutes each): expf and erff as glibc 2.36 with FMA
-    (an unfused r = x * 32/ln2 - k differed on 2 floats), sqrtf correctly rounded. Run with
+    """Every one of the 2^32 floats (up to a few minutes each): expf and erff as glibc 2.36
+    with FMA (an unfused r = x * 32/ln2 - k differed on 2 floats), the others exact. Run with
     ``S2D_LIBM_EVERY_FLOAT=1`` (CI keeps the 2M random operands above)."""
     assert " 0 of 4294967296 differ" in _host_check(tmp_path, function)
 
@@ -222,8 +232,9 @@ def test_the_exp2_table_is_2_to_the_i_over_32():
 
 
 def test_float_kernels_that_call_libm_run_under_qemu_bit_exact_with_the_cpu():
-    """TVM's scalar lowering of sigmoid, tanh, erf (GELU), sqrt and a division: linked with the
-    harness's libm (``expf`` was an undefined symbol), equal to the CPU build bit for bit."""
+    """TVM's scalar lowering of sigmoid, tanh, erf (GELU), sqrt, a division and rounding (resize's
+    floor): linked with the harness's libm (``expf`` was an undefined symbol in EfficientNet,
+    ``floorf`` in LR-ASPP), equal to the CPU build bit for bit."""
     require_hexagon_tools()
     from tvm_s2d.emulator.model import run_on_cpu
     from tvm_s2d.emulator.qemu import run_kernel
@@ -234,7 +245,8 @@ def test_float_kernels_that_call_libm_run_under_qemu_bit_exact_with_the_cpu():
                            rng.standard_normal(n // 4) * 1e-3]).astype(np.float32)
     x = te.placeholder((n,), "float32", name="x")
     ops = {"sigmoid": topi.sigmoid(x), "tanh": topi.tanh(x), "gelu": x * (topi.erf(x * 0.70710678) + 1.0) * 0.5,
-           "rsqrt": topi.rsqrt(topi.abs(x)), "divide": topi.divide(x, topi.add(x, 0.37))}
+           "rsqrt": topi.rsqrt(topi.abs(x)), "divide": topi.divide(x, topi.add(x, 0.37)),
+           "floor": topi.floor(x * 2.5), "ceil": topi.ceil(x * 2.5), "round": topi.round(x * 2.5)}
     for name, y in ops.items():
         func = te.create_prim_func([x, y])
         hexagon = run_kernel(func, [data], [((n,), "float32")], name=name).outputs[0]

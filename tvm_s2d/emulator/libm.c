@@ -1,7 +1,7 @@
 /* The float functions TVM's scalar lowering calls on Hexagon, for the freestanding harness
- * (runtime.c has no libc): expf, erff and sqrtf, and the compiler-rt helpers LLVM's Hexagon
- * backend calls for IEEE arithmetic it does not inline on v66 (double multiply, float divide,
- * float square root).
+ * (runtime.c has no libc): expf, erff, sqrtf, the roundings to integers (floorf, ceilf, truncf,
+ * roundf, nearbyintf, rintf), and the compiler-rt helpers LLVM's Hexagon backend calls for IEEE
+ * arithmetic it does not inline on v66 (double multiply, float divide, float square root).
  *
  * The emulator's reference is the same graph compiled for this (x86-64) CPU, where TVM calls
  * glibc's libm, so these compute what glibc 2.36 computes, bit for bit, not merely something
@@ -16,11 +16,12 @@
  *  - erff: glibc's erff is fdlibm's (Sun, 1993): rational approximations in float on four
  *    intervals, expf for the tail; the same operations in the same order, with its constants.
  *  - sqrtf and the helpers are correctly rounded (round to nearest, ties to even), as IEEE
- *    hardware is: exact integer arithmetic and one rounding.
+ *    hardware is: exact integer arithmetic and one rounding. The roundings to integers have one
+ *    right answer (the sign of a zero result is the argument's).
  *
  * Checked (tests/test_hexagon_zoo_regressions.py): against the host's glibc and hardware on the
- * host, compiled from this file (every float for expf, erff and sqrtf; random operands for the
- * helpers), and under qemu-hexagon against the host. No FP contraction anywhere: a fused
+ * host, compiled from this file (every float for each function of a float; random operands for
+ * the helpers), and under qemu-hexagon against the host. No FP contraction anywhere: a fused
  * multiply-add rounds once where these round twice (compiled with -ffp-contract=off, and the
  * pragma below).
  *
@@ -184,6 +185,46 @@ float S2D_NAME(__hexagon_sqrtf)(float x) {
 }
 
 float S2D_NAME(sqrtf)(float x) { return S2D_NAME(__hexagon_sqrtf)(x); }
+
+/* ---- rounding to integers (exact: one right answer, the sign of zero included) ------------ */
+
+/* x with the fraction bits below its units cleared (toward zero); `up` (a sign: +1 toward +inf,
+ * -1 toward -inf, 0 none) moves a value with fraction bits one unit away where its sign is the
+ * direction's. `half`: round half away from zero (the unit's half added first). */
+static float to_integer(float x, int up, int half) {
+  uint32_t u = bits_of_float(x), negative = u >> 31;
+  int e = (int)((u >> 23) & 0xff) - 127;
+  if (e >= 23) return x; /* integral already, inf or NaN */
+  if (e < 0) {           /* |x| < 1 */
+    if ((u & 0x7fffffff) == 0) return x;
+    if (half && e == -1) return float_of_bits((negative << 31) | 0x3f800000); /* |x| in [0.5, 1) */
+    if (up && (up < 0) == (int)negative) return float_of_bits((negative << 31) | 0x3f800000);
+    return float_of_bits(negative << 31);
+  }
+  uint32_t mask = 0x007fffffu >> e;
+  if ((u & mask) == 0) return x;
+  if (half) u += 0x00400000u >> e;
+  else if (up && (up < 0) == (int)negative) u += mask; /* carries into the units: one more */
+  return float_of_bits(u & ~mask);
+}
+
+float S2D_NAME(truncf)(float x) { return to_integer(x, 0, 0); }
+float S2D_NAME(floorf)(float x) { return to_integer(x, -1, 0); }
+float S2D_NAME(ceilf)(float x) { return to_integer(x, 1, 0); }
+float S2D_NAME(roundf)(float x) { return to_integer(x, 0, 1); }
+
+/* Round half to even (the default rounding mode; quantize lowers to it). */
+float S2D_NAME(nearbyintf)(float x) {
+  uint32_t u = bits_of_float(x);
+  int e = (int)((u >> 23) & 0xff) - 127;
+  if (e >= 23) return x;
+  float t = to_integer(x, 0, 0), r = x - t; /* exact: the fraction, with x's sign */
+  float a = r < 0 ? -r : r;
+  if (a > 0.5f || (a == 0.5f && ((uint32_t)(t < 0 ? -t : t) & 1))) t += r < 0 ? -1.0f : 1.0f;
+  return t == 0 ? float_of_bits(u & 0x80000000u) : t; /* the sign of zero is x's */
+}
+
+float S2D_NAME(rintf)(float x) { return S2D_NAME(nearbyintf)(x); }
 
 /* ---- expf ------------------------------------------------------------------------------------ */
 

@@ -170,13 +170,3 @@ long long __hexagon_moddi3(long long n, long long d) {
   udivmod(n < 0 ? -(unsigned long long)n : n, d < 0 ? -(unsigned long long)d : d, &r);
   return n < 0 ? -(long long)r : (long long)r;
 }
-
-/* Round half to even (the default rounding mode), which quantize lowers to. */
-float nearbyintf(float x) {
-  float a = x < 0 ? -x : x;
-  if (!(a < 8388608.0f)) return x; /* already integral (or NaN) */
-  float f = (float)(long)a;
-  float d = a - f;
-  if (d > 0.5f || (d == 0.5f && ((long)f & 1))) f += 1.0f;
-  return x < 0 ? -f : f;
-}
