@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
-from ..targets import HEXAGON_CPU, hexagon_target
+from ..targets import HEXAGON_CPU, HEXAGON_LLVM_OPTIONS, hexagon_target
 
 HERE = Path(__file__).resolve().parent
 #: Debian package of each tool the emulator needs.
@@ -35,18 +35,18 @@ DL_TYPES = {"int8": ("kDLInt", 8), "uint8": ("kDLUInt", 8), "int16": ("kDLInt", 
             "int64": ("kDLInt", 64), "float32": ("kDLFloat", 32), "bool": ("kDLBool", 8)}
 
 
-#: LLVM options for the kernels compiled here. TVM's bundled LLVM (22) software-pipelines some HVX
-#: loops wrongly: in the HVX depthwise kernel of 192 channels (MobileNetV2's) its MachinePipeliner
-#: loads one weight vector of the next iteration through an address register computed from the
-#: current iteration's base, so each 128-output group but the first took the previous group's
-#: weights for one tap (found under qemu: the kernel against its plain loops; the address is in
-#: the assembly). Without the pipeliner the kernels match their plain loops.
-LLVM_OPTIONS = ("-enable-pipeliner=false",)
+#: LLVM options of every Hexagon object (``targets.HEXAGON_LLVM_OPTIONS``): TVM's bundled LLVM (22)
+#: software-pipelines some HVX loops wrongly: in the HVX depthwise kernel of 192 channels
+#: (MobileNetV2's) its MachinePipeliner loads one weight vector of the next iteration through an
+#: address register computed from the current iteration's base, so each 128-output group but the
+#: first took the previous group's weights for one tap (found under qemu: the kernel against its
+#: plain loops; the address is in the assembly). Without the pipeliner the kernels match.
+LLVM_OPTIONS = HEXAGON_LLVM_OPTIONS
 
 
 def codegen_target() -> tvm.target.Target:
-    """``hexagon_target()`` with ``LLVM_OPTIONS``: the target kernels are compiled for here."""
-    return tvm.target.Target({**hexagon_target().export(), "cl-opt": list(LLVM_OPTIONS)})
+    """The target kernels are compiled for here: ``hexagon_target()``, which carries ``LLVM_OPTIONS``."""
+    return hexagon_target()
 
 
 class EmulatorError(RuntimeError):
