@@ -57,6 +57,8 @@ def test_compile_writes_a_library_that_runs(demo_path, tmp_path, capsys):
         (["report", "{tmp}/missing.onnx"], "no such file"),
         (["report", "{tmp}/garbage.onnx"], "not an ONNX model"),
         (["compile", "{tmp}/garbage.onnx", "-o", "{tmp}/x.so"], "not an ONNX model"),
+        (["report", "{tmp}"], "is a directory; give an .onnx file"),
+        (["quantize", "{tmp}/garbage.onnx", "-o", "{tmp}/q.onnx"], "not an ONNX model"),
     ],
 )
 def test_bad_models_give_one_line_errors(tmp_path, capsys, argv, message):
@@ -199,7 +201,9 @@ def test_report_wording(demo_path, capsys):
 
 def test_hexagon_compile_summarizes_refusals_per_reason(demo_path, tmp_path, capsys):
     assert main(["compile", str(demo_path), "--target", "hexagon", "-o", str(tmp_path / "m.o")]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "is a float model" in captured.err and f"tvm-s2d quantize {demo_path}" in captured.err  # the way on
+    out = captured.out
     assert "HexagonConvs: 0 of 5 applied\n  not applied, not an integer conv (Hexagon kernels are uint8 x int8 -> int32):" \
            " stem, body1, body2, dw, tail\n" in out
     assert out.count("not an integer conv") == 1  # one line for all five convs
@@ -226,3 +230,50 @@ def test_the_demo_verdict_names_who_wins():
         "fastest: tvm-s2d (10.00x faster than TVM default, 2.00x faster than ONNX Runtime)"
     losing = verdict({"tvm-s2d": 10.0, "TVM default": 100.0, "ONNX Runtime": 5.0})
     assert losing.startswith("fastest: ONNX Runtime (tvm-s2d 10.00x faster than TVM default, 2.00x slower than ONNX Runtime")
+
+
+def test_quantize_writes_a_qdq_model_that_matches_onnxruntime_semantics(demo_path, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from tvm_s2d.quantize import is_quantized
+    from tvm_s2d.zoo import run_onnxruntime
+
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(calibration / f"{i}.npy", rng.standard_normal((1, 3, 40, 40)).astype(np.float32))
+    out = tmp_path / "demo_q.onnx"
+    assert main(["quantize", str(demo_path), "-o", str(out), "--calibration", str(calibration)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and f"tvm-s2d run {out} --target hexagon" in captured.out
+    assert "preprocessing" in captured.err and "3 samples" in captured.err
+    quantized = onnx.load(out)
+    assert is_quantized(quantized) and not is_quantized(onnx.load(demo_path))
+    # per channel by default: a weight scale per output channel; --per-tensor: one
+    scales = [init for init in quantized.graph.initializer if init.name.endswith("_scale") and len(init.dims) == 1]
+    assert scales and max(init.dims[0] for init in scales) > 1
+    image = rng.standard_normal((1, 3, 40, 40)).astype(np.float32)
+    (ref,) = run_onnxruntime(demo_path, {"image": image})
+    (got,) = run_onnxruntime(out, {"image": image})
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max()  # a quantization of the same model
+    per_tensor = tmp_path / "demo_t.onnx"
+    assert main(["quantize", str(demo_path), "-o", str(per_tensor), "--random", "2", "--per-tensor"]) == 0
+    weight_scales = [i for i in onnx.load(per_tensor).graph.initializer if i.name.endswith(".weight_scale")]
+    assert weight_scales and all(len(i.dims) == 0 for i in weight_scales)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--calibration", "{tmp}/none"], "not a directory"),
+    (["--calibration", "{tmp}/empty"], "no .npy or .npz files"),
+    (["--calibration", "{tmp}/wrong"], "the model takes [1, 3, 40, 40]"),
+    (["--random", "0"], "--random must be at least 1"),
+    (["-o", "{tmp}/nodir/q.onnx"], "does not exist"),
+])
+def test_quantize_bad_input_is_one_line(demo_path, tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "wrong").mkdir()
+    np.save(tmp_path / "wrong" / "0.npy", np.zeros((1, 3, 8, 8), np.float32))
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(["quantize", str(demo_path), *([] if "-o" in argv else ["-o", str(tmp_path / "q.onnx")]), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

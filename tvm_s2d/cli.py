@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"tvm-s2d {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,report,compile,run,tune}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,quantize,report,compile,run,tune}")
     shape_help = "static shape for a dynamic input, e.g. image=1,3,224,224 (repeatable)"
 
     def add_rewrite_options(p):
@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="force this block on every eligible conv (default: auto, the 32-lane model)")
     demo.add_argument("--hexagon-size", type=int, default=64,
                       help="input size of the quantized demo run whole on the Hexagon emulator (default 64; 0: skip)")
+
+    quant = sub.add_parser("quantize", help="quantize a float ONNX model with ONNX Runtime (QDQ, uint8/int8): what Hexagon needs")
+    quant.add_argument("model", help="path to a float .onnx file")
+    quant.add_argument("-o", "--output", required=True, help="the quantized model, e.g. model_q.onnx")
+    source = quant.add_mutually_exclusive_group()
+    source.add_argument("--calibration", metavar="DIR",
+                        help="calibrate on the samples in DIR: .npy files (the single input) or .npz (arrays named by input)")
+    source.add_argument("--random", type=int, default=None, metavar="N",
+                        help="calibrate on N seeded random normal samples (default 8 when no --calibration; checks a"
+                             " compiler, not accuracy)")
+    quant.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per output channel)")
+    quant.add_argument("--no-preprocess", action="store_true", help="skip ONNX Runtime's quant_pre_process")
+    quant.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...", help=shape_help)
 
     report = sub.add_parser("report", help="what the rewrite does to each conv of an ONNX model")
     report.add_argument("model", help="path to an .onnx file")
@@ -239,6 +252,49 @@ def _import(args, on_dynamic: str = "note"):
     return import_model(model, shapes or None, args.model)
 
 
+def cmd_quantize(args) -> int:
+    from .onnx_import import load_onnx
+    from .quantize import directory_samples, input_specs, is_quantized, quantize_file, random_samples
+
+    check_output(args.output)
+    model = load_onnx(args.model)
+    if is_quantized(model):
+        raise ValueError(f"{args.model} is already quantized (it has QuantizeLinear/DequantizeLinear or QLinear ops)")
+    specs = input_specs(model, dict(args.shape))
+    if args.calibration:
+        samples = directory_samples(args.calibration, specs)
+        what = f"{len(samples)} samples from {args.calibration}"
+    else:
+        count = 8 if args.random is None else args.random
+        if count < 1:
+            raise ValueError("--random must be at least 1")
+        samples = list(random_samples(specs, count))
+        what = f"{count} random samples (for accuracy, calibrate on real inputs: --calibration DIR)"
+    start = time.perf_counter()
+    print(f"quantizing {args.model} on {what} ...", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ORT's advice to preprocess, which this command does
+        quantize_file(args.model, args.output, samples, per_channel=not args.per_tensor, preprocess=not args.no_preprocess,
+                      log=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    quantized = load_onnx(args.output)
+    convs = sum(node.op_type in ("Conv", "Gemm", "MatMul") for node in quantized.graph.node)
+    pairs = sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
+    print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s: {pairs} quantized tensors, {convs} conv/matmul"
+          f" layers; next: tvm-s2d run {args.output} --target hexagon")
+    return 0
+
+
+def warn_if_float(model_path: str, shapes=None) -> None:
+    """One line when a model going to Hexagon is not quantized: the HVX kernels take
+    quantized models; the float ops run as scalar code."""
+    from .onnx_import import load_onnx
+    from .quantize import is_quantized
+
+    if not is_quantized(load_onnx(model_path)):
+        print(f"note: {model_path} is a float model: Hexagon's HVX kernels take quantized models, so every op runs as"
+              f" scalar float code; quantize it first: tvm-s2d quantize {model_path} -o MODEL_q.onnx", file=sys.stderr)
+
+
 def cmd_report(args) -> int:
     import contextlib
 
@@ -267,6 +323,8 @@ def cmd_compile(args) -> int:
     if is_hexagon(args.target) and not args.output.endswith(".o"):
         raise ValueError(f"--target hexagon writes the kernels as an object file: give -o NAME.o, not {args.output}")
     check_tuning_log(args.tuning_log)
+    if is_hexagon(args.target):
+        warn_if_float(args.model)
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
     pipeline = S2DPipeline(tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args))
@@ -314,6 +372,7 @@ def cmd_run(args) -> int:
             inputs[name] = np.load(path)
         except (OSError, ValueError) as exc:
             raise ValueError(f"--input {name}: cannot read {path}: {_one_line(exc)}") from None
+    warn_if_float(args.model)
     print(f"running {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
     result = run_model(args.model, inputs, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
                        shape_dict=dict(args.shape) or None, check_each=args.check_each, **rewrite_options(args))
@@ -383,7 +442,7 @@ def _tune_metaschedule(mod, args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "report": cmd_report, "compile": cmd_compile, "run": cmd_run, "tune": cmd_tune}
+COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "report": cmd_report, "compile": cmd_compile, "run": cmd_run, "tune": cmd_tune}
 
 
 if __name__ == "__main__":

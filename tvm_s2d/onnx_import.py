@@ -73,6 +73,8 @@ def load_onnx(model_or_path) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         model = model_or_path
     elif isinstance(model_or_path, (str, os.PathLike)):
+        if os.path.isdir(where):
+            raise ModelError(f"{where} is a directory; give an .onnx file")
         if not os.path.isfile(where):
             raise ModelError(f"{where}: no such file")
         try:
