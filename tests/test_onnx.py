@@ -332,3 +332,20 @@ def test_static_shape_arithmetic_is_folded_before_the_import():
     dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     assert [n.op_type for n in fold_shapes(dynamic).graph.node].count("Shape") == 1  # a dynamic batch: kept
     assert fold_shapes(dynamic, {"x": [1, 16, 6, 6]}).graph.node[0].op_type == "Constant"
+
+
+def test_model_macs_counts_convs_and_matrix_products():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tvm_s2d.onnx_import import model_macs
+
+    w = numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "w")
+    g = numpy_helper.from_array(np.zeros((8 * 5 * 5, 10), np.float32), "g")
+    d = numpy_helper.from_array(np.zeros((8, 1, 3, 3), np.float32), "d")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),  # 8x5x5 outputs x 27
+         helper.make_node("Conv", ["c", "d"], ["e"], pads=[1, 1, 1, 1], group=8),  # depthwise: 8x5x5 x 9
+         helper.make_node("Flatten", ["e"], ["f"]), helper.make_node("MatMul", ["f", "g"], ["y"])],  # 200 x 10
+        "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, g, d])
+    assert model_macs(helper.make_model(graph)) == 200 * 27 + 200 * 9 + 200 * 10

@@ -61,7 +61,10 @@ def test_given_inputs_and_json_schema(chain_path, tmp_path, capsys):
     assert main(["run", str(chain_path), "--input", f"x={tmp_path / 'x.npy'}", "--json", str(out), "--no-rewrite"]) == 0
     assert "bit-exact against the CPU build: yes" in capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert list(data) == ["model", "target", "rewrite", "kernels", "packets", "matches_cpu", "first_difference", "onnxruntime"]
+    assert list(data) == ["model", "target", "rewrite", "kernels", "packets", "hvx_share", "macs", "times_limit",
+                          "matches_cpu", "first_difference", "onnxruntime"]
+    assert data["macs"] > 0 and 0 < data["hvx_share"] <= 1  # the chain's convs, mostly on HVX
+    assert data["times_limit"] == pytest.approx(data["packets"] * 256 / data["macs"])
     assert data["first_difference"] is None  # bit-exact: no kernel differs
     assert data["target"] == "hexagon" and data["rewrite"] is False and data["matches_cpu"] is True
     assert set(data["kernels"][0]) == {"name", "kind", "hvx", "packets"}

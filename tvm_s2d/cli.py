@@ -323,17 +323,19 @@ def cmd_compile(args) -> int:
     if is_hexagon(args.target) and not args.output.endswith(".o"):
         raise ValueError(f"--target hexagon writes the kernels as an object file: give -o NAME.o, not {args.output}")
     check_tuning_log(args.tuning_log)
+    print(f"importing {args.model} ...", file=sys.stderr, flush=True)
     if is_hexagon(args.target):
         warn_if_float(args.model)
     mod = _import(args)
     disabled = [PASS_NAME] if args.no_rewrite else []
     pipeline = S2DPipeline(tuning_log=args.tuning_log, metaschedule=args.metaschedule, **rewrite_options(args))
     print(f"compiling {args.model} for {describe(args.target)} ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
+    progress = Progress()
     with args.target, tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        lowered = tvm.transform.Sequential(pipeline.passes())(mod)
+        lowered = pipeline.run(mod, progress=progress)
+        progress("build: TVM's code generation")
         ex = tvm.compile(lowered, target=args.target, relax_pipeline=tvm.transform.Sequential(pipeline.stages["build"]))
-    print(f"compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    progress(f"writing {args.output}" + (" (LLVM's Hexagon code generation)" if is_hexagon(args.target) else ""))
     try:
         if is_hexagon(args.target):
             ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them
@@ -341,6 +343,7 @@ def cmd_compile(args) -> int:
             ex.export_library(args.output)
     except Exception as exc:
         raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
+    print(f"compiled in {time.perf_counter() - progress.start:.1f} s", file=sys.stderr)
     if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
         from .report import scalar_report
 
@@ -375,12 +378,32 @@ def cmd_run(args) -> int:
     warn_if_float(args.model)
     print(f"running {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
     result = run_model(args.model, inputs, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
-                       shape_dict=dict(args.shape) or None, check_each=args.check_each, **rewrite_options(args))
+                       shape_dict=dict(args.shape) or None, check_each=args.check_each, progress=Progress(),
+                       **rewrite_options(args))
     print(result.table())
     if args.json:
         with open(args.json, "w") as f:
             f.write(result.to_json())
     return 0 if result.matches_cpu else 1
+
+
+class Progress:
+    """Steps as they start, and of a long series (kernels) one line every ``every`` seconds,
+    on stderr, each with the time since the first."""
+
+    def __init__(self, every: float = 5.0, file=None):
+        self.every, self.file = every, file
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, text: str, done: int | None = None, total: int | None = None) -> None:
+        now = time.perf_counter()
+        if done is None:
+            self.last = now
+            print(f"  [{now - self.start:5.0f} s] {text}", file=self.file or sys.stderr, flush=True)
+        elif now - self.last >= self.every or done == total:
+            self.last = now
+            print(f"  [{now - self.start:5.0f} s] kernel {done} of {total}: {text}", file=self.file or sys.stderr,
+                  flush=True)
 
 
 def cmd_tune(args) -> int:

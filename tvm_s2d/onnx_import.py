@@ -10,6 +10,7 @@ import os
 import re
 import warnings
 
+import numpy as np
 import onnx
 import tvm
 from tvm import relax
@@ -146,6 +147,35 @@ def dynamic_inputs(model: onnx.ModelProto, shape_dict: dict | None = None) -> di
 def _first_line(exc: Exception) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
+
+
+def model_macs(model: onnx.ModelProto) -> int:
+    """Multiply-accumulates of the model's convs and matrix products (``Conv``: each output
+    value sums ``C/groups x kernel`` products; ``ConvTranspose``: each input value times
+    ``C_out/groups x kernel``; ``Gemm``/``MatMul``: ``M x N x K``), from ONNX shape inference;
+    0 for a layer whose shapes it cannot infer."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - a statistic, not a check
+        return 0
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    for info in [*inferred.value_info, *inferred.input, *inferred.output]:
+        dims = info.type.tensor_type.shape.dim
+        if info.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = [d.dim_value for d in dims]
+    total = 0
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) >= 2:
+            x, w, y = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])
+            if x is None or w is None or y is None:
+                continue
+            if node.op_type == "Conv":
+                total += int(np.prod(y)) * int(np.prod(w[1:]))
+            elif node.op_type == "ConvTranspose":
+                total += int(np.prod(x)) * int(np.prod(w[1:]))
+            else:
+                total += int(np.prod(y)) * int(x[-1])
+    return total
 
 
 def conv_node_names(model: onnx.ModelProto) -> list[str]:

@@ -121,6 +121,17 @@ class S2DPipeline:
         first, last = STAGE_NAMES.index(start), STAGE_NAMES.index(until)
         return [_guarded(p, self.failures) for name in STAGE_NAMES[first:last + 1] for p in self.stages[name]]
 
+    def run(self, mod: tvm.IRModule, until: str = "schedule", start: str = "prepare", progress=None) -> tvm.IRModule:
+        """``mod`` through the stages from ``start`` to ``until``, one after the other (the same
+        passes as ``passes()``), under the current target and pass context; ``progress(text)``
+        hears of each stage as it starts."""
+        first, last = STAGE_NAMES.index(start), STAGE_NAMES.index(until)
+        for stage in STAGES[first:last + 1]:
+            if progress is not None:
+                progress(f"{stage.name}: {', '.join(p.info.name for p in self.stages[stage.name]) or '(nothing)'}")
+            mod = tvm.transform.Sequential(self.passes(until=stage.name, start=stage.name))(mod)
+        return mod
+
     def as_pass(self) -> tvm.transform.Pass:
         return tvm.transform.Sequential(self.passes(until="build"), name="s2d_pipeline")
 

@@ -27,13 +27,15 @@ import tvm
 from tvm import relax
 from tvm.relax.pipeline import default_build_pipeline
 
-from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs
+from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs, model_macs
 from ..passes import PASS_NAME
 from ..passes.conv2d import static_shape
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
 from .qemu import Run, run_kernel
 
+#: What HVX can do at most: two ``vrmpy`` a packet, each 32 lanes x 4 multiply-accumulates.
+HVX_MACS_PER_PACKET = 256
 KINDS = ("conv", "requantize", "elementwise", "movement", "boundary", "other")
 MOVEMENT_OPS = {"transpose", "reshape", "pad", "strided", "slice", "layout", "transform", "concatenate", "split",
                 "squeeze", "expand", "dims", "permute", "depth", "space", "to"}
@@ -60,6 +62,7 @@ class ModelRun:
     onnxruntime: dict | None = None
     output: np.ndarray | None = None
     first_difference: dict | None = None  # the first kernel whose outputs differ from the CPU build's (check_each)
+    macs: int = 0  # the model's conv and matmul multiply-accumulates (``onnx_import.model_macs``)
 
     @property
     def packets(self) -> int:
@@ -70,12 +73,28 @@ class ModelRun:
         """Kind -> the kernels of that kind in TVM's default (scalar) lowering, boundary excluded."""
         return scalar_kernels(self.kernels)
 
+    @property
+    def hvx_share(self) -> float:
+        """The fraction of ``packets`` executed by the hand-written HVX kernels."""
+        return sum(k.packets for k in self.kernels if k.hvx and k.kind != "boundary") / max(self.packets, 1)
+
+    @property
+    def times_limit(self) -> float | None:
+        """``packets`` over the fewest a model of ``macs`` can take on HVX (``HVX_MACS_PER_PACKET``)."""
+        return self.packets * HVX_MACS_PER_PACKET / self.macs if self.macs else None
+
+    def headline(self) -> str:
+        limit = f", {self.times_limit:.1f}x the HVX MAC limit ({self.macs / 1e6:.1f}M MACs / {HVX_MACS_PER_PACKET} a packet)" \
+            if self.times_limit else ""
+        return f"{self.packets:,} packets, {100 * self.hvx_share:.0f}% of them on HVX kernels{limit}"
+
     def by_kind(self) -> dict[str, int]:
         return {kind: sum(k.packets for k in self.kernels if k.kind == kind) for kind in KINDS}
 
     def to_json(self) -> str:
         return json.dumps({"model": self.model, "target": self.target, "rewrite": self.rewrite,
                            "kernels": [asdict(k) for k in self.kernels], "packets": self.packets,
+                           "hvx_share": self.hvx_share, "macs": self.macs, "times_limit": self.times_limit,
                            "matches_cpu": self.matches_cpu, "first_difference": self.first_difference,
                            "onnxruntime": self.onnxruntime}, indent=2)
 
@@ -90,6 +109,7 @@ class ModelRun:
         hvx = sum(k.packets for k in self.kernels if k.hvx)
         lines.append(f"{'total':11s} {self.packets:14,d}  ({hvx:,} on HVX kernels, {self.packets - hvx:,} scalar)")
         lines += scalar_lines(self.kernels)
+        lines.append(self.headline())
         lines.append(f"bit-exact against the CPU build: {'yes' if self.matches_cpu else 'NO'}")
         if self.first_difference is not None:
             d = self.first_difference
@@ -105,14 +125,16 @@ class ModelRun:
 
 def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_log=None, shape_dict=None,
               seed: int = 0, onnxruntime: bool = True, tvm_default: bool = False, disabled=(), check_each: bool = False,
-              **options) -> ModelRun:
+              progress=None, **options) -> ModelRun:
     """Run ``model`` (an ONNX path or ``ModelProto``) whole on the Hexagon emulator; see the
     module doc. ``inputs``: name -> array (random where not given); ``options`` go to the
     rewrite (``block``, ``lane_width``, ...). ``tvm_default``: TVM's own lowering of the
     imported model instead of the ``"s2d"`` pipeline (the baseline). ``disabled``: more
     passes to leave out, by name. ``check_each`` (and always when the output differs from the
     CPU build's): run the CPU build kernel by kernel too and name the first kernel whose
-    outputs differ (``first_difference``)."""
+    outputs differ (``first_difference``). ``progress``: a callable told each step
+    (``progress(text)``) and each kernel run (``progress(text, done, total)``)."""
+    say = progress or (lambda text, done=None, total=None: None)
     where = str(model) if not hasattr(model, "graph") else "the ONNX model"
     onnx_model = load_onnx(model)
     dynamic = dynamic_inputs(onnx_model, shape_dict)
@@ -125,34 +147,41 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
 
     disabled = [*disabled] + ([] if rewrite else [PASS_NAME])
     if tvm_default:
+        say("lowering (TVM's default)")
         hexagon = plain = lower_for_hexagon(mod, None, disabled)
     else:
-        hexagon = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled)
-        plain = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, hvx=False, **options), disabled)
+        hexagon = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled,
+                                    progress=lambda text: say(f"lowering for Hexagon, {text}"))
+        plain = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, hvx=False, **options), disabled,
+                                  progress=lambda text: say(f"lowering the CPU reference (the HVX kernels' plain loops), {text}"))
 
-    run = ModelRun(where, "hexagon", rewrite and not tvm_default)
+    run = ModelRun(where, "hexagon", rewrite and not tvm_default, macs=model_macs(onnx_model))
     trace: dict = {}
-    output, run.kernels = interpret(hexagon, args, trace=trace)
+    output, run.kernels = interpret(hexagon, args, trace=trace, progress=say)
     run.output = output
+    say("running the CPU build")
     with tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(plain, target=host_target(), relax_pipeline=default_build_pipeline())
     cpu = relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
     run.matches_cpu = bool(cpu.shape == output.shape and cpu.dtype == output.dtype and np.array_equal(cpu, output))
     if check_each or not run.matches_cpu:
+        say("comparing each kernel with the CPU build's")
         cpu_trace: dict = {}
         interpret(plain, args, run=run_on_cpu, trace=cpu_trace)
         run.first_difference = first_difference(hexagon, trace, cpu_trace)
     if onnxruntime:
+        say("comparing with ONNX Runtime (optimizations off)")
         run.onnxruntime = compare_with_onnxruntime(onnx_model, feeds, output)
     return run
 
 
-def lower_for_hexagon(mod: tvm.IRModule, pipeline: S2DPipeline | None, disabled) -> tvm.IRModule:
-    """``mod`` lowered for Hexagon up to code generation: the pipeline's passes, or (None)
-    TVM's default lowering (legalize, fold, fuse)."""
-    passes = pipeline.passes() if pipeline is not None else S2DPipeline(rewrite=False).stages["lower"]
+def lower_for_hexagon(mod: tvm.IRModule, pipeline: S2DPipeline | None, disabled, progress=None) -> tvm.IRModule:
+    """``mod`` lowered for Hexagon up to code generation: the pipeline's stages (``progress``
+    hears of each), or (None) TVM's default lowering (legalize, fold, fuse)."""
     with hexagon_target(), tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        return tvm.transform.Sequential(passes)(mod)
+        if pipeline is None:
+            return tvm.transform.Sequential(S2DPipeline(rewrite=False).stages["lower"])(mod)
+        return pipeline.run(mod, progress=progress)
 
 
 def _inputs(onnx_model, mod, given: dict, shape_dict: dict, seed: int) -> dict[str, np.ndarray]:
@@ -177,18 +206,21 @@ def _inputs(onnx_model, mod, given: dict, shape_dict: dict, seed: int) -> dict[s
     return feeds
 
 
-def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict | None = None
+def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict | None = None, progress=None
               ) -> tuple[np.ndarray, list[KernelRun]]:
     """Execute ``main`` binding by binding: ``call_tir`` through ``run(func, inputs, outputs,
     name)`` (default: under qemu-hexagon), tuples and aliases in Python. Returns the output
     and one ``KernelRun`` per kernel call; ``trace`` gets each kernel call's outputs by the
-    name of the variable it binds."""
+    name of the variable it binds; ``progress(text, done, total)`` hears of each kernel run."""
     run = run or (lambda func, inputs, outputs, name: run_kernel(func, inputs, outputs, name=name))
     main = mod["main"]
     env = {param: value for param, value in zip(main.params, args)}
     float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
     returned = set(relax.analysis.free_vars(main.body.body))
     runs = []
+    calls = [b.value for block in main.body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.call_tir"]
+    total = sum(not is_view(mod[c.args[0]], c.args[1].fields, output_specs(c.ty)) for c in calls)
 
     def value(expr):
         if isinstance(expr, relax.Var):
@@ -216,6 +248,8 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
                     trace[binding.var.name] = outs
                 kind = kernel_kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
                 runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets)))
+                if progress is not None:
+                    progress(f"{gv.name_hint} ({kind}): {int(result.packets):,} packets", len(runs), total)
             elif isinstance(expr, relax.TupleGetItem):
                 env[binding.var] = value(expr.tuple_value)[expr.index]
             elif isinstance(expr, (relax.Var, relax.Tuple)) or isinstance(expr, tvm.ir.GenericConst):
