@@ -24,12 +24,17 @@ def test_demo_checks_outputs_and_writes_json(tmp_path, capsys):
     assert main(["demo", "--size", "64", "--repeat", "2", "--json", str(out), "--hexagon-size", "0"]) == 0
     text = capsys.readouterr().out
     assert "outputs agree: yes" in text and "refused: grouped conv (groups=8)" in text
-    assert "TVM default   compile" in text and "ONNX Runtime" in text
+    assert "TVM default          compile" in text and "ONNX Runtime" in text
     verdict = next(line for line in text.splitlines() if line.startswith("fastest: "))
     assert verdict.startswith("fastest: tvm-s2d (") or "tvm-s2d" in verdict.split("(", 1)[1]  # who wins, and by how much
     result = json.loads(out.read_text())
     assert result["agree"] and result["report"]["totals"]["rewritten"] == 4
-    assert set(result["run_ms"]) == {"tvm-s2d", "TVM default", "ONNX Runtime"}
+    assert set(result["run_ms"]) == {"tvm-s2d", "tvm-s2d, no rewrite", "TVM default", "ONNX Runtime"}
+    # each step credited with its own gain, and the analytic HTP table after what was measured
+    gains = next(line for line in text.splitlines() if line.startswith("what each step gained: "))
+    rewritten, convs = result["rewritten"]
+    assert f"{rewritten} of {convs} convs rewritten" in gains and convs == 5 and "measurement noise" in gains
+    assert text.index("what each step gained") < text.index("Hexagon HTP (analytic")
     body1 = next(r for r in result["report"]["layers"] if r["name"] == "body1")
     assert body1["in_channels"] == [8, 32] and body1["kernel"] == [[3, 3], [2, 2]]
 
@@ -221,6 +226,17 @@ def test_demo_runs_the_quantized_demo_whole_on_the_emulator(tmp_path, capsys):
     assert set(rows) == {"TVM's default lowering", "tvm-s2d, no rewrite", "tvm-s2d, default"}
     assert all(row["matches_cpu"] for row in rows.values())
     assert rows["tvm-s2d, default"]["packets"] * 5 < rows["TVM's default lowering"]["packets"]
+
+
+def test_attribution_credits_each_step():
+    from tvm_s2d.report import attribution
+
+    assert attribution(120.0, 10.0, 9.0, (0, 5)) == (
+        "what each step gained: tvm-s2d's kernels and layouts 12.00x faster (TVM's default -> tvm-s2d without the"
+        " rewrite); the rewrite nothing: 0 of 5 convs rewritten (the build's cost model chose none here; the two builds"
+        " are the same, 1.11x faster is measurement noise)")
+    assert "the rewrite 1.04x fewer packets, 4 of 5" in attribution(2.8e6, 39998, 38283, (4, 5), unit="fewer packets")
+    assert "the rewrite 1.25x slower" in attribution(10.0, 4.0, 5.0)
 
 
 def test_the_demo_verdict_names_who_wins():

@@ -213,12 +213,13 @@ def check_tuning_log(path: str | None) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo, run_hexagon_demo
+    from .demo import htp_report, run_demo, run_hexagon_demo
 
     if args.size < 8 or args.repeat < 1:
         raise ValueError("--size must be at least 8 and --repeat at least 1")
     result = run_demo(size=args.size, block=args.block, repeat=args.repeat)
     hexagon = run_hexagon_demo(args.hexagon_size) if args.hexagon_size > 0 else None
+    htp_report(result["report"])  # analytic: after what was measured
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**result, "report": json.loads(result["report"].to_json()), "hexagon": hexagon}, f, indent=2)

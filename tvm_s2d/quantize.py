@@ -10,6 +10,7 @@ samples (enough to check a compiler; real accuracy needs real samples).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -117,8 +118,14 @@ def quantize_file(source: str | Path, path: str | Path, samples: Iterable[dict[s
             source = staged
         say(f"calibrating and quantizing (quantize_static: QDQ, uint8 activations, int8 weights "
             f"{'per channel' if per_channel else 'per tensor'})")
-        quantize_static(str(source), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.ERROR))  # ONNX Runtime's advice to preprocess (done, or declined)
+        try:
+            quantize_static(str(source), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
     return path
 
 
