@@ -293,3 +293,15 @@ def test_quantize_bad_input_is_one_line(demo_path, tmp_path, capsys, argv, messa
     assert main(["quantize", str(demo_path), *([] if "-o" in argv else ["-o", str(tmp_path / "q.onnx")]), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bench_on_the_cpu_times_three_forms_and_onnxruntime(demo_path, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main(["bench", str(demo_path), "--repeat", "2", "--json", str(out), "--plot", str(chart)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert list(data["rows"]) == ["TVM default", "tvm-s2d, no rewrite", "tvm-s2d", "ONNX Runtime"]
+    assert all(row["ok"] and row["value"] > 0 for row in data["rows"].values())
+    assert "rel diff" in data["rows"]["tvm-s2d"]["check"] and "what each step gained" in text
+    assert data["rewritten"][1] == 5 and chart.read_bytes()[:4] == b"\x89PNG"

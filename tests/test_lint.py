@@ -84,7 +84,7 @@ FLOORS = [
     ["tuning"],  # the tuning log and the tuned values the pipeline reads
     ["pipeline"],
     ["report", "emulator.model", "onnx_import", "tuner"],  # what compiles, runs and measures through the pipeline
-    ["demo", "models", "zoo", "zoo_check", "cli", "__init__"],
+    ["demo", "bench", "models", "zoo", "zoo_check", "cli", "__init__"],
 ]
 
 

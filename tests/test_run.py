@@ -171,3 +171,16 @@ def test_check_each_names_the_first_kernel_that_differs(chain_path):
     found = first_difference(plain, trace, reference)
     assert found["binding"] == list(reference)[2] and found["kernel"] == calls[2]
     assert found["differing"] == 1 and found["max_diff"] in (1, 255)
+
+
+def test_bench_on_hexagon_counts_three_forms_and_credits_each(chain_path, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(chain_path), "--target", "hexagon", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(out.read_text())
+    assert data["unit"] == "packets" and list(data["rows"]) == ["TVM default", "tvm-s2d, no rewrite", "tvm-s2d"]
+    packets = [row["value"] for row in data["rows"].values()]
+    assert all(row["ok"] for row in data["rows"].values()) and packets[0] > packets[1] > 0  # HVX kernels pay
+    assert data["gains"].startswith("what each step gained: tvm-s2d's kernels and layouts ")
+    assert f"{packets[0] / packets[1]:.2f}x fewer packets" in data["gains"]
+    assert "kernel" in captured.err and "lowering for Hexagon" in captured.err  # progress while it runs

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"tvm-s2d {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,quantize,report,compile,run,tune}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,quantize,report,compile,run,bench,tune}")
     shape_help = "static shape for a dynamic input, e.g. image=1,3,224,224 (repeatable)"
 
     def add_rewrite_options(p):
@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--check-each", action="store_true",
                      help="compare every kernel with the CPU build's (always done when the output differs): the first that differs")
     add_rewrite_options(run)
+
+    bench = sub.add_parser("bench", help="time (CPU) or count packets (Hexagon) of a model built three ways, checked")
+    bench.add_argument("model", help="path to an .onnx file")
+    bench.add_argument("--target", default="llvm", choices=["llvm", "hexagon"],
+                       help="llvm: this CPU, timed, with ONNX Runtime (default); hexagon: packets on the emulator")
+    bench.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=D,D,...", help=shape_help)
+    bench.add_argument("--repeat", type=int, default=10, help="timed runs a form on the CPU (default 10)")
+    bench.add_argument("--tuning-log", help="apply the best records of this tuning log")
+    bench.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    bench.add_argument("--plot", metavar="PNG", help="also draw them (matplotlib)")
 
     tune = sub.add_parser("tune", help="measure each conv's block and schedule knobs; append records to a log")
     tune.add_argument("model", help="path to an .onnx file, or 'demo' for the built-in example")
@@ -261,7 +271,7 @@ def cmd_quantize(args) -> int:
     model = load_onnx(args.model)
     if is_quantized(model):
         raise ValueError(f"{args.model} is already quantized (it has QuantizeLinear/DequantizeLinear or QLinear ops)")
-    specs = input_specs(model, dict(args.shape))
+    specs = input_specs(model, dict(args.shape), floats_only=True)
     if args.calibration:
         samples = directory_samples(args.calibration, specs)
         what = f"{len(samples)} samples from {args.calibration}"
@@ -388,6 +398,32 @@ def cmd_run(args) -> int:
     return 0 if result.matches_cpu else 1
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench_cpu, bench_hexagon, plot
+
+    check_tuning_log(args.tuning_log)
+    for path in (args.json, args.plot):
+        if path:
+            check_output(path)
+    if args.repeat < 1:
+        raise ValueError("--repeat must be at least 1")
+    print(f"benchmarking {args.model} on {args.target} ...", file=sys.stderr, flush=True)
+    progress = Progress()
+    if args.target == "hexagon":
+        warn_if_float(args.model)
+        result = bench_hexagon(args.model, dict(args.shape), tuning_log=args.tuning_log, progress=progress)
+    else:
+        result = bench_cpu(args.model, dict(args.shape), repeat=args.repeat, tuning_log=args.tuning_log, progress=progress)
+    print(f"{result.model} on {result.target}:")
+    print(result.table())
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(result.to_json())
+    if args.plot:
+        plot(result, args.plot)
+    return 0 if all(row["ok"] for row in result.rows.values()) else 1
+
+
 class Progress:
     """Steps as they start, and of a long series (kernels) one line every ``every`` seconds,
     on stderr, each with the time since the first."""
@@ -466,7 +502,8 @@ def _tune_metaschedule(mod, args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "report": cmd_report, "compile": cmd_compile, "run": cmd_run, "tune": cmd_tune}
+COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "report": cmd_report, "compile": cmd_compile, "run": cmd_run,
+            "bench": cmd_bench, "tune": cmd_tune}
 
 
 if __name__ == "__main__":

@@ -10,19 +10,15 @@ Layers (input ``1 x 3 x S x S``, default ``S = 1024``):
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import tvm
 from onnx import TensorProto, helper, numpy_helper
-from tvm import relax
 
 from .onnx_import import from_onnx
-from .passes import PASS_NAME
-from .pipeline import S2DPipeline
+from .bench import compile_model, median_ms, onnxruntime_run, verdict
 from .report import attribution, explain
 from .targets import host_target, use_all_cores
 
@@ -62,57 +58,9 @@ def demo_model(size: int = 1024, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-@dataclass
-class Compiled:
-    label: str
-    vm: relax.VirtualMachine
-    compile_seconds: float
-    rewritten: tuple[int, int] | None = None  # (convs rewritten, convs) by the "s2d" pipeline
-
-
 #: The demo shows the rewrite the HTP / HVX cost model chooses (32-channel lanes); on an LLVM CPU
 #: target the default cost model (lane width 1, strided convs charged) keeps most convs as they are.
 LANE_WIDTH = 32
-
-
-def compile_model(mod, target, label: str, block=None, rewrite: bool = True, pipeline: bool = True) -> Compiled:
-    """``mod`` built for ``target`` with the ``"s2d"`` pipeline (its CPU cost model; ``block``
-    forces one; ``rewrite=False`` without the rewrite), or (``pipeline=False``) with TVM's
-    default Relax pipeline."""
-    disabled = [] if rewrite else [PASS_NAME]
-    start = time.perf_counter()
-    s2d = S2DPipeline(block=block) if pipeline else None
-    with tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
-        ex = tvm.compile(mod, target=target, relax_pipeline=s2d.as_pass()) if s2d else tvm.compile(mod, target=target)
-    rewritten = None
-    if s2d is not None:
-        decided = s2d.outcomes().get(PASS_NAME, [])
-        rewritten = (sum(o.applied for o in decided) if rewrite else 0, len(decided) or None)
-        rewritten = rewritten if rewritten[1] else None
-    return Compiled(label, relax.VirtualMachine(ex, tvm.cpu()), time.perf_counter() - start, rewritten)
-
-
-def median_ms(compiled: Compiled, inputs, repeat: int) -> float:
-    timer = compiled.vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)
-    return float(np.median(timer(*inputs).results) * 1e3)
-
-
-def onnxruntime_run(model, image: np.ndarray, repeat: int):
-    """``(output, median ms)`` of ONNX Runtime's default CPU session, or None when it is not
-    installed."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: image}
-    output = session.run(None, feed)[0]  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return output, float(np.median(times))
 
 
 def run_demo(size: int = 1024, block=None, repeat: int = 5, out=print) -> dict:
@@ -133,7 +81,7 @@ def run_demo(size: int = 1024, block=None, repeat: int = 5, out=print) -> dict:
     inputs = [tvm.runtime.tensor(image)]
     outputs = [v.vm["main"](*inputs).numpy() for v in variants]
     times = {v.label: median_ms(v, inputs, repeat) for v in variants}
-    ort = onnxruntime_run(model, image, repeat)
+    ort = onnxruntime_run(model, {"image": image}, repeat)
     if ort is not None:
         outputs.append(ort[0])
         times["ONNX Runtime"] = ort[1]
@@ -161,17 +109,6 @@ def htp_report(report, out=print) -> None:
     out("\nHexagon HTP (analytic: MACs on 32-channel lanes, both channel counts rounded up to 32; QEMU does not emulate"
         " HTP, so this is computed, not measured):")
     out(str(report))
-
-
-def verdict(times: dict) -> str:
-    """One line: the fastest, and tvm-s2d against the others (what wins when tvm-s2d does not)."""
-    ours = times["tvm-s2d"]
-    fastest = min(times, key=times.get)
-    others = ", ".join(f"{times[k] / ours:.2f}x faster than {k}" if times[k] >= ours else f"{ours / times[k]:.2f}x"
-                       f" slower than {k}" for k in times if k != "tvm-s2d")
-    if fastest == "tvm-s2d":
-        return f"fastest: tvm-s2d ({others})"
-    return f"fastest: {fastest} (tvm-s2d {others})"
 
 
 def run_hexagon_demo(size: int = 64, out=print) -> dict | None:

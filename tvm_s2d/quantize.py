@@ -18,21 +18,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-#: ONNX elem type -> numpy dtype of the inputs calibration samples are made of.
-_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16}
-
-
 def is_quantized(model: onnx.ModelProto) -> bool:
     """Whether ``model`` has quantized ops (QDQ pairs or QOperator ops): what the integer and
     HVX kernels take."""
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.op_type.startswith("QLinear")
-               or node.op_type in ("ConvInteger", "MatMulInteger") for node in model.graph.node)
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger")
+               or node.op_type.startswith("QLinear") for node in model.graph.node)
 
 
-def input_specs(model: onnx.ModelProto, shapes: dict | None = None) -> dict[str, tuple[list[int], type]]:
+def input_specs(model: onnx.ModelProto, shapes: dict | None = None, floats_only: bool = False
+                ) -> dict[str, tuple[list[int], np.dtype]]:
     """The model's inputs (initializers aside): name -> (static shape, numpy dtype). Dynamic
     dims take ``shapes[name]``; a dynamic batch alone is taken as 1; any other dynamic dim
-    without a shape is an error naming ``--shape``."""
+    without a shape is an error naming ``--shape``. ``floats_only``: an input that is not
+    float is an error (calibration is for float models)."""
     inits = {init.name for init in model.graph.initializer}
     specs = {}
     for value in model.graph.input:
@@ -45,19 +43,20 @@ def input_specs(model: onnx.ModelProto, shapes: dict | None = None) -> dict[str,
         elif None in dims[1:]:
             fix = ",".join(str(d or 1) for d in dims)
             raise ValueError(f"input {value.name} has dynamic dims {dims}: give its shape, e.g. --shape {value.name}={fix}")
-        dims = [d or 1 for d in dims]
-        if tensor.elem_type not in _DTYPES:
-            raise ValueError(f"input {value.name} is {onnx.TensorProto.DataType.Name(tensor.elem_type)}: "
-                             "quantization calibrates float models")
-        specs[value.name] = (dims, _DTYPES[tensor.elem_type])
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        if floats_only and dtype.kind != "f":
+            raise ValueError(f"input {value.name} is {dtype}: quantization calibrates float models")
+        specs[value.name] = ([d or 1 for d in dims], dtype)
     return specs
 
 
 def random_samples(specs: dict, count: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """``count`` seeded standard-normal samples of every input."""
+    """``count`` seeded samples of every input: standard normal floats, integers over their range."""
     for i in range(count):
         rng = np.random.default_rng(seed + i)
-        yield {name: rng.standard_normal(shape).astype(dtype) for name, (shape, dtype) in specs.items()}
+        yield {name: rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else
+               rng.integers(np.iinfo(dtype).min, int(np.iinfo(dtype).max) + 1, shape).astype(dtype)
+               if dtype.kind in "iu" else np.zeros(shape, dtype) for name, (shape, dtype) in specs.items()}
 
 
 def directory_samples(directory: str | Path, specs: dict) -> list[dict[str, np.ndarray]]:
