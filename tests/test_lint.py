@@ -79,7 +79,7 @@ def test_no_module_over_400_lines():
 FLOORS = [
     ["geometry"],
     ["targets"],
-    ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize"],  # emulator: the kernel runner (qemu, layer)
+    ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize", "checks"],  # emulator: the kernel runner (qemu, layer)
     ["passes"],
     ["tuning"],  # the tuning log and the tuned values the pipeline reads
     ["pipeline"],

@@ -144,7 +144,7 @@ def test_random_quantized_graphs_match_the_onnx_semantics(model, tmp_path_factor
     weights): within two steps of the ONNX semantics (a step per requantization at a rounding
     tie, moved along a few layers) on few outputs: at most 5% of them, or 3 values of a tiny
     output."""
-    from tvm_s2d.emulator.model import compare_with_onnxruntime
+    from tvm_s2d.checks import compare_with_onnxruntime
     from tvm_s2d.quantize import quantize_qdq
 
     note(helper.printable_graph(model.graph))

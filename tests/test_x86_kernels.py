@@ -112,7 +112,7 @@ def test_a_pool_epilogue_whose_other_operand_is_not_the_pool_is_exact(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     from helpers import onnxruntime_reference
-    from tvm_s2d.emulator.model import compare_with_onnxruntime
+    from tvm_s2d.checks import compare_with_onnxruntime
     from tvm_s2d.quantize import quantize_qdq
 
     w = np.random.default_rng(0).standard_normal((2, 1, 1, 1)).astype(np.float32)

@@ -124,12 +124,12 @@ def _feeds(model, shapes: dict | None, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _check(model, got: np.ndarray, expected: np.ndarray, quantized: bool) -> tuple[str, bool]:
-    from .zoo_check import FLOAT_TOLERANCE, MAX_FRACTION, MAX_STEPS, _steps
+    from .checks import FLOAT_TOLERANCE, MAX_FRACTION, MAX_STEPS, output_steps
 
     if got.shape != expected.shape:
         return f"shape {list(got.shape)} vs ONNX Runtime's {list(expected.shape)}", False
     if quantized:
-        steps, fraction = _steps(model, got, expected)
+        steps, fraction = output_steps(model, got, expected)
         return (f"vs ONNX Runtime: {steps} step(s) on {100 * fraction:.2f}%",
                 steps <= MAX_STEPS and fraction <= MAX_FRACTION)
     rel = float(np.abs(got.astype(np.float64) - expected).max() / max(float(np.abs(expected).max()), 1e-30))

@@ -27,12 +27,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-#: Float outputs match ONNX Runtime when max |diff| / max |ref| is at most this.
-FLOAT_TOLERANCE = 1e-3
-#: Quantized outputs against ONNX Runtime (optimizations off): at most this many steps ...
-MAX_STEPS = 2
-#: ... on at most this fraction of the outputs.
-MAX_FRACTION = 0.01
+from .checks import FLOAT_TOLERANCE, MAX_FRACTION, MAX_STEPS, output_steps
+
+__all__ = ["FLOAT_TOLERANCE", "MAX_FRACTION", "MAX_STEPS", "Check", "check", "layer_steps"]
 
 
 @dataclass
@@ -98,16 +95,6 @@ def _cpu_output(model, feeds: dict, check: Check, pipeline="s2d") -> np.ndarray:
     return (out if hasattr(out, "numpy") else out[0]).numpy()
 
 
-def _steps(model, got: np.ndarray, expected: np.ndarray) -> tuple[int, float]:
-    from .emulator.model import output_scale
-
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    step = 1.0 if np.issubdtype(got.dtype, np.integer) else (
-        output_scale(model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30))
-    steps = np.rint(diff / step)
-    return int(steps.max()) if steps.size else 0, float((steps > 0).mean())
-
-
 def check(name: str, form: str, size: int | None = None, tvm_default: bool = False) -> Check:
     """One model (a ``zoo.ZOO`` name) in one form; never raises. ``tvm_default``: an ``int8
     cpu`` check beyond the bound also compiles the graph with TVM's own default lowering and
@@ -129,10 +116,10 @@ def check(name: str, form: str, size: int | None = None, tvm_default: bool = Fal
             model = zoo.quantized_model(name, size)
             feeds = sample_inputs(model)
             got, expected = _cpu_output(model, feeds, result), run_onnxruntime(model, feeds, optimize=False)[0]
-            result.max_steps, result.fraction_differing = _steps(model, got, expected)
+            result.max_steps, result.fraction_differing = output_steps(model, got, expected)
             result.ok = result.max_steps <= MAX_STEPS and result.fraction_differing <= MAX_FRACTION
             if tvm_default and not result.ok:  # the same graph in TVM's own float QDQ lowering, for scale
-                result.tvm_default = _steps(model, _cpu_output(model, feeds, Check(name, form, size), pipeline=None), expected)
+                result.tvm_default = output_steps(model, _cpu_output(model, feeds, Check(name, form, size), pipeline=None), expected)
         elif form == "int8 layers":
             model = zoo.quantized_model(name, size)
             layers = layer_steps(model, sample_inputs(model), result)

@@ -32,6 +32,7 @@ from ..passes import PASS_NAME
 from ..passes.conv2d import static_shape
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
+from ..checks import compare_with_onnxruntime
 from .qemu import Run, run_kernel
 
 #: What HVX can do at most: two ``vrmpy`` a packet, each 32 lanes x 4 multiply-accumulates.
@@ -358,44 +359,3 @@ def kernel_kind(name: str, operands, outputs, float_inputs, returns_output: bool
     if tokens & ELEMENTWISE_OPS and not tokens - ELEMENTWISE_OPS - MOVEMENT_OPS - {"dequantize"}:
         return "elementwise"
     return "other"
-
-
-def compare_with_onnxruntime(onnx_model, feeds: dict, output: np.ndarray) -> dict:
-    """``{"max_steps", "fraction_differing"}`` of ``output`` against ONNX Runtime with graph
-    optimizations off. Steps are units of the output's quantization: its DequantizeLinear's
-    scale for a float output, 1 for an integer one; a float output without one is counted in
-    steps of 1e-5 of its largest magnitude (the float tolerance of the tests)."""
-    import onnxruntime as ort
-
-    session_options = ort.SessionOptions()
-    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(onnx_model.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    expected = session.run(None, {name: feeds[name] for name in names})[0]
-    diff = np.abs(output.astype(np.float64) - expected.astype(np.float64))
-    if np.issubdtype(output.dtype, np.integer):
-        step = 1.0
-    else:
-        step = output_scale(onnx_model) or 1e-5 * max(float(np.abs(expected).max()), 1e-30)
-    steps = np.rint(diff / step)
-    return {"max_steps": int(steps.max()) if steps.size else 0, "fraction_differing": float((steps > 0).mean())}
-
-
-#: Ops that move quantized values without changing them: the output's DequantizeLinear may sit before them.
-MOVES = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
-
-
-def output_scale(onnx_model) -> float | None:
-    """The scale of the per-tensor DequantizeLinear that produces the model's first output,
-    possibly through ops that only move values (``MOVES``)."""
-    from onnx import numpy_helper
-
-    producers = {out: node for node in onnx_model.graph.node for out in node.output}
-    inits = {i.name: i for i in onnx_model.graph.initializer}
-    node = producers.get(onnx_model.graph.output[0].name)
-    while node is not None and node.op_type in MOVES:
-        node = producers.get(node.input[0])
-    if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in inits:
-        return None
-    scale = numpy_helper.to_array(inits[node.input[1]])
-    return float(scale.reshape(-1)[0]) if scale.size == 1 else None
