@@ -5,7 +5,7 @@ import pytest
 from tvm import relax
 
 from tvm_s2d.geometry import d2s_steps, is_pure_reshape, s2d_steps
-from tvm_s2d.passes.emit import Movement, emit_depth_to_space, emit_space_to_depth, match_space_to_depth
+from tvm_s2d.passes.s2d.emit import Movement, emit_depth_to_space, emit_space_to_depth, match_space_to_depth
 
 
 def _emitted(shape, block, layout, inverse):

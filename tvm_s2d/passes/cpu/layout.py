@@ -35,10 +35,10 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.x86 import vector_width
-from ..targets import is_cpu, vector_lanes
-from .kernels import fold_constant_transposes, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...schedules.x86 import vector_width
+from ...targets import is_cpu, vector_lanes
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import fold_constant_transposes, is_call, op_name, rewrite_functions
 
 PASS_NAME = "CpuLayout"
 GATHER_PENALTY = 0.5  # a width stride's gathers, on NCHW vectors
@@ -121,7 +121,7 @@ class CpuLayout:
         chosen = []  # (weight, layout)
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                plan, others, barriers = _plan(func, lanes)
+                plan, others, barriers = plan_layouts(func, lanes)
                 for name, reason in others:
                     refused(self.outcomes, name, reason)
                 for conv, layout, why in plan:
@@ -136,7 +136,7 @@ class CpuLayout:
             return mod
 
         def decided(call: relax.Call) -> str | None:
-            if getattr(call.op, "name", "") == "relax.nn.conv2d" and len(call.args) > 1:
+            if is_call(call, "relax.nn.conv2d") and len(call.args) > 1:
                 return next((layout for weight, layout in chosen if weight.same_as(call.args[1])), None)
             return None
 
@@ -150,7 +150,7 @@ class CpuLayout:
         return fold_constant_transposes(rewrite_functions(converted, _Unmask(converted, masked.calls)))
 
 
-def _plan(func: relax.Function, lanes: int):
+def plan_layouts(func: relax.Function, lanes: int):
     """Each NCHW conv of ``func`` with constant weights and static shapes, its layout and why
     (the layouts that cost least, see the module doc); the other convs, with why they keep
     their layout; and the ops left in NCHW that get a transpose before them from an NHWC
@@ -177,8 +177,7 @@ def _plan(func: relax.Function, lanes: int):
     for block in func.body.blocks:
         for binding in block.bindings:
             var, value = binding.var, binding.value
-            op = getattr(value, "op", None)
-            name = getattr(op, "name", "")
+            name = op_name(value) or ""
             conv = _conv(var.name, value, lanes) if name == "relax.nn.conv2d" else None
             if isinstance(conv, str):
                 others.append((var.name, conv))
@@ -306,7 +305,7 @@ def _carries(call: relax.Call) -> bool:
     """Whether ConvertLayout may carry a layout through ``call``: an op of ``CARRY`` whose
     tensors (arguments, tuples' fields, result) have known ranks of at most 4, and whose result
     is a tensor, or batch_norm's tuple (ConvertLayout gives that one its nested layout)."""
-    name = getattr(call.op, "name", "")
+    name = op_name(call)
     if name not in CARRY or (isinstance(call.ty, relax.TupleType) and name != "relax.nn.batch_norm"):
         return False
     ranks = [n for a in call.args for n in _ndims(a.ty)] + _ndims(call.ty)
@@ -356,7 +355,7 @@ class _Unmask(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         new = super().visit_call_(call)
-        callee = new.args[0] if getattr(new.op, "name", "") == "relax.call_pure_packed" else None
+        callee = new.args[0] if is_call(new, "relax.call_pure_packed") else None
         if isinstance(callee, relax.ExternFunc) and str(callee.global_symbol).startswith(OPAQUE):
             hidden = self.calls[int(str(callee.global_symbol)[len(OPAQUE):])]
             return relax.Call(hidden.op, list(new.args[1:]), hidden.attrs, list(hidden.ty_args))

@@ -37,15 +37,14 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import Unsupported, kernel_to_oihw
-from ..schedules.hexagon.depthwise import DepthwiseConv
-from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
+from ...geometry import Unsupported, kernel_to_oihw
+from ...schedules.hexagon.depthwise import DepthwiseConv
+from ...schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
-from ..targets import is_hexagon
-from .conv2d import conv_spec, static_shape
-from .space_to_depth_conv2d import conv_name
-from .kernels import add_kernel, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...targets import is_hexagon
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
+from ..s2d.space_to_depth_conv2d import conv_name
 
 PASS_NAME = "HexagonConvs"
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
@@ -102,15 +101,15 @@ def _uint8_source(expr, var2val):
     """``(xq, zx, movement calls innermost first)`` when ``expr`` = M(astype(xq u8) - zx), or a reason."""
     chain = []
     while True:
-        value = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
-        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+        value = bound(expr, var2val)
+        name = op_name(value)
+        if name is None:
             return "its input is not computed from a uint8 tensor minus a zero point"
-        name = value.op.name
         if name == "relax.subtract":
             source, zx = value.args
-            source = var2val.get(source, source) if isinstance(source, relax.Var) else source
+            source = bound(source, var2val)
             zero = _scalar(zx)
-            if (zero is None or not isinstance(source, relax.Call) or source.op.name != "relax.astype"
+            if (zero is None or not is_call(source, "relax.astype")
                     or str(source.args[0].ty.dtype) != "uint8"):
                 return "its input is not a uint8 tensor minus a constant zero point"
             return source.args[0], int(zero), chain[::-1]

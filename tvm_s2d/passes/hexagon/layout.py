@@ -13,8 +13,9 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from ..targets import is_hexagon
-from .outcome import Outcome, applied, refused
+from ...targets import is_hexagon
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import is_call
 
 PASS_NAME = "HexagonLayout"
 
@@ -47,6 +48,6 @@ def _convs(mod: tvm.IRModule) -> list[tuple[str, str]]:
         if not isinstance(func, relax.Function):
             continue
         for name, value in relax.analysis.get_var2val(func).items():
-            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.nn.conv2d":
+            if is_call(value, "relax.nn.conv2d"):
                 found.append((name.name, str(value.attrs.data_layout)))
     return found

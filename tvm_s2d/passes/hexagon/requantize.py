@@ -18,16 +18,15 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
-from ..schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
+from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
+from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
-from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
-from ..targets import is_hexagon
-from .conv2d import static_shape
-from .integer_add import match_add, match_term
-from .integer_requantize import _call, _const, match_requantize
-from .kernels import add_kernel, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
+from ...targets import is_hexagon
+from ..outcome import Outcome, applied, refused
+from ..quantized.integer_add import match_add, match_term
+from ..quantized.integer_requantize import match_requantize
+from ..relax_tools import add_kernel, call_of, const_of, is_call, rewrite_functions, static_shape
 
 PASS_NAME = "HexagonRequantize"
 
@@ -66,11 +65,11 @@ def _prefix_axes(sliced: relax.Call) -> list[int] | None:
 def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
     """``y`` when ``x`` (NHWC, 4-D) is ``permute_dims(y[..., :W], [0, 2, 3, 1])`` of an int32
     ``[N, C, H, W']`` tensor ``y`` (``W'`` a multiple of 32), else None."""
-    permute = _call(x, var2val, "relax.permute_dims")
+    permute = call_of(x, var2val, "relax.permute_dims")
     if len(shape) != 4 or permute is None or [int(a) for a in permute.attrs.axes] != [0, 2, 3, 1]:
         return None
     y = permute.args[0]
-    sliced = _call(y, var2val, "relax.strided_slice")
+    sliced = call_of(y, var2val, "relax.strided_slice")
     if sliced is not None:
         if _prefix_axes(sliced) != [3]:
             return None
@@ -85,7 +84,7 @@ def _padded_channels_source(x, var2val, shape) -> relax.Expr | None:
     """``y`` when ``x`` (4-D) is ``y[..., :C]`` of an int32 ``[N, H, W, Cp]`` tensor (``Cp`` a
     multiple of 32, ``C`` dividing 32), read through a reshape: what ``requantize_slice_kernel``
     takes; else None."""
-    sliced = _call(x, var2val, "relax.strided_slice")
+    sliced = call_of(x, var2val, "relax.strided_slice")
     if len(shape) != 4 or sliced is None or 32 % int(shape[-1]):
         return None
     y = sliced.args[0]
@@ -104,11 +103,11 @@ class _Rewriter(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
-        back = _call(call, {}, "relax.permute_dims")
+        back = call_of(call, {}, "relax.permute_dims")
         if back is not None and [int(a) for a in back.attrs.axes] == [0, 3, 1, 2] and back.args[0] in self.nhwc_views:
             # NHWC -> NCHW of a tensor a kernel wrote channel-major: that tensor itself
             return super().visit_var_binding_(relax.VarBinding(binding.var, self.nhwc_views[back.args[0]]))
-        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.astype"):
+        if not is_call(call, "relax.astype"):
             return super().visit_var_binding_(binding)
         found = match_requantize(call, self.var2val)
         if found is None:
@@ -133,9 +132,9 @@ class _Rewriter(PyExprMutator):
             applied(self.rule.outcomes, name, "HVX integer add kernel")
             value = relax.call_tir(kernel, [qa, qb], relax.TensorType(shape, dtype))
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
-        corrected = _call(x, self.var2val, "relax.subtract")  # y - zx * sum(W), folded into the bias
-        if corrected is not None and _const(corrected.args[1], self.var2val) is not None:
-            correction = _along_last_axis(_const(corrected.args[1], self.var2val), shape)
+        corrected = call_of(x, self.var2val, "relax.subtract")  # y - zx * sum(W), folded into the bias
+        if corrected is not None and const_of(corrected.args[1], self.var2val) is not None:
+            correction = _along_last_axis(const_of(corrected.args[1], self.var2val), shape)
             if correction is not None:
                 x, b = corrected.args[0], np.asarray(b, np.int64) - correction
         constants = [_along_last_axis(v, shape) for v in (b, m, r, pre)]
