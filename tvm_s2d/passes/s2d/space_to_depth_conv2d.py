@@ -84,7 +84,7 @@ class SpaceToDepthConv2d:
     tuned_blocks : callable or None
         ``conv2d call -> (bh, bw) | None``: the block measured best for the conv on the
         current target, ``(1, 1)`` for the conv as it is, None where nothing was measured
-        (``tuning.apply.tuned_blocks(log)`` builds it from a tuning log).
+        (``tuning.apply.TunedLog(log).block`` reads it from a tuning log).
     prepare : bool
         Run the preparation first (``passes.prepare``: QDQ convs to integer convs, constant
         folding), so that the pass applied alone to an imported module does what it does in
