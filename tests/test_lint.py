@@ -80,7 +80,7 @@ FLOORS = [
     ["geometry"],
     ["targets"],
     ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize"],  # emulator: the kernel runner (qemu, layer)
-    ["passes.relax_tools", "passes.outcome"],  # the Relax toolkit and the refusal protocol every pass uses
+    ["passes.relax_tools", "passes.outcome", "passes.conv_layout"],  # the Relax toolkit, the refusal protocol, conv layouts
     ["passes.quantized", "passes.prepare"],  # quantized ops as integers: what runs before the rewrite
     ["passes.s2d"],  # the rewrite
     ["passes"],  # the targets' passes (passes.hexagon, passes.cpu) and the package's __init__
