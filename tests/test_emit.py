@@ -1,11 +1,16 @@
-"""The emitter and its recogniser: ``match_space_to_depth`` reads back exactly what
-``emit_space_to_depth`` / ``emit_depth_to_space`` wrote."""
+"""The emitters and their recognisers: ``match_space_to_depth`` reads back exactly what
+``emit_space_to_depth`` / ``emit_depth_to_space`` wrote; ``HexagonRequantize``'s matchers what
+``HexagonConvs`` writes after an HVX conv kernel (``passes/hexagon/conv_output.py``)."""
 
+import numpy as np
 import pytest
 from tvm import relax
 
 from tvm_s2d.geometry import d2s_steps, is_pure_reshape, s2d_steps
-from tvm_s2d.passes.emit import Movement, emit_depth_to_space, emit_space_to_depth, match_space_to_depth
+from tvm_s2d.passes.hexagon.conv_output import emit_corrected, emit_lanes_output, emit_width_output, match_channel_major, \
+    match_correction, match_padded_channels
+from tvm_s2d.passes.relax_tools import static_shape
+from tvm_s2d.passes.s2d.emit import Movement, emit_depth_to_space, emit_space_to_depth, match_space_to_depth
 
 
 def _emitted(shape, block, layout, inverse):
@@ -50,3 +55,46 @@ def test_other_triples_are_refused_with_a_reason():
     var2val = relax.analysis.get_var2val(func)
     assert match_space_to_depth(var2val[out], var2val) == "not the space-to-depth or depth-to-space of any block"
     assert match_space_to_depth(var2val[a], var2val) == "not a reshape -> permute_dims -> reshape"
+
+
+def _hvx_output(shape, emit):
+    """``emit(bb, y)`` on an int32 kernel output ``y`` of ``shape``, then the zero-point
+    correction (NHWC); the function's ``(y, bound values, the corrected value)``."""
+    bb = relax.BlockBuilder()
+    y = relax.Var("y", relax.TensorType(shape, "int32"))
+    with bb.function("main", [y]):
+        with bb.dataflow():
+            x = emit(bb, y)
+            weight = np.arange(static_shape(x)[-1] * 18).reshape(-1, 2, 3, 3) % 7 - 3
+            out = bb.emit_output(bb.emit(emit_corrected(bb, x, weight, 5, "NHWC"), "corrected"))
+        bb.emit_func_output(out)
+    var2val = relax.analysis.get_var2val(bb.get()["main"])
+    return y, var2val, var2val[out], 5 * weight.sum(axis=(1, 2, 3))
+
+
+@pytest.mark.parametrize("out_width", [5, 32])
+def test_hvx_width_output_round_trip(out_width):
+    y, var2val, corrected, correction = _hvx_output((1, 8, 6, 32), lambda bb, y: emit_width_output(bb, y, out_width))
+    shape = static_shape(corrected)
+    x, found = match_correction(corrected, var2val, shape)
+    assert (found == correction).all()
+    assert match_channel_major(x, var2val, shape).same_as(y)
+    assert match_padded_channels(x, var2val, shape) is None
+
+
+@pytest.mark.parametrize("channels", [4, 8, 16])
+def test_hvx_lanes_output_round_trip(channels):
+    y, var2val, corrected, correction = _hvx_output(
+        (1, 20, 32), lambda bb, y: emit_lanes_output(bb, y, 1, (4, 5), 32, channels))
+    shape = static_shape(corrected)
+    x, found = match_correction(corrected, var2val, shape)
+    assert (found == correction).all() and shape == (1, 4, 5, channels)
+    padded = match_padded_channels(x, var2val, shape)
+    assert padded is not None and var2val[padded].args[0].same_as(y)  # the reshape of the kernel's output
+    assert match_channel_major(x, var2val, shape) is None
+
+
+def test_an_uncorrected_output_is_not_a_correction():
+    y, var2val, corrected, _ = _hvx_output((1, 8, 6, 32), lambda bb, y: emit_width_output(bb, y, 5))
+    x, _ = match_correction(corrected, var2val, static_shape(corrected))
+    assert match_correction(x, var2val, static_shape(corrected)) is None

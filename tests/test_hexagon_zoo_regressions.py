@@ -6,7 +6,7 @@
   the current iteration's address); the emulator compiles without the pipeliner
   (``qemu.LLVM_OPTIONS``).
 * GoogLeNet did not compile: two kernels named from two bindings of one name hint had one
-  symbol (``passes.kernels.add_kernel`` makes the names unique).
+  symbol (``passes.relax_tools.add_kernel`` makes the names unique).
 * EfficientNet (sigmoid) did not link: the harness had no libm. ``emulator/libm.c`` has the
   float functions TVM's scalar lowering calls, computing what the host's glibc computes.
 * RegNet's grouped convs: the CPU build matches ONNX Runtime layer by layer (the whole-model
@@ -109,7 +109,7 @@ def test_kernels_named_from_one_name_hint_get_their_own_symbols():
     symbol, and the module builds for Hexagon (it failed: duplicate global symbol)."""
     from tvm_s2d.emulator.qemu import codegen_target
     from tvm_s2d.passes import HexagonRequantize
-    from tvm_s2d.passes.integer_requantize import emit_requantize
+    from tvm_s2d.passes.quantized.integer_requantize import emit_requantize
 
     def requantization(name: str, shift: int, zero_point: int) -> relax.Function:
         bb = relax.BlockBuilder()  # a builder of its own: its names start over

@@ -7,7 +7,7 @@ import tvm
 from tvm import relax
 
 from helpers import load_script, require_hexagon_tools, run
-from tvm_s2d.passes.integer import IntegerPoolConcat
+from tvm_s2d.passes.quantized.integer import IntegerPoolConcat
 
 RNG = np.random.default_rng(0)
 LIMITS = {"uint8": (0, 255), "int8": (-128, 127)}

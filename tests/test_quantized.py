@@ -85,7 +85,7 @@ def test_a_float_bias_folds_within_one_step_of_the_onnx_semantics(seed):
     from the ONNX semantics (ORT, optimizations off) by at most one step, on few values. In a
     chain, a step in one layer's output moves the next layer's input: the bound is per
     requantization, on the same inputs."""
-    from tvm_s2d.passes.integer_requantize import BIAS_TOLERANCE
+    from tvm_s2d.passes.quantized.integer_requantize import BIAS_TOLERANCE
 
     model = qdq_chain(strides=(1,), seed=seed)
     bias = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b0"))

@@ -8,7 +8,7 @@ from tvm import relax
 
 from helpers import require_hexagon_tools, run
 from tvm_s2d.geometry.fixed_point import fixed_point, requantize
-from tvm_s2d.passes.integer import IntegerRequantize
+from tvm_s2d.passes.quantized.integer import IntegerRequantize
 from tvm_s2d.schedules.hexagon.requantize import channel_constants, lane_constants, requantize_kernel
 
 RNG = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
 
 
 def _add_module(shape, sa, za, sb, zb, sy, zy, relu, dtype="uint8"):
-    from tvm_s2d.passes.integer import IntegerAdd  # noqa: F401  (the pass under test)
+    from tvm_s2d.passes.quantized.integer import IntegerAdd  # noqa: F401  (the pass under test)
 
     bb = relax.BlockBuilder()
     qa, qb = (relax.Var(n, relax.TensorType(shape, "uint8")) for n in ("qa", "qb"))
@@ -121,7 +121,7 @@ def _add_module(shape, sa, za, sb, zb, sy, zy, relu, dtype="uint8"):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("scales", [(0.05, 0.02, 0.06), (0.1, 0.1, 0.15), (0.013, 0.07, 0.05)])
 def test_integer_add_within_one_step_of_the_float_add(relu, scales):
-    from tvm_s2d.passes.integer import IntegerAdd
+    from tvm_s2d.passes.quantized.integer import IntegerAdd
 
     shape = (1, 9, 11, 8)
     sa, sb, sy = scales
@@ -141,7 +141,7 @@ def test_integer_add_within_one_step_of_the_float_add(relu, scales):
 def test_hvx_integer_add_kernel_is_bit_exact(dtypes):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
-    from tvm_s2d.passes.integer_add import terms
+    from tvm_s2d.passes.quantized.integer_add import terms
     from tvm_s2d.schedules.hexagon.requantize import requantize_add_kernel
 
     a_dtype, b_dtype, dtype = dtypes

@@ -120,6 +120,23 @@ def test_apply_best_picks_the_minimum_and_stays_exact(tmp_path):
     assert_same(tuned, run(mod, x), "float32")
 
 
+def test_tuned_reads_blocks_and_knobs_from_one_parse_for_one_target(tmp_path):
+    from tvm_s2d.targets import hexagon_target
+    from tvm_s2d.tuning.apply import AS_IS, Tuned, TunedLog
+
+    log = TuningLog(tmp_path / "t.jsonl")
+    log.append(_record("w", Config((2, 2), 2, 8).to_json(), 2.0, extra={"conv": "sig"}))
+    log.append(_record("w", Config(None, 1, 4).to_json(), 1.0, extra={"conv": "sig"}))
+    log.append(_record("h", Config(None, 1, 4, mapping="width").to_json(), 1.0, extra={"conv": "hsig"}))
+    tuned = Tuned.read(str(log.path), TARGET)
+    assert set(tuned.records) == {"w", "h"} and Config.from_json(tuned.records["w"].config).block is None
+    assert tuned.hexagon_knobs("hsig") == ("width", 4) and tuned.hexagon_knobs("sig") is None
+    assert Tuned.read(str(log.path), hexagon_target()) == Tuned() == Tuned.read(None, TARGET)
+    assert AS_IS == (1, 1) and TunedLog(str(log.path)).current() == Tuned()  # no current target: nothing tuned
+    with TARGET:
+        assert TunedLog(str(log.path)).current() == tuned
+
+
 def test_measured_knobs_reach_the_schedule(tmp_path):
     mod = _model()
     measurer = LocalMeasurer(TARGET, repeat=1)

@@ -11,7 +11,7 @@ from tvm.script import tirx as T
 import tvm_s2d  # noqa: F401  (registers the pipeline)
 from helpers import FUSE, LLVM, Net, assert_same, random_tensor
 from tvm_s2d.passes import CpuLayout, ScheduleConvs
-from tvm_s2d.passes.cpu_layout import describe, fills
+from tvm_s2d.passes.cpu.layout import describe, fills
 from tvm_s2d.schedules.x86_reductions import schedule_window
 from tvm_s2d.targets import host_target
 
@@ -229,12 +229,12 @@ def test_a_conv_keeps_its_neighbours_layout_when_the_transposes_would_cost_more(
 
 def test_a_pool_counts_towards_its_producers_layout():
     """A pool runs in its producer's layout; strided, its NCHW vectors gather every read."""
-    from tvm_s2d.passes.cpu_layout import POOL_GATHER_PENALTY, _plan
+    from tvm_s2d.passes.cpu.layout import POOL_GATHER_PENALTY, plan_layouts
 
     net = Net((1, 32, 16, 64), seed=9)
     y = net.emit(relax.op.nn.max_pool2d(_grouped(net, net.x, 1, k=3), 3, 2, 1))
     mod = net.module(y)
-    ((conv, layout, _),), others, barriers = _plan(mod["main"], 16)
+    ((conv, layout, _),), others, barriers = plan_layouts(mod["main"], 16)
     assert others == [] and barriers == []
     reads = 32 * 8 * 32 * 9  # outputs x window
     assert conv.carried == pytest.approx({"NCHW": reads / POOL_GATHER_PENALTY, "NHWC": reads})

@@ -18,7 +18,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
 
 from .onnx_shapes import fold_shapes
-from .passes.conv2d import CONV2D, CONV2D_TRANSPOSE
+from .passes.relax_tools import CONV2D, CONV2D_TRANSPOSE
 from .qoperator import has_qoperators, to_qdq
 
 

@@ -36,7 +36,7 @@ from .passes import CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, Hex
 from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
-from .tuning.apply import tuned_blocks, tuned_hexagon_knobs, tuned_knobs
+from .tuning.apply import TunedLog
 
 PIPELINE_NAME = "s2d"
 STRICT_ENV = "TVM_S2D_STRICT"
@@ -96,13 +96,14 @@ class S2DPipeline:
 
     def __init__(self, tuning_log=None, metaschedule=None, rewrite=True, hvx: bool = True, schedules=None,
                  hexagon_knobs=None, **options):
+        tuned = TunedLog(tuning_log) if tuning_log is not None else None
         if isinstance(rewrite, bool):
-            rewrite = SpaceToDepthConv2d(tuned_blocks=tuned_blocks(tuning_log), prepare=False, **options) if rewrite else None
+            rewrite = SpaceToDepthConv2d(tuned_blocks=tuned and tuned.block, prepare=False, **options) if rewrite else None
         self.rewrite = rewrite
-        self.hexagon_convs = HexagonConvs(knobs=hexagon_knobs or tuned_hexagon_knobs(tuning_log), schedule=hvx)
+        self.hexagon_convs = HexagonConvs(knobs=hexagon_knobs or (tuned and tuned.hexagon_knobs), schedule=hvx)
         if schedules is None:
             schedules = [ApplyDatabase(metaschedule)] if metaschedule is not None else []
-            schedules.append(ScheduleConvs(knobs=tuned_knobs(tuning_log)))
+            schedules.append(ScheduleConvs(knobs=tuned and tuned.knobs))
         self.stages: dict[str, list[tvm.transform.Pass]] = {
             "prepare": prepare_passes(),
             "layout": [HexagonLayout(), CpuLayout()],

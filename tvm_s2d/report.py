@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax
 
-from .passes.conv2d import Decision
 from .passes.outcome import summary
-from .passes.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
+from .passes.relax_tools import is_call, op_name
+from .passes.s2d.conv2d import Decision
+from .passes.s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 from .emulator.model import KernelRun, is_view, kernel_kind, output_specs, scalar_lines
 from .pipeline import S2DPipeline
 
@@ -143,7 +144,7 @@ def count_ops(mod: tvm.IRModule, names) -> dict[str, int]:
     counts = dict.fromkeys(names, 0)
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in counts:
+        if op_name(expr) in counts:
             counts[expr.op.name] += 1
 
     for _, func in mod.functions_items():
@@ -262,7 +263,7 @@ def list_kernels(mod: tvm.IRModule) -> list[KernelRun]:
     for block in main.body.blocks:
         for binding in block.bindings:
             expr = binding.value
-            if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir"):
+            if not is_call(expr, "relax.call_tir"):
                 continue
             gv, operands = expr.args[0], expr.args[1].fields
             specs = output_specs(expr.ty)

@@ -125,7 +125,7 @@ def layout_packets(packed: np.ndarray) -> int:
 
 def epilogue_packets(out: np.ndarray, out_w: int, mapping: str, w: np.ndarray) -> int:
     """Packets of the requantization to uint8 of a mapping's raw conv output ``out`` as the
-    pipeline computes it (``passes.hexagon_requantize``): the width mapping's channel-major
+    pipeline computes it (``passes.hexagon.requantize``): the width mapping's channel-major
     accumulators read and written NHWC (3-channel and other outputs that are not 4 x k
     channels written NCHW), the channel-in-lanes mapping's NHWC ones; checked against numpy."""
     channels = w.shape[0]

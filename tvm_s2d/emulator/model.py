@@ -29,7 +29,7 @@ from tvm.relax.pipeline import default_build_pipeline
 
 from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs, model_macs
 from ..passes import PASS_NAME
-from ..passes.conv2d import static_shape
+from ..passes.relax_tools import is_call, op_name, static_shape
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
 from ..checks import compare_with_onnxruntime
@@ -235,7 +235,7 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
     for block in main.body.blocks:
         for binding in block.bindings:
             expr = binding.value
-            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
+            if is_call(expr, "relax.call_tir"):
                 gv, operands = expr.args[0], expr.args[1]
                 inputs = [np.require(value(a), requirements="C") for a in operands.fields]
                 specs = output_specs(expr.ty)
@@ -256,7 +256,7 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
             elif isinstance(expr, (relax.Var, relax.Tuple)) or isinstance(expr, tvm.ir.GenericConst):
                 env[binding.var] = value(expr)
             else:
-                name = expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else type(expr).__name__
+                name = op_name(expr) or type(expr).__name__
                 raise EmulatorInterpretError(f"main still calls {name} after lowering: the runner takes kernels only")
     output = value(main.body.body)
     if isinstance(output, tuple):

@@ -1,7 +1,7 @@
 """Fixed-point requantization in numpy (the ground floor: the passes emit it, the HVX
 schedules vectorize it, the emulator checks against it): a float ratio as a 31-bit
 multiplier and a rounding right shift, and the integers they compute. The passes' doc
-(``passes/integer_requantize.py``) gives the scheme and its error bound."""
+(``passes/quantized/integer_requantize.py``) gives the scheme and its error bound."""
 
 from __future__ import annotations
 

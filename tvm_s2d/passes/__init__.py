@@ -1,13 +1,16 @@
-"""Relax passes of tvm-s2d, one pass per file."""
+"""Relax passes of tvm-s2d, grouped by concern: ``quantized/`` (integer arithmetic), ``s2d/``
+(the rewrite), ``hexagon/`` and ``cpu/`` (each target's layouts and kernels); beside them the
+Relax toolkit every pass matches and traverses with (``relax_tools``), the refusal protocol
+(``outcome``) and the preparation (``prepare``)."""
 
-from .cpu_layout import CpuLayout
-from .hexagon_convs import HexagonConvs
-from .hexagon_layout import HexagonLayout
-from .hexagon_movement import HexagonMovement
-from .hexagon_requantize import HexagonRequantize
-from .qdq_conv_to_integer import QDQConvToInteger
-from .schedule_convs import ScheduleConvs
-from .space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
+from .cpu.layout import CpuLayout
+from .cpu.schedule_convs import ScheduleConvs
+from .hexagon.convs import HexagonConvs
+from .hexagon.layout import HexagonLayout
+from .hexagon.movement import HexagonMovement
+from .hexagon.requantize import HexagonRequantize
+from .quantized.qdq_conv_to_integer import QDQConvToInteger
+from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
 __all__ = ["CpuLayout", "HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
            "ScheduleConvs", "SpaceToDepthConv2d"]

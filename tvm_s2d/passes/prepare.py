@@ -11,8 +11,8 @@ from __future__ import annotations
 import tvm
 from tvm.relax import transform
 
-from .integer import IntegerArithmetic
-from .qdq_conv_to_integer import QDQConvToInteger
+from .quantized.integer import IntegerArithmetic
+from .quantized.qdq_conv_to_integer import QDQConvToInteger
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:

@@ -12,7 +12,7 @@ import tvm
 from tvm import relax
 
 from ..geometry import Conv2dSpec, Unsupported
-from ..passes.conv2d import CONV2D, conv_spec
+from ..passes.relax_tools import CONV2D, conv_spec
 from ..targets import is_cpu
 
 

@@ -1,5 +1,5 @@
 """Integer requantization on HVX: int32 accumulators -> uint8 / int8, the integers of
-``passes.integer_requantize`` (bias add, 31-bit rounding doubling high multiply, rounding
+``passes.quantized.integer_requantize`` (bias add, 31-bit rounding doubling high multiply, rounding
 right shift, zero point, clamp), 32 lanes at a time.
 
 The high multiply is HVX's ``vmpyewuh`` followed by ``vmpyowh:<<1:rnd:sat`` (accumulating),
@@ -124,7 +124,7 @@ def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tir
 def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, zb: int, mb: int, m: int, r: int,
                           zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
     """``(qa, qb) -> dtype``: ``requantize((qa - za) * ma + (qb - zb) * mb)`` with one multiplier
-    ``m`` and shift ``r`` (``passes.integer_add``); ``hvx_code=False``: a plain loop."""
+    ``m`` and shift ``r`` (``passes.quantized.integer_add``); ``hvx_code=False``: a plain loop."""
     total = int(np.prod(shape))
     half = (1 << r) >> 1
 

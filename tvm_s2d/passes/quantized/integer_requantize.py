@@ -30,9 +30,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry.fixed_point import RANGES, fixed_point
-from .kernels import map_relax_functions
-from .outcome import applied, refused
+from ...geometry.fixed_point import RANGES, fixed_point
+from ..outcome import applied, refused
+from ..relax_tools import call_of, const_of, is_call, map_relax_functions
 
 RULE_NAME = "IntegerRequantize"
 #: A bias this far from a multiple of ``s`` (in output steps) keeps the float epilogue.
@@ -41,25 +41,13 @@ BIAS_TOLERANCE = 0.01
 MAX_SHIFT = 30
 
 
-def _const(expr, var2val) -> np.ndarray | None:
-    expr = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
-    return expr.value.numpy() if isinstance(expr, tvm.ir.GenericConst) else None
-
-
 def quantize_params(quantize: relax.Call, var2val) -> tuple | None:
     """``(sy, zy, lo, hi, dtype)`` of a per-tensor ``quantize`` to int8 / uint8, else None."""
-    sy, zy = _const(quantize.args[1], var2val), _const(quantize.args[2], var2val)
+    sy, zy = const_of(quantize.args[1], var2val), const_of(quantize.args[2], var2val)
     dtype = str(quantize.ty.dtype)
     if sy is None or zy is None or sy.size != 1 or zy.size != 1 or dtype not in RANGES:
         return None
     return float(sy.reshape(())), int(zy.reshape(())), *RANGES[dtype], dtype
-
-
-def _call(expr, var2val, *names):
-    expr = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in names:
-        return expr
-    return None
 
 
 def rewrite_quantizes(mod: tvm.IRModule, outcomes: list, replace) -> tvm.IRModule:
@@ -84,7 +72,7 @@ class _QuantizeRewriter(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
-        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize"):
+        if not is_call(call, "relax.quantize"):
             return super().visit_var_binding_(binding)
         found = self.replace(self, call)
         if isinstance(found, str):
@@ -116,7 +104,7 @@ def _match_epilogue(quantize: relax.Call, var2val):
         return ""
     sy, zy, lo, hi, dtype = params
     x = quantize.args[0]
-    act = _call(x, v2v, "relax.nn.relu", "relax.clip")
+    act = call_of(x, v2v, "relax.nn.relu", "relax.clip")
     if act is not None:
         if act.op.name == "relax.nn.relu":
             lo = max(lo, zy)
@@ -127,22 +115,22 @@ def _match_epilogue(quantize: relax.Call, var2val):
             lo, hi = max(lo, quantized(act.args[1].value)), min(hi, quantized(act.args[2].value))
         x = act.args[0]
     bias = np.zeros((), np.float32)
-    add = _call(x, v2v, "relax.add")
+    add = call_of(x, v2v, "relax.add")
     if add is not None:
         for i in (0, 1):
-            const = _const(add.args[i], v2v)
+            const = const_of(add.args[i], v2v)
             if const is not None:
                 bias, x = const, add.args[1 - i]
                 break
         else:
             return ""
-    mul = _call(x, v2v, "relax.multiply")
+    mul = call_of(x, v2v, "relax.multiply")
     if mul is None:
         return ""
-    scale, cast = _const(mul.args[1], v2v), mul.args[0]
+    scale, cast = const_of(mul.args[1], v2v), mul.args[0]
     if scale is None:
-        scale, cast = _const(mul.args[0], v2v), mul.args[1]
-    cast = _call(cast, v2v, "relax.astype")
+        scale, cast = const_of(mul.args[0], v2v), mul.args[1]
+    cast = call_of(cast, v2v, "relax.astype")
     if scale is None or cast is None or str(cast.args[0].ty.dtype) != "int32":
         return ""
     acc = cast.args[0]
@@ -166,8 +154,8 @@ def headroom(acc, b, var2val) -> np.ndarray:
     """Per output channel (along the conv output's channel axis), how far ``acc + b`` can be shifted left inside int32:
     ``30 - bits(255 * sum|W| + |b|)`` when ``acc`` is a conv of 8-bit values minus a zero point
     (``|x - zx| <= 255``) with constant weights, else 0."""
-    conv = _call(acc, var2val, "relax.nn.conv2d")
-    weight = None if conv is None else _const(conv.args[1], var2val)
+    conv = call_of(acc, var2val, "relax.nn.conv2d")
+    weight = None if conv is None else const_of(conv.args[1], var2val)
     if weight is None:
         return np.zeros((), np.int64)
     layout = str(conv.attrs.kernel_layout)
@@ -205,7 +193,7 @@ def match_requantize(call: relax.Expr, var2val: dict):
     """What ``emit_requantize`` wrote, read back from its last op: ``(x, b, m, r, zy, lo, hi,
     dtype, pre)`` with ``x`` the int32 accumulator and the constants as arrays, or None."""
     def arg(expr, name):
-        return None if expr is None else _call(expr, var2val, name)
+        return None if expr is None else call_of(expr, var2val, name)
 
     def shifted(expr, rounding):
         """``(x, shift)`` of ``right_shift(add(x, half), shift)``: ``half`` is ``rounding``, or
@@ -214,7 +202,7 @@ def match_requantize(call: relax.Expr, var2val: dict):
         add = None if shift is None else arg(shift.args[0], "relax.add")
         if add is None:
             return None
-        half, amount = _const(add.args[1], var2val), _const(shift.args[1], var2val)
+        half, amount = const_of(add.args[1], var2val), const_of(shift.args[1], var2val)
         if half is None or amount is None:
             return None
         shape = np.broadcast_shapes(half.shape, amount.shape)
@@ -223,12 +211,12 @@ def match_requantize(call: relax.Expr, var2val: dict):
             return None
         return add.args[0], amount
 
-    narrow = _call(call, var2val, "relax.astype")
+    narrow = call_of(call, var2val, "relax.astype")
     upper = None if narrow is None else arg(narrow.args[0], "relax.minimum")
     lower = None if upper is None else arg(upper.args[0], "relax.maximum")
     add_zy = None if lower is None or str(lower.ty.dtype) != "int64" else arg(lower.args[0], "relax.add")
-    zy = None if add_zy is None else _const(add_zy.args[1], var2val)
-    lo, hi = (None, None) if add_zy is None else (_const(lower.args[1], var2val), _const(upper.args[1], var2val))
+    zy = None if add_zy is None else const_of(add_zy.args[1], var2val)
+    lo, hi = (None, None) if add_zy is None else (const_of(lower.args[1], var2val), const_of(upper.args[1], var2val))
     if zy is None or zy.size != 1 or lo is None or lo.size != 1 or hi is None or hi.size != 1:
         return None
     second = shifted(add_zy.args[0], None)
@@ -236,13 +224,13 @@ def match_requantize(call: relax.Expr, var2val: dict):
     if first is None or np.any(first[1] > 31) or np.any(first[1] < 1):
         return None
     mul = arg(first[0], "relax.multiply")
-    m = None if mul is None else _const(mul.args[1], var2val)
+    m = None if mul is None else const_of(mul.args[1], var2val)
     widen = None if mul is None else arg(mul.args[0], "relax.astype")
     if m is None or widen is None or str(widen.args[0].ty.dtype) != "int32":
         return None
     x, b = widen.args[0], np.zeros((), np.int32)
-    add_b = _call(x, var2val, "relax.add")
-    if add_b is not None and _const(add_b.args[1], var2val) is not None and str(add_b.ty.dtype) == "int32":
-        x, b = add_b.args[0], _const(add_b.args[1], var2val)
+    add_b = call_of(x, var2val, "relax.add")
+    if add_b is not None and const_of(add_b.args[1], var2val) is not None and str(add_b.ty.dtype) == "int32":
+        x, b = add_b.args[0], const_of(add_b.args[1], var2val)
     return (x, b, m, second[1], int(zy.reshape(())), int(lo.reshape(())), int(hi.reshape(())), str(narrow.ty.dtype),
             31 - first[1].astype(np.int64))

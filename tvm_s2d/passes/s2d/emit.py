@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax
 
-from ..geometry import LAYOUTS, MAX_BLOCK, Domain, d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
-from .conv2d import static_shape
+from ...geometry import LAYOUTS, MAX_BLOCK, Domain, d2s_steps, is_pure_reshape, s2d_steps, spatial_axes
+from ..relax_tools import bound, is_call, static_shape
 
 
 def _emit_steps(bb: relax.BlockBuilder, x: relax.Expr, steps, name: str) -> relax.Expr:
@@ -100,14 +100,14 @@ def match_space_to_depth(call: relax.Expr, var2val: dict) -> Movement | str:
     """``call``, the last reshape of a triple, as the ``Movement`` whose
     ``emit_space_to_depth`` / ``emit_depth_to_space`` emits exactly this triple; else why not."""
     def value(expr):
-        return var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+        return bound(expr, var2val)
 
     perm, split, call = None, None, value(call)
-    if isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.reshape":
+    if is_call(call, "relax.reshape"):
         perm = value(call.args[0])
-    if isinstance(perm, relax.Call) and getattr(perm.op, "name", "") == "relax.permute_dims":
+    if is_call(perm, "relax.permute_dims"):
         split = value(perm.args[0])
-    if not (isinstance(split, relax.Call) and getattr(split.op, "name", "") == "relax.reshape"):
+    if not is_call(split, "relax.reshape"):
         return "not a reshape -> permute_dims -> reshape"
     x = split.args[0]
     shapes = static_shape(x), static_shape(split), static_shape(call)

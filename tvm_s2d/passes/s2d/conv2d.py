@@ -15,32 +15,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.prim.expr import IntImm
-from tvm.relax.dpl import is_op, wildcard
 
-from ..geometry import (
-    LAYOUTS,
-    Conv2dSpec,
-    CostModel,
-    Domain,
-    TransposedConv2dSpec,
-    Unsupported,
-    choose_block,
-    kernel_to_oihw,
-    oihw_to_kernel,
-    spatial_axes,
-)
+from ...geometry import Conv2dSpec, CostModel, Domain, TransposedConv2dSpec, Unsupported, choose_block, kernel_to_oihw, \
+    oihw_to_kernel
+from ..relax_tools import CONV2D, CONV2D_TRANSPOSE, conv_spec, static_shape
 
-#: The weight is checked for constness in ``decide``, so that a non-constant weight gets a
-#: refusal in the report rather than silence.
-CONV2D = is_op("relax.nn.conv2d")(wildcard(), wildcard())
-CONV2D_TRANSPOSE = is_op("relax.nn.conv2d_transpose")(wildcard(), wildcard())
 #: The weight layout a transposed conv's folded stride-1 conv uses, per data layout.
 FOLDED_KERNEL_LAYOUT = {"NCHW": "OIHW", "NHWC": "HWIO"}
-
-
-#: The refusal of a conv whose shapes are not all known numbers.
-DYNAMIC = "dynamic or unknown shape (give the model's inputs static shapes: --shape NAME=D,D,... or shape_dict)"
 
 
 @dataclass(frozen=True)
@@ -69,17 +50,6 @@ class Decision:
     @property
     def rewritten(self) -> bool:
         return self.plan is not None
-
-
-def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    """The shape of a tensor expression when every dimension is a known integer."""
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    dims = getattr(ty.shape, "values", None)
-    if dims is None or not all(isinstance(d, IntImm) for d in dims):
-        return None
-    return tuple(int(d) for d in dims)
 
 
 def constant_weight(call: relax.Call) -> np.ndarray | None:
@@ -142,56 +112,6 @@ def _decide_transpose(name, spec, shapes, layout, block, model, domain, refuse) 
         return refuse("no estimated gain over the transposed conv", spec)
     source = "forced block" if block is not None else "cost model"
     return Decision(name, "conv2d_transpose", *shapes, layout, spec, plan, None, source, in_domain=domain is not None)
-
-
-def conv_spec(call: relax.Call) -> Conv2dSpec | TransposedConv2dSpec:
-    """The conv a ``conv2d`` / ``conv2d_transpose`` call computes, in canonical NCHW terms: "a
-    conv we understand". Raises ``Unsupported`` with the reason (dynamic shapes, layouts)."""
-    shapes = tuple(static_shape(e) for e in (call.args[0], call.args[1], call))
-    if shapes[0] is None or shapes[1] is None:
-        raise Unsupported(DYNAMIC)
-    check_layouts(call)
-    return _spec(call, "conv2d" if CONV2D.match(call) else "conv2d_transpose", shapes)
-
-
-def check_layouts(call: relax.Call) -> None:
-    """The layout part of ``conv_spec`` (needs no shapes): NCHW or NHWC data, the output in
-    the data's layout, a kernel layout that is a permutation of OIHW."""
-    attrs = call.attrs
-    layout = str(attrs.data_layout)
-    if layout not in LAYOUTS:
-        raise Unsupported(f"data layout {layout} is not NCHW or NHWC")
-    if str(attrs.out_layout) != layout:
-        raise Unsupported(f"output layout {attrs.out_layout} differs from data layout {layout}")
-    try:
-        kernel_to_oihw(str(attrs.kernel_layout))  # IOHW too is a permutation of these letters
-    except ValueError as exc:
-        raise Unsupported(str(exc)) from None
-
-
-def _spec(call, kind, shapes):
-    data_shape, weight_shape, _ = shapes
-    attrs = call.attrs
-    hax, wax, cax = spatial_axes(str(attrs.data_layout))
-    itemsize = np.dtype(str(call.args[0].ty.dtype)).itemsize
-    common = dict(
-        batch=data_shape[0],
-        in_channels=data_shape[cax],
-        in_hw=(data_shape[hax], data_shape[wax]),
-        strides=tuple(int(v) for v in attrs.strides),
-        dilation=tuple(int(v) for v in attrs.dilation),
-        padding=tuple(int(v) for v in attrs.padding),
-        groups=int(attrs.groups),
-        itemsize=itemsize,
-    )
-    if kind == "conv2d":
-        o, _, kh, kw = (weight_shape[axis] for axis in kernel_to_oihw(str(attrs.kernel_layout)))
-        return Conv2dSpec(out_channels=o, kernel_hw=(kh, kw), **common)
-    _, o, kh, kw = (weight_shape[str(attrs.kernel_layout).index(axis)] for axis in "IOHW")
-    return TransposedConv2dSpec(
-        out_channels=o * common["groups"], kernel_hw=(kh, kw),
-        output_padding=tuple(int(v) for v in attrs.output_padding), **common,
-    )
 
 
 def folded_weight(call: relax.Call, plan) -> np.ndarray:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir
 
-from ..schedules import x86
-from ..schedules.x86_reductions import schedule_dlight, schedule_window
-from ..targets import is_cpu, vector_lanes
-from .kernels import with_functions
-from .outcome import Outcome, applied, refused
+from ...schedules import x86
+from ...schedules.x86_reductions import schedule_dlight, schedule_window
+from ...targets import is_cpu, vector_lanes
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import with_functions
 
 PASS_NAME = "ScheduleConvs"
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import tvm
 
+from ..outcome import Outcome
 from .integer_add import integer_add
 from .integer_pool_concat import integer_pool_concat
 from .integer_requantize import integer_epilogue, rewrite_quantizes
-from .outcome import Outcome
 
 PASS_NAME = "IntegerArithmetic"
 RULES = (("IntegerRequantize", integer_epilogue), ("IntegerAdd", integer_add), ("IntegerPoolConcat", integer_pool_concat))

@@ -24,14 +24,13 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
+from ...schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
     shuffle_space_to_depth, shuffles_apply
-from ..schedules.hexagon.pool import chunks_apply, concat_channels, max_pool, plain_concat_channels, plain_max_pool
-from ..targets import is_hexagon
-from .conv2d import static_shape
-from .emit import match_space_to_depth
-from .kernels import add_kernel, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...schedules.hexagon.pool import chunks_apply, concat_channels, max_pool, plain_concat_channels, plain_max_pool
+from ...targets import is_hexagon
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import add_kernel, bound, op_name, rewrite_functions, static_shape
+from ..s2d.emit import match_space_to_depth
 
 PASS_NAME = "HexagonMovement"
 
@@ -92,7 +91,7 @@ class _Rewriter(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
-        if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name in SELECTIONS:
+        if op_name(call) in SELECTIONS:
             found = getattr(self, SELECTIONS[call.op.name])(call, binding.var.name)
             if isinstance(found, str):
                 refused(self.rule.outcomes, binding.var.name, found)
@@ -163,8 +162,7 @@ class _Rewriter(PyExprMutator):
     def _concat(self, call: relax.Call, name: str):
         """A concat of two 8-bit tensors of the same shape along their last axis, on
         ``schedules.hexagon.pool.concat_channels``."""
-        items = call.args[0]
-        items = self.var2val.get(items, items) if isinstance(items, relax.Var) else items
+        items = bound(call.args[0], self.var2val)
         fields = list(items.fields) if isinstance(items, relax.Tuple) else []
         shapes = [static_shape(f) for f in fields]
         dtypes = {str(f.ty.dtype) for f in fields}

@@ -13,7 +13,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..geometry import spatial_axes
+from ...geometry import spatial_axes
+from ..relax_tools import op_name
 
 #: Unary ops (one tensor operand, maybe constant parameters): whether ``f(0) == 0``, which
 #: keeps zeros outside the image (a "clean" domain tensor) clean.
@@ -43,12 +44,6 @@ BINARY = {
     "relax.right_shift": False,
     "relax.left_shift": False,
 }
-
-
-def op_name(call: relax.Expr) -> str | None:
-    if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op):
-        return call.op.name
-    return None
 
 
 def propagates(call: relax.Expr) -> bool:

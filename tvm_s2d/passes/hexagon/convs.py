@@ -37,15 +37,15 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import Unsupported, kernel_to_oihw
-from ..schedules.hexagon.depthwise import DepthwiseConv
-from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
+from ...geometry import Unsupported, kernel_to_oihw
+from ...schedules.hexagon.depthwise import DepthwiseConv
+from ...schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
-from ..targets import is_hexagon
-from .conv2d import conv_spec, static_shape
-from .space_to_depth_conv2d import conv_name
-from .kernels import add_kernel, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...targets import is_hexagon
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
+from ..s2d.space_to_depth_conv2d import conv_name
+from .conv_output import emit_corrected, emit_lanes_output, emit_width_output
 
 PASS_NAME = "HexagonConvs"
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
@@ -102,15 +102,15 @@ def _uint8_source(expr, var2val):
     """``(xq, zx, movement calls innermost first)`` when ``expr`` = M(astype(xq u8) - zx), or a reason."""
     chain = []
     while True:
-        value = var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
-        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+        value = bound(expr, var2val)
+        name = op_name(value)
+        if name is None:
             return "its input is not computed from a uint8 tensor minus a zero point"
-        name = value.op.name
         if name == "relax.subtract":
             source, zx = value.args
-            source = var2val.get(source, source) if isinstance(source, relax.Var) else source
+            source = bound(source, var2val)
             zero = _scalar(zx)
-            if (zero is None or not isinstance(source, relax.Call) or source.op.name != "relax.astype"
+            if (zero is None or not is_call(source, "relax.astype")
                     or str(source.args[0].ty.dtype) != "uint8"):
                 return "its input is not a uint8 tensor minus a constant zero point"
             return source.args[0], int(zero), chain[::-1]
@@ -206,7 +206,7 @@ class _Rewriter(PyExprMutator):
         if groups != 1:
             y = self._depthwise(x, weight, padding, zx, name)
             self.rule.mappings[name] = ("depthwise", 0)
-            return self._corrected(y, weight, zx, layout)
+            return emit_corrected(bb, y, weight, zx, layout)
         out_width = (w + padding[1] + padding[3] - kernel_hw[1]) // strides[1] + 1
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
                                          cout, out_width)
@@ -216,17 +216,7 @@ class _Rewriter(PyExprMutator):
         else:
             y = self._width(conv, x, weight, padding, zx, knob, name)
         self.rule.mappings[name] = (mapping, knob)
-        return self._corrected(y, weight, zx, layout)
-
-    def _corrected(self, y, weight, zx: int, layout: str) -> relax.Expr:
-        """``y`` (NHWC int32, back in ``layout``) minus the zero point's share ``zx * sum(W)``."""
-        cout = weight.shape[0]
-        shape = [1, 1, 1, cout]
-        if layout == "NCHW":
-            y = self.builder_.emit(relax.op.permute_dims(y, [0, 3, 1, 2]))
-            shape = [1, cout, 1, 1]
-        correction = (zx * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(shape)
-        return relax.op.subtract(y, relax.const(correction))
+        return emit_corrected(bb, y, weight, zx, layout)
 
     def _depthwise(self, x, weight, padding, zx, name):
         """NHWC uint8 -> padded rows ``[N, H, W * C]`` -> the HVX depthwise kernel -> NHWC int32."""
@@ -265,11 +255,7 @@ class _Rewriter(PyExprMutator):
         t, l, b, r = padding
         x = _pad(bb, x, [0, 0, t, b, l, r, 0, conv.cin - c], zx)
         y = self._call(conv, "lanes", knob, name, x, weight)
-        oh, ow = conv.out_hw
-        y = bb.emit(relax.op.reshape(y, [n, oh, ow, conv.cout_blocks * LANES]))
-        if conv.cout_blocks * LANES != weight.shape[0]:
-            y = bb.emit(relax.op.strided_slice(y, [3], [0], [weight.shape[0]]))
-        return y
+        return emit_lanes_output(bb, y, n, conv.out_hw, conv.cout_blocks * LANES, weight.shape[0])
 
     def _width(self, conv: WidthConv, x, weight, padding, zx, knob, name):
         """NHWC uint8 -> [N, C/4, H, W, 4] -> width-vectorized stride-1 conv -> NHWC int32."""
@@ -287,5 +273,4 @@ class _Rewriter(PyExprMutator):
             x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))
             x = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2, 4]))
         y = self._call(conv, "width", knob, name, x, weight)
-        y = bb.emit(relax.op.strided_slice(y, [3], [0], [conv.out_hw[1]]))
-        return bb.emit(relax.op.permute_dims(y, [0, 2, 3, 1]))
+        return emit_width_output(bb, y, conv.out_hw[1])

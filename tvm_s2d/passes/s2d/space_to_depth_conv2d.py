@@ -3,7 +3,7 @@ the network in the S2D domain between them.
 
 Rules, in the onnxscript rewriter's terms:
 
-* ``conv2d``: pattern ``conv2d.CONV2D``; check ``conv2d.decide`` (an exact plan from
+* ``conv2d``: pattern ``relax_tools.CONV2D``; check ``conv2d.decide`` (an exact plan from
   ``geometry`` or a reason; for an input already in the domain, stay-or-leave by cost);
   rewrite ``[align -> S2D | mask] -> conv2d(folded constant weight)``, output in the domain.
 * ``conv2d_transpose`` with stride: a stride-1 ``conv2d`` with ``s*s`` times the output
@@ -28,22 +28,14 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import CostModel, Domain, normalize_block, spatial_axes
-from ..targets import default_model
-from .conv2d import (
-    CONV2D,
-    CONV2D_TRANSPOSE,
-    FOLDED_KERNEL_LAYOUT,
-    Decision,
-    decide,
-    folded_weight,
-    static_shape,
-    with_output_offset,
-)
-from .elementwise import BINARY, UNARY, adapt_constant, keeps_clean, op_name, propagates
+from ...geometry import CostModel, Domain, normalize_block, spatial_axes
+from ...targets import default_model
+from ..outcome import Outcome
+from ..prepare import prepare
+from ..relax_tools import CONV2D, CONV2D_TRANSPOSE, op_name, static_shape
+from .conv2d import FOLDED_KERNEL_LAYOUT, Decision, decide, folded_weight, with_output_offset
+from .elementwise import BINARY, UNARY, adapt_constant, keeps_clean, propagates
 from .emit import crop_to, emit_align, emit_leave_domain, emit_mask, emit_space_to_depth
-from .outcome import Outcome
-from .prepare import prepare
 
 PASS_NAME = "SpaceToDepthConv2d"
 #: The rewritten conv ``name`` binds its result, in the domain, to ``name + DOMAIN_SUFFIX``.
@@ -92,7 +84,7 @@ class SpaceToDepthConv2d:
     tuned_blocks : callable or None
         ``conv2d call -> (bh, bw) | None``: the block measured best for the conv on the
         current target, ``(1, 1)`` for the conv as it is, None where nothing was measured
-        (``tuning.apply.tuned_blocks(log)`` builds it from a tuning log).
+        (``tuning.apply.TunedLog(log).block`` reads it from a tuning log).
     prepare : bool
         Run the preparation first (``passes.prepare``: QDQ convs to integer convs, constant
         folding), so that the pass applied alone to an imported module does what it does in

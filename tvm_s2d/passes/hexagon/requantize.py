@@ -5,7 +5,8 @@ TVM lowers to scalar code (~10 packets an element on Hexagon). On Hexagon target
 reads each such chain back (``match_requantize``) and computes it with
 ``schedules.hexagon.requantize`` (the same integers, 32 lanes at a time, under one packet an
 element): int32 in, uint8 / int8 out. A zero-point correction ``y - c`` (``HexagonConvs``'
-``zx * sum(W)``) in front is folded into the bias; a residual add's two rescaled 8-bit terms
+``zx * sum(W)``) in front is folded into the bias (what ``HexagonConvs`` writes after a conv
+kernel, and how it is read back here: ``conv_output``); a residual add's two rescaled 8-bit terms
 (``IntegerAdd``) are computed in the same kernel, from the two uint8 / int8 tensors. Per-channel constants must run along the
 last axis (NHWC, as ``HexagonLayout`` makes the model); others are left to TVM, and
 ``outcomes`` says why. ``hvx=False`` uses the kernel's plain loop (to check a graph on a CPU).
@@ -18,16 +19,16 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
-from ..schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
+from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
+from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
-from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
-from ..targets import is_hexagon
-from .conv2d import static_shape
-from .integer_add import match_add, match_term
-from .integer_requantize import _call, _const, match_requantize
-from .kernels import add_kernel, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
+from ...targets import is_hexagon
+from ..outcome import Outcome, applied, refused
+from ..quantized.integer_add import match_add, match_term
+from ..quantized.integer_requantize import match_requantize
+from ..relax_tools import add_kernel, call_of, is_call, rewrite_functions, static_shape
+from .conv_output import along_last_axis, match_channel_major, match_correction, match_padded_channels
 
 PASS_NAME = "HexagonRequantize"
 
@@ -45,56 +46,6 @@ class HexagonRequantize:
         return rewrite_functions(mod, _Rewriter(mod, self))
 
 
-def _along_last_axis(value: np.ndarray, shape) -> np.ndarray | None:
-    """``value`` (broadcast against ``shape``) as one value per last-axis index, or None."""
-    value = np.asarray(value)
-    if value.ndim > len(shape) or any(d != 1 for d in value.shape[:-1]):
-        return None
-    flat = value.reshape(-1)
-    return flat if flat.size in (1, shape[-1]) else None
-
-
-def _prefix_axes(sliced: relax.Call) -> list[int] | None:
-    """The axes of a ``strided_slice`` that keeps a prefix of each (begin 0, stride 1), else None."""
-    begin = [int(v) for v in sliced.args[2]]
-    strides = [int(v) for v in sliced.args[4]] if len(sliced.args) > 4 else [1] * len(begin)
-    if any(begin) or any(s != 1 for s in strides):
-        return None
-    return [int(v) for v in sliced.args[1]]
-
-
-def _channel_major_source(x, var2val, shape) -> relax.Expr | None:
-    """``y`` when ``x`` (NHWC, 4-D) is ``permute_dims(y[..., :W], [0, 2, 3, 1])`` of an int32
-    ``[N, C, H, W']`` tensor ``y`` (``W'`` a multiple of 32), else None."""
-    permute = _call(x, var2val, "relax.permute_dims")
-    if len(shape) != 4 or permute is None or [int(a) for a in permute.attrs.axes] != [0, 2, 3, 1]:
-        return None
-    y = permute.args[0]
-    sliced = _call(y, var2val, "relax.strided_slice")
-    if sliced is not None:
-        if _prefix_axes(sliced) != [3]:
-            return None
-        y = sliced.args[0]
-    full = static_shape(y)
-    if full is None or str(y.ty.dtype) != "int32" or full[3] % 32 or full[3] < shape[2]:
-        return None
-    return y
-
-
-def _padded_channels_source(x, var2val, shape) -> relax.Expr | None:
-    """``y`` when ``x`` (4-D) is ``y[..., :C]`` of an int32 ``[N, H, W, Cp]`` tensor (``Cp`` a
-    multiple of 32, ``C`` dividing 32), read through a reshape: what ``requantize_slice_kernel``
-    takes; else None."""
-    sliced = _call(x, var2val, "relax.strided_slice")
-    if len(shape) != 4 or sliced is None or 32 % int(shape[-1]):
-        return None
-    y = sliced.args[0]
-    full = static_shape(y)
-    if _prefix_axes(sliced) not in ([3], [-1]) or full is None or len(full) != 4 or full[3] % 32:
-        return None
-    return y if str(y.ty.dtype) == "int32" else None
-
-
 @mutator
 class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: HexagonRequantize):
@@ -104,11 +55,11 @@ class _Rewriter(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
-        back = _call(call, {}, "relax.permute_dims")
+        back = call_of(call, {}, "relax.permute_dims")
         if back is not None and [int(a) for a in back.attrs.axes] == [0, 3, 1, 2] and back.args[0] in self.nhwc_views:
             # NHWC -> NCHW of a tensor a kernel wrote channel-major: that tensor itself
             return super().visit_var_binding_(relax.VarBinding(binding.var, self.nhwc_views[back.args[0]]))
-        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.astype"):
+        if not is_call(call, "relax.astype"):
             return super().visit_var_binding_(binding)
         found = match_requantize(call, self.var2val)
         if found is None:
@@ -133,22 +84,20 @@ class _Rewriter(PyExprMutator):
             applied(self.rule.outcomes, name, "HVX integer add kernel")
             value = relax.call_tir(kernel, [qa, qb], relax.TensorType(shape, dtype))
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
-        corrected = _call(x, self.var2val, "relax.subtract")  # y - zx * sum(W), folded into the bias
-        if corrected is not None and _const(corrected.args[1], self.var2val) is not None:
-            correction = _along_last_axis(_const(corrected.args[1], self.var2val), shape)
-            if correction is not None:
-                x, b = corrected.args[0], np.asarray(b, np.int64) - correction
-        constants = [_along_last_axis(v, shape) for v in (b, m, r, pre)]
+        corrected = match_correction(x, self.var2val, shape)  # y - zx * sum(W), folded into the bias
+        if corrected is not None:
+            x, b = corrected[0], np.asarray(b, np.int64) - corrected[1]
+        constants = [along_last_axis(v, shape) for v in (b, m, r, pre)]
         if any(c is None for c in constants):
             refused(self.rule.outcomes, name, "per-channel constants not along the last axis (not NHWC)")
             return super().visit_var_binding_(binding)
         if np.any(np.abs(constants[0]) >= 2**31):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
-        channel_major = _channel_major_source(x, self.var2val, shape)
+        channel_major = match_channel_major(x, self.var2val, shape)
         if channel_major is not None:  # the width mapping's conv output: the layout change in the kernel too
             return self._channel_major(binding, channel_major, constants, shape, zy, lo, hi, dtype)
-        padded = _padded_channels_source(x, self.var2val, shape)
+        padded = match_padded_channels(x, self.var2val, shape)
         if padded is not None:  # the channel-in-lanes mapping's output: the slice of its 32-padded channels in the kernel
             func = requantize_slice_kernel(static_shape(padded), int(shape[-1]), zy, lo, hi, dtype, hvx_code=self.rule.hvx)
             x, how = padded, "HVX requantization kernel, reading the padded channels"

@@ -7,7 +7,7 @@ dequantize(qb, sb, zb)) [ReLU], sy, zy)``: float code on Hexagon. With ``s = max
 of two 8-bit terms cannot overflow) it is
 
     acc = (qa - za) * Ma + (qb - zb) * Mb         int32
-    q = requantize(acc, s / (2**21 * sy))         passes.integer_requantize (ReLU: clamp at zy)
+    q = requantize(acc, s / (2**21 * sy))         passes.quantized.integer_requantize (ReLU: clamp at zy)
 
 the two scales rescaled to a common one in integers, then the conv epilogue's requantization.
 ``Ma / Mb`` approximates ``sa / sb`` to about ``2**-21`` (scales within a factor 1000 of each
@@ -21,20 +21,20 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from .conv2d import static_shape
-from ..geometry.fixed_point import RANGES, fixed_point
-from .integer_requantize import _call, _const, emit_requantize, quantize_params
+from ...geometry.fixed_point import RANGES, fixed_point
+from ..relax_tools import call_of, const_of, static_shape
+from .integer_requantize import emit_requantize, quantize_params
 
 RULE_NAME = "IntegerAdd"
 TERM_BITS = 21
 
 
-def _dequantized(expr, var2val):
+def dequantized(expr, var2val):
     """``(q, scale, zero)`` of a per-tensor ``dequantize`` of an 8-bit tensor, or None."""
-    dq = _call(expr, var2val, "relax.dequantize")
+    dq = call_of(expr, var2val, "relax.dequantize")
     if dq is None or str(dq.args[0].ty.dtype) not in RANGES:
         return None
-    scale, zero = _const(dq.args[1], var2val), _const(dq.args[2], var2val)
+    scale, zero = const_of(dq.args[1], var2val), const_of(dq.args[2], var2val)
     if scale is None or zero is None or scale.size != 1 or zero.size != 1 or float(scale.reshape(())) <= 0:
         return None
     return dq.args[0], float(scale.reshape(())), int(zero.reshape(()))
@@ -55,7 +55,7 @@ def emit_term(bb: relax.BlockBuilder, q: relax.Expr, zero: int, weight: int) -> 
 def match_add(expr: relax.Expr, var2val: dict):
     """``(qa, za, Ma, qb, zb, Mb)`` when ``expr`` is the int32 sum ``emit_term + emit_term`` (a
     term may come through a reshape: its tensor is then reshaped the same way)."""
-    add = _call(expr, var2val, "relax.add")
+    add = call_of(expr, var2val, "relax.add")
     if add is None or str(add.ty.dtype) != "int32":
         return None
     found = [match_term(term, var2val) for term in add.args]
@@ -64,14 +64,14 @@ def match_add(expr: relax.Expr, var2val: dict):
 
 def match_term(term: relax.Expr, var2val: dict):
     """``(q, z, M)`` when ``term`` is ``emit_term(q, z, M)``, perhaps through a reshape, else None."""
-    reshaped = _call(term, var2val, "relax.reshape")  # a term computed in the S2D domain: same elements, same order
+    reshaped = call_of(term, var2val, "relax.reshape")  # a term computed in the S2D domain: same elements, same order
     if reshaped is not None:
         term = reshaped.args[0]
-    mul = _call(term, var2val, "relax.multiply")
-    sub = None if mul is None else _call(mul.args[0], var2val, "relax.subtract")
-    cast = None if sub is None else _call(sub.args[0], var2val, "relax.astype")
-    weight = None if mul is None else _const(mul.args[1], var2val)
-    zero = None if sub is None else _const(sub.args[1], var2val)
+    mul = call_of(term, var2val, "relax.multiply")
+    sub = None if mul is None else call_of(mul.args[0], var2val, "relax.subtract")
+    cast = None if sub is None else call_of(sub.args[0], var2val, "relax.astype")
+    weight = None if mul is None else const_of(mul.args[1], var2val)
+    zero = None if sub is None else const_of(sub.args[1], var2val)
     if cast is None or weight is None or zero is None or weight.size != 1 or zero.size != 1:
         return None
     if str(cast.args[0].ty.dtype) not in RANGES or str(mul.ty.dtype) != "int32":
@@ -105,13 +105,13 @@ def _match(quantize: relax.Call, v2v):
         return ""
     sy, zy, lo, hi, dtype = params
     x = quantize.args[0]
-    relu = _call(x, v2v, "relax.nn.relu")
+    relu = call_of(x, v2v, "relax.nn.relu")
     if relu is not None:
         lo, x = max(lo, zy), relu.args[0]
-    add = _call(x, v2v, "relax.add")
+    add = call_of(x, v2v, "relax.add")
     if add is None:
         return ""
-    operands = [_dequantized(a, v2v) for a in add.args]
+    operands = [dequantized(a, v2v) for a in add.args]
     if any(o is None for o in operands):
         return "" if all(o is None for o in operands) else "an add of a dequantized and another tensor"
     if static_shape(operands[0][0]) is None or static_shape(operands[0][0]) != static_shape(operands[1][0]):

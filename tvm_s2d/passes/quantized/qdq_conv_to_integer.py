@@ -21,10 +21,9 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import Unsupported, spatial_axes
-from .conv2d import check_layouts
-from .kernels import map_relax_functions
-from .outcome import Outcome, applied, refused
+from ...geometry import Unsupported, spatial_axes
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import check_layouts, is_call, map_relax_functions
 
 INTEGER_TYPES = ("int8", "uint8")
 
@@ -100,7 +99,7 @@ def op_calls(func: relax.Function, name: str) -> list[relax.Call]:
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name:
+        if is_call(expr, name):
             found.append(expr)
 
     relax.analysis.post_order_visit(func, visit)

@@ -1,4 +1,5 @@
-"""``HexagonLayout``: one layout, NHWC, for the whole model on Hexagon targets.
+"""``HexagonLayout``: one layout, NHWC, for the whole model on Hexagon targets (the policy of
+``conv_layout`` for Hexagon).
 
 The HVX kernels take NHWC (channels innermost, the lanes' bytes); an NCHW model would pay a
 transpose before and after every conv (``HexagonConvs`` wraps each in one). TVM's
@@ -13,22 +14,22 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from ..targets import is_hexagon
-from .outcome import Outcome, applied, refused
+from ...targets import is_hexagon
+from ..conv_layout import ConvLayouts, convert_convs
+from ..outcome import applied, refused
+from ..relax_tools import is_call
 
 PASS_NAME = "HexagonLayout"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class HexagonLayout:
-    def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
-        self.outcomes: list[Outcome] = []
+class HexagonLayout(ConvLayouts):
+    """Every conv NHWC."""
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
-            return mod
+    def applies(self, target) -> bool:
+        return is_hexagon(target)
+
+    def convert(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         convs = _convs(mod)
         for name, layout in convs:
             if layout == "NHWC":
@@ -37,8 +38,7 @@ class HexagonLayout:
                 applied(self.outcomes, name, f"{layout} -> NHWC")
         if all(layout == "NHWC" for _, layout in convs):
             return mod
-        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
-        return relax.transform.FoldConstant()(mod)  # the weights' transposes
+        return convert_convs(mod, lambda conv: "NHWC")
 
 
 def _convs(mod: tvm.IRModule) -> list[tuple[str, str]]:
@@ -47,6 +47,6 @@ def _convs(mod: tvm.IRModule) -> list[tuple[str, str]]:
         if not isinstance(func, relax.Function):
             continue
         for name, value in relax.analysis.get_var2val(func).items():
-            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.nn.conv2d":
+            if is_call(value, "relax.nn.conv2d"):
                 found.append((name.name, str(value.attrs.data_layout)))
     return found

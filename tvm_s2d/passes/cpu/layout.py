@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..schedules.x86 import vector_width
-from ..targets import is_cpu, vector_lanes
-from .kernels import fold_constant_transposes, rewrite_functions
-from .outcome import Outcome, applied, refused
+from ...schedules.x86 import vector_width
+from ...targets import is_cpu, vector_lanes
+from ..outcome import applied, refused
+from ..relax_tools import op_name
+from ..conv_layout import ConvLayouts, convert_convs
 
 PASS_NAME = "CpuLayout"
 GATHER_PENALTY = 0.5  # a width stride's gathers, on NCHW vectors
@@ -75,7 +75,7 @@ def describe(fill: dict[str, float], out_channels: int, groups: int, out_width: 
 
 
 # ops ConvertLayout carries a layout through, on tensors of at most 4 dims (the rest need NCHW: reshapes,
-# dense layers; ConvertLayout only ever sees these and the convs decided here, see _Mask)
+# dense layers; ConvertLayout only ever sees these and the convs decided here, see conv_layout.convert_convs)
 CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
          "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
          "relax.concat", "relax.mean", "relax.sum", "relax.astype", "relax.nn.batch_norm"}
@@ -107,21 +107,18 @@ class _Conv:
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class CpuLayout:
-    def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
-        self.outcomes: list[Outcome] = []
+class CpuLayout(ConvLayouts):
+    """Each conv's layout by the lanes it fills (the module doc)."""
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        target = self.target or tvm.target.Target.current(allow_none=True)
-        if not is_cpu(target):
-            return mod
+    def applies(self, target) -> bool:
+        return is_cpu(target)
+
+    def convert(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         lanes = vector_lanes(target)
         chosen = []  # (weight, layout)
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                plan, others, barriers = _plan(func, lanes)
+                plan, others, barriers = plan_layouts(func, lanes)
                 for name, reason in others:
                     refused(self.outcomes, name, reason)
                 for conv, layout, why in plan:
@@ -135,22 +132,13 @@ class CpuLayout:
         if not any(layout == "NHWC" for _, layout in chosen):
             return mod
 
-        def decided(call: relax.Call) -> str | None:
-            if getattr(call.op, "name", "") == "relax.nn.conv2d" and len(call.args) > 1:
-                return next((layout for weight, layout in chosen if weight.same_as(call.args[1])), None)
-            return None
+        def decided(conv: relax.Call) -> str | None:  # the NCHW ones too: a conv without one takes its input's layout
+            return next((layout for weight, layout in chosen if len(conv.args) > 1 and weight.same_as(conv.args[1])), None)
 
-        def layout_of(call: relax.Call):
-            layout = decided(call)  # the NCHW ones too: a conv without one takes its input's layout
-            return {"relax.nn.conv2d": [layout, "HWIO" if layout == "NHWC" else "OIHW"]} if layout else {}
-
-        masked = _Mask(mod, lambda call: decided(call) is not None or _carries(call))
-        hidden = rewrite_functions(mod, masked)
-        converted = relax.transform.ConvertLayout({}, layout_of)(hidden)
-        return fold_constant_transposes(rewrite_functions(converted, _Unmask(converted, masked.calls)))
+        return convert_convs(mod, decided, seen=_carries)
 
 
-def _plan(func: relax.Function, lanes: int):
+def plan_layouts(func: relax.Function, lanes: int):
     """Each NCHW conv of ``func`` with constant weights and static shapes, its layout and why
     (the layouts that cost least, see the module doc); the other convs, with why they keep
     their layout; and the ops left in NCHW that get a transpose before them from an NHWC
@@ -177,8 +165,7 @@ def _plan(func: relax.Function, lanes: int):
     for block in func.body.blocks:
         for binding in block.bindings:
             var, value = binding.var, binding.value
-            op = getattr(value, "op", None)
-            name = getattr(op, "name", "")
+            name = op_name(value) or ""
             conv = _conv(var.name, value, lanes) if name == "relax.nn.conv2d" else None
             if isinstance(conv, str):
                 others.append((var.name, conv))
@@ -306,7 +293,7 @@ def _carries(call: relax.Call) -> bool:
     """Whether ConvertLayout may carry a layout through ``call``: an op of ``CARRY`` whose
     tensors (arguments, tuples' fields, result) have known ranks of at most 4, and whose result
     is a tensor, or batch_norm's tuple (ConvertLayout gives that one its nested layout)."""
-    name = getattr(call.op, "name", "")
+    name = op_name(call)
     if name not in CARRY or (isinstance(call.ty, relax.TupleType) and name != "relax.nn.batch_norm"):
         return False
     ranks = [n for a in call.args for n in _ndims(a.ty)] + _ndims(call.ty)
@@ -321,43 +308,3 @@ def _why_not(call: relax.Call) -> str:
     if any(n > 4 or n < 0 for n in ranks):
         return f"it has {'a tensor of unknown rank' if min(ranks) < 0 else f'a {max(ranks)}-d tensor'}"
     return "not an op CpuLayout carries a layout through"
-
-
-OPAQUE = "tvm_s2d.cpu_layout.opaque."  # the stand-in's name, then its index
-
-
-@mutator
-class _Mask(PyExprMutator):
-    """Every call with a layout rule of its own (``FRelaxInferLayout``) that CpuLayout did not
-    decide or does not carry a layout through, hidden from ConvertLayout as a pure packed
-    call it has no rule for: it gets its arguments in the model's layout. TVM 0.27's rules fail
-    on some (dropout's tuple result: ``Expected nested to match tuple``; a stack or transpose
-    of 5-d tensors: ``Invalid SLayout``); ``_Unmask`` puts them back."""
-
-    def __init__(self, mod, keep):
-        super().__init__(mod)
-        self.keep, self.calls = keep, []
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        new = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or self.keep(call) or call.op.get_attr("FRelaxInferLayout") is None:
-            return new
-        self.calls.append(new)
-        return relax.op.call_pure_packed(f"{OPAQUE}{len(self.calls) - 1}", *new.args, ty_args=call.ty)
-
-
-@mutator
-class _Unmask(PyExprMutator):
-    """The calls ``_Mask`` hid, back, on the arguments ConvertLayout gave their stand-ins."""
-
-    def __init__(self, mod, calls):
-        super().__init__(mod)
-        self.calls = calls
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        new = super().visit_call_(call)
-        callee = new.args[0] if getattr(new.op, "name", "") == "relax.call_pure_packed" else None
-        if isinstance(callee, relax.ExternFunc) and str(callee.global_symbol).startswith(OPAQUE):
-            hidden = self.calls[int(str(callee.global_symbol)[len(OPAQUE):])]
-            return relax.Call(hidden.op, list(new.args[1:]), hidden.attrs, list(hidden.ty_args))
-        return new

@@ -22,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from .integer_add import _dequantized, emit_term, terms
-from ..geometry.fixed_point import fixed_point
-from .integer_requantize import _call, emit_requantize, quantize_params
+from ...geometry.fixed_point import fixed_point
+from ..relax_tools import bound, call_of
+from .integer_add import dequantized, emit_term, terms
+from .integer_requantize import emit_requantize, quantize_params
 
 RULE_NAME = "IntegerPoolConcat"
 
@@ -34,7 +35,7 @@ def integer_pool_concat(rewriter, quantize: relax.Call):
     if params is None:
         return ""
     v2v = rewriter.var2val
-    op = _call(quantize.args[0], v2v, "relax.nn.max_pool2d", "relax.concat")
+    op = call_of(quantize.args[0], v2v, "relax.nn.max_pool2d", "relax.concat")
     if op is None:
         return ""
     rule = RULES[op.op.name]
@@ -43,7 +44,7 @@ def integer_pool_concat(rewriter, quantize: relax.Call):
 
 def _max_pool(rewriter, pool: relax.Call, params):
     sy, zy, _, _, dtype = params
-    found = _dequantized(pool.args[0], rewriter.var2val)
+    found = dequantized(pool.args[0], rewriter.var2val)
     if found is None:
         return "a max pool of a tensor that is not dequantized per tensor"
     q, s, z = found
@@ -55,11 +56,10 @@ def _max_pool(rewriter, pool: relax.Call, params):
 def _concat(rewriter, concat: relax.Call, params):
     sy, zy, lo, hi, dtype = params
     v2v = rewriter.var2val
-    items = concat.args[0]
-    items = v2v.get(items, items) if isinstance(items, relax.Var) else items
+    items = bound(concat.args[0], v2v)
     if not isinstance(items, relax.Tuple):
         return "a concat of a tuple it cannot see"
-    found = [_dequantized(item, v2v) for item in items.fields]
+    found = [dequantized(item, v2v) for item in items.fields]
     if any(f is None for f in found):
         return "a concat of tensors that are not all dequantized per tensor"
     if any(s > sy * (1 + 1e-6) for _, s, _ in found):

@@ -1,0 +1,96 @@
+"""Conv layouts: one concept, a policy per target. ``HexagonLayout`` puts every conv in NHWC
+(the HVX kernels' layout), ``CpuLayout`` each conv in the layout whose vectors it fills; both
+run after the preparation and before the rewrite, record an outcome per conv, and apply their
+decisions one way (``convert_convs``): TVM's ``ConvertLayout`` with each decided conv in its
+layout (NHWC convs on HWIO weights) carrying the layout through the ops between convs, then
+the weights' transposes folded with numpy (``fold_constant_transposes``)."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .outcome import Outcome
+from .relax_tools import fold_constant_transposes, is_call, rewrite_functions
+
+#: The weight layout of a conv in each data layout.
+KERNEL_LAYOUTS = {"NHWC": "HWIO", "NCHW": "OIHW"}
+
+
+class ConvLayouts:
+    """The shell of a conv layout pass (the policy registers it with ``module_pass``): on the
+    targets its policy ``applies`` to, ``convert`` the module; elsewhere the module as it is.
+    ``outcomes``: one per conv (and per op the policy names)."""
+
+    def __init__(self, target: tvm.target.Target | None = None):
+        self.target = target
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        target = self.target or tvm.target.Target.current(allow_none=True)
+        return self.convert(mod, target) if self.applies(target) else mod
+
+    def applies(self, target) -> bool:
+        raise NotImplementedError
+
+    def convert(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+        raise NotImplementedError
+
+
+def convert_convs(mod: tvm.IRModule, layout_of, seen=None) -> tvm.IRModule:
+    """``mod`` with each conv2d call for which ``layout_of(call)`` names a layout (``"NHWC"``,
+    ``"NCHW"``) in that layout, ``ConvertLayout`` carrying it through the ops between, and the
+    weights' transposes folded. ``seen``: None, ConvertLayout sees every op; else the calls
+    besides the decided convs it may carry a layout through, every other op with a layout rule
+    hidden from it (``_Hide``: it gets its inputs in the model's layout)."""
+    def desired(call: relax.Call) -> dict:
+        layout = layout_of(call) if is_call(call, "relax.nn.conv2d") else None
+        return {"relax.nn.conv2d": [layout, KERNEL_LAYOUTS[layout]]} if layout else {}
+
+    if seen is None:
+        return fold_constant_transposes(relax.transform.ConvertLayout({}, desired)(mod))
+    hide = _Hide(mod, lambda call: bool(desired(call)) or seen(call))
+    converted = relax.transform.ConvertLayout({}, desired)(rewrite_functions(mod, hide))
+    return fold_constant_transposes(rewrite_functions(converted, _Unhide(converted, hide.calls)))
+
+
+HIDDEN = "tvm_s2d.cpu_layout.opaque."  # the stand-in's name, then its index
+
+
+@mutator
+class _Hide(PyExprMutator):
+    """Every call with a layout rule of its own (``FRelaxInferLayout``) that is not ``keep``,
+    hidden from ConvertLayout as a pure packed call it has no rule for: it gets its arguments
+    in the model's layout. TVM 0.27's rules fail on some (dropout's tuple result: ``Expected
+    nested to match tuple``; a stack or transpose of 5-d tensors: ``Invalid SLayout``);
+    ``_Unhide`` puts them back."""
+
+    def __init__(self, mod, keep):
+        super().__init__(mod)
+        self.keep, self.calls = keep, []
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        new = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or self.keep(call) or call.op.get_attr("FRelaxInferLayout") is None:
+            return new
+        self.calls.append(new)
+        return relax.op.call_pure_packed(f"{HIDDEN}{len(self.calls) - 1}", *new.args, ty_args=call.ty)
+
+
+@mutator
+class _Unhide(PyExprMutator):
+    """The calls ``_Hide`` hid, back, on the arguments ConvertLayout gave their stand-ins."""
+
+    def __init__(self, mod, calls):
+        super().__init__(mod)
+        self.calls = calls
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        new = super().visit_call_(call)
+        callee = new.args[0] if is_call(new, "relax.call_pure_packed") else None
+        if isinstance(callee, relax.ExternFunc) and str(callee.global_symbol).startswith(HIDDEN):
+            hidden = self.calls[int(str(callee.global_symbol)[len(HIDDEN):])]
+            return relax.Call(hidden.op, list(new.args[1:]), hidden.attrs, list(hidden.ty_args))
+        return new

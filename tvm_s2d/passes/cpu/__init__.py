@@ -1,0 +1,2 @@
+"""The CPU passes: each conv's layout (``CpuLayout``) and the kernels' schedules
+(``ScheduleConvs``)."""

@@ -1,0 +1,192 @@
+"""The passes' Relax toolkit: matching calls (by op name, through the bindings of a function:
+``is_call``, ``call_of``, ``const_of``; the conv patterns and what a conv call computes,
+``conv_spec``), shapes, and traversal (rewriting each Relax function of a module, adding
+hand-scheduled TIR kernels to it, replacing some of its functions, folding the transposes of
+constants)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.prim.expr import IntImm
+from tvm.relax.dpl import is_op, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..geometry import LAYOUTS, Conv2dSpec, TransposedConv2dSpec, Unsupported, kernel_to_oihw, spatial_axes
+
+OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so its schedule stays
+#: The conv patterns (the weight's constness is checked by whoever needs it, with a reason).
+CONV2D = is_op("relax.nn.conv2d")(wildcard(), wildcard())
+CONV2D_TRANSPOSE = is_op("relax.nn.conv2d_transpose")(wildcard(), wildcard())
+#: The refusal of a conv whose shapes are not all known numbers.
+DYNAMIC = "dynamic or unknown shape (give the model's inputs static shapes: --shape NAME=D,D,... or shape_dict)"
+
+
+def op_name(expr: relax.Expr) -> str | None:
+    """The name of the op ``expr`` calls (``"relax.add"``), None when it is not an op call."""
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return expr.op.name
+    return None
+
+
+def is_call(expr: relax.Expr, *names: str) -> bool:
+    """Whether ``expr`` is a call of one of the ops ``names``."""
+    return op_name(expr) in names
+
+
+def bound(expr: relax.Expr, var2val: dict) -> relax.Expr:
+    """The value a variable is bound to in ``var2val`` (``relax.analysis.get_var2val``), or
+    ``expr`` itself."""
+    return var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+
+def call_of(expr: relax.Expr, var2val: dict, *names: str) -> relax.Call | None:
+    """The call of one of the ops ``names`` that ``expr`` is or is bound to, else None."""
+    expr = bound(expr, var2val)
+    return expr if is_call(expr, *names) else None
+
+
+def const_of(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
+    """The value of the constant ``expr`` is or is bound to, else None."""
+    expr = bound(expr, var2val)
+    return expr.value.numpy() if isinstance(expr, tvm.ir.GenericConst) else None
+
+
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """The shape of a tensor expression when every dimension is a known integer."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    dims = getattr(ty.shape, "values", None)
+    if dims is None or not all(isinstance(d, IntImm) for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def conv_spec(call: relax.Call) -> Conv2dSpec | TransposedConv2dSpec:
+    """The conv a ``conv2d`` / ``conv2d_transpose`` call computes, in canonical NCHW terms: "a
+    conv we understand". Raises ``Unsupported`` with the reason (dynamic shapes, layouts)."""
+    shapes = tuple(static_shape(e) for e in (call.args[0], call.args[1], call))
+    if shapes[0] is None or shapes[1] is None:
+        raise Unsupported(DYNAMIC)
+    check_layouts(call)
+    return _spec(call, "conv2d" if CONV2D.match(call) else "conv2d_transpose", shapes)
+
+
+def check_layouts(call: relax.Call) -> None:
+    """The layout part of ``conv_spec`` (needs no shapes): NCHW or NHWC data, the output in
+    the data's layout, a kernel layout that is a permutation of OIHW."""
+    attrs = call.attrs
+    layout = str(attrs.data_layout)
+    if layout not in LAYOUTS:
+        raise Unsupported(f"data layout {layout} is not NCHW or NHWC")
+    if str(attrs.out_layout) != layout:
+        raise Unsupported(f"output layout {attrs.out_layout} differs from data layout {layout}")
+    try:
+        kernel_to_oihw(str(attrs.kernel_layout))  # IOHW too is a permutation of these letters
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from None
+
+
+def _spec(call, kind, shapes):
+    data_shape, weight_shape, _ = shapes
+    attrs = call.attrs
+    hax, wax, cax = spatial_axes(str(attrs.data_layout))
+    itemsize = np.dtype(str(call.args[0].ty.dtype)).itemsize
+    common = dict(
+        batch=data_shape[0],
+        in_channels=data_shape[cax],
+        in_hw=(data_shape[hax], data_shape[wax]),
+        strides=tuple(int(v) for v in attrs.strides),
+        dilation=tuple(int(v) for v in attrs.dilation),
+        padding=tuple(int(v) for v in attrs.padding),
+        groups=int(attrs.groups),
+        itemsize=itemsize,
+    )
+    if kind == "conv2d":
+        o, _, kh, kw = (weight_shape[axis] for axis in kernel_to_oihw(str(attrs.kernel_layout)))
+        return Conv2dSpec(out_channels=o, kernel_hw=(kh, kw), **common)
+    _, o, kh, kw = (weight_shape[str(attrs.kernel_layout).index(axis)] for axis in "IOHW")
+    return TransposedConv2dSpec(
+        out_channels=o * common["groups"], kernel_hw=(kh, kw),
+        output_padding=tuple(int(v) for v in attrs.output_padding), **common,
+    )
+
+
+def add_kernel(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> tvm.ir.GlobalVar:
+    """``func`` added as ``name``, marked scheduled and opaque to fusion. ``name`` is a hint: the
+    builder makes it unique (``name1``, ...) when another kernel has it (the binding names it
+    is made of repeat), and the kernel's symbol follows (two of one symbol fail the build)."""
+    func = func.with_attr("op_pattern", OPAQUE).with_attr("tirx.is_scheduled", True)
+    gv = bb.add_func(func.with_attr("global_symbol", name), name)
+    if gv.name_hint != name:
+        bb.update_func(gv, func.with_attr("global_symbol", gv.name_hint))
+    return gv
+
+
+def rewrite_functions(mod: tvm.IRModule, rewriter) -> tvm.IRModule:
+    """Each Relax function of ``mod`` through ``rewriter`` (a ``PyExprMutator`` on ``mod`` with
+    a ``var2val`` attribute it reads), unused bindings removed; the module with the kernels
+    the rewriter added."""
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            rewriter.var2val = relax.analysis.get_var2val(func)
+            rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+    return rewriter.builder_.get()
+
+
+def with_functions(mod: tvm.IRModule, updates: dict) -> tvm.IRModule:
+    """``mod`` with the functions in ``updates`` (global var -> function) replaced, as a new
+    module (``mod[gv] = ...`` would change the caller's module in place); ``mod`` itself when
+    there is nothing to replace."""
+    if not updates:
+        return mod
+    mod = mod.clone()
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
+def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
+    """``rewrite(func)`` (a new function, or None to keep it) on each Relax function of ``mod``
+    that is not a primitive one; the module with the new functions."""
+    updates = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive", False)):
+            new = rewrite(func)
+            if new is not None:
+                updates[gv] = new
+    return with_functions(mod, updates)
+
+
+@mutator
+class _FoldTransposes(PyExprMutator):
+    """``permute_dims`` of constants made constants, and their uses the constants themselves."""
+
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.folded = {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        if is_call(value, "relax.permute_dims") and isinstance(value.args[0], tvm.ir.GenericConst):
+            array = value.args[0].value.numpy()
+            axes = value.attrs.axes
+            array = array.transpose([int(a) for a in axes]) if axes is not None else array.T
+            self.folded[binding.var] = relax.const(np.ascontiguousarray(array), str(array.dtype))
+            return
+        super().visit_var_binding_(binding)
+
+    def visit_var_(self, var: relax.Var) -> relax.Expr:
+        return self.folded.get(var, var)
+
+    def visit_dataflow_var_(self, var: relax.DataflowVar) -> relax.Expr:
+        return self.folded.get(var, var)
+
+
+def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
+    """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy
+    into their uses: what ``FoldConstant`` does for them, without compiling and running a
+    kernel for each."""
+    return rewrite_functions(mod, _FoldTransposes(mod))
