@@ -1,5 +1,6 @@
-"""Quantized max pools and concats: on the 8-bit tensors (``IntegerPoolConcat``, against the
-float graph), on HVX kernels (under qemu against numpy), and whole in a quantized model."""
+"""Quantized max pools, concats and data movement: on the 8-bit tensors (``IntegerPoolConcat``,
+``IntegerMovement``, against the float graph), on HVX kernels (under qemu against numpy), and
+whole in a quantized model."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import tvm
 from tvm import relax
 
 from helpers import load_script, require_hexagon_tools, run
-from tvm_s2d.passes.quantized.integer import IntegerPoolConcat
+from tvm_s2d.passes.quantized.integer import IntegerMovement, IntegerPoolConcat
 
 RNG = np.random.default_rng(0)
 LIMITS = {"uint8": (0, 255), "int8": (-128, 127)}
@@ -67,6 +68,44 @@ def test_pools_and_concats_it_cannot_take_say_why():
         rule = IntegerPoolConcat()
         tvm.ir.assert_structural_equal(rule(mod), mod)
         assert reason in rule.outcomes[0].reason
+
+
+# ShuffleNet's channel shuffle (reshape, transpose, reshape) and split (slices), each wrapped in
+# its own dequantize/quantize as ONNX Runtime's quantizer writes them; then squeeze/expand
+@pytest.mark.parametrize("dtype,zero", [("uint8", 7), ("int8", -3)])
+def test_quantized_data_movement_runs_on_the_8bit_tensor_exactly(dtype, zero):
+    shape = (1, 5, 6, 8)
+
+    def qdq(op):
+        def apply(x):
+            dq = relax.op.dequantize(x, relax.const(np.float32(0.05)), relax.const(np.array(zero, dtype)), axis=0)
+            return _q(op(dq), 0.05, zero, dtype)
+        return apply
+
+    def body(xs):
+        x = qdq(lambda t: relax.op.reshape(t, (1, 5, 6, 2, 4)))(xs[0])
+        x = qdq(lambda t: relax.op.permute_dims(t, [0, 1, 2, 4, 3]))(x)
+        x = qdq(lambda t: relax.op.reshape(t, (1, 5, 6, 8)))(x)
+        x = qdq(lambda t: relax.op.strided_slice(t, axes=[3], begin=[4], end=[8]))(x)
+        x = qdq(lambda t: relax.op.expand_dims(t, 0))(x)
+        return qdq(lambda t: relax.op.squeeze(t, [0]))(x)
+
+    mod = _module(lambda xs: body(xs), [shape], dtype)
+    rule = IntegerMovement()
+    rewritten = rule(mod)
+    assert [o.applied for o in rule.outcomes] == [True] * 6
+    assert "relax.quantize" not in rewritten.script() and "relax.dequantize" not in rewritten.script()
+    x = RNG.integers(*LIMITS[dtype], shape, endpoint=True).astype(dtype)
+    got = run(rewritten, x)
+    np.testing.assert_array_equal(got, run(mod, x))
+    np.testing.assert_array_equal(got, x.reshape(1, 5, 6, 2, 4).transpose(0, 1, 2, 4, 3).reshape(shape)[..., 4:])
+
+
+def test_movement_between_two_quantizations_is_left_with_its_reason():
+    mod = _module(lambda xs: _q(relax.op.permute_dims(_dq(xs[0], 0.05, 0), [0, 2, 1, 3]), 0.07, 0), [(1, 4, 6, 8)])
+    rule = IntegerMovement()
+    tvm.ir.assert_structural_equal(rule(mod), mod)
+    assert "differs from its input's" in rule.outcomes[0].reason
 
 
 def _pool_reference(x, k, s):

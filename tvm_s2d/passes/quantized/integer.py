@@ -9,6 +9,7 @@ binding rewriting it.
 | ``IntegerRequantize`` | a conv's float epilogue (bias, ReLU/Clip, requantize) | ``integer_requantize.py`` |
 | ``IntegerAdd`` | the residual add of two quantized tensors | ``integer_add.py`` |
 | ``IntegerPoolConcat`` | max pools and concats | ``integer_pool_concat.py`` |
+| ``IntegerMovement`` | reshapes, transposes, slices of one quantization | ``integer_movement.py`` |
 
 A rule is left out by naming it in ``PassContext(disabled_pass=[...])``, as if it were a pass
 (``disabled_pass=["IntegerRequantize"]``: quantized convs keep their float epilogue).
@@ -20,11 +21,13 @@ import tvm
 
 from ..outcome import Outcome
 from .integer_add import integer_add
+from .integer_movement import integer_movement
 from .integer_pool_concat import integer_pool_concat
 from .integer_requantize import integer_epilogue, rewrite_quantizes
 
 PASS_NAME = "IntegerArithmetic"
-RULES = (("IntegerRequantize", integer_epilogue), ("IntegerAdd", integer_add), ("IntegerPoolConcat", integer_pool_concat))
+RULES = (("IntegerRequantize", integer_epilogue), ("IntegerAdd", integer_add), ("IntegerPoolConcat", integer_pool_concat),
+         ("IntegerMovement", integer_movement))
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -62,3 +65,7 @@ def IntegerAdd() -> IntegerArithmetic:  # noqa: N802
 
 def IntegerPoolConcat() -> IntegerArithmetic:  # noqa: N802
     return IntegerArithmetic(rules=("IntegerPoolConcat",))
+
+
+def IntegerMovement() -> IntegerArithmetic:  # noqa: N802
+    return IntegerArithmetic(rules=("IntegerMovement",))
