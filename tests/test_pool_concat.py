@@ -165,3 +165,27 @@ def test_a_quantized_model_with_pool_and_concat_runs_all_on_hvx(tmp_path):
     names = [k.name for k in run.kernels]
     assert any(n.startswith("hvx_pool_") for n in names) and any(n.startswith("hvx_concat_") for n in names)
     assert all(k.hvx for k in run.kernels if k.kind != "boundary")  # nothing between the boundaries left scalar
+
+
+def test_a_ceil_mode_max_pool_runs_on_hvx_exactly(tmp_path):
+    """SqueezeNet's pools: 3x3, stride 2, ceil_mode (14 -> 7 rows, where floor mode gives 6)."""
+    require_hexagon_tools()
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tvm_s2d.emulator.model import run_model
+    from tvm_s2d.quantize import quantize_qdq
+
+    rng = np.random.default_rng(1)
+    w0 = numpy_helper.from_array((rng.standard_normal((32, 3, 3, 3)) * 0.3).astype(np.float32), "w0")
+    w1 = numpy_helper.from_array((rng.standard_normal((32, 32, 1, 1)) * 0.2).astype(np.float32), "w1")
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1] * 4), helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("MaxPool", ["r0"], ["p"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+             helper.make_node("Conv", ["p", "w1"], ["y"])]
+    graph = helper.make_graph(nodes, "ceil", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 14, 17])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 7, 8])], [w0, w1])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    run = run_model(quantize_qdq(model, tmp_path / "ceil.onnx"))
+    assert run.matches_cpu and run.onnxruntime["max_steps"] <= 1
+    assert any(k.name.startswith("hvx_pool_") for k in run.kernels)

@@ -136,19 +136,25 @@ class _Rewriter(PyExprMutator):
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
 
     def _max_pool(self, call: relax.Call, name: str):
-        """An 8-bit NHWC max pool (square, stride 1, or 2 where the chunks divide a vector) on
-        ``schedules.hexagon.pool.max_pool``, its padding a pad with the type's lowest value."""
+        """An 8-bit NHWC max pool (square, stride 1, or 2 where the chunks divide a vector; floor
+        or ceil mode) on ``schedules.hexagon.pool.max_pool``, its padding a pad with the type's
+        lowest value."""
         x, attrs = call.args[0], call.attrs
         shape, dtype = static_shape(x), str(x.ty.dtype)
         size, strides = [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]
         if dtype not in LOWEST or shape is None or str(attrs.layout) != "NHWC":
             return f"max pool: not of a static 8-bit NHWC tensor ({dtype}, {attrs.layout})"
-        if size[0] != size[1] or strides[0] != strides[1] or strides[0] not in (1, 2) or bool(attrs.ceil_mode) \
+        if size[0] != size[1] or strides[0] != strides[1] or strides[0] not in (1, 2) \
                 or any(int(d) != 1 for d in attrs.dilation):
             return f"max pool {size} stride {strides}: the HVX kernel takes square pools of stride 1 or 2"
         if strides[0] == 2 and not chunks_apply(shape[3]):
             return f"max pool of stride 2 on {shape[3]} channels: chunks that do not divide a vector"
         t, l, b, r = (int(v) for v in attrs.padding)
+        # ceil_mode: the last windows run past the padded input; more bottom/right padding with the
+        # lowest value gives them in floor mode, the same maxima (every window holds a real value)
+        out_h, out_w = static_shape(call)[1:3]
+        b += max(0, (out_h - 1) * strides[0] + size[0] - (shape[1] + t + b))
+        r += max(0, (out_w - 1) * strides[1] + size[1] - (shape[2] + l + r))
         bb = self.builder_
         x = self.visit_expr(x)
         if t or l or b or r:
