@@ -177,10 +177,10 @@ class _Renamer(PyExprMutator):
 
 def kernel_nodes(mod: tvm.IRModule, names: OnnxNames, movement=lambda name: False) -> dict:
     """Kernel call of ``mod``'s ``main`` (by the variable it binds) -> the ONNX nodes it
-    computes, its own ops before the quantize and dequantize around them: those its ``hvx_`` name, its variable and the bindings fused into it
-    (``passes.kernel_names``) are named after. A kernel named after none that only moves data
-    (``movement(kernel name)``: a pad, an S2D, a layout change) prepares its reader's input and
-    takes its reader's nodes."""
+    computes, its own ops before the quantize and dequantize around them: those its ``hvx_``
+    name, its variable and the bindings fused into it (``passes.kernel_names``) are named
+    after. A kernel named after none that only moves data (``movement(kernel name)``: a pad,
+    an S2D, a layout change) prepares its reader's input and takes its reader's nodes."""
     bindings = [b for block in mod["main"].body.blocks for b in block.bindings]
     fused = kernel_bindings(mod)
     found: dict = {}
