@@ -127,7 +127,8 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, list]:
 
 
 def check_shapes(model: onnx.ModelProto, shape_dict: dict) -> None:
-    """Each given shape names an input of the model and has its rank."""
+    """Each given shape names an input of the model and has its rank; one ``ModelWarning``
+    when it replaces a static dimension of the model."""
     inputs = model_inputs(model)
     for name, shape in shape_dict.items():
         if name not in inputs:
@@ -135,6 +136,13 @@ def check_shapes(model: onnx.ModelProto, shape_dict: dict) -> None:
                              f" (its inputs: {', '.join(inputs) or 'none'})")
         if len(inputs[name]) != len(shape):
             raise ModelError(f"shape given for {name!r} has {len(shape)} dims, the input has {len(inputs[name])}")
+        declared = inputs[name]
+        fixed = [(i, d) for i, d in enumerate(declared) if isinstance(d, int) and d > 0 and d != shape[i]]
+        if fixed:
+            warnings.warn(f"shape given for {name!r}, {','.join(map(str, shape))}, replaces the model's static"
+                          f" {','.join(str(d) if isinstance(d, int) and d > 0 else '?' for d in declared)}"
+                          f" (dim{'s' if len(fixed) > 1 else ''} {', '.join(str(i) for i, _ in fixed)}): layers"
+                          " sized for it (a Reshape, a Gemm) may not fit", ModelWarning, stacklevel=3)
 
 
 def dynamic_inputs(model: onnx.ModelProto, shape_dict: dict | None = None) -> dict[str, list]:
