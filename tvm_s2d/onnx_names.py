@@ -71,15 +71,21 @@ class OnnxNames(dict):
 @contextlib.contextmanager
 def recording():
     """While importing: the list of (node name, Relax object) the converters emit and return;
-    its ``ops``: node name -> op type."""
+    its ``ops``: node name -> op type. A node without a name is named after its first output."""
     records = _Records()
     importer = onnx_frontend.ONNXGraphImporter
-    convert, emit = importer._convert_operator, relax.BlockBuilder.emit
+    convert, emit, parse = importer._convert_operator, relax.BlockBuilder.emit, importer._parse_value_proto
     current: list[str] = []
+    output = [""]  # the output of the node being converted: the name of a node without one
+
+    def parsing(self, proto):
+        if hasattr(proto, "op_type") and len(proto.output):
+            output[0] = proto.output[0]
+        return parse(self, proto)
 
     def converting(self, op_name, inputs, attrs, opset):
         custom = attrs.get("tvm_custom", {})
-        current.append(custom.get("name") or f"{op_name}_{len(records)}")
+        current.append(custom.get("name") or output[0] or f"{op_name}_{len(records)}")
         try:
             op = convert(self, op_name, inputs, attrs, opset)
         finally:
@@ -94,11 +100,11 @@ def recording():
             records.append((current[-1], var))
         return var
 
-    importer._convert_operator, relax.BlockBuilder.emit = converting, emitting
+    importer._convert_operator, relax.BlockBuilder.emit, importer._parse_value_proto = converting, emitting, parsing
     try:
         yield records
     finally:
-        importer._convert_operator, relax.BlockBuilder.emit = convert, emit
+        importer._convert_operator, relax.BlockBuilder.emit, importer._parse_value_proto = convert, emit, parse
 
 
 def name_bindings(mod: tvm.IRModule, records) -> tuple[tvm.IRModule, OnnxNames]:
