@@ -150,3 +150,34 @@ def test_run_names_each_kernel_by_its_onnx_nodes(tmp_path, capsys):
     assert any(line.startswith("body ") and "hvx_pad_" in line for line in table)  # a pad: its conv's
     kernels = json.loads((tmp_path / "run.json").read_text())["kernels"]
     assert all("nodes" in k for k in kernels) and sum(bool(k["nodes"]) for k in kernels) >= len(kernels) - 1
+
+
+def test_hvx_refusals_state_the_refused_case_and_what_is_taken():
+    """Each reason names what was refused and what the HVX kernel takes; the 3x3 stride-2 max
+    pool refused for its ceil mode says so (it once read "takes square pools of stride 1 or 2")."""
+    from tvm import relax
+
+    from tvm_s2d.passes import HexagonMovement
+    from tvm_s2d.targets import hexagon_target
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 16, 8), "uint8"))
+    y = relax.Var("y", relax.TensorType((1, 16, 16, 8), "uint8"))
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            pool = relax.op.nn.max_pool2d
+            outs = [bb.emit(pool(x, [3, 3], [2, 2], ceil_mode=True, layout="NHWC")),
+                    bb.emit(pool(x, [3, 2], [1, 1], layout="NHWC")),
+                    bb.emit(pool(x, [2, 2], [3, 3], layout="NHWC")),
+                    bb.emit(relax.op.concat([x, y], axis=1)),
+                    bb.emit(relax.op.concat([x, y, x], axis=3))]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    movement = HexagonMovement(target=hexagon_target())
+    movement(bb.get())
+    reasons = [o.reason for o in movement.outcomes if not o.applied]
+    assert "max pool 3x3 stride 2x2 with ceil_mode=1: the HVX kernel takes ceil_mode=0 (floor) only" in reasons
+    assert "max pool 3x2 stride 1x1: the HVX kernel takes square pools (KxK) only" in reasons
+    assert "max pool 2x2 stride 3x3: the HVX kernel takes stride 1x1 or 2x2 only" in reasons
+    assert "concat along axis 1 of 4-D tensors: the HVX kernel takes the last (channel) axis" in reasons
+    assert "concat of 3 tensors: the HVX kernel takes two" in reasons
