@@ -67,7 +67,7 @@ def test_given_inputs_and_json_schema(chain_path, tmp_path, capsys):
     assert data["times_limit"] == pytest.approx(data["packets"] * 256 / data["macs"])
     assert data["first_difference"] is None  # bit-exact: no kernel differs
     assert data["target"] == "hexagon" and data["rewrite"] is False and data["matches_cpu"] is True
-    assert set(data["kernels"][0]) == {"name", "kind", "hvx", "packets"}
+    assert set(data["kernels"][0]) == {"name", "kind", "hvx", "packets", "nodes"}
     assert set(data["onnxruntime"]) == {"max_steps", "fraction_differing"}
     assert data["packets"] == sum(k["packets"] for k in data["kernels"] if k["kind"] != "boundary")
 

@@ -1,24 +1,22 @@
 """ONNX in: load and validate a model, import it to Relax with weights as constants.
 
-TVM's importer drops node names; ``from_onnx`` puts each ONNX ``Conv`` node's name back on
-the Relax variable its conv2d is bound to, so the report speaks the model's language.
+TVM's importer drops node names; ``from_onnx`` puts each ONNX node's name back on the Relax
+variables it is bound to (``onnx_names``): a ``Conv``'s on its conv2d, so the report and the
+kernels' names speak the model's language.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 
 import numpy as np
 import onnx
 import tvm
-from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
 
+from .onnx_names import ONNX_NAMES_ATTR, name_bindings, recording
 from .onnx_shapes import fold_shapes
-from .passes.relax_tools import CONV2D, CONV2D_TRANSPOSE
 from .qoperator import has_qoperators, to_qdq
 
 
@@ -106,10 +104,12 @@ def import_model(model: onnx.ModelProto, shape_dict: dict | None = None, where: 
     try:
         with warnings.catch_warnings():  # its own checker run: load_onnx has said what matters
             warnings.filterwarnings("ignore", module=r"tvm\.relax\.frontend")
-            mod = relax_from_onnx(model, shape_dict=shape_dict)
+            with recording() as records:
+                mod = relax_from_onnx(model, shape_dict=shape_dict)
     except Exception as exc:
         raise ModelError(f"{where}: TVM cannot import it: {type(exc).__name__}: {_first_line(exc)}") from exc
-    return _name_convs(mod, conv_node_names(model))
+    mod, names = name_bindings(mod, records)
+    return mod.with_attr(ONNX_NAMES_ATTR, names.as_attr()) if names else mod
 
 
 def _where(model_or_path) -> str:
@@ -127,7 +127,8 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, list]:
 
 
 def check_shapes(model: onnx.ModelProto, shape_dict: dict) -> None:
-    """Each given shape names an input of the model and has its rank."""
+    """Each given shape names an input of the model and has its rank; one ``ModelWarning``
+    when it replaces a static dimension of the model."""
     inputs = model_inputs(model)
     for name, shape in shape_dict.items():
         if name not in inputs:
@@ -135,6 +136,13 @@ def check_shapes(model: onnx.ModelProto, shape_dict: dict) -> None:
                              f" (its inputs: {', '.join(inputs) or 'none'})")
         if len(inputs[name]) != len(shape):
             raise ModelError(f"shape given for {name!r} has {len(shape)} dims, the input has {len(inputs[name])}")
+        declared = inputs[name]
+        fixed = [(i, d) for i, d in enumerate(declared) if isinstance(d, int) and d > 0 and d != shape[i]]
+        if fixed:
+            warnings.warn(f"shape given for {name!r}, {','.join(map(str, shape))}, replaces the model's static"
+                          f" {','.join(str(d) if isinstance(d, int) and d > 0 else '?' for d in declared)}"
+                          f" (dim{'s' if len(fixed) > 1 else ''} {', '.join(str(i) for i, _ in fixed)}): layers"
+                          " sized for it (a Reshape, a Gemm) may not fit", ModelWarning, stacklevel=3)
 
 
 def dynamic_inputs(model: onnx.ModelProto, shape_dict: dict | None = None) -> dict[str, list]:
@@ -176,57 +184,3 @@ def model_macs(model: onnx.ModelProto) -> int:
             else:
                 total += int(np.prod(y)) * int(x[-1])
     return total
-
-
-def conv_node_names(model: onnx.ModelProto) -> list[str]:
-    """Names of the 2-d ``Conv`` and ``ConvTranspose`` nodes, in graph order (the importer's)."""
-    ranks = {init.name: len(init.dims) for init in model.graph.initializer}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
-        for info in [*inferred.value_info, *inferred.input, *inferred.output]:
-            if info.type.tensor_type.HasField("shape"):
-                ranks[info.name] = len(info.type.tensor_type.shape.dim)
-    except Exception:  # shape inference is a help for naming only
-        pass
-    names = []
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:
-            continue
-        kernel_shape = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
-        if (len(kernel_shape) if kernel_shape else ranks.get(node.input[1], 0) - 2) == 2:
-            names.append(node.name or node.output[0])
-    return names
-
-
-def _name_convs(mod: tvm.IRModule, names: list[str]) -> tvm.IRModule:
-    main = mod.get_global_var("main")
-    renamer = _ConvRenamer(mod, [_identifier(n) for n in names])
-    renamed = renamer.visit_expr(mod[main])
-    if renamer.convs_seen != len(names):  # the importer did not map Conv nodes 1:1; keep its names
-        return mod
-    mod = mod.clone()
-    mod.update_func(main, renamed)
-    return mod
-
-
-def _identifier(name: str) -> str:
-    name = re.sub(r"\W", "_", name)
-    return name if name and not name[0].isdigit() else "conv_" + name
-
-
-@mutator
-class _ConvRenamer(PyExprMutator):
-    def __init__(self, mod, names):
-        super().__init__(mod)
-        self.names = names
-        self.convs_seen = 0
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        if not (CONV2D.match(binding.value) or CONV2D_TRANSPOSE.match(binding.value)):
-            return super().visit_var_binding_(binding)
-        index, self.convs_seen = self.convs_seen, self.convs_seen + 1
-        if index >= len(self.names):
-            return super().visit_var_binding_(binding)
-        renamed = type(binding.var)(self.names[index], binding.var.ty)  # Var or DataflowVar
-        super().visit_var_binding_(relax.VarBinding(renamed, binding.value))
-        self.set_var_remap(binding.var, renamed)

@@ -33,6 +33,7 @@ from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
 from .passes import CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
+from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
@@ -63,8 +64,9 @@ STAGES = (
     Stage("hvx", ("HexagonConvs", "HexagonRequantize", "HexagonMovement"),
           "after the rewrite because the HVX conv kernels take the rewritten integer convs; requantization fuses "
           "into the conv kernels HexagonConvs emitted, and the S2D/D2S movement left around them goes last"),
-    Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR"),
-          "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused"),
+    Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR"),
+          "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
+          " kernel computes is kept for the tables (FuseTIR forgets it)"),
     Stage("schedule", ("ApplyMetaScheduleDatabase", "ScheduleConvs"),
           "after lower because schedules take the fused kernels; a MetaSchedule database first, ScheduleConvs "
           "takes the kernels it left"),
@@ -110,7 +112,7 @@ class S2DPipeline:
             "rewrite": [rewrite] if rewrite is not None else [],
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
-                      transform.FuseOps(), transform.FuseTIR()],
+                      transform.FuseOps(), RecordFusedNames, transform.FuseTIR()],
             "schedule": list(schedules),
             "build": [default_build_pipeline()],
         }

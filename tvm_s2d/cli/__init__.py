@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-rewrite", action="store_true", help="compile the same pipeline without the rewrite")
     comp.add_argument("--tuning-log", help="apply the best records of this tuning log (tuning_logs/*.jsonl)")
     comp.add_argument("--metaschedule", metavar="DIR", help="apply this MetaSchedule database (from tune --metaschedule)")
+    comp.add_argument("--check", action="store_true",
+                      help="hexagon: then run the model whole on the emulator (as tvm-s2d run) and warn when it is not"
+                           " bit-exact against the CPU build")
+    comp.add_argument("--strict", action="store_true", help="with --check: exit 1 when it is not bit-exact")
     add_rewrite_options(comp)
 
     run = sub.add_parser("run", help="run the compiled model whole on the Hexagon emulator: packets per kernel, checked")
@@ -215,10 +219,48 @@ def check_output(path: str) -> None:
         raise ValueError(f"output {path} is not writable")
 
 
-def check_tuning_log(path: str | None) -> None:
+def check_tuning_log(path: str | None, target=None) -> None:
+    """Fail when ``path`` is no file; with ``target``, one warning when it holds records, none
+    of them for ``target`` (a Hexagon log given to a CPU compile, or the other way round)."""
     if path is None:
         return
     if os.path.isdir(path):
         raise ValueError(f"--tuning-log {path} is a directory; give a .jsonl file (tvm-s2d tune --log ...)")
     if not os.path.isfile(path):
         raise ValueError(f"--tuning-log {path}: no such file (tvm-s2d tune --log {path} writes one)")
+    if target is None:
+        return
+    from ..targets import is_hexagon
+    from ..tuning.log import TuningLog
+    from ..tuning.workload import target_key
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unreadable lines: said when the log is applied
+        keys = {r.target for r in TuningLog(path).records() if r.ok}
+    key = target_key(target)
+    if keys and key not in keys:
+        flag = " --target hexagon" if is_hexagon(target) else ""
+        warnings.warn(f"--tuning-log {path} has no records for {key} (only for {', '.join(sorted(keys))}): nothing of"
+                      f" it applies here; tune for this target with tvm-s2d tune MODEL{flag} --log FILE", stacklevel=2)
+
+
+def check_log_path(path: str) -> None:
+    """Fail before tuning, in one line, when the log ``path`` cannot be written: tried by opening
+    it to append (its directory made, as the first record would; a file made here is removed)."""
+    if os.path.isdir(path):
+        raise ValueError(f"--log {path} is a directory; give a .jsonl file")
+    existed = os.path.exists(path)
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(f"--log {path} cannot be written: {ancestor} is a file, not a directory")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--log {path} cannot be {'written' if existed else 'created'} ({exc.strerror or _one_line(exc)});"
+                         " give a path in a writable directory") from None
+    if not existed:
+        os.remove(path)

@@ -4,12 +4,11 @@ reading the model, the rewrite options, progress lines."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
 
-from . import _one_line, check_output, check_tuning_log
+from . import _one_line, check_log_path, check_output, check_tuning_log, parse_target
 
 
 def cmd_demo(args) -> int:
@@ -48,8 +47,8 @@ def _import(args, on_dynamic: str = "note"):
         fix = " ".join(f"--shape {name}={dims(d, lambda v: '1')}" for name, d in dynamic.items())
         if on_dynamic == "error":
             raise ValueError(f"{args.model}: {what}; give static shapes, e.g. {fix}")
-        print(f"note: {what}: convs reading it are not rewritten and keep TVM's default kernels; static shapes"
-              f" with e.g. {fix}", file=sys.stderr)
+        print(f"note: {what}: convs reading it are not rewritten and keep TVM's default kernels, unscheduled, so"
+              f" the model runs many times slower than built with a static shape, e.g. {fix}", file=sys.stderr)
     return import_model(model, shapes or None, args.model)
 
 
@@ -101,9 +100,9 @@ def cmd_report(args) -> int:
 
     from ..report import explain
 
-    check_tuning_log(args.tuning_log)
     if args.tuning_log and args.target is None:
         raise ValueError("--tuning-log needs --target: records hold measurements for one target")
+    check_tuning_log(args.tuning_log, args.target)
     mod = _import(args)
     with args.target if args.target is not None else contextlib.nullcontext():
         report = explain(mod, tuning_log=args.tuning_log, **rewrite_options(args))
@@ -123,7 +122,11 @@ def cmd_compile(args) -> int:
     check_output(args.output)
     if is_hexagon(args.target) and not args.output.endswith(".o"):
         raise ValueError(f"--target hexagon writes the kernels as an object file: give -o NAME.o, not {args.output}")
-    check_tuning_log(args.tuning_log)
+    check_tuning_log(args.tuning_log, args.target)
+    if (args.check or args.strict) and not is_hexagon(args.target):
+        raise ValueError("--check runs the model on the Hexagon emulator: it takes --target hexagon")
+    if args.strict and not args.check:
+        raise ValueError("--strict is --check's: give --check --strict")
     print(f"importing {args.model} ...", file=sys.stderr, flush=True)
     if is_hexagon(args.target):
         warn_if_float(args.model)
@@ -156,7 +159,28 @@ def cmd_compile(args) -> int:
     else:
         print(Report.from_pipeline(pipeline))
     print(f"wrote {args.output}")
-    return 0
+    return _check_on_emulator(args) if args.check else 0
+
+
+def _check_on_emulator(args) -> int:
+    """``compile --check``: the model run whole on the emulator as ``run`` does; a warning (and
+    with ``--strict`` exit 1) when the object's kernels do not reproduce the CPU build."""
+    from ..emulator.model import run_model
+
+    print(f"checking {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
+    result = run_model(args.model, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
+                       shape_dict=dict(args.shape) or None, progress=Progress(), **rewrite_options(args))
+    print(result.headline())
+    if result.matches_cpu:
+        print("bit-exact against the CPU build: yes")
+        return 0
+    where = ""
+    if result.first_difference is not None:
+        where = f" (first kernel that differs: {result.first_difference['kernel']})"
+    print(f"tvm-s2d compile: warning: {args.output} does not compute the model bit-exactly: its run on the emulator"
+          f" differs from the CPU build{where}; tvm-s2d run {args.model} --target hexagon --check-each shows where",
+          file=sys.stderr)
+    return 1 if args.strict else 0
 
 
 def cmd_run(args) -> int:
@@ -164,7 +188,7 @@ def cmd_run(args) -> int:
 
     from ..emulator.model import run_model
 
-    check_tuning_log(args.tuning_log)
+    check_tuning_log(args.tuning_log, parse_target("hexagon"))
     if args.json:
         check_output(args.json)
     inputs = {}
@@ -191,7 +215,7 @@ def cmd_run(args) -> int:
 def cmd_bench(args) -> int:
     from ..bench import bench_cpu, bench_hexagon, plot
 
-    check_tuning_log(args.tuning_log)
+    check_tuning_log(args.tuning_log, parse_target(args.target))
     for path in (args.json, args.plot):
         if path:
             check_output(path)
@@ -241,8 +265,7 @@ def cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise ValueError("--trials must be at least 1")
-    if os.path.isdir(args.log):
-        raise ValueError(f"--log {args.log} is a directory; give a .jsonl file")
+    check_log_path(args.log)
     hexagon = is_hexagon(args.target)
     if not is_cpu(args.target) and not hexagon:
         raise ValueError(f"tune measures LLVM CPU targets (locally or over RPC) and hexagon, not {args.target.kind.name}")
@@ -273,8 +296,9 @@ def cmd_tune(args) -> int:
 
     for line in summary("not tuned", [Outcome(name, False, reason) for name, reason in skipped])[1:]:
         print(line.strip())
-    print(f"records in {args.log}; apply with: tvm-s2d compile MODEL --tuning-log {args.log}"
-          " or relax.get_pipeline('s2d', tuning_log=...)")
+    target = " --target hexagon" if hexagon else ""
+    print(f"records in {args.log}; apply with: tvm-s2d compile MODEL{target} --tuning-log {args.log}"
+          f"{' -o MODEL.o' if hexagon else ''} or relax.get_pipeline('s2d', tuning_log=...)")
     return 0
 
 

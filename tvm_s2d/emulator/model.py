@@ -28,6 +28,7 @@ from tvm import relax
 from tvm.relax.pipeline import default_build_pipeline
 
 from ..onnx_import import ModelError, dynamic_inputs, import_model, load_onnx, model_inputs, model_macs
+from ..onnx_names import kernel_nodes, onnx_names
 from ..passes import PASS_NAME
 from ..passes.relax_tools import is_call, op_name, static_shape
 from ..pipeline import S2DPipeline
@@ -51,6 +52,13 @@ class KernelRun:
     kind: str
     hvx: bool
     packets: int
+    nodes: list[str] = field(default_factory=list)  # the ONNX nodes it computes (``onnx_names.kernel_nodes``)
+
+    @property
+    def onnx(self) -> str:
+        """``nodes`` for a table: the first two, and how many more."""
+        shown = ", ".join(self.nodes[:2]) + (f" +{len(self.nodes) - 2}" if len(self.nodes) > 2 else "")
+        return shown or "-"
 
 
 @dataclass
@@ -100,9 +108,14 @@ class ModelRun:
                            "onnxruntime": self.onnxruntime}, indent=2)
 
     def table(self) -> str:
-        width = max([len(k.name) for k in self.kernels] + [6])
-        lines = [f"{'kernel':{width}s}  {'kind':11s}  {'runs on':7s}  {'packets':>12s}"]
-        lines += [f"{k.name:{width}s}  {k.kind:11s}  {'HVX' if k.hvx else 'scalar':7s}  {k.packets:12,d}" for k in self.kernels]
+        def short(name):  # a fused kernel's name lists its ops; the scalar lines below give it whole
+            return name if len(name) <= 40 else name[:37] + "..."
+
+        width = max([len(short(k.name)) for k in self.kernels] + [6])
+        nodes = max([len(k.onnx) for k in self.kernels] + [9])
+        lines = [f"{'ONNX node':{nodes}s}  {'kernel':{width}s}  {'kind':11s}  {'runs on':7s}  {'packets':>12s}"]
+        lines += [f"{k.onnx:{nodes}s}  {short(k.name):{width}s}  {k.kind:11s}  {'HVX' if k.hvx else 'scalar':7s}"
+                  f"  {k.packets:12,d}" for k in self.kernels]
         totals = self.by_kind()
         lines.append("")
         lines += [f"{kind:11s} {totals[kind]:14,d}" + ("  (not counted: a deployment passes quantized tensors)"
@@ -158,7 +171,8 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
 
     run = ModelRun(where, "hexagon", rewrite and not tvm_default, macs=model_macs(onnx_model))
     trace: dict = {}
-    output, run.kernels = interpret(hexagon, args, trace=trace, progress=say)
+    nodes = kernel_nodes(hexagon, onnx_names(mod), movement=is_movement)
+    output, run.kernels = interpret(hexagon, args, trace=trace, progress=say, nodes=nodes)
     run.output = output
     say("running the CPU build")
     with tvm.transform.PassContext(opt_level=3):
@@ -207,12 +221,13 @@ def _inputs(onnx_model, mod, given: dict, shape_dict: dict, seed: int) -> dict[s
     return feeds
 
 
-def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict | None = None, progress=None
-              ) -> tuple[np.ndarray, list[KernelRun]]:
+def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict | None = None, progress=None,
+              nodes: dict | None = None) -> tuple[np.ndarray, list[KernelRun]]:
     """Execute ``main`` binding by binding: ``call_tir`` through ``run(func, inputs, outputs,
     name)`` (default: under qemu-hexagon), tuples and aliases in Python. Returns the output
     and one ``KernelRun`` per kernel call; ``trace`` gets each kernel call's outputs by the
-    name of the variable it binds; ``progress(text, done, total)`` hears of each kernel run."""
+    name of the variable it binds; ``progress(text, done, total)`` hears of each kernel run;
+    ``nodes``: the variable a kernel binds -> its ONNX nodes (``onnx_names.kernel_nodes``)."""
     run = run or (lambda func, inputs, outputs, name: run_kernel(func, inputs, outputs, name=name))
     main = mod["main"]
     env = {param: value for param, value in zip(main.params, args)}
@@ -248,7 +263,8 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
                 if trace is not None:
                     trace[binding.var.name] = outs
                 kind = kernel_kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
-                runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets)))
+                runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets),
+                                      list((nodes or {}).get(binding.var, []))))
                 if progress is not None:
                     progress(f"{gv.name_hint} ({kind}): {int(result.packets):,} packets", len(runs), total)
             elif isinstance(expr, relax.TupleGetItem):
@@ -329,6 +345,14 @@ class EmulatorInterpretError(RuntimeError):
 def output_specs(ty) -> list[tuple[tuple[int, ...], str]]:
     types = list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
     return [(tuple(int(d) for d in t.shape.values), str(t.dtype)) for t in types]
+
+
+def is_movement(name: str) -> bool:
+    """A kernel that only moves data, by its name (``kernel_kind``'s rule without the dtypes)."""
+    if name.startswith("hvx_"):
+        return name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_", "hvx_concat_")) or name.endswith("_layout")
+    tokens = {t.rstrip("0123456789") for t in name.replace("fused_", "").split("_")} - {""}
+    return bool(tokens) and tokens <= MOVEMENT_OPS
 
 
 def kernel_kind(name: str, operands, outputs, float_inputs, returns_output: bool) -> str:

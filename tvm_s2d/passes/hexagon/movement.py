@@ -126,10 +126,12 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, "pad: dynamic shape")
             return None
         if str(attrs.pad_mode) != "constant" or not 0 <= value <= 255 or value != int(value):
-            refused(self.rule.outcomes, name, "pad: not with a uint8 constant")
+            refused(self.rule.outcomes, name, f"pad in {attrs.pad_mode} mode with value {value:g}: HVX pads take a"
+                    " constant value 0..255")
             return None
         if not pad_rows_apply(shape, widths):
-            refused(self.rule.outcomes, name, "pad: not of one or two neighbouring axes of a 4-D tensor")
+            refused(self.rule.outcomes, name, f"pad of widths {widths} on a {len(shape)}-D tensor: HVX pads take one or"
+                    " two neighbouring axes of a 4-D tensor")
             return None
         kernel = add_kernel(self.builder_, pad_rows(shape, widths, int(value)), f"hvx_pad_{name}")
         applied(self.rule.outcomes, name, "HVX pad kernel")
@@ -142,13 +144,19 @@ class _Rewriter(PyExprMutator):
         x, attrs = call.args[0], call.attrs
         shape, dtype = static_shape(x), str(x.ty.dtype)
         size, strides = [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]
+        pool = f"max pool {size[0]}x{size[1]} stride {strides[0]}x{strides[1]}"
         if dtype not in LOWEST or shape is None or str(attrs.layout) != "NHWC":
-            return f"max pool: not of a static 8-bit NHWC tensor ({dtype}, {attrs.layout})"
-        if size[0] != size[1] or strides[0] != strides[1] or strides[0] not in (1, 2) \
-                or any(int(d) != 1 for d in attrs.dilation):
-            return f"max pool {size} stride {strides}: the HVX kernel takes square pools of stride 1 or 2"
+            what = f"{dtype} {attrs.layout} tensor{'' if shape is not None else ' of dynamic shape'}"
+            return f"{pool} of a {what}: the HVX kernel takes static uint8 or int8 NHWC tensors"
+        if size[0] != size[1]:
+            return f"{pool}: the HVX kernel takes square pools (KxK) only"
+        if strides[0] != strides[1] or strides[0] not in (1, 2):
+            return f"{pool}: the HVX kernel takes stride 1x1 or 2x2 only"
+        if any(int(d) != 1 for d in attrs.dilation):
+            return f"{pool} dilation {'x'.join(str(int(d)) for d in attrs.dilation)}: the HVX kernel takes dilation 1 only"
         if strides[0] == 2 and not chunks_apply(shape[3]):
-            return f"max pool of stride 2 on {shape[3]} channels: chunks that do not divide a vector"
+            return (f"{pool} on {shape[3]} channels: at stride 2 the HVX kernel takes 1, 2, 4, ... 64 channels (a power"
+                    " of two up to 64)")
         t, l, b, r = (int(v) for v in attrs.padding)
         # ceil_mode: the last windows run past the padded input; more bottom/right padding with the
         # lowest value gives them in floor mode, the same maxima (every window holds a real value)
@@ -172,10 +180,20 @@ class _Rewriter(PyExprMutator):
         fields = list(items.fields) if isinstance(items, relax.Tuple) else []
         shapes = [static_shape(f) for f in fields]
         dtypes = {str(f.ty.dtype) for f in fields}
-        if len(fields) != 2 or None in shapes or shapes[0] != shapes[1] or len(dtypes) != 1 or not dtypes <= set(LOWEST):
-            return "concat: not of two static 8-bit tensors of one shape"
-        if int(call.attrs.axis) not in (-1, len(shapes[0]) - 1) or not chunks_apply(shapes[0][-1]):
-            return "concat: not along the last axis, or of channels whose chunks do not divide a vector"
+        if len(fields) != 2:
+            return f"concat of {len(fields) or 'a tuple of'} tensors: the HVX kernel takes two"
+        if None in shapes:
+            return "concat of tensors of dynamic shape: the HVX kernel takes static shapes"
+        if shapes[0] != shapes[1]:
+            return f"concat of shapes {list(shapes[0])} and {list(shapes[1])}: the HVX kernel takes two of one shape"
+        if len(dtypes) != 1 or not dtypes <= set(LOWEST):
+            return f"concat of {' and '.join(sorted(dtypes))} tensors: the HVX kernel takes uint8 or int8, both alike"
+        axis = int(call.attrs.axis)
+        if axis not in (-1, len(shapes[0]) - 1):
+            return f"concat along axis {axis} of {len(shapes[0])}-D tensors: the HVX kernel takes the last (channel) axis"
+        if not chunks_apply(shapes[0][-1]):
+            return (f"concat of {shapes[0][-1]}-channel tensors: the HVX kernel takes 1, 2, 4, ... 64 channels (a power"
+                    " of two up to 64)")
         dtype = dtypes.pop()
         make = concat_channels if self.rule.hvx else plain_concat_channels
         kernel = add_kernel(self.builder_, make(shapes[0], dtype), f"hvx_concat_{name}")

@@ -114,6 +114,10 @@ def _match(quantize: relax.Call, v2v):
     operands = [dequantized(a, v2v) for a in add.args]
     if any(o is None for o in operands):
         return "" if all(o is None for o in operands) else "an add of a dequantized and another tensor"
-    if static_shape(operands[0][0]) is None or static_shape(operands[0][0]) != static_shape(operands[1][0]):
-        return "an add that broadcasts, or of dynamic shape"
+    shapes = [static_shape(o[0]) for o in operands]
+    if None in shapes:
+        return "an add of tensors of dynamic shape: the integer add takes static shapes"
+    if shapes[0] != shapes[1]:
+        return (f"an add of shapes {list(shapes[0])} and {list(shapes[1])} (a broadcast): the integer add takes two"
+                " tensors of one shape")
     return operands[0], operands[1], sy, zy, lo, hi, dtype

@@ -49,7 +49,8 @@ def _max_pool(rewriter, pool: relax.Call, params):
         return "a max pool of a tensor that is not dequantized per tensor"
     q, s, z = found
     if (np.float32(s), z, str(q.ty.dtype)) != (np.float32(sy), zy, dtype):
-        return "a max pool whose output scale or zero point differs from its input's"
+        return (f"a max pool whose output scale or zero point ({float(sy):g}, {zy}) differs from its input's"
+                f" ({float(s):g}, {z}): the integer max pool takes the same on both sides")
     return None, "max pool on the 8-bit tensor", relax.Call(pool.op, [rewriter.visit_expr(q)], pool.attrs)
 
 

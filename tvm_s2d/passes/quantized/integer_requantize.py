@@ -144,7 +144,7 @@ def _match_epilogue(quantize: relax.Call, var2val):
         return "its bias does not fit int32"
     shape = np.broadcast_shapes(scale.shape, b.shape)
     if np.any(scale64 / sy >= 1):
-        return "the ratio x_scale * w_scale / y_scale is 1 or more"
+        return "the ratio x_scale * w_scale / y_scale is 1 or more: integer requantization takes ratios below 1"
     m, r = fixed_point(np.broadcast_to(scale64 / sy, shape))
     pre = np.minimum(headroom(acc, b, var2val), MAX_SHIFT - r)
     return acc, (np.broadcast_to(b, shape).astype(np.int32), m, r + pre, zy, lo, hi, dtype, pre)

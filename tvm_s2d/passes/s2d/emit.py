@@ -111,8 +111,10 @@ def match_space_to_depth(call: relax.Expr, var2val: dict) -> Movement | str:
         return "not a reshape -> permute_dims -> reshape"
     x = split.args[0]
     shapes = static_shape(x), static_shape(split), static_shape(call)
-    if None in shapes or len(shapes[0]) != 4 or len(shapes[1]) != 6:
-        return "dynamic shape, or not a 4-D tensor"
+    if None in shapes:
+        return "dynamic shape: S2D/D2S kernels take static shapes"
+    if len(shapes[0]) != 4 or len(shapes[1]) != 6:
+        return f"a {len(shapes[0])}-D tensor split into {len(shapes[1])}-D: S2D/D2S take a 4-D tensor split into 6-D"
     found = (shapes[1], tuple(int(a) for a in perm.attrs.axes), shapes[2])
     for layout in LAYOUTS:
         for inverse, steps in ((False, s2d_steps), (True, d2s_steps)):
