@@ -38,6 +38,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import Unsupported, kernel_to_oihw
+from ..geometry.grouped import block_diagonal
 from ..schedules.hexagon.depthwise import DepthwiseConv
 from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
@@ -48,6 +49,8 @@ from .kernels import add_kernel, rewrite_functions
 from .outcome import Outcome, applied, refused
 
 PASS_NAME = "HexagonConvs"
+#: Grouped (not depthwise) convs run as dense block-diagonal convs up to this many groups.
+MAX_DENSE_GROUPS = 32
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
 
 
@@ -186,7 +189,9 @@ class _Rewriter(PyExprMutator):
         if any(int(d) != 1 for d in attrs.dilation):
             return "dilated conv"
         if groups != 1 and not (groups == weight.shape[0] and weight.shape[1] == 1):
-            return f"grouped conv (groups={groups}; the HVX kernels take dense and depthwise convs)"
+            if groups > MAX_DENSE_GROUPS:
+                return f"grouped conv (groups={groups}; dense HVX kernels take at most {MAX_DENSE_GROUPS} groups)"
+            weight, groups = block_diagonal(weight, groups), 1  # a dense conv, exactly (geometry.grouped)
         if groups != 1 and any(int(s) != 1 for s in attrs.strides):
             return "strided depthwise conv (the HVX depthwise kernel takes stride 1)"
         if weight.min() < -128 or weight.max() > 127:
