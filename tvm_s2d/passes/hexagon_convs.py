@@ -40,6 +40,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..geometry import Unsupported, kernel_to_oihw
 from ..geometry.grouped import block_diagonal
 from ..schedules.hexagon.depthwise import DepthwiseConv
+from ..schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ..schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ..targets import is_hexagon
@@ -170,7 +171,8 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(binding)
         mapping, knob = self.rule.mappings[name]
         how = {"lanes": "HVX vrmpy kernel, channels in lanes", "width": "HVX vrmpy kernel, width in lanes",
-               "depthwise": "HVX depthwise kernel"}[mapping]
+               "depthwise": "HVX depthwise kernel", "grouped": "HVX vrmpy kernel, a group in lanes",
+               "dense": "HVX vrmpy kernel, channels in lanes, block-diagonal weights"}.get(mapping)
         applied(self.rule.outcomes, name, how)
         return super().visit_var_binding_(relax.VarBinding(binding.var, result))
 
@@ -188,10 +190,13 @@ class _Rewriter(PyExprMutator):
         groups = int(attrs.groups)
         if any(int(d) != 1 for d in attrs.dilation):
             return "dilated conv"
-        if groups != 1 and not (groups == weight.shape[0] and weight.shape[1] == 1):
+        grouped = groups != 1 and not (groups == weight.shape[0] and weight.shape[1] == 1)
+        if grouped and not GroupedConv.applies(weight.shape[1] * groups, weight.shape[0], groups):
             if groups > MAX_DENSE_GROUPS:
                 return f"grouped conv (groups={groups}; dense HVX kernels take at most {MAX_DENSE_GROUPS} groups)"
-            weight, groups = block_diagonal(weight, groups), 1  # a dense conv, exactly (geometry.grouped)
+            weight, groups, grouped = block_diagonal(weight, groups), 1, "dense"  # exactly (geometry.grouped)
+        elif grouped:
+            groups = 1  # the grouped kernel, below
         if groups != 1 and any(int(s) != 1 for s in attrs.strides):
             return "strided depthwise conv (the HVX depthwise kernel takes stride 1)"
         if weight.min() < -128 or weight.max() > 127:
@@ -208,6 +213,10 @@ class _Rewriter(PyExprMutator):
         padding = tuple(int(p) for p in attrs.padding)
         strides = tuple(int(s) for s in attrs.strides)
         cout, kernel_hw = weight.shape[0], weight.shape[2:]
+        if grouped is True:
+            y = self._grouped(x, weight, int(attrs.groups), padding, strides, zx, name)
+            self.rule.mappings[name] = ("grouped", 0)
+            return self._corrected(y, weight, zx, layout)
         if groups != 1:
             y = self._depthwise(x, weight, padding, zx, name)
             self.rule.mappings[name] = ("depthwise", 0)
@@ -220,8 +229,24 @@ class _Rewriter(PyExprMutator):
             y = self._lanes(conv, x, weight, padding, zx, knob, name)
         else:
             y = self._width(conv, x, weight, padding, zx, knob, name)
-        self.rule.mappings[name] = (mapping, knob)
+        self.rule.mappings[name] = (mapping, knob) if grouped != "dense" else ("dense", knob)
         return self._corrected(y, weight, zx, layout)
+
+    def _grouped(self, x, weight, groups, padding, strides, zx, name):
+        """NHWC uint8 -> a group a 32-lane block (``schedules.hexagon.grouped``) -> NHWC int32."""
+        bb = self.builder_
+        n, h, w, c = static_shape(x)
+        t, l, b, r = padding
+        conv = GroupedConv(n, (h + t + b, w + l + r), c, weight.shape[0], groups, tuple(weight.shape[2:]), strides)
+        x = _pad(bb, x, [0, 0, t, b, l, r, 0, 0], zx)
+        func = conv.compute()
+        kernel = add_kernel(bb, schedule_grouped(func, 8 if strides != (1, 1) else 4) if self.rule.schedule else func,
+                            f"hvx_{name}")
+        y = bb.emit(relax.call_tir(kernel, [x, relax.const(conv.pack_weight(weight.astype(np.int8)))],
+                                   relax.TensorType(conv.output_shape, "int32")))
+        oh, ow = conv.out_hw
+        y = bb.emit(relax.op.strided_slice(y, [4], [0], [conv.group_out]))
+        return bb.emit(relax.op.reshape(y, [n, oh, ow, weight.shape[0]]))
 
     def _corrected(self, y, weight, zx: int, layout: str) -> relax.Expr:
         """``y`` (NHWC int32, back in ``layout``) minus the zero point's share ``zx * sum(W)``."""
