@@ -69,6 +69,7 @@ def test_what_the_grouped_kernel_takes_and_the_dense_form():
     assert GroupedConv.applies(400, 400, 25) and GroupedConv.applies(48, 93, 3)
     assert not GroupedConv.applies(8, 8, 4)  # 2 input channels a group: the dense form
     assert not GroupedConv.applies(64, 128, 2)  # 64 outputs a group do not fit 31 lanes
+    assert not GroupedConv.applies(32, 32, 2)  # one block of lanes: the dense form
     rng = np.random.default_rng(0)
     weight = rng.integers(-9, 9, (6, 2, 3, 3))
     dense = block_diagonal(weight, 3)
