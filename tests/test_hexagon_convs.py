@@ -233,9 +233,23 @@ def test_depthwise_convs_it_cannot_take_say_why():
     hexagon = HexagonConvs(target=HEXAGON, schedule=False)
     tvm.ir.assert_structural_equal(hexagon(strided), strided)
     assert "strided depthwise" in next(iter(hexagon.refusals.values()))
-    grouped, _ = _depthwise_module((1, 8, 12, 12), rng.integers(-9, 9, (8, 2, 3, 3)).astype(np.int32), 3, 1, groups=4)
+    grouped, _ = _depthwise_module((1, 66, 6, 6), rng.integers(-9, 9, (66, 2, 3, 3)).astype(np.int32), 3, 1, groups=33)
     tvm.ir.assert_structural_equal(hexagon(grouped), grouped)
-    assert "grouped conv (groups=4" in next(iter(hexagon.refusals.values()))
+    assert "grouped conv (groups=33" in next(iter(hexagon.refusals.values()))
+
+
+@pytest.mark.parametrize("shape,groups,strides,layout", [((1, 8, 12, 12), 4, 1, "NCHW"), ((1, 64, 9, 7), 4, 2, "NHWC"),
+                                                         ((2, 48, 5, 6), 3, 1, "NHWC")])
+def test_grouped_convs_run_as_block_diagonal_dense_hvx_convs_bit_exact(shape, groups, strides, layout):
+    """RegNetX's grouped convs (groups of 16 channels): the dense conv with block-diagonal
+    weights (zeros between the groups) on the HVX conv kernels, exactly the grouped conv."""
+    rng = np.random.default_rng(8)
+    weight = rng.integers(-128, 128, (shape[1], shape[1] // groups, 3, 3)).astype(np.int32)
+    mod, data_shape = _depthwise_module(shape, weight, 77, 1, strides=strides, layout=layout, groups=groups)
+    data = rng.integers(0, 256, data_shape).astype(np.uint8)
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    np.testing.assert_array_equal(run(hexagon(mod), data), run(mod, data))
+    assert [o.applied for o in hexagon.outcomes] == [True]
 
 
 @pytest.mark.parametrize("batch,out_hw,channels,kernel", [(1, (8, 32), 8, 3), (2, (7, 9), 3, 3), (1, (4, 16), 32, 5)])

@@ -52,8 +52,9 @@ class Stage:
 
 #: The pipeline's order, once. ``test_pipeline`` asserts the constraints the ``why`` lines state.
 STAGES = (
-    Stage("prepare", ("QDQConvToInteger", "FoldConstant", "IntegerArithmetic"),
-          "first: QDQ convs become integer convs and weights constants (folded), so every later pass sees a conv "
+    Stage("prepare", ("QDQMatmulToConv", "QDQConvToInteger", "FoldConstant", "IntegerArithmetic"),
+          "first: QDQ fully connected layers become 1x1 convs, QDQ convs integer convs and weights constants "
+          "(folded), so every later pass sees a conv "
           "with constant weights; then the float epilogues, adds, pools and concats of quantized ops become integer"),
     Stage("layout", ("HexagonLayout", "CpuLayout"),
           "after prepare because layouts are chosen for convs with constant weights (folded at compile time); "
@@ -74,7 +75,7 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
-OWN_PASSES = ("QDQConvToInteger", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
+OWN_PASSES = ("QDQMatmulToConv", "QDQConvToInteger", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 

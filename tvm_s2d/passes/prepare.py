@@ -1,5 +1,6 @@
 """What runs before the rewrite, with or without it (the ``"s2d"`` pipeline's preparation, and
-what ``SpaceToDepthConv2d`` applied on its own runs first): QDQ convs made integer (exact),
+what ``SpaceToDepthConv2d`` applied on its own runs first): QDQ fully connected layers made
+1x1 convs (``QDQMatmulToConv``), QDQ convs made integer (exact),
 then constants folded, so that weights and biases (ONNX initializers behind dequantize,
 reshape or transpose) are constants the rewrite can fold and adapt; then each quantized
 conv's float epilogue, each quantized residual add, max pool and concat, as integer
@@ -13,10 +14,11 @@ from tvm.relax import transform
 
 from .quantized.integer import IntegerArithmetic
 from .quantized.qdq_conv_to_integer import QDQConvToInteger
+from .quantized.qdq_matmul_to_conv import QDQMatmulToConv
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    return [QDQConvToInteger(), transform.FoldConstant(), IntegerArithmetic()]
+    return [QDQMatmulToConv(), QDQConvToInteger(), transform.FoldConstant(), IntegerArithmetic()]
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:

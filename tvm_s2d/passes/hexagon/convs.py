@@ -38,7 +38,9 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...geometry import Unsupported, kernel_to_oihw
+from ...geometry.grouped import block_diagonal
 from ...schedules.hexagon.depthwise import DepthwiseConv
+from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
     copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
 from ...targets import is_hexagon
@@ -48,6 +50,8 @@ from ..s2d.space_to_depth_conv2d import conv_name
 from .conv_output import emit_corrected, emit_lanes_output, emit_width_output
 
 PASS_NAME = "HexagonConvs"
+#: Grouped (not depthwise) convs run as dense block-diagonal convs up to this many groups.
+MAX_DENSE_GROUPS = 32
 MOVEMENT = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.where")
 
 
@@ -167,7 +171,8 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(binding)
         mapping, knob = self.rule.mappings[name]
         how = {"lanes": "HVX vrmpy kernel, channels in lanes", "width": "HVX vrmpy kernel, width in lanes",
-               "depthwise": "HVX depthwise kernel"}[mapping]
+               "depthwise": "HVX depthwise kernel", "grouped": "HVX vrmpy kernel, a group in lanes",
+               "dense": "HVX vrmpy kernel, channels in lanes, block-diagonal weights"}.get(mapping)
         applied(self.rule.outcomes, name, how)
         return super().visit_var_binding_(relax.VarBinding(binding.var, result))
 
@@ -185,8 +190,13 @@ class _Rewriter(PyExprMutator):
         groups = int(attrs.groups)
         if any(int(d) != 1 for d in attrs.dilation):
             return "dilated conv"
-        if groups != 1 and not (groups == weight.shape[0] and weight.shape[1] == 1):
-            return f"grouped conv (groups={groups}; the HVX kernels take dense and depthwise convs)"
+        grouped = groups != 1 and not (groups == weight.shape[0] and weight.shape[1] == 1)
+        if grouped and not GroupedConv.applies(weight.shape[1] * groups, weight.shape[0], groups):
+            if groups > MAX_DENSE_GROUPS:
+                return f"grouped conv (groups={groups}; dense HVX kernels take at most {MAX_DENSE_GROUPS} groups)"
+            weight, groups, grouped = block_diagonal(weight, groups), 1, "dense"  # exactly (geometry.grouped)
+        elif grouped:
+            groups = 1  # the grouped kernel, below
         if groups != 1 and any(int(s) != 1 for s in attrs.strides):
             return "strided depthwise conv (the HVX depthwise kernel takes stride 1)"
         if weight.min() < -128 or weight.max() > 127:
@@ -203,6 +213,10 @@ class _Rewriter(PyExprMutator):
         padding = tuple(int(p) for p in attrs.padding)
         strides = tuple(int(s) for s in attrs.strides)
         cout, kernel_hw = weight.shape[0], weight.shape[2:]
+        if grouped is True:
+            y = self._grouped(x, weight, int(attrs.groups), padding, strides, zx, name)
+            self.rule.mappings[name] = ("grouped", 0)
+            return emit_corrected(self.builder_, y, weight, zx, layout)
         if groups != 1:
             y = self._depthwise(x, weight, padding, zx, name)
             self.rule.mappings[name] = ("depthwise", 0)
@@ -215,8 +229,24 @@ class _Rewriter(PyExprMutator):
             y = self._lanes(conv, x, weight, padding, zx, knob, name)
         else:
             y = self._width(conv, x, weight, padding, zx, knob, name)
-        self.rule.mappings[name] = (mapping, knob)
+        self.rule.mappings[name] = (mapping, knob) if grouped != "dense" else ("dense", knob)
         return emit_corrected(bb, y, weight, zx, layout)
+
+    def _grouped(self, x, weight, groups, padding, strides, zx, name):
+        """NHWC uint8 -> a group a 32-lane block (``schedules.hexagon.grouped``) -> NHWC int32."""
+        bb = self.builder_
+        n, h, w, c = static_shape(x)
+        t, l, b, r = padding
+        conv = GroupedConv(n, (h + t + b, w + l + r), c, weight.shape[0], groups, tuple(weight.shape[2:]), strides)
+        x = _pad(bb, x, [0, 0, t, b, l, r, 0, 0], zx)
+        func = conv.compute()
+        kernel = add_kernel(bb, schedule_grouped(func, 8 if strides != (1, 1) else 4) if self.rule.schedule else func,
+                            f"hvx_{name}")
+        y = bb.emit(relax.call_tir(kernel, [x, relax.const(conv.pack_weight(weight.astype(np.int8)))],
+                                   relax.TensorType(conv.output_shape, "int32")))
+        oh, ow = conv.out_hw
+        y = bb.emit(relax.op.strided_slice(y, [4], [0], [conv.group_out]))
+        return bb.emit(relax.op.reshape(y, [n, oh, ow, weight.shape[0]]))
 
     def _depthwise(self, x, weight, padding, zx, name):
         """NHWC uint8 -> padded rows ``[N, H, W * C]`` -> the HVX depthwise kernel -> NHWC int32."""
