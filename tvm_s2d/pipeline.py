@@ -32,7 +32,7 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
+from .passes import CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
 from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
@@ -63,6 +63,10 @@ STAGES = (
     Stage("hvx", ("HexagonConvs", "HexagonRequantize", "HexagonMovement"),
           "after the rewrite because the HVX conv kernels take the rewritten integer convs; requantization fuses "
           "into the conv kernels HexagonConvs emitted, and the S2D/D2S movement left around them goes last"),
+    Stage("cpu", ("CpuIntegerConvs",),
+          "after the layout and the rewrite because it takes integer convs in the layout and form they will run in "
+          "(NHWC); before lower because it packs weights as Relax constants and emits a kernel whose epilogue "
+          "FuseOps fuses"),
     Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR"),
           "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused"),
     Stage("schedule", ("ApplyMetaScheduleDatabase", "ScheduleConvs"),
@@ -73,7 +77,7 @@ STAGES = (
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
 OWN_PASSES = ("QDQConvToInteger", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
-              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "ApplyMetaScheduleDatabase",
+              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 
 
@@ -109,6 +113,7 @@ class S2DPipeline:
             "layout": [HexagonLayout(), CpuLayout()],
             "rewrite": [rewrite] if rewrite is not None else [],
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
+            "cpu": [CpuIntegerConvs()],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
                       transform.FuseOps(), transform.FuseTIR()],
             "schedule": list(schedules),
