@@ -32,7 +32,8 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
+from .passes import (CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
+                     SpaceToDepthConv2d)
 from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase

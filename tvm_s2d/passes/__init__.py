@@ -13,5 +13,6 @@ from .hexagon.requantize import HexagonRequantize
 from .quantized.qdq_conv_to_integer import QDQConvToInteger
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["CpuIntegerConvs", "CpuLayout", "HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
+__all__ = ["CpuIntegerConvs", "CpuLayout", "HexagonConvs",
+           "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
            "ScheduleConvs", "SpaceToDepthConv2d"]
