@@ -32,7 +32,8 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d
+from .passes import (CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
+                     SpaceToDepthConv2d)
 from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
@@ -65,6 +66,10 @@ STAGES = (
     Stage("hvx", ("HexagonConvs", "HexagonRequantize", "HexagonMovement"),
           "after the rewrite because the HVX conv kernels take the rewritten integer convs; requantization fuses "
           "into the conv kernels HexagonConvs emitted, and the S2D/D2S movement left around them goes last"),
+    Stage("cpu", ("CpuIntegerConvs",),
+          "after the layout and the rewrite because it takes integer convs in the layout and form they will run in "
+          "(NHWC); before lower because it packs weights as Relax constants and emits a kernel whose epilogue "
+          "FuseOps fuses"),
     Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR"),
           "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
           " kernel computes is kept for the tables (FuseTIR forgets it)"),
@@ -76,7 +81,8 @@ STAGES = (
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
 OWN_PASSES = ("QDQMatmulToConv", "QDQConvToInteger", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
-              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "ApplyMetaScheduleDatabase",
+              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs",
+              "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 
 
@@ -112,6 +118,7 @@ class S2DPipeline:
             "layout": [HexagonLayout(), CpuLayout()],
             "rewrite": [rewrite] if rewrite is not None else [],
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
+            "cpu": [CpuIntegerConvs()],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
                       transform.FuseOps(), RecordFusedNames, transform.FuseTIR()],
             "schedule": list(schedules),

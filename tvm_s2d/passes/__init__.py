@@ -3,6 +3,7 @@
 Relax toolkit every pass matches and traverses with (``relax_tools``), the refusal protocol
 (``outcome``) and the preparation (``prepare``)."""
 
+from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
 from .cpu.schedule_convs import ScheduleConvs
 from .hexagon.convs import HexagonConvs
@@ -12,5 +13,6 @@ from .hexagon.requantize import HexagonRequantize
 from .quantized.qdq_conv_to_integer import QDQConvToInteger
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["CpuLayout", "HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
+__all__ = ["CpuIntegerConvs", "CpuLayout", "HexagonConvs",
+           "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
            "ScheduleConvs", "SpaceToDepthConv2d"]

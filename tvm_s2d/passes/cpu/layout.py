@@ -78,7 +78,8 @@ def describe(fill: dict[str, float], out_channels: int, groups: int, out_width: 
 # dense layers; ConvertLayout only ever sees these and the convs decided here, see conv_layout.convert_convs)
 CARRY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
          "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
-         "relax.concat", "relax.mean", "relax.sum", "relax.astype", "relax.nn.batch_norm"}
+         "relax.concat", "relax.mean", "relax.sum", "relax.astype", "relax.nn.batch_norm", "relax.right_shift",
+         "relax.left_shift"}
 # a transpose, in MAC-equivalents per byte of the tensor, by direction of the data (measured, tiled: 3.2 MB in
 # 0.13-0.14 ms either way, the time of ~20M MACs of a conv that fills its vectors; untiled,
 # NHWC -> NCHW was 10x slower; 6, 8 and 24 for that direction chose the same layouts for the six

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir
 
-from ...schedules import x86
+from ...schedules import x86, x86_int8
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
 from ...targets import is_cpu, vector_lanes
 from ..outcome import Outcome, applied, refused
@@ -67,6 +67,17 @@ class ScheduleConvs:
             if not _static(func):
                 self.dynamic.append(name)
                 refused(self.outcomes, name, "dynamic shape: TVM's default lowering")
+                continue
+            if x86_int8.find_vnni_conv(func):
+                try:
+                    updates[gv], knobs = x86_int8.schedule_vnni_conv(func)
+                except (s_tir.ScheduleError, tvm.error.TVMError, ValueError) as err:
+                    refused(self.outcomes, name, f"VNNI conv schedule failed ({str(err).splitlines()[0]}): "
+                                                 "TVM's default lowering")
+                    continue
+                self.scheduled.append(Scheduled(name, x86_int8.BLOCK, None))
+                applied(self.outcomes, name, f"VNNI conv schedule ({knobs.tile_vectors}x16 channels x "
+                                             f"{knobs.tile_width} pixels, vpdpbusd)")
                 continue
             conv = x86.find_conv(func)
             if conv is None:

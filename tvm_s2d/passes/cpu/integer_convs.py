@@ -1,0 +1,146 @@
+"""``CpuIntegerConvs``: the integer convs of quantized models on the CPU's dot-product
+instructions (AVX-512 VNNI, ``vpdpbusd``).
+
+After ``QDQConvToInteger`` a quantized conv is ``conv2d(astype(xq, int32) - zx, Wq - zw)`` in
+int32: 4-byte activations, scalar-width products. With ``u = xq`` (uint8; int8 activations
+shifted by 128, ``zu = zx + 128``) and ``W' = Wq - zw`` (int8 when it fits), the same integers are
+
+    conv(pad(u, zu), W') - zu * sum(W')        (per output channel)
+
+because padding ``u - zu`` with zeros is padding ``u`` with ``zu`` (every window then is full).
+The conv becomes ``schedules.x86_int8.vnni_conv`` (uint8 NHWC activations, weights packed at
+compile time as ``[OC/16, KH, KW, IC/4, 16, 4]``, input channels padded to a multiple of 4 with
+zero weights), the correction a subtraction that fuses into the kernel's write-back with the
+requantization after it; ``ScheduleConvs`` tensorizes it. Exact: the accumulators are int32
+in any order, so the outputs are the same integers as without this pass.
+
+Runs on LLVM CPU targets with AVX-512 VNNI (``has_vnni``), after the layout and the rewrite
+(it takes the convs in the layout ``CpuLayout`` chose, NHWC with HWIO weights). Every other
+conv stays as it was, with an outcome saying why: another target, not an integer conv of
+8-bit activations, weights outside int8, NCHW, grouped. Output channels are padded to whole
+vectors of 16 (zero weights), input channels to groups of 4.
+``disabled_pass=["CpuIntegerConvs"]``: today's integer convs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ...schedules.x86_int8 import IC_BLOCK, OC_BLOCK, has_vnni, vnni_conv
+from ..outcome import Outcome, applied, refused
+from ..relax_tools import bound, const_of, is_call
+
+PASS_NAME = "CpuIntegerConvs"
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class CpuIntegerConvs:
+    """Integer convs as VNNI kernels on CPUs that have it (the module doc)."""
+
+    def __init__(self, target: tvm.target.Target | None = None):
+        self.target = target
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        target = self.target or tvm.target.Target.current(allow_none=True)
+        if target is None or target.kind.name != "llvm" or "hexagon" in str(target.attrs.get("mtriple", "")):
+            return mod
+        integer_convs = [c for f in mod.functions.values() if isinstance(f, relax.Function) for c in _integer_convs(f)]
+        if not integer_convs:
+            return mod
+        if not has_vnni(target):
+            for name in integer_convs:
+                refused(self.outcomes, name, "the target has no AVX-512 VNNI: integer conv as it was")
+            return mod
+        rewriter = _Rewriter(mod, self.outcomes)
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive", False)):
+                rewriter.var2val = relax.analysis.get_var2val(func)
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+        return rewriter.builder_.get()
+
+
+def _integer_convs(func: relax.Function) -> list[str]:
+    found = []
+    for binding in (b for block in func.body.blocks for b in block.bindings):
+        value = binding.value
+        if is_call(value, "relax.nn.conv2d") and str(value.attrs.out_dtype) == "int32":
+            found.append(binding.var.name)
+    return found
+
+
+def plan(conv: relax.Call, var2val: dict):
+    """``(u, zu, packed weights, correction)`` for a conv the VNNI kernel takes (``u``: the uint8
+    activations as a Relax expression to emit), or the reason it does not."""
+    attrs = conv.attrs
+    if str(attrs.out_dtype) != "int32":
+        return "not an integer conv"
+    if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
+        return f"{attrs.data_layout} / {attrs.kernel_layout}: the VNNI kernel takes NHWC / HWIO (CpuLayout's NHWC)"
+    if int(attrs.groups) != 1:
+        return "grouped conv: the register-blocked integer schedule"
+    weight = const_of(conv.args[1], var2val)
+    if weight is None:
+        return "weights not a compile-time constant"
+    if weight.min() < -128 or weight.max() > 127:
+        return "weights minus their zero point outside int8"
+    kh, kw, ic, oc = weight.shape
+    # the activations: [permute_dims of] astype(xq, int32) - zx, xq 8-bit
+    data, axes = bound(conv.args[0], var2val), None
+    if is_call(data, "relax.permute_dims"):
+        axes = [int(a) for a in data.attrs.axes]
+        data = bound(data.args[0], var2val)
+    zx = const_of(data.args[1], var2val) if is_call(data, "relax.subtract") else None
+    source = bound(data.args[0], var2val) if zx is not None else None
+    if zx is None or zx.size != 1 or not is_call(source, "relax.astype"):
+        return "activations not astype(8-bit, int32) - zero point"
+    xq = source.args[0]
+    dtype = str(xq.ty.dtype)
+    if dtype not in ("uint8", "int8"):
+        return f"{dtype} activations, not 8-bit"
+    zu = int(zx.reshape(())) + (128 if dtype == "int8" else 0)
+    if not 0 <= zu <= 255:
+        return "activation zero point outside the 8-bit range"
+    u = xq
+    if dtype == "int8":  # u = xq + 128 as uint8
+        u = relax.op.astype(relax.op.add(relax.op.astype(xq, "int16"), relax.const(128, "int16")), "uint8")
+    if axes is not None:
+        u = relax.op.permute_dims(u, axes)
+    padded_ic, padded_oc = -(-ic // IC_BLOCK) * IC_BLOCK, -(-oc // OC_BLOCK) * OC_BLOCK
+    w = np.zeros((kh, kw, padded_ic, padded_oc), np.int8)  # zero weights: whole groups of 4 and vectors of 16
+    w[:, :, :ic, :oc] = weight
+    packed = w.reshape(kh, kw, padded_ic // IC_BLOCK, IC_BLOCK, padded_oc // OC_BLOCK, OC_BLOCK).transpose(4, 0, 1, 2, 5, 3)
+    correction = zu * weight.astype(np.int64).sum(axis=(0, 1, 2))
+    return u, zu, np.ascontiguousarray(packed), correction.astype(np.int32)
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod, outcomes):
+        super().__init__(mod)
+        self.outcomes, self.var2val = outcomes, {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        conv = binding.value
+        if not is_call(conv, "relax.nn.conv2d") or str(conv.attrs.out_dtype) != "int32":
+            return super().visit_var_binding_(binding)
+        name = binding.var.name
+        found = plan(conv, self.var2val)
+        if isinstance(found, str):
+            refused(self.outcomes, name, found)
+            return super().visit_var_binding_(binding)
+        u, zu, packed, correction = found
+        u = self.builder_.emit(self.visit_expr(u)) if not isinstance(u, relax.Var) else self.visit_expr(u)
+        attrs = conv.attrs
+        acc = self.builder_.call_te(vnni_conv, u, relax.const(packed), [int(s) for s in attrs.strides],
+                                    [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation], zu,
+                                    len(correction), primfunc_name_hint="conv2d_vnni")
+        if correction.any():
+            acc = self.builder_.emit(acc, name)
+            acc = relax.op.subtract(acc, relax.const(correction))
+        applied(self.outcomes, name, "VNNI kernel (uint8 x int8 -> int32, weights packed [OC/16, KH, KW, IC/4, 16, 4])")
+        return super().visit_var_binding_(relax.VarBinding(binding.var, acc))
