@@ -305,3 +305,23 @@ def test_bench_on_the_cpu_times_three_forms_and_onnxruntime(demo_path, tmp_path,
     assert all(row["ok"] and row["value"] > 0 for row in data["rows"].values())
     assert "rel diff" in data["rows"]["tvm-s2d"]["check"] and "what each step gained" in text
     assert data["rewritten"][1] == 5 and chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_command_line_in_the_readme_parses():
+    """The README's command lines (in its bash blocks) are what the parser takes: a renamed
+    option or command fails here, not in a user's shell."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from tvm_s2d.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [line.split("   #")[0].split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [line for line in lines if line.startswith("tvm-s2d ")]
+    assert len(commands) >= 15
+    parser = build_parser()
+    for line in commands:
+        words = [w for w in shlex.split(line)[1:] if not (w.startswith("[") or w.endswith("]"))]  # [optional] parts
+        parser.parse_args(words)  # exits (fails the test) on anything the parser does not take
