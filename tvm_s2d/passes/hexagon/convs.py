@@ -197,8 +197,6 @@ class _Rewriter(PyExprMutator):
             weight, groups, grouped = block_diagonal(weight, groups), 1, "dense"  # exactly (geometry.grouped)
         elif grouped:
             groups = 1  # the grouped kernel, below
-        if groups != 1 and any(int(s) != 1 for s in attrs.strides):
-            return "strided depthwise conv (the HVX depthwise kernel takes stride 1)"
         if weight.min() < -128 or weight.max() > 127:
             return "weights outside int8 (a weight zero point other than 0)"
         found = _uint8_source(call.args[0], self.var2val)
@@ -218,7 +216,7 @@ class _Rewriter(PyExprMutator):
             self.rule.mappings[name] = ("grouped", 0)
             return emit_corrected(self.builder_, y, weight, zx, layout)
         if groups != 1:
-            y = self._depthwise(x, weight, padding, zx, name)
+            y = self._depthwise(x, weight, padding, strides, zx, name)
             self.rule.mappings[name] = ("depthwise", 0)
             return emit_corrected(bb, y, weight, zx, layout)
         out_width = (w + padding[1] + padding[3] - kernel_hw[1]) // strides[1] + 1
@@ -248,15 +246,17 @@ class _Rewriter(PyExprMutator):
         y = bb.emit(relax.op.strided_slice(y, [4], [0], [conv.group_out]))
         return bb.emit(relax.op.reshape(y, [n, oh, ow, weight.shape[0]]))
 
-    def _depthwise(self, x, weight, padding, zx, name):
+    def _depthwise(self, x, weight, padding, strides, zx, name):
         """NHWC uint8 -> padded rows ``[N, H, W * C]`` -> the HVX depthwise kernel -> NHWC int32."""
         bb = self.builder_
         n, h, w, c = static_shape(x)
         t, l, b, r = padding
-        kh, kw = weight.shape[2:]
-        conv = DepthwiseConv(n, (h + t + b - kh + 1, w + l + r - kw + 1), c, (kh, kw))
+        (kh, kw), (sh, sw) = weight.shape[2:], strides
+        out_hw = ((h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1)
+        conv = DepthwiseConv(n, out_hw, c, (kh, kw), strides, (h + t + b, w + l + r))
         extra = conv.input_shape[2] // c - (w + l + r)  # columns for the last vector's loads
-        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, 0], zx)
+        rows = conv.input_shape[1] - (h + t + b)  # none for stride 1 (and ``in_hw`` for strides)
+        x = _pad(bb, x, [0, 0, t, b + rows, l, r + extra, 0, 0], zx)
         x = bb.emit(relax.op.reshape(x, conv.input_shape))
         func = conv.hvx_kernel() if self.rule.schedule else conv.compute()
         kernel = add_kernel(bb, func, f"hvx_{name}")
