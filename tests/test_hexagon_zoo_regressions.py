@@ -254,6 +254,19 @@ def test_float_kernels_that_call_libm_run_under_qemu_bit_exact_with_the_cpu():
         np.testing.assert_array_equal(hexagon.view(np.uint32), cpu.view(np.uint32), err_msg=name)
 
 
+def test_a_math_function_the_harness_lacks_is_named():
+    """AlexNet's LRN calls powf, which libm.c does not have: the link error says so in its
+    first line (it once showed only the linker's command)."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import EmulatorError, run_kernel
+
+    x = te.placeholder((64,), "float32", name="x")
+    func = te.create_prim_func([x, topi.power(topi.abs(x) + 1.0, 0.75)])
+    with pytest.raises(EmulatorError) as exc:
+        run_kernel(func, [np.ones(64, np.float32)], [((64,), "float32")], name="lrn_power")
+    assert "the kernel calls powf, which the harness's libm.c does not provide" in str(exc.value).splitlines()[0]
+
+
 # ---- RegNet: grouped convs on the CPU against ONNX Runtime ------------------------------------
 
 

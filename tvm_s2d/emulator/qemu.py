@@ -146,6 +146,10 @@ def _ffi_includes() -> list[str]:
 def _run(command: list[str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
+        missing = sorted(set(re.findall(r"undefined symbol: (\S+)", result.stderr)))
+        if missing:  # the first line says it: a function the freestanding harness does not have
+            raise EmulatorError(f"{what} failed: the kernel calls {', '.join(missing)}, which the harness's libm.c "
+                                f"does not provide\n{' '.join(command)}\n{result.stderr[-2000:]}")
         raise EmulatorError(f"{what} failed: {' '.join(command)}\n{result.stderr[-2000:]}")
 
 
