@@ -215,3 +215,46 @@ def test_a_quantized_2x2_average_pool_rounds_its_ties_as_onnxruntime(hw):
     np.testing.assert_array_equal(run(from_onnx(model), x, pipeline="s2d"), expected)
     if hw == (64, 64):  # the rule is what does it: without it, ties go the other way
         assert (run(from_onnx(model), x, pipeline="s2d", disabled=["IntegerPoolConcat"]) != expected).mean() > 0.01
+
+
+def _mean_model(op, hw, scales=(0.0371, 0.0213)):
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.float32(scales[0]), "s"), numpy_helper.from_array(np.uint8(7), "z"),
+             numpy_helper.from_array(np.float32(scales[1]), "sy"), numpy_helper.from_array(np.uint8(3), "zy")]
+    node = helper.make_node("GlobalAveragePool", ["xf"], ["yf"]) if op == "GlobalAveragePool" else \
+        helper.make_node("ReduceMean", ["xf"], ["yf"], axes=[2, 3], keepdims=1)
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]), node,
+             helper.make_node("QuantizeLinear", ["yf", "sy", "zy"], ["y"])]
+    graph = helper.make_graph(nodes, "mean", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 40, *hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [2, 40, 1, 1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("op,hw", [("GlobalAveragePool", (7, 7)), ("ReduceMean", (3, 5)), ("GlobalAveragePool", (12, 12))])
+def test_a_quantized_mean_is_an_integer_sum_within_a_step_of_onnxruntime(op, hw):
+    """MobileNet's and ResNet's global average pools: an int32 sum and one requantization."""
+    from tvm_s2d.onnx_import import from_onnx
+    from tvm_s2d.zoo import run_onnxruntime
+
+    model = _mean_model(op, hw)
+    mod = from_onnx(model)
+    rule = IntegerPoolConcat()
+    rewritten = rule(tvm.relax.transform.FoldConstant()(mod))
+    assert [o.applied for o in rule.outcomes] == [True] and "relax.mean" not in rewritten.script()
+    x = RNG.integers(0, 256, (2, 40, *hw)).astype(np.uint8)
+    expected = run_onnxruntime(model, {"x": x}, optimize=False)[0]
+    steps = np.abs(run(mod, x, pipeline="s2d").astype(int) - expected.astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() <= 0.05
+
+
+def test_a_quantized_mean_runs_bit_exact_on_hexagon(tmp_path):
+    require_hexagon_tools()
+    import onnx
+
+    from tvm_s2d.emulator.model import run_model
+
+    onnx.save(_mean_model("GlobalAveragePool", (6, 6)), tmp_path / "mean.onnx")
+    run = run_model(tmp_path / "mean.onnx")
+    assert run.matches_cpu and run.onnxruntime["max_steps"] <= 1
+    assert not any("mean" in k.name for k in run.kernels)  # the float mean is gone

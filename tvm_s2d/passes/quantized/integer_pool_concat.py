@@ -18,6 +18,9 @@ A QDQ model pools and concatenates in float between a ``dequantize`` and a ``qua
   rounding of the sum decides which way they go (summed row by row, 1 step on ~4% of values
   differed from ONNX Runtime; in its order, none).
 
+* ``quantize(mean(dequantize(q, s, z)), sy, zy)`` (global average pools, ``ReduceMean``) -> the
+  int32 sum of ``q - z`` requantized by ``s / (sy * count)``: at most one step from the float.
+
 Per-tensor scales only; a pool whose output scale differs from its input's, an input scale
 above the concat's and other forms are left alone, and ``outcomes`` says why.
 ``HexagonRequantize`` computes the one-term requantizations on an HVX kernel.
@@ -29,7 +32,7 @@ import numpy as np
 from tvm import relax
 
 from ...geometry.fixed_point import fixed_point
-from ..relax_tools import bound, call_of
+from ..relax_tools import bound, call_of, static_shape
 from .integer_add import dequantized, emit_term, terms
 from .integer_requantize import emit_requantize, quantize_params
 
@@ -41,7 +44,7 @@ def integer_pool_concat(rewriter, quantize: relax.Call):
     if params is None:
         return ""
     v2v = rewriter.var2val
-    op = call_of(quantize.args[0], v2v, "relax.nn.max_pool2d", "relax.concat", "relax.nn.avg_pool2d")
+    op = call_of(quantize.args[0], v2v, "relax.nn.max_pool2d", "relax.concat", "relax.nn.avg_pool2d", "relax.mean")
     if op is None:
         return ""
     if op.op.name == "relax.nn.avg_pool2d":
@@ -109,4 +112,33 @@ def _avg_pool(rewriter, pool: relax.Call, quantize: relax.Call):
         mean, quantize.args[1], quantize.args[2], int(quantize.attrs.axis), str(quantize.ty.dtype))
 
 
-RULES = {"relax.nn.max_pool2d": _max_pool, "relax.concat": _concat}
+def _mean(rewriter, mean: relax.Call, params):
+    sy, zy, lo, hi, dtype = params
+    found = dequantized(mean.args[0], rewriter.var2val)
+    if found is None:
+        return "a mean of a tensor that is not dequantized per tensor"
+    q, s, z = found
+    shape = static_shape(q)
+    if shape is None or mean.attrs.axis is None:
+        return "a mean of a dynamic shape or over every axis"
+    axes = sorted({int(a) % len(shape) for a in mean.attrs.axis})
+    count = int(np.prod([shape[a] for a in axes]))
+    if count * 255 >= 2**31:
+        return f"a mean of {count} values: their sum may leave int32"
+    ratio = s / (sy * count)
+    if not 0 < ratio < 1:
+        return f"a mean whose rescale {ratio:g} is not below 1: integer requantization takes ratios below 1"
+    bb = rewriter.builder_
+    centred = bb.emit(relax.op.subtract(relax.op.astype(rewriter.visit_expr(q), "int32"), relax.const(z, "int32")))
+    total = bb.emit(relax.op.sum(centred, axes, keepdims=bool(mean.attrs.keepdims)))
+    m, r = fixed_point(np.array(ratio))
+    # a sum is small (count x 255) and its rescale's shift r too (a few bits): the high multiply's
+    # rounding would be a coarse first rounding (1/8 of a step at r = 3, a step off on ~9% of
+    # values); the headroom shift keeps 2**-(r + pre) of a step, with the sum << pre inside int32
+    # (what the HVX requantization kernel shifts in 32-bit lanes)
+    pre = max(0, 30 - int(count * 255).bit_length())
+    return None, "mean as an int32 sum and one integer requantization", emit_requantize(
+        bb, total, np.zeros((), np.int32), m, r + pre, zy, lo, hi, dtype, pre=pre)
+
+
+RULES = {"relax.nn.max_pool2d": _max_pool, "relax.concat": _concat, "relax.mean": _mean}
