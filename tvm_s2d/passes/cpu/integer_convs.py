@@ -30,6 +30,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.x86_int8 import IC_BLOCK, OC_BLOCK, has_vnni, vnni_conv
+from ...targets import is_cpu
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import bound, const_of, is_call
 
@@ -47,7 +48,7 @@ class CpuIntegerConvs:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
         target = self.target or tvm.target.Target.current(allow_none=True)
-        if target is None or target.kind.name != "llvm" or "hexagon" in str(target.attrs.get("mtriple", "")):
+        if not is_cpu(target):
             return mod
         integer_convs = [c for f in mod.functions.values() if isinstance(f, relax.Function) for c in _integer_convs(f)]
         if not integer_convs:

@@ -40,6 +40,13 @@ def dequantized(expr, var2val):
     return dq.args[0], float(scale.reshape(())), int(zero.reshape(()))
 
 
+def same_quantization(q: relax.Expr, scale: float, zero: int, params) -> bool:
+    """Whether ``dequantize(q, scale, zero)`` quantized by ``params`` (``quantize_params``) gives
+    ``q`` back: the same scale (as float32), zero point and type."""
+    sy, zy, _, _, dtype = params
+    return (np.float32(scale), zero, str(q.ty.dtype)) == (np.float32(sy), zy, dtype)
+
+
 def terms(sa: float, sb: float) -> tuple[int, int, float]:
     """``(Ma, Mb, s)``: the integer weights of the two terms (at most ``2**21``: two 8-bit terms
     sum inside int32) and the scale of their sum."""

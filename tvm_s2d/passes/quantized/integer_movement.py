@@ -16,11 +16,10 @@ An output scale, zero point or type other than the input's is left alone (``outc
 
 from __future__ import annotations
 
-import numpy as np
 from tvm import relax
 
 from ..relax_tools import call_of
-from .integer_add import dequantized
+from .integer_add import dequantized, same_quantization
 from .integer_requantize import quantize_params
 
 RULE_NAME = "IntegerMovement"
@@ -40,7 +39,7 @@ def integer_movement(rewriter, quantize: relax.Call):
         return f"{move.op.name.split('.')[-1]} of a tensor that is not dequantized per tensor"
     q, s, z = found
     sy, zy, _, _, dtype = params
-    if (np.float32(s), z, str(q.ty.dtype)) != (np.float32(sy), zy, dtype):
+    if not same_quantization(q, s, z, params):
         return (f"{move.op.name.split('.')[-1]} whose output scale, zero point or type ({sy:g}, {zy}, {dtype}) differs "
                 f"from its input's ({s:g}, {z}, {q.ty.dtype}): only moves within one quantization are exact")
     moved = relax.Call(move.op, [rewriter.visit_expr(q), *move.args[1:]], move.attrs, move.ty_args)

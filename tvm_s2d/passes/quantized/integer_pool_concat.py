@@ -33,7 +33,7 @@ from tvm import relax
 
 from ...geometry.fixed_point import fixed_point
 from ..relax_tools import bound, call_of, static_shape
-from .integer_add import dequantized, emit_term, terms
+from .integer_add import dequantized, emit_term, same_quantization, terms
 from .integer_requantize import emit_requantize, quantize_params
 
 RULE_NAME = "IntegerPoolConcat"
@@ -44,27 +44,25 @@ def integer_pool_concat(rewriter, quantize: relax.Call):
     if params is None:
         return ""
     v2v = rewriter.var2val
-    op = call_of(quantize.args[0], v2v, "relax.nn.max_pool2d", "relax.concat", "relax.nn.avg_pool2d", "relax.mean")
+    op = call_of(quantize.args[0], v2v, *RULES)
     if op is None:
         return ""
-    if op.op.name == "relax.nn.avg_pool2d":
-        return _avg_pool(rewriter, op, quantize)
-    return RULES[op.op.name](rewriter, op, params)
+    return RULES[op.op.name](rewriter, op, params, quantize)
 
 
-def _max_pool(rewriter, pool: relax.Call, params):
-    sy, zy, _, _, dtype = params
+def _max_pool(rewriter, pool: relax.Call, params, quantize):
+    sy, zy = params[:2]
     found = dequantized(pool.args[0], rewriter.var2val)
     if found is None:
         return "a max pool of a tensor that is not dequantized per tensor"
     q, s, z = found
-    if (np.float32(s), z, str(q.ty.dtype)) != (np.float32(sy), zy, dtype):
+    if not same_quantization(q, s, z, params):
         return (f"a max pool whose output scale or zero point ({float(sy):g}, {zy}) differs from its input's"
                 f" ({float(s):g}, {z}): the integer max pool takes the same on both sides")
     return None, "max pool on the 8-bit tensor", relax.Call(pool.op, [rewriter.visit_expr(q)], pool.attrs)
 
 
-def _concat(rewriter, concat: relax.Call, params):
+def _concat(rewriter, concat: relax.Call, params, quantize):
     sy, zy, lo, hi, dtype = params
     v2v = rewriter.var2val
     items = bound(concat.args[0], v2v)
@@ -78,7 +76,7 @@ def _concat(rewriter, concat: relax.Call, params):
     bb, parts = rewriter.builder_, []
     for q, s, z in found:
         q = rewriter.visit_expr(q)
-        if (np.float32(s), z, str(q.ty.dtype)) == (np.float32(sy), zy, dtype):
+        if same_quantization(q, s, z, params):
             parts.append(q)
             continue
         weight, _, scale = terms(s, s)  # (q - z) * weight in units of scale, as a term of IntegerAdd
@@ -89,7 +87,7 @@ def _concat(rewriter, concat: relax.Call, params):
         concat.op, [relax.Tuple(parts)], concat.attrs)
 
 
-def _avg_pool(rewriter, pool: relax.Call, quantize: relax.Call):
+def _avg_pool(rewriter, pool: relax.Call, params, quantize: relax.Call):
     attrs = pool.attrs
     if ([int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]) != ([2, 2], [2, 2]) \
             or any(int(v) for v in attrs.padding) or any(int(v) != 1 for v in attrs.dilation) or bool(attrs.ceil_mode):
@@ -112,7 +110,7 @@ def _avg_pool(rewriter, pool: relax.Call, quantize: relax.Call):
         mean, quantize.args[1], quantize.args[2], int(quantize.attrs.axis), str(quantize.ty.dtype))
 
 
-def _mean(rewriter, mean: relax.Call, params):
+def _mean(rewriter, mean: relax.Call, params, quantize):
     sy, zy, lo, hi, dtype = params
     found = dequantized(mean.args[0], rewriter.var2val)
     if found is None:
@@ -141,4 +139,5 @@ def _mean(rewriter, mean: relax.Call, params):
         bb, total, np.zeros((), np.int32), m, r + pre, zy, lo, hi, dtype, pre=pre)
 
 
-RULES = {"relax.nn.max_pool2d": _max_pool, "relax.concat": _concat, "relax.mean": _mean}
+#: op -> its rule ``(rewriter, op, quantize's params, quantize) -> (name, what, value) | reason``.
+RULES = {"relax.nn.max_pool2d": _max_pool, "relax.concat": _concat, "relax.nn.avg_pool2d": _avg_pool, "relax.mean": _mean}
