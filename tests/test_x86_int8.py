@@ -171,3 +171,30 @@ def test_vnni_kernel_is_bit_exact_without_the_pipeline():
         outs.append(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy())
     assert "conv2d_vnni" in [gv.name_hint for gv in after.get_global_vars()]
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@needs_vnni
+def test_a_vnni_schedule_that_fails_is_a_refusal_not_a_failed_compile(tmp_path):
+    """Regression (the property test on CI): one channel in and out, 3x3 stride 2 padded on top
+    only, a 1x1 output; the schedule's ``vectorize`` raised a ScheduleError, and its handler
+    named an exception TVM 0.27 does not have, so the compile failed."""
+    from tvm_s2d.quantize import quantize_qdq
+
+    inits = [numpy_helper.from_array(np.array([0.12573022], np.float32).reshape(1, 1, 1, 1), "c1"),
+             numpy_helper.from_array(np.array([-0.04403495, 0.21347421, 0.03496671, -0.17855646, 0.12053169,
+                                               0.4346667, 0.31569365, -0.23457842, -0.42180717],
+                                              np.float32).reshape(1, 1, 3, 3), "c4")]
+    nodes = [helper.make_node("Conv", ["x", "c1"], ["conv2"], kernel_shape=[1, 1]),
+             helper.make_node("AveragePool", ["conv2"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["pool", "c4"], ["y"], kernel_shape=[3, 3], pads=[1, 0, 0, 0], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "random", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])], inits)
+    model = onnx.load(quantize_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                                   tmp_path / "q.onnx"))
+    mod = tvm_s2d.from_onnx(model)
+    failed = [o for o in _outcomes(mod)["ScheduleConvs"] if "VNNI conv schedule failed" in o.reason]
+    assert failed and not any(o.applied for o in failed)
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 6)).astype(np.float32)
+    from tvm_s2d.checks import compare_with_onnxruntime
+
+    assert compare_with_onnxruntime(model, {"x": x}, run(mod, x, pipeline="s2d", target=HOST))["max_steps"] <= 1

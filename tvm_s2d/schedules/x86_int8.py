@@ -120,7 +120,7 @@ def _register_intrinsic() -> str:
 def _llvm_major() -> int:
     try:
         return int(tvm.target.codegen.llvm_version_major())
-    except (AttributeError, tvm.error.TVMError):
+    except (AttributeError, RuntimeError):
         return 0
 
 

@@ -12,11 +12,12 @@ A QDQ model pools and concatenates in float between a ``dequantize`` and a ``qua
   ``IntegerAdd`` (``(q_i - z_i) * M_i``, ``M_i <= 2**21``) and its requantization, at most
   one step from the float (tested; none measured on real models).
 
-* ``quantize(avg_pool2d(dequantize(q)))``, 2x2 stride 2 without padding (DenseNet's transition
-  layers), stays float but sums each window column by column, ``(x00 + x10) + (x01 + x11)``,
-  as ONNX Runtime does: a quarter of such windows average to an exact half step, and the float
-  rounding of the sum decides which way they go (summed row by row, 1 step on ~4% of values
-  differed from ONNX Runtime; in its order, none).
+* ``quantize(avg_pool2d(dequantize(q)))`` (any kernel, stride and padding; not ceil mode)
+  stays float but sums each window in ONNX Runtime's order (``_mlas_vector_pool``: each column
+  down the rows, then the columns, ``(x00 + x10) + (x01 + x11)``; row by row for strides above
+  2): with one scale in and out a quarter of 2x2 windows average to an exact half step, and the
+  float rounding of the sum decides which way they go (summed row by row, 1 step on ~4% of
+  values differed from ONNX Runtime, on a 2x2 stride-1 pool 11%; in its order, none).
 
 * ``quantize(mean(dequantize(q, s, z)), sy, zy)`` (global average pools, ``ReduceMean``) -> the
   int32 sum of ``q - z`` requantized by ``s / (sy * count)``: at most one step from the float.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from ...geometry.fixed_point import fixed_point
+from ...geometry.fixed_point import RANGES, fixed_point
 from ..relax_tools import bound, call_of, static_shape
 from .integer_add import dequantized, emit_term, same_quantization, terms
 from .integer_requantize import emit_requantize, quantize_params
@@ -89,25 +90,71 @@ def _concat(rewriter, concat: relax.Call, params, quantize):
 
 def _avg_pool(rewriter, pool: relax.Call, params, quantize: relax.Call):
     attrs = pool.attrs
-    if ([int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]) != ([2, 2], [2, 2]) \
-            or any(int(v) for v in attrs.padding) or any(int(v) != 1 for v in attrs.dilation) or bool(attrs.ceil_mode):
-        return "an average pool other than 2x2 stride 2 without padding (summed in TVM's order)"
-    if dequantized(pool.args[0], rewriter.var2val) is None:
-        return "an average pool of a tensor that is not dequantized per tensor"
+    (kh, kw), (sh, sw) = [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]
+    top, left, bottom, right = (int(v) for v in attrs.padding)
+    if any(int(v) != 1 for v in attrs.dilation) or bool(attrs.ceil_mode):
+        return "a dilated or ceil-mode average pool (summed in TVM's order)"
+    shape, found = static_shape(pool.args[0]), dequantized(pool.args[0], rewriter.var2val)
+    if found is None or shape is None:
+        return "an average pool of a tensor that is not dequantized per tensor or not of a static shape"
     layout = str(attrs.layout)
     h, w = layout.index("H"), layout.index("W")
-    x = rewriter.visit_expr(pool.args[0])
-    bb = rewriter.builder_
     oh, ow = (int(d) for d in (pool.ty.shape.values[h], pool.ty.shape.values[w]))
+    bb = rewriter.builder_
+    x = _dequantized_by_table(bb, rewriter.visit_expr(found[0]), *found[1:])
+    if top or left or bottom or right:  # zeros: adding one is exact, as leaving a tap out is
+        widths = [0] * (2 * len(shape))
+        widths[2 * h:2 * h + 2], widths[2 * w:2 * w + 2] = [top, bottom], [left, right]
+        x = bb.emit(relax.op.nn.pad(x, widths, pad_value=0.0))
 
     def tap(dy, dx):
-        return bb.emit(relax.op.strided_slice(x, [h, w], [dy, dx], [dy + 2 * oh, dx + 2 * ow], [2, 2]))
+        return bb.emit(relax.op.strided_slice(x, [h, w], [dy, dx], [dy + sh * (oh - 1) + 1, dx + sw * (ow - 1) + 1],
+                                              [sh, sw]))
 
-    column0 = bb.emit(relax.op.add(tap(0, 0), tap(1, 0)))
-    column1 = bb.emit(relax.op.add(tap(0, 1), tap(1, 1)))
-    mean = bb.emit(relax.op.divide(bb.emit(relax.op.add(column0, column1)), relax.const(np.float32(4))))
-    return None, "2x2 average pool summed column by column (ONNX Runtime's order)", relax.op.quantize(
+    def total(values):  # ((v0 + v1) + v2) + ...
+        acc = values[0]
+        for v in values[1:]:
+            acc = bb.emit(relax.op.add(acc, v))
+        return acc
+
+    if _mlas_vector_pool((kh, kw), sw, shape[w] + left + right):
+        summed = total([total([tap(dy, dx) for dy in range(kh)]) for dx in range(kw)])
+        order = "each column down the rows, then the columns"
+    else:
+        summed = total([tap(dy, dx) for dy in range(kh) for dx in range(kw)])
+        order = "row by row"
+    if bool(attrs.count_include_pad) or not (top or left or bottom or right):
+        divisor = relax.const(np.float32(kh * kw))
+    else:
+        rows = [min(y * sh - top + kh, shape[h]) - max(y * sh - top, 0) for y in range(oh)]
+        cols = [min(v * sw - left + kw, shape[w]) - max(v * sw - left, 0) for v in range(ow)]
+        counts = np.ones([1] * len(shape), np.float32).repeat(oh, h).repeat(ow, w)
+        counts[...] = np.multiply.outer(rows, cols).reshape(counts.shape) if h < w else \
+            np.multiply.outer(rows, cols).T.reshape(counts.shape)
+        divisor = relax.const(counts)
+    mean = bb.emit(relax.op.divide(summed, divisor))
+    return None, f"{kh}x{kw} average pool summed as ONNX Runtime does ({order})", relax.op.quantize(
         mean, quantize.args[1], quantize.args[2], int(quantize.attrs.axis), str(quantize.ty.dtype))
+
+
+def _dequantized_by_table(bb: relax.BlockBuilder, q: relax.Expr, scale: float, zero: int) -> relax.Expr:
+    """``dequantize(q, scale, zero)`` looked up in a 256-entry float32 table of ONNX Runtime's
+    products ``float(q - zero) * scale``: the same values, but no multiply that LLVM could
+    contract with the sum's first add into a fused multiply-add (TVM allows FP op fusion; the
+    FMA's single rounding moved ties: 1 step on 8% of a 2x2 stride-1 pool's values)."""
+    lo, hi = RANGES[str(q.ty.dtype)]
+    table = (np.arange(lo, hi + 1, dtype=np.int32) - zero).astype(np.float32) * np.float32(scale)
+    index = bb.emit(relax.op.astype(q, "int32"))
+    if lo:
+        index = bb.emit(relax.op.subtract(index, relax.const(np.int32(lo))))
+    return bb.emit(relax.op.take(relax.const(table), index, axis=0, mode="clip"))  # in range: no warning
+
+
+def _mlas_vector_pool(kernel, stride_w: int, padded_width: int) -> bool:
+    """Whether ONNX Runtime's CPU pool (MLAS ``MlasPool``) takes its vector kernel, which sums
+    each window's column down the rows and then the columns; else its generic kernel sums row
+    by row. Either divides the float sum by the window's count."""
+    return stride_w <= 2 and max(kernel) <= 32 and padded_width <= 2048 - 3
 
 
 def _mean(rewriter, mean: relax.Call, params, quantize):
