@@ -3,9 +3,9 @@ what ``SpaceToDepthConv2d`` applied on its own runs first): QDQ fully connected 
 1x1 convs (``QDQMatmulToConv``), QDQ convs made integer (exact),
 then constants folded, so that weights and biases (ONNX initializers behind dequantize,
 reshape or transpose) are constants the rewrite can fold and adapt; then each quantized
-conv's float epilogue, each quantized residual add, max pool and concat, as integer
-arithmetic (``IntegerArithmetic``: the rules ``IntegerRequantize``, ``IntegerAdd``,
-``IntegerPoolConcat`` in one traversal)."""
+conv's float epilogue, each quantized residual add, pool, concat and data movement as integer
+arithmetic, and each float activation of one 8-bit tensor as a 256-entry table
+(``IntegerArithmetic``: the rules of ``quantized/integer.py`` in one traversal)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ binding rewriting it.
 | ``IntegerAdd`` | the residual add of two quantized tensors | ``integer_add.py`` |
 | ``IntegerPoolConcat`` | max pools and concats | ``integer_pool_concat.py`` |
 | ``IntegerMovement`` | reshapes, transposes, slices of one quantization | ``integer_movement.py`` |
+| ``IntegerTables`` | float activations of one 8-bit tensor (Sigmoid, SiLU, ...) as tables | ``integer_tables.py`` |
 
 A rule is left out by naming it in ``PassContext(disabled_pass=[...])``, as if it were a pass
 (``disabled_pass=["IntegerRequantize"]``: quantized convs keep their float epilogue).
@@ -24,10 +25,11 @@ from .integer_add import integer_add
 from .integer_movement import integer_movement
 from .integer_pool_concat import integer_pool_concat
 from .integer_requantize import integer_epilogue, rewrite_quantizes
+from .integer_tables import integer_tables
 
 PASS_NAME = "IntegerArithmetic"
 RULES = (("IntegerRequantize", integer_epilogue), ("IntegerAdd", integer_add), ("IntegerPoolConcat", integer_pool_concat),
-         ("IntegerMovement", integer_movement))
+         ("IntegerMovement", integer_movement), ("IntegerTables", integer_tables))
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -69,3 +71,7 @@ def IntegerPoolConcat() -> IntegerArithmetic:  # noqa: N802
 
 def IntegerMovement() -> IntegerArithmetic:  # noqa: N802
     return IntegerArithmetic(rules=("IntegerMovement",))
+
+
+def IntegerTables() -> IntegerArithmetic:  # noqa: N802
+    return IntegerArithmetic(rules=("IntegerTables",))

@@ -1,0 +1,181 @@
+"""Elementwise float regions of one 8-bit tensor as 256-entry tables (``IntegerTables``):
+the rewrite's form, its refusals, the table against the float ops evaluated exactly, quantized
+activations of real networks against ONNX Runtime, and the lookup on Hexagon against the CPU
+build."""
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+from helpers import require_hexagon_tools, run
+from tvm_s2d.passes.quantized.integer import IntegerTables
+
+RNG = np.random.default_rng(0)
+
+
+def _dq(x, scale, zero):
+    return relax.op.dequantize(x, relax.const(np.float32(scale)), relax.const(np.array(zero, str(x.ty.dtype))))
+
+
+def _q(y, scale, zero, dtype="uint8"):
+    return relax.op.quantize(y, relax.const(np.float32(scale)), relax.const(np.array(zero, dtype)), out_dtype=dtype)
+
+
+def _module(body, shapes, dtype="uint8"):
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType(shape, dtype)) for i, shape in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(body(bb, xs)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _silu(bb, xs, dtype="uint8", zero=7):
+    """``Q(DQ(x) * DQ(Q(sigmoid(DQ(x)))))``: SiLU as ONNX Runtime's quantizer leaves it."""
+    x = bb.emit(_dq(xs[0], 0.05, zero))
+    s = bb.emit(_q(bb.emit(relax.op.sigmoid(x)), 1 / 255, 0, "uint8"))
+    return _q(bb.emit(relax.op.multiply(x, bb.emit(_dq(s, 1 / 255, 0)))), 0.03, 9, dtype)
+
+
+def test_a_quantized_silu_becomes_one_lookup_of_its_input():
+    mod = _module(_silu, [(1, 8, 5, 7)])
+    rule = IntegerTables()
+    rewritten = rule(mod)
+    assert [o.applied for o in rule.outcomes] == [True, True]  # the sigmoid's quantize, then the product's
+    calls = []
+    relax.analysis.post_order_visit(rewritten["main"], lambda e: calls.append(e.op.name)
+                                    if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None)
+    assert calls == ["relax.take"]  # the sigmoid's table is unused, and gone
+
+    bb = relax.BlockBuilder()  # Expected: one take of the table by the input itself
+    x = relax.Var("x0", relax.TensorType((1, 8, 5, 7), "uint8"))
+    (table,) = [e for e in _consts(rewritten) if e.size == 256]
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.take(relax.const(table), x, axis=0, mode="clip")))
+        bb.emit_func_output(out)
+    tvm.ir.assert_structural_equal(rewritten, bb.get())
+
+
+def _consts(mod):
+    found = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: found.append(e.value.numpy())
+                                    if isinstance(e, tvm.ir.GenericConst) else None)
+    return found
+
+
+def _exact(q, f, s_in, z_in, s_out, z_out, lo=0, hi=255):
+    """The region evaluated in exact arithmetic (float64 stands in: 8-bit inputs)."""
+    y = f((q.astype(np.float64) - z_in) * np.float32(s_in))
+    return np.clip(np.rint(y / np.float32(s_out)) + z_out, lo, hi)
+
+
+@pytest.mark.parametrize("dtype,zero", [("uint8", 7), ("int8", -3)])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "leakyrelu", "hardswish", "gelu"])
+def test_the_table_is_the_float_op_evaluated_exactly(dtype, zero, name):
+    """Every input value once: the table against the float graph (TVM's float kernels: one step
+    at most where the exact value lies within their few ulp of a rounding boundary) and against
+    the op in float64."""
+    import math
+
+    f64 = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh,
+           "leakyrelu": lambda v: np.where(v >= 0, v, v * np.float64(np.float32(0.1))),
+           "hardswish": lambda v: v * np.clip(v + 3, 0, 6) / 6,
+           "gelu": np.vectorize(lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))))}[name]
+
+    def region(bb, xs):
+        x = bb.emit(_dq(xs[0], 0.043, zero))
+        if name == "sigmoid":
+            y = relax.op.sigmoid(x)
+        elif name == "tanh":
+            y = relax.op.tanh(x)
+        elif name == "leakyrelu":
+            y = relax.op.nn.leakyrelu(x, 0.1)
+        elif name == "gelu":
+            y = relax.op.nn.gelu(x)
+        else:  # as TVM imports ONNX's HardSwish
+            y = relax.op.divide(relax.op.multiply(x, relax.op.clip(relax.op.add(x, relax.const(np.float32(3))), 0, 6)),
+                                relax.const(np.float32(6)))
+        return _q(bb.emit(y), 0.011, zero + 1, dtype)
+
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    x = np.arange(lo, hi + 1).astype(dtype).reshape(1, 256)
+    mod = _module(region, [x.shape], dtype)
+    rule = IntegerTables()
+    rewritten = rule(mod)
+    assert [o.applied for o in rule.outcomes] == [True], rule.outcomes
+    got = run(rewritten, x).astype(int)
+    np.testing.assert_array_equal(got, _exact(x, f64, 0.043, zero, 0.011, zero + 1, lo, hi))
+    steps = np.abs(got - run(mod, x).astype(int))
+    assert steps.max() <= 1 and (steps > 0).sum() <= 2
+
+
+def test_regions_it_does_not_take_say_why():
+    shape = (1, 4, 3, 3)
+    two_inputs = _module(lambda bb, xs: _q(relax.op.multiply(_dq(xs[0], 0.05, 7), _dq(xs[1], 0.02, 3)), 0.03, 9),
+                         [shape, shape])
+    per_channel = _module(lambda bb, xs: _q(relax.op.multiply(
+        _dq(xs[0], 0.05, 7), relax.const(np.linspace(0.5, 2, 4, dtype=np.float32).reshape(1, 4, 1, 1))), 0.03, 9), [shape])
+    reasons = []
+    for mod in (two_inputs, per_channel):
+        rule = IntegerTables()
+        tvm.ir.assert_structural_equal(rule(mod), mod)
+        (outcome,) = rule.outcomes
+        assert not outcome.applied
+        reasons.append(outcome.reason)
+    assert "more than one 8-bit input" in reasons[0] and "per-channel" in reasons[1], reasons
+
+
+def _activation_net(op):
+    """Conv -> activation -> conv, float, for ONNX Runtime's quantizer."""
+    inits = [numpy_helper.from_array(RNG.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.4, "w0"),
+             numpy_helper.from_array(RNG.standard_normal(8).astype(np.float32) * 0.3, "b0"),
+             numpy_helper.from_array(RNG.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.4, "w1")]
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1])]
+    if op == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["c0"], ["s"]), helper.make_node("Mul", ["c0", "s"], ["a"])]
+    elif op == "LeakyRelu":
+        nodes += [helper.make_node("LeakyRelu", ["c0"], ["a"], alpha=0.2)]
+    else:
+        nodes += [helper.make_node(op, ["c0"], ["a"])]
+    nodes += [helper.make_node("Conv", ["a", "w1"], ["y"])]
+    graph = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "SiLU", "HardSwish", "HardSigmoid", "Tanh", "LeakyRelu"])
+def test_quantized_activations_match_onnxruntime(op, tmp_path):
+    """Quantized by ONNX Runtime's quantizer; its own Sigmoid/Tanh are approximations a few
+    ulp off, so a value whose exact result lies that close to a rounding boundary may differ
+    by a step."""
+    import tvm_s2d
+    from tvm_s2d.checks import compare_with_onnxruntime
+    from tvm_s2d.pipeline import S2DPipeline
+    from tvm_s2d.quantize import quantize_qdq
+
+    model = onnx.load(quantize_qdq(_activation_net(op), tmp_path / "q.onnx"))
+    mod = tvm_s2d.from_onnx(model)
+    pipeline = S2DPipeline()
+    with tvm_s2d.targets.host_target(), tvm.transform.PassContext(opt_level=3):
+        pipeline.run(mod, until="prepare")
+    tables = [o for o in pipeline.outcomes()["IntegerArithmetic"] if "table" in o.reason]
+    assert tables and all(o.applied for o in tables), pipeline.outcomes()["IntegerArithmetic"]
+    x = RNG.standard_normal((1, 3, 12, 10)).astype(np.float32)
+    found = compare_with_onnxruntime(model, {"x": x}, run(mod, x, pipeline="s2d", target=tvm_s2d.targets.host_target()))
+    assert found["max_steps"] <= 1 and found["fraction_differing"] <= 0.01, found
+
+
+def test_a_quantized_silu_looks_up_bit_exact_on_hexagon(tmp_path):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.model import run_model
+    from tvm_s2d.quantize import quantize_qdq
+
+    path = quantize_qdq(_activation_net("SiLU"), tmp_path / "q.onnx")
+    result = run_model(path)
+    assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1
+    assert not any("sigmoid" in k.name for k in result.kernels)  # the float sigmoid is gone
