@@ -127,7 +127,7 @@ def test_regions_it_does_not_take_say_why():
         (outcome,) = rule.outcomes
         assert not outcome.applied
         reasons.append(outcome.reason)
-    assert "more than one 8-bit input" in reasons[0] and "per-channel" in reasons[1], reasons
+    assert "more than one 8-bit input" in reasons[0] and "per-channel" in reasons[1], reasons  # IntegerTables alone
 
 
 def _activation_net(op):
@@ -179,3 +179,36 @@ def test_a_quantized_silu_looks_up_bit_exact_on_hexagon(tmp_path):
     result = run_model(path)
     assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1
     assert not any("sigmoid" in k.name for k in result.kernels)  # the float sigmoid is gone
+
+
+# ---- the product of two quantized tensors (IntegerMultiply) -----------------------------------
+
+
+@pytest.mark.parametrize("dtype,zero", [("uint8", 7), ("int8", -3)])
+def test_a_squeeze_and_excite_gate_is_an_integer_product_within_a_step(dtype, zero):
+    """``x * s``, ``s`` a per-channel sigmoid broadcast over the image."""
+    from tvm_s2d.passes.quantized.integer import IntegerArithmetic
+
+    image, gate = (1, 16, 7, 9), (1, 16, 1, 1)
+    mod = _module(lambda bb, xs: _q(relax.op.multiply(_dq(xs[0], 0.047, zero), _dq(xs[1], 1 / 255, 0 if dtype == "uint8"
+                                                                                   else -128)), 0.05, zero + 2, dtype),
+                  [image, gate], dtype)
+    rule = IntegerArithmetic()
+    rewritten = rule(mod)
+    assert [(o.applied, "integer product" in o.reason) for o in rule.outcomes] == [(True, True)], rule.outcomes
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    x, s = RNG.integers(lo, hi + 1, image).astype(dtype), RNG.integers(lo, hi + 1, gate).astype(dtype)
+    steps = np.abs(run(rewritten, x, s).astype(int) - run(mod, x, s).astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.02
+    assert "float32" not in rewritten["main"].script()
+
+
+def test_a_product_whose_scales_need_a_multiplier_above_one_is_left_with_the_reason():
+    from tvm_s2d.passes.quantized.integer import IntegerMultiply
+
+    shape = (1, 4, 3, 3)
+    mod = _module(lambda bb, xs: _q(relax.op.multiply(_dq(xs[0], 0.5, 7), _dq(xs[1], 0.4, 3)), 0.1, 9), [shape, shape])
+    rule = IntegerMultiply()
+    tvm.ir.assert_structural_equal(rule(mod), mod)
+    (outcome,) = rule.outcomes
+    assert not outcome.applied and "not below 1" in outcome.reason

@@ -1,8 +1,8 @@
 """``IntegerArithmetic``: the quantized ops of a QDQ graph as integer arithmetic, as a rule set
 (the onnxscript rewriter's way): each rule is a pattern on a ``quantize`` binding, a check
 with a readable reason when it refuses, and a rewrite; ``RULES`` are applied in one traversal
-of each function (``integer_requantize.rewrite_quantizes``), the first rule that takes a
-binding rewriting it.
+of each function (``integer_requantize.rewrite_quantizes``), in order: the first rule that
+takes a binding rewrites it; when none does, the first refusal is its outcome.
 
 | rule | the quantized op | module |
 | --- | --- | --- |
@@ -10,6 +10,7 @@ binding rewriting it.
 | ``IntegerAdd`` | the residual add of two quantized tensors | ``integer_add.py`` |
 | ``IntegerPoolConcat`` | max pools and concats | ``integer_pool_concat.py`` |
 | ``IntegerMovement`` | reshapes, transposes, slices of one quantization | ``integer_movement.py`` |
+| ``IntegerMultiply`` | the product of two quantized tensors (squeeze-and-excitation gates) | ``integer_multiply.py`` |
 | ``IntegerTables`` | float activations of one 8-bit tensor (Sigmoid, SiLU, ...) as tables | ``integer_tables.py`` |
 
 A rule is left out by naming it in ``PassContext(disabled_pass=[...])``, as if it were a pass
@@ -23,13 +24,14 @@ import tvm
 from ..outcome import Outcome
 from .integer_add import integer_add
 from .integer_movement import integer_movement
+from .integer_multiply import integer_multiply
 from .integer_pool_concat import integer_pool_concat
 from .integer_requantize import integer_epilogue, rewrite_quantizes
 from .integer_tables import integer_tables
 
 PASS_NAME = "IntegerArithmetic"
 RULES = (("IntegerRequantize", integer_epilogue), ("IntegerAdd", integer_add), ("IntegerPoolConcat", integer_pool_concat),
-         ("IntegerMovement", integer_movement), ("IntegerTables", integer_tables))
+         ("IntegerMovement", integer_movement), ("IntegerTables", integer_tables), ("IntegerMultiply", integer_multiply))
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -48,11 +50,14 @@ class IntegerArithmetic:
         rules = [rule for name, rule in RULES if name in self.rules and name not in disabled]
 
         def first(rewriter, quantize):
+            refusals = []
             for rule in rules:
                 found = rule(rewriter, quantize)
-                if found != "":
+                if not isinstance(found, str):
                     return found
-            return ""
+                if found:
+                    refusals.append(found)
+            return refusals[0] if refusals else ""
 
         return rewrite_quantizes(mod, self.outcomes, first)
 
@@ -75,3 +80,7 @@ def IntegerMovement() -> IntegerArithmetic:  # noqa: N802
 
 def IntegerTables() -> IntegerArithmetic:  # noqa: N802
     return IntegerArithmetic(rules=("IntegerTables",))
+
+
+def IntegerMultiply() -> IntegerArithmetic:  # noqa: N802
+    return IntegerArithmetic(rules=("IntegerMultiply",))
