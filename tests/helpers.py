@@ -215,6 +215,27 @@ def qdq_chain(batch=1, hw=(23, 21), weight_type="int8", strides=(1, 2, 1), seed=
     return model
 
 
+def lrn_model(shape=(1, 16, 7, 9), alpha=0.05, quantized=False):
+    """One LRN (AlexNet's size 5, beta 0.75; a larger alpha so the power matters), float, or
+    between a DequantizeLinear and a QuantizeLinear (uint8, as ``quantize_static`` writes it)."""
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("z", TensorProto.UINT8, [], [128]),
+             helper.make_tensor("sy", TensorProto.FLOAT, [], [0.04]), helper.make_tensor("zy", TensorProto.UINT8, [], [120])]
+    lrn = helper.make_node("LRN", ["xf" if quantized else "x"], ["n" if quantized else "y"], size=5, alpha=alpha, beta=0.75,
+                           bias=1.0, name="lrn")
+    if quantized:
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xf"]), lrn,
+                 helper.make_node("QuantizeLinear", ["n", "sy", "zy"], ["yq"]),
+                 helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    else:
+        nodes, inits = [lrn], []
+    graph = helper.make_graph(nodes, "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
 def float_net(hw=(24, 20), seed=0):
     """Conv (stride 2) + ReLU, conv + residual add, 1x1 conv * its input, 3-channel tail."""
     rng = np.random.default_rng(seed)

@@ -9,6 +9,9 @@
   symbol (``passes.relax_tools.add_kernel`` makes the names unique).
 * EfficientNet (sigmoid) did not link: the harness had no libm. ``emulator/libm.c`` has the
   float functions TVM's scalar lowering calls, computing what the host's glibc computes.
+* Light AlexNet and Inception-v1 did not link: their LRN's ``x^0.75`` lowered to ``powf``,
+  which the harness's libm lacks (and glibc's cannot be matched bit for bit cheaply); the
+  preparation writes it as ``sqrt(x) * sqrt(sqrt(x))`` on every target (``PowerAsRoots``).
 * RegNet's grouped convs: the CPU build matches ONNX Runtime layer by layer (the whole-model
   differences come from single values ONNX Runtime's float32 arithmetic rounds the other way,
   which the zoo's random-weight models amplify).
@@ -30,7 +33,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, te, topi
 
-from helpers import onnxruntime_reference, require_hexagon_tools, run
+from helpers import lrn_model, onnxruntime_reference, require_hexagon_tools, run
 from tvm_s2d.emulator.qemu import HERE
 from tvm_s2d.targets import host_target
 
@@ -255,8 +258,8 @@ def test_float_kernels_that_call_libm_run_under_qemu_bit_exact_with_the_cpu():
 
 
 def test_a_math_function_the_harness_lacks_is_named():
-    """AlexNet's LRN calls powf, which libm.c does not have: the link error says so in its
-    first line (it once showed only the linker's command)."""
+    """A kernel calling powf (AlexNet's LRN did, before ``PowerAsRoots``), which libm.c does not
+    have: the link error says so in its first line (it once showed only the linker's command)."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import EmulatorError, run_kernel
 
@@ -265,6 +268,22 @@ def test_a_math_function_the_harness_lacks_is_named():
     with pytest.raises(EmulatorError) as exc:
         run_kernel(func, [np.ones(64, np.float32)], [((64,), "float32")], name="lrn_power")
     assert "the kernel calls powf, which the harness's libm.c does not provide" in str(exc.value).splitlines()[0]
+
+
+# ---- AlexNet, Inception-v1: LRN's powf ----------------------------------------------------------
+
+
+def test_a_quantized_lrn_runs_on_hexagon_bit_exact_without_powf():
+    """An LRN between a DequantizeLinear and a QuantizeLinear (as in the quantized light AlexNet):
+    its power as square roots on both builds, so it links (``sqrtf`` is in libm.c) and equals
+    the CPU build bit for bit; within a step of ONNX Runtime (its own LRN and powf)."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.model import run_model
+
+    x = (np.random.default_rng(2).standard_normal((1, 16, 7, 9)) * 2).astype(np.float32)
+    run_ = run_model(lrn_model(quantized=True), inputs={"x": x})
+    assert run_.matches_cpu, run_.first_difference
+    assert run_.onnxruntime["max_steps"] <= 1 and run_.onnxruntime["fraction_differing"] <= 0.01
 
 
 # ---- RegNet: grouped convs on the CPU against ONNX Runtime ------------------------------------

@@ -81,7 +81,7 @@ FLOORS = [
     ["targets"],
     ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize", "checks"],  # emulator: the kernel runner (qemu, layer)
     ["passes.relax_tools", "passes.outcome", "passes.conv_layout"],  # the Relax toolkit, the refusal protocol, conv layouts
-    ["passes.quantized", "passes.prepare"],  # quantized ops as integers: what runs before the rewrite
+    ["passes.quantized", "passes.power_as_roots", "passes.prepare"],  # integer ops, powers as roots: before the rewrite
     ["passes.s2d"],  # the rewrite
     ["passes"],  # the targets' passes (passes.hexagon, passes.cpu) and the package's __init__
     ["tuning"],  # the tuning log and the tuned values the pipeline reads

@@ -1,7 +1,8 @@
 """Relax passes of tvm-s2d, grouped by concern: ``quantized/`` (integer arithmetic), ``s2d/``
 (the rewrite), ``hexagon/`` and ``cpu/`` (each target's layouts and kernels); beside them the
 Relax toolkit every pass matches and traverses with (``relax_tools``), the refusal protocol
-(``outcome``) and the preparation (``prepare``)."""
+(``outcome``), the preparation (``prepare``) and its one float rewrite, powers as square roots
+(``power_as_roots``)."""
 
 from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
@@ -10,9 +11,10 @@ from .hexagon.convs import HexagonConvs
 from .hexagon.layout import HexagonLayout
 from .hexagon.movement import HexagonMovement
 from .hexagon.requantize import HexagonRequantize
+from .power_as_roots import PowerAsRoots
 from .quantized.qdq_conv_to_integer import QDQConvToInteger
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
 __all__ = ["CpuIntegerConvs", "CpuLayout", "HexagonConvs",
-           "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "QDQConvToInteger",
+           "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
            "ScheduleConvs", "SpaceToDepthConv2d"]
