@@ -199,8 +199,31 @@ def test_a_squeeze_and_excite_gate_is_an_integer_product_within_a_step(dtype, ze
     lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
     x, s = RNG.integers(lo, hi + 1, image).astype(dtype), RNG.integers(lo, hi + 1, gate).astype(dtype)
     steps = np.abs(run(rewritten, x, s).astype(int) - run(mod, x, s).astype(int))
-    assert steps.max() <= 1 and (steps > 0).mean() < 0.02
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.002  # rounded twice (r = 7): 0.3% of pairs a step off
     assert "float32" not in rewritten["main"].script()
+
+
+def _se_net():
+    """A squeeze-and-excitation block as torchvision's EfficientNet has it: x * sigmoid(fc(mean(x)))."""
+    inits = [numpy_helper.from_array(RNG.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.4, "w0"),
+             numpy_helper.from_array(RNG.standard_normal((16, 16, 1, 1)).astype(np.float32) * 0.3, "w1"),
+             numpy_helper.from_array(RNG.standard_normal(16).astype(np.float32) * 0.3, "b1")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Conv", ["g", "w1", "b1"], ["f"]),
+             helper.make_node("Sigmoid", ["f"], ["s"]), helper.make_node("Mul", ["r", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_squeeze_and_excite_block_runs_bit_exact_on_hexagon(tmp_path):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.model import run_model
+    from tvm_s2d.quantize import quantize_qdq
+
+    result = run_model(quantize_qdq(_se_net(), tmp_path / "q.onnx"))
+    assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1 and result.onnxruntime["fraction_differing"] <= 0.01
+    assert not any("multiply" in k.name and "dequantize" in k.name for k in result.kernels)  # no float product left
 
 
 def test_a_product_whose_scales_need_a_multiplier_above_one_is_left_with_the_reason():
@@ -211,4 +234,4 @@ def test_a_product_whose_scales_need_a_multiplier_above_one_is_left_with_the_rea
     rule = IntegerMultiply()
     tvm.ir.assert_structural_equal(rule(mod), mod)
     (outcome,) = rule.outcomes
-    assert not outcome.applied and "not below 1" in outcome.reason
+    assert not outcome.applied and "is not in [2**-9, 1)" in outcome.reason

@@ -6,8 +6,13 @@ a per-channel sigmoid broadcast over the image; EfficientNet, MobileNetV3).
       ->  requantize((qa - za) * (qb - zb), sa * sb / sy)         int32, |product| < 2**16
 
 one int32 product (the broadcast as the float graph has it) and the conv epilogue's
-requantization (``integer_requantize``): at most one step from the float, which rounds the
-product and the division once each. A product of one tensor with itself through an
+requantization (``integer_requantize``) with a single rounding: ``M = round(ratio * 2**31)``
+and no second shift. The conv epilogue's normalised multiplier (``2**30 <= M < 2**31``) and
+its second rounding shift ``r`` rounded twice, and for a gate's ratio (~0.005, ``r = 7``) that
+moved 0.3% of all (qa, qb) pairs a step; compounded over EfficientNet-B0's 16 gates, 24 steps on
+95% of its outputs. With one rounding ``M`` keeps at least 22 bits (ratios of at least
+``2**-9``; smaller ones are left alone): a step only where the exact value lies within
+``2**-22`` of a rounding boundary. A product of one tensor with itself through an
 activation (SiLU's ``x * sigmoid(x)``) is ``IntegerTables``' business: a table is exact.
 Per-tensor scales only; an output scale that would need a multiplier of 1 or more is left
 alone (``outcomes`` says why).
@@ -18,12 +23,12 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from ...geometry.fixed_point import fixed_point
 from ..relax_tools import call_of, static_shape
 from .integer_add import dequantized
 from .integer_requantize import emit_requantize, quantize_params
 
 RULE_NAME = "IntegerMultiply"
+MIN_RATIO = 2.0**-9
 
 
 def integer_multiply(rewriter, quantize: relax.Call):
@@ -40,14 +45,14 @@ def integer_multiply(rewriter, quantize: relax.Call):
     (qa, sa, za), (qb, sb, zb) = operands
     sy, zy, lo, hi, dtype = params
     ratio = np.float64(sa) * np.float64(sb) / np.float64(sy)
-    if not 0 < ratio < 1:
-        return f"a product whose scale ratio sa * sb / sy = {ratio:.3g} is not below 1"
+    if not MIN_RATIO <= ratio < 1:
+        return f"a product whose scale ratio sa * sb / sy = {ratio:.3g} is not in [2**-9, 1) (one rounding in 31 bits)"
     bb = rewriter.builder_
 
     def term(q, zero):
         return bb.emit(relax.op.subtract(relax.op.astype(rewriter.visit_expr(q), "int32"), relax.const(zero, "int32")))
 
     product = bb.emit(relax.op.multiply(term(qa, za), term(qb, zb)))
-    m, r = fixed_point(np.array(ratio))
+    m = np.int64(np.rint(ratio * 2.0**31))
     return None, "integer product (one int32 multiply, one requantization)", emit_requantize(
-        bb, product, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)
+        bb, product, np.zeros((), np.int32), min(m, np.int64(2**31 - 1)), np.int64(0), zy, lo, hi, dtype)
