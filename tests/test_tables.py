@@ -235,3 +235,22 @@ def test_a_product_whose_scales_need_a_multiplier_above_one_is_left_with_the_rea
     tvm.ir.assert_structural_equal(rule(mod), mod)
     (outcome,) = rule.outcomes
     assert not outcome.applied and "is not in [2**-9, 1)" in outcome.reason
+
+
+@pytest.mark.parametrize("target", ["hexagon", "host"])
+def test_a_lookup_runs_in_the_layout_of_the_convs_around_it(target, tmp_path):
+    """ConvertLayout has no rule for ``take``: without the stand-in it sent the lookup's input
+    back to NCHW and its output forth to NHWC (two transposes a table)."""
+    import tvm_s2d
+    from tvm_s2d.pipeline import S2DPipeline
+    from tvm_s2d.quantize import quantize_qdq
+
+    mod = tvm_s2d.from_onnx(onnx.load(quantize_qdq(_activation_net("Sigmoid"), tmp_path / "q.onnx")))
+    chosen = tvm_s2d.targets.hexagon_target() if target == "hexagon" else tvm_s2d.targets.host_target()
+    with chosen, tvm.transform.PassContext(opt_level=3):
+        laid_out = S2DPipeline().run(mod, until="layout")
+    bindings = {b.var: b.value for block in laid_out["main"].body.blocks for b in block.bindings}
+    takes = [v for v in bindings.values() if isinstance(v, relax.Call) and getattr(v.op, "name", "") == "relax.take"]
+    assert len(takes) == 1
+    source = bindings.get(takes[0].args[1])
+    assert not (isinstance(source, relax.Call) and source.op.name == "relax.permute_dims"), source

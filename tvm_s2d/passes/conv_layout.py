@@ -49,11 +49,48 @@ def convert_convs(mod: tvm.IRModule, layout_of, seen=None) -> tvm.IRModule:
         layout = layout_of(call) if is_call(call, "relax.nn.conv2d") else None
         return {"relax.nn.conv2d": [layout, KERNEL_LAYOUTS[layout]]} if layout else {}
 
+    lookups = _Lookups(mod)
+    mod = rewrite_functions(mod, lookups)
     if seen is None:
-        return fold_constant_transposes(relax.transform.ConvertLayout({}, desired)(mod))
-    hide = _Hide(mod, lambda call: bool(desired(call)) or seen(call))
-    converted = relax.transform.ConvertLayout({}, desired)(rewrite_functions(mod, hide))
-    return fold_constant_transposes(rewrite_functions(converted, _Unhide(converted, hide.calls)))
+        converted = relax.transform.ConvertLayout({}, desired)(mod)
+    else:
+        hide = _Hide(mod, lambda call: bool(desired(call)) or seen(call) or lookups.marks(call))
+        converted = relax.transform.ConvertLayout({}, desired)(rewrite_functions(mod, hide))
+        converted = rewrite_functions(converted, _Unhide(converted, hide.calls))
+    return fold_constant_transposes(rewrite_functions(converted, _Lookups(converted, lookups.tables)))
+
+
+@mutator
+class _Lookups(PyExprMutator):
+    """Table lookups (``take(T, q)``, ``T`` a 1-d constant: ``IntegerTables``) are elementwise,
+    but ConvertLayout has no rule for ``take`` and would turn ``q`` back to the model's layout
+    and the result forth (two transposes a table on Hexagon's NHWC). Hidden as ``q ^ marker``
+    (a binary op with a scalar, whose layout is its input's), one marker object a table; given
+    ``tables`` (``marker -> lookup``), the lookups put back on the arguments ConvertLayout gave.
+    Only tables of the index's type (8-bit to 8-bit): the stand-in must type as the lookup."""
+
+    def __init__(self, mod, tables: list | None = None):
+        super().__init__(mod)
+        self.restore, self.tables = tables is not None, tables if tables is not None else []
+
+    def marks(self, call: relax.Call) -> bool:
+        """Whether ``call`` is a lookup's stand-in."""
+        return is_call(call, "relax.bitwise_xor") and any(call.args[1].same_as(m) for m, _ in self.tables)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        new = super().visit_call_(call)
+        if self.restore:
+            if is_call(new, "relax.bitwise_xor"):
+                for marker, lookup in self.tables:
+                    if new.args[1].same_as(marker):
+                        return relax.Call(lookup.op, [lookup.args[0], new.args[0]], lookup.attrs)
+            return new
+        if is_call(new, "relax.take") and isinstance(new.args[0], tvm.ir.GenericConst) and \
+                len(new.args[0].ty.shape) == 1 and str(new.args[1].ty.dtype) == str(new.ty.dtype):  # the stand-in's type
+            marker = relax.const(0, str(new.ty.dtype))
+            self.tables.append((marker, new))
+            return relax.op.bitwise_xor(new.args[1], marker)
+        return new
 
 
 HIDDEN = "tvm_s2d.cpu_layout.opaque."  # the stand-in's name, then its index
