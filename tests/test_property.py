@@ -1,7 +1,8 @@
 """Random small graphs, float and quantized, compiled with the default ``"s2d"`` pipeline for
 this CPU against ONNX Runtime: convs with random kernel, stride, dilation, groups and pads,
-bias, ReLU/Clip, Add, Concat, Split, max/average pools, channel shuffles (Reshape/Transpose),
-global pooling. No pass may fail (``TVM_S2D_STRICT=1``: a failure raises) and every output
+bias, ReLU/Clip, activations (Sigmoid, Tanh, HardSwish, HardSigmoid, LeakyReLU, SiLU), Add,
+Concat, Split, max/average pools, channel shuffles (Reshape/Transpose), global pooling,
+squeeze-and-excitation gates. No pass may fail (``TVM_S2D_STRICT=1``: a failure raises) and every output
 matches. ``S2D_PROPERTY_EXAMPLES=N`` draws more examples than CI's."""
 
 import os
@@ -17,7 +18,8 @@ import tvm_s2d
 from helpers import onnxruntime_reference, run
 
 EXAMPLES = int(os.environ.get("S2D_PROPERTY_EXAMPLES", "40"))
-OPS = ("conv", "conv", "conv", "relu", "clip", "add", "concat", "split", "maxpool", "avgpool", "shuffle")
+OPS = ("conv", "conv", "conv", "relu", "clip", "add", "concat", "split", "maxpool", "avgpool", "shuffle", "activation",
+       "gate")
 
 
 class _Builder:
@@ -63,6 +65,19 @@ class _Builder:
                      group=groups)
         elif op == "relu":
             self.add("Relu", [x], c, (h, w))
+        elif op == "activation":  # IntegerTables when quantized
+            act = draw(st.sampled_from(["Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "SiLU"]))
+            if act == "SiLU":
+                sig = self.add("Sigmoid", [x], c, (h, w))
+                self.add("Mul", [x, sig], c, (h, w))
+            else:
+                self.add(act, [x], c, (h, w))
+        elif op == "gate":  # squeeze-and-excitation: x * sigmoid(mean(x)); IntegerMultiply when quantized
+            mean = self.fresh("mean")
+            self.nodes.append(helper.make_node("GlobalAveragePool", [x], [mean], name=mean))
+            sig = self.fresh("sigmoid")
+            self.nodes.append(helper.make_node("Sigmoid", [mean], [sig], name=sig))
+            self.add("Mul", [x, sig], c, (h, w))
         elif op == "clip":
             self.add("Clip", [x, self.init(np.array(-1.0, np.float32)), self.init(np.array(2.0, np.float32))], c, (h, w))
         elif op in ("add", "concat"):
