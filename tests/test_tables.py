@@ -223,7 +223,44 @@ def test_a_squeeze_and_excite_block_runs_bit_exact_on_hexagon(tmp_path):
 
     result = run_model(quantize_qdq(_se_net(), tmp_path / "q.onnx"))
     assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1 and result.onnxruntime["fraction_differing"] <= 0.01
-    assert not any("multiply" in k.name and "dequantize" in k.name for k in result.kernels)  # no float product left
+    assert not any("multiply" in k.name for k in result.kernels)  # no product left to scalar code
+    assert any("hvx_requantize_product" in k.name for k in result.kernels)
+
+
+@pytest.mark.parametrize("dtypes,shape,gate", [(("uint8", "uint8", "uint8"), (1, 9, 11, 40), True),  # 3960: a tail
+                                               (("int8", "int8", "int8"), (1, 5, 7, 96), True),
+                                               (("uint8", "uint8", "uint8"), (1, 6, 8, 16), False),  # 768: no tail
+                                               (("int8", "uint8", "int8"), (1, 2, 3, 240), True)])
+def test_hvx_product_kernel_is_bit_exact(dtypes, shape, gate):
+    """A gate tiled to lcm(C, 128) bytes, or a second tensor of the same shape; requantized
+    with one rounding and a clamp narrower than the type's."""
+    import math
+
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.geometry.fixed_point import RANGES
+    from tvm_s2d.schedules.hexagon.requantize import requantize_product_kernel
+
+    a_dtype, b_dtype, dtype = dtypes
+    channels, total = shape[-1], int(np.prod(shape))
+    qa = RNG.integers(*RANGES[a_dtype], shape, endpoint=True).astype(a_dtype)
+    qb = RNG.integers(*RANGES[b_dtype], (channels,) if gate else shape, endpoint=True).astype(b_dtype)
+    period = math.lcm(channels, 128) if gate else total
+    tiled = np.tile(qb.reshape(-1), period // qb.size)
+    za, zb, zy, m = 5, 3 if b_dtype == "uint8" else -2, 7, int(round(0.0051 * 2**31))
+    lo, hi = (10, 250) if dtype == "uint8" else (-120, 127)
+    product = (qa.astype(np.int64) - za) * (np.broadcast_to(qb, shape).astype(np.int64) - zb)
+    expected = np.clip(((product * m + 2**30) >> 31) + zy, lo, hi).astype(dtype)
+    args = (shape, period, a_dtype, za, b_dtype, zb, m, zy, lo, hi, dtype)
+    hvx = run_kernel(requantize_product_kernel(*args), [qa, tiled], [(shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    scalar = run_kernel(requantize_product_kernel(*args, hvx_code=False), [qa, tiled], [(shape, dtype)])
+    np.testing.assert_array_equal(scalar.outputs[0], expected)
+    assert hvx.packets < scalar.packets / 3  # vector code but for the tail
+    plain = tvm.compile(tvm.IRModule({"main": requantize_product_kernel(*args, hvx_code=False)}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(shape, dtype))
+    plain(tvm.runtime.tensor(qa), tvm.runtime.tensor(tiled), out)
+    np.testing.assert_array_equal(out.numpy(), expected)
 
 
 def test_a_product_whose_scales_need_a_multiplier_above_one_is_left_with_the_reason():

@@ -14,6 +14,8 @@ last axis (NHWC, as ``HexagonLayout`` makes the model); others are left to TVM, 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -22,10 +24,12 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
-from ...schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
+from ...schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel, \
+    requantize_product_kernel
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term
+from ..quantized.integer_multiply import match_product
 from ..quantized.integer_requantize import match_requantize
 from ..relax_tools import add_kernel, call_of, is_call, rewrite_functions, static_shape
 from .conv_output import along_last_axis, match_channel_major, match_correction, match_padded_channels
@@ -84,6 +88,12 @@ class _Rewriter(PyExprMutator):
             applied(self.rule.outcomes, name, "HVX integer add kernel")
             value = relax.call_tir(kernel, [qa, qb], relax.TensorType(shape, dtype))
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+        product = match_product(x, self.var2val)
+        if product is not None and not np.any(b) and np.size(m) == 1 and not np.any(r) and not np.any(pre):
+            value = self._product(product, int(np.reshape(m, ())), shape, zy, lo, hi, dtype)
+            if value is not None:
+                applied(self.rule.outcomes, name, "HVX integer product kernel")
+                return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         corrected = match_correction(x, self.var2val, shape)  # y - zx * sum(W), folded into the bias
         if corrected is not None:
             x, b = corrected[0], np.asarray(b, np.int64) - corrected[1]
@@ -108,6 +118,31 @@ class _Rewriter(PyExprMutator):
         applied(self.rule.outcomes, name, how)
         value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+
+    def _product(self, product, m, shape, zy, lo, hi, dtype):
+        """``IntegerMultiply``'s product and requantization on one kernel, or None: ``qb`` of the
+        output's shape, or a per-channel gate (ones but the last axis) tiled to a multiple of 128
+        bytes (a few KB: one pass of scalar copies)."""
+        qa, za, qb, zb = product
+        if static_shape(qa) != tuple(shape):
+            qa, za, qb, zb = qb, zb, qa, za
+        gate = static_shape(qb)
+        if static_shape(qa) != tuple(shape) or gate is None:
+            return None
+        qa, qb = (self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
+                  for q in (qa, qb))
+        channels, total = int(shape[-1]), int(np.prod(shape))
+        if gate == tuple(shape):
+            period, tiled = total, self.builder_.emit(relax.op.reshape(qb, [total]))
+        elif all(d == 1 for d in gate[:-1]) and gate[-1] == channels and len(gate) == len(shape):
+            period = math.lcm(channels, 128)
+            tiled = self.builder_.emit(relax.op.tile(relax.op.reshape(qb, [channels]), [period // channels]))
+        else:
+            return None
+        func = requantize_product_kernel(shape, period, str(qa.ty.dtype), za, str(qb.ty.dtype), zb, m, zy, lo, hi, dtype,
+                                         hvx_code=self.rule.hvx)
+        kernel = add_kernel(self.builder_, func, "hvx_requantize_product")
+        return relax.call_tir(kernel, [qa, tiled], relax.TensorType(shape, dtype))
 
     def _channel_major(self, binding, source, constants, shape, zy, lo, hi, dtype):
         """The requantization of ``source`` (int32 ``[N, C, H, W']``) on one HVX kernel: written

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from ..relax_tools import call_of, static_shape
+from ...geometry.fixed_point import RANGES
+from ..relax_tools import call_of, const_of, static_shape
 from .integer_add import dequantized
 from .integer_requantize import emit_requantize, quantize_params
 
@@ -49,10 +50,28 @@ def integer_multiply(rewriter, quantize: relax.Call):
         return f"a product whose scale ratio sa * sb / sy = {ratio:.3g} is not in [2**-9, 1) (one rounding in 31 bits)"
     bb = rewriter.builder_
 
-    def term(q, zero):
+    def term(q, zero):  # read back by match_product
         return bb.emit(relax.op.subtract(relax.op.astype(rewriter.visit_expr(q), "int32"), relax.const(zero, "int32")))
 
     product = bb.emit(relax.op.multiply(term(qa, za), term(qb, zb)))
     m = np.int64(np.rint(ratio * 2.0**31))
     return None, "integer product (one int32 multiply, one requantization)", emit_requantize(
         bb, product, np.zeros((), np.int32), min(m, np.int64(2**31 - 1)), np.int64(0), zy, lo, hi, dtype)
+
+
+def match_product(expr: relax.Expr, var2val: dict):
+    """What ``integer_multiply`` wrote before its requantization, read back:
+    ``(qa, za, qb, zb)`` for ``(astype(qa) - za) * (astype(qb) - zb)`` in int32, else None
+    (``HexagonRequantize`` computes the whole of it on one HVX kernel)."""
+    mul = call_of(expr, var2val, "relax.multiply")
+    if mul is None or str(mul.ty.dtype) != "int32":
+        return None
+    found = []
+    for term in mul.args:
+        sub = call_of(term, var2val, "relax.subtract")
+        cast = None if sub is None else call_of(sub.args[0], var2val, "relax.astype")
+        zero = None if sub is None else const_of(sub.args[1], var2val)
+        if cast is None or zero is None or zero.size != 1 or str(cast.args[0].ty.dtype) not in RANGES:
+            return None
+        found += [cast.args[0], int(zero.reshape(()))]
+    return tuple(found)

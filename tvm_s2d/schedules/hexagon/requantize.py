@@ -211,3 +211,65 @@ def _narrow(t, dtype: str):
     pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
     halves = hvx("vpackwh.sat", t, t)
     return T.Shuffle([T.reinterpret(hvx(pack, halves, halves), dtype=f"{dtype}x128")], list(range(32)))
+
+
+def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype: str, zb: int, m: int, zy: int,
+                              lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``(qa, qb) -> dtype``: ``((qa - za) * (qb - zb) * m + 2**30) >> 31`` plus ``zy``, clamped
+    (``passes.quantized.integer_multiply``: one rounding). ``qb`` is ``period`` bytes that
+    repeat along the flattened ``qa`` (a per-channel gate tiled to a multiple of 128 bytes, so
+    each 128-byte group of ``qa`` meets one aligned 128-byte window of it; ``period`` = the
+    element count of ``qa`` for a product of one shape). ``hvx_code=False``: a plain loop."""
+    total = int(np.prod(shape))
+    groups = total // 128 if period % 128 == 0 or period == total else 0  # whole aligned windows of qb
+
+    def element(qa, qb):
+        p = (T.cast(qa, "int32") - za) * (T.cast(qb, "int32") - zb)
+        t = ((T.cast(p, "int64") * T.int64(m) + T.int64(1 << 30)) >> T.int64(31)) + T.int64(zy)
+        return T.cast(T.max(T.min(t, T.int64(hi)), T.int64(lo)), dtype)
+
+    pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+    full_range = (lo, hi) == RANGES[dtype]
+    low_op, high_op = {"uint8": ("vmaxub", "vminub"), "int8": ("vmaxb", "vminb")}[dtype]
+
+    def clamped(words):
+        """128 packed bytes clamped to ``[lo, hi]`` (the saturating packs clamp to the type's range)."""
+        return words if full_range else hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+
+    def requantized(a, b):
+        """32 lanes of the product requantized, int32 (the packs saturate to the type's range)."""
+        p = (a - T.broadcast(za, 32)) * (b - T.broadcast(zb, 32))
+        mv = T.broadcast(m, 32)
+        return hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", p, mv), p, mv) + T.broadcast(zy, 32)
+
+    def quarters(q, start, q_dtype):
+        """The 128 bytes of ``q`` from ``start`` as 4 int32 vectors, in order (two rounds of ``vunpack``)."""
+        bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
+        pair = hvx(bytes_, T.reinterpret(q.vload([start], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
+        low, high = (hvx(halves, hvx(part, pair), dtype="int32x64") for part in ("lo", "hi"))
+        return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize_product(qa_: T.Buffer(shape, a_dtype, align=128), qb: T.Buffer((period,), b_dtype, align=128),
+                           out_: T.Buffer(shape, dtype, align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
+            out = T.decl_buffer((total,), dtype, data=out_.data)
+            for g in range(groups):
+                t = [requantized(x, y) for x, y in zip(quarters(qa, g * 128, a_dtype), quarters(qb, g * 128 % period, b_dtype))]
+                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(
+                    clamped(hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0]))), dtype=f"{dtype}x128")
+            for e in range(groups * 128, total):
+                out[e] = element(qa[e], qb[e % period])
+
+    @T.prim_func(s_tir=True)
+    def plain_product(qa_: T.Buffer(shape, a_dtype), qb: T.Buffer((period,), b_dtype), out_: T.Buffer(shape, dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
+            out = T.decl_buffer((total,), dtype, data=out_.data)
+            for e in range(total):
+                out[e] = element(qa[e], qb[e % period])
+
+    return requantize_product if hvx_code else plain_product
