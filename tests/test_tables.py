@@ -225,6 +225,8 @@ def test_a_squeeze_and_excite_block_runs_bit_exact_on_hexagon(tmp_path):
     assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1 and result.onnxruntime["fraction_differing"] <= 0.01
     assert not any("multiply" in k.name for k in result.kernels)  # no product left to scalar code
     assert any("hvx_requantize_product" in k.name for k in result.kernels)
+    assert any("hvx_channel_sums" in k.name for k in result.kernels)  # the global pool's sums (NHWC after the conv)
+    assert not any(k.name.endswith("_sum") or "_sum_" in k.name for k in result.kernels if "hvx" not in k.name)
 
 
 @pytest.mark.parametrize("dtypes,shape,gate", [(("uint8", "uint8", "uint8"), (1, 9, 11, 40), True),  # 3960: a tail

@@ -24,12 +24,13 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
-from ...schedules.hexagon.requantize import channel_constants, lane_constants, requantize_add_kernel, requantize_kernel, \
-    requantize_product_kernel
+from ...schedules.hexagon.requantize import channel_constants, lane_constants, lane_sums_kernel, requantize_add_kernel, \
+    requantize_kernel, requantize_product_kernel
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term
 from ..quantized.integer_multiply import match_product
+from ..quantized.integer_pool_concat import match_sum
 from ..quantized.integer_requantize import match_requantize
 from ..relax_tools import add_kernel, call_of, is_call, rewrite_functions, static_shape
 from .conv_output import along_last_axis, match_channel_major, match_correction, match_padded_channels
@@ -94,6 +95,9 @@ class _Rewriter(PyExprMutator):
             if value is not None:
                 applied(self.rule.outcomes, name, "HVX integer product kernel")
                 return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+        summed = match_sum(x, self.var2val)
+        if summed is not None and (sums := self._channel_sums(*summed, shape)) is not None:
+            x = sums  # a global pool's sums on HVX; the requantization below as for any int32 tensor
         corrected = match_correction(x, self.var2val, shape)  # y - zx * sum(W), folded into the bias
         if corrected is not None:
             x, b = corrected[0], np.asarray(b, np.int64) - corrected[1]
@@ -118,6 +122,23 @@ class _Rewriter(PyExprMutator):
         applied(self.rule.outcomes, name, how)
         value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+
+    def _channel_sums(self, q, z, axes, keepdims, shape):
+        """``sum(q - z)`` over every axis but the first (batch 1) and the last (NHWC channels) on
+        an HVX kernel (``lane_sums_kernel``), its lanes added up per channel (a few KB), or None."""
+        source = static_shape(q)
+        if source is None or source[0] != 1 or axes != list(range(1, len(source) - 1)):
+            return None
+        channels = int(source[-1])
+        period = math.lcm(channels, 128)
+        func = lane_sums_kernel(source, str(q.ty.dtype), period, hvx_code=self.rule.hvx)
+        kernel = add_kernel(self.builder_, func, "hvx_channel_sums")
+        q = self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
+        lanes = self.builder_.emit(relax.call_tir(kernel, [q], relax.TensorType((period,), "int32")))
+        count = int(np.prod(source[1:-1]))
+        sums = relax.op.sum(relax.op.reshape(lanes, [period // channels, channels]), axis=[0])
+        centred = relax.op.subtract(sums, relax.const(np.int32(count * z)))
+        return self.builder_.emit(relax.op.reshape(centred, list(shape)))
 
     def _product(self, product, m, shape, zy, lo, hi, dtype):
         """``IntegerMultiply``'s product and requantization on one kernel, or None: ``qb`` of the

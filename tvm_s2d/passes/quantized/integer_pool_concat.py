@@ -33,7 +33,7 @@ import numpy as np
 from tvm import relax
 
 from ...geometry.fixed_point import RANGES, fixed_point
-from ..relax_tools import bound, call_of, static_shape
+from ..relax_tools import bound, call_of, const_of, static_shape
 from .integer_add import dequantized, emit_term, same_quantization, terms
 from .integer_requantize import emit_requantize, quantize_params
 
@@ -175,7 +175,7 @@ def _mean(rewriter, mean: relax.Call, params, quantize):
         return f"a mean whose rescale {ratio:g} is not below 1: integer requantization takes ratios below 1"
     bb = rewriter.builder_
     centred = bb.emit(relax.op.subtract(relax.op.astype(rewriter.visit_expr(q), "int32"), relax.const(z, "int32")))
-    total = bb.emit(relax.op.sum(centred, axes, keepdims=bool(mean.attrs.keepdims)))
+    total = bb.emit(relax.op.sum(centred, axes, keepdims=bool(mean.attrs.keepdims)))  # read back by match_sum
     m, r = fixed_point(np.array(ratio))
     # a sum is small (count x 255) and its rescale's shift r too (a few bits): the high multiply's
     # rounding would be a coarse first rounding (1/8 of a step at r = 3, a step off on ~9% of
@@ -184,6 +184,19 @@ def _mean(rewriter, mean: relax.Call, params, quantize):
     pre = max(0, 30 - int(count * 255).bit_length())
     return None, "mean as an int32 sum and one integer requantization", emit_requantize(
         bb, total, np.zeros((), np.int32), m, r + pre, zy, lo, hi, dtype, pre=pre)
+
+
+def match_sum(expr: relax.Expr, var2val: dict):
+    """What ``_mean`` wrote before its requantization, read back: ``(q, z, axes, keepdims)``
+    for ``sum(astype(q, int32) - z, axes)``, else None (``HexagonRequantize`` sums on HVX)."""
+    total = call_of(expr, var2val, "relax.sum")
+    sub = None if total is None else call_of(total.args[0], var2val, "relax.subtract")
+    cast = None if sub is None else call_of(sub.args[0], var2val, "relax.astype")
+    zero = None if sub is None else const_of(sub.args[1], var2val)
+    if cast is None or zero is None or zero.size != 1 or str(cast.args[0].ty.dtype) not in RANGES or total.attrs.axis is None:
+        return None
+    rank = len(cast.args[0].ty.shape)
+    return cast.args[0], int(zero.reshape(())), sorted(int(a) % rank for a in total.attrs.axis), bool(total.attrs.keepdims)
 
 
 #: op -> its rule ``(rewriter, op, quantize's params, quantize) -> (name, what, value) | reason``.

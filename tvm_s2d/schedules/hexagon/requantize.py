@@ -273,3 +273,48 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
                 out[e] = element(qa[e], qb[e % period])
 
     return requantize_product if hvx_code else plain_product
+
+
+def lane_sums_kernel(shape, q_dtype: str, period: int, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``q -> int32[period]``: ``out[j] = sum(q_flat[e] for e % period == j)``, ``period`` a
+    multiple of 128 and of the channel count (``lcm(C, 128)``), so that lane ``j`` sums channel
+    ``j % C`` of an NHWC tensor: a global pool's sums, ``period / C`` lanes a channel (added up
+    after). Whole windows of ``period`` bytes accumulate in registers, 128 bytes widened to four
+    int32 vectors at a time (two rounds of ``vunpack``); the elements past them in a plain loop.
+    ``hvx_code=False``: a plain loop."""
+    total = int(np.prod(shape))
+    windows, blocks = total // period, period // 128
+    bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
+
+    def quarter(q, start, i):
+        pair = hvx(bytes_, T.reinterpret(q.vload([start], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
+        half = hvx(halves, hvx("lo" if i < 2 else "hi", pair), dtype="int32x64")
+        return hvx("lo" if i % 2 == 0 else "hi", half)
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def lane_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((period,), "int32", align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            q = T.decl_buffer((total,), q_dtype, data=q_.data)
+            for j in range(period // 32):
+                out[T.ramp(j * 32, 1, 32)] = T.broadcast(0, 32)
+            for k in range(blocks):
+                for w in range(windows):  # the four quarters share one vunpack chain (pure: LLVM computes it once)
+                    out[T.ramp(k * 128, 1, 32)] = out[T.ramp(k * 128, 1, 32)] + quarter(q, w * period + k * 128, 0)
+                    out[T.ramp(k * 128 + 32, 1, 32)] = out[T.ramp(k * 128 + 32, 1, 32)] + quarter(q, w * period + k * 128, 1)
+                    out[T.ramp(k * 128 + 64, 1, 32)] = out[T.ramp(k * 128 + 64, 1, 32)] + quarter(q, w * period + k * 128, 2)
+                    out[T.ramp(k * 128 + 96, 1, 32)] = out[T.ramp(k * 128 + 96, 1, 32)] + quarter(q, w * period + k * 128, 3)
+            for e in range(windows * period, total):
+                out[e % period] = out[e % period] + T.cast(q[e], "int32")
+
+    @T.prim_func(s_tir=True)
+    def plain_lane_sums(q_: T.Buffer(shape, q_dtype), out: T.Buffer((period,), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            q = T.decl_buffer((total,), q_dtype, data=q_.data)
+            for j in range(period):
+                out[j] = 0
+            for e in range(total):
+                out[e % period] = out[e % period] + T.cast(q[e], "int32")
+
+    return lane_sums if hvx_code else plain_lane_sums
