@@ -171,7 +171,7 @@ def test_lookups_it_cannot_take_say_why():
                                          ("uint8", (1, 1, 1, 1)), ("int8", (1, 24, 24, 33))])
 def test_the_lookup_kernel_runs_exactly_under_qemu(dtype, shape):
     """Whole vectors, a last vector overlapping the one before (element counts not a multiple of
-    128), fewer than 128 elements (a scalar loop); every table entry looked up."""
+    128), fewer than 128 elements (one vector, its store predicated); every table entry looked up."""
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.schedules.hexagon.lookup import arrange_table, lookup_table
 
@@ -183,5 +183,7 @@ def test_the_lookup_kernel_runs_exactly_under_qemu(dtype, shape):
     run_ = run_kernel(lookup_table(shape, dtype, dtype), [x, arrange_table(table)], [(shape, dtype)], name="lookup")
     np.testing.assert_array_equal(run_.outputs[0], table[x.view(np.uint8)])
     if x.size >= 128 * 128:
-        assert run_.packets < 0.1 * x.size  # ~10.6 packets a vector of 128 (8 vlut32, one a packet)
+        assert run_.packets < 0.075 * x.size  # 8 packets a vector of 128 (8 vlut32, one a packet), 0.065 an element
+    if x.size < 128:
+        assert run_.packets < 150  # one vector (the call's argument checks: ~85 packets)
 

@@ -13,8 +13,12 @@ vector ``j // 128``, byte ``2 * (j % 64) + (j // 64) % 2`` holds entry ``j``.
 
 The kernel takes any shape (flattened) and any element count: whole vectors, then the last
 128 elements again as one vector overlapping the previous (a lookup writes what it reads
-nowhere else); fewer than 128 elements are a scalar loop. uint8 and int8 alike: the index's
-byte (int8 as its two's complement byte, ``take``'s ``mode="wrap"``) picks the entry.
+nowhere else); fewer than 128 elements are one vector too, its load the whole aligned vector
+(inside the page of the tensor's first byte) and its store predicated on the first ``n``
+bytes (``vsetq``, ``if (q) vmem = v``). The tensors are 128-byte aligned as the other kernels
+take them (``align=128``: an aligned load and store a vector, one ``vlut32`` a packet, 8
+packets a vector in LLVM's unrolled loop). uint8 and int8 alike: the index's byte (int8 as
+its two's complement byte, ``take``'s ``mode="wrap"``) picks the entry.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
     """``y = T[x]``, elementwise: ``x`` of ``shape`` and ``index_dtype``, ``table`` the 256
     entries as ``arrange_table`` lays them out, ``y`` of ``out_dtype`` (the table's type)."""
     shape, n = _flat(shape)
+    assert n > 0, "an empty tensor has no lookup"
     full = n // 128
     overlap = n >= 128 and n % 128 != 0
     lanes_in, lanes_out = f"{index_dtype}x128", f"{out_dtype}x128"
@@ -68,20 +73,24 @@ def lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
         return T.reinterpret(acc, dtype=lanes_out)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def lookup(x_: T.Buffer(shape, index_dtype), table: T.Buffer((256,), "uint8"), y_: T.Buffer(shape, out_dtype)):
+    def lookup(x_: T.Buffer(shape, index_dtype, align=128), table: T.Buffer((256,), "uint8", align=128),
+               y_: T.Buffer(shape, out_dtype, align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
-            x = T.decl_buffer((n,), index_dtype, data=x_.data)
-            y = T.decl_buffer((n,), out_dtype, data=y_.data)
+            x = T.decl_buffer((n,), index_dtype, data=x_.data, align=128)
+            y = T.decl_buffer((n,), out_dtype, data=y_.data, align=128)
             lo = T.reinterpret(table.vload([0], "uint8x128"), dtype="int32x32")
             hi = T.reinterpret(table.vload([128], "uint8x128"), dtype="int32x32")
             for v in range(full):
                 y[T.ramp(v * 128, 1, 128)] = vlut(x, v * 128, lo, hi)
             if overlap:
                 y[T.ramp(n - 128, 1, 128)] = vlut(x, n - 128, lo, hi)
-            if n < 128:
-                for i in range(n):
-                    y[i] = T.reinterpret(table[table_position(_index_byte(x[i], index_dtype))], dtype=out_dtype)
+            if n < 128:  # one vector (an aligned load: within x's page), its first n bytes stored
+                T.evaluate(T.call_llvm_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vS32b.qpred.ai.128B"),
+                    T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.pred.scalar2.128B"), n,
+                                            dtype="boolx128"),
+                    y.access_ptr("w"), T.reinterpret(vlut(x, 0, lo, hi), dtype="int32x32"), dtype="void"))
 
     return lookup
 
