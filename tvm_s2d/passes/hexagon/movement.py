@@ -41,7 +41,8 @@ PASS_NAME = "HexagonMovement"
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
 class HexagonMovement:
-    """Replace uint8 NHWC 2x2 S2D / D2S triples and pads by HVX kernels (see the module doc)."""
+    """Replace uint8 NHWC 2x2 S2D / D2S triples, pads, 8-bit max pools and concats, and 256-entry
+    table lookups by HVX kernels (see the module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None, hvx: bool = True):
         self.target, self.hvx = target, hvx
