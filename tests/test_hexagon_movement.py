@@ -106,3 +106,84 @@ def test_the_hexagon_build_moves_data_with_shuffles():
     assert shuffles > 0 == shuffles_off  # the S2D
     assert deals > deals_off  # the D2S (the convs' offsets kernels deal too)
     assert vrmpy == vrmpy_off > 0
+
+
+# ---- 256-entry table lookups (IntegerTables' activations) on vlut32 ---------------------------
+
+
+def _lookup_module(shape, dtype, table):
+    """``take(table, x)`` as ``IntegerTables`` writes it: uint8 in clip mode, int8 wrapping."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            mode = "clip" if dtype == "uint8" else "wrap"
+            out = bb.emit_output(bb.emit(relax.op.take(relax.const(table), x, axis=0, mode=mode)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _random_table(dtype, rng):
+    lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
+    return rng.integers(lo, hi, 256).astype(dtype)
+
+
+def _random_index(shape, dtype, rng):
+    lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
+    return rng.integers(lo, hi, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_a_table_lookup_becomes_the_lookup_kernel_and_its_plain_loop_looks_up_exactly(dtype):
+    rng = np.random.default_rng(3)
+    shape = (1, 12, 10, 8)
+    table, x = _random_table(dtype, rng), _random_index(shape, dtype, rng)
+    mod = _lookup_module(shape, dtype, table)
+    rule = HexagonMovement(target=HEXAGON, hvx=False)
+    rewritten = rule(mod)
+    assert [(o.applied, o.reason) for o in rule.outcomes] == [(True, "HVX vlut32 table lookup")]
+    assert len(_kernels(rewritten, "hvx_lookup_")) == 1
+    np.testing.assert_array_equal(run(rewritten, x), table[x.view(np.uint8)])  # int8: the byte, wrapping
+
+
+def test_lookups_it_cannot_take_say_why():
+    bb = relax.BlockBuilder()
+    q = relax.Var("q", relax.TensorType((4, 5), "int8"))
+    w = relax.Var("w", relax.TensorType((4, 5), "int32"))
+    t = relax.Var("t", relax.TensorType((256,), "uint8"))
+    with bb.function("main", [q, w, t]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.take(relax.const(np.arange(256).astype(np.uint8)), q, axis=0, mode="clip"))
+            b = bb.emit(relax.op.take(relax.const(np.arange(256).astype(np.int32)), w, axis=0, mode="clip"))
+            c = bb.emit(relax.op.take(t, q, axis=0, mode="wrap"))
+            out = bb.emit_output(relax.Tuple([a, b, c]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    rule = HexagonMovement(target=HEXAGON)
+    tvm.ir.assert_structural_equal(rule(mod), mod)
+    reasons = [o.reason for o in rule.outcomes]
+    assert not any(o.applied for o in rule.outcomes) and len(reasons) == 3, reasons
+    assert "int8 index in clip mode" in reasons[0] and "int32 table" in reasons[1] and "constant table" in reasons[2]
+
+
+@pytest.mark.parametrize("dtype,shape", [("uint8", (1, 12, 10, 8)), ("int8", (1, 12, 10, 8)), ("uint8", (1, 3, 5, 7)),
+                                         ("int8", (2, 37)), ("int8", (1, 7, 9, 24)), ("uint8", (128,)),
+                                         ("uint8", (1, 1, 1, 1)), ("int8", (1, 24, 24, 33))])
+def test_the_lookup_kernel_runs_exactly_under_qemu(dtype, shape):
+    """Whole vectors, a last vector overlapping the one before (element counts not a multiple of
+    128), fewer than 128 elements (one vector, its store predicated); every table entry looked up."""
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.lookup import arrange_table, lookup_table
+
+    require_hexagon_tools()
+    rng = np.random.default_rng(4)
+    table, x = _random_table(dtype, rng), _random_index(shape, dtype, rng)
+    if x.size >= 256:
+        x.reshape(-1)[:256] = np.arange(256).astype(np.uint8).view(dtype)
+    run_ = run_kernel(lookup_table(shape, dtype, dtype), [x, arrange_table(table)], [(shape, dtype)], name="lookup")
+    np.testing.assert_array_equal(run_.outputs[0], table[x.view(np.uint8)])
+    if x.size >= 128 * 128:
+        assert run_.packets < 0.075 * x.size  # 8 packets a vector of 128 (8 vlut32, one a packet), 0.065 an element
+    if x.size < 128:
+        assert run_.packets < 150  # one vector (the call's argument checks: ~85 packets)
+

@@ -116,7 +116,7 @@ def test_bad_inputs_are_one_line(chain_path, tmp_path, capsys):
 @pytest.mark.parametrize("name,expected", [
     ("hvx_conv0", "conv"), ("hvx_conv0_offsets", "conv"), ("hvx_pad_lv3", "movement"), ("hvx_conv1_layout", "movement"),
     ("hvx_s2d_lv2", "movement"), ("fused_reshape_transpose_reshape1_transpose1", "movement"),
-    ("hvx_concat_lv27", "movement"), ("hvx_pool_lv10", "other"),
+    ("hvx_concat_lv27", "movement"), ("hvx_pool_lv10", "other"), ("hvx_lookup_lv4", "elementwise"),
 ])
 def test_kernel_kinds_by_name(name, expected):
     assert kernel_kind(name, [], [((1,), "uint8")], set(), False) == expected

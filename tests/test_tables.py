@@ -179,6 +179,11 @@ def test_a_quantized_silu_looks_up_bit_exact_on_hexagon(tmp_path):
     result = run_model(path)
     assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1
     assert not any("sigmoid" in k.name for k in result.kernels)  # the float sigmoid is gone
+    # the lookup on the HVX vlut32 kernel (HexagonMovement; the CPU build: its plain loop), none
+    # left to TVM's scalar take (~1.6 packets an element)
+    (lookup,) = [k for k in result.kernels if k.name.startswith("hvx_lookup_")]
+    assert lookup.hvx and lookup.kind == "elementwise" and not any("take" in k.name for k in result.kernels)
+    assert lookup.packets < 0.5 * 8 * 12 * 10, lookup  # 960 elements
 
 
 # ---- the product of two quantized tensors (IntegerMultiply) -----------------------------------

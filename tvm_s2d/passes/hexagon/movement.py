@@ -11,7 +11,10 @@ default lowering copies byte by byte. In a quantized NHWC network that is where 
 point), and the D2S that leaves the domain follows a ``quantize``. The pass replaces each
 such triple by the shuffle kernel and each constant pad of two neighbouring axes of a 4-D
 uint8 tensor by ``pad_rows``; others (NCHW S2D, other blocks and dtypes, a channel count
-whose chunks do not divide a vector) are left alone.
+whose chunks do not divide a vector) are left alone. ``IntegerTables``' lookups
+(``take(T, q)``, ``T`` a constant of 256 8-bit entries, ``q`` uint8, or int8 in ``"wrap"``
+mode) run on ``vlut32`` (``schedules.hexagon.lookup``), the table a constant argument in the
+layout ``vlut32`` reads.
 
 It acts for Hexagon targets (the given one, else the current one) only. ``hvx=False`` uses
 the shuffles' plain copies and leaves pads to relax (to check a graph on a CPU); ``replaced``
@@ -26,10 +29,11 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
     shuffle_space_to_depth, shuffles_apply
+from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
 from ...schedules.hexagon.pool import chunks_apply, concat_channels, max_pool, plain_concat_channels, plain_max_pool
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
-from ..relax_tools import add_kernel, bound, op_name, rewrite_functions, static_shape
+from ..relax_tools import add_kernel, bound, const_of, op_name, rewrite_functions, static_shape
 from ..s2d.emit import match_space_to_depth
 
 PASS_NAME = "HexagonMovement"
@@ -37,7 +41,8 @@ PASS_NAME = "HexagonMovement"
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
 class HexagonMovement:
-    """Replace uint8 NHWC 2x2 S2D / D2S triples and pads by HVX kernels (see the module doc)."""
+    """Replace uint8 NHWC 2x2 S2D / D2S triples, pads, 8-bit max pools and concats, and 256-entry
+    table lookups by HVX kernels (see the module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None, hvx: bool = True):
         self.target, self.hvx = target, hvx
@@ -200,6 +205,31 @@ class _Rewriter(PyExprMutator):
         applied(self.rule.outcomes, name, "HVX concat kernel")
         return relax.call_tir(kernel, [self.visit_expr(f) for f in fields], relax.TensorType(static_shape(call), dtype))
 
+    def _lookup(self, call: relax.Call, name: str):
+        """``take(T, q, axis=0)`` of a constant 256-entry 8-bit table ``T`` by an 8-bit ``q`` (every
+        index in range: uint8, or int8 wrapping to its byte) on ``schedules.hexagon.lookup``."""
+        table, q = call.args
+        values = const_of(table, self.var2val)
+        if values is None:
+            return "take of a computed tensor: the HVX lookup takes a constant table"
+        if values.ndim != 1 or values.size != 256 or str(values.dtype) not in LUT_DTYPES:
+            return (f"take of a {values.dtype} table of shape {list(values.shape)}: the HVX lookup takes 256 uint8 or int8"
+                    " entries")
+        index_dtype, shape, mode = str(q.ty.dtype), static_shape(q), str(call.attrs.mode)
+        if call.attrs.axis is not None and int(call.attrs.axis) not in (0, -1):
+            return f"take along axis {int(call.attrs.axis)}: the HVX lookup takes a 1-d table"
+        if index_dtype not in LUT_DTYPES or (index_dtype == "int8" and mode != "wrap"):
+            return (f"take by a {index_dtype} index in {mode} mode: the HVX lookup takes uint8 indices, or int8 ones"
+                    " in wrap mode")
+        if shape is None:
+            return "take by an index of dynamic shape: the HVX lookup takes static shapes"
+        out_dtype = str(values.dtype)
+        make = lookup_table if self.rule.hvx else plain_lookup_table
+        kernel = add_kernel(self.builder_, make(shape, index_dtype, out_dtype), f"hvx_lookup_{name}")
+        applied(self.rule.outcomes, name, "HVX vlut32 table lookup")
+        return relax.call_tir(kernel, [self.visit_expr(q), relax.const(arrange_table(values))],
+                              relax.TensorType(shape, out_dtype))
+
 
 LOWEST = {"uint8": 0, "int8": -128}
-SELECTIONS = {"relax.nn.max_pool2d": "_max_pool", "relax.concat": "_concat"}  # op -> the rewriter's method
+SELECTIONS = {"relax.nn.max_pool2d": "_max_pool", "relax.concat": "_concat", "relax.take": "_lookup"}  # op -> the rewriter's method
