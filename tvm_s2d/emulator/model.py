@@ -360,8 +360,10 @@ def kernel_kind(name: str, operands, outputs, float_inputs, returns_output: bool
     if name.startswith(("hvx_s2d_", "hvx_d2s_", "hvx_pad_", "hvx_concat_")) or (name.startswith("hvx_")
                                                                                 and name.endswith("_layout")):
         return "movement"
-    if name.startswith("hvx_lookup_"):
-        return "elementwise"  # a table lookup: an activation
+    if name.startswith(("hvx_lookup_", "hvx_product_")):
+        return "elementwise"  # a table lookup (an activation), a gate's product
+    if name.startswith("hvx_sums_"):
+        return "other"  # a global pool's sums
     if name.startswith("hvx_pool_"):
         return "other"  # a max pool: neither a conv nor data movement
     if name.startswith("hvx_requantize_"):

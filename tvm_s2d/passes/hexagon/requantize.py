@@ -91,12 +91,12 @@ class _Rewriter(PyExprMutator):
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         product = match_product(x, self.var2val)
         if product is not None and not np.any(b) and np.size(m) == 1 and not np.any(r) and not np.any(pre):
-            value = self._product(product, int(np.reshape(m, ())), shape, zy, lo, hi, dtype)
+            value = self._product(product, int(np.reshape(m, ())), shape, zy, lo, hi, dtype, name)
             if value is not None:
                 applied(self.rule.outcomes, name, "HVX integer product kernel")
                 return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         summed = match_sum(x, self.var2val)
-        if summed is not None and (sums := self._channel_sums(*summed, shape)) is not None:
+        if summed is not None and (sums := self._channel_sums(*summed, shape, name)) is not None:
             x = sums  # a global pool's sums on HVX; the requantization below as for any int32 tensor
         corrected = match_correction(x, self.var2val, shape)  # y - zx * sum(W), folded into the bias
         if corrected is not None:
@@ -123,7 +123,7 @@ class _Rewriter(PyExprMutator):
         value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
         return super().visit_var_binding_(relax.VarBinding(binding.var, value))
 
-    def _channel_sums(self, q, z, axes, keepdims, shape):
+    def _channel_sums(self, q, z, axes, keepdims, shape, name):
         """``sum(q - z)`` over every axis but the first (batch 1) and the last (NHWC channels) on
         an HVX kernel (``lane_sums_kernel``), its lanes added up per channel (a few KB), or None."""
         source = static_shape(q)
@@ -132,7 +132,7 @@ class _Rewriter(PyExprMutator):
         channels = int(source[-1])
         period = math.lcm(channels, 128)
         func = lane_sums_kernel(source, str(q.ty.dtype), period, hvx_code=self.rule.hvx)
-        kernel = add_kernel(self.builder_, func, "hvx_channel_sums")
+        kernel = add_kernel(self.builder_, func, f"hvx_sums_{name}")
         q = self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
         lanes = self.builder_.emit(relax.call_tir(kernel, [q], relax.TensorType((period,), "int32")))
         count = int(np.prod(source[1:-1]))
@@ -140,7 +140,7 @@ class _Rewriter(PyExprMutator):
         centred = relax.op.subtract(sums, relax.const(np.int32(count * z)))
         return self.builder_.emit(relax.op.reshape(centred, list(shape)))
 
-    def _product(self, product, m, shape, zy, lo, hi, dtype):
+    def _product(self, product, m, shape, zy, lo, hi, dtype, name):
         """``IntegerMultiply``'s product and requantization on one kernel, or None: ``qb`` of the
         output's shape, or a per-channel gate (ones but the last axis) tiled to a multiple of 128
         bytes (a few KB: one pass of scalar copies)."""
@@ -162,7 +162,7 @@ class _Rewriter(PyExprMutator):
             return None
         func = requantize_product_kernel(shape, period, str(qa.ty.dtype), za, str(qb.ty.dtype), zb, m, zy, lo, hi, dtype,
                                          hvx_code=self.rule.hvx)
-        kernel = add_kernel(self.builder_, func, "hvx_requantize_product")
+        kernel = add_kernel(self.builder_, func, f"hvx_product_{name}")
         return relax.call_tir(kernel, [qa, tiled], relax.TensorType(shape, dtype))
 
     def _channel_major(self, binding, source, constants, shape, zy, lo, hi, dtype):
