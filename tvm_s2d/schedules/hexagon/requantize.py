@@ -149,13 +149,6 @@ def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, z
         t = T.shift_right(t + T.broadcast(half, 32), T.broadcast(r, 32))
         return T.max(T.min(t + T.broadcast(zy, 32), T.broadcast(hi, 32)), T.broadcast(lo, 32))
 
-    def quarters(q, g, q_dtype):
-        """The 128 bytes ``g`` of ``q`` as 4 int32 vectors, in order (two rounds of ``vunpack``)."""
-        bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
-        pair = hvx(bytes_, T.reinterpret(q.vload([g * 128], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
-        low, high = (hvx(halves, hvx(part, pair), dtype="int32x64") for part in ("lo", "hi"))
-        return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
-
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize_add(qa_: T.Buffer(shape, a_dtype, align=128), qb_: T.Buffer(shape, b_dtype, align=128),
                        out_: T.Buffer(shape, dtype, align=128)):
@@ -165,13 +158,21 @@ def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, z
             qb = T.decl_buffer((total,), b_dtype, data=qb_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
             for g in range(groups):  # 128 bytes of each: widened in order, requantized, packed back
-                t = [requantized(x, y) for x, y in zip(quarters(qa, g, a_dtype), quarters(qb, g, b_dtype))]
+                t = [requantized(x, y) for x, y in zip(quarters(qa, g * 128, a_dtype), quarters(qb, g * 128, b_dtype))]
                 out[T.ramp(g * 128, 1, 128)] = T.reinterpret(
                     hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0])), dtype=f"{dtype}x128")
             for e in range(groups * 128, total):
                 out[e] = element(qa[e], qb[e])
 
     return requantize_add
+
+
+def quarters(q, start, q_dtype: str) -> list:
+    """The 128 bytes of ``q`` from ``start`` as 4 int32 vectors, in order (two rounds of ``vunpack``)."""
+    bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
+    pair = hvx(bytes_, T.reinterpret(q.vload([start], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
+    low, high = (hvx(halves, hvx(part, pair), dtype="int32x64") for part in ("lo", "hi"))
+    return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
 
 
 def _byte_splat(value: int, dtype: str):
@@ -242,13 +243,6 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
         mv = T.broadcast(m, 32)
         return hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", p, mv), p, mv) + T.broadcast(zy, 32)
 
-    def quarters(q, start, q_dtype):
-        """The 128 bytes of ``q`` from ``start`` as 4 int32 vectors, in order (two rounds of ``vunpack``)."""
-        bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
-        pair = hvx(bytes_, T.reinterpret(q.vload([start], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
-        low, high = (hvx(halves, hvx(part, pair), dtype="int32x64") for part in ("lo", "hi"))
-        return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
-
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize_product(qa_: T.Buffer(shape, a_dtype, align=128), qb: T.Buffer((period,), b_dtype, align=128),
                            out_: T.Buffer(shape, dtype, align=128)):
@@ -284,12 +278,6 @@ def lane_sums_kernel(shape, q_dtype: str, period: int, hvx_code: bool = True) ->
     ``hvx_code=False``: a plain loop."""
     total = int(np.prod(shape))
     windows, blocks = total // period, period // 128
-    bytes_, halves = {"uint8": ("vunpackub", "vunpackuh"), "int8": ("vunpackb", "vunpackh")}[q_dtype]
-
-    def quarter(q, start, i):
-        pair = hvx(bytes_, T.reinterpret(q.vload([start], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
-        half = hvx(halves, hvx("lo" if i < 2 else "hi", pair), dtype="int32x64")
-        return hvx("lo" if i % 2 == 0 else "hi", half)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def lane_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((period,), "int32", align=128)):
@@ -300,10 +288,10 @@ def lane_sums_kernel(shape, q_dtype: str, period: int, hvx_code: bool = True) ->
                 out[T.ramp(j * 32, 1, 32)] = T.broadcast(0, 32)
             for k in range(blocks):
                 for w in range(windows):  # the four quarters share one vunpack chain (pure: LLVM computes it once)
-                    out[T.ramp(k * 128, 1, 32)] = out[T.ramp(k * 128, 1, 32)] + quarter(q, w * period + k * 128, 0)
-                    out[T.ramp(k * 128 + 32, 1, 32)] = out[T.ramp(k * 128 + 32, 1, 32)] + quarter(q, w * period + k * 128, 1)
-                    out[T.ramp(k * 128 + 64, 1, 32)] = out[T.ramp(k * 128 + 64, 1, 32)] + quarter(q, w * period + k * 128, 2)
-                    out[T.ramp(k * 128 + 96, 1, 32)] = out[T.ramp(k * 128 + 96, 1, 32)] + quarter(q, w * period + k * 128, 3)
+                    out[T.ramp(k * 128, 1, 32)] = out[T.ramp(k * 128, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[0]
+                    out[T.ramp(k * 128 + 32, 1, 32)] = out[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[1]
+                    out[T.ramp(k * 128 + 64, 1, 32)] = out[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[2]
+                    out[T.ramp(k * 128 + 96, 1, 32)] = out[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[3]
             for e in range(windows * period, total):
                 out[e % period] = out[e % period] + T.cast(q[e], "int32")
 
