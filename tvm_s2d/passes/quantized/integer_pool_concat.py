@@ -36,6 +36,7 @@ from ...geometry.fixed_point import RANGES, fixed_point
 from ..relax_tools import bound, call_of, const_of, static_shape
 from .integer_add import dequantized, emit_term, same_quantization, terms
 from .integer_requantize import emit_requantize, quantize_params
+from .integer_tables import lookup
 
 RULE_NAME = "IntegerPoolConcat"
 
@@ -144,10 +145,7 @@ def _dequantized_by_table(bb: relax.BlockBuilder, q: relax.Expr, scale: float, z
     FMA's single rounding moved ties: 1 step on 8% of a 2x2 stride-1 pool's values)."""
     lo, hi = RANGES[str(q.ty.dtype)]
     table = (np.arange(lo, hi + 1, dtype=np.int32) - zero).astype(np.float32) * np.float32(scale)
-    index = bb.emit(relax.op.astype(q, "int32"))
-    if lo:
-        index = bb.emit(relax.op.subtract(index, relax.const(np.int32(lo))))
-    return bb.emit(relax.op.take(relax.const(table), index, axis=0, mode="clip"))  # in range: no warning
+    return bb.emit(lookup(table, q))
 
 
 def _mlas_vector_pool(kernel, stride_w: int, padded_width: int) -> bool:

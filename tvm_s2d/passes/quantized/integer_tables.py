@@ -220,12 +220,15 @@ def integer_tables(rewriter, quantize: relax.Call):
     except _Refused as exc:
         return f"an elementwise region not made a table: {exc}"
     ops = sorted({n.split(".")[-1] for n in _op_names(quantize.args[0], source, rewriter.var2val)})
-    q = rewriter.visit_expr(source)
-    if RANGES[str(source.ty.dtype)][0]:  # int8: T[q mod 256] = f(q), looked up by q itself
-        looked_up = relax.op.take(relax.const(np.roll(table, -128)), q, axis=0, mode="wrap")
-    else:
-        looked_up = relax.op.take(relax.const(table), q, axis=0, mode="clip")  # never out of range; "fast" warns
-    return None, f"{'/'.join(ops)} as a 256-entry table of the 8-bit input", looked_up
+    return None, f"{'/'.join(ops)} as a 256-entry table of the 8-bit input", lookup(table, rewriter.visit_expr(source))
+
+
+def lookup(table: np.ndarray, q: relax.Expr) -> relax.Call:
+    """``table[q - lo]`` for an 8-bit ``q`` (``table[i]`` the value at ``lo + i``), looked up by
+    ``q`` itself: uint8 in range (``clip``: ``fast`` warns), int8 as ``T[q mod 256]`` (``wrap``)."""
+    if RANGES[str(q.ty.dtype)][0]:
+        return relax.op.take(relax.const(np.roll(table, -128)), q, axis=0, mode="wrap")
+    return relax.op.take(relax.const(table), q, axis=0, mode="clip")
 
 
 def _op_names(expr, source, var2val, depth=0) -> list[str]:
