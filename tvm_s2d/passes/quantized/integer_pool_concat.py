@@ -8,9 +8,10 @@ A QDQ model pools and concatenates in float between a ``dequantize`` and a ``qua
   dequantizing is monotonic and ``quantize(dequantize(q))`` is ``q`` for the same scale and
   zero point (the pool's padding, the lowest value, never wins a window that holds a real one);
 * ``quantize(concat(dequantize(q_i, s_i, z_i)), s, z)`` -> ``concat(r_i)`` with ``r_i = q_i``
-  where ``(s_i, z_i) = (s, z)``, else ``q_i`` requantized to ``(s, z)`` in integers: one term of
-  ``IntegerAdd`` (``(q_i - z_i) * M_i``, ``M_i <= 2**21``) and its requantization, at most
-  one step from the float (tested; none measured on real models).
+  where ``(s_i, z_i) = (s, z)``, else ``q_i`` requantized to ``(s, z)`` by a 256-entry table
+  (``integer_tables.requantize_table``): the ONNX semantics exactly, ties to even included (an
+  integer rescale rounded the ties of a power-of-two ratio up: 1 step on 16% of a concat of
+  ``x`` at scale ``s`` and ``x + x`` at ``2s``, found by the property test).
 
 * ``quantize(avg_pool2d(dequantize(q)))`` (any kernel, stride and padding; not ceil mode)
   stays float but sums each window in ONNX Runtime's order (``_mlas_vector_pool``: each column
@@ -22,9 +23,8 @@ A QDQ model pools and concatenates in float between a ``dequantize`` and a ``qua
 * ``quantize(mean(dequantize(q, s, z)), sy, zy)`` (global average pools, ``ReduceMean``) -> the
   int32 sum of ``q - z`` requantized by ``s / (sy * count)``: at most one step from the float.
 
-Per-tensor scales only; a pool whose output scale differs from its input's, an input scale
-above the concat's and other forms are left alone, and ``outcomes`` says why.
-``HexagonRequantize`` computes the one-term requantizations on an HVX kernel.
+Per-tensor scales only; a pool whose output scale differs from its input's and other forms are
+left alone, and ``outcomes`` says why. ``HexagonMovement`` looks the tables up on HVX.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from tvm import relax
 
 from ...geometry.fixed_point import RANGES, fixed_point
 from ..relax_tools import bound, call_of, const_of, static_shape
-from .integer_add import dequantized, emit_term, same_quantization, terms
+from .integer_add import dequantized, same_quantization
 from .integer_requantize import emit_requantize, quantize_params
-from .integer_tables import lookup
+from .integer_tables import lookup, requantize_table
 
 RULE_NAME = "IntegerPoolConcat"
 
@@ -73,19 +73,14 @@ def _concat(rewriter, concat: relax.Call, params, quantize):
     found = [dequantized(item, v2v) for item in items.fields]
     if any(f is None for f in found):
         return "a concat of tensors that are not all dequantized per tensor"
-    if any(s > sy * (1 + 1e-6) for _, s, _ in found):
-        return "a concat input's scale is above the output's"
     bb, parts = rewriter.builder_, []
     for q, s, z in found:
         q = rewriter.visit_expr(q)
         if same_quantization(q, s, z, params):
             parts.append(q)
             continue
-        weight, _, scale = terms(s, s)  # (q - z) * weight in units of scale, as a term of IntegerAdd
-        term = emit_term(bb, q, z, weight)
-        m, r = fixed_point(np.array(scale / sy))
-        parts.append(bb.emit(emit_requantize(bb, term, np.zeros((), np.int32), m, r, zy, lo, hi, dtype)))
-    return None, "concat of the 8-bit tensors (inputs of other scales requantized)", relax.Call(
+        parts.append(bb.emit(lookup(requantize_table(str(q.ty.dtype), s, z, sy, zy, dtype), q)))
+    return None, "concat of the 8-bit tensors (inputs of other scales requantized by a table)", relax.Call(
         concat.op, [relax.Tuple(parts)], concat.attrs)
 
 

@@ -223,6 +223,16 @@ def integer_tables(rewriter, quantize: relax.Call):
     return None, f"{'/'.join(ops)} as a 256-entry table of the 8-bit input", lookup(table, rewriter.visit_expr(source))
 
 
+def requantize_table(dtype: str, scale: float, zero: int, sy: float, zy: int, out_dtype: str) -> np.ndarray:
+    """``quantize(dequantize(q, scale, zero), sy, zy)`` for every ``q`` of ``dtype``, as the table
+    of ``lookup``: the ONNX semantics exactly, ties to even included (where the ratio of the
+    scales is a power of two every other value is a tie that an integer rescale rounds up)."""
+    lo, hi = RANGES[dtype]
+    values = _f32((np.arange(lo, hi + 1, dtype=np.int64) - zero) * np.float64(np.float32(scale)))
+    out = np.rint(_f32(values / np.float64(np.float32(sy)))).astype(np.int64) + zy
+    return np.clip(out, *RANGES[out_dtype]).astype(out_dtype)
+
+
 def lookup(table: np.ndarray, q: relax.Expr) -> relax.Call:
     """``table[q - lo]`` for an 8-bit ``q`` (``table[i]`` the value at ``lo + i``), looked up by
     ``q`` itself: uint8 in range (``clip``: ``fast`` warns), int8 as ``T[q mod 256]`` (``wrap``)."""
