@@ -64,3 +64,50 @@ def output_scale(onnx_model) -> float | None:
         return None
     scale = numpy_helper.to_array(inits[node.input[1]])
     return float(scale.reshape(-1)[0]) if scale.size == 1 else None
+
+
+#: A value whose exact result lies within this many steps of a rounding boundary is a tie as far
+#: as float32 can tell (an accumulation in float32 moves it by ~1e-5 step; the integer path by
+#: ~1e-7): either rounding is an exact implementation's.
+NEAR_TIE = 1e-4
+
+
+def exact_steps(onnx_model, feeds: dict) -> np.ndarray:
+    """The output of a QDQ graph whose only ``QuantizeLinear`` produces its output (one layer of
+    ``zoo_check.layer_steps``), before rounding, in float64: ``x / scale + zero`` with every
+    dequantized value and op in float64 (onnx's reference evaluator; ONNX Runtime and TVM compute
+    in float32). What an exact implementation rounds (ties to even), and how near a tie each
+    value is."""
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+    from onnx.reference.ops._quant_utils import reshape_input
+
+    class DequantizeLinear(OpRun):  # noqa: D401 - onnx's OpRun protocol
+        def _run(self, x, scale, zero=None, axis=1, block_size=0, output_dtype=None):
+            shifted = x.astype(np.float64) - (0 if zero is None else reshape_input(zero.astype(np.float64), x.shape, axis))
+            return (shifted * reshape_input(scale.astype(np.float64), x.shape, axis),)
+
+    output = onnx_model.graph.output[0].name
+
+    class QuantizeLinear(OpRun):  # the output's unrounded; others (an input's quantize) as ONNX has them
+        def _run(self, x, scale, zero=None, axis=1, saturate=1, block_size=0, output_dtype=None, precision=0):
+            dtype = np.uint8 if zero is None else zero.dtype
+            zero = 0 if zero is None else reshape_input(zero.astype(np.float64), x.shape, axis)
+            scale = reshape_input(scale.astype(np.float64), x.shape, axis)
+            if self.onnx_node.output[0] == output:
+                return (x.astype(np.float64) / scale + zero,)
+            return (round_exact((x.astype(np.float32) / scale.astype(np.float32)).astype(np.float64) + zero, dtype),)
+
+    session = ReferenceEvaluator(onnx_model, new_ops=[DequantizeLinear, QuantizeLinear])
+    return session.run(None, {i.name: feeds[i.name] for i in onnx_model.graph.input})[0]
+
+
+def round_exact(values: np.ndarray, dtype) -> np.ndarray:
+    """``values`` (``exact_steps``) rounded as ONNX does: to nearest, ties to even, saturated."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+
+
+def tie_distance(values: np.ndarray) -> np.ndarray:
+    """How far each value lies from a rounding boundary (``k + 0.5``), in steps."""
+    return np.abs(values - np.floor(values) - 0.5)
