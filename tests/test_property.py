@@ -3,7 +3,7 @@ this CPU against ONNX Runtime: convs with random kernel, stride, dilation, group
 bias, ReLU/Clip, activations (Sigmoid, Tanh, HardSwish, HardSigmoid, LeakyReLU, SiLU), Add,
 Concat, Split, max/average pools, channel shuffles (Reshape/Transpose), global pooling,
 squeeze-and-excitation gates. No pass may fail (``TVM_S2D_STRICT=1``: a failure raises) and every output
-matches. ``S2D_PROPERTY_EXAMPLES=N`` draws more examples than CI's."""
+matches. ``S2D_PROPERTY_EXAMPLES=N`` draws more examples than CI's, at random (CI's are fixed)."""
 
 import os
 
@@ -18,6 +18,9 @@ import tvm_s2d
 from helpers import onnxruntime_reference, run
 
 EXAMPLES = int(os.environ.get("S2D_PROPERTY_EXAMPLES", "40"))
+#: CI draws the same examples every run (a red CI is a regression, not a new draw); setting
+#: ``S2D_PROPERTY_EXAMPLES`` explores with fresh random draws (and keeps what it finds as tests).
+DERANDOMIZE = "S2D_PROPERTY_EXAMPLES" not in os.environ
 OPS = ("conv", "conv", "conv", "relu", "clip", "add", "concat", "split", "maxpool", "avgpool", "shuffle", "activation",
        "gate")
 
@@ -136,7 +139,7 @@ def graphs(draw):
     return builder.model()
 
 
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=DERANDOMIZE)
 
 
 @SETTINGS
@@ -152,7 +155,7 @@ def test_random_float_graphs_match_onnxruntime(model):
 
 
 @pytest.mark.slow
-@settings(max_examples=max(EXAMPLES // 2, 1), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=max(EXAMPLES // 2, 1), deadline=None, suppress_health_check=list(HealthCheck), derandomize=DERANDOMIZE)
 @given(model=graphs())
 def test_random_quantized_graphs_match_the_onnx_semantics(model, tmp_path_factory):
     """The same graphs quantized by ONNX Runtime (QDQ, uint8 activations, per-channel int8
