@@ -112,3 +112,16 @@ def test_a_quantized_conv_gives_the_exact_result_beyond_near_ties():
     moved.flat[np.flatnonzero(far)[7]] += 1
     _judge_exactly(layer, {"x": x}, "y", moved, got, found)
     assert found.inexact == {"y": 1} and found.near_ties == 0 and found.onnxruntime_off == 0
+
+
+def test_an_end_to_end_difference_is_explained_only_by_exact_layers():
+    from helpers import load_script
+    from tvm_s2d.zoo_check import Check
+
+    explained = load_script("check_zoo").explained_checks
+    beyond = Check("resnet18", "int8 cpu", 96, max_steps=2, fraction_differing=0.3)
+    exact = Check("resnet18", "int8 layers", 96, ok=True, near_ties=5)
+    assert explained([beyond, exact]) == [beyond]
+    inexact = Check("resnet18", "int8 layers", 96, inexact={"t": 1})
+    unjudged = Check("resnet18", "int8 layers", 96, ok=True, unchecked=1)
+    assert explained([beyond, inexact]) == explained([beyond, unjudged]) == explained([beyond]) == []
