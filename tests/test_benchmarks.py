@@ -42,3 +42,15 @@ def test_the_model_zoo_runs_in_onnxruntime():
         session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         y = session.run(None, {session.get_inputs()[0].name: np.ones((1, 3, 32, 32), np.float32)})[0]
         assert np.isfinite(y).all() and y.size > 0, name
+
+
+def test_bench_hexagon_zoo_runs_a_zoo_model_whole(tmp_path, capsys):
+    from helpers import require_hexagon_tools
+
+    require_hexagon_tools()
+    out = tmp_path / "zoo.json"
+    assert load("bench_hexagon_zoo").main(["--models", "demo", "--no-rewrite", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["form"] for r in rows] == ["default", "no rewrite"]
+    assert all(r["matches_cpu"] and r["packets"] > 0 and 0 < r["hvx_share"] <= 1 and r["times_limit"] > 1 for r in rows)
+    assert "| demo | 96 | default |" in capsys.readouterr().out
