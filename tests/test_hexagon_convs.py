@@ -57,9 +57,9 @@ def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides, mapping):
 
 def test_default_mapping_executes_fewer_packets():
     assert default_mapping(8, 1024, (1, 1)) == ("width", 8)  # the seed conv: 8 of 32 lanes
-    assert default_mapping(32, 512, (1, 1)) == ("lanes", 4)  # its S2D form, 32 channels: same vrmpy, lanes pair better
-    assert default_mapping(16, 7, (1, 1)) == ("lanes", 4)  # 7 columns fill a quarter of a width vector
-    assert default_mapping(64, 112, (2, 2)) == ("lanes", 8)  # the width mapping takes stride 1 only; strided: 8 pixels
+    assert default_mapping(32, 512, (1, 1)) == ("lanes", 8)  # its S2D form, 32 channels: same vrmpy, lanes pair better
+    assert default_mapping(16, 7, (1, 1)) == ("lanes", 8)  # 7 columns fill a quarter of a width vector
+    assert default_mapping(64, 112, (2, 2)) == ("lanes", 8)  # the width mapping takes stride 1 only
 
 
 def test_nhwc_integer_conv_with_zero_point_and_odd_channels():

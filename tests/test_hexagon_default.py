@@ -9,6 +9,7 @@ import pytest
 
 from tvm_s2d.geometry import CostModel, HVXCostModel, Unsupported, choose_block
 from tvm_s2d.schedules.hexagon import default_mapping
+from tvm_s2d.schedules.hexagon.lanes import block_pixels
 from tvm_s2d.targets import default_model, hexagon_target
 from tvm_s2d.tuning.space import running_conv
 from tvm_s2d.tuning.workload import Layer
@@ -62,3 +63,27 @@ def test_the_htp_lane_model_would_lose_on_hvx():
     worst = max(_measured(records, default_config(Layer.from_key(w, "x"), CostModel(32))) / min(r["cost"] for r in records)
                 for w, records in _by_workload().items())
     assert worst > 2
+
+
+PIXELS = Path(__file__).resolve().parent.parent / "results" / "hexagon_pixels.jsonl"
+
+
+def _pixel_layers():
+    found = collections.defaultdict(dict)
+    for line in PIXELS.read_text().splitlines():
+        r = json.loads(line)
+        found[(r["out_width"], r["channels"], r["kernel"], r["stride"])][r["pixels"]] = r["conv_packets"]
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(_pixel_layers()))
+def test_the_default_lanes_block_is_within_10_percent_of_the_best_measured(layer):
+    """``scripts/sweep_hexagon_pixels.py``: every block size of rows of 3-56 columns."""
+    measured = _pixel_layers()[layer]
+    block = block_pixels(layer[0], default_mapping(32, layer[0], (layer[3],) * 2)[1])
+    assert measured[block] <= 1.10 * min(measured.values())
+
+
+def test_a_lanes_block_never_halves_the_row():
+    assert [block_pixels(w, 8) for w in (3, 16, 20, 24, 28, 32, 40, 112)] == [3, 16, 5, 8, 7, 8, 8, 8]
+    assert [block_pixels(w, 4) for w in (8, 12, 14)] == [8, 4, 2]

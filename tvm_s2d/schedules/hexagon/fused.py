@@ -16,7 +16,7 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import LANES, hvx
+from .intrinsics import LANES, aligned_prim_func, hvx
 from .layouts import shuffle_rounds
 from .requantize import _int64_requantize, pack_words, requantize_vector
 
@@ -100,7 +100,7 @@ def _plain(input_shape, weight_shape, out_shape, zy, lo, hi, dtype) -> tvm.tirx.
         name="conv")
     out = te.compute(out_shape, lambda b, r, p, o: _int64_requantize(conv[b, r, p, o], bias[o], mult[o], shift[o], pre[o],
                                                                      zy, lo, hi, dtype), name="requantize")
-    return te.create_prim_func([x, w, bias, mult, shift, half, pre, out])
+    return aligned_prim_func([x, w, bias, mult, shift, half, pre, out])
 
 
 def fused_weight(width_weight: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import tvm
 from tvm import te
 
-from .intrinsics import DEPTH, LANES, VRMPY_LANES
+from .intrinsics import DEPTH, LANES, VRMPY_LANES, aligned_prim_func
 from .lanes import WEIGHT_OFFSET
 
 SUM_LANE = LANES - 1
@@ -102,7 +102,7 @@ class GroupedConv:
         sums = te.compute(self.output_shape[:-1], lambda n, h, w_, g: conv[n, h, w_, g, SUM_LANE] * WEIGHT_OFFSET,
                           name="sums")
         out = te.compute(self.output_shape, lambda n, h, w_, g, co: conv[n, h, w_, g, co] - sums[n, h, w_, g], name="out")
-        return te.create_prim_func([x, w, out])
+        return aligned_prim_func([x, w, out])
 
     def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
         """Grouped OIHW int8 ``[Co, Cg, kh, kw]`` -> uint8 ``[G, kh, kw, Cg/4, 32, 4]``: the

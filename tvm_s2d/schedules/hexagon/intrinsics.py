@@ -15,10 +15,25 @@ bytes of a scalar register.
 
 from __future__ import annotations
 
+import tvm
+from tvm import te
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
+from tvm.tirx import decl_buffer
+from tvm.tirx.transform.common import BufferReplacer
 
 LANES, DEPTH = 32, 4
+VECTOR_BYTES = 128
+
+
+def aligned_prim_func(args) -> tvm.tirx.PrimFunc:
+    """``te.create_prim_func(args)`` with every parameter declared ``VECTOR_BYTES``-aligned, as the
+    kernels written in TVMScript declare theirs (``align=128``): TVM tells LLVM only 64 bytes
+    otherwise, and LLVM then loads each HVX vector as two loads and a ``valign``. The emulator's
+    buffers and TVM's Hexagon allocations are 128-byte aligned."""
+    func = te.create_prim_func(args)
+    aligned = {b: decl_buffer(b.ty.shape, b.ty.dtype, b.name, data_alignment=VECTOR_BYTES) for b in func.params}
+    return BufferReplacer(aligned)(func)
 
 
 def vrmpy_intrinsic(instruction: str, vector_dtype: str, scalar_dtype: str, vector_first: bool):

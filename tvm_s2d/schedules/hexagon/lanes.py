@@ -29,7 +29,7 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VRMPY_LANES, deal, hvx, roundup
+from .intrinsics import DEPTH, LANES, VRMPY_LANES, aligned_prim_func, deal, hvx, roundup
 from .width import channel_groups_apply
 
 WEIGHT_OFFSET = 128  # packed weights are W + 128 (uint8)
@@ -103,7 +103,7 @@ class PackedConv:
         )
         out = te.compute(self.output_shape, lambda n, h, w_, ko, co: conv[n, h, w_, ko, co] + offsets[n, h, w_],
                          name="out")
-        return te.create_prim_func([x, w, offsets, out])
+        return aligned_prim_func([x, w, offsets, out])
 
     def window_offsets(self, hvx: bool = True) -> tvm.tirx.PrimFunc:
         """``offsets[n, oh, ow] = -128 x`` the sum of the input window (all channels) of each
@@ -144,20 +144,29 @@ class PackedConv:
         return y.reshape(n, oh, ow, -1)[..., : self.out_channels].transpose(0, 3, 1, 2)
 
 
+def block_pixels(out_width: int, pixels: int) -> int:
+    """Output columns a ``vrmpy`` block computes for the knob ``pixels``: a row of at most
+    ``2 x pixels`` columns whole, else the largest divisor of the row up to ``pixels`` that
+    leaves more than two blocks (``results/hexagon_pixels.jsonl``, 3x3 and 1x1 convs, rows of
+    3-56 columns: whole rows of up to 16 columns and blocks of 7-8 ran 1.2-1.5x the ``vrmpy``
+    ideal; two blocks a row ran 1.5-4x, LLVM unrolling their loop)."""
+    if out_width <= 2 * pixels:
+        return out_width
+    fits = [d for d in range(1, pixels + 1) if out_width % d == 0 and out_width // d != 2]
+    return max(fits)
+
+
 def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFunc:
     """Tensorize ``PackedConv.compute()``'s (32 lanes x 4 channels) block with ``vrmpyub``.
 
-    Knob for the tuner: ``pixels`` output columns share each weight vector (their accumulators
-    stay in registers, unrolled); the offsets are added as the accumulators are written back.
+    Knob for the tuner: output columns share each weight vector (their accumulators stay in
+    registers, unrolled; ``block_pixels``); the offsets are added as the accumulators are
+    written back.
     """
     sch = tvm.s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     n, h, w, ko, co, kh, kw, c4, ci = sch.get_loops(conv)
-    ow = int(sch.get(w).extent)
-    pixels = max(1, min(pixels, ow))
-    while ow % pixels:
-        pixels -= 1
-    wo, wi = sch.split(w, [None, pixels])
+    wo, wi = sch.split(w, [None, block_pixels(int(sch.get(w).extent), pixels)])
     sch.reorder(n, h, ko, wo, kh, kw, c4, wi, co, ci)
     sch.set_scope(conv, 0, "local")
     sch.reverse_compute_at(out, wo)

@@ -11,7 +11,7 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VRMPY_BY_SCALAR, deal, hvx, roundup
+from .intrinsics import DEPTH, LANES, VRMPY_BY_SCALAR, aligned_prim_func, deal, hvx, roundup
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class WidthConv:
             ),
             name="conv",
         )
-        return te.create_prim_func([x, w, y])
+        return aligned_prim_func([x, w, y])
 
     def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
         t, l, _, _ = padding
