@@ -29,7 +29,7 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VRMPY_LANES, aligned_prim_func, deal, hvx, roundup
+from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, deal, hvx, roundup
 from .width import channel_groups_apply
 
 WEIGHT_OFFSET = 128  # packed weights are W + 128 (uint8)
@@ -180,6 +180,11 @@ def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFun
 
 
 
+def _vector(flat, offset):
+    """The 128 bytes of ``flat`` at ``offset`` as 32 words (an aligned load)."""
+    return T.reinterpret(flat.vload([offset], "uint8x128"), dtype="int32x32")
+
+
 @T.macro
 def _halve(parts, count):
     """parts[k] = pairwise sums of the words of parts[2k] ++ parts[2k+1], k < count (``vdeal``
@@ -193,48 +198,65 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
     """NHWC uint8 ``[N, H, W, C]`` (C a multiple of 4) -> int32 ``[N, OH, OW]``: ``-128 x`` the
     sum of each output pixel's ``kernel_hw`` window over all channels.
 
-    Channel sums, 32 pixels at a time: ``vrmpy`` with ones sums 4 bytes per word, then
-    ``log2(C / 4)`` rounds of ``vdeal`` + add sum a pixel's words (C / 4 a power of two up to
-    32; other channel counts and the last pixels use a plain loop). Box sums: 32 output
+    Channel sums, 32 pixels at a time: ``vrmpy`` with ones sums 4 bytes per word (a pixel of
+    C > 128 channels, a multiple of 128, accumulates its C / 128 vectors into one), then
+    ``log2`` of the words a pixel has left rounds of ``vdeal`` + add sum them (C / 4 a power of
+    two up to 32, or C a multiple of 128). The last pixels of such C: a pixel's vectors by
+    ``vrmpy``, then its 32 words; other channel counts use a plain loop. Box sums: 32 output
     columns per vector, one add per tap."""
     n, h, w, c = shape_nhwc
     words = c // DEPTH
-    rounds = words.bit_length() - 1
+    whole = c % VECTOR_BYTES == 0  # a pixel is whole vectors
+    spans = max(1, c // VECTOR_BYTES)  # vectors a pixel spans, 1 for C <= 128
+    parts_count = min(words, LANES)  # vectors of words left to halve, per group
+    rounds = parts_count.bit_length() - 1
     pixels = n * h * w
-    groups = pixels // LANES if channel_groups_apply(c) else 0
+    groups = pixels // LANES if channel_groups_apply(c) or whole else 0
+    tail = groups * LANES
     kh, kw = kernel_hw
     sh, sw = strides
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     ones = 0x01010101
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def offsets(a: T.Buffer((n, h, w, c), "uint8"), out: T.Buffer((n, oh, ow), "int32")):
+    def offsets(a: T.Buffer((n, h, w, c), "uint8", align=128), out: T.Buffer((n, oh, ow), "int32")):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
-            flat = T.decl_buffer((pixels * c,), "uint8", data=a.data)
+            flat = T.decl_buffer((pixels * c,), "uint8", data=a.data, align=128)
             sums = T.sblock_alloc_buffer((pixels,), "int32")
-            parts = T.sblock_alloc_buffer((words, LANES), "int32", scope="local")
+            parts = T.sblock_alloc_buffer((parts_count, LANES), "int32", scope="local")
             acc = T.sblock_alloc_buffer((LANES,), "int32", scope="local")
+            words_of = T.sblock_alloc_buffer((LANES,), "int32", align=128)
             for g in range(groups):
-                for v in T.unroll(words):
-                    parts[v, T.ramp(0, 1, 32)] = hvx(
-                        "vrmpyub", T.reinterpret(flat.vload([g * LANES * c + v * 128], "uint8x128"), dtype="int32x32"),
-                        ones)
+                for v in T.unroll(parts_count):
+                    parts[v, T.ramp(0, 1, 32)] = hvx("vrmpyub", _vector(flat, g * LANES * c + v * spans * 128), ones)
+                    for j in T.unroll(spans - 1):
+                        parts[v, T.ramp(0, 1, 32)] = hvx("vrmpyub.acc", parts[v, T.ramp(0, 1, 32)],
+                                                         _vector(flat, g * LANES * c + (v * spans + j + 1) * 128), ones)
                 if rounds >= 1:
-                    _halve(parts, words // 2)
+                    _halve(parts, parts_count // 2)
                 if rounds >= 2:
-                    _halve(parts, words // 4)
+                    _halve(parts, parts_count // 4)
                 if rounds >= 3:
-                    _halve(parts, words // 8)
+                    _halve(parts, parts_count // 8)
                 if rounds >= 4:
-                    _halve(parts, words // 16)
+                    _halve(parts, parts_count // 16)
                 if rounds >= 5:
-                    _halve(parts, words // 32)
+                    _halve(parts, parts_count // 32)
                 sums[T.ramp(g * LANES, 1, LANES)] = parts[0, T.ramp(0, 1, 32)]
-            for p in range(groups * LANES, pixels):
+            for p in range(tail, pixels):
                 sums[p] = 0
-                for j in range(c):
-                    sums[p] = sums[p] + T.Cast("int32", flat[p * c + j])
+                if whole:  # the pixel's vectors into 32 words, then the words
+                    acc[T.ramp(0, 1, 32)] = hvx("vrmpyub", _vector(flat, p * c), ones)
+                    for j in range(spans - 1):
+                        acc[T.ramp(0, 1, 32)] = hvx("vrmpyub.acc", acc[T.ramp(0, 1, 32)], _vector(flat, p * c + (j + 1) * 128),
+                                                    ones)
+                    words_of[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)]
+                    for j in range(LANES):
+                        sums[p] = sums[p] + words_of[j]
+                else:
+                    for j in range(c):
+                        sums[p] = sums[p] + T.Cast("int32", flat[p * c + j])
             for b, y in T.grid(n, oh):
                 for xv in range(ow // LANES):
                     for xi in T.vectorized(LANES):
