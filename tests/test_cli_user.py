@@ -178,6 +178,7 @@ def test_hvx_refusals_state_the_refused_case_and_what_is_taken():
     reasons = [o.reason for o in movement.outcomes if not o.applied]
     assert [o.applied for o in movement.outcomes][:1] == [True]  # 3x3/2 in ceil mode: taken
     assert "max pool 3x2 stride 1x1: the HVX kernel takes square pools (KxK) only" in reasons
-    assert "max pool 2x2 stride 3x3: the HVX kernel takes stride 1x1 or 2x2 only" in reasons
+    assert "max pool 2x2 stride 3x3 on 8 channels: at stride 3 the HVX kernel takes a multiple of 128 channels" in reasons
     assert "concat along axis 1 of 4-D tensors: the HVX kernel takes the last (channel) axis" in reasons
-    assert "concat of 3 tensors: the HVX kernel takes two" in reasons
+    assert ("concat of 8+8+8 channels: the HVX kernels take two tensors of 1, 2, 4, ... 64 channels alike, or any number"
+            " of at least 128 channels each") in reasons

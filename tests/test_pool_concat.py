@@ -127,8 +127,11 @@ def _pool_reference(x, k, s):
 
 
 # whole vectors and row tails, the last row's tail (its loads would leave the input), strides 1 and 2
+# pixels of whole vectors (128, 256 channels): any stride, stride 1 above 128 channels
 @pytest.mark.parametrize("shape,k,s,dtype", [((1, 34, 34, 16), 3, 1, "uint8"), ((1, 24, 40, 16), 2, 2, "uint8"),
-                                             ((2, 9, 11, 8), 3, 2, "int8"), ((1, 7, 13, 5), 3, 1, "uint8")])
+                                             ((2, 9, 11, 8), 3, 2, "int8"), ((1, 7, 13, 5), 3, 1, "uint8"),
+                                             ((1, 12, 13, 128), 3, 2, "uint8"), ((2, 7, 7, 256), 3, 2, "int8"),
+                                             ((1, 9, 10, 128), 2, 3, "uint8"), ((1, 6, 5, 256), 3, 1, "uint8")])
 def test_the_hvx_max_pool_is_exact_under_qemu(shape, k, s, dtype):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
@@ -153,6 +156,22 @@ def test_the_hvx_channel_concat_is_exact_under_qemu(shape, dtype):
     hvx = run_kernel(concat_channels(shape, dtype), [a, b], [(expected.shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     np.testing.assert_array_equal(_plain(plain_concat_channels(shape, dtype), [a, b], expected), expected)
+
+
+# equal and unequal counts, counts not a multiple of 128 (the last vector overlaps), four inputs
+@pytest.mark.parametrize("lead,channels,dtype", [((1, 11, 11), [128, 128], "uint8"), ((1, 5, 5), [192, 192], "int8"),
+                                                 ((2, 3, 4), [128, 200, 256, 130], "uint8")])
+def test_the_hvx_concat_of_any_counts_of_128_or_more_channels_is_exact_under_qemu(lead, channels, dtype):
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.pool import concat_pixels, plain_concat
+
+    xs = [RNG.integers(*LIMITS[dtype], (*lead, c), endpoint=True).astype(dtype) for c in channels]
+    expected = np.concatenate(xs, -1)
+    hvx = run_kernel(concat_pixels(lead, channels, dtype), xs, [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    assert hvx.packets < expected.size / 16  # vector copies
+    np.testing.assert_array_equal(_plain(plain_concat(lead, channels, dtype), xs, expected), expected)
 
 
 def _plain(func, args, like):

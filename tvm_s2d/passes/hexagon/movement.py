@@ -30,7 +30,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
     shuffle_space_to_depth, shuffles_apply
 from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
-from ...schedules.hexagon.pool import chunks_apply, concat_channels, max_pool, plain_concat_channels, plain_max_pool
+from ...schedules.hexagon.pool import (chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
+                                       plain_concat, plain_concat_channels, plain_max_pool, pool_applies)
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, const_of, op_name, rewrite_functions, static_shape
@@ -143,9 +144,9 @@ class _Rewriter(PyExprMutator):
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
 
     def _max_pool(self, call: relax.Call, name: str):
-        """An 8-bit NHWC max pool (square, stride 1, or 2 where the chunks divide a vector; floor
-        or ceil mode) on ``schedules.hexagon.pool.max_pool``, its padding a pad with the type's
-        lowest value."""
+        """An 8-bit NHWC max pool (square; stride 1, 2 where the chunks divide a vector, any where
+        a pixel is whole vectors; floor or ceil mode) on ``schedules.hexagon.pool.max_pool``, its
+        padding a pad with the type's lowest value."""
         x, attrs = call.args[0], call.attrs
         shape, dtype = static_shape(x), str(x.ty.dtype)
         size, strides = [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]
@@ -155,13 +156,13 @@ class _Rewriter(PyExprMutator):
             return f"{pool} of a {what}: the HVX kernel takes static uint8 or int8 NHWC tensors"
         if size[0] != size[1]:
             return f"{pool}: the HVX kernel takes square pools (KxK) only"
-        if strides[0] != strides[1] or strides[0] not in (1, 2):
-            return f"{pool}: the HVX kernel takes stride 1x1 or 2x2 only"
+        if strides[0] != strides[1]:
+            return f"{pool}: the HVX kernel takes equal strides only"
         if any(int(d) != 1 for d in attrs.dilation):
             return f"{pool} dilation {'x'.join(str(int(d)) for d in attrs.dilation)}: the HVX kernel takes dilation 1 only"
-        if strides[0] == 2 and not chunks_apply(shape[3]):
-            return (f"{pool} on {shape[3]} channels: at stride 2 the HVX kernel takes 1, 2, 4, ... 64 channels (a power"
-                    " of two up to 64)")
+        if not pool_applies(shape[3], strides[0]):
+            return (f"{pool} on {shape[3]} channels: at stride {strides[0]} the HVX kernel takes a multiple of 128 channels"
+                    f"{', or 1, 2, 4, ... 64 (a power of two up to 64)' if strides[0] == 2 else ''}")
         t, l, b, r = (int(v) for v in attrs.padding)
         # ceil_mode: the last windows run past the padded input; more bottom/right padding with the
         # lowest value gives them in floor mode, the same maxima (every window holds a real value)
@@ -179,29 +180,32 @@ class _Rewriter(PyExprMutator):
         return relax.call_tir(kernel, [x], relax.TensorType(static_shape(call), dtype))
 
     def _concat(self, call: relax.Call, name: str):
-        """A concat of two 8-bit tensors of the same shape along their last axis, on
-        ``schedules.hexagon.pool.concat_channels``."""
+        """A concat of 8-bit tensors along their last axis: two of one shape whose channels divide
+        a vector (``schedules.hexagon.pool.concat_channels``), or any number of at least 128
+        channels each (``concat_pixels``)."""
         items = bound(call.args[0], self.var2val)
         fields = list(items.fields) if isinstance(items, relax.Tuple) else []
         shapes = [static_shape(f) for f in fields]
         dtypes = {str(f.ty.dtype) for f in fields}
-        if len(fields) != 2:
-            return f"concat of {len(fields) or 'a tuple of'} tensors: the HVX kernel takes two"
+        if len(fields) < 2:
+            return f"concat of {len(fields) or 'a tuple of'} tensors: the HVX kernels take two or more"
         if None in shapes:
             return "concat of tensors of dynamic shape: the HVX kernel takes static shapes"
-        if shapes[0] != shapes[1]:
-            return f"concat of shapes {list(shapes[0])} and {list(shapes[1])}: the HVX kernel takes two of one shape"
         if len(dtypes) != 1 or not dtypes <= set(LOWEST):
             return f"concat of {' and '.join(sorted(dtypes))} tensors: the HVX kernel takes uint8 or int8, both alike"
         axis = int(call.attrs.axis)
         if axis not in (-1, len(shapes[0]) - 1):
             return f"concat along axis {axis} of {len(shapes[0])}-D tensors: the HVX kernel takes the last (channel) axis"
-        if not chunks_apply(shapes[0][-1]):
-            return (f"concat of {shapes[0][-1]}-channel tensors: the HVX kernel takes 1, 2, 4, ... 64 channels (a power"
-                    " of two up to 64)")
-        dtype = dtypes.pop()
-        make = concat_channels if self.rule.hvx else plain_concat_channels
-        kernel = add_kernel(self.builder_, make(shapes[0], dtype), f"hvx_concat_{name}")
+        dtype, channels = dtypes.pop(), [s[-1] for s in shapes]
+        if len(fields) == 2 and shapes[0] == shapes[1] and chunks_apply(channels[0]):
+            make = concat_channels if self.rule.hvx else plain_concat_channels
+            kernel = add_kernel(self.builder_, make(shapes[0], dtype), f"hvx_concat_{name}")
+        elif concat_pixels_apply(channels):
+            make = concat_pixels if self.rule.hvx else plain_concat
+            kernel = add_kernel(self.builder_, make(shapes[0][:-1], channels, dtype), f"hvx_concat_{name}")
+        else:
+            return (f"concat of {'+'.join(str(c) for c in channels)} channels: the HVX kernels take two tensors of 1, 2,"
+                    " 4, ... 64 channels alike, or any number of at least 128 channels each")
         applied(self.rule.outcomes, name, "HVX concat kernel")
         return relax.call_tir(kernel, [self.visit_expr(f) for f in fields], relax.TensorType(static_shape(call), dtype))
 

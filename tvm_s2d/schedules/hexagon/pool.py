@@ -5,8 +5,13 @@
   input row ``y + ky`` from byte ``kx * C`` on: one unaligned 128-byte load a tap, ``vmax``
   over the taps. A stride-2 pool is the stride-1 row (in a local buffer) with every other
   pixel kept: a ``vdeal`` of C-byte chunks per 256 bytes, its even half.
+  Where a pixel is whole vectors (C a multiple of 128), any stride: each output pixel's
+  vectors the ``vmax`` of its taps' vectors, all aligned.
 * ``concat_channels``: two tensors of ``C`` channels each, concatenated along the channels:
   their pixels interleaved in C-byte chunks, one ``vshuff`` per 256 output bytes.
+* ``concat_pixels``: tensors of any channel counts of at least 128: each input pixel's bytes
+  copied by 128-byte vectors, the last one ending at the pixel's end (overlapping the one
+  before it where the count is not a multiple of 128), so no load or store leaves its pixel.
 
 Rows or tensors that are not whole vectors finish with plain loops.
 """
@@ -15,9 +20,10 @@ from __future__ import annotations
 
 import tvm
 from tvm import te, topi
+from tvm.script import from_source
 from tvm.script import tirx as T
 
-from .intrinsics import deal, hvx, roundup
+from .intrinsics import VECTOR_BYTES, deal, hvx, roundup
 
 
 def chunks_apply(channels: int) -> bool:
@@ -26,11 +32,19 @@ def chunks_apply(channels: int) -> bool:
     return channels & (channels - 1) == 0 and channels <= 64
 
 
+def pool_applies(channels: int, stride: int) -> bool:
+    """Whether ``max_pool`` takes a pool of ``stride`` on ``channels``: stride 1; stride 2 where
+    ``chunks_apply``; any stride where a pixel is whole vectors."""
+    return stride == 1 or (stride == 2 and chunks_apply(channels)) or channels % VECTOR_BYTES == 0
+
+
 def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.PrimFunc:
-    """``[N, Hp, Wp, C]`` (padded) -> ``[N, OH, OW, C]``, a ``kernel`` x ``kernel`` max pool of
-    stride 1, or 2 where ``chunks_apply(C)``."""
+    """``[N, Hp, Wp, C]`` (padded) -> ``[N, OH, OW, C]``, a ``kernel`` x ``kernel`` max pool
+    (``pool_applies(C, stride)``)."""
     n, hp, wp, c = (int(d) for d in shape_padded)
     oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
+    if c % VECTOR_BYTES == 0 and (stride > 1 or c > VECTOR_BYTES):
+        return _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype)
     w1 = wp - kernel + 1  # the stride-1 row's pixels
     row1, row_in, row_out = w1 * c, wp * c, ow * c
     full1 = row1 // 128
@@ -86,6 +100,32 @@ def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.Pri
     return pool
 
 
+def _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc:
+    """``max_pool`` where each pixel is ``C / 128`` whole vectors: an output vector is the
+    ``vmax`` of the same vector of its ``kernel x kernel`` input pixels."""
+    oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
+    vectors, lanes = c // VECTOR_BYTES, f"{dtype}x128"
+
+    def window(x, b, r, k, v):
+        best = None
+        for ky in range(kernel):
+            for kx in range(kernel):
+                value = x.vload([b, r * stride + ky, ((k * stride + kx) * vectors + v) * VECTOR_BYTES], lanes)
+                best = value if best is None else T.max(best, value)
+        return best
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pool(x_: T.Buffer((n, hp, wp, c), dtype, align=128), y_: T.Buffer((n, oh, ow, c), dtype, align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            x = T.decl_buffer((n, hp, wp * c), dtype, data=x_.data, align=128)
+            y = T.decl_buffer((n, oh, ow * c), dtype, data=y_.data, align=128)
+            for b, r, k, v in T.grid(n, oh, ow, vectors):
+                y[b, r, T.ramp((k * vectors + v) * VECTOR_BYTES, 1, 128)] = window(x, b, r, k, v)
+
+    return pool
+
+
 def plain_max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.PrimFunc:
     """``max_pool`` as TVM's own pooling (any target: the CPU reference)."""
     x = te.placeholder(tuple(int(d) for d in shape_padded), dtype, name="x")
@@ -126,3 +166,40 @@ def plain_concat_channels(shape, dtype: str) -> tvm.tirx.PrimFunc:
     a = te.placeholder(tuple(int(d) for d in shape), dtype, name="a")
     b = te.placeholder(tuple(int(d) for d in shape), dtype, name="b")
     return te.create_prim_func([a, b, topi.concatenate([a, b], axis=len(shape) - 1)])
+
+
+def concat_pixels_apply(channels) -> bool:
+    """Whether ``concat_pixels`` takes inputs of ``channels``: each at least 128."""
+    return all(c >= VECTOR_BYTES for c in channels)
+
+
+def concat_pixels(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
+    """Tensors ``[..., C_i]`` (``concat_pixels_apply``) -> ``[..., sum C_i]``: per pixel, each
+    input's bytes by 128-byte vectors, the last ending at the pixel's end. TVMScript written
+    for the inputs there are (one parameter each)."""
+    lead = tuple(int(d) for d in lead_shape)
+    pixels = 1
+    for d in lead:
+        pixels *= d
+    channels = [int(c) for c in channels]
+    total = sum(channels)
+    params = "".join(f"x{i}_: T.Buffer({(*lead, c)}, '{dtype}'), " for i, c in enumerate(channels))
+    lines = [f"@T.prim_func(s_tir=True)",
+             f"def concat({params}y_: T.Buffer({(*lead, total)}, '{dtype}')):",
+             "    T.func_attr({'tirx.noalias': True})",
+             "    with T.sblock('root'):",
+             f"        y = T.decl_buffer(({pixels * total},), '{dtype}', data=y_.data)"]
+    lines += [f"        x{i} = T.decl_buffer(({pixels * c},), '{dtype}', data=x{i}_.data)" for i, c in enumerate(channels)]
+    lines.append(f"        for p in range({pixels}):")
+    start = 0
+    for i, c in enumerate(channels):
+        for j in [*range(0, c - VECTOR_BYTES, VECTOR_BYTES), c - VECTOR_BYTES]:  # the last vector ends at c
+            lines.append(f"            y[T.ramp(p * {total} + {start + j}, 1, 128)] = x{i}.vload([p * {c} + {j}], '{dtype}x128')")
+        start += c
+    return from_source("\n".join(lines), extra_vars={"T": T}, s_tir=True)
+
+
+def plain_concat(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
+    """``concat_pixels`` as TVM's own concatenate (the CPU reference)."""
+    xs = [te.placeholder((*[int(d) for d in lead_shape], int(c)), dtype, name=f"x{i}") for i, c in enumerate(channels)]
+    return te.create_prim_func([*xs, topi.concatenate(xs, axis=len(lead_shape))])
