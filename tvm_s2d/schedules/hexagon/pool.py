@@ -184,7 +184,7 @@ def concat_pixels(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
     channels = [int(c) for c in channels]
     total = sum(channels)
     params = "".join(f"x{i}_: T.Buffer({(*lead, c)}, '{dtype}'), " for i, c in enumerate(channels))
-    lines = [f"@T.prim_func(s_tir=True)",
+    lines = ["@T.prim_func(s_tir=True)",
              f"def concat({params}y_: T.Buffer({(*lead, total)}, '{dtype}')):",
              "    T.func_attr({'tirx.noalias': True})",
              "    with T.sblock('root'):",
