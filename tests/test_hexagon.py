@@ -43,12 +43,14 @@ def test_channel_in_lanes_conv_is_bit_exact(cin, cout, k, stride):
 
 @pytest.mark.parametrize("channels,hw,kernel,stride", [(4, (7, 40), 3, 1), (8, (13, 17), 3, 1), (12, (5, 9), 1, 1),
                                                         (32, (9, 37), 2, 1), (64, (9, 9), 3, 2), (128, (4, 9), 2, 1),
-                                                        (256, (6, 7), 3, 1), (384, (3, 3), 3, 1), (512, (5, 7), 1, 2)])
+                                                        (144, (7, 9), 1, 1), (96, (5, 5), 3, 2), (256, (6, 7), 3, 1),
+                                                        (384, (3, 3), 3, 1), (512, (5, 7), 1, 2)])
 def test_window_offsets_are_minus_128_times_the_window_sums(channels, hw, kernel, stride):
     """The offsets kernel of the channel-in-lanes mapping: vrmpy + vdeal channel sums where C/4
     is a power of two (up to 32) or C a multiple of 128 (its vectors accumulated first; the
-    last pixels a vector at a time), a plain loop otherwise (12); box sums 32 columns at a
-    time and a tail."""
+    last pixels a vector at a time, a plain loop for the other powers of two); other C (12,
+    96, 144) the words of all pixels by vrmpy, then each pixel's words; box sums 32 columns at
+    a time and a tail."""
     x = RNG.integers(0, 256, (1, *hw, channels)).astype(np.uint8)
     conv = PackedConv(1, hw, channels, 32, (kernel, kernel), (stride, stride))
     run = run_kernel(conv.window_offsets(), [x], [(conv.offsets_shape, "int32")], name="offsets")

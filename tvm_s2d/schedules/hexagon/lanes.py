@@ -202,8 +202,9 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
     C > 128 channels, a multiple of 128, accumulates its C / 128 vectors into one), then
     ``log2`` of the words a pixel has left rounds of ``vdeal`` + add sum them (C / 4 a power of
     two up to 32, or C a multiple of 128). The last pixels of such C: a pixel's vectors by
-    ``vrmpy``, then its 32 words; other channel counts use a plain loop. Box sums: 32 output
-    columns per vector, one add per tap."""
+    ``vrmpy``, then its 32 words; the last pixels of other powers of two, a plain loop. Other
+    C: the words of all pixels by ``vrmpy`` (C / 4 bytes of a pixel are whole words), then
+    each pixel's C / 4 words. Box sums: 32 output columns per vector, one add per tap."""
     n, h, w, c = shape_nhwc
     words = c // DEPTH
     whole = c % VECTOR_BYTES == 0  # a pixel is whole vectors
@@ -211,8 +212,10 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
     parts_count = min(words, LANES)  # vectors of words left to halve, per group
     rounds = parts_count.bit_length() - 1
     pixels = n * h * w
-    groups = pixels // LANES if channel_groups_apply(c) or whole else 0
+    halving = channel_groups_apply(c) or whole
+    groups = pixels // LANES if halving else 0
     tail = groups * LANES
+    vectors = 0 if halving else pixels * c // VECTOR_BYTES  # other C: the words of all pixels by vrmpy
     kh, kw = kernel_hw
     sh, sw = strides
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
@@ -227,6 +230,12 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
             parts = T.sblock_alloc_buffer((parts_count, LANES), "int32", scope="local")
             acc = T.sblock_alloc_buffer((LANES,), "int32", scope="local")
             words_of = T.sblock_alloc_buffer((LANES,), "int32", align=128)
+            words_all = T.sblock_alloc_buffer((1 if halving else roundup(pixels * words, LANES),), "int32", align=128)
+            for v in range(vectors):
+                words_all[T.ramp(v * LANES, 1, LANES)] = hvx("vrmpyub", _vector(flat, v * VECTOR_BYTES), ones)
+            for e in range(vectors * LANES, 0 if halving else pixels * words):
+                words_all[e] = (T.Cast("int32", flat[e * 4]) + T.Cast("int32", flat[e * 4 + 1])
+                                + T.Cast("int32", flat[e * 4 + 2]) + T.Cast("int32", flat[e * 4 + 3]))
             for g in range(groups):
                 for v in T.unroll(parts_count):
                     parts[v, T.ramp(0, 1, 32)] = hvx("vrmpyub", _vector(flat, g * LANES * c + v * spans * 128), ones)
@@ -254,9 +263,12 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
                     words_of[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)]
                     for j in range(LANES):
                         sums[p] = sums[p] + words_of[j]
-                else:
+                elif halving:
                     for j in range(c):
                         sums[p] = sums[p] + T.Cast("int32", flat[p * c + j])
+                else:
+                    for j in range(words):
+                        sums[p] = sums[p] + words_all[p * words + j]
             for b, y in T.grid(n, oh):
                 for xv in range(ow // LANES):
                     for xi in T.vectorized(LANES):
