@@ -74,8 +74,10 @@ def test_a_bias_off_the_accumulator_grid_keeps_the_float_epilogue():
     assert "not a multiple of x_scale * w_scale" in integer.outcomes[0].reason
 
 
+# periods of the constants of 1-4 vectors and of 9 (144 channels), tails of vectors and of elements
 @pytest.mark.parametrize("shape,dtype,clamp", [((1, 16, 20, 32), "uint8", None), ((1, 7, 9, 8), "uint8", (30, 200)),
-                                               ((2, 5, 5, 3), "int8", None), ((1, 4, 4, 64), "int8", (-5, 127))])
+                                               ((2, 5, 5, 3), "int8", None), ((1, 4, 4, 64), "int8", (-5, 127)),
+                                               ((1, 6, 7, 144), "uint8", None), ((1, 5, 9, 96), "int8", (-100, 90))])
 def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel

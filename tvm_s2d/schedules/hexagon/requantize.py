@@ -66,10 +66,14 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
                                "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
     full_range = (lo, hi) == RANGES[dtype]
 
-    def requantized(acc, bias, mult, shift, half, pre, v, clamp=True):
+    blocks = period // 32  # vectors in a period of the constants
+    span = math.lcm(4, blocks)  # vectors of whole packs and whole periods: their lanes are constants
+    supers = vectors // span
+
+    def requantized(acc, bias, mult, shift, half, pre, v, clamp=True, lane=None):
         """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and (``clamp``)
-        clamped, int32."""
-        lane = v * 32 % period
+        clamped, int32 (``lane``: the constants' offset, if not ``v``'s)."""
+        lane = v * 32 % period if lane is None else lane
         a = T.shift_left(acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32"), pre.vload([lane], "int32x32"))
         mv = mult.vload([lane], "int32x32")
         t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
@@ -90,7 +94,15 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for g in range(groups):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, then the clamp
+            for u in range(supers):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, then the clamp
+                for q in T.unroll(span // 4):  # unrolled: the constants' offsets are constants, loaded once
+                    v = u * span + q * 4
+                    t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
+                         for i in range(4)]
+                    out[T.ramp(v * 32, 1, 128)] = T.reinterpret(
+                        bytes_of(hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0]))),
+                        dtype=f"{dtype}x128")
+            for g in range(supers * span // 4, groups):
                 low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1, False),
                           requantized(acc, bias, mult, shift, half, pre, g * 4, False))
                 high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3, False),
