@@ -74,21 +74,27 @@ class DepthwiseConv:
     def output_shape(self) -> tuple[int, int, int]:
         return (self.batch, self.out_hw[0], self.row)
 
+    @property
+    def weight_dtype(self) -> str:
+        """int8 where the kernel multiplies bytes (``vmpybusv``), int32 for the strided one."""
+        return "int32" if self.strided else "int8"
+
     def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
-        """``[C, 1, kh, kw]`` -> ``[kh, kw, row]`` int32: each tap's weights repeated along the row
-        (int32, so that the kernel multiplies them as loaded)."""
+        """``[C, 1, kh, kw]`` -> ``[kh, kw, row]``: each tap's weights repeated along the row
+        (``weight_dtype``, as the kernel multiplies them)."""
         taps = weight_oihw[:, 0].transpose(1, 2, 0)  # [kh, kw, C]
         if self.strided:  # a pixel's channels, zeros up to whole vectors
             padded = np.zeros(self.weight_shape, np.int32)
             padded[..., : self.channels] = taps
             return padded
-        return np.ascontiguousarray(np.tile(taps, (1, 1, self.row // self.channels + 1))[..., : self.row]).astype(np.int32)
+        tiled = np.tile(taps, (1, 1, self.row // self.channels + 1))[..., : self.row]
+        return np.ascontiguousarray(tiled).astype(self.weight_dtype)
 
     def compute(self) -> tvm.tirx.PrimFunc:
         """The plain loops (the CPU reference of the HVX kernel)."""
         c = self.channels
         x = te.placeholder(self.input_shape, "uint8", name="data")
-        w = te.placeholder(self.weight_shape, "int32", name="weight")
+        w = te.placeholder(self.weight_shape, self.weight_dtype, name="weight")
         ky = te.reduce_axis((0, self.kernel_hw[0]), name="ky")
         kx = te.reduce_axis((0, self.kernel_hw[1]), name="kx")
         if self.strided:  # output j: pixel p (the slack: the last one's), channel j - p * C
@@ -102,55 +108,65 @@ class DepthwiseConv:
             return te.create_prim_func([x, w, te.compute(self.output_shape, strided, name="depthwise")])
         y = te.compute(
             self.output_shape,
-            lambda n, r, j: te.sum(x[n, r + ky, j + kx * c].astype("int32") * w[ky, kx, j], axis=[ky, kx]),
+            lambda n, r, j: te.sum(x[n, r + ky, j + kx * c].astype("int32") * w[ky, kx, j].astype("int32"), axis=[ky, kx]),
             name="depthwise",
         )
         return te.create_prim_func([x, w, y])
 
     def hvx_kernel(self) -> tvm.tirx.PrimFunc:
-        """128 outputs at a time: per tap one unaligned load of 128 input bytes, widened in order
-        by two rounds of ``vunpackub``/``vunpackuh``, times four aligned int32 weight vectors,
-        accumulated in registers; the row's last vectors 32 at a time."""
+        """128 outputs at a time: per tap one unaligned load of 128 input bytes times the tap's
+        128 weight bytes (``vmpybusv``: int16 products, even and odd bytes apart), two taps'
+        products added and widened to int32 (``vaddhw`` accumulating: outputs ``4i``, ``4i+2``
+        from the even products, ``4i+1``, ``4i+3`` from the odd), then two rounds of ``vshuff``
+        put the 128 sums in order; the row's last vectors 32 at a time."""
         if self.strided:
             return self._strided_kernel()
         n, oh, row = self.output_shape
         kh, kw = self.kernel_hw
         c, (_, h, wi) = self.channels, self.input_shape
         groups, vectors = row // 128, row // LANES
+        taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
 
-        def quarters(x, b, r, j):
-            pair = hvx("vunpackub", T.reinterpret(x.vload([b, r, j], "uint8x128"), dtype="int32x32"), dtype="int32x64")
-            low, high = (hvx("vunpackuh", hvx(part, pair), dtype="int32x64") for part in ("lo", "hi"))
-            return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
+        def products(x, w, b, r, g, tap):
+            ky, kx = tap
+            return hvx("vmpybusv", T.reinterpret(x.vload([b, r + ky, g * 128 + kx * c], "uint8x128"), dtype="int32x32"),
+                       T.reinterpret(w.vload([ky, kx, g * 128], "int8x128"), dtype="int32x32"), dtype="int32x64")
 
-        def group_sum(x, w, b, r, g, q):
-            """Quarter ``q`` (32 outputs) of group ``g`` of row ``r``, all taps."""
-            total = None
-            for ky in range(kh):
-                for kx in range(kw):
-                    term = quarters(x, b, r + ky, g * 128 + kx * c)[q] * w.vload([ky, kx, g * 128 + q * 32], "int32x32")
-                    total = term if total is None else total + term
+        def sums(x, w, b, r, g, part):
+            """The ``part`` ("lo": even, "hi": odd bytes) products of every tap, two taps a widening
+            add: 64 int32 sums as a vector pair."""
+            total, zero = None, T.broadcast(T.int32(0), 32)
+            for i in range(0, len(taps), 2):
+                first = hvx(part, products(x, w, b, r, g, taps[i]))
+                second = hvx(part, products(x, w, b, r, g, taps[i + 1])) if i + 1 < len(taps) else zero
+                total = (hvx("vaddhw", first, second, dtype="int32x64") if total is None
+                         else hvx("vaddhw.acc", total, first, second, dtype="int32x64"))
             return total
+
+        def in_order(even, odd, half):
+            """Outputs ``64 half ... 64 half + 63`` in order from the even and odd bytes' sums."""
+            evens = hvx("vshuffvdd", hvx("hi", even), hvx("lo", even), -4, dtype="int32x64")  # outputs 0, 2, 4, ...
+            odds = hvx("vshuffvdd", hvx("hi", odd), hvx("lo", odd), -4, dtype="int32x64")  # 1, 3, 5, ...
+            return hvx("vshuffvdd", hvx(half, odds), hvx(half, evens), -4, dtype="int32x64")
 
         def vector_sum(x, w, b, r, v):
             total = None
-            for ky in range(kh):
-                for kx in range(kw):
-                    term = (T.cast(x.vload([b, r + ky, v * 32 + kx * c], "uint8x32"), "int32x32")
-                            * w.vload([ky, kx, v * 32], "int32x32"))
-                    total = term if total is None else total + term
+            for ky, kx in taps:
+                term = (T.cast(x.vload([b, r + ky, v * 32 + kx * c], "uint8x32"), "int32x32")
+                        * T.cast(w.vload([ky, kx, v * 32], "int8x32"), "int32x32"))
+                total = term if total is None else total + term
             return total
 
         @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-        def depthwise(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, row), "int32", align=128),
+        def depthwise(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, row), "int8", align=128),
                       y: T.Buffer((n, oh, row), "int32", align=128)):
             T.func_attr({"tirx.noalias": True})
             with T.sblock("root"):
-                for b, r, g in T.grid(n, oh, groups):  # the four quarters share loads and widening (LLVM's CSE)
-                    y[b, r, T.ramp(g * 128, 1, 32)] = group_sum(x, w, b, r, g, 0)
-                    y[b, r, T.ramp(g * 128 + 32, 1, 32)] = group_sum(x, w, b, r, g, 1)
-                    y[b, r, T.ramp(g * 128 + 64, 1, 32)] = group_sum(x, w, b, r, g, 2)
-                    y[b, r, T.ramp(g * 128 + 96, 1, 32)] = group_sum(x, w, b, r, g, 3)
+                for b, r, g in T.grid(n, oh, groups):  # both halves share the products (LLVM's CSE)
+                    y[b, r, T.ramp(g * 128, 1, 64)] = T.reinterpret(
+                        in_order(sums(x, w, b, r, g, "lo"), sums(x, w, b, r, g, "hi"), "lo"), dtype="int32x64")
+                    y[b, r, T.ramp(g * 128 + 64, 1, 64)] = T.reinterpret(
+                        in_order(sums(x, w, b, r, g, "lo"), sums(x, w, b, r, g, "hi"), "hi"), dtype="int32x64")
                 for b, r, v in T.grid(n, oh, vectors - groups * 4):
                     y[b, r, T.ramp((groups * 4 + v) * 32, 1, 32)] = vector_sum(x, w, b, r, groups * 4 + v)
 
