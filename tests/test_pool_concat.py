@@ -127,11 +127,14 @@ def _pool_reference(x, k, s):
 
 
 # whole vectors and row tails, the last row's tail (its loads would leave the input), strides 1 and 2
-# pixels of whole vectors (128, 256 channels): any stride, stride 1 above 128 channels
+# pixels of whole vectors (128, 256 channels): any stride, stride 1 above 128 channels; pixels under a
+# vector (24, 3, 100 channels), strides 2 and 3: a pixel at a time, the tensor's last pixels a plain loop
 @pytest.mark.parametrize("shape,k,s,dtype", [((1, 34, 34, 16), 3, 1, "uint8"), ((1, 24, 40, 16), 2, 2, "uint8"),
                                              ((2, 9, 11, 8), 3, 2, "int8"), ((1, 7, 13, 5), 3, 1, "uint8"),
                                              ((1, 12, 13, 128), 3, 2, "uint8"), ((2, 7, 7, 256), 3, 2, "int8"),
-                                             ((1, 9, 10, 128), 2, 3, "uint8"), ((1, 6, 5, 256), 3, 1, "uint8")])
+                                             ((1, 9, 10, 128), 2, 3, "uint8"), ((1, 6, 5, 256), 3, 1, "uint8"),
+                                             ((1, 49, 49, 24), 3, 2, "uint8"), ((2, 8, 9, 3), 3, 3, "int8"),
+                                             ((1, 7, 7, 100), 2, 2, "uint8")])
 def test_the_hvx_max_pool_is_exact_under_qemu(shape, k, s, dtype):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
@@ -313,3 +316,34 @@ def test_hvx_lane_sums_are_exact(shape, dtype):
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     np.testing.assert_array_equal(plain.outputs[0], expected)
     assert hvx.packets < plain.packets / 5  # the 1400-byte case has a tail of 120
+
+
+def test_a_concat_along_another_axis_is_a_concat_of_blocks_exactly():
+    """ShuffleNetV2's stages concatenate NCHW tensors along the channels (axis 1): each input's
+    slab below the axis is one contiguous block, copied by the HVX concat kernel (here its plain
+    loops, the CPU reference; the kernel itself under qemu above); blocks under 128 bytes are
+    refused with the reason."""
+    from tvm import relax
+
+    from tvm_s2d.passes import HexagonMovement
+    from tvm_s2d.targets import hexagon_target
+
+    def module(shapes, axis):
+        bb = relax.BlockBuilder()
+        xs = [relax.Var(f"x{i}", relax.TensorType(s, "uint8")) for i, s in enumerate(shapes)]
+        with bb.function("main", xs):
+            with bb.dataflow():
+                out = bb.emit_output(bb.emit(relax.op.concat(xs, axis=axis)))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    shapes = [(2, 5, 6, 7), (2, 4, 6, 7), (2, 6, 6, 7)]
+    movement = HexagonMovement(target=hexagon_target(), hvx=False)
+    rewritten = movement(module(shapes, 1))
+    assert [o.reason for o in movement.outcomes] == ["HVX concat kernel (blocks along axis 1)"]
+    xs = [RNG.integers(0, 256, s).astype(np.uint8) for s in shapes]
+    np.testing.assert_array_equal(run(rewritten, *xs), np.concatenate(xs, 1))
+    small = HexagonMovement(target=hexagon_target(), hvx=False)
+    small(module([(1, 2, 3, 4), (1, 2, 3, 4)], 1))
+    assert small.outcomes[0].reason == ("concat along axis 1 of blocks of 24+24 bytes: the HVX kernel copies blocks of"
+                                        " at least 128 bytes")

@@ -22,6 +22,7 @@ names the outputs it computes."""
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
@@ -144,8 +145,8 @@ class _Rewriter(PyExprMutator):
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
 
     def _max_pool(self, call: relax.Call, name: str):
-        """An 8-bit NHWC max pool (square; stride 1, 2 where the chunks divide a vector, any where
-        a pixel is whole vectors; floor or ceil mode) on ``schedules.hexagon.pool.max_pool``, its
+        """An 8-bit NHWC max pool (square; stride 1, any where a pixel is under a vector or whole
+        vectors; floor or ceil mode) on ``schedules.hexagon.pool.max_pool``, its
         padding a pad with the type's lowest value."""
         x, attrs = call.args[0], call.attrs
         shape, dtype = static_shape(x), str(x.ty.dtype)
@@ -161,8 +162,8 @@ class _Rewriter(PyExprMutator):
         if any(int(d) != 1 for d in attrs.dilation):
             return f"{pool} dilation {'x'.join(str(int(d)) for d in attrs.dilation)}: the HVX kernel takes dilation 1 only"
         if not pool_applies(shape[3], strides[0]):
-            return (f"{pool} on {shape[3]} channels: at stride {strides[0]} the HVX kernel takes a multiple of 128 channels"
-                    f"{', or 1, 2, 4, ... 64 (a power of two up to 64)' if strides[0] == 2 else ''}")
+            return (f"{pool} on {shape[3]} channels: at stride {strides[0]} the HVX kernel takes fewer than 128 channels or"
+                    " a multiple of 128")
         t, l, b, r = (int(v) for v in attrs.padding)
         # ceil_mode: the last windows run past the padded input; more bottom/right padding with the
         # lowest value gives them in floor mode, the same maxima (every window holds a real value)
@@ -193,10 +194,22 @@ class _Rewriter(PyExprMutator):
             return "concat of tensors of dynamic shape: the HVX kernel takes static shapes"
         if len(dtypes) != 1 or not dtypes <= set(LOWEST):
             return f"concat of {' and '.join(sorted(dtypes))} tensors: the HVX kernel takes uint8 or int8, both alike"
-        axis = int(call.attrs.axis)
-        if axis not in (-1, len(shapes[0]) - 1):
-            return f"concat along axis {axis} of {len(shapes[0])}-D tensors: the HVX kernel takes the last (channel) axis"
+        rank = len(shapes[0])
+        axis = int(call.attrs.axis) % rank
         dtype, channels = dtypes.pop(), [s[-1] for s in shapes]
+        if axis != rank - 1:  # as a concat of blocks: each input's slab below the axis is contiguous
+            blocks = [int(np.prod(s[axis:])) for s in shapes]
+            if not concat_pixels_apply(blocks):
+                return (f"concat along axis {axis} of blocks of {'+'.join(str(b) for b in blocks)} bytes: the HVX kernel"
+                        " copies blocks of at least 128 bytes")
+            lead = list(shapes[0][:axis])
+            make = concat_pixels if self.rule.hvx else plain_concat
+            kernel = add_kernel(self.builder_, make(lead, blocks, dtype), f"hvx_concat_{name}")
+            applied(self.rule.outcomes, name, f"HVX concat kernel (blocks along axis {axis})")
+            bb = self.builder_
+            flat = [bb.emit(relax.op.reshape(self.visit_expr(f), [*lead, b])) for f, b in zip(fields, blocks)]
+            y = bb.emit(relax.call_tir(kernel, flat, relax.TensorType([*lead, sum(blocks)], dtype)))
+            return relax.op.reshape(y, static_shape(call))
         if len(fields) == 2 and shapes[0] == shapes[1] and chunks_apply(channels[0]):
             make = concat_channels if self.rule.hvx else plain_concat_channels
             kernel = add_kernel(self.builder_, make(shapes[0], dtype), f"hvx_concat_{name}")

@@ -34,8 +34,8 @@ def chunks_apply(channels: int) -> bool:
 
 def pool_applies(channels: int, stride: int) -> bool:
     """Whether ``max_pool`` takes a pool of ``stride`` on ``channels``: stride 1; stride 2 where
-    ``chunks_apply``; any stride where a pixel is whole vectors."""
-    return stride == 1 or (stride == 2 and chunks_apply(channels)) or channels % VECTOR_BYTES == 0
+    ``chunks_apply``; any stride where a pixel is whole vectors or under one."""
+    return stride == 1 or (stride == 2 and chunks_apply(channels)) or channels % VECTOR_BYTES == 0 or channels < 128
 
 
 def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.PrimFunc:
@@ -45,6 +45,8 @@ def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.Pri
     oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
     if c % VECTOR_BYTES == 0 and (stride > 1 or c > VECTOR_BYTES):
         return _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype)
+    if stride > 1 and not (stride == 2 and chunks_apply(c)):
+        return _pixel_pool(n, hp, wp, c, kernel, stride, dtype)
     w1 = wp - kernel + 1  # the stride-1 row's pixels
     row1, row_in, row_out = w1 * c, wp * c, ow * c
     full1 = row1 // 128
@@ -126,6 +128,48 @@ def _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc
     return pool
 
 
+def _pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc:
+    """``max_pool`` of a pixel under a vector (C < 128), any stride: an output pixel at a time,
+    the ``vmax`` of its taps' 128-byte (unaligned) loads stored from the pixel on; the bytes past
+    its C are the next pixels', stored after it (ascending). The last ``ceil(128 / C)`` pixels of
+    the tensor, whose stores and loads would leave it, a plain loop."""
+    oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
+    pixels = n * oh * ow
+    tail = -(-VECTOR_BYTES // c)
+    vectored = max(0, pixels - tail)
+    lanes = f"{dtype}x128"
+
+    def window(x, b, r, k):
+        best = None
+        for ky in range(kernel):
+            for kx in range(kernel):
+                value = x.vload([b, r * stride + ky, (k * stride + kx) * c], lanes)
+                best = value if best is None else T.max(best, value)
+        return best
+
+    def element(x, b, r, k, j):
+        best = None
+        for ky in range(kernel):
+            for kx in range(kernel):
+                value = x[b, r * stride + ky, (k * stride + kx) * c + j]
+                best = value if best is None else T.max(best, value)
+        return best
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pool(x_: T.Buffer((n, hp, wp, c), dtype), y_: T.Buffer((n, oh, ow, c), dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            x = T.decl_buffer((n, hp, wp * c), dtype, data=x_.data)
+            y = T.decl_buffer((pixels * c,), dtype, data=y_.data)
+            for q in range(vectored):
+                y[T.ramp(q * c, 1, 128)] = window(x, q // (oh * ow), q // ow % oh, q % ow)
+            for q, j in T.grid(pixels - vectored, c):
+                y[(vectored + q) * c + j] = element(x, (vectored + q) // (oh * ow), (vectored + q) // ow % oh,
+                                                    (vectored + q) % ow, j)
+
+    return pool
+
+
 def plain_max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.PrimFunc:
     """``max_pool`` as TVM's own pooling (any target: the CPU reference)."""
     x = te.placeholder(tuple(int(d) for d in shape_padded), dtype, name="x")
@@ -193,8 +237,13 @@ def concat_pixels(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
     lines.append(f"        for p in range({pixels}):")
     start = 0
     for i, c in enumerate(channels):
-        for j in [*range(0, c - VECTOR_BYTES, VECTOR_BYTES), c - VECTOR_BYTES]:  # the last vector ends at c
-            lines.append(f"            y[T.ramp(p * {total} + {start + j}, 1, 128)] = x{i}.vload([p * {c} + {j}], '{dtype}x128')")
+        whole = (c - 1) // VECTOR_BYTES  # vectors before the last, which ends at c
+        if whole:
+            lines += [f"            for j in range({whole}):",
+                      f"                y[T.ramp(p * {total} + {start} + j * 128, 1, 128)] = x{i}.vload([p * {c} + j * 128],"
+                      f" '{dtype}x128')"]
+        lines.append(f"            y[T.ramp(p * {total} + {start + c - VECTOR_BYTES}, 1, 128)] = "
+                     f"x{i}.vload([p * {c} + {c - VECTOR_BYTES}], '{dtype}x128')")
         start += c
     return from_source("\n".join(lines), extra_vars={"T": T}, s_tir=True)
 
