@@ -57,6 +57,32 @@ def test_other_triples_are_refused_with_a_reason():
     assert match_space_to_depth(var2val[a], var2val) == "not a reshape -> permute_dims -> reshape"
 
 
+@pytest.mark.parametrize("shape,axis,groups", [((1, 116, 3, 4), 1, 2), ((2, 5, 6, 24), 3, 3), ((1, 3, 4, 8), 3, 4)])
+def test_channel_shuffle_round_trip(shape, axis, groups):
+    """What ``emit_channel_shuffle`` emits, ``match_channel_shuffle`` reads back (and not as a
+    space-to-depth); on an array it is element ``i * K + j`` to ``j * groups + i``."""
+    from tvm_s2d.geometry import channel_shuffle
+    from tvm_s2d.passes.s2d.emit import Shuffle, emit_channel_shuffle, match_channel_shuffle
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(emit_channel_shuffle(bb, x, axis, groups, "s")))
+        bb.emit_func_output(out)
+    func = bb.get()["main"]
+    var2val = relax.analysis.get_var2val(func)
+    found = match_channel_shuffle(var2val[out], var2val)
+    assert isinstance(found, Shuffle) and (found.x.same_as(x), found.axis, found.groups) == (True, axis, groups)
+    assert isinstance(match_space_to_depth(var2val[out], var2val), str)
+    values = np.arange(int(np.prod(shape))).reshape(shape)
+    k = shape[axis] // groups
+    for i in range(groups):
+        for j in range(k):
+            np.testing.assert_array_equal(np.take(channel_shuffle(values, axis, groups), j * groups + i, axis),
+                                          np.take(values, i * k + j, axis))
+
+
 def _hvx_output(shape, emit):
     """``emit(bb, y)`` on an int32 kernel output ``y`` of ``shape``, then the zero-point
     correction (NHWC); the function's ``(y, bound values, the corrected value)``."""

@@ -81,6 +81,25 @@ def d2s_steps(shape: Sequence[int], block, layout: str = "NCHW"):
     return (n, h, w, bh, bw, c), (0, 1, 3, 2, 4, 5), (n, h * bh, w * bw, c)
 
 
+def shuffle_steps(shape: Sequence[int], axis: int, groups: int):
+    """The reshape -> transpose -> reshape that is a channel shuffle (ShuffleNet's) of ``groups``
+    along ``axis``: ``(split_shape, perm, shape)``, the axis split into ``(groups, size /
+    groups)`` and the two swapped; element ``j * groups + i`` of the result is element
+    ``i * size / groups + j`` of the input."""
+    shape = tuple(int(d) for d in shape)
+    if not 0 <= axis < len(shape) or groups < 1 or shape[axis] % groups:
+        raise ValueError(f"a shuffle of {groups} groups along axis {axis} of {shape}")
+    split = (*shape[:axis], groups, shape[axis] // groups, *shape[axis + 1:])
+    perm = (*range(axis), axis + 1, axis, *range(axis + 2, len(split)))
+    return split, perm, shape
+
+
+def channel_shuffle(x: np.ndarray, axis: int, groups: int) -> np.ndarray:
+    """``shuffle_steps`` on an array."""
+    split, perm, shape = shuffle_steps(x.shape, axis, groups)
+    return x.reshape(split).transpose(perm).reshape(shape)
+
+
 def is_pure_reshape(split_shape: Sequence[int], perm: Sequence[int]) -> bool:
     """True when ``perm`` moves only unit axes: the transpose is a no-op in memory.
 

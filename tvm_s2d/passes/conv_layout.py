@@ -12,7 +12,8 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .outcome import Outcome
-from .relax_tools import fold_constant_transposes, is_call, rewrite_functions
+from .relax_tools import fold_constant_transposes, is_call, rewrite_functions, static_shape
+from .s2d.emit import Shuffle, emit_channel_shuffle, match_channel_shuffle
 
 #: The weight layout of a conv in each data layout.
 KERNEL_LAYOUTS = {"NHWC": "HWIO", "NCHW": "OIHW"}
@@ -49,14 +50,15 @@ def convert_convs(mod: tvm.IRModule, layout_of, seen=None) -> tvm.IRModule:
         layout = layout_of(call) if is_call(call, "relax.nn.conv2d") else None
         return {"relax.nn.conv2d": [layout, KERNEL_LAYOUTS[layout]]} if layout else {}
 
-    lookups = _Lookups(mod)
-    mod = rewrite_functions(mod, lookups)
+    lookups, shuffles = _Lookups(mod), _Shuffles(mod)
+    mod = rewrite_functions(rewrite_functions(mod, lookups), shuffles)
     if seen is None:
         converted = relax.transform.ConvertLayout({}, desired)(mod)
     else:
-        hide = _Hide(mod, lambda call: bool(desired(call)) or seen(call) or lookups.marks(call))
+        hide = _Hide(mod, lambda call: bool(desired(call)) or seen(call) or lookups.marks(call) or shuffles.marks(call))
         converted = relax.transform.ConvertLayout({}, desired)(rewrite_functions(mod, hide))
         converted = rewrite_functions(converted, _Unhide(converted, hide.calls))
+    converted = rewrite_functions(converted, _Shuffles(converted, shuffles.groups))
     return fold_constant_transposes(rewrite_functions(converted, _Lookups(converted, lookups.tables)))
 
 
@@ -91,6 +93,43 @@ class _Lookups(PyExprMutator):
             self.tables.append((marker, new))
             return relax.op.bitwise_xor(new.args[1], marker)
         return new
+
+
+@mutator
+class _Shuffles(PyExprMutator):
+    """Channel shuffles (ShuffleNet's ``reshape -> permute_dims -> reshape`` through
+    ``[N, g, C/g, H, W]``: ``emit.match_channel_shuffle``) have no layout rule ConvertLayout
+    takes (a 5-d transpose: it turns the tensor back to the model's layout and the result
+    forth, two transposes a shuffle, the ops around them left in the model's layout). Hidden as
+    ``flip(x + marker, axis=1)`` (both carried through any layout, the flip's axis following
+    the channels), one marker object a shuffle; given ``groups`` (``marker -> groups``), put
+    back as the shuffle of the axis the flip has then (``emit.emit_channel_shuffle``)."""
+
+    def __init__(self, mod, groups: list | None = None):
+        super().__init__(mod)
+        self.restore, self.groups, self.var2val = groups is not None, groups if groups is not None else [], {}
+
+    def marks(self, call: relax.Call) -> bool:
+        """Whether ``call`` is part of a shuffle's stand-in."""
+        return is_call(call, "relax.flip") or (is_call(call, "relax.add") and
+                                               any(call.args[1].same_as(m) for m, _ in self.groups))
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if self.restore:
+            new = super().visit_call_(call)
+            marked = self.lookup_binding(new.args[0]) if is_call(new, "relax.flip") and \
+                isinstance(new.args[0], relax.Var) else None
+            for marker, groups in self.groups if is_call(marked, "relax.add") else ():
+                if marked.args[1].same_as(marker):
+                    return emit_channel_shuffle(self.builder_, marked.args[0], int(new.attrs.axis), groups, "shuffle")
+            return new
+        found = match_channel_shuffle(call, self.var2val) if is_call(call, "relax.reshape") else None
+        if not isinstance(found, Shuffle) or found.axis != 1 or len(static_shape(found.x)) != 4:
+            return super().visit_call_(call)
+        marker = relax.const(0, str(found.x.ty.dtype))
+        self.groups.append((marker, found.groups))
+        marked = self.builder_.emit(relax.op.add(self.visit_expr(found.x), marker))
+        return relax.op.flip(marked, axis=1)
 
 
 HIDDEN = "tvm_s2d.cpu_layout.opaque."  # the stand-in's name, then its index

@@ -32,11 +32,12 @@ from ...schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_r
     shuffle_space_to_depth, shuffles_apply
 from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
 from ...schedules.hexagon.pool import (chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
-                                       plain_concat, plain_concat_channels, plain_max_pool, pool_applies)
+                                       plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
+                                       pool_applies, slice_pixels)
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
-from ..relax_tools import add_kernel, bound, const_of, op_name, rewrite_functions, static_shape
-from ..s2d.emit import match_space_to_depth
+from ..relax_tools import add_kernel, bound, call_of, const_of, op_name, rewrite_functions, static_shape
+from ..s2d.emit import Shuffle, match_channel_shuffle, match_space_to_depth
 
 PASS_NAME = "HexagonMovement"
 
@@ -98,6 +99,8 @@ class _Rewriter(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
+        if binding.var in self._absorbed():
+            return super().visit_var_binding_(binding)
         if op_name(call) in SELECTIONS:
             found = getattr(self, SELECTIONS[call.op.name])(call, binding.var.name)
             if isinstance(found, str):
@@ -111,6 +114,11 @@ class _Rewriter(PyExprMutator):
         if not (isinstance(call, relax.Call) and self.rule.triple.match(call, self.var2val)):
             return super().visit_var_binding_(binding)
         found = _movement(call, self.var2val)
+        shuffle = match_channel_shuffle(call, self.var2val) if isinstance(found, str) else None
+        if isinstance(shuffle, Shuffle):
+            found = self._shuffle(call, shuffle, binding.var.name)
+            if not isinstance(found, str):
+                return super().visit_var_binding_(relax.VarBinding(binding.var, found))
         if isinstance(found, str):
             refused(self.rule.outcomes, binding.var.name, f"reshape/permute/reshape: {found}")
             return super().visit_var_binding_(binding)
@@ -183,7 +191,8 @@ class _Rewriter(PyExprMutator):
     def _concat(self, call: relax.Call, name: str):
         """A concat of 8-bit tensors along their last axis: two of one shape whose channels divide
         a vector (``schedules.hexagon.pool.concat_channels``), or any number of at least 128
-        channels each (``concat_pixels``)."""
+        channels each (``concat_pixels``). One a channel shuffle reads alone is left (unnamed)
+        to ``_shuffle``, which takes its inputs."""
         items = bound(call.args[0], self.var2val)
         fields = list(items.fields) if isinstance(items, relax.Tuple) else []
         shapes = [static_shape(f) for f in fields]
@@ -222,6 +231,98 @@ class _Rewriter(PyExprMutator):
         applied(self.rule.outcomes, name, "HVX concat kernel")
         return relax.call_tir(kernel, [self.visit_expr(f) for f in fields], relax.TensorType(static_shape(call), dtype))
 
+    def _shuffle(self, call: relax.Call, shuffle: Shuffle, name: str):
+        """A channel shuffle of two groups along the last axis of an 8-bit tensor: the two halves'
+        bytes interleaved by ``concat_channels`` of one-byte chunks (a ``vshuff``), the halves the
+        two inputs of the concat the shuffle reads (``absorbed``: ShuffleNet's), else two
+        ``slice_pixels``."""
+        shape, dtype = static_shape(shuffle.x), str(shuffle.x.ty.dtype)
+        if dtype not in LOWEST or shuffle.axis != len(shape) - 1 or shuffle.groups != 2:
+            return (f"a channel shuffle of {shuffle.groups} groups along axis {shuffle.axis} of a {len(shape)}-D {dtype} "
+                    "tensor: the HVX kernel takes two groups along the last axis of 8-bit tensors")
+        half, lead, bb = shape[-1] // 2, list(shape[:-1]), self.builder_
+        halves = self._halves(shuffle.x)
+        if halves is None:
+            halves = [bb.emit(relax.call_tir(self._slice_kernel(lead, shape[-1], i * half, half, dtype, f"{name}_{i}"),
+                                             [self.visit_expr(shuffle.x)], relax.TensorType([*lead, half], dtype)))
+                      for i in range(2)]
+        else:
+            halves = [self.visit_expr(h) for h in halves]
+        chunks = [bb.emit(relax.op.reshape(h, [*lead, half, 1])) for h in halves]
+        make = concat_channels if self.rule.hvx else plain_concat_channels
+        kernel = add_kernel(bb, make([*lead, half, 1], dtype), f"hvx_shuffle_{name}")
+        applied(self.rule.outcomes, name, "HVX channel shuffle (vshuff of the two halves)")
+        y = bb.emit(relax.call_tir(kernel, chunks, relax.TensorType([*lead, half, 2], dtype)))
+        return relax.op.reshape(y, shape)
+
+    def _halves(self, x: relax.Expr):
+        """The two inputs of the concat ``x`` is bound to, when it joins two tensors of one shape
+        along the last axis and the shuffle is its only reader; else None."""
+        concat = call_of(x, self.var2val, "relax.concat")
+        items = bound(concat.args[0], self.var2val) if concat is not None else None
+        fields = list(items.fields) if isinstance(items, relax.Tuple) else []
+        shapes = [static_shape(f) for f in fields]
+        if len(fields) != 2 or None in shapes or shapes[0] != shapes[1] or \
+                int(concat.attrs.axis) % len(shapes[0]) != len(shapes[0]) - 1 or self._readers().get(x, 0) != 1:
+            return None
+        return fields
+
+    def _absorbed(self) -> set:
+        """The concats (variables) of the function being rewritten that a channel shuffle reads
+        alone (``_halves``): ``_shuffle`` takes their inputs, and they go."""
+        if getattr(self, "_absorbed_of", None) is not self.var2val:
+            found = set()
+            for value in self.var2val.values():
+                shuffle = match_channel_shuffle(value, self.var2val) if op_name(value) == "relax.reshape" else None
+                if isinstance(shuffle, Shuffle) and self._halves(shuffle.x) is not None:
+                    found.add(shuffle.x)
+            self._absorbed_of, self._absorbed_vars = self.var2val, found
+        return self._absorbed_vars
+
+    def _readers(self) -> dict:
+        """How many bindings of the function being rewritten read each variable."""
+        if getattr(self, "_readers_of", None) is not self.var2val:
+            counts: dict = {}
+
+            def count(expr):
+                if isinstance(expr, relax.Var):
+                    counts[expr] = counts.get(expr, 0) + 1
+                elif isinstance(expr, relax.Tuple):
+                    for f in expr.fields:
+                        count(f)
+
+            for value in self.var2val.values():
+                for arg in (value.args if isinstance(value, relax.Call) else
+                            value.fields if isinstance(value, relax.Tuple) else []):
+                    count(arg)
+            self._readers_of, self._reader_counts = self.var2val, counts
+        return self._reader_counts
+
+    def _slice(self, call: relax.Call, name: str):
+        """A strided slice of an 8-bit tensor along its last axis, step 1 (a channel split) on
+        ``schedules.hexagon.pool.slice_pixels``; slices of other types are left alone unnamed."""
+        x = call.args[0]
+        shape, dtype = static_shape(x), str(x.ty.dtype)
+        if dtype not in LOWEST:
+            return call
+        axes = [int(a) for a in call.args[1]]
+        steps = [int(v) for v in call.args[4]] if len(call.args) > 4 else [1] * len(axes)
+        if shape is None or static_shape(call) is None:
+            return "slice of a tensor of dynamic shape: the HVX kernel takes static shapes"
+        if len(axes) != 1 or axes[0] % len(shape) != len(shape) - 1 or steps != [1]:
+            return (f"slice along axes {axes} with steps {steps}: the HVX kernel takes one axis, the last (the "
+                    "channels), step 1")
+        begin = int(call.args[2][0])
+        begin = max(0, min(begin + shape[-1] if begin < 0 else begin, shape[-1]))
+        lead, width = list(shape[:-1]), static_shape(call)[-1]
+        kernel = self._slice_kernel(lead, shape[-1], begin, width, dtype, name)
+        applied(self.rule.outcomes, name, "HVX channel slice kernel")
+        return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType([*lead, width], dtype))
+
+    def _slice_kernel(self, lead, channels, begin, width, dtype, name) -> tvm.ir.GlobalVar:
+        make = slice_pixels if self.rule.hvx else plain_slice_pixels
+        return add_kernel(self.builder_, make(lead, channels, begin, width, dtype), f"hvx_slice_{name}")
+
     def _lookup(self, call: relax.Call, name: str):
         """``take(T, q, axis=0)`` of a constant 256-entry 8-bit table ``T`` by an 8-bit ``q`` (every
         index in range: uint8, or int8 wrapping to its byte) on ``schedules.hexagon.lookup``."""
@@ -249,4 +350,5 @@ class _Rewriter(PyExprMutator):
 
 
 LOWEST = {"uint8": 0, "int8": -128}
-SELECTIONS = {"relax.nn.max_pool2d": "_max_pool", "relax.concat": "_concat", "relax.take": "_lookup"}  # op -> the rewriter's method
+SELECTIONS = {"relax.nn.max_pool2d": "_max_pool", "relax.concat": "_concat", "relax.take": "_lookup",
+              "relax.strided_slice": "_slice"}  # op -> the rewriter's method

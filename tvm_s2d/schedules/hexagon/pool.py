@@ -12,6 +12,9 @@
 * ``concat_pixels``: tensors of any channel counts of at least 128: each input pixel's bytes
   copied by 128-byte vectors, the last one ending at the pixel's end (overlapping the one
   before it where the count is not a multiple of 128), so no load or store leaves its pixel.
+* ``slice_pixels``: channels ``[begin, begin + width)`` of each pixel (a channel split): copied
+  as ``concat_pixels`` copies where ``width`` is at least 128; else one 128-byte vector a
+  pixel, stored from the pixel on, its spill overwritten by the next pixels (ascending).
 
 Rows or tensors that are not whole vectors finish with plain loops.
 """
@@ -252,3 +255,48 @@ def plain_concat(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
     """``concat_pixels`` as TVM's own concatenate (the CPU reference)."""
     xs = [te.placeholder((*[int(d) for d in lead_shape], int(c)), dtype, name=f"x{i}") for i, c in enumerate(channels)]
     return te.create_prim_func([*xs, topi.concatenate(xs, axis=len(lead_shape))])
+
+
+def slice_pixels(lead_shape, channels: int, begin: int, width: int, dtype: str) -> tvm.tirx.PrimFunc:
+    """``[..., C]`` -> ``[..., width]``: channels ``[begin, begin + width)`` of each pixel. At
+    least 128 wide: 128-byte vectors, the last ending at the pixel's end. Narrower: a pixel at
+    a time, a 128-byte (unaligned) load from its first channel stored from its output on; the
+    bytes past ``width`` are the next pixels', stored after it. The last pixels, whose vector
+    would leave the input or the output, a plain loop."""
+    lead = tuple(int(d) for d in lead_shape)
+    pixels = 1
+    for d in lead:
+        pixels *= d
+    c, begin, width = int(channels), int(begin), int(width)
+    lanes = f"{dtype}x128"
+    if width >= VECTOR_BYTES:
+        whole, vectored = (width - 1) // VECTOR_BYTES, pixels
+    else:
+        whole = 0
+        fits_out = (pixels * width - VECTOR_BYTES) // width + 1
+        fits_in = (pixels * c - begin - VECTOR_BYTES) // c + 1
+        vectored = max(0, min(pixels, fits_out, fits_in))
+    last = max(0, width - VECTOR_BYTES)
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def split(x_: T.Buffer((*lead, c), dtype), y_: T.Buffer((*lead, width), dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            x = T.decl_buffer((pixels * c,), dtype, data=x_.data)
+            y = T.decl_buffer((pixels * width,), dtype, data=y_.data)
+            for p in range(vectored):
+                for j in range(whole):
+                    y[T.ramp(p * width + j * 128, 1, 128)] = x.vload([p * c + begin + j * 128], lanes)
+                y[T.ramp(p * width + last, 1, 128)] = x.vload([p * c + begin + last], lanes)
+            for p, j in T.grid(pixels - vectored, width):
+                y[(vectored + p) * width + j] = x[(vectored + p) * c + begin + j]
+
+    return split
+
+
+def plain_slice_pixels(lead_shape, channels: int, begin: int, width: int, dtype: str) -> tvm.tirx.PrimFunc:
+    """``slice_pixels`` as TVM's own strided slice (the CPU reference)."""
+    lead = [int(d) for d in lead_shape]
+    x = te.placeholder((*lead, int(channels)), dtype, name="x")
+    y = te.compute((*lead, int(width)), lambda *i: x[(*i[:-1], i[-1] + int(begin))], name="split")
+    return te.create_prim_func([x, y])
