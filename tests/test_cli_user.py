@@ -182,3 +182,22 @@ def test_hvx_refusals_state_the_refused_case_and_what_is_taken():
         " multiple of 128" in reasons
     assert ("concat of 8+8+8 channels: the HVX kernels take two tensors of 1, 2, 4, ... 64 channels alike, or any number"
             " of at least 128 channels each") in reasons
+
+
+def test_a_long_silent_step_still_reports_that_it_runs():
+    """LLVM's code generation reports nothing for a minute on a real model: ``Progress.waiting``
+    says the step started, then that it still runs, until it ends."""
+    import io
+    import time
+
+    from tvm_s2d.cli.commands import Progress
+
+    out = io.StringIO()
+    progress = Progress(file=out)
+    with progress.waiting("build: TVM's code generation", every=0.05):
+        time.sleep(0.3)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("build: TVM's code generation")
+    assert len(lines) >= 3 and all(line.split("] ")[1].startswith("build: still running (") for line in lines[1:])
+    time.sleep(0.15)
+    assert out.getvalue().splitlines() == lines  # quiet once the step is over

@@ -3,8 +3,10 @@ reading the model, the rewrite options, progress lines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 import warnings
 
@@ -96,8 +98,6 @@ def warn_if_float(model_path: str, shapes=None) -> None:
 
 
 def cmd_report(args) -> int:
-    import contextlib
-
     from ..report import explain
 
     if args.tuning_log and args.target is None:
@@ -137,16 +137,19 @@ def cmd_compile(args) -> int:
     progress = Progress()
     with args.target, tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
         lowered = pipeline.run(mod, progress=progress)
-        progress("build: TVM's code generation")
-        ex = tvm.compile(lowered, target=args.target, relax_pipeline=tvm.transform.Sequential(pipeline.stages["build"]))
-    progress(f"writing {args.output}" + (" (LLVM's Hexagon code generation)" if is_hexagon(args.target) else ""))
-    try:
-        if is_hexagon(args.target):
-            ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them
-        else:
-            ex.export_library(args.output)
-    except Exception as exc:
-        raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
+        with progress.waiting("build: TVM's code generation"):
+            ex = tvm.compile(lowered, target=args.target,
+                             relax_pipeline=tvm.transform.Sequential(pipeline.stages["build"]))
+    kernels = sum(1 for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    with progress.waiting(f"writing {args.output}" + (f" (LLVM's Hexagon code generation of {kernels} kernels)"
+                                                      if is_hexagon(args.target) else "")):
+        try:
+            if is_hexagon(args.target):
+                ex.mod.imports[0].write_to_file(args.output)  # the kernels; Hexagon has no TVM runtime here to link them
+            else:
+                ex.export_library(args.output)
+        except Exception as exc:
+            raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
     print(f"compiled in {time.perf_counter() - progress.start:.1f} s", file=sys.stderr)
     if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
         from ..report import scalar_report
@@ -255,6 +258,25 @@ class Progress:
             self.last = now
             print(f"  [{now - self.start:5.0f} s] kernel {done} of {total}: {text}", file=self.file or sys.stderr,
                   flush=True)
+
+    @contextlib.contextmanager
+    def waiting(self, text: str, every: float = 15.0):
+        """``text`` as a step, then while the block runs (a long call that reports nothing: LLVM's
+        code generation) a line every ``every`` seconds that it still does."""
+        self(text)
+        began, done = time.perf_counter(), threading.Event()
+
+        def beat():
+            while not done.wait(every):
+                self(f"{text.split(':')[0]}: still running ({time.perf_counter() - began:.0f} s)")
+
+        beating = threading.Thread(target=beat, daemon=True)
+        beating.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beating.join()
 
 
 def cmd_tune(args) -> int:
