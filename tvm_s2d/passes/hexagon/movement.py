@@ -180,8 +180,10 @@ class _Rewriter(PyExprMutator):
         r += max(0, (out_w - 1) * strides[1] + size[1] - (shape[2] + l + r))
         bb = self.builder_
         x = self.visit_expr(x)
-        if t or l or b or r:
-            x = bb.emit(relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, 0], pad_value=float(LOWEST[dtype])))
+        if t or l or b or r:  # the padding on the HVX pad kernel where it takes it (uint8)
+            pad = relax.op.nn.pad(x, [0, 0, t, b, l, r, 0, 0], pad_value=float(LOWEST[dtype]))
+            padded = self._pad(bb.normalize(pad), f"{name}_pad") if self.rule.hvx else None
+            x = bb.emit(pad if padded is None else padded)
         padded = static_shape(x)
         make = max_pool if self.rule.hvx else plain_max_pool
         kernel = add_kernel(bb, make(padded, size[0], strides[0], dtype), f"hvx_pool_{name}")
