@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import tvm
 
 from helpers import load_script
 from tvm_s2d.geometry import Conv2dSpec, conv2d_nchw, space_to_depth
@@ -220,6 +221,25 @@ def test_hvx_deal_into_channel_groups_is_exact(shape):
     n, h, w, c = shape
     run = run_kernel(deal_channel_groups(shape), [x], [((n, c // 4, h, w, 4), "uint8")], name="deal")
     np.testing.assert_array_equal(run.outputs[0], x.reshape(n, h, w, c // 4, 4).transpose(0, 3, 1, 2, 4))
+
+
+@pytest.mark.parametrize("shape,keep", [((1, 3, 70, 64), 12), ((1, 2, 33, 32), 5), ((2, 2, 64, 128), 24)])
+def test_hvx_deal_of_a_padded_pixel_keeps_its_first_groups(shape, keep):
+    """A pixel of 48 channels is dealt as 64 (``dealt_channels``: the rounds take 4 x a power of
+    two), the padding's planes not stored: MnasNet's 48-channel width convs had a scalar layout."""
+    from tvm_s2d.schedules.hexagon import copy_channel_groups, deal_channel_groups, dealt_channels
+
+    assert dealt_channels(48) == 64 and dealt_channels(20) == 32 and dealt_channels(132) == 132
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    n, h, w, c = shape
+    expected = x.reshape(n, h, w, c // 4, 4).transpose(0, 3, 1, 2, 4)[:, :keep]
+    run = run_kernel(deal_channel_groups(shape, keep), [x], [((n, keep, h, w, 4), "uint8")], name="deal")
+    np.testing.assert_array_equal(run.outputs[0], expected)
+    assert run.packets < x.size / 8  # vector code
+    plain = tvm.compile(tvm.IRModule({"main": copy_channel_groups(shape, keep)}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(expected.shape, np.uint8))
+    plain(tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy(), expected)
 
 
 @pytest.mark.parametrize("shape,widths", [((1, 16, 20, 8), [0, 0, 1, 1, 1, 1, 0, 0]),  # NHWC spatial

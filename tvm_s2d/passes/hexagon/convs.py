@@ -42,7 +42,7 @@ from ...geometry.grouped import block_diagonal
 from ...schedules.hexagon.depthwise import DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
-    copy_channel_groups, deal_channel_groups, default_mapping, mapped_conv, schedule_mapping
+    copy_channel_groups, deal_channel_groups, dealt_channels, default_mapping, mapped_conv, schedule_mapping
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
@@ -293,10 +293,11 @@ class _Rewriter(PyExprMutator):
         n, _, w, c = static_shape(x)
         t, l, b, r = padding
         extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
-        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, conv.cin - c], zx)
-        if channel_groups_apply(conv.cin):  # an HVX deal of words (or its plain copy)
-            shape = static_shape(x)
-            func = deal_channel_groups(shape) if self.rule.schedule else copy_channel_groups(shape)
+        dealt = dealt_channels(conv.cin)  # 48 channels dealt as 64 (its padding's planes dropped)
+        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, (dealt if channel_groups_apply(dealt) else conv.cin) - c], zx)
+        if channel_groups_apply(dealt):  # an HVX deal of words (or its plain copy)
+            shape, keep = static_shape(x), conv.cin // DEPTH
+            func = deal_channel_groups(shape, keep) if self.rule.schedule else copy_channel_groups(shape, keep)
             layout = add_kernel(bb, func, f"hvx_{name}_layout")
             x = bb.emit(relax.call_tir(layout, [x], relax.TensorType(conv.input_shape, "uint8")))
         else:

@@ -127,24 +127,36 @@ def channel_groups_apply(channels: int) -> bool:
     return channels % DEPTH == 0 and groups & (groups - 1) == 0 and groups <= 32
 
 
-def deal_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
-    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, C/4, H, W, 4]`` (``WidthConv``'s input layout).
+def dealt_channels(channels: int) -> int:
+    """The channels ``deal_channel_groups`` deals a pixel of ``channels`` (a multiple of 4) as:
+    rounded up to ``channel_groups_apply``'s 4 x a power of two where that is at most 128 (the
+    channels past ``channels`` padding, their planes not stored), else ``channels``."""
+    groups = max(1, channels // DEPTH)
+    dealt = DEPTH << (groups - 1).bit_length()
+    return dealt if dealt <= 128 else channels
+
+
+def deal_channel_groups(shape_nhwc, keep: int | None = None) -> tvm.tirx.PrimFunc:
+    """NHWC uint8 ``[N, H, W, C]`` -> ``[N, keep, H, W, 4]`` (``WidthConv``'s input layout; the
+    first ``keep`` groups of 4 channels, all ``C/4`` by default).
 
     32 pixels at a time: their ``C/4`` vectors of words transposed into one vector per group
     of 4 channels by ``log2(C/4)`` rounds of ``vdeal`` (each splits even and odd words; the
-    groups come out in order). Rows that are not whole groups of 32 pixels finish with a
-    plain loop."""
+    groups come out in order), the first ``keep`` stored (a pixel of 48 channels is dealt as 64,
+    ``dealt_channels``, its padding's planes dropped). Rows that are not whole groups of 32
+    pixels finish with a plain loop."""
     n, h, w, c = shape_nhwc
     groups = c // DEPTH
+    keep = groups if keep is None else int(keep)
     rounds = groups.bit_length() - 1
     full = w // LANES if channel_groups_apply(c) else 0
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def deal(x: T.Buffer((n, h, w, c), "uint8"), y: T.Buffer((n, groups, h, w, DEPTH), "uint8")):
+    def deal(x: T.Buffer((n, h, w, c), "uint8"), y: T.Buffer((n, keep, h, w, DEPTH), "uint8")):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             words = T.decl_buffer((n * h * w * groups,), "int32", data=x.data)
-            planes = T.decl_buffer((n * groups * h * w,), "int32", data=y.data)
+            planes = T.decl_buffer((n * keep * h * w,), "int32", data=y.data)
             even = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
             odd = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
             for b, r, v in T.grid(n, h, full):
@@ -160,20 +172,21 @@ def deal_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
                     _deal_words(odd, even, groups // 2)
                 if rounds >= 5:
                     _deal_words(even, odd, groups // 2)
-                for k in T.unroll(groups):
+                for k in T.unroll(keep):
                     if rounds % 2 == 1:
-                        planes[T.ramp(((b * groups + k) * h + r) * w + v * LANES, 1, 32)] = odd[k, T.ramp(0, 1, 32)]
+                        planes[T.ramp(((b * keep + k) * h + r) * w + v * LANES, 1, 32)] = odd[k, T.ramp(0, 1, 32)]
                     else:
-                        planes[T.ramp(((b * groups + k) * h + r) * w + v * LANES, 1, 32)] = even[k, T.ramp(0, 1, 32)]
-            for b, r, p, ch in T.grid(n, h, w - full * LANES, c):
+                        planes[T.ramp(((b * keep + k) * h + r) * w + v * LANES, 1, 32)] = even[k, T.ramp(0, 1, 32)]
+            for b, r, p, ch in T.grid(n, h, w - full * LANES, keep * DEPTH):
                 y[b, ch // DEPTH, r, full * LANES + p, ch % DEPTH] = x[b, r, full * LANES + p, ch]
 
     return deal
 
 
-def copy_channel_groups(shape_nhwc) -> tvm.tirx.PrimFunc:
+def copy_channel_groups(shape_nhwc, keep: int | None = None) -> tvm.tirx.PrimFunc:
     """``deal_channel_groups`` as a plain copy, for any target and channel count (multiple of 4)."""
     n, h, w, c = shape_nhwc
+    keep = c // DEPTH if keep is None else int(keep)
     x = te.placeholder(shape_nhwc, "uint8", name="x")
-    y = te.compute((n, c // DEPTH, h, w, DEPTH), lambda b, k, r, p, i: x[b, r, p, k * DEPTH + i], name="y")
+    y = te.compute((n, keep, h, w, DEPTH), lambda b, k, r, p, i: x[b, r, p, k * DEPTH + i], name="y")
     return te.create_prim_func([x, y])
