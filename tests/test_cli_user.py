@@ -178,10 +178,9 @@ def test_hvx_refusals_state_the_refused_case_and_what_is_taken():
     reasons = [o.reason for o in movement.outcomes if not o.applied]
     assert [o.applied for o in movement.outcomes][:1] == [True]  # 3x3/2 in ceil mode: taken
     assert "max pool 3x2 stride 1x1: the HVX kernel takes square pools (KxK) only" in reasons
-    assert "max pool 2x2 stride 3x3 on 200 channels: at stride 3 the HVX kernel takes fewer than 128 channels or a" \
-        " multiple of 128" in reasons
     assert ("concat of 8+8+8 channels: the HVX kernels take two tensors of 1, 2, 4, ... 64 channels alike, or any number"
-            " of at least 128 channels each") in reasons
+            " of at least 16 channels each") in reasons
+    assert not [r for r in reasons if "200 channels" in r]  # any stride, any channel count: taken
 
 
 def test_a_long_silent_step_still_reports_that_it_runs():

@@ -127,14 +127,17 @@ def _pool_reference(x, k, s):
 
 
 # whole vectors and row tails, the last row's tail (its loads would leave the input), strides 1 and 2
-# pixels of whole vectors (128, 256 channels): any stride, stride 1 above 128 channels; pixels under a
-# vector (24, 3, 100 channels), strides 2 and 3: a pixel at a time, the tensor's last pixels a plain loop
+# pixels of whole vectors (128, 256 channels): any stride, stride 1 above 128 channels; pixels of a
+# vector and more (192, 480: GoogLeNet's 3x3/2 pools), strides 2 and 3: their last vector overlapping;
+# pixels under a vector (24, 3, 100 channels), strides 2 and 3: a pixel at a time, the tensor's last
+# pixels a plain loop
 @pytest.mark.parametrize("shape,k,s,dtype", [((1, 34, 34, 16), 3, 1, "uint8"), ((1, 24, 40, 16), 2, 2, "uint8"),
                                              ((2, 9, 11, 8), 3, 2, "int8"), ((1, 7, 13, 5), 3, 1, "uint8"),
                                              ((1, 12, 13, 128), 3, 2, "uint8"), ((2, 7, 7, 256), 3, 2, "int8"),
                                              ((1, 9, 10, 128), 2, 3, "uint8"), ((1, 6, 5, 256), 3, 1, "uint8"),
                                              ((1, 49, 49, 24), 3, 2, "uint8"), ((2, 8, 9, 3), 3, 3, "int8"),
-                                             ((1, 7, 7, 100), 2, 2, "uint8")])
+                                             ((1, 7, 7, 100), 2, 2, "uint8"), ((1, 13, 13, 192), 3, 2, "uint8"),
+                                             ((1, 7, 8, 480), 3, 2, "int8"), ((1, 9, 9, 130), 2, 3, "uint8")])
 def test_the_hvx_max_pool_is_exact_under_qemu(shape, k, s, dtype):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
@@ -161,10 +164,14 @@ def test_the_hvx_channel_concat_is_exact_under_qemu(shape, dtype):
     np.testing.assert_array_equal(_plain(plain_concat_channels(shape, dtype), [a, b], expected), expected)
 
 
-# equal and unequal counts, counts not a multiple of 128 (the last vector overlaps), four inputs
+# equal and unequal counts, counts not a multiple of 128 (the last vector overlaps), four inputs;
+# counts under a vector (their spill overwritten: GoogLeNet's inception concats), a tensor too
+# small for any vector (all a plain loop)
 @pytest.mark.parametrize("lead,channels,dtype", [((1, 11, 11), [128, 128], "uint8"), ((1, 5, 5), [192, 192], "int8"),
-                                                 ((2, 3, 4), [128, 200, 256, 130], "uint8")])
-def test_the_hvx_concat_of_any_counts_of_128_or_more_channels_is_exact_under_qemu(lead, channels, dtype):
+                                                 ((2, 3, 4), [128, 200, 256, 130], "uint8"),
+                                                 ((1, 9, 9), [64, 128, 32, 32], "uint8"),
+                                                 ((2, 3, 5), [16, 40, 200, 17], "int8"), ((1, 1, 3), [20, 20], "uint8")])
+def test_the_hvx_concat_of_any_channel_counts_is_exact_under_qemu(lead, channels, dtype):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.schedules.hexagon.pool import concat_pixels, plain_concat
@@ -173,7 +180,7 @@ def test_the_hvx_concat_of_any_counts_of_128_or_more_channels_is_exact_under_qem
     expected = np.concatenate(xs, -1)
     hvx = run_kernel(concat_pixels(lead, channels, dtype), xs, [(expected.shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
-    assert hvx.packets < expected.size / 16  # vector copies
+    assert hvx.packets < expected.size / 8 or expected.size < 1000  # vector copies
     np.testing.assert_array_equal(_plain(plain_concat(lead, channels, dtype), xs, expected), expected)
 
 
@@ -345,9 +352,9 @@ def test_a_concat_along_another_axis_is_a_concat_of_blocks_exactly():
     xs = [RNG.integers(0, 256, s).astype(np.uint8) for s in shapes]
     np.testing.assert_array_equal(run(rewritten, *xs), np.concatenate(xs, 1))
     small = HexagonMovement(target=hexagon_target(), hvx=False)
-    small(module([(1, 2, 3, 4), (1, 2, 3, 4)], 1))
-    assert small.outcomes[0].reason == ("concat along axis 1 of blocks of 24+24 bytes: the HVX kernel copies blocks of"
-                                        " at least 128 bytes")
+    small(module([(1, 2, 3, 2), (1, 1, 3, 2)], 1))
+    assert small.outcomes[0].reason == ("concat along axis 1 of blocks of 12+6 bytes: the HVX kernel copies blocks of"
+                                        " at least 16 bytes")
 
 
 # widths under a vector (the spill overwritten by the next pixels), of exactly one, and over one

@@ -31,9 +31,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
     shuffle_space_to_depth, shuffles_apply
 from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
-from ...schedules.hexagon.pool import (chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
+from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
                                        plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
-                                       pool_applies, slice_pixels)
+                                       slice_pixels)
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, call_of, const_of, op_name, rewrite_functions, static_shape
@@ -153,9 +153,8 @@ class _Rewriter(PyExprMutator):
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
 
     def _max_pool(self, call: relax.Call, name: str):
-        """An 8-bit NHWC max pool (square; stride 1, any where a pixel is under a vector or whole
-        vectors; floor or ceil mode) on ``schedules.hexagon.pool.max_pool``, its
-        padding a pad with the type's lowest value."""
+        """An 8-bit NHWC max pool (square, any stride; floor or ceil mode) on
+        ``schedules.hexagon.pool.max_pool``, its padding a pad with the type's lowest value."""
         x, attrs = call.args[0], call.attrs
         shape, dtype = static_shape(x), str(x.ty.dtype)
         size, strides = [int(v) for v in attrs.pool_size], [int(v) for v in attrs.strides]
@@ -169,9 +168,6 @@ class _Rewriter(PyExprMutator):
             return f"{pool}: the HVX kernel takes equal strides only"
         if any(int(d) != 1 for d in attrs.dilation):
             return f"{pool} dilation {'x'.join(str(int(d)) for d in attrs.dilation)}: the HVX kernel takes dilation 1 only"
-        if not pool_applies(shape[3], strides[0]):
-            return (f"{pool} on {shape[3]} channels: at stride {strides[0]} the HVX kernel takes fewer than 128 channels or"
-                    " a multiple of 128")
         t, l, b, r = (int(v) for v in attrs.padding)
         # ceil_mode: the last windows run past the padded input; more bottom/right padding with the
         # lowest value gives them in floor mode, the same maxima (every window holds a real value)
@@ -192,8 +188,8 @@ class _Rewriter(PyExprMutator):
 
     def _concat(self, call: relax.Call, name: str):
         """A concat of 8-bit tensors along their last axis: two of one shape whose channels divide
-        a vector (``schedules.hexagon.pool.concat_channels``), or any number of at least 128
-        channels each (``concat_pixels``). One a channel shuffle reads alone is left (unnamed)
+        a vector (``schedules.hexagon.pool.concat_channels``), or any number of at least
+        ``MIN_PIXEL_BYTES`` channels each (``concat_pixels``). One a channel shuffle reads alone is left (unnamed)
         to ``_shuffle``, which takes its inputs."""
         items = bound(call.args[0], self.var2val)
         fields = list(items.fields) if isinstance(items, relax.Tuple) else []
@@ -212,7 +208,7 @@ class _Rewriter(PyExprMutator):
             blocks = [int(np.prod(s[axis:])) for s in shapes]
             if not concat_pixels_apply(blocks):
                 return (f"concat along axis {axis} of blocks of {'+'.join(str(b) for b in blocks)} bytes: the HVX kernel"
-                        " copies blocks of at least 128 bytes")
+                        f" copies blocks of at least {MIN_PIXEL_BYTES} bytes")
             lead = list(shapes[0][:axis])
             make = concat_pixels if self.rule.hvx else plain_concat
             kernel = add_kernel(self.builder_, make(lead, blocks, dtype), f"hvx_concat_{name}")
@@ -229,7 +225,7 @@ class _Rewriter(PyExprMutator):
             kernel = add_kernel(self.builder_, make(shapes[0][:-1], channels, dtype), f"hvx_concat_{name}")
         else:
             return (f"concat of {'+'.join(str(c) for c in channels)} channels: the HVX kernels take two tensors of 1, 2,"
-                    " 4, ... 64 channels alike, or any number of at least 128 channels each")
+                    f" 4, ... 64 channels alike, or any number of at least {MIN_PIXEL_BYTES} channels each")
         applied(self.rule.outcomes, name, "HVX concat kernel")
         return relax.call_tir(kernel, [self.visit_expr(f) for f in fields], relax.TensorType(static_shape(call), dtype))
 

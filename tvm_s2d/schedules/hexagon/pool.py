@@ -5,13 +5,15 @@
   input row ``y + ky`` from byte ``kx * C`` on: one unaligned 128-byte load a tap, ``vmax``
   over the taps. A stride-2 pool is the stride-1 row (in a local buffer) with every other
   pixel kept: a ``vdeal`` of C-byte chunks per 256 bytes, its even half.
-  Where a pixel is whole vectors (C a multiple of 128), any stride: each output pixel's
-  vectors the ``vmax`` of its taps' vectors, all aligned.
+  Where a pixel is at least a vector, any stride: each output pixel's vectors the ``vmax`` of
+  its taps' vectors (the last ending at the pixel's end; aligned where C is a multiple of
+  128); under a vector, a pixel at a time, its store's spill overwritten by the next pixels.
 * ``concat_channels``: two tensors of ``C`` channels each, concatenated along the channels:
   their pixels interleaved in C-byte chunks, one ``vshuff`` per 256 output bytes.
-* ``concat_pixels``: tensors of any channel counts of at least 128: each input pixel's bytes
-  copied by 128-byte vectors, the last one ending at the pixel's end (overlapping the one
-  before it where the count is not a multiple of 128), so no load or store leaves its pixel.
+* ``concat_pixels``: tensors of any channel counts (at least ``MIN_PIXEL_BYTES``): each input
+  pixel's bytes copied by 128-byte vectors, the last one ending at the pixel's end
+  (overlapping the one before it where the count is not a multiple of 128); an input under a
+  vector by one vector whose spill the next inputs and pixels overwrite.
 * ``slice_pixels``: channels ``[begin, begin + width)`` of each pixel (a channel split): copied
   as ``concat_pixels`` copies where ``width`` is at least 128; else one 128-byte vector a
   pixel, stored from the pixel on, its spill overwritten by the next pixels (ascending).
@@ -35,18 +37,14 @@ def chunks_apply(channels: int) -> bool:
     return channels & (channels - 1) == 0 and channels <= 64
 
 
-def pool_applies(channels: int, stride: int) -> bool:
-    """Whether ``max_pool`` takes a pool of ``stride`` on ``channels``: stride 1; stride 2 where
-    ``chunks_apply``; any stride where a pixel is whole vectors or under one."""
-    return stride == 1 or (stride == 2 and chunks_apply(channels)) or channels % VECTOR_BYTES == 0 or channels < 128
-
-
 def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.PrimFunc:
-    """``[N, Hp, Wp, C]`` (padded) -> ``[N, OH, OW, C]``, a ``kernel`` x ``kernel`` max pool
-    (``pool_applies(C, stride)``)."""
+    """``[N, Hp, Wp, C]`` (padded) -> ``[N, OH, OW, C]``, a ``kernel`` x ``kernel`` max pool of
+    any stride: stride 1 on rows (and where a pixel is whole vectors, a pixel at a time); stride
+    2 where ``chunks_apply`` the stride-1 row's even pixels by a deal; else a pixel at a time (its
+    vectors, or one vector for a pixel under one)."""
     n, hp, wp, c = (int(d) for d in shape_padded)
     oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
-    if c % VECTOR_BYTES == 0 and (stride > 1 or c > VECTOR_BYTES):
+    if (c % VECTOR_BYTES == 0 and c > VECTOR_BYTES) or (stride > 1 and c >= VECTOR_BYTES):
         return _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype)
     if stride > 1 and not (stride == 2 and chunks_apply(c)):
         return _pixel_pool(n, hp, wp, c, kernel, stride, dtype)
@@ -106,18 +104,24 @@ def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.Pri
 
 
 def _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc:
-    """``max_pool`` where each pixel is ``C / 128`` whole vectors: an output vector is the
-    ``vmax`` of the same vector of its ``kernel x kernel`` input pixels."""
+    """``max_pool`` of pixels of at least 128 channels, any stride: an output vector is the
+    ``vmax`` of the same vector of its ``kernel x kernel`` input pixels; a pixel's vectors from
+    its first byte on, 128 apart, the last ending at its end (overlapping the one before it
+    where C is not a multiple of 128: the same maxima written twice)."""
     oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
-    vectors, lanes = c // VECTOR_BYTES, f"{dtype}x128"
+    vectors, lanes = -(-c // VECTOR_BYTES), f"{dtype}x128"
 
     def window(x, b, r, k, v):
+        offset = T.min(v * VECTOR_BYTES, c - VECTOR_BYTES) if c % VECTOR_BYTES else v * VECTOR_BYTES
         best = None
         for ky in range(kernel):
             for kx in range(kernel):
-                value = x.vload([b, r * stride + ky, ((k * stride + kx) * vectors + v) * VECTOR_BYTES], lanes)
+                value = x.vload([b, r * stride + ky, (k * stride + kx) * c + offset], lanes)
                 best = value if best is None else T.max(best, value)
         return best
+
+    def start(k, v):
+        return k * c + (T.min(v * VECTOR_BYTES, c - VECTOR_BYTES) if c % VECTOR_BYTES else v * VECTOR_BYTES)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def pool(x_: T.Buffer((n, hp, wp, c), dtype, align=128), y_: T.Buffer((n, oh, ow, c), dtype, align=128)):
@@ -126,7 +130,7 @@ def _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc
             x = T.decl_buffer((n, hp, wp * c), dtype, data=x_.data, align=128)
             y = T.decl_buffer((n, oh, ow * c), dtype, data=y_.data, align=128)
             for b, r, k, v in T.grid(n, oh, ow, vectors):
-                y[b, r, T.ramp((k * vectors + v) * VECTOR_BYTES, 1, 128)] = window(x, b, r, k, v)
+                y[b, r, T.ramp(start(k, v), 1, 128)] = window(x, b, r, k, v)
 
     return pool
 
@@ -215,21 +219,36 @@ def plain_concat_channels(shape, dtype: str) -> tvm.tirx.PrimFunc:
     return te.create_prim_func([a, b, topi.concatenate([a, b], axis=len(shape) - 1)])
 
 
+#: The fewest bytes a pixel ``concat_pixels`` copies of an input: under a vector, one 128-byte
+#: vector store a pixel copies them (the rest spill), no faster than a plain loop for a few.
+MIN_PIXEL_BYTES = 16
+
+
 def concat_pixels_apply(channels) -> bool:
-    """Whether ``concat_pixels`` takes inputs of ``channels``: each at least 128."""
-    return all(c >= VECTOR_BYTES for c in channels)
+    """Whether ``concat_pixels`` takes inputs of ``channels``: each at least ``MIN_PIXEL_BYTES``."""
+    return all(c >= MIN_PIXEL_BYTES for c in channels)
 
 
 def concat_pixels(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
-    """Tensors ``[..., C_i]`` (``concat_pixels_apply``) -> ``[..., sum C_i]``: per pixel, each
-    input's bytes by 128-byte vectors, the last ending at the pixel's end. TVMScript written
-    for the inputs there are (one parameter each)."""
+    """Tensors ``[..., C_i]`` (``concat_pixels_apply``) -> ``[..., sum C_i]``, a pixel at a time,
+    its inputs in order: an input of at least 128 bytes by 128-byte vectors, the last ending at
+    its end; a narrower one by one vector stored from its place on, the bytes past it spilling
+    into the next inputs' and pixels' places, which are written after it (ascending). The last
+    pixels, whose spilling loads or stores would leave their tensors, a plain loop. TVMScript
+    written for the inputs there are (one parameter each)."""
     lead = tuple(int(d) for d in lead_shape)
     pixels = 1
     for d in lead:
         pixels *= d
     channels = [int(c) for c in channels]
     total = sum(channels)
+    vectored, start = pixels, 0
+    for c in channels:
+        if c < VECTOR_BYTES:  # its load and store of 128 bytes stay inside their tensors
+            vectored = min(vectored, (pixels * c - VECTOR_BYTES) // c + 1,
+                           (pixels * total - start - VECTOR_BYTES) // total + 1)
+        start += c
+    vectored = max(0, vectored)
     params = "".join(f"x{i}_: T.Buffer({(*lead, c)}, '{dtype}'), " for i, c in enumerate(channels))
     lines = ["@T.prim_func(s_tir=True)",
              f"def concat({params}y_: T.Buffer({(*lead, total)}, '{dtype}')):",
@@ -237,17 +256,27 @@ def concat_pixels(lead_shape, channels, dtype: str) -> tvm.tirx.PrimFunc:
              "    with T.sblock('root'):",
              f"        y = T.decl_buffer(({pixels * total},), '{dtype}', data=y_.data)"]
     lines += [f"        x{i} = T.decl_buffer(({pixels * c},), '{dtype}', data=x{i}_.data)" for i, c in enumerate(channels)]
-    lines.append(f"        for p in range({pixels}):")
+    if vectored:
+        lines.append(f"        for p in range({vectored}):")
     start = 0
     for i, c in enumerate(channels):
-        whole = (c - 1) // VECTOR_BYTES  # vectors before the last, which ends at c
+        if not vectored:
+            break
+        whole = (c - 1) // VECTOR_BYTES  # vectors before the last, which ends at c (or spills past it)
         if whole:
             lines += [f"            for j in range({whole}):",
                       f"                y[T.ramp(p * {total} + {start} + j * 128, 1, 128)] = x{i}.vload([p * {c} + j * 128],"
                       f" '{dtype}x128')"]
-        lines.append(f"            y[T.ramp(p * {total} + {start + c - VECTOR_BYTES}, 1, 128)] = "
-                     f"x{i}.vload([p * {c} + {c - VECTOR_BYTES}], '{dtype}x128')")
+        last = max(c - VECTOR_BYTES, 0)
+        lines.append(f"            y[T.ramp(p * {total} + {start + last}, 1, 128)] = "
+                     f"x{i}.vload([p * {c} + {last}], '{dtype}x128')")
         start += c
+    if vectored < pixels:
+        lines.append(f"        for p in range({vectored}, {pixels}):")
+        start = 0
+        for i, c in enumerate(channels):
+            lines += [f"            for j in range({c}):", f"                y[p * {total} + {start} + j] = x{i}[p * {c} + j]"]
+            start += c
     return from_source("\n".join(lines), extra_vars={"T": T}, s_tir=True)
 
 
