@@ -81,6 +81,31 @@ def test_nhwc_integer_conv_with_zero_point_and_odd_channels():
     assert len(hexagon.replaced) == 1
 
 
+@pytest.mark.parametrize("channels", [48, 20, 12])
+def test_a_width_conv_of_any_4k_channels_gets_its_input_layout_from_a_kernel(channels):
+    """The width mapping's input layout ``[N, C/4, H, W, 4]`` comes from the deal kernel for any
+    4 x k channels (48 dealt as 64, the padding's planes dropped): MnasNet's 48-channel ones
+    were a reshape and a 5-d transpose, TVM's scalar copy. Bit-exact (the deal's plain copy)."""
+    rng = np.random.default_rng(6)
+    weight = rng.integers(-128, 128, (3, 3, channels, 8)).astype(np.int32)  # HWIO, int8 values
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 9, 40, channels), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(3))))
+            out = bb.emit_output(bb.emit(relax.op.nn.conv2d(shifted, relax.const(weight), padding=1, data_layout="NHWC",
+                                                            kernel_layout="HWIO", out_dtype="int32")))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    rewritten = hexagon(mod)
+    assert [m for m, _ in hexagon.mappings.values()] == ["width"]
+    assert any(gv.name_hint.endswith("_layout") for gv in rewritten.functions) and \
+        "axes=[0, 3, 1, 2, 4]" not in rewritten["main"].script()  # no 5-d transpose left
+    data = rng.integers(0, 256, (1, 9, 40, channels)).astype(np.uint8)
+    np.testing.assert_array_equal(run(rewritten, data), run(mod, data))
+
+
 def test_convs_it_cannot_take_are_left_alone_with_a_reason():
     mod = _prepared(qdq_chain(1, (12, 12), "uint8", (1,)))  # weights 0..255 with zero point 120
     hexagon = HexagonConvs(target=HEXAGON, schedule=False)
