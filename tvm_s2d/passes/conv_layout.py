@@ -108,11 +108,13 @@ class _Shuffles(PyExprMutator):
     def __init__(self, mod, groups: list | None = None):
         super().__init__(mod)
         self.restore, self.groups, self.var2val = groups is not None, groups if groups is not None else [], {}
+        self.marked: list[relax.Var] = []  # the stand-ins' ``x + marker`` variables
 
     def marks(self, call: relax.Call) -> bool:
         """Whether ``call`` is part of a shuffle's stand-in."""
-        return is_call(call, "relax.flip") or (is_call(call, "relax.add") and
-                                               any(call.args[1].same_as(m) for m, _ in self.groups))
+        if is_call(call, "relax.flip"):
+            return any(call.args[0].same_as(v) for v in self.marked)
+        return is_call(call, "relax.add") and any(call.args[1].same_as(m) for m, _ in self.groups)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         if self.restore:
@@ -129,6 +131,7 @@ class _Shuffles(PyExprMutator):
         marker = relax.const(0, str(found.x.ty.dtype))
         self.groups.append((marker, found.groups))
         marked = self.builder_.emit(relax.op.add(self.visit_expr(found.x), marker))
+        self.marked.append(marked)
         return relax.op.flip(marked, axis=1)
 
 
