@@ -62,7 +62,7 @@ def test_channel_shuffle_round_trip(shape, axis, groups):
     """What ``emit_channel_shuffle`` emits, ``match_channel_shuffle`` reads back (and not as a
     space-to-depth); on an array it is element ``i * K + j`` to ``j * groups + i``."""
     from tvm_s2d.geometry import channel_shuffle
-    from tvm_s2d.passes.s2d.emit import Shuffle, emit_channel_shuffle, match_channel_shuffle
+    from tvm_s2d.passes.channel_shuffle import Shuffle, emit_channel_shuffle, match_channel_shuffle
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "uint8"))

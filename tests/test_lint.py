@@ -80,7 +80,8 @@ FLOORS = [
     ["geometry"],
     ["targets"],
     ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize", "checks"],  # emulator: the kernel runner (qemu, layer)
-    ["passes.relax_tools", "passes.outcome", "passes.conv_layout"],  # the Relax toolkit, the refusal protocol, conv layouts
+    ["passes.relax_tools", "passes.outcome", "passes.conv_layout", "passes.channel_shuffle"],  # the Relax toolkit, the
+    # refusal protocol, conv layouts, the channel shuffle they carry
     ["passes.quantized", "passes.power_as_roots", "passes.prepare"],  # integer ops, powers as roots: before the rewrite
     ["passes.s2d"],  # the rewrite
     ["passes"],  # the targets' passes (passes.hexagon, passes.cpu) and the package's __init__

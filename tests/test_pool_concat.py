@@ -395,7 +395,7 @@ def test_the_hvx_byte_interleave_of_a_channel_shuffle_is_exact_under_qemu():
 def _shuffle_module(shape, groups, concat: bool, dtype="uint8"):
     """ShuffleNetV2's unit tail in NHWC: (a concat of two halves,) a channel shuffle, the two
     halves of the result."""
-    from tvm_s2d.passes.s2d.emit import emit_channel_shuffle
+    from tvm_s2d.passes.channel_shuffle import emit_channel_shuffle
 
     bb = relax.BlockBuilder()
     half = (*shape[:-1], shape[-1] // 2)

@@ -13,7 +13,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .outcome import Outcome
 from .relax_tools import fold_constant_transposes, is_call, rewrite_functions, static_shape
-from .s2d.emit import Shuffle, emit_channel_shuffle, match_channel_shuffle
+from .channel_shuffle import Shuffle, emit_channel_shuffle, match_channel_shuffle
 
 #: The weight layout of a conv in each data layout.
 KERNEL_LAYOUTS = {"NHWC": "HWIO", "NCHW": "OIHW"}

@@ -13,7 +13,7 @@ from tvm.ir.prim.expr import IntImm
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..geometry import LAYOUTS, Conv2dSpec, TransposedConv2dSpec, Unsupported, kernel_to_oihw, spatial_axes
+from ..geometry import LAYOUTS, Conv2dSpec, TransposedConv2dSpec, Unsupported, is_pure_reshape, kernel_to_oihw, spatial_axes
 
 OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so its schedule stays
 #: The conv patterns (the weight's constness is checked by whoever needs it, with a reason).
@@ -190,3 +190,32 @@ def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
     into their uses: what ``FoldConstant`` does for them, without compiling and running a
     kernel for each."""
     return rewrite_functions(mod, _FoldTransposes(mod))
+
+
+def emit_steps(bb: relax.BlockBuilder, x: relax.Expr, steps, name: str) -> relax.Expr:
+    """A reshape -> permute_dims -> reshape (``steps``: ``(split_shape, perm, out_shape)``, as
+    ``geometry``'s ``s2d_steps`` give them) of ``x``: the first two emitted, the last returned
+    un-emitted (one reshape where the permutation moves nothing)."""
+    split, perm, out = steps
+    if not is_pure_reshape(split, perm):
+        x = bb.emit(relax.op.reshape(x, split), name + "_split")
+        x = bb.emit(relax.op.permute_dims(x, list(perm)), name + "_perm")
+    return relax.op.reshape(x, out)
+
+
+def match_triple(call: relax.Expr, var2val: dict):
+    """``(x, shapes, steps)`` of a reshape -> permute_dims -> reshape ending in ``call``: its
+    input, the static shapes of the input, the split and the result, and the steps as
+    ``(split_shape, perm, out_shape)``; else why not."""
+    perm, split, call = None, None, bound(call, var2val)
+    if is_call(call, "relax.reshape"):
+        perm = bound(call.args[0], var2val)
+    if is_call(perm, "relax.permute_dims"):
+        split = bound(perm.args[0], var2val)
+    if not is_call(split, "relax.reshape"):
+        return "not a reshape -> permute_dims -> reshape"
+    x = split.args[0]
+    shapes = static_shape(x), static_shape(split), static_shape(call)
+    if None in shapes:
+        return "dynamic shape: the movement kernels take static shapes"
+    return x, shapes, (shapes[1], tuple(int(a) for a in perm.attrs.axes), shapes[2])

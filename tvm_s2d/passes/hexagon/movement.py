@@ -37,7 +37,8 @@ from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_cha
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, call_of, const_of, op_name, rewrite_functions, static_shape
-from ..s2d.emit import Shuffle, match_channel_shuffle, match_space_to_depth
+from ..channel_shuffle import Shuffle, match_channel_shuffle
+from ..s2d.emit import match_space_to_depth
 
 PASS_NAME = "HexagonMovement"
 

@@ -1,6 +1,5 @@
 """Relax data-movement building blocks of the rewrite: align, S2D, D2S, crop; and the
-recogniser of what they emit. Also the channel shuffle (ShuffleNet's reshape -> transpose ->
-reshape), emitted by the layout passes and recognised by them and by ``HexagonMovement``.
+recogniser of what they emit.
 
 Each builder takes a ``BlockBuilder`` and an expression, emits its intermediate steps and
 returns its last step *un-emitted*, so the caller decides whether it becomes a new binding or
@@ -18,24 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax
 
-from ...geometry import LAYOUTS, MAX_BLOCK, Domain, d2s_steps, is_pure_reshape, s2d_steps, shuffle_steps, spatial_axes
-from ..relax_tools import bound, is_call, static_shape
-
-
-def _emit_steps(bb: relax.BlockBuilder, x: relax.Expr, steps, name: str) -> relax.Expr:
-    split, perm, out = steps
-    if not is_pure_reshape(split, perm):
-        x = bb.emit(relax.op.reshape(x, split), name + "_split")
-        x = bb.emit(relax.op.permute_dims(x, list(perm)), name + "_perm")
-    return relax.op.reshape(x, out)
+from ...geometry import LAYOUTS, MAX_BLOCK, Domain, d2s_steps, s2d_steps, spatial_axes
+from ..relax_tools import emit_steps, match_triple, static_shape
 
 
 def emit_space_to_depth(bb, x, block, layout: str, name: str) -> relax.Expr:
-    return _emit_steps(bb, x, s2d_steps(static_shape(x), block, layout), name)
+    return emit_steps(bb, x, s2d_steps(static_shape(x), block, layout), name)
 
 
 def emit_depth_to_space(bb, x, block, layout: str, name: str) -> relax.Expr:
-    return _emit_steps(bb, x, d2s_steps(static_shape(x), block, layout), name)
+    return emit_steps(bb, x, d2s_steps(static_shape(x), block, layout), name)
 
 
 def emit_align(bb, x, align, layout: str, name: str, pad_value=0) -> relax.Expr:
@@ -100,7 +91,7 @@ class Movement:
 def match_space_to_depth(call: relax.Expr, var2val: dict) -> Movement | str:
     """``call``, the last reshape of a triple, as the ``Movement`` whose
     ``emit_space_to_depth`` / ``emit_depth_to_space`` emits exactly this triple; else why not."""
-    found = _triple(call, var2val)
+    found = match_triple(call, var2val)
     if isinstance(found, str):
         return found
     x, shapes, found = found
@@ -116,56 +107,6 @@ def match_space_to_depth(call: relax.Expr, var2val: dict) -> Movement | str:
                 if (tuple(expected[0]), tuple(expected[1]), tuple(expected[2])) == found:
                     return Movement(x, block, layout, inverse)
     return "not the space-to-depth or depth-to-space of any block"
-
-
-def _triple(call: relax.Expr, var2val: dict):
-    """``(x, shapes, steps)`` of a reshape -> permute_dims -> reshape ending in ``call``: its
-    input, the static shapes of the input, the split and the result, and the steps as
-    ``(split_shape, perm, out_shape)``; else why not."""
-    perm, split, call = None, None, bound(call, var2val)
-    if is_call(call, "relax.reshape"):
-        perm = bound(call.args[0], var2val)
-    if is_call(perm, "relax.permute_dims"):
-        split = bound(perm.args[0], var2val)
-    if not is_call(split, "relax.reshape"):
-        return "not a reshape -> permute_dims -> reshape"
-    x = split.args[0]
-    shapes = static_shape(x), static_shape(split), static_shape(call)
-    if None in shapes:
-        return "dynamic shape: the movement kernels take static shapes"
-    return x, shapes, (shapes[1], tuple(int(a) for a in perm.attrs.axes), shapes[2])
-
-
-@dataclass(frozen=True)
-class Shuffle:
-    """What a reshape -> permute_dims -> reshape triple computes: the channel shuffle of ``x`` in
-    ``groups`` along ``axis`` (``geometry.shuffle_steps``)."""
-
-    x: relax.Expr
-    axis: int
-    groups: int
-
-
-def emit_channel_shuffle(bb, x, axis: int, groups: int, name: str) -> relax.Expr:
-    """The channel shuffle of ``x`` (``geometry.shuffle_steps``), its last step un-emitted."""
-    return _emit_steps(bb, x, shuffle_steps(static_shape(x), axis, groups), name)
-
-
-def match_channel_shuffle(call: relax.Expr, var2val: dict) -> Shuffle | str:
-    """``call``, the last reshape of a triple, as the ``Shuffle`` whose ``emit_channel_shuffle``
-    emits exactly this triple (ShuffleNet's ``[N, g, C/g, H, W]`` transpose included); else
-    why not."""
-    found = _triple(call, var2val)
-    if isinstance(found, str):
-        return found
-    x, shapes, found = found
-    if len(shapes[1]) != len(shapes[0]) + 1:
-        return f"a {len(shapes[0])}-D tensor split into {len(shapes[1])}-D: a shuffle splits one axis in two"
-    for axis in range(len(shapes[0])):
-        groups = shapes[1][axis]
-        if groups > 1 and shapes[0][axis] % groups == 0 and shuffle_steps(shapes[0], axis, groups) == found:
-            return Shuffle(x, axis, groups)
-    return "not a channel shuffle of any axis"
 
 
 def _blocks(split_shape) -> list[tuple[int, int]]:
