@@ -37,6 +37,16 @@ def chunks_apply(channels: int) -> bool:
     return channels & (channels - 1) == 0 and channels <= 64
 
 
+def _tap_max(kernel: int, load):
+    """The max of ``load(ky, kx)`` over a ``kernel`` x ``kernel`` window's taps, row by row."""
+    best = None
+    for ky in range(kernel):
+        for kx in range(kernel):
+            value = load(ky, kx)
+            best = value if best is None else T.max(best, value)
+    return best
+
+
 def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.PrimFunc:
     """``[N, Hp, Wp, C]`` (padded) -> ``[N, OH, OW, C]``, a ``kernel`` x ``kernel`` max pool of
     any stride: stride 1 on rows (and where a pixel is whole vectors, a pixel at a time); stride
@@ -56,12 +66,8 @@ def max_pool(shape_padded, kernel: int, stride: int, dtype: str) -> tvm.tirx.Pri
 
     def window(x, b, r, j, width):
         """The max over the taps of ``width`` bytes of stride-1 output row ``r`` from byte ``j``."""
-        best = None
-        for ky in range(kernel):
-            for kx in range(kernel):
-                value = x.vload([b, r + ky, j + kx * c], f"{dtype}x{width}") if width > 1 else x[b, r + ky, j + kx * c]
-                best = value if best is None else T.max(best, value)
-        return best
+        return _tap_max(kernel, lambda ky, kx: x.vload([b, r + ky, j + kx * c], f"{dtype}x{width}") if width > 1
+                        else x[b, r + ky, j + kx * c])
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def pool(x_: T.Buffer((n, hp, wp, c), dtype), y_: T.Buffer((n, oh, ow, c), dtype)):
@@ -113,12 +119,7 @@ def _vector_pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc
 
     def window(x, b, r, k, v):
         offset = T.min(v * VECTOR_BYTES, c - VECTOR_BYTES) if c % VECTOR_BYTES else v * VECTOR_BYTES
-        best = None
-        for ky in range(kernel):
-            for kx in range(kernel):
-                value = x.vload([b, r * stride + ky, (k * stride + kx) * c + offset], lanes)
-                best = value if best is None else T.max(best, value)
-        return best
+        return _tap_max(kernel, lambda ky, kx: x.vload([b, r * stride + ky, (k * stride + kx) * c + offset], lanes))
 
     def start(k, v):
         return k * c + (T.min(v * VECTOR_BYTES, c - VECTOR_BYTES) if c % VECTOR_BYTES else v * VECTOR_BYTES)
@@ -147,20 +148,10 @@ def _pixel_pool(n, hp, wp, c, kernel, stride, dtype) -> tvm.tirx.PrimFunc:
     lanes = f"{dtype}x128"
 
     def window(x, b, r, k):
-        best = None
-        for ky in range(kernel):
-            for kx in range(kernel):
-                value = x.vload([b, r * stride + ky, (k * stride + kx) * c], lanes)
-                best = value if best is None else T.max(best, value)
-        return best
+        return _tap_max(kernel, lambda ky, kx: x.vload([b, r * stride + ky, (k * stride + kx) * c], lanes))
 
     def element(x, b, r, k, j):
-        best = None
-        for ky in range(kernel):
-            for kx in range(kernel):
-                value = x[b, r * stride + ky, (k * stride + kx) * c + j]
-                best = value if best is None else T.max(best, value)
-        return best
+        return _tap_max(kernel, lambda ky, kx: x[b, r * stride + ky, (k * stride + kx) * c + j])
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def pool(x_: T.Buffer((n, hp, wp, c), dtype), y_: T.Buffer((n, oh, ow, c), dtype)):
