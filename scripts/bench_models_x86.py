@@ -1,9 +1,13 @@
 """Whole real CNNs on this CPU: ONNX Runtime and PyTorch vs TVM's default pipeline vs tvm-s2d (and tuned).
 
-Models (``tvm_s2d.models.zoo``, float32, seeded weights): ResNet-like, MobileNetV2-like
-(depthwise convs), ShuffleNet-like (grouped 1x1 convs, channel shuffle), DenseNet-like
-(concats), the built-in demo, ESPCN-like super-resolution. Forms, same input, outputs checked
-against ONNX Runtime (relative to the output's scale):
+Models: by default the project's own (``tvm_s2d.models.zoo``, float32, seeded weights):
+ResNet-like, MobileNetV2-like (depthwise convs), ShuffleNet-like (grouped 1x1 convs, channel
+shuffle), DenseNet-like (concats), the built-in demo, ESPCN-like super-resolution. With
+``--zoo`` the real-model zoo (``tvm_s2d.zoo``: torchvision and the onnx wheel's light models,
+random weights) at ``--size``, float, or with ``--int8`` quantized by ONNX Runtime (QDQ), where
+the peer is ONNX Runtime's default session with its fused int8 kernels and outputs are
+compared in quantization steps against its optimizations-off session (the ONNX semantics).
+Forms, same input, float outputs checked against ONNX Runtime (relative to the output's scale):
 
 * ``onnxruntime``: ONNX Runtime's default CPU session (all graph optimizations), 2 threads;
 * ``pytorch``: the same graph as eager PyTorch calls (``bench_x86.torch_forward``), 2 threads,
@@ -18,6 +22,8 @@ it, ``--chart`` draws it (matplotlib).
 
     python scripts/bench_models_x86.py [--size 224] [--repeat 10] [--tune N] [--models resnet demo]
         [--json results/bench_models_x86.json] [--chart results/bench_models_x86.png]
+    python scripts/bench_models_x86.py --zoo [--int8] [--no-default] [--models resnet18 googlenet]
+        [--json results/bench_zoo_x86.json] [--table results/bench_zoo_x86.md]
 """
 
 from __future__ import annotations
@@ -69,23 +75,25 @@ class _PassTimes:
                 self.seconds[group] += time.perf_counter() - start
 
 
-def _onnxruntime(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
+def _onnxruntime(model: onnx.ModelProto, feeds: dict, repeat: int, optimize: bool = True) -> dict:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = THREADS
+    if not optimize:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     start = time.perf_counter()
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     compile_s = time.perf_counter() - start
-    feed = {session.get_inputs()[0].name: x}
-    output = session.run(None, feed)[0]
-    return {"ms": _median(lambda: session.run(None, feed), repeat) * 1e3, "compile_s": compile_s, "output": output}
+    output = session.run(None, feeds)[0]
+    ms = _median(lambda: session.run(None, feeds), repeat) * 1e3 if repeat else float("nan")
+    return {"ms": ms, "compile_s": compile_s, "output": output}
 
 
-def _pytorch(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
+def _pytorch(model: onnx.ModelProto, feeds: dict, repeat: int) -> dict:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    forward, data = torch_forward(model), torch.from_numpy(x)
+    forward, data = torch_forward(model), torch.from_numpy(next(iter(feeds.values())))
     compile_s = time.perf_counter() - start
     with torch.inference_mode():
         output = forward(data).numpy()
@@ -93,7 +101,7 @@ def _pytorch(model: onnx.ModelProto, x: np.ndarray, repeat: int) -> dict:
     return {"ms": ms, "compile_s": compile_s, "output": output}
 
 
-def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
+def _tvm(mod: tvm.IRModule, feeds: dict, repeat: int, pipeline=None) -> dict:
     timing = _PassTimes()
     start = time.perf_counter()
     with tvm.transform.PassContext(opt_level=3, instruments=[timing]):
@@ -101,7 +109,7 @@ def _tvm(mod: tvm.IRModule, x: np.ndarray, repeat: int, pipeline=None) -> dict:
             tvm.compile(mod, target=host_target())
     compile_s = time.perf_counter() - start
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    args = [tvm.runtime.tensor(x)]
+    args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in list(feeds.values())[:len(mod["main"].params)]]
     output = vm["main"](*args)
     output = output.numpy() if hasattr(output, "numpy") else output[0].numpy()
     timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)
@@ -116,28 +124,44 @@ def _tune(path: Path, trials: int, log: Path) -> None:
         raise RuntimeError(f"tuning {path} failed")
 
 
-def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int, work: Path) -> dict:
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int, work: Path,
+          feeds: dict | None = None, quantized: bool = False, default: bool = True) -> dict:
+    """One model in every form. ``feeds``: its inputs (default: one seeded image); ``quantized``:
+    outputs compared in quantization steps against ONNX Runtime with optimizations off;
+    ``default``: also TVM's default pipeline (slow on real networks: its naive loops)."""
+    feeds = feeds or {model.graph.input[0].name: np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)}
     mod = from_onnx(model)
-    runs = {"onnxruntime": _onnxruntime(model, x, repeat)}
-    if torch is not None:
-        runs["pytorch"] = _pytorch(model, x, repeat)
-    runs["tvm default"] = _tvm(mod, x, repeat)
-    runs["tvm-s2d"] = _tvm(mod, x, repeat, S2DPipeline().as_pass())
+    runs = {"onnxruntime": _onnxruntime(model, feeds, repeat)}
+    if torch is not None and not quantized:
+        runs["pytorch"] = _pytorch(model, feeds, repeat)
+    if default:
+        runs["tvm default"] = _tvm(mod, feeds, min(repeat, 3))
+    runs["tvm-s2d"] = _tvm(mod, feeds, repeat, S2DPipeline().as_pass())
     if trials:
         path = work / f"{name}.onnx"
         onnx.save(model, path)
         log = work / f"{name}.jsonl"
         _tune(path, trials, log)
-        runs["tvm-s2d tuned"] = _tvm(mod, x, repeat, S2DPipeline(tuning_log=str(log)).as_pass())
-    reference = runs["onnxruntime"]["output"]
-    scale = float(np.abs(reference).max()) or 1.0
+        runs["tvm-s2d tuned"] = _tvm(mod, feeds, repeat, S2DPipeline(tuning_log=str(log)).as_pass())
     row = {"model": name, "forms": {}}
+    if quantized:  # the ONNX semantics, in output quantization steps
+        from tvm_s2d.checks import MAX_FRACTION, MAX_STEPS, output_steps
+
+        reference = _onnxruntime(model, feeds, 0, optimize=False)["output"]
+    else:
+        reference = runs["onnxruntime"]["output"]
+        scale = float(np.abs(reference).max()) or 1.0
     for form, run in runs.items():
-        diff = float(np.abs(run["output"] - reference).max()) / scale
-        row["forms"][form] = {"ms": run["ms"], "compile_s": run["compile_s"], "max_rel_diff": diff, "agrees": diff < 1e-3}
+        entry = {"ms": run["ms"], "compile_s": run["compile_s"]}
+        if quantized:
+            steps, fraction = output_steps(model, run["output"], reference)
+            entry.update(steps=steps, fraction_differing=fraction, agrees=steps <= MAX_STEPS and fraction <= MAX_FRACTION)
+        else:
+            diff = float(np.abs(run["output"] - reference).max()) / scale
+            entry.update(max_rel_diff=diff, agrees=diff < 1e-3)
         if "passes_s" in run:
-            row["forms"][form]["passes_s"] = run["passes_s"]
+            entry["passes_s"] = run["passes_s"]
+        row["forms"][form] = entry
         print(f"  {name}, {form}: {run['ms']:.2f} ms (compile {run['compile_s']:.1f} s)", file=sys.stderr, flush=True)
     return row
 
@@ -152,7 +176,8 @@ def table(rows) -> str:
         ours = f["tvm-s2d"]
         peer = min(f[p]["ms"] for p in PEERS if p in f)
         lines.append(f"{r['model']:14s} " + " ".join(f"{f[k]['ms']:17.2f}" if k in f else f"{'-':>17s}" for k in forms)
-                     + f" {ours['ms'] / peer:7.2f}x {f['tvm default']['ms'] / ours['ms']:10.1f}x"
+                     + f" {ours['ms'] / peer:7.2f}x "
+                     + (f"{f['tvm default']['ms'] / ours['ms']:10.1f}x" if "tvm default" in f else f"{'-':>11s}")
                      + f" {ours['compile_s']:10.1f}s" + "".join(
                          f" {100 * ours['passes_s'][g] / ours['compile_s']:{w}.1f}%"
                          for g, w in (("s2d", 7), ("other passes", 5), ("schedules", 8)))
@@ -182,24 +207,50 @@ def chart(rows, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _models(args):
+    """(name, model, feeds or None) of the models ``args`` asks for."""
+    if not args.zoo:
+        for name, model in zoo(args.size).items():
+            if not args.models or name in args.models:
+                yield name, model, None
+        return
+    from tvm_s2d import zoo as real
+
+    names = args.models or [n for n, e in real.ZOO.items() if e.family != "own"]
+    for name in names:
+        sizes = real.ZOO[name].sizes
+        size = args.size if args.size in sizes else max(sizes)
+        model = real.quantized_model(name, size) if args.int8 else real.float_model(name, size)
+        yield name, model, real.sample_inputs(model)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224, help="input height and width, a multiple of 16 (default 224)")
     parser.add_argument("--repeat", type=int, default=30, help="timed runs after a warm-up (default 30)")
     parser.add_argument("--tune", type=int, default=0, metavar="N", help="also the tuned form, N trials a conv")
     parser.add_argument("--models", nargs="*", help="only these models")
+    parser.add_argument("--zoo", action="store_true", help="the real-model zoo (tvm_s2d.zoo) instead of the own models")
+    parser.add_argument("--int8", action="store_true", help="with --zoo: the models quantized by ONNX Runtime (QDQ)")
+    parser.add_argument("--no-default", action="store_true", help="skip TVM's default pipeline (slow on real networks)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--table", help="write the table here (Markdown)")
     parser.add_argument("--chart", help="draw them here (PNG)")
     args = parser.parse_args(argv)
     if args.size % 16 or args.repeat < 1:
         parser.error("--size must be a multiple of 16 and --repeat at least 1")
+    if args.int8 and not args.zoo:
+        parser.error("--int8 takes the zoo's quantized models: add --zoo")
     rows = []
     with tempfile.TemporaryDirectory(prefix="s2d-x86-") as tmp:
-        for name, model in zoo(args.size).items():
-            if args.models and name not in args.models:
-                continue
-            rows.append(bench(name, model, args.size, args.repeat, args.tune, Path(tmp)))
+        for name, model, feeds in _models(args):
+            rows.append(bench(name, model, args.size, args.repeat, args.tune, Path(tmp), feeds=feeds,
+                              quantized=args.int8, default=not args.no_default))
     print(table(rows))
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(f"{'int8 (QDQ)' if args.int8 else 'float'} models at {args.size}x{args.size}, "
+                                    f"{THREADS} threads, median of {args.repeat} runs\n\n```\n{table(rows)}\n```\n")
     print("s2d/peer: tvm-s2d's time over the faster of ONNX Runtime and PyTorch (below 1: tvm-s2d faster);"
           " default/s2d: TVM's default pipeline's time over tvm-s2d's; s2d pass, others, schedules: the shares of"
           " tvm-s2d's compile time its space-to-depth rewrite, its other graph passes (layouts, quantized ops) and"

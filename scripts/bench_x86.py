@@ -56,7 +56,7 @@ LAYERS = [
     ("256x256x8 3x3 8->8", dict(cin=8, cout=8, hw=256, k=3, stride=1)),
     ("control 128x128x32 3x3 32->32", dict(cin=32, cout=32, hw=128, k=3, stride=1)),
 ]
-THREADS = 2
+THREADS = int(os.environ["TVM_NUM_THREADS"])  # 2 unless set: ONNX Runtime, PyTorch and TVM alike
 PEERS = ("onnxruntime", "pytorch")
 NO_REWRITE, REWRITE, DEFAULT = "tvm-s2d, no rewrite", "tvm-s2d, rewrite", "tvm-s2d, default"
 MS_NO_REWRITE, MS_REWRITE = "MetaSchedule, no rewrite", "MetaSchedule, rewrite"

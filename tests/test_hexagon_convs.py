@@ -81,11 +81,12 @@ def test_nhwc_integer_conv_with_zero_point_and_odd_channels():
     assert len(hexagon.replaced) == 1
 
 
-@pytest.mark.parametrize("channels", [48, 20, 12])
+@pytest.mark.parametrize("channels", [48, 20, 12, 136])
 def test_a_width_conv_of_any_4k_channels_gets_its_input_layout_from_a_kernel(channels):
     """The width mapping's input layout ``[N, C/4, H, W, 4]`` comes from the deal kernel for any
     4 x k channels (48 dealt as 64, the padding's planes dropped): MnasNet's 48-channel ones
-    were a reshape and a 5-d transpose, TVM's scalar copy. Bit-exact (the deal's plain copy)."""
+    were a reshape and a 5-d transpose, TVM's scalar copy. Bit-exact (the deal's plain copy);
+    136 channels (past the deal's 128) take the plain copy (``width.input_layout``)."""
     rng = np.random.default_rng(6)
     weight = rng.integers(-128, 128, (3, 3, channels, 8)).astype(np.int32)  # HWIO, int8 values
     bb = relax.BlockBuilder()

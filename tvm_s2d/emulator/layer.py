@@ -28,8 +28,8 @@ import numpy as np
 from ..geometry import Conv2dSpec, Unsupported, conv2d_nchw, d2s_steps, depth_to_space, is_pure_reshape, s2d_steps, \
     space_to_depth
 from ..geometry.fixed_point import fixed_point, requantize
-from ..schedules.hexagon import channel_groups_apply, conv_signature, copy_channel_groups, copy_space_to_depth, \
-    deal_channel_groups, deal_depth_to_space, dealt_channels, mapped_conv, schedule_mapping, shuffle_space_to_depth, shuffles_apply
+from ..schedules.hexagon import conv_signature, copy_space_to_depth, deal_depth_to_space, input_layout, mapped_conv, \
+    schedule_mapping, shuffle_space_to_depth, shuffles_apply
 from ..schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ..schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_transpose_kernel
 from ..schedules.hexagon.requantize import channel_constants, lane_constants, requantize_kernel
@@ -116,12 +116,8 @@ def layout_packets(packed: np.ndarray) -> int:
     HVX deal where it applies, else TVM's lowering of the copy), on the packed input; checked."""
     n, groups, h, w, depth = packed.shape
     nhwc = np.ascontiguousarray(packed.transpose(0, 2, 3, 1, 4).reshape(n, h, w, groups * depth))
-    dealt = dealt_channels(groups * depth)  # as the pipeline deals it (passes.hexagon.convs)
-    if channel_groups_apply(dealt):
-        nhwc = np.pad(nhwc, [(0, 0)] * 3 + [(0, dealt - groups * depth)])
-        func = deal_channel_groups(nhwc.shape, groups)
-    else:
-        func = copy_channel_groups(nhwc.shape)
+    channels, func = input_layout(nhwc.shape, groups * depth)  # as the pipeline lays it out
+    nhwc = np.pad(nhwc, [(0, 0)] * 3 + [(0, channels - groups * depth)])
     run = run_kernel(func, [nhwc], [(packed.shape, "uint8")], name="layout")
     if not (run.outputs[0] == packed).all():
         raise AssertionError("layout kernel is not exact under qemu-hexagon")

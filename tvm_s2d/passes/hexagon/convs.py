@@ -41,8 +41,8 @@ from ...geometry import Unsupported, kernel_to_oihw
 from ...geometry.grouped import block_diagonal
 from ...schedules.hexagon.depthwise import DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
-from ...schedules.hexagon import DEPTH, LANES, PackedConv, WidthConv, channel_groups_apply, conv_signature, \
-    copy_channel_groups, deal_channel_groups, dealt_channels, default_mapping, mapped_conv, schedule_mapping
+from ...schedules.hexagon import LANES, PackedConv, WidthConv, conv_signature, default_mapping, input_layout, mapped_conv, \
+    schedule_mapping
 from ...targets import is_hexagon
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
@@ -293,15 +293,9 @@ class _Rewriter(PyExprMutator):
         n, _, w, c = static_shape(x)
         t, l, b, r = padding
         extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
-        dealt = dealt_channels(conv.cin)  # 48 channels dealt as 64 (its padding's planes dropped)
-        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, (dealt if channel_groups_apply(dealt) else conv.cin) - c], zx)
-        if channel_groups_apply(dealt):  # an HVX deal of words (or its plain copy)
-            shape, keep = static_shape(x), conv.cin // DEPTH
-            func = deal_channel_groups(shape, keep) if self.rule.schedule else copy_channel_groups(shape, keep)
-            layout = add_kernel(bb, func, f"hvx_{name}_layout")
-            x = bb.emit(relax.call_tir(layout, [x], relax.TensorType(conv.input_shape, "uint8")))
-        else:
-            x = bb.emit(relax.op.reshape(x, [n, conv.input_shape[2], conv.input_shape[3], conv.cin // DEPTH, DEPTH]))
-            x = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2, 4]))
+        channels, func = input_layout((n, conv.input_shape[2], conv.input_shape[3]), conv.cin, hvx=self.rule.schedule)
+        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, channels - c], zx)
+        layout = add_kernel(bb, func, f"hvx_{name}_layout")
+        x = bb.emit(relax.call_tir(layout, [x], relax.TensorType(conv.input_shape, "uint8")))
         y = self._call(conv, "width", knob, name, x, weight)
         return emit_width_output(bb, y, conv.out_hw[1])

@@ -183,6 +183,21 @@ def deal_channel_groups(shape_nhwc, keep: int | None = None) -> tvm.tirx.PrimFun
     return deal
 
 
+def input_layout(shape_nhwc, cin: int, hvx: bool = True) -> tuple[int, tvm.tirx.PrimFunc]:
+    """The width mapping's input layout change, decided once for the pipeline
+    (``passes.hexagon.convs``) and the emulator's layer model: an NHWC uint8 input of
+    ``shape_nhwc`` whose pixels hold ``cin`` channels (a multiple of 4) -> ``[N, cin/4, H, W, 4]``.
+    Gives the channels to pad each pixel to first and the kernel: the HVX deal where its
+    rounds take the pixel (``dealt_channels``: 48 channels dealt as 64), with ``hvx=False``
+    its plain copy (the emulator's CPU reference); else a plain copy."""
+    n, h, w = shape_nhwc[:3]
+    dealt = dealt_channels(cin)
+    if channel_groups_apply(dealt):
+        shape = (n, h, w, dealt)
+        return dealt, deal_channel_groups(shape, cin // DEPTH) if hvx else copy_channel_groups(shape, cin // DEPTH)
+    return cin, copy_channel_groups((n, h, w, cin))
+
+
 def copy_channel_groups(shape_nhwc, keep: int | None = None) -> tvm.tirx.PrimFunc:
     """``deal_channel_groups`` as a plain copy, for any target and channel count (multiple of 4)."""
     n, h, w, c = shape_nhwc
