@@ -1,0 +1,106 @@
+"""Where a model's time goes on this CPU: every kernel of its ``"s2d"`` build timed alone.
+
+The model (an ONNX file or a zoo name, ``tvm_s2d.zoo``) goes through the pipeline up to its
+schedules (``S2DPipeline.run``); each PrimFunc is then built alone for this CPU and timed on
+random inputs of its buffers' shapes (median of ``--repeat`` runs). The table lists kernels by
+time with their share of the sum, what ``ScheduleConvs`` did to each (its outcome) and the
+Relax ops fused into it (``RecordFusedNames``): the kernels to work on first. Kernels' times
+alone add up to about the model's time (the VM's own work and cache effects between kernels
+are not in them).
+
+    python scripts/profile_cpu.py resnet18 [--size 224] [--int8] [--top 25] [--json out.json]
+    python scripts/profile_cpu.py model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import tvm  # noqa: E402
+
+from tvm_s2d import from_onnx  # noqa: E402
+from tvm_s2d.pipeline import S2DPipeline  # noqa: E402
+from tvm_s2d.targets import host_target  # noqa: E402
+
+
+def _model(spec: str, size: int | None, int8: bool):
+    import onnx
+
+    if Path(spec).exists():
+        return onnx.load(spec)
+    from tvm_s2d import zoo
+
+    if spec not in zoo.ZOO:
+        raise SystemExit(f"{spec}: neither an ONNX file nor a zoo model ({', '.join(zoo.ZOO)})")
+    return zoo.quantized_model(spec, size) if int8 else zoo.float_model(spec, size)
+
+
+def _random(buffer, rng) -> np.ndarray:
+    shape, dtype = [int(d) for d in buffer.shape], str(buffer.dtype)
+    if dtype.startswith(("int", "uint")):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -100), min(info.max, 100) + 1, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def kernel_times(mod: tvm.IRModule, target, repeat: int) -> list[dict]:
+    """Each PrimFunc of ``mod`` (scheduled) built alone and timed: name, ms, its ops."""
+    rng, rows = np.random.default_rng(0), []
+    dev = tvm.cpu()
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        buffers = [p.ty for p in func.params if hasattr(p.ty, "shape")]
+        try:
+            lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+            args = [tvm.runtime.tensor(_random(b, rng), dev) for b in buffers]
+            timer = lib.jit().time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=5)
+            ms = float(np.median(timer(*args).results) * 1e3)
+        except Exception as exc:  # noqa: BLE001 - a kernel that cannot run alone is shown as such
+            rows.append({"kernel": gv.name_hint, "ms": float("nan"), "error": str(exc).splitlines()[-1][:100]})
+            continue
+        rows.append({"kernel": gv.name_hint, "ms": ms,
+                     "shapes": [f"{'x'.join(str(int(d)) for d in b.shape)} {b.dtype}" for b in buffers]})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="an ONNX file or a zoo name")
+    parser.add_argument("--size", type=int, help="zoo models: the input size (default: the largest)")
+    parser.add_argument("--int8", action="store_true", help="zoo models: the quantized (QDQ) model")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--top", type=int, default=25, help="kernels shown (default 25)")
+    parser.add_argument("--json", help="write every kernel's row here")
+    args = parser.parse_args(argv)
+    target = host_target()
+    pipeline = S2DPipeline()
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = pipeline.run(from_onnx(_model(args.model, args.size, args.int8)))
+    outcomes = {o.name: o.reason for o in pipeline.outcomes().get("ScheduleConvs", [])}
+    rows = kernel_times(mod, target, args.repeat)
+    for row in rows:
+        row["schedule"] = outcomes.get(row["kernel"], "")
+    rows.sort(key=lambda r: -(r["ms"] if r["ms"] == r["ms"] else 0))
+    total = sum(r["ms"] for r in rows if r["ms"] == r["ms"])
+    print(f"{len(rows)} kernels, {total:.2f} ms in all ({os.environ['TVM_NUM_THREADS']} threads)")
+    for r in rows[:args.top]:
+        what = r.get("error") or f"{'; '.join(r['shapes'])}  [{r['schedule']}]"
+        print(f"{r['ms']:8.3f} ms {100 * r['ms'] / max(total, 1e-9):5.1f}%  {r['kernel'][:48]:48s} {what}")
+    for r in rows:
+        if r.get("error"):
+            print(f"could not time {r['kernel']}: {r['error']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "total_ms": total, "kernels": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
