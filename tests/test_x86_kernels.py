@@ -61,8 +61,11 @@ def test_pools_means_dense_softmax_are_scheduled_and_exact(layout, batch):
     done = {o.name: o for o in schedule.outcomes}
     for name in ("max_pool2d", "avg_pool2d", "mean", "fused_matmul_add"):
         assert done[name].applied and "window reduction" in done[name].reason
-    assert done["softmax"].applied and "dlight" in done["softmax"].reason
-    assert all(o.applied for o in schedule.outcomes)  # nothing left to TVM's default lowering
+    if batch == 1:  # one row: dlight's rule would compute its max and sum again for each output
+        assert not done["softmax"].applied and "TVM's default lowering" in done["softmax"].reason
+    else:
+        assert done["softmax"].applied and "dlight" in done["softmax"].reason
+    assert all(o.applied for o in schedule.outcomes if o.name != "softmax")  # nothing else left to TVM's default lowering
     text = scheduled["max_pool2d"].script()
     assert "T.parallel" in text and "T.vectorized" in text
     assert_same(_run(scheduled, x, host_target()), expected, "float32")
@@ -325,6 +328,9 @@ def test_cpu_layout_gives_convert_layout_no_tuples_or_5d_tensors(case):
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     assert_same(got, onnxruntime_reference(model, {"x": x}), "float32")
     outcomes = pipeline.outcomes()["CpuLayout"]
+    if case == "dropout":  # at inference it is the identity (RemoveDropout): no tuple reaches the layouts
+        assert pipeline.outcomes()["RemoveDropout"][0].applied and outcomes and all(o.applied for o in outcomes)
+        return
     assert outcomes[0].name == "a" and outcomes[0].applied
     (stop,) = [o for o in outcomes if o.reason.startswith(stopped)]
     assert not stop.applied and "keeps NCHW (a transpose before it)" in stop.reason

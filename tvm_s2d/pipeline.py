@@ -32,7 +32,7 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import (CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
+from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
                      SpaceToDepthConv2d)
 from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome
@@ -53,8 +53,9 @@ class Stage:
 
 #: The pipeline's order, once. ``test_pipeline`` asserts the constraints the ``why`` lines state.
 STAGES = (
-    Stage("prepare", ("QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstant", "IntegerArithmetic"),
-          "first: QDQ fully connected layers become 1x1 convs, QDQ convs integer convs and weights constants "
+    Stage("prepare", ("RemoveDropout", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstant", "IntegerArithmetic"),
+          "first: dropouts become the identity (inference), so no mask kernel keeps a dense layer from its "
+          "schedule; QDQ fully connected layers become 1x1 convs, QDQ convs integer convs and weights constants "
           "(folded), so every later pass sees a conv "
           "with constant weights; powers in quarters (LRN's x^0.75) become products of square roots on every "
           "target, so the CPU build (the emulator's reference) and the Hexagon build, whose libm has no powf, "
@@ -68,10 +69,10 @@ STAGES = (
     Stage("hvx", ("HexagonConvs", "HexagonRequantize", "HexagonMovement"),
           "after the rewrite because the HVX conv kernels take the rewritten integer convs; requantization fuses "
           "into the conv kernels HexagonConvs emitted, and the S2D/D2S movement left around them goes last"),
-    Stage("cpu", ("CpuIntegerConvs",),
+    Stage("cpu", ("CpuIntegerConvs", "CpuDense"),
           "after the layout and the rewrite because it takes integer convs in the layout and form they will run in "
           "(NHWC); before lower because it packs weights as Relax constants and emits a kernel whose epilogue "
-          "FuseOps fuses"),
+          "FuseOps fuses; dense layers' weights packed in column blocks the same way"),
     Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR"),
           "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
           " kernel computes is kept for the tables (FuseTIR forgets it)"),
@@ -82,8 +83,8 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
-OWN_PASSES = ("QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
-              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs",
+OWN_PASSES = ("RemoveDropout", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
+              "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
               "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 
@@ -120,7 +121,7 @@ class S2DPipeline:
             "layout": [HexagonLayout(), CpuLayout()],
             "rewrite": [rewrite] if rewrite is not None else [],
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
-            "cpu": [CpuIntegerConvs()],
+            "cpu": [CpuIntegerConvs(), CpuDense()],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
                       transform.FuseOps(), RecordFusedNames, transform.FuseTIR()],
             "schedule": list(schedules),

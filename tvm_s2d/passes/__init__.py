@@ -1,9 +1,10 @@
 """Relax passes of tvm-s2d, grouped by concern: ``quantized/`` (integer arithmetic), ``s2d/``
 (the rewrite), ``hexagon/`` and ``cpu/`` (each target's layouts and kernels); beside them the
 Relax toolkit every pass matches and traverses with (``relax_tools``), the refusal protocol
-(``outcome``), the preparation (``prepare``) and its one float rewrite, powers as square roots
-(``power_as_roots``)."""
+(``outcome``), the preparation (``prepare``) and its float rewrites: powers as square roots
+(``power_as_roots``), dropouts as the identity (``remove_dropout``)."""
 
+from .cpu.dense import CpuDense
 from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
 from .cpu.schedule_convs import ScheduleConvs
@@ -13,8 +14,9 @@ from .hexagon.movement import HexagonMovement
 from .hexagon.requantize import HexagonRequantize
 from .power_as_roots import PowerAsRoots
 from .quantized.qdq_conv_to_integer import QDQConvToInteger
+from .remove_dropout import RemoveDropout
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["CpuIntegerConvs", "CpuLayout", "HexagonConvs",
+__all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "HexagonConvs",
            "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
-           "ScheduleConvs", "SpaceToDepthConv2d"]
+           "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d"]

@@ -1,0 +1,49 @@
+"""``RemoveDropout``: ``dropout(x)[0]`` is ``x`` at inference.
+
+ONNX ``Dropout`` (AlexNet, VGG, ZFNet, SqueezeNet 1.0, GoogLeNet's classifier) imports as
+``relax.nn.dropout``, a tuple of the data and a mask, which ``LegalizeOps`` lowers to a copy
+of the data and a kernel filling the mask with ones. Fused after a dense layer, the second
+output keeps the dense layer's kernel from its schedule (a block writing an output of its own
+next to the reduction). At inference dropout is the identity (ONNX: ``training_mode`` false,
+the default), so the data read from it becomes its input; a dropout whose mask is read keeps
+its call for the mask. Matched with TVM's pattern language (``rewrite_call``), as
+``relax/transform/remove_redundant_reshape.py`` does.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, is_tuple_get_item, rewrite_call, wildcard
+
+from .outcome import Outcome, applied
+from .relax_tools import map_relax_functions
+
+PASS_NAME = "RemoveDropout"
+
+
+@tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
+class RemoveDropout:
+    """Replace ``dropout(x)[0]`` by ``x``; ``outcomes`` per function rewritten."""
+
+    def __init__(self):
+        self.data = wildcard()
+        self.pattern = is_tuple_get_item(is_op("relax.nn.dropout")(self.data), 0)
+        self.outcomes: list[Outcome] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.outcomes = []
+        return map_relax_functions(mod, self._rewrite_function)
+
+    def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
+        names = {value: var.name for var, value in relax.analysis.get_var2val(func).items()}
+        removed: dict[str, None] = {}  # rewrite_call may see an item more than once (it repeats to a fixpoint)
+
+        def rewriter(item: relax.TupleGetItem, matches) -> relax.Expr:
+            removed[names.get(item, "dropout")] = None
+            return matches[self.data]
+
+        rewritten = rewrite_call(self.pattern, rewriter, func)
+        for name in removed:
+            applied(self.outcomes, name, "dropout is the identity at inference: its input read instead")
+        return rewritten if removed else None
