@@ -39,10 +39,10 @@ import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_op, wildcard
 
-from .outcome import Outcome, applied, refused
-from .relax_tools import map_relax_functions
+from .outcome import Outcome
+from .relax_tools import map_relax_functions, rewrite_recorded
 
 PASS_NAME = "PowerAsRoots"
 #: The exponents taken: multiples of 1/4 of magnitude at most ``MAX_EXPONENT``.
@@ -65,23 +65,9 @@ class PowerAsRoots:
         return map_relax_functions(mod, self._rewrite_function)
 
     def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
-        names = {value: var.name for var, value in relax.analysis.get_var2val(func).items()}
-        decided: dict[str, Outcome] = {}  # rewrite_call may see a power more than once (it repeats to a fixpoint)
-
-        def rewriter(call: relax.Call, matches) -> relax.Expr:
-            name = names.get(call, "power")
-            found = as_roots(call, matches[self.exponent])
-            if isinstance(found, str):
-                decided[name] = Outcome(name, False, found)
-                return call
-            value, what = found
-            decided[name] = Outcome(name, True, what)
-            return value
-
-        rewritten = rewrite_call(self.pattern, rewriter, func)
-        for outcome in decided.values():
-            (applied if outcome.applied else refused)(self.outcomes, outcome.name, outcome.reason)
-        return rewritten if any(o.applied for o in decided.values()) else None
+        return rewrite_recorded(
+            self.pattern, lambda call, matches: as_roots(call, matches[self.exponent]), func, self.outcomes
+        )
 
 
 def exponent_value(exponent: relax.Expr, call: relax.Call) -> float | str:

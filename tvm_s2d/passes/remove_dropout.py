@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_op, is_tuple_get_item, rewrite_call, wildcard
+from tvm.relax.dpl import is_op, is_tuple_get_item, wildcard
 
-from .outcome import Outcome, applied
-from .relax_tools import map_relax_functions
+from .outcome import Outcome
+from .relax_tools import map_relax_functions, rewrite_recorded
 
 PASS_NAME = "RemoveDropout"
 
@@ -36,14 +36,9 @@ class RemoveDropout:
         return map_relax_functions(mod, self._rewrite_function)
 
     def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
-        names = {value: var.name for var, value in relax.analysis.get_var2val(func).items()}
-        removed: dict[str, None] = {}  # rewrite_call may see an item more than once (it repeats to a fixpoint)
-
-        def rewriter(item: relax.TupleGetItem, matches) -> relax.Expr:
-            removed[names.get(item, "dropout")] = None
-            return matches[self.data]
-
-        rewritten = rewrite_call(self.pattern, rewriter, func)
-        for name in removed:
-            applied(self.outcomes, name, "dropout is the identity at inference: its input read instead")
-        return rewritten if removed else None
+        return rewrite_recorded(
+            self.pattern,
+            lambda _item, matches: (matches[self.data], "dropout is the identity at inference: its input read instead"),
+            func,
+            self.outcomes,
+        )

@@ -27,11 +27,11 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_op, wildcard
 
 from ...targets import is_cpu, vector_lanes
-from ..outcome import Outcome, applied, refused
-from ..relax_tools import map_relax_functions, static_shape
+from ..outcome import Outcome
+from ..relax_tools import map_relax_functions, rewrite_recorded, static_shape
 
 PASS_NAME = "CpuDense"
 #: Inputs of at most this many rows are taken (a batch of a few images).
@@ -59,24 +59,12 @@ class CpuDense:
         return map_relax_functions(mod, self._rewrite_function)
 
     def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
-        names = {value: var.name for var, value in relax.analysis.get_var2val(func).items()}
-        decided: dict[str, Outcome] = {}
-
-        def rewriter(call: relax.Call, matches) -> relax.Expr:
-            name = names.get(call)
-            if name is None:  # a matmul this pass wrote (rewrite_call repeats to a fixpoint)
-                return call
-            found = packed(matches[self.data], matches[self.weight], self.columns)
-            if isinstance(found, str):
-                decided.setdefault(name, Outcome(name, False, found))
-                return call
-            decided[name] = Outcome(name, True, found[1])
-            return found[0]
-
-        rewritten = rewrite_call(self.pattern, rewriter, func)
-        for outcome in decided.values():
-            (applied if outcome.applied else refused)(self.outcomes, outcome.name, outcome.reason)
-        return rewritten if any(o.applied for o in decided.values()) else None
+        return rewrite_recorded(
+            self.pattern,
+            lambda _call, matches: packed(matches[self.data], matches[self.weight], self.columns),
+            func,
+            self.outcomes,
+        )
 
 
 def packed(data: relax.Expr, weight: relax.Expr, columns: int) -> tuple[relax.Expr, str] | str:
