@@ -121,11 +121,12 @@ def test_the_stage_table_is_the_pipeline_and_states_its_order():
     assert before("CpuLayout", "SpaceToDepthConv2d") and before("HexagonLayout", "SpaceToDepthConv2d")
     assert before("SpaceToDepthConv2d", "HexagonConvs") and before("HexagonConvs", "HexagonRequantize")
     assert before("HexagonRequantize", "HexagonMovement") and before("HexagonMovement", "LegalizeOps")
-    assert before("FuseTIR", "ApplyMetaScheduleDatabase") and before("ApplyMetaScheduleDatabase", "ScheduleConvs")
+    assert before("FuseTIR", "VectorMath")  # the fused kernels' final expressions
+    assert before("VectorMath", "ApplyMetaScheduleDatabase") and before("ApplyMetaScheduleDatabase", "ScheduleConvs")
     assert order[-1] == "_pipeline"  # TVM's default_build_pipeline
     # slices and variants come from the same table
     names = [p.info.name for p in S2DPipeline(rewrite=False).passes(until="lower")]
-    assert "SpaceToDepthConv2d" not in names and names[-1] == "FuseTIR"
+    assert "SpaceToDepthConv2d" not in names and names[-2:] == ["FuseTIR", "VectorMath"]
     assert [p.info.name for p in S2DPipeline().passes(start="layout", until="rewrite")] == [
         "HexagonLayout", "CpuLayout", "SpaceToDepthConv2d"]
 

@@ -33,7 +33,7 @@ from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
 from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs,
-                     SpaceToDepthConv2d)
+                     SpaceToDepthConv2d, VectorMath)
 from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome
 from .passes.prepare import prepare_passes
@@ -73,9 +73,11 @@ STAGES = (
           "after the layout and the rewrite because it takes integer convs in the layout and form they will run in "
           "(NHWC); before lower because it packs weights as Relax constants and emits a kernel whose epilogue "
           "FuseOps fuses; dense layers' weights packed in column blocks the same way"),
-    Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR"),
+    Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR",
+                    "VectorMath"),
           "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
-          " kernel computes is kept for the tables (FuseTIR forgets it)"),
+          " kernel computes is kept for the tables (FuseTIR forgets it); on CPUs exp, sigmoid, erf and tanh in"
+          " the fused kernels become polynomials that vectorize (libm's calls do not)"),
     Stage("schedule", ("ApplyMetaScheduleDatabase", "ScheduleConvs"),
           "after lower because schedules take the fused kernels; a MetaSchedule database first, ScheduleConvs "
           "takes the kernels it left"),
@@ -85,7 +87,7 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
 OWN_PASSES = ("RemoveDropout", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
-              "ApplyMetaScheduleDatabase",
+              "VectorMath", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 
 
@@ -123,7 +125,7 @@ class S2DPipeline:
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
             "cpu": [CpuIntegerConvs(), CpuDense()],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
-                      transform.FuseOps(), RecordFusedNames, transform.FuseTIR()],
+                      transform.FuseOps(), RecordFusedNames, transform.FuseTIR(), VectorMath()],
             "schedule": list(schedules),
             "build": [default_build_pipeline()],
         }

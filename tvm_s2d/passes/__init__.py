@@ -8,6 +8,7 @@ from .cpu.dense import CpuDense
 from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
 from .cpu.schedule_convs import ScheduleConvs
+from .cpu.vector_math import VectorMath
 from .hexagon.convs import HexagonConvs
 from .hexagon.layout import HexagonLayout
 from .hexagon.movement import HexagonMovement
@@ -19,4 +20,4 @@ from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
 __all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "HexagonConvs",
            "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
-           "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d"]
+           "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d", "VectorMath"]

@@ -1,5 +1,6 @@
 """``CpuDense``: fully connected layers of a few rows with their weights packed at compile time
-in blocks of output columns, so that each thread streams its weights contiguously.
+in blocks of output columns, so that each thread streams its weights contiguously; of many rows,
+1x1 convs that take the conv schedules.
 
 A float dense layer ``matmul(x, W)`` (``x``: ``M x K``, ``W``: a constant ``K x N``; ONNX
 ``Gemm``/``MatMul`` after the import folds ``transB``) with one or a few rows is a matrix-vector
@@ -16,10 +17,20 @@ parallel over the column blocks, ``C`` in vector lanes, each block's ``K x C`` w
 contiguous stream. Exact: the same products summed in the same order (along ``K``) as the
 unpacked matmul. The bias, activation and slice that follow fuse into the kernel's write-back.
 
+A dense layer of more rows (``x``: ``... x K``, more than ``MAX_ROWS`` rows in all) is a matrix
+product, and a 1x1 conv: ConvNeXt's pointwise layers are ``Linear`` layers on a
+``1 x H x W x C`` image (its blocks permute to channels-last around them), which TVM's default
+lowering ran as plain loops (ConvNeXt-T at 224: 93% of its time). They become
+
+    y = conv2d(x as N x H x W x K, W as 1 x 1 x K x N, NHWC, HWIO)       (x reshaped when not 4-D)
+
+and take the conv schedules (``ScheduleConvs``: register tiles, vectors along the output
+channels, rows in parallel) with their epilogue (bias, GELU) in the write-back. Exact: each
+output the same products summed along ``K`` in the same order.
+
 Runs on LLVM CPU targets in the ``cpu`` stage. Left as they were, each with its reason: integer
 matmuls (quantized models' fully connected layers are 1x1 convs, ``QDQMatmulToConv``), weights
-that are not a constant matrix, inputs of more than ``MAX_ROWS`` rows (a matrix product, not
-a stream of weights) or of unknown shape.
+that are not a constant matrix, inputs of unknown shape.
 """
 
 from __future__ import annotations
@@ -34,8 +45,10 @@ from ..outcome import Outcome
 from ..relax_tools import map_relax_functions, rewrite_recorded, static_shape
 
 PASS_NAME = "CpuDense"
-#: Inputs of at most this many rows are taken (a batch of a few images).
+#: Inputs of at most this many rows are packed (a batch of a few images); more become 1x1 convs.
 MAX_ROWS = 16
+#: The widest image a many-rows dense layer of rank 2 or 3 is folded into (rows = height x width).
+MAX_WIDTH = 64
 #: Vectors in a block of output columns (the accumulators a thread keeps per step along K).
 BLOCK_VECTORS = 4
 
@@ -69,7 +82,8 @@ class CpuDense:
 
 def packed(data: relax.Expr, weight: relax.Expr, columns: int) -> tuple[relax.Expr, str] | str:
     """The dense layer ``matmul(data, weight)`` with ``weight`` packed in blocks of ``columns``
-    output columns, and what was done; or the reason it is left as it was."""
+    output columns (a few rows) or as a 1x1 conv (many rows), and what was done; or the reason
+    it is left as it was."""
     if not isinstance(weight, tvm.ir.GenericConst):
         return "weights are not a constant (computed at run time): left as it was"
     w = weight.value.numpy()
@@ -79,11 +93,36 @@ def packed(data: relax.Expr, weight: relax.Expr, columns: int) -> tuple[relax.Ex
     dtype = str(data.ty.dtype)
     if not dtype.startswith("float") or str(w.dtype) != dtype:
         return f"a {dtype} x {w.dtype} matmul, not float: left as it was"
-    if w.ndim != 2 or len(shape) != 2 or shape[1] != w.shape[0]:
+    if w.ndim != 2 or len(shape) < 2 or shape[-1] != w.shape[0]:
         return f"a {list(shape)} x {list(w.shape)} matmul, not a matrix by a constant matrix: left as it was"
-    (rows, k), n = shape, w.shape[1]
-    if rows > MAX_ROWS:
-        return f"{rows} rows, more than {MAX_ROWS}: a matrix product, left as it was"
+    rows = int(np.prod(shape[:-1]))
+    if len(shape) == 2 and rows <= MAX_ROWS:
+        return _column_blocks(data, w, columns)
+    return _as_conv(data, w, shape)
+
+
+def _as_conv(data: relax.Expr, w: np.ndarray, shape: tuple[int, ...]) -> tuple[relax.Expr, str]:
+    """``matmul(data, w)`` as a 1x1 NHWC conv (the module doc)."""
+    k, n = w.shape
+    if len(shape) >= 4:
+        image = (int(np.prod(shape[:-3])), *shape[-3:-1], k)
+    else:  # rows folded into an image, a row of at most MAX_WIDTH pixels
+        rows = int(np.prod(shape[:-1]))
+        width = max(d for d in range(1, MAX_WIDTH + 1) if rows % d == 0)
+        image = (1, rows // width, width, k)
+    x = data if tuple(shape) == image else relax.op.reshape(data, image)
+    y = relax.op.nn.conv2d(x, relax.const(np.ascontiguousarray(w.reshape(1, 1, k, n))),
+                           data_layout="NHWC", kernel_layout="HWIO")
+    if tuple(shape) != image:
+        y = relax.op.reshape(y, [*shape[:-1], n])
+    size = "x".join(map(str, image[:3]))
+    return y, f"{'x'.join(map(str, shape))} by {k}x{n}: a 1x1 conv on a {size} image (NHWC), the conv schedules"
+
+
+def _column_blocks(data: relax.Expr, w: np.ndarray, columns: int) -> tuple[relax.Expr, str]:
+    """``matmul(data, w)``, ``data`` of a few rows, with ``w`` packed in column blocks."""
+    dtype = str(data.ty.dtype)
+    (rows, k), n = static_shape(data), w.shape[1]
     blocks = -(-n // columns)
     padded = np.zeros((k, blocks * columns), w.dtype)
     padded[:, :n] = w
