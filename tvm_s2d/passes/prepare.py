@@ -4,7 +4,8 @@ what ``SpaceToDepthConv2d`` applied on its own runs first): dropouts made the id
 1x1 convs (``QDQMatmulToConv``), QDQ convs made integer (exact), powers with an exponent in
 quarters (LRN's ``x^0.75``) made products of square roots (``PowerAsRoots``: no ``powf``,
 which the Hexagon harness lacks, on any target), then constants folded, so that weights and biases (ONNX initializers behind dequantize,
-reshape or transpose) are constants the rewrite can fold and adapt; then each quantized
+reshape or transpose) are constants the rewrite can fold and adapt; batch norms folded into
+the convs before them (``FoldBatchNorm``), the others made elementwise; then each quantized
 conv's float epilogue, each quantized residual add, pool, concat and data movement as integer
 arithmetic, and each float activation of one 8-bit tensor as a 256-entry table
 (``IntegerArithmetic``: the rules of ``quantized/integer.py`` in one traversal)."""
@@ -14,6 +15,7 @@ from __future__ import annotations
 import tvm
 from tvm.relax import transform
 
+from .fold_batch_norm import FoldBatchNorm
 from .power_as_roots import PowerAsRoots
 from .quantized.integer import IntegerArithmetic
 from .remove_dropout import RemoveDropout
@@ -22,7 +24,8 @@ from .quantized.qdq_matmul_to_conv import QDQMatmulToConv
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    return [RemoveDropout(), QDQMatmulToConv(), QDQConvToInteger(), PowerAsRoots(), transform.FoldConstant(), IntegerArithmetic()]
+    return [RemoveDropout(), QDQMatmulToConv(), QDQConvToInteger(), PowerAsRoots(), transform.FoldConstant(),
+            FoldBatchNorm(), IntegerArithmetic()]
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:

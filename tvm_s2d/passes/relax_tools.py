@@ -166,13 +166,14 @@ def rewrite_recorded(pattern, decide, func: relax.Function, outcomes: list[Outco
     ``decide(expr, matches)`` returns ``(new expression, what was done)`` or the reason it is
     left. Each expression is named by the variable ``func`` binds it to; rewrite_call repeats to
     a fixpoint, so an expression it meets again is decided once, and one that ``func`` did not
-    bind (the rewrite wrote it) is left alone. The new function, or None when nothing applied."""
+    bind (the rewrite wrote it) is left alone, as is a variable bound to another (its match is
+    the other's binding, decided there). The new function, or None when nothing applied."""
     names = {value: var.name for var, value in relax.analysis.get_var2val(func).items()}
     decided: dict[str, Outcome] = {}
 
     def rewriter(expr: relax.Expr, matches) -> relax.Expr:
         name = names.get(expr)
-        if name is None:
+        if name is None or isinstance(expr, relax.Var):  # ``b = a``: the match is a's own binding
             return expr
         found = decide(expr, matches)
         if isinstance(found, str):
