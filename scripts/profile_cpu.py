@@ -4,9 +4,10 @@ The model (an ONNX file or a zoo name, ``tvm_s2d.zoo``) goes through the pipelin
 schedules (``S2DPipeline.run``); each PrimFunc is then built alone for this CPU and timed on
 random inputs of its buffers' shapes (median of ``--repeat`` runs). The table lists kernels by
 time with their share of the sum, what ``ScheduleConvs`` did to each (its outcome) and the
-Relax ops fused into it (``RecordFusedNames``): the kernels to work on first. Kernels' times
-alone add up to about the model's time (the VM's own work and cache effects between kernels
-are not in them).
+Relax ops fused into it (``RecordFusedNames``): the kernels to work on first. A kernel the
+model calls several times (the repeated blocks of a stage) counts that many times. Kernels'
+times alone add up to about the model's time (the VM's own work and cache effects between
+kernels are not in them).
 
     python scripts/profile_cpu.py resnet18 [--size 224] [--int8] [--top 25] [--json out.json]
     python scripts/profile_cpu.py model.onnx
@@ -71,6 +72,20 @@ def kernel_times(mod: tvm.IRModule, target, repeat: int) -> list[dict]:
     return rows
 
 
+def call_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """How many times the Relax functions of ``mod`` call each kernel (by name)."""
+    counts: dict[str, int] = {}
+
+    def visit(expr):
+        if isinstance(expr, tvm.ir.GlobalVar) and isinstance(mod[expr], tvm.tirx.PrimFunc):
+            counts[expr.name_hint] = counts.get(expr.name_hint, 0) + 1
+
+    for func in mod.functions.values():
+        if isinstance(func, tvm.relax.Function):
+            tvm.relax.analysis.post_order_visit(func, visit)
+    return counts
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="an ONNX file or a zoo name")
@@ -86,14 +101,18 @@ def main(argv=None) -> int:
         mod = pipeline.run(from_onnx(_model(args.model, args.size, args.int8)))
     outcomes = {o.name: o.reason for o in pipeline.outcomes().get("ScheduleConvs", [])}
     rows = kernel_times(mod, target, args.repeat)
+    calls = call_counts(mod)
     for row in rows:
         row["schedule"] = outcomes.get(row["kernel"], "")
-    rows.sort(key=lambda r: -(r["ms"] if r["ms"] == r["ms"] else 0))
-    total = sum(r["ms"] for r in rows if r["ms"] == r["ms"])
-    print(f"{len(rows)} kernels, {total:.2f} ms in all ({os.environ['TVM_NUM_THREADS']} threads)")
+        row["calls"] = calls.get(row["kernel"], 1)
+        row["total_ms"] = row["ms"] * row["calls"]
+    rows.sort(key=lambda r: -(r["total_ms"] if r["total_ms"] == r["total_ms"] else 0))
+    total = sum(r["total_ms"] for r in rows if r["total_ms"] == r["total_ms"])
+    print(f"{len(rows)} kernels, {sum(calls.values())} calls, {total:.2f} ms in all ({os.environ['TVM_NUM_THREADS']} threads)")
     for r in rows[:args.top]:
         what = r.get("error") or f"{'; '.join(r['shapes'])}  [{r['schedule']}]"
-        print(f"{r['ms']:8.3f} ms {100 * r['ms'] / max(total, 1e-9):5.1f}%  {r['kernel'][:48]:48s} {what}")
+        print(f"{r['total_ms']:8.3f} ms {100 * r['total_ms'] / max(total, 1e-9):5.1f}% {r['calls']:3d}x "
+              f"{r['kernel'][:48]:48s} {what}")
     for r in rows:
         if r.get("error"):
             print(f"could not time {r['kernel']}: {r['error']}")

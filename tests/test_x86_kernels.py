@@ -163,6 +163,8 @@ def test_each_layout_is_priced_by_the_lanes_it_fills():
     assert better(32, 1, 56, 1) == "NHWC"  # 32 channels fill 2 vectors; 56 pixels vectors of 8
     assert better(12, 1, 112, 1) == "NCHW"  # DenseNet growth: 12 channels, 112 pixels
     assert better(48, 4, 56, 1) == "NCHW"  # grouped: 12 channels a group
+    assert better(136, 4, 28, 1) == "NCHW"  # light ShuffleNet: 34 channels a group, vectors of 2 lanes in NHWC
+    assert better(544, 4, 7, 1) == "NHWC"  # 136 channels a group: vectors of 8; 7-pixel rows one odd vector
     assert better(96, 96, 112, 2) == "NHWC"  # strided depthwise: NCHW vectors gather
     assert better(16, 16, 112, 1) == "NHWC"  # depthwise: a row load per channel in NCHW
     assert "depthwise" in describe(fills(16, 16, 112, 1, 16), 16, 16, 112, 1)
