@@ -101,3 +101,20 @@ def test_conv_epilogues_match_onnxruntime(epilogue):
     outcomes = pipeline.outcomes()
     assert any(o.applied for o in outcomes["VectorMath"])
     assert any(o.applied and "conv" in o.reason for o in outcomes["ScheduleConvs"])
+
+
+def test_a_sigmoid_of_a_sigmoid_defines_each_variable_once():
+    """Regression (the property test): the replacements shared the variable sigmoid's exp binds,
+    and two sigmoids in one kernel defined it twice (``TIR is ill-formed``)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 1, 5, 5), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.sigmoid(bb.emit(relax.op.sigmoid(x)))))
+        bb.emit_func_output(out)
+    data = np.linspace(-6, 6, 25, dtype=np.float32).reshape(1, 1, 5, 5)
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(bb.get(), target=host_target(), relax_pipeline="s2d")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    expected = 1 / (1 + np.exp(-1 / (1 + np.exp(-data.astype(np.float64)))))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)

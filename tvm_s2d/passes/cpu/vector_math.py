@@ -25,7 +25,7 @@ from __future__ import annotations
 import tvm
 import tvm_ffi
 from tvm import te, tirx, topi
-from tvm.ir.expr import Call, Var
+from tvm.ir.expr import Call
 
 from ...targets import is_cpu
 from ..outcome import Outcome, applied
@@ -79,7 +79,6 @@ class VectorMath:
     def __init__(self, target: tvm.target.Target | None = None):
         self.target = target
         self.outcomes: list[Outcome] = []
-        self._templates: dict[str, tuple[tirx.Var, tirx.PrimExpr]] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
@@ -105,10 +104,6 @@ class VectorMath:
         name = _op_name(call)
         if name not in FORMULAS or str(call.ty) != "float32" or len(call.args) != 1:
             return call
-        if name not in self._templates:
-            self._templates[name] = FORMULAS[name]()
-        var, template = self._templates[name]
-        fresh = tirx.Var("x", "float32")
+        var, body = FORMULAS[name]()  # made anew for each call: each defines variables of its own
         counts[name] = counts.get(name, 0) + 1
-        body = tvm_ffi.structural_map(template, [(Var, lambda v: fresh if v.same_as(var) else v)])
-        return tirx.Let(fresh, call.args[0], body)
+        return tirx.Let(var, call.args[0], body)
