@@ -116,7 +116,8 @@ def test_the_stage_table_is_the_pipeline_and_states_its_order():
     def before(a, b):
         return order.index(a) < order.index(b)
 
-    assert order[:3] == ["RemoveDropout", "QDQMatmulToConv", "QDQConvToInteger"]  # weights constants before anything decides on them
+    # weights constants before anything decides on them
+    assert order[:4] == ["RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger"]
     assert before("PowerAsRoots", "HexagonLayout")  # every target computes the same powers (no powf on Hexagon)
     assert before("CpuLayout", "SpaceToDepthConv2d") and before("HexagonLayout", "SpaceToDepthConv2d")
     assert before("SpaceToDepthConv2d", "HexagonConvs") and before("HexagonConvs", "HexagonRequantize")

@@ -53,10 +53,11 @@ class Stage:
 
 #: The pipeline's order, once. ``test_pipeline`` asserts the constraints the ``why`` lines state.
 STAGES = (
-    Stage("prepare", ("RemoveDropout", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstant", "FoldBatchNorm",
-                      "IntegerArithmetic"),
+    Stage("prepare", ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstant",
+                      "FoldBatchNorm", "IntegerArithmetic"),
           "first: dropouts become the identity (inference), so no mask kernel keeps a dense layer from its "
-          "schedule; QDQ fully connected layers become 1x1 convs, QDQ convs integer convs and weights constants "
+          "schedule; ONNX Sum (broadcast, stack, reduce) becomes adds, which layouts carry and convs fuse; "
+          "QDQ fully connected layers become 1x1 convs, QDQ convs integer convs and weights constants "
           "(folded), so every later pass sees a conv "
           "with constant weights; powers in quarters (LRN's x^0.75) become products of square roots on every "
           "target, so the CPU build (the emulator's reference) and the Hexagon build, whose libm has no powf, "
@@ -87,8 +88,8 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
-OWN_PASSES = ("RemoveDropout", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldBatchNorm", "IntegerArithmetic",
-              "HexagonLayout", "CpuLayout",
+OWN_PASSES = ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldBatchNorm",
+              "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
               "VectorMath", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")

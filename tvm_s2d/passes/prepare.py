@@ -1,6 +1,6 @@
 """What runs before the rewrite, with or without it (the ``"s2d"`` pipeline's preparation, and
 what ``SpaceToDepthConv2d`` applied on its own runs first): dropouts made the identity
-(``RemoveDropout``, inference), QDQ fully connected layers made
+(``RemoveDropout``, inference), ONNX ``Sum`` made adds (``SumAsAdds``), QDQ fully connected layers made
 1x1 convs (``QDQMatmulToConv``), QDQ convs made integer (exact), powers with an exponent in
 quarters (LRN's ``x^0.75``) made products of square roots (``PowerAsRoots``: no ``powf``,
 which the Hexagon harness lacks, on any target), then constants folded, so that weights and biases (ONNX initializers behind dequantize,
@@ -19,12 +19,13 @@ from .fold_batch_norm import FoldBatchNorm
 from .power_as_roots import PowerAsRoots
 from .quantized.integer import IntegerArithmetic
 from .remove_dropout import RemoveDropout
+from .sum_as_adds import SumAsAdds
 from .quantized.qdq_conv_to_integer import QDQConvToInteger
 from .quantized.qdq_matmul_to_conv import QDQMatmulToConv
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    return [RemoveDropout(), QDQMatmulToConv(), QDQConvToInteger(), PowerAsRoots(), transform.FoldConstant(),
+    return [RemoveDropout(), SumAsAdds(), QDQMatmulToConv(), QDQConvToInteger(), PowerAsRoots(), transform.FoldConstant(),
             FoldBatchNorm(), IntegerArithmetic()]
 
 
