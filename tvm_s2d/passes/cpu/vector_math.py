@@ -29,6 +29,7 @@ from tvm.ir.expr import Call
 
 from ...targets import is_cpu
 from ..outcome import Outcome, applied
+from ..relax_tools import with_functions
 
 PASS_NAME = "VectorMath"
 #: The measured bound (module doc): sigmoid 5.3, erf 5.0, tanh 4.2 ulps.
@@ -93,12 +94,7 @@ class VectorMath:
                     updates[gv] = func.with_body(body)
                     done = ", ".join(f"{op.split('.')[1]} x{n}" for op, n in sorted(counts.items()))
                     applied(self.outcomes, gv.name_hint, f"{done} as polynomials (TOPI's fast_*): vectorized, no libm call a lane")
-        if not updates:
-            return mod
-        mod = mod.clone()
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return with_functions(mod, updates)
 
     def _replace(self, call: Call, counts: dict[str, int]) -> tirx.PrimExpr:
         name = _op_name(call)
