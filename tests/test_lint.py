@@ -80,8 +80,8 @@ FLOORS = [
     ["geometry"],
     ["targets"],
     ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize", "checks"],  # emulator: the kernel runner (qemu, layer)
-    ["passes.relax_tools", "passes.outcome", "passes.conv_layout", "passes.channel_shuffle"],  # the Relax toolkit, the
-    # refusal protocol, conv layouts, the channel shuffle they carry
+    ["passes.relax_tools", "passes.outcome", "passes.rules", "passes.conv_layout", "passes.channel_shuffle"],  # the Relax toolkit, the
+    # refusal protocol, rewrite rules, conv layouts, the channel shuffle they carry
     ["passes.quantized", "passes.power_as_roots", "passes.remove_dropout", "passes.fold_batch_norm", "passes.sum_as_adds",
      "passes.prepare"],
     # integer ops, powers as roots, dropouts as the identity, batch norms folded: before the rewrite

@@ -18,6 +18,12 @@ def is_hexagon(target: tvm.target.Target | None) -> bool:
     return target is not None and (target.kind.name == "hexagon" or "hexagon" in str(target.attrs.get("mtriple", "")))
 
 
+def pass_target(target: tvm.target.Target | None) -> tvm.target.Target | None:
+    """The target a pass was made for, else the one of the enclosing ``with target:`` (None
+    when neither is given)."""
+    return target or tvm.target.Target.current(allow_none=True)
+
+
 def is_cpu(target: tvm.target.Target | None) -> bool:
     """An LLVM target for a CPU (not Hexagon)."""
     return target is not None and target.kind.name == "llvm" and "hexagon" not in str(target.attrs.get("mtriple", ""))

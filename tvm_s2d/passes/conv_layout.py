@@ -11,6 +11,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..targets import pass_target
 from .outcome import Outcome
 from .relax_tools import fold_constant_transposes, is_call, rewrite_functions, static_shape
 from .channel_shuffle import Shuffle, emit_channel_shuffle, match_channel_shuffle
@@ -30,7 +31,7 @@ class ConvLayouts:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        target = self.target or tvm.target.Target.current(allow_none=True)
+        target = pass_target(self.target)
         return self.convert(mod, target) if self.applies(target) else mod
 
     def applies(self, target) -> bool:

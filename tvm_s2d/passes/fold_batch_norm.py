@@ -27,14 +27,14 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
 
 from ..geometry import Unsupported
-from .outcome import Outcome
-from .relax_tools import check_layouts, map_relax_functions, rewrite_recorded
+from .relax_tools import check_layouts
+from .rules import Rule, RuleSet
 
 PASS_NAME = "FoldBatchNorm"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class FoldBatchNorm:
+class FoldBatchNorm(RuleSet):
     """Fold ``batch_norm(conv2d(x, W))[0]`` into ``conv2d(x, W') + t`` (module doc), then
     decompose the remaining batch norms; ``outcomes`` per batch norm after a conv."""
 
@@ -43,12 +43,9 @@ class FoldBatchNorm:
         self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
         self.params = [wildcard() for _ in range(4)]  # gamma, beta, mean, var
         self.norm = is_op("relax.nn.batch_norm")(self.conv, *self.params)
-        self.pattern = is_tuple_get_item(self.norm, 0)
-        self.outcomes: list[Outcome] = []
+        super().__init__([Rule(is_tuple_get_item(self.norm, 0), self._fold)])
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        mod = map_relax_functions(mod, lambda func: rewrite_recorded(self.pattern, self._fold, func, self.outcomes))
+    def finish(self, mod: tvm.IRModule) -> tvm.IRModule:
         return relax.transform.DecomposeOpsForInference()(mod)
 
     def _fold(self, _item, matches) -> tuple[relax.Expr, str] | str:

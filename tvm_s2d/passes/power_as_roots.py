@@ -41,8 +41,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from .outcome import Outcome
-from .relax_tools import map_relax_functions, rewrite_recorded
+from .rules import Rule, RuleSet
 
 PASS_NAME = "PowerAsRoots"
 #: The exponents taken: multiples of 1/4 of magnitude at most ``MAX_EXPONENT``.
@@ -51,23 +50,14 @@ NOT_QUARTERS = "is not a multiple of 1/4 of magnitude at most 4 (left to powf)"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class PowerAsRoots:
+class PowerAsRoots(RuleSet):
     """Rewrite ``power(x, c)``, ``c`` a constant in quarters with ``|c| <= 4``, as products of
     ``x``, ``sqrt(x)``, ``sqrt(sqrt(x))`` (the module doc); ``outcomes`` per power."""
 
     def __init__(self):
-        self.base, self.exponent = wildcard(), wildcard()
-        self.pattern = is_op("relax.power")(self.base, self.exponent)
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        return map_relax_functions(mod, self._rewrite_function)
-
-    def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
-        return rewrite_recorded(
-            self.pattern, lambda call, matches: as_roots(call, matches[self.exponent]), func, self.outcomes
-        )
+        self.exponent = wildcard()
+        super().__init__([Rule(is_op("relax.power")(wildcard(), self.exponent),
+                               lambda call, matches: as_roots(call, matches[self.exponent]))])
 
 
 def exponent_value(exponent: relax.Expr, call: relax.Call) -> float | str:

@@ -2,7 +2,7 @@
 ``is_call``, ``call_of``, ``const_of``; the conv patterns and what a conv call computes,
 ``conv_spec``), shapes, and traversal (rewriting each Relax function of a module, adding
 hand-scheduled TIR kernels to it, replacing some of its functions, folding the transposes of
-constants; ``rewrite_recorded``: a pattern's rewrite with one outcome per match)."""
+constants). Rewrite rules and their passes: ``rules.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir.prim.expr import IntImm
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .outcome import Outcome, applied, refused
 from ..geometry import LAYOUTS, Conv2dSpec, TransposedConv2dSpec, Unsupported, is_pure_reshape, kernel_to_oihw, spatial_axes
 
 OPAQUE = 8  # relax OpPatternKind kOpaque: FuseOps leaves the kernel alone, so its schedule stays
@@ -159,33 +158,6 @@ def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
             if new is not None:
                 updates[gv] = new
     return with_functions(mod, updates)
-
-
-def rewrite_recorded(pattern, decide, func: relax.Function, outcomes: list[Outcome]) -> relax.Function | None:
-    """``rewrite_call(pattern, ...)`` on ``func`` with one outcome per expression it decides on:
-    ``decide(expr, matches)`` returns ``(new expression, what was done)`` or the reason it is
-    left. Each expression is named by the variable ``func`` binds it to; rewrite_call repeats to
-    a fixpoint, so an expression it meets again is decided once, and one that ``func`` did not
-    bind (the rewrite wrote it) is left alone, as is a variable bound to another (its match is
-    the other's binding, decided there). The new function, or None when nothing applied."""
-    names = {value: var.name for var, value in relax.analysis.get_var2val(func).items()}
-    decided: dict[str, Outcome] = {}
-
-    def rewriter(expr: relax.Expr, matches) -> relax.Expr:
-        name = names.get(expr)
-        if name is None or isinstance(expr, relax.Var):  # ``b = a``: the match is a's own binding
-            return expr
-        found = decide(expr, matches)
-        if isinstance(found, str):
-            decided.setdefault(name, Outcome(name, False, found))
-            return expr
-        decided[name] = Outcome(name, True, found[1])
-        return found[0]
-
-    rewritten = rewrite_call(pattern, rewriter, func)
-    for outcome in decided.values():
-        (applied if outcome.applied else refused)(outcomes, outcome.name, outcome.reason)
-    return rewritten if any(o.applied for o in decided.values()) else None
 
 
 @mutator

@@ -16,29 +16,18 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, is_tuple_get_item, wildcard
 
-from .outcome import Outcome
-from .relax_tools import map_relax_functions, rewrite_recorded
+from .rules import Rule, RuleSet
 
 PASS_NAME = "RemoveDropout"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class RemoveDropout:
-    """Replace ``dropout(x)[0]`` by ``x``; ``outcomes`` per function rewritten."""
+class RemoveDropout(RuleSet):
+    """Replace ``dropout(x)[0]`` by ``x``; ``outcomes`` per dropout."""
 
     def __init__(self):
         self.data = wildcard()
-        self.pattern = is_tuple_get_item(is_op("relax.nn.dropout")(self.data), 0)
-        self.outcomes: list[Outcome] = []
+        super().__init__([Rule(is_tuple_get_item(is_op("relax.nn.dropout")(self.data), 0), self._identity)])
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        return map_relax_functions(mod, self._rewrite_function)
-
-    def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
-        return rewrite_recorded(
-            self.pattern,
-            lambda _item, matches: (matches[self.data], "dropout is the identity at inference: its input read instead"),
-            func,
-            self.outcomes,
-        )
+    def _identity(self, _item: relax.Expr, matches) -> tuple[relax.Expr, str]:
+        return matches[self.data], "dropout is the identity at inference: its input read instead"

@@ -5,7 +5,7 @@ adds) as every input broadcast to the output's shape, stacked on a new axis and 
 it: a copy of each input, a tensor of all of them, a reduction. The stack and the reduction keep
 ``CpuLayout`` from carrying a layout through the add (each residual add went back to NCHW and
 forth again: light ResNet-50 at 224, 9 ms of transposes in 49 ms of kernels on one thread) and
-the add from fusing into the conv before it. Two rules, in this order:
+the add from fusing into the conv before it. Two rules (in one traversal):
 
     broadcast_to(x, shape of x)               ->  x                 (the identity)
     sum(stack((a, b, c, ...), axis=0), axis=0)  ->  ((a + b) + c) ...  (numpy broadcasting)
@@ -20,28 +20,24 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from .outcome import Outcome
-from .relax_tools import map_relax_functions, rewrite_recorded, static_shape
+from .relax_tools import static_shape
+from .rules import Rule, RuleSet
 
 PASS_NAME = "SumAsAdds"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class SumAsAdds:
-    """Identity broadcasts removed, then sums of stacks written as adds (module doc)."""
+class SumAsAdds(RuleSet):
+    """Identity broadcasts removed and sums of stacks written as adds (module doc); ``outcomes``
+    per sum (the identity broadcasts are a step of the sum's rule, not decisions)."""
 
     def __init__(self):
         self.broadcast_data = wildcard()
-        self.broadcast = is_op("relax.broadcast_to")(self.broadcast_data, wildcard())
         self.stack = is_op("relax.stack")(wildcard())
-        self.sum = is_op("relax.sum")(self.stack)
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        ignored: list[Outcome] = []  # the identity broadcasts: a step of the sum's rule, not a decision
-        mod = map_relax_functions(mod, lambda func: rewrite_recorded(self.broadcast, self._identity, func, ignored))
-        return map_relax_functions(mod, lambda func: rewrite_recorded(self.sum, self._adds, func, self.outcomes))
+        super().__init__([
+            Rule(is_op("relax.broadcast_to")(self.broadcast_data, wildcard()), self._identity, recorded=False),
+            Rule(is_op("relax.sum")(self.stack), self._adds),
+        ])
 
     def _identity(self, call: relax.Call, matches):
         data = matches[self.broadcast_data]

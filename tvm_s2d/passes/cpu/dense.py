@@ -40,9 +40,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ...targets import is_cpu, vector_lanes
-from ..outcome import Outcome
-from ..relax_tools import map_relax_functions, rewrite_recorded, static_shape
+from ...targets import is_cpu, pass_target, vector_lanes
+from ..relax_tools import static_shape
+from ..rules import Rule, RuleSet
 
 PASS_NAME = "CpuDense"
 #: Inputs of at most this many rows are packed (a batch of a few images); more become 1x1 convs.
@@ -54,30 +54,22 @@ BLOCK_VECTORS = 4
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class CpuDense:
+class CpuDense(RuleSet):
     """Pack the constant weights of dense layers of a few rows in column blocks (module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None):
         self.target = target
         self.data, self.weight = wildcard(), wildcard()
-        self.pattern = is_op("relax.matmul")(self.data, self.weight)
-        self.outcomes: list[Outcome] = []
+        super().__init__([Rule(is_op("relax.matmul")(self.data, self.weight),
+                               lambda _call, matches: packed(matches[self.data], matches[self.weight], self.columns))])
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         self.outcomes = []
-        target = self.target or tvm.target.Target.current(allow_none=True)
+        target = pass_target(self.target)
         if not is_cpu(target):
             return mod
         self.columns = BLOCK_VECTORS * vector_lanes(target)
-        return map_relax_functions(mod, self._rewrite_function)
-
-    def _rewrite_function(self, func: relax.Function) -> relax.Function | None:
-        return rewrite_recorded(
-            self.pattern,
-            lambda _call, matches: packed(matches[self.data], matches[self.weight], self.columns),
-            func,
-            self.outcomes,
-        )
+        return super().transform_module(mod, ctx)
 
 
 def packed(data: relax.Expr, weight: relax.Expr, columns: int) -> tuple[relax.Expr, str] | str:

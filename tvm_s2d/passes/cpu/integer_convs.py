@@ -30,7 +30,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.x86_int8 import IC_BLOCK, OC_BLOCK, has_vnni, vnni_conv
-from ...targets import is_cpu
+from ...targets import is_cpu, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import bound, const_of, is_call
 
@@ -47,7 +47,7 @@ class CpuIntegerConvs:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        target = self.target or tvm.target.Target.current(allow_none=True)
+        target = pass_target(self.target)
         if not is_cpu(target):
             return mod
         integer_convs = [c for f in mod.functions.values() if isinstance(f, relax.Function) for c in _integer_convs(f)]

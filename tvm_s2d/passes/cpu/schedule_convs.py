@@ -25,7 +25,7 @@ from tvm import s_tir
 
 from ...schedules import x86, x86_int8
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
-from ...targets import is_cpu, vector_lanes
+from ...targets import is_cpu, pass_target, vector_lanes
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import with_functions
 
@@ -55,7 +55,7 @@ class ScheduleConvs:
         self.outcomes: list[Outcome] = []  # per function: scheduled, or why not
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        target = self.target or tvm.target.Target.current(allow_none=True)
+        target = pass_target(self.target)
         self.scheduled, self.injective, self.dynamic, self.outcomes = [], [], [], []
         if not is_cpu(target):
             return mod

@@ -27,7 +27,7 @@ import tvm_ffi
 from tvm import te, tirx, topi
 from tvm.ir.expr import Call
 
-from ...targets import is_cpu
+from ...targets import is_cpu, pass_target
 from ..outcome import Outcome, applied
 from ..relax_tools import with_functions
 
@@ -83,7 +83,7 @@ class VectorMath:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        if not is_cpu(self.target or tvm.target.Target.current(allow_none=True)):
+        if not is_cpu(pass_target(self.target)):
             return mod
         updates = {}
         for gv, func in mod.functions.items():

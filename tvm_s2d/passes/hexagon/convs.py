@@ -43,7 +43,7 @@ from ...schedules.hexagon.depthwise import DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import LANES, PackedConv, WidthConv, conv_signature, default_mapping, input_layout, mapped_conv, \
     schedule_mapping
-from ...targets import is_hexagon
+from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
 from ..s2d.space_to_depth_conv2d import conv_name
@@ -86,7 +86,7 @@ class HexagonConvs:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes, self.mappings = [], {}
-        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
+        if not is_hexagon(pass_target(self.target)):
             return mod
         return rewrite_functions(mod, _Rewriter(mod, self))
 

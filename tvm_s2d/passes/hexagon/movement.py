@@ -34,7 +34,7 @@ from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table,
 from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
                                        plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
                                        slice_pixels)
-from ...targets import is_hexagon
+from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, call_of, const_of, op_name, rewrite_functions, static_shape
 from ..channel_shuffle import Shuffle, match_channel_shuffle
@@ -62,7 +62,7 @@ class HexagonMovement:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
+        if not is_hexagon(pass_target(self.target)):
             return mod
         return rewrite_functions(mod, _Rewriter(mod, self))
 

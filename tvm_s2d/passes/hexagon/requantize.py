@@ -26,7 +26,7 @@ from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requan
     requantize_transpose_kernel
 from ...schedules.hexagon.requantize import channel_constants, lane_constants, lane_sums_kernel, requantize_add_kernel, \
     requantize_kernel, requantize_product_kernel
-from ...targets import is_hexagon
+from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term
 from ..quantized.integer_multiply import match_product
@@ -46,7 +46,7 @@ class HexagonRequantize:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.outcomes = []
-        if not is_hexagon(self.target or tvm.target.Target.current(allow_none=True)):
+        if not is_hexagon(pass_target(self.target)):
             return mod
         return rewrite_functions(mod, _Rewriter(mod, self))
 
