@@ -14,7 +14,9 @@
   float32 and rounds a value that lies a few 1e-6 of a step from a tie the other way (in
   MobileNetV2's first conv, exactly 89.500006 -> 89: one value of 73,728), and a deep net with
   random weights grows that one step into steps on half its outputs; onnx's own reference
-  evaluator and ONNX Runtime differ as much on ResNet-18/50 (1-2 steps on 27-37%);
+  evaluator and ONNX Runtime differ as much on ResNet-18/50 (1-2 steps on 27-37%), and so
+  does ONNX Runtime's own default session (its int8 kernels, integer like the CPU build's):
+  beyond the bound, the check also gives its steps, and this build's against it;
 * ``int8 hexagon``: the quantized model run whole on the Hexagon emulator
   (``emulator.model.run_model``): bit-exact against the CPU build (what it must be; the CPU
   build answers to ONNX Runtime in the forms above), its steps against ONNX Runtime shown.
@@ -55,6 +57,10 @@ class Check:
     onnxruntime_off: int = 0  # int8 layers: values ONNX Runtime rounds away from the float64 result, beyond a near-tie
     unchecked: int = 0  # int8 layers: differing layers onnx's reference evaluator could not run
     tvm_default: tuple | None = None  # int8 cpu: (steps, fraction) of TVM's own lowering of the same QDQ graph
+    # int8 cpu beyond the bound: (steps, fraction) of ONNX Runtime's default session (its int8 kernels) against the
+    # same reference, and of the CPU build against that session
+    onnxruntime_int8: tuple | None = None
+    against_onnxruntime_int8: tuple | None = None
     matches_cpu: bool | None = None  # hexagon form
     packets: int | None = None
     first_difference: dict | None = None
@@ -73,6 +79,10 @@ class Check:
             found = f"{self.max_steps} step(s) on {100 * self.fraction_differing:.2f}%"
             if self.tvm_default is not None:
                 found += f" (TVM's default lowering: {self.tvm_default[0]} on {100 * self.tvm_default[1]:.2f}%)"
+            if self.onnxruntime_int8 is not None:
+                (steps, fraction), (ours, ours_fraction) = self.onnxruntime_int8, self.against_onnxruntime_int8
+                found += (f"; ONNX Runtime's int8 session: {steps} on {100 * fraction:.2f}%, this build against it "
+                          f"{ours} on {100 * ours_fraction:.2f}%")
             if self.form == "int8 layers":
                 found = f"each layer at most {self.max_steps} step(s), on at most {100 * self.fraction_differing:.2f}%"
                 found += (f"; {sum(self.inexact.values())} value(s) off the exact result" if self.inexact else
@@ -134,6 +144,10 @@ def check(name: str, form: str, size: int | None = None, tvm_default: bool = Fal
             got, expected = _cpu_output(model, feeds, result), run_onnxruntime(model, feeds, optimize=False)[0]
             result.max_steps, result.fraction_differing = output_steps(model, got, expected)
             result.ok = result.max_steps <= MAX_STEPS and result.fraction_differing <= MAX_FRACTION
+            if not result.ok:  # for scale: ONNX Runtime's own int8 kernels against the same reference
+                session = run_onnxruntime(model, feeds)[0]
+                result.onnxruntime_int8 = output_steps(model, session, expected)
+                result.against_onnxruntime_int8 = output_steps(model, got, session)
             if tvm_default and not result.ok:  # the same graph in TVM's own float QDQ lowering, for scale
                 result.tvm_default = output_steps(model, _cpu_output(model, feeds, Check(name, form, size), pipeline=None), expected)
         elif form == "int8 layers":
