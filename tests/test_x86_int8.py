@@ -4,6 +4,8 @@ semantics (ONNX Runtime, optimizations off), on odd sizes, strides, paddings, di
 uint8 activations, input channels not a multiple of 4 and widths no register tile divides; the
 convs it does not take keep today's path with a reason."""
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -198,3 +200,39 @@ def test_a_vnni_schedule_that_fails_is_a_refusal_not_a_failed_compile(tmp_path):
     from tvm_s2d.checks import compare_with_onnxruntime
 
     assert compare_with_onnxruntime(model, {"x": x}, run(mod, x, pipeline="s2d", target=HOST))["max_steps"] <= 1
+
+
+@needs_vnni
+def test_a_quantized_residual_add_folds_into_the_vnni_kernels_write_back(tmp_path):
+    """Regression (MobileNetV2 int8, scripts/profile_cpu.py): the residual operand's
+    dequantization (cast, subtract, multiply) ran as whole loop nests after the conv, so the
+    epilogue stopped at the add and the requantization after it ran serial and scalar: 13x the
+    time of the same conv without the add. Now the kernel is the conv and its write-back."""
+    from tvm_s2d.checks import compare_with_onnxruntime
+    from tvm_s2d.quantize import quantize_qdq
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal((32, 32, k, k)) * 0.2 / k).astype(np.float32), f"w{k}")
+             for k in (1, 3)] + [numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w3", "b"], ["a"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w1", "b"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 12, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 12, 11])], inits)
+    model = onnx.load(quantize_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                                   tmp_path / "q.onnx"))
+    mod = tvm_s2d.from_onnx(model)
+    with HOST, tvm.transform.PassContext(opt_level=3):
+        lowered = S2DPipeline().run(mod, until="schedule")
+    kernels = [f.script() for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    kernels = [k for k in kernels if "vpdpbusd" in k]
+    assert len(kernels) == 2 and any(k.count('"uint8"') >= 3 for k in kernels)  # one reads the residual too
+    for kernel in kernels:
+        blocks = set(re.findall(r'T\.sblock\("(\w+)"\)', kernel))
+        assert blocks == {"root", "pad_temp", "conv2d_nhwc_vnni_init", "conv2d_nhwc_vnni_update_o",
+                          "conv2d_nhwc_vnni_out"}, blocks
+    x = np.random.default_rng(0).standard_normal((1, 32, 12, 11)).astype(np.float32)
+    got = run(mod, x, pipeline="s2d", target=HOST)
+    np.testing.assert_array_equal(got, run(mod, x, pipeline="s2d", target=HOST, disabled=["CpuIntegerConvs"]))
+    assert compare_with_onnxruntime(model, {"x": x}, got)["max_steps"] <= 1

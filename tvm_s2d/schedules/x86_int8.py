@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, te, topi
 
+from .x86 import fold_epilogue, inline_side_inputs
+
 BLOCK = "conv2d_nhwc_vnni"  # the conv block's name, how ScheduleConvs recognises the kernel
 OUT_BLOCK = "conv2d_nhwc_vnni_out"  # its copy to the real output width
 OC_BLOCK, IC_BLOCK = 16, 4  # vpdpbusd: 16 int32 lanes, 4 uint8 x int8 products each
@@ -155,6 +157,7 @@ def schedule_vnni_conv(func: tvm.tirx.PrimFunc, knobs: VnniKnobs | None = None):
     knobs used. Raises ``ScheduleError`` if the schedule does not apply."""
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock(BLOCK), sch.get_sblock(OUT_BLOCK)
+    inline_side_inputs(sch, conv)
     n, y, x, f, ry, rx, rc, rci = sch.get_loops(conv)
     out_channels = int(sch.get(f).extent)
     out_width = int(sch.get(sch.get_loops(out)[2]).extent)
@@ -180,14 +183,7 @@ def schedule_vnni_conv(func: tvm.tirx.PrimFunc, knobs: VnniKnobs | None = None):
     sch.unroll(fv)
     sch.tensorize(fi, _register_intrinsic())
 
-    while True:  # the epilogue (correction, bias, requantization) into the write-back
-        consumers = sch.get_consumers(out)
-        if len(consumers) != 1:
-            break
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except s_tir.ScheduleError:
-            break
+    fold_epilogue(sch, out, tuple(int(v.dom.extent) for v in sch.get(out).iter_vars))  # correction, requantization, residual
     last = sch.get_loops(out)[-1]
     extent = int(sch.get(last).extent)
     width = max(w for w in (1, 2, 4, 8, OC_BLOCK) if extent % w == 0)
