@@ -17,7 +17,7 @@ import tvm_s2d
 from helpers import onnxruntime_reference, run
 from tvm_s2d.passes.quantized.integer import PASS_NAME as FLOAT_EPILOGUE
 from tvm_s2d.pipeline import S2DPipeline
-from tvm_s2d.schedules.x86_int8 import default_vnni_knobs, has_vnni
+from tvm_s2d.schedules.x86_int8 import VnniKnobs, default_vnni_knobs, has_vnni
 from tvm_s2d.targets import host_target
 
 HOST = host_target()
@@ -114,6 +114,23 @@ def test_vnni_convs_compute_the_same_integers(in_ch, hw, convs, act):
 
 
 @needs_vnni
+def test_tiles_of_rows_compute_the_same_integers():
+    """Large weights on small images (tiles of several rows, channel tiles in parallel); ONNX
+    Runtime sums 1152 products a value in float32, so against it up to a step off."""
+    from tvm_s2d.checks import compare_with_onnxruntime
+
+    model = qdq_convs(128, (7, 6), ((256, 3, 1, 1, 1), (512, 3, 2, 1, 1)), "int8")
+    mod = tvm_s2d.from_onnx(model)
+    tiles = [o.reason for o in _outcomes(mod)["ScheduleConvs"] if "VNNI" in o.reason]
+    assert sorted(t.split("(")[1].split(",")[0] for t in tiles) == [  # 7 rows (prime): one a tile
+        "2x16 channels x 4x3 pixels", "4x16 channels x 6 pixels"], tiles
+    x = _input(model, "int8")
+    new = run(mod, x, pipeline="s2d", target=HOST)
+    np.testing.assert_array_equal(new, run(mod, x, pipeline="s2d", target=HOST, disabled=["CpuIntegerConvs"]))
+    assert compare_with_onnxruntime(model, {"x": x}, new)["max_steps"] <= 1
+
+
+@needs_vnni
 def test_vnni_kernel_calls_vpdpbusd():
     mod = tvm_s2d.from_onnx(qdq_convs())
     with HOST, tvm.transform.PassContext(opt_level=3):
@@ -155,6 +172,11 @@ def test_register_tiles_fill_the_accumulators():
     assert default_vnni_knobs(64, 24).tile_vectors * default_vnni_knobs(64, 24).tile_width == 24
     assert default_vnni_knobs(32, 22).tile_width == 11  # 2 vectors x 11 pixels (a divisor)
     assert default_vnni_knobs(16, 47).tile_width == 24  # no good divisor: the width rounds up to whole tiles
+    # weights streamed from beyond L2: tiles of whole rows of a small image, each weight read once a tile
+    assert default_vnni_knobs(512, 3, 3, 3 * 3 * 512 * 512) == VnniKnobs(2, 3, 3)  # 18 accumulators, 9 pixels
+    assert default_vnni_knobs(256, 6, 6, 3 * 3 * 256 * 256) == VnniKnobs(1, 6, 3)
+    assert default_vnni_knobs(256, 6, 6, 3 * 3 * 64 * 256) == VnniKnobs(4, 6)  # weights that stay in L2
+    assert default_vnni_knobs(256, 24, 24, 3 * 3 * 256 * 256).tile_rows == 1  # rows fill the tile already
 
 
 def test_vnni_kernel_is_bit_exact_without_the_pipeline():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm import s_tir, te, topi
 
@@ -29,6 +30,7 @@ OUT_BLOCK = "conv2d_nhwc_vnni_out"  # its copy to the real output width
 OC_BLOCK, IC_BLOCK = 16, 4  # vpdpbusd: 16 int32 lanes, 4 uint8 x int8 products each
 ACCUMULATORS = 24  # of AVX-512's 32 zmm registers (the rest: weights and the broadcast input)
 INTRINSIC = "tvm_s2d_dot_16x4_vnni_local"
+STREAMED = 256 * 1024  # weights beyond a quarter of L2 (1 MB a core here): streamed once per register tile
 
 
 def has_vnni(target: tvm.target.Target | None) -> bool:
@@ -56,7 +58,7 @@ def vnni_conv(data: te.Tensor, weight: te.Tensor, strides, padding, dilation, pa
     top, left, bottom, right = (int(p) for p in padding)
     out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
     out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
-    tile = default_vnni_knobs(ocb * OC_BLOCK, out_w).tile_width
+    tile = default_vnni_knobs(ocb * OC_BLOCK, out_w, out_h, ocb * kh * kw * icb * OC_BLOCK * IC_BLOCK).tile_width
     whole_w = -(-out_w // tile) * tile
     right = max(right, (whole_w - 1) * sw + (kw - 1) * dw + 1 - width - left)
     channels = icb * IC_BLOCK - int(data.shape[3])  # input channels padded to whole groups of 4 (zero weights)
@@ -129,18 +131,26 @@ def _llvm_major() -> int:
 @dataclass(frozen=True)
 class VnniKnobs:
     tile_vectors: int  # 16-channel vectors of output per register tile
-    tile_width: int  # output pixels per register tile
+    tile_width: int  # output pixels of a row per register tile
+    tile_rows: int = 1  # output rows per register tile
 
 
-def default_vnni_knobs(out_channels: int, out_width: int) -> VnniKnobs:
+def default_vnni_knobs(out_channels: int, out_width: int, out_height: int = 1, weight_bytes: int = 0) -> VnniKnobs:
     """As many 16-channel vectors as divide the channels (at most 4), then as many pixels
-    dividing the width as the 24 accumulators leave."""
+    dividing the width as the 24 accumulators leave. Weights of more than ``STREAMED`` bytes
+    are read from beyond L2 once per register tile: a small image whose rows the tile does
+    not fill gets tiles of whole rows, as many as the accumulators hold (ResNet-18's last
+    3x3 convs at 3x3 pixels: their 2.4 MB of weights read once, not once per row)."""
     vectors = max(v for v in (1, 2, 4) if (out_channels // OC_BLOCK) % v == 0)
     budget = ACCUMULATORS // vectors
     width = max(d for d in range(1, min(out_width, budget) + 1) if out_width % d == 0)
     if width < budget // 2 and out_width > budget:  # a poor divisor (a prime width): predicate the last tile
         width = budget
-    return VnniKnobs(vectors, width)
+    if weight_bytes <= STREAMED or out_height == 1 or out_width * 2 > ACCUMULATORS:
+        return VnniKnobs(vectors, width)
+    tiles = [VnniKnobs(v, out_width, r) for v in (1, 2, 4) if (out_channels // OC_BLOCK) % v == 0
+             for r in range(1, out_height + 1) if out_height % r == 0 and v * r * out_width <= ACCUMULATORS]
+    return max(tiles, key=lambda k: (k.tile_rows * k.tile_width, k.tile_vectors))
 
 
 def find_vnni_conv(func: tvm.tirx.PrimFunc) -> bool:
@@ -159,28 +169,34 @@ def schedule_vnni_conv(func: tvm.tirx.PrimFunc, knobs: VnniKnobs | None = None):
     conv, out = sch.get_sblock(BLOCK), sch.get_sblock(OUT_BLOCK)
     inline_side_inputs(sch, conv)
     n, y, x, f, ry, rx, rc, rci = sch.get_loops(conv)
-    out_channels = int(sch.get(f).extent)
+    out_channels, out_height = int(sch.get(f).extent), int(sch.get(y).extent)
     out_width = int(sch.get(sch.get_loops(out)[2]).extent)
-    knobs = knobs or default_vnni_knobs(out_channels, out_width)
-    if int(sch.get(x).extent) % knobs.tile_width:
-        raise ValueError(f"tile of {knobs.tile_width} pixels does not divide the kernel's {sch.get(x).extent}")
+    weight_bytes = max(int(np.prod([int(d) for d in p.ty.shape])) for p in func.params
+                       if hasattr(p.ty, "shape") and str(p.ty.dtype) == "int8" and len(p.ty.shape) == 6)
+    knobs = knobs or default_vnni_knobs(out_channels, out_width, out_height, weight_bytes)
+    if int(sch.get(x).extent) % knobs.tile_width or out_height % knobs.tile_rows:
+        raise ValueError(f"tile of {knobs.tile_rows}x{knobs.tile_width} pixels does not divide the kernel's "
+                         f"{out_height}x{sch.get(x).extent}")
     fo, fv, fi = sch.split(f, [None, knobs.tile_vectors, OC_BLOCK])
     xo, xi = sch.split(x, [None, knobs.tile_width])
-    sch.reorder(n, y, fo, xo, ry, rx, rc, xi, fv, fi, rci)
-    row = sch.fuse(n, y)
-    sch.parallel(row)
+    yo, yi = sch.split(y, [None, knobs.tile_rows])
+    sch.reorder(n, yo, fo, xo, ry, rx, rc, yi, xi, fv, fi, rci)
     sch.set_scope(conv, 0, "local")  # the accumulators: one register tile, written back by OUT_BLOCK
     sch.reverse_compute_at(out, xo)
-    for pad in sch.get_producers(conv):
-        if sch.get(pad).name_hint == "pad_temp":
+    pads = [p for p in sch.get_producers(conv) if sch.get(p).name_hint == "pad_temp"]
+    if knobs.tile_rows == 1:  # rows in parallel, each padding the input rows it reads
+        row = sch.fuse(n, yo)
+        for pad in pads:
             sch.compute_at(pad, row)
-            sch.vectorize(sch.get_loops(pad)[-1])
+    else:  # tiles of several rows (a small image): tiles of channels in parallel, the image padded once
+        row = sch.fuse(n, yo, fo)
+    sch.parallel(row)
+    for pad in pads:
+        sch.vectorize(sch.get_loops(pad)[-1])
     init = sch.decompose_reduction(conv, ry)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.unroll(ry)
-    sch.unroll(rx)
-    sch.unroll(xi)
-    sch.unroll(fv)
+    for loop in (ry, rx, yi, xi, fv):
+        sch.unroll(loop)
     sch.tensorize(fi, _register_intrinsic())
 
     fold_epilogue(sch, out, tuple(int(v.dom.extent) for v in sch.get(out).iter_vars))  # correction, requantization, residual

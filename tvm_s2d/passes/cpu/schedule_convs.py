@@ -77,7 +77,7 @@ class ScheduleConvs:
                     continue
                 self.scheduled.append(Scheduled(name, x86_int8.BLOCK, None))
                 applied(self.outcomes, name, f"VNNI conv schedule ({knobs.tile_vectors}x16 channels x "
-                                             f"{knobs.tile_width} pixels, vpdpbusd)")
+                                             f"{_pixels(knobs)} pixels, vpdpbusd)")
                 continue
             conv = x86.find_conv(func)
             if conv is None:
@@ -128,3 +128,7 @@ def _kind(func: tvm.tirx.PrimFunc) -> str:
 def _static(func: tvm.tirx.PrimFunc) -> bool:
     """Every buffer of ``func`` has a shape of known integers (the schedules tile by them)."""
     return all(isinstance(d, tvm.tirx.IntImm) for p in func.params if hasattr(p.ty, "shape") for d in p.ty.shape)
+
+
+def _pixels(knobs) -> str:
+    return f"{knobs.tile_rows}x{knobs.tile_width}" if knobs.tile_rows > 1 else str(knobs.tile_width)
