@@ -348,7 +348,8 @@ def main(argv=None) -> int:
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text(f"{'int8 (QDQ)' if args.int8 else 'float'} models at {args.size}x{args.size}, "
-                                    f"{THREADS} threads, the least of {ROUNDS} round medians of {max(args.repeat // ROUNDS, 5)} runs\n\n```\n{table(rows)}\n```\n\n"
+                                    f"{THREADS} threads, the least of {ROUNDS} round medians of "
+                                    f"{max(args.repeat // ROUNDS, 5)} runs\n\n```\n{table(rows)}\n```\n\n"
                                     f"{footnote(args.int8)}\n")
     print(footnote(args.int8))
     if torch is None:

@@ -22,7 +22,8 @@ from tvm.relax.dpl import DFPattern, rewrite_call
 from .outcome import Outcome, applied, refused
 from .relax_tools import map_relax_functions
 
-#: A decision: ``(new expression, what was done)``, or the reason the match is left.
+#: A decision: ``(new expression, what was done)``, or the reason the match is left, or None
+#: when the match is not the rule's concern (left without an outcome).
 Decision = "tuple[relax.Expr, str] | str"
 
 
@@ -52,6 +53,8 @@ def rewrite_rules(rules: Sequence[Rule], func: relax.Function, outcomes: list[Ou
             return expr
         rule = next(r for r in rules if r.pattern in matches)
         found = rule.decide(expr, matches)
+        if found is None:  # not the rule's concern (a 3x3 conv to a rule of 1x1 convs): no outcome
+            return expr
         if isinstance(found, str):
             decided.setdefault(name, (Outcome(name, False, found), rule.recorded))
             return expr
