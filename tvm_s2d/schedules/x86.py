@@ -269,26 +269,25 @@ def inline_side_inputs(sch: s_tir.Schedule, conv) -> None:
     unvectorized, and the epilogue could not fold past the add that reads them (MobileNetV2's
     int8 residual kernels: 13x the time of the same conv without the add). Called on the
     unscheduled function, where every block is still a child of the root."""
-    before, after, frontier = set(), set(), [conv]
-    while frontier:  # everything computed from the conv
-        for block in sch.get_consumers(frontier.pop()):
-            if sch.get(block).name_hint not in after:
-                after.add(sch.get(block).name_hint)
-                frontier.append(block)
-    frontier = [conv]
-    while frontier:  # everything the conv is computed from
-        for block in sch.get_producers(frontier.pop()):
-            if sch.get(block).name_hint not in before:
-                before.add(sch.get(block).name_hint)
-                frontier.append(block)
+    on_path = {sch.get(conv).name_hint} | _reached(sch, conv, sch.get_consumers) | _reached(sch, conv, sch.get_producers)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        name = sch.get(block).name_hint
-        if name in before or name in after or name == sch.get(conv).name_hint:
+        if sch.get(block).name_hint in on_path:
             continue
         try:
             sch.compute_inline(block)
         except s_tir.ScheduleError:
             pass
+
+
+def _reached(sch: s_tir.Schedule, start, step) -> set[str]:
+    """The names of the blocks ``step`` (``get_consumers`` or ``get_producers``) reaches from ``start``."""
+    names, frontier = set(), [start]
+    while frontier:
+        for block in step(frontier.pop()):
+            if sch.get(block).name_hint not in names:
+                names.add(sch.get(block).name_hint)
+                frontier.append(block)
+    return names
 
 
 def _merge_branches(sch: s_tir.Schedule, accumulate, out_shape: tuple[int, ...]) -> None:
