@@ -20,7 +20,8 @@ Each form: compile time (for tvm-s2d also the shares its own passes take), then 
 3 rounds of ``--repeat``/3 runs after a warm-up, the least of the round medians (the TVM forms
 take turns; ONNX Runtime runs in a process of its own and no session of it is alive while TVM
 runs: the two runtimes' idle threads spin, and in one process each slowed the other up to 2x;
-TVM's default pipeline: the median of at most 3 runs). Prints a table; ``--json`` writes
+PyTorch, whose OpenMP threads spin too, after the TVM forms; TVM's default pipeline: the
+median of at most 3 runs). Prints a table; ``--json`` writes
 it, ``--chart`` draws it (matplotlib).
 
     python scripts/bench_models_x86.py [--size 224] [--repeat 10] [--tune N] [--models resnet demo]
@@ -211,7 +212,8 @@ def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int
         log = work / f"{name}.jsonl"
         _tune(path, trials, log)
         runs["tvm-s2d tuned"] = _tvm(mod, feeds, S2DPipeline(tuning_log=str(log)).as_pass())
-    _interleaved(runs, repeat)
+    _interleaved({form: run for form, run in runs.items() if form.startswith("tvm")}, repeat)
+    _interleaved({form: run for form, run in runs.items() if form == "pytorch"}, repeat)  # its threads spin too
     runs["onnxruntime"]["ms"] = _time_onnxruntime(model, feeds, repeat)
     row = {"model": name, "forms": {}}
     if quantized:  # the ONNX semantics, in output quantization steps
