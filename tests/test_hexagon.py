@@ -256,6 +256,44 @@ def test_hvx_pad_is_exact(shape, widths):
     np.testing.assert_array_equal(run.outputs[0], expected)
 
 
+
+@pytest.mark.parametrize("shape,widths", [((1, 64, 64, 3), [0, 0, 1, 1, 1, 1, 0, 1]),  # an RGB image for 4-byte groups
+                                          ((1, 9, 45, 1), [0, 0, 2, 0, 0, 3, 0, 3]),  # grayscale, a tail of pixels
+                                          ((2, 3, 7, 3), [0, 0, 0, 0, 0, 0, 0, 1]),  # the channels only; 126 bytes in all
+                                          ((1, 5, 70, 2), [0, 0, 1, 1, 2, 2, 0, 2])])  # the last vector steps back
+def test_hvx_pad_of_rows_columns_and_channels_is_exact(shape, widths):
+    """``pad_pixels``: each vector of whole output pixels from one load by a byte shuffle; the
+    load steps back at the tensor's end (never read past it), tiny tensors a plain loop."""
+    from tvm_s2d.schedules.hexagon import pad_pixels, pad_pixels_apply
+
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    expected = np.pad(x, [widths[2 * i : 2 * i + 2] for i in range(4)], constant_values=113)
+    assert pad_pixels_apply(shape, widths)  # (a pad of the channels alone pad_rows takes too, as rows of 1 byte)
+    assert not pad_pixels_apply(shape, [0, 0, 1, 1, 1, 1, 1, 0]) and not pad_pixels_apply(shape, [0, 0, 0, 0, 0, 0, 0, 5])
+    run = run_kernel(pad_pixels(shape, widths, 113), [x], [(expected.shape, "uint8")], name="pad")
+    np.testing.assert_array_equal(run.outputs[0], expected)
+    if shape == (1, 64, 64, 3):  # TVM's scalar pad of this image took 19.6k packets (the peers' RGB layer)
+        assert run.packets < 2000, run.packets
+
+
+def test_hvx_pixel_pads_are_only_the_shuffles_llvm_lowers():
+    """Regression: LLVM's HVX shuffle lowering segfaulted writing the object of a 5 -> 16
+    channel pad (and 3 -> 8, 12 -> 32, ...): ``pad_pixels`` takes pixels widened to 4 bytes
+    only, and every such pattern must compile to an object (in a child process: a crash here
+    would take pytest with it)."""
+    import subprocess
+    import sys
+
+    from tvm_s2d.schedules.hexagon import pad_pixels_apply
+
+    assert [c for c in range(1, 8) for co in (4, 8, 16) if c < co and pad_pixels_apply((1, 9, 45, c),
+            [0, 0, 1, 0, 0, 1, 0, co - c])] == [1, 2, 3]
+    code = ("from tvm_s2d.schedules.hexagon import pad_pixels\nfrom tvm_s2d.emulator.qemu import compile_kernel\n"
+            "import sys, tempfile, os\nd = tempfile.mkdtemp()\n"
+            "for c in (1, 2, 3):\n  for w in ([0, 0, 0, 0, 0, 0, 0, 4 - c], [0, 0, 1, 1, 1, 1, 0, 4 - c]):\n"
+            "    compile_kernel(pad_pixels((1, 9, 45, c), w, 7), 'pad').write_to_file(os.path.join(d, 'k.o'))\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
 def test_shuffles_take_far_fewer_packets_than_a_copy():
     from tvm_s2d.emulator.layer import s2d_packets
     from tvm_s2d.schedules.hexagon import copy_space_to_depth

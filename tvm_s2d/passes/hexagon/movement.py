@@ -10,7 +10,8 @@ default lowering copies byte by byte. In a quantized NHWC network that is where 
 ``HexagonConvs`` replays the conv input's S2D on the uint8 tensor (filling pads with the zero
 point), and the D2S that leaves the domain follows a ``quantize``. The pass replaces each
 such triple by the shuffle kernel and each constant pad of two neighbouring axes of a 4-D
-uint8 tensor by ``pad_rows``; others (NCHW S2D, other blocks and dtypes, a channel count
+uint8 tensor by ``pad_rows``, one that also widens NHWC pixels (a 3-channel image to the
+width mapping's 4) by ``pad_pixels``; others (NCHW S2D, other blocks and dtypes, a channel count
 whose chunks do not divide a vector) are left alone. ``IntegerTables``' lookups
 (``take(T, q)``, ``T`` a constant of 256 8-bit entries, ``q`` uint8, or int8 in ``"wrap"``
 mode) run on ``vlut32`` (``schedules.hexagon.lookup``), the table a constant argument in the
@@ -28,8 +29,8 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ...schedules.hexagon import copy_space_to_depth, deal_depth_to_space, pad_rows, pad_rows_apply, \
-    shuffle_space_to_depth, shuffles_apply
+from ...schedules.hexagon import (copy_space_to_depth, deal_depth_to_space, pad_pixels, pad_pixels_apply, pad_rows,
+                                  pad_rows_apply, shuffle_space_to_depth, shuffles_apply)
 from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
 from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
                                        plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
@@ -145,12 +146,17 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, f"pad in {attrs.pad_mode} mode with value {value:g}: HVX pads take a"
                     " constant value 0..255")
             return None
-        if not pad_rows_apply(shape, widths):
+        if pad_rows_apply(shape, widths):
+            kernel, what = pad_rows(shape, widths, int(value)), "HVX pad kernel"
+        elif pad_pixels_apply(shape, widths):
+            kernel, what = pad_pixels(shape, widths, int(value)), "HVX pad kernel (pixels widened by byte shuffles)"
+        else:
             refused(self.rule.outcomes, name, f"pad of widths {widths} on a {len(shape)}-D tensor: HVX pads take one or"
-                    " two neighbouring axes of a 4-D tensor")
+                    " two neighbouring axes of a 4-D tensor, or an NHWC tensor's rows, columns and channels (after,"
+                    " to at most 128)")
             return None
-        kernel = add_kernel(self.builder_, pad_rows(shape, widths, int(value)), f"hvx_pad_{name}")
-        applied(self.rule.outcomes, name, "HVX pad kernel")
+        kernel = add_kernel(self.builder_, kernel, f"hvx_pad_{name}")
+        applied(self.rule.outcomes, name, what)
         return relax.call_tir(kernel, [self.visit_expr(x)], relax.TensorType(static_shape(call), "uint8"))
 
     def _max_pool(self, call: relax.Call, name: str):

@@ -12,6 +12,7 @@ takes a binding rewrites it; when none does, the first refusal is its outcome.
 | ``IntegerMovement`` | reshapes, transposes, slices of one quantization | ``integer_movement.py`` |
 | ``IntegerMultiply`` | the product of two quantized tensors (squeeze-and-excitation gates) | ``integer_multiply.py`` |
 | ``IntegerTables`` | float activations of one 8-bit tensor (Sigmoid, SiLU, ...) as tables | ``integer_tables.py`` |
+| ``IntegerSoftmax`` | a softmax's exponentials as a table of byte differences | ``integer_softmax.py`` |
 
 A rule is left out by naming it in ``PassContext(disabled_pass=[...])``, as if it were a pass
 (``disabled_pass=["IntegerRequantize"]``: quantized convs keep their float epilogue).
@@ -27,11 +28,13 @@ from .integer_movement import integer_movement
 from .integer_multiply import integer_multiply
 from .integer_pool_concat import integer_pool_concat
 from .integer_requantize import integer_epilogue, rewrite_quantizes
+from .integer_softmax import integer_softmax
 from .integer_tables import integer_tables
 
 PASS_NAME = "IntegerArithmetic"
 RULES = (("IntegerRequantize", integer_epilogue), ("IntegerAdd", integer_add), ("IntegerPoolConcat", integer_pool_concat),
-         ("IntegerMovement", integer_movement), ("IntegerTables", integer_tables), ("IntegerMultiply", integer_multiply))
+         ("IntegerMovement", integer_movement), ("IntegerTables", integer_tables), ("IntegerMultiply", integer_multiply),
+         ("IntegerSoftmax", integer_softmax))
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -84,3 +87,7 @@ def IntegerTables() -> IntegerArithmetic:  # noqa: N802
 
 def IntegerMultiply() -> IntegerArithmetic:  # noqa: N802
     return IntegerArithmetic(rules=("IntegerMultiply",))
+
+
+def IntegerSoftmax() -> IntegerArithmetic:  # noqa: N802
+    return IntegerArithmetic(rules=("IntegerSoftmax",))

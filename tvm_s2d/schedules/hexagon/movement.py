@@ -60,6 +60,72 @@ def pad_rows(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
 
 
 
+def pad_pixels_apply(shape, pad_width) -> bool:
+    """Whether ``pad_pixels`` takes this pad: an NHWC uint8 tensor of 1-3 channels widened to 4
+    (an image's pixels for the width mapping's 4-byte groups), its rows and columns padded or
+    not, its batch not. Wider pixels are left alone: LLVM's HVX shuffle lowering crashes on
+    many of their byte patterns (3 -> 8, 5 -> 16, 12 -> 32, ...; a crash the pass could not
+    catch), and the 4-byte ones are the ones real networks have."""
+    if len(shape) != 4 or any(pad_width[:2]) or pad_width[6]:
+        return False
+    return int(shape[3]) < 4 and int(shape[3]) + int(pad_width[7]) == 4
+
+
+def pad_pixels(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
+    """An NHWC uint8 tensor padded with ``value`` on its rows, columns and channels (``C`` ->
+    ``C + p`` channels a pixel; a 3-channel image's 4th channel for the width mapping's
+    4-byte groups): each output vector holds ``128 // (C + p)`` whole pixels, made from one
+    unaligned load of the input by one byte shuffle (LLVM's HVX shuffle lowering; the pad
+    bytes from a splat of ``value``); the load steps back when it would pass the tensor's end.
+    Border rows are vector fills; the pixels past a row's last whole vector a plain loop."""
+    n, h, w, c = (int(d) for d in shape)
+    t, b, l, r, cp = (int(pad_width[i]) for i in (2, 3, 4, 5, 7))
+    co, ho, wo = c + cp, h + t + b, w + l + r
+    per = 128 // co  # pixels a vector
+    chunks, total, used = w // per, n * h * w * c, per * c  # vectors a row; input bytes; bytes a vector reads
+
+    def indices(back: int) -> list[int]:  # output byte -> input byte (``back`` bytes into the load), 128+: value
+        return [back + p * c + j if j < c else 128 for p in range(per) for j in range(co)] + [128] * (128 - per * co)
+
+    ahead, behind = indices(0), indices(128 - used)
+    row_out = wo * co
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pad(x: T.Buffer((n, h, w, c), "uint8"), y_: T.Buffer((n, ho, wo, co), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            a = T.decl_buffer((total,), "uint8", data=x.data)
+            o = T.decl_buffer((n * ho * row_out,), "uint8", data=y_.data)
+            fill = T.broadcast(T.uint8(value), 128)
+            for bb, y in T.grid(n, ho):
+                if y < t or y >= t + h:
+                    for v in range(row_out // 128):
+                        o[T.ramp((bb * ho + y) * row_out + v * 128, 1, 128)] = opaque_vector(fill)
+                    for j in range(row_out // 128 * 128, row_out):
+                        o[(bb * ho + y) * row_out + j] = T.uint8(value)
+                else:
+                    for j in range(l * co):
+                        o[(bb * ho + y) * row_out + j] = T.uint8(value)
+                    for v in range(chunks):
+                        if ((bb * h + y - t) * w + v * per) * c + 128 <= total:
+                            o[T.ramp((bb * ho + y) * row_out + (l + v * per) * co, 1, 128)] = T.Shuffle(
+                                [a[T.ramp(((bb * h + y - t) * w + v * per) * c, 1, 128)], fill], ahead)
+                        elif ((bb * h + y - t) * w + v * per) * c + used >= 128:
+                            o[T.ramp((bb * ho + y) * row_out + (l + v * per) * co, 1, 128)] = T.Shuffle(
+                                [a[T.ramp(((bb * h + y - t) * w + v * per) * c + used - 128, 1, 128)], fill], behind)
+                        else:
+                            for p, j in T.grid(per, co):
+                                o[(bb * ho + y) * row_out + (l + v * per + p) * co + j] = T.if_then_else(
+                                    j < c, a[((bb * h + y - t) * w + v * per + p) * c + T.min(j, c - 1)], T.uint8(value))
+                    for p, j in T.grid(w - chunks * per, co):
+                        o[(bb * ho + y) * row_out + (l + chunks * per + p) * co + j] = T.if_then_else(
+                            j < c, a[((bb * h + y - t) * w + chunks * per + p) * c + T.min(j, c - 1)], T.uint8(value))
+                    for j in range(r * co):
+                        o[(bb * ho + y) * row_out + (l + w) * co + j] = T.uint8(value)
+
+    return pad
+
+
 #
 # In NHWC, S2D by 2x2 maps rows 2y and 2y+1 to output row y, interleaving them in chunks of
 # 2C bytes (one output pixel holds (dy, dx, c)): exactly ``vshuff`` of the two rows with
