@@ -24,8 +24,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
-from ...schedules.hexagon.requantize import channel_constants, lane_constants, lane_sums_kernel, requantize_add_kernel, \
-    requantize_kernel, requantize_product_kernel
+from ...schedules.hexagon.requantize import (channel_constants, channel_sums_kernel, lane_constants, requantize_add_kernel,
+                                             requantize_kernel, requantize_product_kernel, tile_gate_kernel)
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term
@@ -36,6 +36,8 @@ from ..relax_tools import add_kernel, call_of, is_call, rewrite_functions, stati
 from .conv_output import along_last_axis, match_channel_major, match_correction, match_padded_channels
 
 PASS_NAME = "HexagonRequantize"
+#: A global pool sums lcm(C, 128) int32 lanes in a workspace (64 KB at most; C = 1000 takes 16,000).
+MAX_SUM_LANES = 16384
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -125,25 +127,23 @@ class _Rewriter(PyExprMutator):
 
     def _channel_sums(self, q, z, axes, keepdims, shape, name):
         """``sum(q - z)`` over every axis but the first (batch 1) and the last (NHWC channels) on
-        an HVX kernel (``lane_sums_kernel``), its lanes added up per channel (a few KB), or None."""
+        an HVX kernel (``channel_sums_kernel``), or None."""
         source = static_shape(q)
         if source is None or source[0] != 1 or axes != list(range(1, len(source) - 1)):
             return None
         channels = int(source[-1])
-        period = math.lcm(channels, 128)
-        func = lane_sums_kernel(source, str(q.ty.dtype), period, hvx_code=self.rule.hvx)
+        if math.lcm(channels, 128) > MAX_SUM_LANES:
+            return None
+        func = channel_sums_kernel(source, str(q.ty.dtype), int(z), hvx_code=self.rule.hvx)
         kernel = add_kernel(self.builder_, func, f"hvx_sums_{name}")
         q = self.builder_.emit(self.visit_expr(q)) if isinstance(q, relax.Call) else self.visit_expr(q)
-        lanes = self.builder_.emit(relax.call_tir(kernel, [q], relax.TensorType((period,), "int32")))
-        count = int(np.prod(source[1:-1]))
-        sums = relax.op.sum(relax.op.reshape(lanes, [period // channels, channels]), axis=[0])
-        centred = relax.op.subtract(sums, relax.const(np.int32(count * z)))
-        return self.builder_.emit(relax.op.reshape(centred, list(shape)))
+        sums = self.builder_.emit(relax.call_tir(kernel, [q], relax.TensorType((channels,), "int32")))
+        return self.builder_.emit(relax.op.reshape(sums, list(shape)))
 
     def _product(self, product, m, shape, zy, lo, hi, dtype, name):
         """``IntegerMultiply``'s product and requantization on one kernel, or None: ``qb`` of the
         output's shape, or a per-channel gate (ones but the last axis) tiled to a multiple of 128
-        bytes (a few KB: one pass of scalar copies)."""
+        bytes (a few KB, by vector copies: ``tile_gate_kernel``)."""
         qa, za, qb, zb = product
         if static_shape(qa) != tuple(shape):
             qa, za, qb, zb = qb, zb, qa, za
@@ -157,7 +157,10 @@ class _Rewriter(PyExprMutator):
             period, tiled = total, self.builder_.emit(relax.op.reshape(qb, [total]))
         elif all(d == 1 for d in gate[:-1]) and gate[-1] == channels and len(gate) == len(shape):
             period = math.lcm(channels, 128)
-            tiled = self.builder_.emit(relax.op.tile(relax.op.reshape(qb, [channels]), [period // channels]))
+            kernel = add_kernel(self.builder_, tile_gate_kernel(channels, period, str(qb.ty.dtype), hvx_code=self.rule.hvx),
+                                f"hvx_tile_{name}")
+            gate_bytes = self.builder_.emit(relax.op.reshape(qb, [channels]))
+            tiled = self.builder_.emit(relax.call_tir(kernel, [gate_bytes], relax.TensorType((period,), str(qb.ty.dtype))))
         else:
             return None
         func = requantize_product_kernel(shape, period, str(qa.ty.dtype), za, str(qb.ty.dtype), zb, m, zy, lo, hi, dtype,

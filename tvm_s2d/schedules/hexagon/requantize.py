@@ -21,7 +21,7 @@ from tvm import te
 from tvm.script import tirx as T
 
 from ...geometry.fixed_point import RANGES
-from .intrinsics import hvx
+from .intrinsics import hvx, opaque_vector
 
 
 
@@ -226,6 +226,47 @@ def _narrow(t, dtype: str):
     return T.Shuffle([T.reinterpret(hvx(pack, halves, halves), dtype=f"{dtype}x128")], list(range(32)))
 
 
+def tile_gate_kernel(channels: int, period: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """A gate of ``C`` bytes -> ``period`` bytes (a multiple of ``C``): ``out[j] = gate[j % C]``,
+    the operand ``requantize_product_kernel`` reads 128 bytes at a time. The first ``C``
+    bytes copied, then the filled part doubled until ``period``: each copy whole vectors
+    (unaligned) and, for a length that is not whole vectors, its last 128 bytes once more;
+    copies under 128 bytes in a plain loop. ``hvx_code=False``: a plain loop."""
+    stages = (period // channels - 1).bit_length()  # doublings from C to period
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def tile_gate(gate_: T.Buffer((channels,), dtype), out_: T.Buffer((period,), dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            gate = T.decl_buffer((channels,), "uint8", data=gate_.data)  # bytes either way
+            out = T.decl_buffer((period,), "uint8", data=out_.data)
+            for v in range(channels // 128):
+                out[T.ramp(v * 128, 1, 128)] = opaque_vector(gate[T.ramp(v * 128, 1, 128)])
+            if channels >= 128 and channels % 128 != 0:
+                out[T.ramp(channels - 128, 1, 128)] = opaque_vector(gate[T.ramp(channels - 128, 1, 128)])
+            if channels < 128:
+                for j in range(channels):
+                    out[j] = gate[j]
+            for s in T.unroll(stages):
+                if T.min(channels << s, period - (channels << s)) >= 128:
+                    for v in range(T.min(channels << s, period - (channels << s)) // 128):
+                        out[T.ramp((channels << s) + v * 128, 1, 128)] = opaque_vector(out[T.ramp(v * 128, 1, 128)])
+                    out[T.ramp((channels << s) + T.min(channels << s, period - (channels << s)) - 128, 1, 128)] = \
+                        opaque_vector(out[T.ramp(T.min(channels << s, period - (channels << s)) - 128, 1, 128)])
+                else:
+                    for j in range(T.min(channels << s, period - (channels << s))):
+                        out[(channels << s) + j] = out[j]
+
+    @T.prim_func(s_tir=True)
+    def plain_tile_gate(gate: T.Buffer((channels,), dtype), out: T.Buffer((period,), dtype)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            for j in range(period):
+                out[j] = gate[j % channels]
+
+    return tile_gate if hvx_code else plain_tile_gate
+
+
 def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype: str, zb: int, m: int, zy: int,
                               lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
     """``(qa, qb) -> dtype``: ``((qa - za) * (qb - zb) * m + 2**30) >> 31`` plus ``zy``, clamped
@@ -281,40 +322,54 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
     return requantize_product if hvx_code else plain_product
 
 
-def lane_sums_kernel(shape, q_dtype: str, period: int, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
-    """``q -> int32[period]``: ``out[j] = sum(q_flat[e] for e % period == j)``, ``period`` a
-    multiple of 128 and of the channel count (``lcm(C, 128)``), so that lane ``j`` sums channel
-    ``j % C`` of an NHWC tensor: a global pool's sums, ``period / C`` lanes a channel (added up
-    after). Whole windows of ``period`` bytes accumulate in registers, 128 bytes widened to four
-    int32 vectors at a time (two rounds of ``vunpack``); the elements past them in a plain loop.
-    ``hvx_code=False``: a plain loop."""
-    total = int(np.prod(shape))
-    windows, blocks = total // period, period // 128
+def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``q -> int32[C]``: ``out[c] = sum(q[..., c] - zero)`` over every pixel of an NHWC tensor
+    (a global pool's sums). Lanes of ``P = lcm(C, 128)`` bytes: lane ``j`` sums the elements
+    at ``j`` modulo ``P`` (channel ``j % C``), whole windows of ``P`` bytes accumulated 128
+    bytes at a time widened to four int32 vectors (two rounds of ``vunpack``), the elements past
+    them in a plain loop; then the ``P / C`` lanes of each channel added up 32 channels at a
+    time (unaligned loads of the lane buffer), the zero point's ``count * zero`` subtracted, a
+    plain loop for the channels past the last 32. ``hvx_code=False``: a plain loop."""
+    total, channels = int(np.prod(shape)), int(shape[-1])
+    period = math.lcm(channels, 128)
+    windows, blocks, groups, count = total // period, period // 128, period // channels, total // channels
+    offset = count * zero
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def lane_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((period,), "int32", align=128)):
+    def channel_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((channels,), "int32", align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             q = T.decl_buffer((total,), q_dtype, data=q_.data)
+            lanes = T.sblock_alloc_buffer((period,), "int32", align=128)
             for j in range(period // 32):
-                out[T.ramp(j * 32, 1, 32)] = T.broadcast(0, 32)
+                lanes[T.ramp(j * 32, 1, 32)] = T.broadcast(0, 32)
             for k in range(blocks):
                 for w in range(windows):  # the four quarters share one vunpack chain (pure: LLVM computes it once)
-                    out[T.ramp(k * 128, 1, 32)] = out[T.ramp(k * 128, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[0]
-                    out[T.ramp(k * 128 + 32, 1, 32)] = out[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[1]
-                    out[T.ramp(k * 128 + 64, 1, 32)] = out[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[2]
-                    out[T.ramp(k * 128 + 96, 1, 32)] = out[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[3]
+                    lanes[T.ramp(k * 128, 1, 32)] = lanes[T.ramp(k * 128, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[0]
+                    lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[1]
+                    lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[2]
+                    lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[3]
             for e in range(windows * period, total):
-                out[e % period] = out[e % period] + T.cast(q[e], "int32")
+                lanes[e % period] = lanes[e % period] + T.cast(q[e], "int32")
+            for v in range(channels // 32):
+                acc = T.decl_buffer((32,), "int32", scope="local")
+                acc[T.ramp(0, 1, 32)] = T.broadcast(-offset, 32)
+                for g in T.unroll(groups):
+                    acc[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)] + lanes[T.ramp(g * channels + v * 32, 1, 32)]
+                out[T.ramp(v * 32, 1, 32)] = acc[T.ramp(0, 1, 32)]
+            for c in range(channels // 32 * 32, channels):
+                out[c] = -offset
+                for g in range(groups):
+                    out[c] = out[c] + lanes[g * channels + c]
 
     @T.prim_func(s_tir=True)
-    def plain_lane_sums(q_: T.Buffer(shape, q_dtype), out: T.Buffer((period,), "int32")):
+    def plain_channel_sums(q_: T.Buffer(shape, q_dtype), out: T.Buffer((channels,), "int32")):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             q = T.decl_buffer((total,), q_dtype, data=q_.data)
-            for j in range(period):
-                out[j] = 0
+            for c in range(channels):
+                out[c] = -offset
             for e in range(total):
-                out[e % period] = out[e % period] + T.cast(q[e], "int32")
+                out[e % channels] = out[e % channels] + T.cast(q[e], "int32")
 
-    return lane_sums if hvx_code else plain_lane_sums
+    return channel_sums if hvx_code else plain_channel_sums
