@@ -7,8 +7,9 @@ import pytest
 from tvm import relax
 
 from tvm_s2d.geometry import d2s_steps, is_pure_reshape, s2d_steps
-from tvm_s2d.passes.hexagon.conv_output import emit_corrected, emit_lanes_output, emit_width_output, match_channel_major, \
-    match_correction, match_padded_channels
+from tvm_s2d.passes.hexagon.conv_output import (emit_corrected, emit_depthwise_output, emit_lanes_output, emit_width_output,
+                                                match_channel_major, match_correction, match_depthwise_output,
+                                                match_padded_channels)
 from tvm_s2d.passes.relax_tools import static_shape
 from tvm_s2d.passes.s2d.emit import Movement, emit_depth_to_space, emit_space_to_depth, match_space_to_depth
 
@@ -124,3 +125,37 @@ def test_an_uncorrected_output_is_not_a_correction():
     y, var2val, corrected, _ = _hvx_output((1, 8, 6, 32), lambda bb, y: emit_width_output(bb, y, 5))
     x, _ = match_correction(corrected, var2val, static_shape(corrected))
     assert match_correction(x, var2val, static_shape(corrected)) is None
+
+
+@pytest.mark.parametrize("out_hw,channels", [((6, 48), 32), ((5, 7), 144), ((3, 5), 3)])
+def test_hvx_depthwise_output_round_trip(out_hw, channels):
+    """The depthwise kernel's rows (sliced where ``OW * C`` is not whole vectors) as NHWC, read
+    back with the kernel's call and the conv it carries (``DepthwiseConv.tagged``); an untagged
+    kernel is not read back."""
+    import tvm
+
+    from tvm_s2d.passes.relax_tools import add_kernel
+    from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
+
+    conv = DepthwiseConv(1, out_hw, channels, (3, 3))
+    for tag in (True, False):
+        bb = relax.BlockBuilder()
+        rows = relax.Var("rows", relax.TensorType(conv.input_shape, "uint8"))
+        weight = relax.const(np.zeros(conv.weight_shape, np.int8))
+        with bb.function("main", [rows]):
+            with bb.dataflow():
+                func = conv.tagged(conv.compute()) if tag else conv.compute()
+                kernel = add_kernel(bb, func, "hvx_dw")
+                y = bb.emit(relax.call_tir(kernel, [rows, weight], relax.TensorType(conv.output_shape, "int32")))
+                out = bb.emit_output(emit_depthwise_output(bb, y, conv))
+            bb.emit_func_output(out)
+        mod = bb.get()
+        var2val = relax.analysis.get_var2val(mod["main"])
+        reshaped = var2val[out]  # the output binding's alias of the reshape
+        found = match_depthwise_output(reshaped, var2val, mod)
+        if tag:
+            assert found is not None and found[0].same_as(rows) and found[1].same_as(weight) and found[2] == conv
+            assert static_shape(reshaped) == conv.requantized_shape()
+        else:
+            assert found is None
+        assert isinstance(mod, tvm.IRModule)

@@ -331,3 +331,43 @@ def test_the_strided_hvx_depthwise_kernel_is_exact_under_qemu(out_hw, channels, 
     plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
     np.testing.assert_array_equal(out.numpy(), expected)
     assert hvx.packets < 20 * oh * 2 * (conv.lanes // 32) * ow * kernel * kernel
+
+
+@pytest.mark.parametrize("batch,out_hw,channels,kernel,dtype,clamp", [(1, (6, 48), 32, 3, "uint8", (0, 255)),
+                                                                      (2, (5, 12), 144, 3, "uint8", (7, 255)),  # a tail
+                                                                      (1, (3, 7), 576, 5, "int8", (-128, 127)),
+                                                                      (1, (4, 24), 16, 3, "int8", (-100, 90)),
+                                                                      (1, (3, 5), 40, 3, "uint8", (0, 255))])
+def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(batch, out_hw, channels, kernel, dtype, clamp):
+    """The conv's groups of 128 outputs requantized in registers and stored as bytes: the same
+    integers as the conv kernel followed by the requantization kernel (numpy's, here), per-channel
+    constants at every lane offset (144 and 40 channels: periods of the constants of 9 and 5
+    groups; rows that are not whole groups end with their last 128 outputs)."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
+
+    rng = np.random.default_rng(17)
+    conv = DepthwiseConv(batch, out_hw, channels, (kernel, kernel))
+    assert conv.fusable
+    x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
+    w = conv.pack_weight(rng.integers(-128, 128, (channels, 1, kernel, kernel)).astype(np.int8))
+    acc = np.zeros(conv.output_shape, np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            acc += x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row].astype(np.int64) * w[ky, kx]
+    acc = acc[..., : out_hw[1] * channels].reshape(batch, *out_hw, channels)
+    b = rng.integers(-5000, 5000, channels)
+    m = rng.integers(2**30, 2**31 - 1, channels)
+    r = rng.integers(6, 12, channels)
+    zy = 3 if dtype == "int8" else 120
+    t = ((acc + b) * m + 2**30) >> 31
+    expected = np.clip(((t + ((1 << r) >> 1)) >> r) + zy, *clamp).astype(dtype)
+    constants = conv.requantize_constants(b, m, r, 0)
+    out = [(conv.requantized_shape(), dtype)]
+    hvx = run_kernel(conv.hvx_requantized_kernel(zy, *clamp, dtype), [x, w, *constants], out)
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = tvm.compile(tvm.IRModule({"main": conv.hvx_requantized_kernel(zy, *clamp, dtype, hvx_code=False)}), target="llvm")
+    got = tvm.runtime.tensor(np.zeros(conv.requantized_shape(), dtype))
+    plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), *(tvm.runtime.tensor(c) for c in constants), got)
+    np.testing.assert_array_equal(got.numpy(), expected)

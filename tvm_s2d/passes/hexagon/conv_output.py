@@ -8,6 +8,7 @@ round trip):
 | ``emit_width_output``: the width mapping's ``[N, C, H, W']`` output, its ``W`` columns, NHWC | ``match_channel_major`` |
 | ``emit_lanes_output``: the channel-in-lanes output, reshaped NHWC, its real channels | ``match_padded_channels`` |
 | ``emit_corrected``: ``y - zx * sum(W)``, the activation zero point's share | ``match_correction`` |
+| ``emit_depthwise_output``: the depthwise kernel's rows ``[N, OH, row]`` as NHWC | ``match_depthwise_output`` |
 
 ``HexagonRequantize`` then computes the requantization on a kernel that reads the conv's
 output itself (the layout change, the padded channels and the correction in that kernel).
@@ -35,6 +36,37 @@ def emit_lanes_output(bb: relax.BlockBuilder, y: relax.Expr, n: int, out_hw, pad
     if padded != channels:
         y = bb.emit(relax.op.strided_slice(y, [3], [0], [channels]))
     return y
+
+
+def emit_depthwise_output(bb: relax.BlockBuilder, y: relax.Expr, conv) -> relax.Expr:
+    """The depthwise kernel's int32 rows ``y`` (``[N, OH, row]``, ``conv`` a
+    ``DepthwiseConv``) as NHWC ``[N, OH, OW, C]``: each row's first ``OW * C`` values."""
+    n, oh, row = conv.output_shape
+    ow, c = conv.out_hw[1], conv.channels
+    if row != ow * c:
+        y = bb.emit(relax.op.strided_slice(y, [2], [0], [ow * c]))
+    return bb.emit(relax.op.reshape(y, [n, oh, ow, c]))
+
+
+def match_depthwise_output(x, var2val, mod) -> tuple | None:
+    """``(rows, weight, conv)`` when ``x`` is ``emit_depthwise_output`` of a depthwise kernel's
+    call (``call_tir`` of a PrimFunc of ``mod`` that ``DepthwiseConv.tagged``, on its input rows
+    and its constant weights), else None."""
+    from ...schedules.hexagon.depthwise import DepthwiseConv
+
+    reshape = call_of(x, var2val, "relax.reshape")
+    if reshape is None:
+        return None
+    y = reshape.args[0]
+    sliced = call_of(y, var2val, "relax.strided_slice")
+    call = call_of(sliced.args[0] if sliced is not None else y, var2val, "relax.call_tir")
+    if call is None or len(call.args[1].fields) != 2 or call.args[0] not in mod.functions:
+        return None
+    conv = DepthwiseConv.of(mod[call.args[0]])
+    if conv is None or static_shape(x) != (conv.batch, *conv.out_hw, conv.channels):
+        return None
+    rows, weight = call.args[1].fields
+    return rows, weight, conv
 
 
 def emit_corrected(bb: relax.BlockBuilder, y: relax.Expr, weight: np.ndarray, zx: int, layout: str) -> relax.Expr:

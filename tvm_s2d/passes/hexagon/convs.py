@@ -47,7 +47,7 @@ from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
 from ..s2d.space_to_depth_conv2d import conv_name
-from .conv_output import emit_corrected, emit_lanes_output, emit_width_output
+from .conv_output import emit_corrected, emit_depthwise_output, emit_lanes_output, emit_width_output
 
 PASS_NAME = "HexagonConvs"
 #: Grouped (not depthwise) convs run as dense block-diagonal convs up to this many groups.
@@ -258,14 +258,11 @@ class _Rewriter(PyExprMutator):
         rows = conv.input_shape[1] - (h + t + b)  # none for stride 1 (and ``in_hw`` for strides)
         x = _pad(bb, x, [0, 0, t, b + rows, l, r + extra, 0, 0], zx)
         x = bb.emit(relax.op.reshape(x, conv.input_shape))
-        func = conv.hvx_kernel() if self.rule.schedule else conv.compute()
+        func = conv.tagged(conv.hvx_kernel() if self.rule.schedule else conv.compute())  # HexagonRequantize fuses
         kernel = add_kernel(bb, func, f"hvx_{name}")
         y = bb.emit(relax.call_tir(kernel, [x, relax.const(conv.pack_weight(weight.astype(np.int8)))],
                                    relax.TensorType(conv.output_shape, "int32")))
-        oh, ow = conv.out_hw
-        if conv.row != ow * c:
-            y = bb.emit(relax.op.strided_slice(y, [2], [0], [ow * c]))
-        return bb.emit(relax.op.reshape(y, [n, oh, ow, c]))
+        return emit_depthwise_output(bb, y, conv)
 
     def _call(self, conv, mapping, knob, name, x, weight):
         """The conv's kernel on ``x`` (and, for the channel-in-lanes mapping, its per-pixel

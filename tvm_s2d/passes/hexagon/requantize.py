@@ -33,7 +33,8 @@ from ..quantized.integer_multiply import match_product
 from ..quantized.integer_pool_concat import match_sum
 from ..quantized.integer_requantize import match_requantize
 from ..relax_tools import add_kernel, call_of, is_call, rewrite_functions, static_shape
-from .conv_output import along_last_axis, match_channel_major, match_correction, match_padded_channels
+from .conv_output import along_last_axis, match_channel_major, match_correction, match_depthwise_output, \
+    match_padded_channels
 
 PASS_NAME = "HexagonRequantize"
 #: A global pool sums lcm(C, 128) int32 lanes in a workspace (64 KB at most; C = 1000 takes 16,000).
@@ -57,7 +58,7 @@ class HexagonRequantize:
 class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: HexagonRequantize):
         super().__init__(mod)
-        self.rule, self.var2val = rule, {}
+        self.rule, self.var2val, self.mod = rule, {}, mod
         self.nhwc_views = {}  # NHWC variable -> the channel-major tensor it is a permute_dims of
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
@@ -110,6 +111,17 @@ class _Rewriter(PyExprMutator):
         if np.any(np.abs(constants[0]) >= 2**31):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
+        depthwise = match_depthwise_output(x, self.var2val, self.mod)
+        if depthwise is not None and depthwise[2].fusable:  # the requantization in the depthwise kernel
+            rows, weight, conv = depthwise
+            func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])))
+            kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
+            operands = [self.visit_expr(rows), weight,
+                        *(relax.const(c) for c in conv.requantize_constants(*constants[:3], constants[3]))]
+            applied(self.rule.outcomes, name, "in the depthwise conv's HVX kernel (its sums requantized before they"
+                    " are stored)")
+            value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
+            return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         channel_major = match_channel_major(x, self.var2val, shape)
         if channel_major is not None:  # the width mapping's conv output: the layout change in the kernel too
             return self._channel_major(binding, channel_major, constants, shape, zy, lo, hi, dtype)

@@ -19,6 +19,7 @@ Both multiply bytes (``ordered_sums``: ``vmpybusv``, two taps a widening ``vaddh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,11 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import LANES, hvx, roundup
+from .requantize import _int64_requantize, pack_bytes, requantize_lanes
+
+#: The attribute a depthwise kernel carries its ``DepthwiseConv`` in (``tagged`` / ``of``), for
+#: ``HexagonRequantize`` to fuse the requantization after it (``hvx_requantized_kernel``).
+SPEC_ATTR = "tvm_s2d.depthwise"
 
 
 def ordered_sums(loads) -> list:
@@ -102,6 +108,117 @@ class DepthwiseConv:
         return (self.batch, self.out_hw[0], self.row)
 
     weight_dtype = "int8"  # the kernels multiply bytes (``vmpybusv``)
+
+    def tagged(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+        """``func`` (this conv's kernel) with the conv in its attributes (``of`` reads it back)."""
+        fields = [self.batch, *self.out_hw, self.channels, *self.kernel_hw, *self.stride, *self.in_hw]
+        return func.with_attr(SPEC_ATTR, [int(v) for v in fields])
+
+    @staticmethod
+    def of(func) -> "DepthwiseConv | None":
+        """The conv a kernel ``tagged`` carries, else None."""
+        attrs = getattr(func, "attrs", None)
+        if attrs is None or SPEC_ATTR not in attrs:
+            return None
+        b, oh, ow, c, kh, kw, sh, sw, ih, iw = (int(v) for v in attrs[SPEC_ATTR])
+        return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw))
+
+    @property
+    def fusable(self) -> bool:
+        """Whether ``hvx_requantized_kernel`` takes this conv: stride 1, rows of 128 outputs or more."""
+        return not self.strided and self.out_hw[1] * self.channels >= 128
+
+    @property
+    def constant_lanes(self) -> int:
+        """The requantization constants' length in ``hvx_requantized_kernel``: ``lcm(C, 128)``
+        lanes (lane ``j`` of channel ``j % C``) and 128 more, for the row's last vector."""
+        return math.lcm(self.channels, 128) + 128
+
+    def requantized_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, *self.out_hw, self.channels)
+
+    def hvx_requantized_kernel(self, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
+                               pre_shift: bool = True) -> tvm.tirx.PrimFunc:
+        """The conv and the requantization after it as one kernel (stride 1, ``fusable``):
+        ``(x, weight, bias, mult, shift, half, pre) -> [N, OH, OW, C]`` of ``dtype``, the
+        constants ``constant_lanes`` long. Each 128 outputs of a row are ``hvx_kernel``'s group
+        requantized in registers (``requantize_lanes``, ``pack_bytes``) and stored as 128
+        bytes (the groups of a row innermost: measured 29.1k packets on 48x48x32, the rows
+        innermost 33.8k). Groups that cover a whole period of the constants are unrolled (their
+        lanes constants); a row that is not whole groups ends with the group of its last 128
+        outputs (computed twice).
+        ``hvx_code=False``: plain loops (the CPU reference); ``pre_shift=False``: no headroom
+        shift (every one 0)."""
+        assert self.fusable, self
+        n, oh, _ = self.output_shape
+        (kh, kw), c, (_, h, wi) = self.kernel_hw, self.channels, self.input_shape
+        ow, lanes = self.out_hw[1], self.constant_lanes
+        valid = ow * c  # outputs a row
+        if not hvx_code:
+            return self._plain_requantized(zy, lo, hi, dtype)
+        groups, period = valid // 128, lanes - 128
+        whole = period // 128 <= 8  # a period of the constants in unrolled groups (their lanes constants)
+        span = period // 128 if whole else 1
+        taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
+
+        def block(x, w, constants, b, r, start, lane):
+            pairs = ordered_sums([(x.vload([b, r + ky, start + kx * c], "uint8x128"),
+                                   w.vload([ky, kx, start], "int8x128")) for ky, kx in taps])
+            t = [hvx(part, pair) for pair in pairs for part in ("lo", "hi")]
+            return pack_bytes([requantize_lanes(t[i], constants, lane + 32 * i, zy, pre_shift) for i in range(4)], lo, hi,
+                              dtype)
+
+        @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+        def depthwise_requantized(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, self.row), "int8", align=128),
+                                  bias: T.Buffer((lanes,), "int32", align=128), mult: T.Buffer((lanes,), "int32", align=128),
+                                  shift: T.Buffer((lanes,), "int32", align=128), half: T.Buffer((lanes,), "int32", align=128),
+                                  pre: T.Buffer((lanes,), "int32", align=128), y_: T.Buffer((n, oh, ow, c), dtype)):
+            T.func_attr({"tirx.noalias": True})
+            with T.sblock("root"):
+                y = T.decl_buffer((n * oh * valid,), dtype, data=y_.data)
+                constants = (bias, mult, shift, half, pre)
+                for b, r, u in T.grid(n, oh, groups // span):  # the row outermost: its loads' addresses shared
+                    for q in T.unroll(span):  # the constants' lanes: constants
+                        y[T.ramp((b * oh + r) * valid + (u * span + q) * 128, 1, 128)] = block(
+                            x, w, constants, b, r, (u * span + q) * 128,
+                            q * 128 % period if whole else (u * span + q) * 128 % period)
+                for g, b, r in T.grid(groups - groups // span * span, n, oh):
+                    y[T.ramp((b * oh + r) * valid + (groups // span * span + g) * 128, 1, 128)] = block(
+                        x, w, constants, b, r, (groups // span * span + g) * 128, (groups // span * span + g) * 128 % period)
+                if valid % 128 != 0:
+                    for b, r in T.grid(n, oh):  # the row's last 128 outputs
+                        y[T.ramp((b * oh + r) * valid + valid - 128, 1, 128)] = block(
+                            x, w, constants, b, r, valid - 128, (valid - 128) % period)
+
+        return depthwise_requantized
+
+    def _plain_requantized(self, zy, lo, hi, dtype) -> tvm.tirx.PrimFunc:
+        c, lanes = self.channels, self.constant_lanes
+        x = te.placeholder(self.input_shape, "uint8", name="data")
+        w = te.placeholder(self.weight_shape, self.weight_dtype, name="weight")
+        bias, mult, shift, half, pre = (te.placeholder((lanes,), "int32", name=name)
+                                        for name in ("bias", "mult", "shift", "half", "pre"))
+        ky = te.reduce_axis((0, self.kernel_hw[0]), name="ky")
+        kx = te.reduce_axis((0, self.kernel_hw[1]), name="kx")
+        conv = te.compute(self.output_shape, lambda n, r, j: te.sum(
+            x[n, r + ky, j + kx * c].astype("int32") * w[ky, kx, j].astype("int32"), axis=[ky, kx]), name="depthwise")
+        y = te.compute(self.requantized_shape(), lambda n, r, p, k: _int64_requantize(
+            conv[n, r, p * c + k], bias[k], mult[k], shift[k], pre[k], zy, lo, hi, dtype), name="requantize")
+        return te.create_prim_func([x, w, bias, mult, shift, half, pre, y])
+
+    def requantize_constants(self, b, m, r, pre) -> list[np.ndarray]:
+        """``[bias, multiplier, shift, half, pre]`` per channel (or scalars) as
+        ``hvx_requantized_kernel`` reads them: ``constant_lanes`` int32 lanes, lane ``j`` of
+        channel ``j % C``."""
+        c, lanes = self.channels, self.constant_lanes
+
+        def tiled(values):
+            per_channel = np.broadcast_to(np.asarray(values).reshape(-1), (c,)).astype(np.int64)
+            return np.tile(per_channel, -(-lanes // c))[:lanes]
+
+        shift = tiled(r)
+        return [tiled(b).astype(np.int32), tiled(m).astype(np.int32), shift.astype(np.int32),
+                ((np.int64(1) << shift) >> 1).astype(np.int32), tiled(pre).astype(np.int32)]
 
     def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
         """``[C, 1, kh, kw]`` -> ``[kh, kw, row]``: each tap's weights repeated along the row

@@ -62,10 +62,6 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     if not hvx_code:
         return _plain(shape, period, zy, lo, hi, dtype)
     vectors, groups = total // 32, total // 128
-    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
-                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
-    full_range = (lo, hi) == RANGES[dtype]
-
     blocks = period // 32  # vectors in a period of the constants
     span = math.lcm(4, blocks)  # vectors of whole packs and whole periods: their lanes are constants
     supers = vectors // span
@@ -73,18 +69,12 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     def requantized(acc, bias, mult, shift, half, pre, v, clamp=True, lane=None):
         """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and (``clamp``)
         clamped, int32 (``lane``: the constants' offset, if not ``v``'s)."""
-        lane = v * 32 % period if lane is None else lane
-        a = T.shift_left(acc.vload([v * 32], "int32x32") + bias.vload([lane], "int32x32"), pre.vload([lane], "int32x32"))
-        mv = mult.vload([lane], "int32x32")
-        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-        t = T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32")) + T.broadcast(zy, 32)
+        t = requantize_lanes(acc.vload([v * 32], "int32x32"), (bias, mult, shift, half, pre),
+                             v * 32 % period if lane is None else lane, zy)
         return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
-    def bytes_of(words):
-        """128 packed bytes clamped to ``[lo, hi]`` (the saturating packs clamp to the type's range)."""
-        if full_range:
-            return words
-        return hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+    def bytes_of(t):
+        return pack_bytes(t, lo, hi, dtype)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
@@ -99,15 +89,10 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
                     v = u * span + q * 4
                     t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
                          for i in range(4)]
-                    out[T.ramp(v * 32, 1, 128)] = T.reinterpret(
-                        bytes_of(hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0]))),
-                        dtype=f"{dtype}x128")
+                    out[T.ramp(v * 32, 1, 128)] = bytes_of(t)
             for g in range(supers * span // 4, groups):
-                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1, False),
-                          requantized(acc, bias, mult, shift, half, pre, g * 4, False))
-                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3, False),
-                           requantized(acc, bias, mult, shift, half, pre, g * 4 + 2, False))
-                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(bytes_of(hvx(pack, high, low)), dtype=f"{dtype}x128")
+                out[T.ramp(g * 128, 1, 128)] = bytes_of([requantized(acc, bias, mult, shift, half, pre, g * 4 + i, False)
+                                                         for i in range(4)])
             for v in range(groups * 4, vectors):
                 out[T.ramp(v * 32, 1, 32)] = _narrow(requantized(acc, bias, mult, shift, half, pre, v), dtype)
             for e in range(vectors * 32, total):
@@ -115,6 +100,30 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
                                            zy, lo, hi, dtype)
 
     return requantize
+
+
+def requantize_lanes(acc, constants, lane, zy: int, pre_shift: bool = True):
+    """32 int32 accumulators requantized, unclamped (int32 lanes): ``constants`` the
+    ``lane_constants`` buffers (bias, multiplier, shift, half, pre), read 32 lanes from ``lane``
+    (``pre_shift=False``: every headroom shift is 0, none is made)."""
+    bias, mult, shift, half, pre = constants
+    a = acc + bias.vload([lane], "int32x32")
+    if pre_shift:
+        a = T.shift_left(a, pre.vload([lane], "int32x32"))
+    mv = mult.vload([lane], "int32x32")
+    t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
+    return T.shift_right(t + half.vload([lane], "int32x32"), shift.vload([lane], "int32x32")) + T.broadcast(zy, 32)
+
+
+def pack_bytes(t, lo: int, hi: int, dtype: str):
+    """Four vectors of 32 requantized int32 lanes (``requantize_lanes``) as 128 bytes in order:
+    saturating packs (word -> half -> byte), then the clamp where narrower than the type's."""
+    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
+                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
+    words = hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0]))
+    if (lo, hi) != RANGES[dtype]:
+        words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+    return T.reinterpret(words, dtype=f"{dtype}x128")
 
 
 def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tirx.PrimFunc:
