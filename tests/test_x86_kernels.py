@@ -358,13 +358,24 @@ def test_a_conv_cpu_layout_keeps_nchw_stays_nchw_after_an_nhwc_one():
     assert_same(_run(converted, x, LLVM), _run(mod, x, LLVM), "float32")
 
 
-@pytest.mark.parametrize("shape,axes,tiled", [((2, 16, 32, 48), [0, 3, 1, 2], True),  # NHWC -> NCHW
-                                              ((2, 48, 16, 32), [0, 2, 3, 1], True),  # NCHW -> NHWC
-                                              ((1, 7, 20, 36), [0, 3, 1, 2], False)])  # odd sizes: whole rows
-def test_layout_transposes_run_in_tiles_and_are_exact(shape, axes, tiled):
+@pytest.mark.parametrize("shape,axes,tiled,bias", [((2, 16, 32, 48), [0, 3, 1, 2], True, False),  # NHWC -> NCHW
+                                                   ((2, 48, 16, 32), [0, 2, 3, 1], True, False),  # NCHW -> NHWC
+                                                   ((1, 7, 20, 36), [0, 3, 1, 2], False, False),  # odd: whole rows
+                                                   ((1, 136, 28, 28), [0, 2, 3, 1], True, False),  # 8 x 8 tiles
+                                                   ((1, 136, 28, 28), [0, 2, 3, 1], True, True)])  # with a bias, ReLU
+def test_layout_transposes_run_in_tiles_and_are_exact(shape, axes, tiled, bias):
+    """Regression (light_shufflenet's shuffles: bias, ReLU, NCHW -> NHWC of 136 channels, 0.14
+    ms each in whole strided rows): tiles of 8 where 16 does not divide, other reads along the
+    output's innermost axis (a bias) allowed."""
     from tvm_s2d.schedules import x86
 
-    mod = _graph("NCHW", "float32", lambda bb, x: bb.emit(relax.op.permute_dims(x, axes)), shape)
+    def body(bb, x):
+        if bias:
+            b = relax.const(RNG.standard_normal((1, shape[1], 1, 1)).astype(np.float32))
+            x = bb.emit(relax.op.nn.relu(relax.op.add(x, b)))
+        return bb.emit(relax.op.permute_dims(x, axes))
+
+    mod = _graph("NCHW", "float32", body, shape)
     (gv,) = [gv for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     func = x86.schedule_injective(mod[gv], 16)
     assert ("T.unroll" in func.script()) == tiled  # the source axis's lanes, unrolled inside a tile

@@ -260,7 +260,7 @@ class Progress:
                   flush=True)
 
     @contextlib.contextmanager
-    def waiting(self, text: str, every: float = 15.0):
+    def waiting(self, text: str, every: float = 5.0):
         """``text`` as a step, then while the block runs (a long call that reports nothing: LLVM's
         code generation) a line every ``every`` seconds that it still does."""
         self(text)
