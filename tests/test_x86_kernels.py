@@ -367,7 +367,7 @@ def test_layout_transposes_run_in_tiles_and_are_exact(shape, axes, tiled, bias):
     """Regression (light_shufflenet's shuffles: bias, ReLU, NCHW -> NHWC of 136 channels, 0.14
     ms each in whole strided rows): tiles of 8 where 16 does not divide, other reads along the
     output's innermost axis (a bias) allowed."""
-    from tvm_s2d.schedules import x86
+    from tvm_s2d.schedules import x86_injective
 
     def body(bb, x):
         if bias:
@@ -377,7 +377,7 @@ def test_layout_transposes_run_in_tiles_and_are_exact(shape, axes, tiled, bias):
 
     mod = _graph("NCHW", "float32", body, shape)
     (gv,) = [gv for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
-    func = x86.schedule_injective(mod[gv], 16)
+    func = x86_injective.schedule_injective(mod[gv], 16)
     assert ("T.unroll" in func.script()) == tiled  # the source axis's lanes, unrolled inside a tile
     scheduled = mod.clone()
     scheduled[gv] = func

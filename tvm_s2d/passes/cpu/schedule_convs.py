@@ -4,8 +4,8 @@ TVM 0.27's default pipeline leaves a legalized conv as its naive loop nest, tens
 slower than ONNX Runtime on a CPU, and every other kernel single-threaded. On LLVM CPU
 targets this pass applies ``schedules.x86.schedule_conv`` to every PrimFunc holding one
 conv block (plain, grouped or depthwise; NCHW or NHWC; the fused epilogue included),
-``schedule_injective`` (parallel, vectorized) to functions without reductions (the
-rewrite's space-to-depth, depth-to-space, pads and masks, layout transposes, elementwise
+``x86_injective.schedule_injective`` (parallel, vectorized) to functions without reductions
+(the rewrite's space-to-depth, depth-to-space, pads and masks, layout transposes, elementwise
 ops), ``x86_reductions.schedule_window`` to pools, means and dense layers, and TVM's dlight
 CPU rules to softmax. Other targets and functions already scheduled are left as they are;
 a function none of these takes keeps TVM's default lowering, and its outcome says so.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir
 
-from ...schedules import x86, x86_int8
+from ...schedules import x86, x86_injective, x86_int8
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
 from ...targets import is_cpu, pass_target, vector_lanes
 from ..outcome import Outcome, applied, refused
@@ -107,7 +107,7 @@ class ScheduleConvs:
 
 # the kernels that are not convs, by the first schedule that takes them: (kind, outcome, schedule)
 _OTHER_KERNELS = [
-    ("injective", "parallel, vectorized (no reduction)", lambda f, t: x86.schedule_injective(f, vector_lanes(t))),
+    ("injective", "parallel, vectorized (no reduction)", lambda f, t: x86_injective.schedule_injective(f, vector_lanes(t))),
     ("window", "window reduction (pool, mean, dense): parallel, vectorized",
      lambda f, t: schedule_window(f, vector_lanes(t))),
     ("dlight", "TVM's dlight CPU rule (softmax, norms)", schedule_dlight),
