@@ -119,14 +119,18 @@ def match_channel_major(x, var2val, shape) -> relax.Expr | None:
 
 def match_padded_channels(x, var2val, shape) -> relax.Expr | None:
     """``y`` when ``x`` (4-D, of ``shape``) is ``y[..., :C]`` of an int32 ``[N, H, W, Cp]``
-    tensor (``Cp`` a multiple of 32, ``C`` dividing 32), read through a reshape: what
-    ``requantize_slice_kernel`` takes; else None."""
+    tensor (``Cp`` a multiple of 32, ``C`` dividing 32 or ``wide_slice_apply``), read through a
+    reshape: what ``requantize_slice_kernel`` takes; else None."""
+    from ...schedules.hexagon.layouts import wide_slice_apply
+
     sliced = call_of(x, var2val, "relax.strided_slice")
-    if len(shape) != 4 or sliced is None or 32 % int(shape[-1]):
+    if len(shape) != 4 or sliced is None:
         return None
     y = sliced.args[0]
     full = static_shape(y)
     if _prefix_axes(sliced) not in ([3], [-1]) or full is None or len(full) != 4 or full[3] % 32:
+        return None
+    if 32 % int(shape[-1]) and not wide_slice_apply(int(shape[-1]), int(full[3])):
         return None
     return y if str(y.ty.dtype) == "int32" else None
 

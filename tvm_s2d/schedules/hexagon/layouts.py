@@ -6,12 +6,15 @@ mapping's 32-padded channels (``requantize_slice_kernel``). The same integers as
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import hvx
-from .requantize import RANGES, _byte_splat, _int64_requantize, _narrow, _requantized_row, pack_words
+from .requantize import RANGES, _byte_splat, _int64_requantize, _narrow, _requantized_row, pack_bytes, pack_words, \
+    requantize_lanes
 
 # ---- requantization with the layout change: channel-major accumulators -> NHWC ---------------
 #
@@ -165,7 +168,9 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
     n, h, w, cp = (int(d) for d in shape)
     out_shape = (n, h, w, channels)
     if not hvx_code:
-        return _plain(shape, 32, out_shape, lambda b, r, p, k: ((b, r, p, k), k), zy, lo, hi, dtype)
+        return _plain(shape, math.lcm(channels, 32), out_shape, lambda b, r, p, k: ((b, r, p, k), k), zy, lo, hi, dtype)
+    if wide_slice_apply(channels, cp):
+        return _wide_slice_kernel(shape, channels, zy, lo, hi, dtype)
     if 32 % channels or cp % 32:
         raise ValueError(f"requantize_slice_kernel takes C dividing 32 and Cp a multiple of 32, not {channels}, {cp}")
     per = 32 // channels  # pixels a vector
@@ -205,5 +210,57 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
             for e in range(groups * 128, pixels * channels):
                 out[e] = _int64_requantize(acc[e // channels * cp + e % channels], bias[e % channels], mult[e % channels],
                                            shift[e % channels], pre[e % channels], zy, lo, hi, dtype)
+
+    return requantize
+
+
+#: Output vectors a period of the wide slice kernel (``lcm(C, 128) / 32``) at most: unrolled.
+MAX_WIDE_VECTORS = 64
+
+
+def wide_slice_apply(channels: int, padded: int) -> bool:
+    """Whether ``requantize_slice_kernel`` takes ``C`` channels of ``Cp`` the wide way: ``C``
+    over 32, ``Cp`` a multiple of 32, a period of ``lcm(C, 128)`` outputs in at most
+    ``MAX_WIDE_VECTORS`` vectors."""
+    return 32 < channels < padded and padded % 32 == 0 and math.lcm(channels, 128) // 32 <= MAX_WIDE_VECTORS
+
+
+def _wide_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tirx.PrimFunc:
+    """``requantize_slice_kernel`` for ``C`` over 32 (48 of 64, 144 of 160): the output's
+    bytes in periods of ``U = lcm(C, 128)``, unrolled, each 32-lane vector read from at most
+    two pixels (a pixel's last channels and the next one's first, joined by a select), its
+    constants' lanes constants (``lane_constants``: period ``lcm(C, 32)``), four vectors
+    packed to 128 bytes; the pixels past the last whole period a plain loop."""
+    n, h, w, cp = (int(d) for d in shape)
+    pixels, c = n * h * w, channels
+    period, span = math.lcm(c, 32), math.lcm(c, 128)
+    per, supers = span // c, pixels * c // span  # pixels a period; whole periods
+    lane = T.ramp(0, 1, 32)
+
+    def vector(acc, s, q):
+        """Output lanes ``q * 32 ...`` of period ``s``: the first ``k`` from pixel ``p``, the
+        rest from the next (``k >= 32``: all from ``p``; unrolled, LLVM drops that select)."""
+        p, k = q * 32 // c, c - q * 32 % c
+        return T.Select(lane < T.broadcast(k, 32), acc.vload([(s * per + p) * cp + c - k], "int32x32"),
+                        acc.vload([(s * per + p + 1) * cp - k], "int32x32"))
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"),
+                   mult: T.Buffer((period,), "int32"), shift: T.Buffer((period,), "int32"),
+                   half: T.Buffer((period,), "int32"), pre: T.Buffer((period,), "int32"),
+                   out_: T.Buffer((n, h, w, c), dtype, align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            acc = T.decl_buffer((pixels * cp,), "int32", data=acc_.data)
+            out = T.decl_buffer((pixels * c,), dtype, data=out_.data)
+            constants = (bias, mult, shift, half, pre)
+            for s in range(supers):
+                for g in T.unroll(span // 128):
+                    out[T.ramp(s * span + g * 128, 1, 128)] = pack_bytes(
+                        [requantize_lanes(vector(acc, s, g * 4 + i), constants, (g * 4 + i) * 32 % period, zy)
+                         for i in range(4)], lo, hi, dtype)
+            for e in range(supers * span, pixels * c):
+                out[e] = _int64_requantize(acc[e // c * cp + e % c], bias[e % c], mult[e % c], shift[e % c], pre[e % c],
+                                           zy, lo, hi, dtype)
 
     return requantize
