@@ -270,12 +270,15 @@ def _calls(mod, name):
                                                         ((1, 24, 24, 64), 48, "uint8", (0, 255)),  # wide: 48 of 64
                                                         ((1, 6, 7, 160), 144, "int8", (-100, 127)),  # a tail of pixels
                                                         ((2, 5, 5, 96), 72, "uint8", (3, 250)),
-                                                        ((1, 7, 9, 64), 40, "uint8", (0, 255))])
+                                                        ((1, 7, 9, 64), 40, "uint8", (0, 255)),
+                                                        ((1, 6, 6, 128), 120, "uint8", (0, 255)),  # 480 values past a period
+                                                        ((1, 6, 6, 96), 88, "int8", (-128, 127))])
 def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, channels, dtype, clamp):
     """The channel-in-lanes mapping's output has its channels padded to 32: the kernel gathers
     the real ones (several pixels a vector; over 32 channels, a vector from at most two pixels)
     and requantizes them, the slice in the kernel. Regression: channels over 32 (MnasNet's 48)
-    were sliced by a scalar kernel first (2.8k packets at 24x24x48)."""
+    were sliced by a scalar kernel first (2.8k packets at 24x24x48); then the values past the last
+    period of lcm(C, 128) ran a plain loop that came out wrong on 6x6x120 (MobileNetV3-Small)."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.schedules.hexagon.layouts import requantize_slice_kernel
