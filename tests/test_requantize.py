@@ -258,6 +258,40 @@ def test_the_headroom_shift_makes_a_conv_epilogue_round_like_the_float_one():
     assert steps.max() <= 1 and (steps > 0).mean() < 1e-4
 
 
+
+@pytest.mark.parametrize("ratio,taken", [(3.7, True), (0.9, True), (2.0**12, False)])
+def test_a_ratio_of_one_or_more_shifts_left_within_the_headroom(ratio, taken):
+    """Regression: ``tvm-s2d quantize --random`` gave ResNet-18 ratios x_scale * w_scale /
+    y_scale of 1 or more on 20 of 21 convs, which kept the float epilogue (11.1M packets on
+    Hexagon, 16% on HVX). A ratio of 1 or more is ``M / 2**(31 + r)`` with ``r < 0``: the
+    headroom shift ``pre >= -r`` takes it where the conv's bound leaves the bits; else refused
+    with the reason."""
+    shape, channels = (1, 8, 10, 9), 8
+    weight = RNG.integers(-127, 128, (channels, 8, 3, 3)).astype(np.int32)
+    scale = np.full((1, channels, 1, 1), np.float32(ratio * 0.05), np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.nn.relu(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))))
+            q = relax.op.quantize(y, relax.const(np.float32(0.05)), relax.const(np.uint8(3)), axis=1, out_dtype="uint8")
+            out = bb.emit_output(bb.emit(q))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    rule = IntegerRequantize()
+    rewritten = rule(mod)
+    (outcome,) = rule.outcomes
+    assert outcome.applied == taken, outcome
+    if not taken:
+        assert "beyond the accumulator's headroom" in outcome.reason
+        return
+    xs = RNG.integers(-3, 4, shape).astype(np.int32)  # small: outputs inside the range, not all clamped
+    got, expected = run(rewritten, xs).astype(int), run(mod, xs).astype(int)
+    assert 0 < (expected > 3).mean() and (expected < 255).mean() > 0.3
+    steps = np.abs(got - expected)  # a step at exact ties (0.9 * 5 = 4.5): the float rounds half to even
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.01
+
 def _calls(mod, name):
     found = []
     relax.analysis.post_order_visit(mod["main"], lambda e: found.append(e) if isinstance(e, relax.Call)
