@@ -200,3 +200,29 @@ def test_a_long_silent_step_still_reports_that_it_runs():
     assert len(lines) >= 3 and all(line.split("] ")[1].startswith("build: still running (") for line in lines[1:])
     time.sleep(0.15)
     assert out.getvalue().splitlines() == lines  # quiet once the step is over
+
+
+def test_every_silent_step_beats_until_the_next_line_or_close():
+    """Regression (tried as a new user on MnasNet: 9-11 s without a line while the CPU reference
+    built, 6 s in a pipeline stage): any step, not only the ones wrapped in ``waiting``, says it
+    still runs every ``beat`` seconds; a new line restarts the count; ``close`` ends it."""
+    import io
+    import time
+
+    from tvm_s2d.cli.commands import Progress
+
+    out = io.StringIO()
+    progress = Progress(file=out, beat=0.05)
+    progress("running the CPU build")
+    time.sleep(0.3)
+    progress("comparing with ONNX Runtime (optimizations off)")
+    time.sleep(0.2)
+    progress.close()
+    lines = [line.split("] ")[1] for line in out.getvalue().splitlines()]
+    first, second = lines.index("running the CPU build"), lines.index("comparing with ONNX Runtime (optimizations off)")
+    assert second - first >= 3 and all(line.startswith("running the CPU build: still running (")
+                                       for line in lines[first + 1 : second])
+    assert len(lines) > second + 1 and lines[-1].startswith("comparing with ONNX Runtime (optimizations off): still")
+    count = len(out.getvalue().splitlines())
+    time.sleep(0.15)
+    assert len(out.getvalue().splitlines()) == count  # closed: quiet

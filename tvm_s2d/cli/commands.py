@@ -150,6 +150,7 @@ def cmd_compile(args) -> int:
                 ex.export_library(args.output)
         except Exception as exc:
             raise OSError(f"cannot write {args.output}: {_one_line(exc)}") from exc
+    progress.close()
     print(f"compiled in {time.perf_counter() - progress.start:.1f} s", file=sys.stderr)
     if is_hexagon(args.target):  # the ops no HVX kernel takes, one line a kind
         from ..report import scalar_report
@@ -171,8 +172,10 @@ def _check_on_emulator(args) -> int:
     from ..emulator.model import run_model
 
     print(f"checking {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
+    progress = Progress()
     result = run_model(args.model, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
-                       shape_dict=dict(args.shape) or None, progress=Progress(), **rewrite_options(args))
+                       shape_dict=dict(args.shape) or None, progress=progress, **rewrite_options(args))
+    progress.close()
     print(result.headline())
     if result.matches_cpu:
         print("bit-exact against the CPU build: yes")
@@ -205,9 +208,11 @@ def cmd_run(args) -> int:
             raise ValueError(f"--input {name}: cannot read {path}: {_one_line(exc)}") from None
     warn_if_float(args.model)
     print(f"running {args.model} on the Hexagon emulator ...", file=sys.stderr, flush=True)
+    progress = Progress()
     result = run_model(args.model, inputs, rewrite=not args.no_rewrite, tuning_log=args.tuning_log,
-                       shape_dict=dict(args.shape) or None, check_each=args.check_each, progress=Progress(),
+                       shape_dict=dict(args.shape) or None, check_each=args.check_each, progress=progress,
                        **rewrite_options(args))
+    progress.close()
     print(result.table())
     if args.json:
         with open(args.json, "w") as f:
@@ -231,6 +236,7 @@ def cmd_bench(args) -> int:
         result = bench_hexagon(args.model, dict(args.shape), tuning_log=args.tuning_log, progress=progress)
     else:
         result = bench_cpu(args.model, dict(args.shape), repeat=args.repeat, tuning_log=args.tuning_log, progress=progress)
+    progress.close()
     print(f"{result.model} on {result.target}:")
     print(result.table())
     if args.json:
@@ -243,42 +249,57 @@ def cmd_bench(args) -> int:
 
 class Progress:
     """Steps as they start, and of a long series (kernels) one line every ``every`` seconds,
-    on stderr, each with the time since the first. 3 s: a kernel's line comes when it ends, and
-    one kernel under the emulator takes up to ~2 s, so no silence passes 5 s (measured on
-    ResNet-18: 6 s gaps with 5)."""
+    on stderr, each with the time since the first; while a step makes no line for ``beat``
+    seconds (LLVM's code generation, a CPU build, a pipeline stage), a line that it still runs,
+    so no silence passes ~5 s (a kernel's line comes when it ends, and one kernel under the
+    emulator takes up to ~2 s). ``close`` ends the heartbeat (before the results are printed)."""
 
-    def __init__(self, every: float = 3.0, file=None):
-        self.every, self.file = every, file
+    def __init__(self, every: float = 3.0, file=None, beat: float = 4.0):
+        self.every, self.file, self.beat = every, file, beat
         self.start = self.last = time.perf_counter()
+        self.step, self.step_start = None, self.start
+        self._lock, self._stop, self._thread = threading.Lock(), threading.Event(), None
+
+    def _print(self, now: float, text: str) -> None:
+        print(f"  [{now - self.start:5.0f} s] {text}", file=self.file or sys.stderr, flush=True)
 
     def __call__(self, text: str, done: int | None = None, total: int | None = None) -> None:
         now = time.perf_counter()
-        if done is None:
-            self.last = now
-            print(f"  [{now - self.start:5.0f} s] {text}", file=self.file or sys.stderr, flush=True)
-        elif now - self.last >= self.every or done == total:
-            self.last = now
-            print(f"  [{now - self.start:5.0f} s] kernel {done} of {total}: {text}", file=self.file or sys.stderr,
-                  flush=True)
+        with self._lock:
+            if done is None:
+                self.last, self.step, self.step_start = now, text, now
+                self._print(now, text)
+            elif now - self.last >= self.every or done == total:
+                self.last = now
+                self._print(now, f"kernel {done} of {total}: {text}")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._heartbeat, daemon=True)
+            self._thread.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(0.5, self.beat / 4)):
+            now = time.perf_counter()
+            with self._lock:
+                if self.step is not None and now - self.last >= self.beat:
+                    self.last = now
+                    self._print(now, f"{self.step.split(':')[0]}: still running ({now - self.step_start:.0f} s)")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
     @contextlib.contextmanager
-    def waiting(self, text: str, every: float = 4.0):
-        """``text`` as a step, then while the block runs (a long call that reports nothing: LLVM's
-        code generation) a line every ``every`` seconds that it still does."""
+    def waiting(self, text: str, every: float | None = None):
+        """``text`` as a step whose end is known: its heartbeat every ``every`` seconds (default
+        ``beat``) while the block runs, none after it."""
+        beat, self.beat = self.beat, every or self.beat
         self(text)
-        began, done = time.perf_counter(), threading.Event()
-
-        def beat():
-            while not done.wait(every):
-                self(f"{text.split(':')[0]}: still running ({time.perf_counter() - began:.0f} s)")
-
-        beating = threading.Thread(target=beat, daemon=True)
-        beating.start()
         try:
             yield
         finally:
-            done.set()
-            beating.join()
+            with self._lock:
+                self.step, self.beat = None, beat
 
 
 def cmd_tune(args) -> int:

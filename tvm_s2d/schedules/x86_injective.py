@@ -76,6 +76,8 @@ def _transpose_tiles(sch: s_tir.Schedule, block, loops, lanes: int):
 
     sources = set()
     for read in stmt.reads:
+        if not read.region:
+            continue  # a 0-d buffer: a scalar, broadcast
         last = read.region[-1]
         if int(last.extent) != 1:
             return None
