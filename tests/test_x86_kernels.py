@@ -439,3 +439,30 @@ def test_a_kernel_whose_schedule_fails_keeps_tvms_lowering_and_the_others_their_
     reasons = sorted(o.reason for o in rule.outcomes)
     assert any("injective schedule failed (IndexError" in r for r in reasons), reasons
     assert any(o.applied for o in rule.outcomes), reasons
+
+
+def test_rows_fuse_to_whole_vectors_only_where_the_reads_follow_the_axes():
+    """Elementwise rows of 14 floats fuse with the loops before them into whole vectors (a
+    bias broadcast is fine); a channel shuffle's computed indices would gather every lane
+    (regression: ShuffleNetV2's 14x14 shuffles 0.07 -> 0.76 ms when fused)."""
+    from tvm import s_tir
+
+    from tvm_s2d.schedules.x86_injective import _reads_follow
+
+    shape = (1, 116, 14, 14)
+
+    def block_of(build):
+        mod = _graph("NCHW", "float32", build, shape)
+        (gv,) = [gv for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+        sch = s_tir.Schedule(mod[gv])
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        for block in blocks[:-1]:
+            sch.compute_inline(block)
+        return sch.get(blocks[-1])
+
+    bias = relax.const(RNG.standard_normal((1, 116, 1, 1)).astype(np.float32))
+    elementwise = block_of(lambda bb, x: bb.emit(relax.op.nn.relu(relax.op.add(x, bias))))
+    shuffle = block_of(lambda bb, x: bb.emit(relax.op.reshape(relax.op.permute_dims(
+        relax.op.reshape(x, (1, 2, 58, 14, 14)), [0, 2, 1, 3, 4]), shape)))
+    assert _reads_follow(elementwise, 3) and _reads_follow(elementwise, 2)
+    assert not _reads_follow(shuffle, 3) and _reads_follow(shuffle, 2)

@@ -33,7 +33,7 @@ def schedule_injective(func: tvm.tirx.PrimFunc, lanes: int = 8) -> tvm.tirx.Prim
     extents = [int(sch.get(loop).extent) for loop in loops]
     if extents[-1] % lanes:  # rows of 28 floats: the trailing loops as one, to whole vectors (3,808 x 28 as 6,664 x 16)
         inner = next((k for k in range(2, len(loops) + 1) if _product(extents[-k:]) % lanes == 0), None)
-        if inner is not None:
+        if inner is not None and _reads_follow(sch.get(blocks[-1]), inner):
             fused = sch.fuse(*loops[-inner:])
             outer, lane = sch.split(fused, [None, lanes])
             sch.parallel(sch.fuse(*loops[:-inner], outer) if inner < len(loops) else outer)
@@ -46,6 +46,27 @@ def schedule_injective(func: tvm.tirx.PrimFunc, lanes: int = 8) -> tvm.tirx.Prim
         _, lane = sch.split(loops[-1], [None, lanes])
         sch.vectorize(lane)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _reads_follow(stmt, inner: int) -> bool:
+    """Whether every read of the block indexes its last ``inner`` dimensions by the block's last
+    ``inner`` axes, in order, or by constants (a broadcast): then the fused axes read memory in
+    order. A channel shuffle or concat (indices computed, selects) would gather every lane
+    (ShuffleNetV2's 14x14 shuffle 0.07 -> 0.76 ms when fused)."""
+    names = [iv.var for iv in stmt.iter_vars]
+    analyzer = Analyzer()
+    for iv in stmt.iter_vars:
+        analyzer.bind(iv.var, iv.dom)
+    for read in stmt.reads:
+        if len(read.region) < inner:
+            if read.region:
+                return False
+            continue  # a 0-d operand
+        for axis, dim in zip(names[-inner:], read.region[-inner:]):
+            index = analyzer.simplify(dim.min)
+            if int(dim.extent) != 1 or not (index.same_as(axis) or isinstance(index, tvm.tirx.IntImm)):
+                return False
+    return True
 
 
 def _product(values) -> int:
