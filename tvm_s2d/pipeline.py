@@ -25,7 +25,6 @@ schedule instead (``schedules/metaschedule.py``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import tvm
@@ -35,13 +34,12 @@ from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pi
 from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, CpuPointwiseRows, HexagonConvs, HexagonLayout,
                      HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d, VectorMath)
 from .passes.kernel_names import RecordFusedNames
-from .passes.outcome import Outcome
+from .passes.outcome import Outcome, strict
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
 from .tuning.apply import TunedLog
 
 PIPELINE_NAME = "s2d"
-STRICT_ENV = "TVM_S2D_STRICT"
 
 
 @dataclass(frozen=True)
@@ -94,10 +92,6 @@ OWN_PASSES = ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
               "CpuPointwiseRows", "VectorMath", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
-
-
-def strict() -> bool:
-    return os.environ.get(STRICT_ENV, "") not in ("", "0")
 
 
 class S2DPipeline:

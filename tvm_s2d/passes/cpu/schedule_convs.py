@@ -18,7 +18,6 @@ a function none of these takes keeps TVM's default lowering, and its outcome say
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import tvm
@@ -27,7 +26,7 @@ from tvm import s_tir
 from ...schedules import x86, x86_injective, x86_int8
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
 from ...targets import is_cpu, pass_target, vector_lanes
-from ..outcome import Outcome, applied, refused
+from ..outcome import Outcome, applied, refused, strict
 from ..relax_tools import with_functions
 
 PASS_NAME = "ScheduleConvs"
@@ -86,7 +85,7 @@ class ScheduleConvs:
                     try:
                         scheduled = schedule(func, target)
                     except Exception as err:  # noqa: BLE001 - one kernel's schedule error leaves that kernel alone
-                        if os.environ.get("TVM_S2D_STRICT", "") not in ("", "0"):  # the pipeline's strict mode
+                        if strict():
                             raise
                         refused(self.outcomes, name, f"{kind} schedule failed ({type(err).__name__}: "
                                                      f"{str(err).splitlines()[0] if str(err) else ''}): TVM's default lowering")

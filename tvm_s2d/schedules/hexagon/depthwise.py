@@ -29,7 +29,7 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import LANES, hvx, roundup
-from .requantize import _int64_requantize, pack_bytes, requantize_lanes
+from .requantize import _int64_requantize, lane_constants, pack_bytes, requantize_lanes
 
 #: The attribute a depthwise kernel carries its ``DepthwiseConv`` in (``tagged`` / ``of``), for
 #: ``HexagonRequantize`` to fuse the requantization after it (``hvx_requantized_kernel``).
@@ -208,17 +208,8 @@ class DepthwiseConv:
 
     def requantize_constants(self, b, m, r, pre) -> list[np.ndarray]:
         """``[bias, multiplier, shift, half, pre]`` per channel (or scalars) as
-        ``hvx_requantized_kernel`` reads them: ``constant_lanes`` int32 lanes, lane ``j`` of
-        channel ``j % C``."""
-        c, lanes = self.channels, self.constant_lanes
-
-        def tiled(values):
-            per_channel = np.broadcast_to(np.asarray(values).reshape(-1), (c,)).astype(np.int64)
-            return np.tile(per_channel, -(-lanes // c))[:lanes]
-
-        shift = tiled(r)
-        return [tiled(b).astype(np.int32), tiled(m).astype(np.int32), shift.astype(np.int32),
-                ((np.int64(1) << shift) >> 1).astype(np.int32), tiled(pre).astype(np.int32)]
+        ``hvx_requantized_kernel`` reads them: ``lane_constants`` ``constant_lanes`` long."""
+        return lane_constants(b, m, r, self.channels, pre, lanes=self.constant_lanes)
 
     def pack_weight(self, weight_oihw: np.ndarray) -> np.ndarray:
         """``[C, 1, kh, kw]`` -> ``[kh, kw, row]``: each tap's weights repeated along the row

@@ -237,18 +237,12 @@ def _wide_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: s
     n, h, w, cp = (int(d) for d in shape)
     pixels, c = n * h * w, channels
     period, span = math.lcm(c, 32), math.lcm(c, 128)
-    per, supers = span // c, pixels * c // span  # pixels a period; whole periods
+    supers = pixels * c // span  # whole periods
     lane = T.ramp(0, 1, 32)
 
-    def vector(acc, s, q):
-        """Output lanes ``q * 32 ...`` of period ``s``: the first ``k`` from pixel ``p``, the
-        rest from the next (``k >= 32``: all from ``p``; unrolled, LLVM drops that select)."""
-        p, k = q * 32 // c, c - q * 32 % c
-        return T.Select(lane < T.broadcast(k, 32), acc.vload([(s * per + p) * cp + c - k], "int32x32"),
-                        acc.vload([(s * per + p + 1) * cp - k], "int32x32"))
-
     def vector_at(acc, j):
-        """Output lanes ``j ...`` anywhere (the same, its pixel and split computed)."""
+        """Output lanes ``j ...``: the first ``k`` from pixel ``p``, the rest from the next
+        (``k >= 32``: all from ``p``; in the unrolled periods LLVM drops that select)."""
         p, k = j // c, c - j % c
         return T.Select(lane < T.broadcast(k, 32), acc.vload([p * cp + c - k], "int32x32"),
                         acc.vload([(p + 1) * cp - k], "int32x32"))
@@ -268,7 +262,7 @@ def _wide_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: s
             for s in range(supers):
                 for g in T.unroll(span // 128):
                     out[T.ramp(s * span + g * 128, 1, 128)] = pack_bytes(
-                        [requantize_lanes(vector(acc, s, g * 4 + i), constants, (g * 4 + i) * 32 % period, zy)
+                        [requantize_lanes(vector_at(acc, s * span + (g * 4 + i) * 32), constants, (g * 4 + i) * 32 % period, zy)
                          for i in range(4)], lo, hi, dtype)
             for g in range(supers * span // 128, total // 128):  # the rest: the constants' lanes computed
                 out[T.ramp(g * 128, 1, 128)] = pack_bytes(

@@ -25,13 +25,15 @@ from .intrinsics import hvx, opaque_vector
 
 
 
-def lane_constants(b, m, r, channels: int, pre=0) -> list[np.ndarray]:
-    """``[bias, multiplier, shift, half, pre]`` per channel (or scalars), tiled to ``lcm(C, 32)``
-    int32 lanes: the requantization kernels' constant operands (``pre``: the headroom shift)."""
-    period = math.lcm(channels, 32)
+def lane_constants(b, m, r, channels: int, pre=0, lanes: int | None = None) -> list[np.ndarray]:
+    """``[bias, multiplier, shift, half, pre]`` per channel (or scalars), tiled to ``lanes``
+    int32 lanes (lane ``j`` of channel ``j % C``; ``lcm(C, 32)`` by default): the requantization
+    kernels' constant operands (``pre``: the headroom shift)."""
+    lanes = math.lcm(channels, 32) if lanes is None else lanes
 
     def tiled(values):
-        return np.tile(np.broadcast_to(np.asarray(values).reshape(-1), (channels,)), period // channels).astype(np.int32)
+        per_channel = np.broadcast_to(np.asarray(values).reshape(-1), (channels,))
+        return np.tile(per_channel, -(-lanes // channels))[:lanes].astype(np.int32)
 
     shift = tiled(r)
     return [tiled(b), tiled(m), shift, ((np.int64(1) << shift.astype(np.int64)) >> 1).astype(np.int32), tiled(pre)]
