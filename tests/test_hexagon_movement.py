@@ -95,6 +95,21 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
         np.testing.assert_array_equal(run_.outputs[0], expected)
 
 
+def test_a_channel_pad_of_an_image_widens_pixels_by_shuffles():
+    """Regression: an RGB image padded on its channels alone (SqueezeNet's unpadded stem) went
+    to ``pad_rows`` as rows of 3 bytes, a byte at a time: 28k packets at 96x96 where
+    ``pad_pixels`` takes 1.2k."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 96, 96, 3), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 0, 0, 0, 1], pad_value=0.0)))
+        bb.emit_func_output(out)
+    rule = HexagonMovement(target=HEXAGON)
+    rule(bb.get())
+    assert [(o.applied, o.reason) for o in rule.outcomes] == [(True, "HVX pad kernel (pixels widened by byte shuffles)")]
+
+
 def test_the_hexagon_build_moves_data_with_shuffles():
     counts = {}
     for disabled in ((), ("HexagonMovement",)):

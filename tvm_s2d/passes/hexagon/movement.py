@@ -146,10 +146,10 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, f"pad in {attrs.pad_mode} mode with value {value:g}: HVX pads take a"
                     " constant value 0..255")
             return None
-        if pad_rows_apply(shape, widths):
-            kernel, what = pad_rows(shape, widths, int(value)), "HVX pad kernel"
-        elif pad_pixels_apply(shape, widths):
+        if pad_pixels_apply(shape, widths):  # before rows: a channel pad alone is rows of C bytes to pad_rows
             kernel, what = pad_pixels(shape, widths, int(value)), "HVX pad kernel (pixels widened by byte shuffles)"
+        elif pad_rows_apply(shape, widths):
+            kernel, what = pad_rows(shape, widths, int(value)), "HVX pad kernel"
         else:
             refused(self.rule.outcomes, name, f"pad of widths {widths} on a {len(shape)}-D tensor: HVX pads take one or"
                     " two neighbouring axes of a 4-D tensor, or an NHWC tensor's rows, columns and channels (after,"
