@@ -204,7 +204,11 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
     two up to 32, or C a multiple of 128). The last pixels of such C: a pixel's vectors by
     ``vrmpy``, then its 32 words; the last pixels of other powers of two, a plain loop. Other
     C: the words of all pixels by ``vrmpy`` (C / 4 bytes of a pixel are whole words), then
-    each pixel's C / 4 words. Box sums: 32 output columns per vector, one add per tap."""
+    each pixel's C / 4 words. Box sums: 32 output columns per vector, one unaligned load and
+    add per tap; stride 2 sums 64 positions and keeps the even ones (``vdeal``); a row's last
+    vector overlaps the one before, rows under 32 columns run over into the next row (written
+    after) and the last such row goes through a copy of its lanes. Stride 3 and over: strided
+    lanes, which LLVM gathers a word at a time."""
     n, h, w, c = shape_nhwc
     words = c // DEPTH
     whole = c % VECTOR_BYTES == 0  # a pixel is whole vectors
@@ -220,15 +224,21 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
     sh, sw = strides
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     ones = 0x01010101
+    boxed = sw in (1, 2)  # box sums by vectors (other strides: strided lanes)
+    vectors_out = -(-ow // LANES)
+    last = max(ow - LANES, 0)  # the last vector of a row overlaps the one before; rows under 32 run over
+    slack = LANES * sw + kw  # the loads of the last vector read past the last pixel's sum
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def offsets(a: T.Buffer((n, h, w, c), "uint8", align=128), out: T.Buffer((n, oh, ow), "int32")):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             flat = T.decl_buffer((pixels * c,), "uint8", data=a.data, align=128)
-            sums = T.sblock_alloc_buffer((pixels,), "int32")
+            sums = T.sblock_alloc_buffer((pixels + slack,), "int32", align=128)
+            flat_out = T.decl_buffer((n * oh * ow,), "int32", data=out.data)
             parts = T.sblock_alloc_buffer((parts_count, LANES), "int32", scope="local")
             acc = T.sblock_alloc_buffer((LANES,), "int32", scope="local")
+            taps = T.sblock_alloc_buffer((sw, LANES), "int32", scope="local")
             words_of = T.sblock_alloc_buffer((LANES,), "int32", align=128)
             words_all = T.sblock_alloc_buffer((1 if halving else roundup(pixels * words, LANES),), "int32", align=128)
             for v in range(vectors):
@@ -269,19 +279,41 @@ def window_offsets(shape_nhwc, kernel_hw, strides) -> tvm.tirx.PrimFunc:
                 else:
                     for j in range(words):
                         sums[p] = sums[p] + words_all[p * words + j]
-            for b, y in T.grid(n, oh):
-                for xv in range(ow // LANES):
-                    for xi in T.vectorized(LANES):
-                        acc[xi] = 0
-                    for i in T.unroll(kh):
-                        for j in T.unroll(kw):
-                            for xi in T.vectorized(LANES):
-                                acc[xi] = acc[xi] + sums[(b * h + y * sh + i) * w + (xv * LANES + xi) * sw + j]
-                    for xi in T.vectorized(LANES):
-                        out[b, y, xv * LANES + xi] = acc[xi] * -WEIGHT_OFFSET
-                for x in range(ow // LANES * LANES, ow):
-                    out[b, y, x] = 0
-                    for i, j in T.grid(kh, kw):
-                        out[b, y, x] = out[b, y, x] - sums[(b * h + y * sh + i) * w + x * sw + j] * WEIGHT_OFFSET
+            if boxed:  # 32 outputs a vector: taps by unaligned loads; stride 2 keeps the even lanes
+                for b, y in T.grid(n, oh):
+                    for xv in range(vectors_out):
+                        for half in T.unroll(sw):  # stride 2: the columns of 64 positions, then the even ones
+                            taps[half, T.ramp(0, 1, 32)] = T.broadcast(T.int32(0), LANES)
+                            for i in T.unroll(kh):
+                                for j in T.unroll(kw):
+                                    taps[half, T.ramp(0, 1, 32)] = taps[half, T.ramp(0, 1, 32)] + sums[T.ramp(
+                                        (b * h + y * sh + i) * w + T.min(xv * LANES, last) * sw + half * LANES + j, 1,
+                                        LANES)]
+                        if sw == 1:
+                            acc[T.ramp(0, 1, 32)] = taps[0, T.ramp(0, 1, 32)] * -WEIGHT_OFFSET
+                        else:
+                            acc[T.ramp(0, 1, 32)] = hvx("lo", deal(taps[1, T.ramp(0, 1, 32)], taps[0, T.ramp(0, 1, 32)],
+                                                                   4)) * -WEIGHT_OFFSET
+                        if (b * oh + y) * ow + T.min(xv * LANES, last) + LANES <= n * oh * ow:
+                            flat_out[T.ramp((b * oh + y) * ow + T.min(xv * LANES, last), 1, LANES)] = acc[T.ramp(0, 1, 32)]
+                        else:  # the last row when it is narrower than a vector: its own lanes
+                            words_of[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)]
+                            for xi in range(ow):
+                                flat_out[(b * oh + y) * ow + xi] = words_of[xi]
+            else:
+                for b, y in T.grid(n, oh):
+                    for xv in range(ow // LANES):
+                        for xi in T.vectorized(LANES):
+                            acc[xi] = 0
+                        for i in T.unroll(kh):
+                            for j in T.unroll(kw):
+                                for xi in T.vectorized(LANES):
+                                    acc[xi] = acc[xi] + sums[(b * h + y * sh + i) * w + (xv * LANES + xi) * sw + j]
+                        for xi in T.vectorized(LANES):
+                            out[b, y, xv * LANES + xi] = acc[xi] * -WEIGHT_OFFSET
+                    for x in range(ow // LANES * LANES, ow):
+                        out[b, y, x] = 0
+                        for i, j in T.grid(kh, kw):
+                            out[b, y, x] = out[b, y, x] - sums[(b * h + y * sh + i) * w + x * sw + j] * WEIGHT_OFFSET
 
     return offsets
