@@ -307,13 +307,16 @@ def test_a_quantized_mean_runs_bit_exact_on_hexagon(tmp_path):
 
 @pytest.mark.parametrize("shape,dtype,zero", [((1, 12, 12, 240), "uint8", 7), ((1, 5, 7, 40), "int8", -3),
                                                ((1, 9, 9, 32), "uint8", 0), ((1, 7, 7, 576), "uint8", 131),
-                                               ((1, 4, 4, 1000), "int8", 5)])
+                                               ((1, 4, 4, 1000), "int8", 5), ((1, 5, 5, 1000), "uint8", 9),
+                                               ((1, 3, 1, 7), "uint8", 2), ((1, 2, 3, 48), "int8", -1)])
 def test_hvx_channel_sums_are_exact(shape, dtype, zero):
     """A global pool's sums per channel, less ``count * zero``: lanes of ``lcm(C, 128)`` bytes
     (whole windows in vectors, a tail in a plain loop: 5x7x40 is 1400 bytes, a window 640),
     then each channel's lanes added up in the kernel (32 channels a vector, 40 and 1000 leave
     a tail of channels). Regression: the lanes were added up by a scalar ``sum`` and
-    ``subtract`` after the kernel (MobileNetV3-Small: 10k packets in its ten pools)."""
+    ``subtract`` after the kernel (MobileNetV3-Small: 10k packets in its ten pools); the
+    vectors past the last window went through the plain loop (SqueezeNet's 5x5x1000 pool:
+    9,000 of 25,000 bytes, 13k packets)."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.schedules.hexagon.requantize import channel_sums_kernel
@@ -325,7 +328,9 @@ def test_hvx_channel_sums_are_exact(shape, dtype, zero):
     plain = run_kernel(channel_sums_kernel(shape, dtype, zero, hvx_code=False), [q], out)
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     np.testing.assert_array_equal(plain.outputs[0], expected)
-    assert hvx.packets < plain.packets / 5
+    assert hvx.packets < plain.packets / 5 or q.size < 1024  # (small tensors: the call itself)
+    if shape == (1, 5, 5, 1000):
+        assert hvx.packets < 5000, hvx.packets
 
 
 def test_a_concat_along_another_axis_is_a_concat_of_blocks_exactly():

@@ -337,14 +337,17 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
     """``q -> int32[C]``: ``out[c] = sum(q[..., c] - zero)`` over every pixel of an NHWC tensor
     (a global pool's sums). Lanes of ``P = lcm(C, 128)`` bytes: lane ``j`` sums the elements
     at ``j`` modulo ``P`` (channel ``j % C``), whole windows of ``P`` bytes accumulated 128
-    bytes at a time widened to four int32 vectors (two rounds of ``vunpack``), the elements past
-    them in a plain loop; then the ``P / C`` lanes of each channel added up 32 channels at a
-    time (unaligned loads of the lane buffer), the zero point's ``count * zero`` subtracted, a
-    plain loop for the channels past the last 32. ``hvx_code=False``: a plain loop."""
+    bytes at a time widened to four int32 vectors (two rounds of ``vunpack``), the whole vectors
+    past them the same way into the first lanes, the last elements under 128 in a plain loop;
+    then the ``P / C`` lanes of each channel added up 32 channels at a time (unaligned loads of
+    the lane buffer; the last 32 overlapping the ones before), the zero point's ``count * zero``
+    subtracted; under 32 channels a plain loop. ``hvx_code=False``: a plain loop."""
     total, channels = int(np.prod(shape)), int(shape[-1])
     period = math.lcm(channels, 128)
     windows, blocks, groups, count = total // period, period // 128, period // channels, total // channels
     offset = count * zero
+    rest = (total - windows * period) // 128  # whole vectors past the last window
+    vectors, last = -(-channels // 32) if channels >= 32 else 0, channels - 32
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def channel_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((channels,), "int32", align=128)):
@@ -360,15 +363,20 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
                     lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[1]
                     lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[2]
                     lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[3]
-            for e in range(windows * period, total):
+            for k in range(rest):  # the elements past the last window: into the first lanes, 128 at a time
+                lanes[T.ramp(k * 128, 1, 32)] = lanes[T.ramp(k * 128, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[0]
+                lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[1]
+                lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[2]
+                lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[3]
+            for e in range(windows * period + rest * 128, total):
                 lanes[e % period] = lanes[e % period] + T.cast(q[e], "int32")
-            for v in range(channels // 32):
+            for v in range(vectors):  # the last vector overlaps the one before (the same sums written twice)
                 acc = T.decl_buffer((32,), "int32", scope="local")
                 acc[T.ramp(0, 1, 32)] = T.broadcast(-offset, 32)
                 for g in T.unroll(groups):
-                    acc[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)] + lanes[T.ramp(g * channels + v * 32, 1, 32)]
-                out[T.ramp(v * 32, 1, 32)] = acc[T.ramp(0, 1, 32)]
-            for c in range(channels // 32 * 32, channels):
+                    acc[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)] + lanes[T.ramp(g * channels + T.min(v * 32, last), 1, 32)]
+                out[T.ramp(T.min(v * 32, last), 1, 32)] = acc[T.ramp(0, 1, 32)]
+            for c in range(vectors * 32 if channels < 32 else channels, channels):
                 out[c] = -offset
                 for g in range(groups):
                     out[c] = out[c] + lanes[g * channels + c]
