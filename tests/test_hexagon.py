@@ -42,6 +42,22 @@ def test_channel_in_lanes_conv_is_bit_exact(cin, cout, k, stride):
     np.testing.assert_array_equal(conv.unpack_output(out), conv2d_nchw(x, w, (stride, stride), (p,) * 4))
 
 
+@pytest.mark.parametrize("cin,cout,k,stride,hw", [(16, 64, 3, 1, (5, 23)), (3, 64, 3, 2, (7, 93)), (12, 16, 1, 1, (3, 47)),
+                                                   (8, 40, 3, 1, (4, 19))])
+def test_rows_without_a_divisor_near_the_block_take_overlapping_blocks_bit_exact(cin, cout, k, stride, hw):
+    """Rows of 23, 47 or 19 columns (prime: SqueezeNet's) were cut into blocks of one pixel, a
+    weight vector loaded for each ``vrmpy`` (the 23x23 16->64 3x3: 41.9k packets); blocks of
+    4, the last overlapping the one before: 26.1k."""
+    from tvm_s2d.schedules.hexagon.lanes import block_pixels, overlapping_block
+
+    x, w = _operands(cin, cout, k, hw)
+    p = k // 2
+    conv = PackedConv(1, (hw[0] + 2 * p, hw[1] + 2 * p), cin, cout, (k, k), (stride, stride))
+    assert block_pixels(conv.out_hw[1], 8) == 1 and overlapping_block(conv.out_hw[1], 8) == 4
+    out, _ = run_packed(conv, "lanes", 8, conv.pack_input(x, (p,) * 4), conv.pack_weight(w))
+    np.testing.assert_array_equal(conv.unpack_output(out), conv2d_nchw(x, w, (stride, stride), (p,) * 4))
+
+
 @pytest.mark.parametrize("channels,hw,kernel,stride", [(4, (7, 40), 3, 1), (8, (13, 17), 3, 1), (12, (5, 9), 1, 1),
                                                         (32, (9, 37), 2, 1), (64, (9, 9), 3, 2), (128, (4, 9), 2, 1),
                                                         (144, (7, 9), 1, 1), (96, (5, 5), 3, 2), (256, (6, 7), 3, 1),

@@ -65,7 +65,7 @@ def run_packed(conv, mapping: str, knob: int | None, x_packed: np.ndarray, w_pac
                              name="offsets")
         operands.append(offsets.outputs[0])
         packets += offsets.packets
-    func = conv.compute() if knob is None else schedule_mapping(conv.compute(), mapping, knob)
+    func = conv.compute() if knob is None else schedule_mapping(conv, mapping, knob)
     run = run_kernel(func, operands, [(conv.output_shape, "int32")], name="conv")
     return run.outputs[0], packets + run.packets
 

@@ -98,8 +98,7 @@ class HexagonConvs:
         return default_mapping(out_channels, out_width, strides)
 
     def kernel(self, conv, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
-        func = conv.compute()
-        return schedule_mapping(func, mapping, knob) if self.schedule else func
+        return schedule_mapping(conv, mapping, knob) if self.schedule else conv.compute()
 
 
 def _uint8_source(expr, var2val):

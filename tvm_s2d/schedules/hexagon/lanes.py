@@ -105,6 +105,12 @@ class PackedConv:
                          name="out")
         return aligned_prim_func([x, w, offsets, out])
 
+    def hvx_kernel(self, pixels: int = 8) -> tvm.tirx.PrimFunc:
+        """``compute()`` on ``vrmpy`` with the knob ``pixels``: ``schedule_vrmpy``'s blocks, or
+        ``overlapping_vrmpy``'s where the row's width has no divisor near the knob."""
+        block = overlapping_block(self.out_hw[1], pixels)
+        return schedule_vrmpy(self.compute(), pixels) if block is None else overlapping_vrmpy(self, block)
+
     def window_offsets(self, hvx: bool = True) -> tvm.tirx.PrimFunc:
         """``offsets[n, oh, ow] = -128 x`` the sum of the input window (all channels) of each
         output pixel: the HVX kernel (``window_offsets``), or with ``hvx=False`` plain loops."""
@@ -179,6 +185,53 @@ def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFun
     return sch.mod["main"]
 
 
+
+def overlapping_block(out_width: int, pixels: int) -> int | None:
+    """The block of ``overlapping_vrmpy`` for rows that ``block_pixels`` can only cut into
+    blocks under half of ``pixels`` (widths with no divisor near it: SqueezeNet's 47 and 23,
+    prime, ran a pixel a block), else None. Half the knob: blocks of 4 measured best or within
+    3% of it on 23 and 47 columns (3x3 on 16 and 12 channels, stride 2 on 4, 1x1 on 128);
+    blocks of 6-8 ran up to 2.2x that on some (LLVM's unrolling)."""
+    if out_width > 2 * pixels and 2 * block_pixels(out_width, pixels) < pixels:
+        return max(pixels // 2, 1)
+    return None
+
+
+def overlapping_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
+    """``PackedConv.compute()`` as ``schedule_vrmpy`` schedules it, written out, with blocks of
+    ``block`` output columns of which a row's last starts ``block`` before its end: it overlaps
+    the one before (those columns computed twice, written twice alike), so any width takes
+    the same block. The accumulators start at the pixel's offset."""
+    n, (hi, wi), c4 = conv.batch, conv.in_hw, conv.cin // DEPTH
+    (oh, ow), (kh, kw), (sh, sw), kb = conv.out_hw, conv.kernel_hw, conv.strides, conv.cout_blocks
+    blocks, last = -(-ow // block), ow - block
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def overlapping(x_: T.Buffer(conv.input_shape, "uint8", align=128), w_: T.Buffer(conv.weight_shape, "uint8", align=128),
+                    offsets: T.Buffer(conv.offsets_shape, "int32"), out_: T.Buffer(conv.output_shape, "int32", align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            x = T.decl_buffer((n * hi * wi * c4,), "int32", data=x_.data, align=128)  # a pixel's 4 channels, one word
+            w = T.decl_buffer((kb * kh * kw * c4 * VECTOR_BYTES,), "uint8", data=w_.data, align=128)
+            out = T.decl_buffer((n * oh * ow * kb * LANES,), "int32", data=out_.data, align=128)
+            acc = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
+            for b, y, ko, xb in T.grid(n, oh, kb, blocks):
+                for i in T.unroll(block):
+                    acc[i, T.ramp(0, 1, 32)] = T.broadcast(offsets[b, y, T.min(xb * block, last) + i], LANES)
+                for ky in range(kh):
+                    for kx in T.unroll(kw):
+                        for g in range(c4):
+                            for i in T.unroll(block):
+                                acc[i, T.ramp(0, 1, 32)] = hvx(
+                                    "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
+                                    T.reinterpret(w.vload([(((ko * kh + ky) * kw + kx) * c4 + g) * VECTOR_BYTES], "uint8x128"),
+                                                  dtype="int32x32"),
+                                    x[((b * hi + y * sh + ky) * wi + (T.min(xb * block, last) + i) * sw + kx) * c4 + g])
+                for i in T.unroll(block):
+                    out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + ko) * LANES, 1, LANES)] = \
+                        acc[i, T.ramp(0, 1, 32)]
+
+    return overlapping
 
 def _vector(flat, offset):
     """The 128 bytes of ``flat`` at ``offset`` as 32 words (an aligned load)."""

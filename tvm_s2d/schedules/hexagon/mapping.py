@@ -7,7 +7,7 @@ import tvm
 
 from ...geometry import Unsupported, hvx_conv_packets
 from .intrinsics import DEPTH
-from .lanes import PackedConv, schedule_vrmpy
+from .lanes import PackedConv
 from .width import WidthConv, schedule_width_vrmpy
 
 #: The HVX mappings of a conv, and the name of each one's knob.
@@ -31,9 +31,9 @@ def mapped_conv(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw,
     raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
 
 
-def schedule_mapping(func: tvm.tirx.PrimFunc, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
-    """``mapped_conv(mapping, ...).compute()`` scheduled with its ``vrmpy`` form and knob."""
-    return schedule_vrmpy(func, pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(func, channels=knob)
+def schedule_mapping(conv, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
+    """``conv`` (``mapped_conv(mapping, ...)``)'s ``compute()`` on its ``vrmpy`` form with its knob."""
+    return conv.hvx_kernel(pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(conv.compute(), channels=knob)
 
 
 def default_mapping(out_channels: int, out_width: int, strides) -> tuple[str, int]:
