@@ -64,7 +64,9 @@ def test_rows_without_a_divisor_near_the_block_take_overlapping_blocks_bit_exact
                                                         (384, (3, 3), 3, 1), (512, (5, 7), 1, 2),
                                                         (4, (96, 96), 3, 2), (16, (25, 25), 3, 1), (8, (9, 70), 3, 2),
                                                         (4, (5, 5), 5, 1), (16, (40, 40), 3, 3), (4, (3, 66), 3, 2),
-                                                        (8, (8, 33), 1, 1), (4, (2, 3), 2, 2)])
+                                                        (8, (8, 33), 1, 1), (4, (2, 3), 2, 2), (144, (24, 24), 1, 1),
+                                                        (240, (5, 7), 1, 1), (672, (3, 3), 1, 1), (40, (3, 11), 3, 1),
+                                                        (12, (9, 47), 3, 1)])
 def test_window_offsets_are_minus_128_times_the_window_sums(channels, hw, kernel, stride):
     """The offsets kernel of the channel-in-lanes mapping: vrmpy + vdeal channel sums where C/4
     is a power of two (up to 32) or C a multiple of 128 (its vectors accumulated first; the
@@ -84,6 +86,8 @@ def test_window_offsets_are_minus_128_times_the_window_sums(channels, hw, kernel
     np.testing.assert_array_equal(run.outputs[0], -128 * window)
     if (channels, hw, stride) == (4, (96, 96), 2):
         assert run.packets < 4000, run.packets
+    if (channels, hw) == (144, (24, 24)):  # EfficientNet's: 13.1k packets when each pixel's 36 words were a plain loop
+        assert run.packets < 6000, run.packets
 
 
 @pytest.mark.parametrize("cin,cout,k", [(8, 8, 3), (16, 3, 3), (3, 5, 5)])

@@ -346,7 +346,8 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
     period = math.lcm(channels, 128)
     windows, blocks, groups, count = total // period, period // 128, period // channels, total // channels
     offset = count * zero
-    rest = (total - windows * period) // 128  # whole vectors past the last window
+    tail = windows * period  # the first element past the last window
+    rest = (total - tail) // 128  # whole vectors past it
     vectors, last = -(-channels // 32) if channels >= 32 else 0, channels - 32
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
@@ -364,11 +365,11 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
                     lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[2]
                     lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[3]
             for k in range(rest):  # the elements past the last window: into the first lanes, 128 at a time
-                lanes[T.ramp(k * 128, 1, 32)] = lanes[T.ramp(k * 128, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[0]
-                lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[1]
-                lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[2]
-                lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, windows * period + k * 128, q_dtype)[3]
-            for e in range(windows * period + rest * 128, total):
+                lanes[T.ramp(k * 128, 1, 32)] = lanes[T.ramp(k * 128, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[0]
+                lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[1]
+                lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[2]
+                lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[3]
+            for e in range(tail + rest * 128, total):
                 lanes[e % period] = lanes[e % period] + T.cast(q[e], "int32")
             for v in range(vectors):  # the last vector overlaps the one before (the same sums written twice)
                 acc = T.decl_buffer((32,), "int32", scope="local")
