@@ -337,12 +337,14 @@ def test_the_strided_hvx_depthwise_kernel_is_exact_under_qemu(out_hw, channels, 
                                                                       (2, (5, 12), 144, 3, "uint8", (7, 255)),  # a tail
                                                                       (1, (3, 7), 576, 5, "int8", (-128, 127)),
                                                                       (1, (4, 24), 16, 3, "int8", (-100, 90)),
-                                                                      (1, (3, 5), 40, 3, "uint8", (0, 255))])
+                                                                      (1, (3, 5), 40, 3, "uint8", (0, 255)),
+                                                                      (2, (5, 9), 24, 5, "uint8", (0, 255))])
 def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(batch, out_hw, channels, kernel, dtype, clamp):
     """The conv's groups of 128 outputs requantized in registers and stored as bytes: the same
     integers as the conv kernel followed by the requantization kernel (numpy's, here), per-channel
     constants at every lane offset (144 and 40 channels: periods of the constants of 9 and 5
-    groups; rows that are not whole groups end with their last 128 outputs)."""
+    groups; rows that are not whole groups end with their last 128 outputs; blocks of 3 rows
+    (3x3) and 2 (5x5) with the rows left over: 5 of 3x3, 4 of 3x3, 5 of 5x5)."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
