@@ -234,13 +234,16 @@ def test_a_squeeze_and_excite_block_runs_bit_exact_on_hexagon(tmp_path):
     assert not any(k.name.endswith("_sum") or "_sum_" in k.name for k in result.kernels if "hvx" not in k.name)
 
 
-@pytest.mark.parametrize("dtypes,shape,gate", [(("uint8", "uint8", "uint8"), (1, 9, 11, 40), True),  # 3960: a tail
-                                               (("int8", "int8", "int8"), (1, 5, 7, 96), True),
-                                               (("uint8", "uint8", "uint8"), (1, 6, 8, 16), False),  # 768: no tail
-                                               (("int8", "uint8", "int8"), (1, 2, 3, 240), True)])
-def test_hvx_product_kernel_is_bit_exact(dtypes, shape, gate):
+@pytest.mark.parametrize("dtypes,shape,gate,zeros", [(("uint8", "uint8", "uint8"), (1, 9, 11, 40), True, None),  # a tail
+                                                     (("int8", "int8", "int8"), (1, 5, 7, 96), True, None),
+                                                     (("uint8", "uint8", "uint8"), (1, 6, 8, 16), False, None),  # no tail
+                                                     (("int8", "uint8", "int8"), (1, 2, 3, 240), True, None),
+                                                     (("uint8", "uint8", "uint8"), (1, 4, 4, 144), True, (250, 2)),
+                                                     (("uint8", "uint8", "uint8"), (1, 4, 4, 144), True, (2, 250))])
+def test_hvx_product_kernel_is_bit_exact(dtypes, shape, gate, zeros):
     """A gate tiled to lcm(C, 128) bytes, or a second tensor of the same shape; requantized
-    with one rounding and a clamp narrower than the type's."""
+    with one rounding and a clamp narrower than the type's; zero points at the ends of the
+    range (the operands less them take 9 bits: the kernel multiplies halfwords)."""
     import math
 
     require_hexagon_tools()
@@ -254,7 +257,8 @@ def test_hvx_product_kernel_is_bit_exact(dtypes, shape, gate):
     qb = RNG.integers(*RANGES[b_dtype], (channels,) if gate else shape, endpoint=True).astype(b_dtype)
     period = math.lcm(channels, 128) if gate else total
     tiled = np.tile(qb.reshape(-1), period // qb.size)
-    za, zb, zy, m = 5, 3 if b_dtype == "uint8" else -2, 7, int(round(0.0051 * 2**31))
+    za, zb = zeros or (5, 3 if b_dtype == "uint8" else -2)
+    zy, m = 7, int(round(0.0051 * 2**31))
     lo, hi = (10, 250) if dtype == "uint8" else (-120, 127)
     product = (qa.astype(np.int64) - za) * (np.broadcast_to(qb, shape).astype(np.int64) - zb)
     expected = np.clip(((product * m + 2**30) >> 31) + zy, lo, hi).astype(dtype)

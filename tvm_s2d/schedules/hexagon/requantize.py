@@ -198,6 +198,17 @@ def quarters(q, start, q_dtype: str) -> list:
     return [hvx("lo", low), hvx("hi", low), hvx("lo", high), hvx("hi", high)]
 
 
+def halves(q, start, q_dtype: str) -> list:
+    """The 128 bytes of ``q`` from ``start`` as 2 vectors of 64 int16, in order (``vunpack``)."""
+    unpack = {"uint8": "vunpackub", "int8": "vunpackb"}[q_dtype]
+    pair = hvx(unpack, T.reinterpret(q.vload([start], f"{q_dtype}x128"), dtype="int32x32"), dtype="int32x64")
+    return [hvx("lo", pair), hvx("hi", pair)]
+
+
+def _half_splat(value: int):
+    return T.reinterpret(T.broadcast(T.int16(value), 64), dtype="int32x32")
+
+
 def _byte_splat(value: int, dtype: str):
     return T.reinterpret(T.broadcast(T.Cast(dtype, value), 128), dtype="int32x32")
 
@@ -301,11 +312,21 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
         """128 packed bytes clamped to ``[lo, hi]`` (the saturating packs clamp to the type's range)."""
         return words if full_range else hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
 
-    def requantized(a, b):
-        """32 lanes of the product requantized, int32 (the packs saturate to the type's range)."""
-        p = (a - T.broadcast(za, 32)) * (b - T.broadcast(zb, 32))
+    def requantized(p):
+        """32 int32 products requantized, int32 (the packs saturate to the type's range)."""
         mv = T.broadcast(m, 32)
         return hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", p, mv), p, mv) + T.broadcast(zy, 32)
+
+    def product_bytes(qa, qb, start):
+        """128 outputs from ``start``: the operands widened to halfwords (``vunpack``) less their
+        zero points (9 bits), multiplied into words (``vmpyhv``: even and odd elements apart),
+        requantized, saturated back to halfwords in order (``vsatwh`` interleaves the even and
+        odd words), packed to bytes."""
+        words = []
+        for x, y in zip(halves(qa, start, a_dtype), halves(qb, start % period, b_dtype)):
+            pair = hvx("vmpyhv", hvx("vsubh", x, _half_splat(za)), hvx("vsubh", y, _half_splat(zb)), dtype="int32x64")
+            words.append(hvx("vsatwh", requantized(hvx("hi", pair)), requantized(hvx("lo", pair))))
+        return T.reinterpret(clamped(hvx(pack, words[1], words[0])), dtype=f"{dtype}x128")
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize_product(qa_: T.Buffer(shape, a_dtype, align=128), qb: T.Buffer((period,), b_dtype, align=128),
@@ -315,9 +336,7 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
             qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
             for g in range(groups):
-                t = [requantized(x, y) for x, y in zip(quarters(qa, g * 128, a_dtype), quarters(qb, g * 128 % period, b_dtype))]
-                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(
-                    clamped(hvx(pack, hvx("vpackwh.sat", t[3], t[2]), hvx("vpackwh.sat", t[1], t[0]))), dtype=f"{dtype}x128")
+                out[T.ramp(g * 128, 1, 128)] = product_bytes(qa, qb, g * 128)
             for e in range(groups * 128, total):
                 out[e] = element(qa[e], qb[e % period])
 
