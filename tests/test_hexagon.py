@@ -273,7 +273,8 @@ def test_hvx_deal_of_a_padded_pixel_keeps_its_first_groups(shape, keep):
 @pytest.mark.parametrize("shape,widths", [((1, 16, 20, 8), [0, 0, 1, 1, 1, 1, 0, 0]),  # NHWC spatial
                                           ((1, 8, 17, 33), [0, 0, 0, 0, 2, 1, 3, 0]),  # NCHW spatial
                                           ((1, 30, 70, 8), [0, 0, 1, 2, 1, 40, 0, 0]),  # rows past a vector
-                                          ((2, 5, 7, 3), [0, 0, 0, 0, 0, 0, 0, 1])])  # the last axis only
+                                          ((2, 5, 7, 3), [0, 0, 0, 0, 0, 0, 0, 1]),  # the last axis only
+                                          ((1, 48, 48, 16), [0, 0, 0, 0, 0, 16, 0, 0])])  # the columns only
 def test_hvx_pad_is_exact(shape, widths):
     from tvm_s2d.schedules.hexagon import pad_rows, pad_rows_apply
 
@@ -282,6 +283,28 @@ def test_hvx_pad_is_exact(shape, widths):
     assert pad_rows_apply(shape, widths) and not pad_rows_apply(shape, [0, 1, 0, 0, 0, 0, 1, 0])
     run = run_kernel(pad_rows(shape, widths, 77), [x], [(expected.shape, "uint8")], name="pad")
     np.testing.assert_array_equal(run.outputs[0], expected)
+    if shape == (1, 48, 48, 16):  # regression: rows of 16 bytes (the columns taken for rows) made 6.6k packets
+        assert run.packets < 1500, run.packets
+
+
+@pytest.mark.parametrize("shape,widths", [((1, 24, 24, 48), [0, 0, 0, 0, 0, 8, 0, 16]),  # MnasNet's, for a width conv
+                                          ((1, 5, 7, 13), [0, 0, 1, 2, 2, 1, 0, 3]),  # rows, columns, odd channels
+                                          ((2, 3, 4, 6), [0, 0, 1, 1, 0, 0, 0, 2]),  # a batch; the plain loop's share
+                                          ((1, 4, 3, 1), [0, 0, 0, 0, 0, 0, 0, 7]),  # under one vector in all
+                                          ((1, 3, 2, 100), [0, 0, 0, 1, 1, 0, 0, 28])])  # 128-byte pixels
+def test_hvx_channel_pad_is_exact(shape, widths):
+    """``pad_channels``: a pixel a vector (masked, stored unaligned, the next pixel's store
+    writing over its overrun), the pixels whose loads or stores would pass an end a plain loop."""
+    from tvm_s2d.schedules.hexagon import pad_channels, pad_channels_apply
+
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    expected = np.pad(x, [widths[2 * i : 2 * i + 2] for i in range(4)], constant_values=91)
+    assert pad_channels_apply(shape, widths)
+    assert not pad_channels_apply(shape, [0, 0, 1, 1, 0, 0, 0, 0]) and not pad_channels_apply(shape, [0, 0, 0, 0, 0, 0, 1, 1])
+    run = run_kernel(pad_channels(shape, widths, 91), [x], [(expected.shape, "uint8")], name="pad")
+    np.testing.assert_array_equal(run.outputs[0], expected)
+    if shape == (1, 24, 24, 48):  # pad_rows took it as rows of 48 bytes, a byte at a time: 5.2k packets
+        assert run.packets < 2500, run.packets
 
 
 

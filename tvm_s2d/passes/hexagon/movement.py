@@ -11,7 +11,8 @@ default lowering copies byte by byte. In a quantized NHWC network that is where 
 point), and the D2S that leaves the domain follows a ``quantize``. The pass replaces each
 such triple by the shuffle kernel and each constant pad of two neighbouring axes of a 4-D
 uint8 tensor by ``pad_rows``, one that also widens NHWC pixels (a 3-channel image to the
-width mapping's 4) by ``pad_pixels``; others (NCHW S2D, other blocks and dtypes, a channel count
+width mapping's 4) by ``pad_pixels``, one of NHWC channels (after, to at most 128) with rows and
+columns or not by ``pad_channels``; others (NCHW S2D, other blocks and dtypes, a channel count
 whose chunks do not divide a vector) are left alone. ``IntegerTables``' lookups
 (``take(T, q)``, ``T`` a constant of 256 8-bit entries, ``q`` uint8, or int8 in ``"wrap"``
 mode) run on ``vlut32`` (``schedules.hexagon.lookup``), the table a constant argument in the
@@ -29,8 +30,8 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ...schedules.hexagon import (copy_space_to_depth, deal_depth_to_space, pad_pixels, pad_pixels_apply, pad_rows,
-                                  pad_rows_apply, shuffle_space_to_depth, shuffles_apply)
+from ...schedules.hexagon import (copy_space_to_depth, deal_depth_to_space, pad_channels, pad_channels_apply, pad_pixels,
+                                  pad_pixels_apply, pad_rows, pad_rows_apply, shuffle_space_to_depth, shuffles_apply)
 from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
 from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
                                        plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
@@ -148,6 +149,8 @@ class _Rewriter(PyExprMutator):
             return None
         if pad_pixels_apply(shape, widths):  # before rows: a channel pad alone is rows of C bytes to pad_rows
             kernel, what = pad_pixels(shape, widths, int(value)), "HVX pad kernel (pixels widened by byte shuffles)"
+        elif pad_channels_apply(shape, widths):  # before rows too: a channel pad is rows of C bytes to pad_rows
+            kernel, what = pad_channels(shape, widths, int(value)), "HVX pad kernel (a pixel a vector)"
         elif pad_rows_apply(shape, widths):
             kernel, what = pad_rows(shape, widths, int(value)), "HVX pad kernel"
         else:

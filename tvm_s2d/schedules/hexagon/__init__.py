@@ -18,8 +18,8 @@ from .lanes import WEIGHT_OFFSET, PackedConv, schedule_vrmpy, window_offsets
 from .width import WidthConv, schedule_width_vrmpy, channel_groups_apply, deal_channel_groups, copy_channel_groups, \
     dealt_channels, input_layout
 from .lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
-from .movement import pad_rows_apply, pad_rows, pad_pixels_apply, pad_pixels, shuffles_apply, copy_space_to_depth, \
-    shuffle_space_to_depth, deal_depth_to_space
+from .movement import pad_rows_apply, pad_rows, pad_pixels_apply, pad_pixels, pad_channels_apply, pad_channels, \
+    shuffles_apply, copy_space_to_depth, shuffle_space_to_depth, deal_depth_to_space
 
 __all__ = [
     "DEPTH",
@@ -49,6 +49,8 @@ __all__ = [
     "opaque_vector",
     "pad_pixels",
     "pad_pixels_apply",
+    "pad_channels_apply",
+    "pad_channels",
     "pad_rows",
     "pad_rows_apply",
     "plain_lookup_table",
