@@ -333,6 +333,49 @@ def test_the_strided_hvx_depthwise_kernel_is_exact_under_qemu(out_hw, channels, 
     assert hvx.packets < 20 * oh * 2 * (conv.lanes // 32) * ow * kernel * kernel
 
 
+@pytest.mark.parametrize("batch,out_hw,channels,kernel,stride,in_hw", [(1, (24, 24), 16, 3, (2, 2), (50, 50)),
+                                                                        (2, (5, 9), 32, 5, (2, 2), (13, 21)),
+                                                                        (1, (4, 13), 64, 3, (1, 2), (6, 27)),
+                                                                        (1, (3, 17), 8, 4, (2, 2), (8, 36))])
+def test_the_dealt_stride_2_depthwise_kernel_with_its_requantization_is_exact_under_qemu(batch, out_hw, channels, kernel,
+                                                                                         stride, in_hw):
+    """Column stride 2, C dividing 64: each tap's 128 inputs the even or odd pixels of 256
+    input bytes (``vdeal``), the weights tiled (``fused_weight``); odd and even kernels, a row
+    stride of 1, rows that are not whole groups, a batch."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
+
+    rng = np.random.default_rng(23)
+    conv = DepthwiseConv(batch, out_hw, channels, (kernel, kernel), stride, in_hw)
+    assert conv.dealt and conv.fusable
+    x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
+    weight = rng.integers(-128, 128, (channels, 1, kernel, kernel)).astype(np.int8)
+    w = conv.fused_weight(conv.pack_weight(weight))
+    pixels = x.reshape(batch, conv.input_shape[1], -1, channels).astype(np.int64)
+    (sh, sw), (oh, ow) = stride, out_hw
+    acc = np.zeros((batch, oh, ow, channels), np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            acc += pixels[:, ky : ky + (oh - 1) * sh + 1 : sh, kx : kx + (ow - 1) * sw + 1 : sw] * weight[:, 0, ky, kx]
+    b = rng.integers(-5000, 5000, channels)
+    m = rng.integers(2**30, 2**31 - 1, channels)
+    r = rng.integers(6, 12, channels)
+    t = ((acc + b) * m + 2**30) >> 31
+    expected = np.clip(((t + ((1 << r) >> 1)) >> r) + 120, 0, 255).astype(np.uint8)
+    constants = conv.requantize_constants(b, m, r, 0)
+    out = [(conv.requantized_shape(), "uint8")]
+    hvx = run_kernel(conv.hvx_requantized_kernel(120, 0, 255, "uint8"), [x, w, *constants], out)
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = tvm.compile(tvm.IRModule({"main": conv.hvx_requantized_kernel(120, 0, 255, "uint8", hvx_code=False)}),
+                        target="llvm")
+    got = tvm.runtime.tensor(np.zeros(conv.requantized_shape(), np.uint8))
+    plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), *(tvm.runtime.tensor(c) for c in constants), got)
+    np.testing.assert_array_equal(got.numpy(), expected)
+    if out_hw == (24, 24):  # the per-pixel strided kernel and its requantization kernel: 17.7k + 1.6k packets
+        assert hvx.packets < 9000, hvx.packets
+
+
 @pytest.mark.parametrize("batch,out_hw,channels,kernel,dtype,clamp", [(1, (6, 48), 32, 3, "uint8", (0, 255)),
                                                                       (2, (5, 12), 144, 3, "uint8", (7, 255)),  # a tail
                                                                       (1, (3, 7), 576, 5, "int8", (-128, 127)),

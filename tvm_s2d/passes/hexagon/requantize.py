@@ -112,8 +112,10 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
         depthwise = match_depthwise_output(x, self.var2val, self.mod)
-        if depthwise is not None and depthwise[2].fusable:  # the requantization in the depthwise kernel
-            rows, weight, conv = depthwise
+        if depthwise is not None and depthwise[2].fusable and (not depthwise[2].dealt or isinstance(depthwise[1], relax.Constant)):
+            rows, weight, conv = depthwise  # the requantization in the depthwise kernel
+            if conv.dealt:  # its weights tiled along the lanes
+                weight = relax.const(conv.fused_weight(weight.data.numpy()))
             func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])))
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
             operands = [self.visit_expr(rows), weight,

@@ -28,7 +28,7 @@ from tvm import te
 
 from tvm.script import tirx as T
 
-from .intrinsics import LANES, hvx, roundup
+from .intrinsics import LANES, deal, hvx, roundup
 from .requantize import _int64_requantize, lane_constants, pack_bytes, requantize_lanes
 
 #: The attribute a depthwise kernel carries its ``DepthwiseConv`` in (``tagged`` / ``of``), for
@@ -124,9 +124,24 @@ class DepthwiseConv:
         return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw))
 
     @property
+    def dealt(self) -> bool:
+        """A conv of column stride 2 whose pixels tile a vector (C divides 64): its fused kernel
+        reads each tap's even or odd pixels from 256 input bytes by one ``vdeal`` of C-byte
+        elements, 128 outputs a vector like a stride-1 conv's."""
+        return self.strided and self.stride[1] == 2 and 64 % self.channels == 0
+
+    @property
     def fusable(self) -> bool:
-        """Whether ``hvx_requantized_kernel`` takes this conv: stride 1, rows of 128 outputs or more."""
-        return not self.strided and self.out_hw[1] * self.channels >= 128
+        """Whether ``hvx_requantized_kernel`` takes this conv: stride 1 or ``dealt``, rows of 128
+        outputs or more."""
+        return (not self.strided or self.dealt) and self.out_hw[1] * self.channels >= 128
+
+    def fused_weight(self, packed: np.ndarray) -> np.ndarray:
+        """The weights ``hvx_requantized_kernel`` reads, from ``pack_weight``'s: a ``dealt``
+        conv's C channels tiled along the 128 lanes (its unfused kernel's are zero past C)."""
+        if not self.dealt:
+            return packed
+        return np.ascontiguousarray(np.tile(packed[..., : self.channels], (1, 1, 128 // self.channels)))
 
     @property
     def constant_lanes(self) -> int:
@@ -139,7 +154,10 @@ class DepthwiseConv:
 
     def hvx_requantized_kernel(self, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
                                pre_shift: bool = True, rows: int | None = None) -> tvm.tirx.PrimFunc:
-        """The conv and the requantization after it as one kernel (stride 1, ``fusable``):
+        """The conv and the requantization after it as one kernel (``fusable``: stride 1, or a
+        ``dealt`` stride 2 with ``fused_weight``'s weights, each tap's vector of inputs the even
+        or odd C-byte pixels of 256 bytes by ``vdeal``: MobileNetV3's 48x48x16 3x3/2 17.7k -> 4.1k
+        packets, with its requantization kernel gone):
         ``(x, weight, bias, mult, shift, half, pre) -> [N, OH, OW, C]`` of ``dtype``, the
         constants ``constant_lanes`` long. Each 128 outputs of a row are ``hvx_kernel``'s group
         requantized in registers (``requantize_lanes``, ``pack_bytes``) and stored as 128
@@ -159,20 +177,30 @@ class DepthwiseConv:
         if not hvx_code:
             return self._plain_requantized(zy, lo, hi, dtype)
         groups, period = valid // 128, lanes - 128
+        weights = 128 if self.dealt else self.row  # a dealt conv's weights: one vector a tap (fused_weight)
         whole = period // 128 <= 8  # a period of the constants in unrolled groups (their lanes constants)
         span = period // 128 if whole else 1
         rows = min(oh, rows or (3 if kh <= 3 or oh == 3 else 2))
         taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
 
+        sh = self.stride[0]
+
+        def tap(x, w, b, r, start, ky, kx):  # (the tap's 128 inputs, its 128 weights)
+            if not self.dealt:
+                return x.vload([b, r + ky, start + kx * c], "uint8x128"), w.vload([ky, kx, start], "int8x128")
+            at = 2 * start + kx // 2 * 2 * c  # input pixel 2p + kx = 2(p + kx // 2) + kx % 2
+            pair = deal(T.reinterpret(x.vload([b, r * sh + ky, at + 128], "uint8x128"), dtype="int32x32"),
+                        T.reinterpret(x.vload([b, r * sh + ky, at], "uint8x128"), dtype="int32x32"), c)
+            return hvx("lo" if kx % 2 == 0 else "hi", pair), w.vload([ky, kx, 0], "int8x128")
+
         def block(x, w, constants, b, r, start, lane):
-            pairs = ordered_sums([(x.vload([b, r + ky, start + kx * c], "uint8x128"),
-                                   w.vload([ky, kx, start], "int8x128")) for ky, kx in taps])
+            pairs = ordered_sums([tap(x, w, b, r, start, ky, kx) for ky, kx in taps])
             t = [hvx(part, pair) for pair in pairs for part in ("lo", "hi")]
             return pack_bytes([requantize_lanes(t[i], constants, lane + 32 * i, zy, pre_shift) for i in range(4)], lo, hi,
                               dtype)
 
         @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-        def depthwise_requantized(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, self.row), "int8", align=128),
+        def depthwise_requantized(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, weights), "int8", align=128),
                                   bias: T.Buffer((lanes,), "int32", align=128), mult: T.Buffer((lanes,), "int32", align=128),
                                   shift: T.Buffer((lanes,), "int32", align=128), half: T.Buffer((lanes,), "int32", align=128),
                                   pre: T.Buffer((lanes,), "int32", align=128), y_: T.Buffer((n, oh, ow, c), dtype)):
@@ -209,10 +237,12 @@ class DepthwiseConv:
                                         for name in ("bias", "mult", "shift", "half", "pre"))
         ky = te.reduce_axis((0, self.kernel_hw[0]), name="ky")
         kx = te.reduce_axis((0, self.kernel_hw[1]), name="kx")
-        conv = te.compute(self.output_shape, lambda n, r, j: te.sum(
-            x[n, r + ky, j + kx * c].astype("int32") * w[ky, kx, j].astype("int32"), axis=[ky, kx]), name="depthwise")
+        (sh, sw) = self.stride
+        conv = te.compute(self.requantized_shape(), lambda n, r, p, k: te.sum(
+            x[n, r * sh + ky, (p * sw + kx) * c + k].astype("int32") * w[ky, kx, k].astype("int32"), axis=[ky, kx]),
+            name="depthwise")
         y = te.compute(self.requantized_shape(), lambda n, r, p, k: _int64_requantize(
-            conv[n, r, p * c + k], bias[k], mult[k], shift[k], pre[k], zy, lo, hi, dtype), name="requantize")
+            conv[n, r, p, k], bias[k], mult[k], shift[k], pre[k], zy, lo, hi, dtype), name="requantize")
         return te.create_prim_func([x, w, bias, mult, shift, half, pre, y])
 
     def requantize_constants(self, b, m, r, pre) -> list[np.ndarray]:
