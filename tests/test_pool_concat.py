@@ -319,7 +319,7 @@ def test_hvx_channel_sums_are_exact(shape, dtype, zero):
     9,000 of 25,000 bytes, 13k packets)."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
-    from tvm_s2d.schedules.hexagon.requantize import channel_sums_kernel
+    from tvm_s2d.schedules.hexagon.pool import channel_sums_kernel
 
     q = RNG.integers(*LIMITS[dtype], shape, endpoint=True).astype(dtype)
     expected = (q.astype(np.int64) - zero).reshape(-1, shape[-1]).sum(axis=0)

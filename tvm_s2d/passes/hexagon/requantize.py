@@ -24,15 +24,16 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
-from ...schedules.hexagon.requantize import (channel_constants, channel_sums_kernel, lane_constants, requantize_add_kernel,
-                                             requantize_kernel, requantize_product_kernel, tile_gate_kernel)
+from ...schedules.hexagon.pool import channel_sums_kernel
+from ...schedules.hexagon.requantize import (channel_constants, lane_constants, requantize_add_kernel, requantize_kernel,
+                                             requantize_product_kernel, tile_gate_kernel)
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term
 from ..quantized.integer_multiply import match_product
 from ..quantized.integer_pool_concat import match_sum
 from ..quantized.integer_requantize import match_requantize
-from ..relax_tools import add_kernel, call_of, is_call, rewrite_functions, static_shape
+from ..relax_tools import add_kernel, call_of, const_of, is_call, rewrite_functions, static_shape
 from .conv_output import along_last_axis, match_channel_major, match_correction, match_depthwise_output, \
     match_padded_channels
 
@@ -112,10 +113,11 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
         depthwise = match_depthwise_output(x, self.var2val, self.mod)
-        if depthwise is not None and depthwise[2].fusable and (not depthwise[2].dealt or isinstance(depthwise[1], relax.Constant)):
+        if depthwise is not None and depthwise[2].fusable and (
+                not depthwise[2].dealt or const_of(depthwise[1], self.var2val) is not None):
             rows, weight, conv = depthwise  # the requantization in the depthwise kernel
             if conv.dealt:  # its weights tiled along the lanes
-                weight = relax.const(conv.fused_weight(weight.data.numpy()))
+                weight = relax.const(conv.fused_weight(const_of(weight, self.var2val)))
             func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])))
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
             operands = [self.visit_expr(rows), weight,

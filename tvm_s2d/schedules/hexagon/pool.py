@@ -1,4 +1,4 @@
-"""Max pool and channel concat of 8-bit NHWC tensors on HVX.
+"""Max pool, global pool sums and channel concat of 8-bit NHWC tensors on HVX.
 
 * ``max_pool``: on a pre-padded input (padded with the type's lowest value). In NHWC an
   output row of a stride-1 pool is one run of ``OW * C`` bytes, and tap ``(ky, kx)`` reads
@@ -17,18 +17,23 @@
 * ``slice_pixels``: channels ``[begin, begin + width)`` of each pixel (a channel split): copied
   as ``concat_pixels`` copies where ``width`` is at least 128; else one 128-byte vector a
   pixel, stored from the pixel on, its spill overwritten by the next pixels (ascending).
+* ``channel_sums_kernel``: a global pool's per-channel sums (less the zero point) as int32.
 
 Rows or tensors that are not whole vectors finish with plain loops.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import tvm
 from tvm import te, topi
 from tvm.script import from_source
 from tvm.script import tirx as T
 
 from .intrinsics import VECTOR_BYTES, deal, hvx, roundup
+from .requantize import quarters
 
 
 def chunks_apply(channels: int) -> bool:
@@ -320,3 +325,65 @@ def plain_slice_pixels(lead_shape, channels: int, begin: int, width: int, dtype:
     x = te.placeholder((*lead, int(channels)), dtype, name="x")
     y = te.compute((*lead, int(width)), lambda *i: x[(*i[:-1], i[-1] + int(begin))], name="split")
     return te.create_prim_func([x, y])
+
+
+def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+    """``q -> int32[C]``: ``out[c] = sum(q[..., c] - zero)`` over every pixel of an NHWC tensor
+    (a global pool's sums). Lanes of ``P = lcm(C, 128)`` bytes: lane ``j`` sums the elements
+    at ``j`` modulo ``P`` (channel ``j % C``), whole windows of ``P`` bytes accumulated 128
+    bytes at a time widened to four int32 vectors (two rounds of ``vunpack``), the whole vectors
+    past them the same way into the first lanes, the last elements under 128 in a plain loop;
+    then the ``P / C`` lanes of each channel added up 32 channels at a time (unaligned loads of
+    the lane buffer; the last 32 overlapping the ones before), the zero point's ``count * zero``
+    subtracted; under 32 channels a plain loop. ``hvx_code=False``: a plain loop."""
+    total, channels = int(np.prod(shape)), int(shape[-1])
+    period = math.lcm(channels, 128)
+    windows, blocks, groups, count = total // period, period // 128, period // channels, total // channels
+    offset = count * zero
+    tail = windows * period  # the first element past the last window
+    rest = (total - tail) // 128  # whole vectors past it
+    vectors, last = -(-channels // 32) if channels >= 32 else 0, channels - 32
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def channel_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((channels,), "int32", align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            q = T.decl_buffer((total,), q_dtype, data=q_.data)
+            lanes = T.sblock_alloc_buffer((period,), "int32", align=128)
+            for j in range(period // 32):
+                lanes[T.ramp(j * 32, 1, 32)] = T.broadcast(0, 32)
+            for k in range(blocks):
+                for w in range(windows):  # the four quarters share one vunpack chain (pure: LLVM computes it once)
+                    lanes[T.ramp(k * 128, 1, 32)] = lanes[T.ramp(k * 128, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[0]
+                    lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[1]
+                    lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[2]
+                    lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, w * period + k * 128, q_dtype)[3]
+            for k in range(rest):  # the elements past the last window: into the first lanes, 128 at a time
+                lanes[T.ramp(k * 128, 1, 32)] = lanes[T.ramp(k * 128, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[0]
+                lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[1]
+                lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[2]
+                lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[3]
+            for e in range(tail + rest * 128, total):
+                lanes[e % period] = lanes[e % period] + T.cast(q[e], "int32")
+            for v in range(vectors):  # the last vector overlaps the one before (the same sums written twice)
+                acc = T.decl_buffer((32,), "int32", scope="local")
+                acc[T.ramp(0, 1, 32)] = T.broadcast(-offset, 32)
+                for g in T.unroll(groups):
+                    acc[T.ramp(0, 1, 32)] = acc[T.ramp(0, 1, 32)] + lanes[T.ramp(g * channels + T.min(v * 32, last), 1, 32)]
+                out[T.ramp(T.min(v * 32, last), 1, 32)] = acc[T.ramp(0, 1, 32)]
+            for c in range(vectors * 32 if channels < 32 else channels, channels):
+                out[c] = -offset
+                for g in range(groups):
+                    out[c] = out[c] + lanes[g * channels + c]
+
+    @T.prim_func(s_tir=True)
+    def plain_channel_sums(q_: T.Buffer(shape, q_dtype), out: T.Buffer((channels,), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            q = T.decl_buffer((total,), q_dtype, data=q_.data)
+            for c in range(channels):
+                out[c] = -offset
+            for e in range(total):
+                out[e % channels] = out[e % channels] + T.cast(q[e], "int32")
+
+    return channel_sums if hvx_code else plain_channel_sums
