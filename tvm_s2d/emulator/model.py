@@ -72,6 +72,7 @@ class ModelRun:
     output: np.ndarray | None = None
     first_difference: dict | None = None  # the first kernel whose outputs differ from the CPU build's (check_each)
     macs: int = 0  # the model's conv and matmul multiply-accumulates (``onnx_import.model_macs``)
+    failures: list[str] = field(default_factory=list)  # passes that failed (left out of the build), with why
 
     @property
     def packets(self) -> int:
@@ -105,7 +106,7 @@ class ModelRun:
                            "kernels": [asdict(k) for k in self.kernels], "packets": self.packets,
                            "hvx_share": self.hvx_share, "macs": self.macs, "times_limit": self.times_limit,
                            "matches_cpu": self.matches_cpu, "first_difference": self.first_difference,
-                           "onnxruntime": self.onnxruntime}, indent=2)
+                           "onnxruntime": self.onnxruntime, "failures": self.failures}, indent=2)
 
     def table(self) -> str:
         def short(name):  # a fused kernel's name lists its ops; the scalar lines below give it whole
@@ -123,6 +124,7 @@ class ModelRun:
         hvx = sum(k.packets for k in self.kernels if k.hvx)
         lines.append(f"{'total':11s} {self.packets:14,d}  ({hvx:,} on HVX kernels, {self.packets - hvx:,} scalar)")
         lines += scalar_lines(self.kernels)
+        lines += [f"a pass failed, its changes left out of the build: {failure}" for failure in self.failures]
         lines.append(self.headline())
         lines.append(f"bit-exact against the CPU build: {'yes' if self.matches_cpu else 'NO'}")
         if self.first_difference is not None:
@@ -164,12 +166,14 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
         say("lowering (TVM's default)")
         hexagon = plain = lower_for_hexagon(mod, None, disabled)
     else:
-        hexagon = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, **options), disabled,
-                                    progress=lambda text: say(f"lowering for Hexagon, {text}"))
+        pipeline = S2DPipeline(tuning_log=tuning_log, **options)
+        hexagon = lower_for_hexagon(mod, pipeline, disabled, progress=lambda text: say(f"lowering for Hexagon, {text}"))
+        failures = [f"{name}: {outcome.reason}" for name, outcome in pipeline.failures.items()]
         plain = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, hvx=False, **options), disabled,
                                   progress=lambda text: say(f"lowering the CPU reference (the HVX kernels' plain loops), {text}"))
 
-    run = ModelRun(where, "hexagon", rewrite and not tvm_default, macs=model_macs(onnx_model))
+    run = ModelRun(where, "hexagon", rewrite and not tvm_default, macs=model_macs(onnx_model),
+                   failures=[] if tvm_default else failures)
     trace: dict = {}
     nodes = kernel_nodes(hexagon, onnx_names(mod), movement=is_movement)
     output, run.kernels = interpret(hexagon, args, trace=trace, progress=say, nodes=nodes)
