@@ -62,7 +62,7 @@ def test_given_inputs_and_json_schema(chain_path, tmp_path, capsys):
     assert "bit-exact against the CPU build: yes" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert list(data) == ["model", "target", "rewrite", "kernels", "packets", "hvx_share", "macs", "times_limit",
-                          "matches_cpu", "first_difference", "onnxruntime"]
+                          "matches_cpu", "first_difference", "onnxruntime", "failures"]
     assert data["macs"] > 0 and 0 < data["hvx_share"] <= 1  # the chain's convs, mostly on HVX
     assert data["times_limit"] == pytest.approx(data["packets"] * 256 / data["macs"])
     assert data["first_difference"] is None  # bit-exact: no kernel differs
@@ -201,3 +201,34 @@ def test_a_pass_that_fails_is_named_by_run(chain_path, monkeypatch):
     assert "a pass failed, its changes left out of the build: HexagonRequantize: failed: AttributeError" in run.table()
     assert json.loads(run.to_json())["failures"] == run.failures
     assert run.matches_cpu  # both builds without the pass
+
+
+def test_programs_are_cached_by_body_and_shapes(tmp_path, monkeypatch):
+    """A kernel's linked program is cached by its body and shapes, not its name; a prefetched
+    build is the one ``build_program`` returns; ``TVM_S2D_PROGRAM_CACHE=0`` builds afresh."""
+    from tvm import te
+
+    from tvm_s2d.emulator import qemu
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def kernel(n):
+        x = te.placeholder((n,), "uint8", name="x")
+        return te.create_prim_func([x, te.compute((n,), lambda i: x[i] + x[i], name="y")])
+
+    x = np.arange(200, dtype=np.uint8)
+    programs = tmp_path / "tvm-s2d" / "programs"
+    first = qemu.run_kernel(kernel(200), [x], [((200,), "uint8")], name="a")
+    second = qemu.run_kernel(kernel(200), [x], [((200,), "uint8")], name="b")  # another name, one body
+    assert len(list(programs.iterdir())) == 1
+    np.testing.assert_array_equal(first.outputs[0], x + x)
+    np.testing.assert_array_equal(second.outputs[0], first.outputs[0])
+    assert second.packets == first.packets > 0
+    qemu.prefetch(kernel(100), [((100,), "uint8")], [((100,), "uint8")])
+    program = qemu.build_program(kernel(100), [((100,), "uint8")], [((100,), "uint8")])
+    assert program.path.parent.parent == programs and len(list(programs.iterdir())) == 2
+    qemu.cancel_prefetched()
+    monkeypatch.setenv("TVM_S2D_PROGRAM_CACHE", "0")
+    fresh = qemu.run_kernel(kernel(200), [x], [((200,), "uint8")])
+    assert len(list(programs.iterdir())) == 2
+    np.testing.assert_array_equal(fresh.outputs[0], x + x)

@@ -34,7 +34,7 @@ from ..passes.relax_tools import is_call, op_name, static_shape
 from ..pipeline import S2DPipeline
 from ..targets import hexagon_target, host_target
 from ..checks import compare_with_onnxruntime
-from .qemu import Run, run_kernel
+from .qemu import Run, cancel_prefetched, prefetch, run_kernel
 
 #: What HVX can do at most: two ``vrmpy`` a packet, each 32 lanes x 4 multiply-accumulates.
 HVX_MACS_PER_PACKET = 256
@@ -232,8 +232,10 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
     and one ``KernelRun`` per kernel call; ``trace`` gets each kernel call's outputs by the
     name of the variable it binds; ``progress(text, done, total)`` hears of each kernel run;
     ``nodes``: the variable a kernel binds -> its ONNX nodes (``onnx_names.kernel_nodes``)."""
-    run = run or (lambda func, inputs, outputs, name: run_kernel(func, inputs, outputs, name=name))
     main = mod["main"]
+    if run is None:
+        run = _on_qemu
+        _prefetch(mod)
     env = {param: value for param, value in zip(main.params, args)}
     float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
     returned = set(relax.analysis.free_vars(main.body.body))
@@ -251,37 +253,60 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
             return tuple(value(f) for f in expr.fields)
         raise EmulatorInterpretError(f"cannot evaluate {type(expr).__name__} in main")
 
-    for block in main.body.blocks:
-        for binding in block.bindings:
-            expr = binding.value
-            if is_call(expr, "relax.call_tir"):
-                gv, operands = expr.args[0], expr.args[1]
-                inputs = [np.require(value(a), requirements="C") for a in operands.fields]
-                specs = output_specs(expr.ty)
-                if is_view(mod[gv], operands.fields, specs):  # the build's RewriteDataflowReshape makes it a view
-                    env[binding.var] = inputs[0].reshape(specs[0][0])
-                    continue
-                result = run(mod[gv], inputs, specs, gv.name_hint)
-                outs = result.outputs
-                env[binding.var] = outs[0] if not isinstance(expr.ty, relax.TupleType) else tuple(outs)
-                if trace is not None:
-                    trace[binding.var.name] = outs
-                kind = kernel_kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
-                runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets),
-                                      list((nodes or {}).get(binding.var, []))))
-                if progress is not None:
-                    progress(f"{gv.name_hint} ({kind}): {int(result.packets):,} packets", len(runs), total)
-            elif isinstance(expr, relax.TupleGetItem):
-                env[binding.var] = value(expr.tuple_value)[expr.index]
-            elif isinstance(expr, (relax.Var, relax.Tuple)) or isinstance(expr, tvm.ir.GenericConst):
-                env[binding.var] = value(expr)
-            else:
-                name = op_name(expr) or type(expr).__name__
-                raise EmulatorInterpretError(f"main still calls {name} after lowering: the runner takes kernels only")
+    try:
+        for block in main.body.blocks:
+            for binding in block.bindings:
+                expr = binding.value
+                if is_call(expr, "relax.call_tir"):
+                    gv, operands = expr.args[0], expr.args[1]
+                    inputs = [np.require(value(a), requirements="C") for a in operands.fields]
+                    specs = output_specs(expr.ty)
+                    if is_view(mod[gv], operands.fields, specs):  # the build's RewriteDataflowReshape makes it a view
+                        env[binding.var] = inputs[0].reshape(specs[0][0])
+                        continue
+                    result = run(mod[gv], inputs, specs, gv.name_hint)
+                    outs = result.outputs
+                    env[binding.var] = outs[0] if not isinstance(expr.ty, relax.TupleType) else tuple(outs)
+                    if trace is not None:
+                        trace[binding.var.name] = outs
+                    kind = kernel_kind(gv.name_hint, operands.fields, specs, float_inputs, binding.var in returned)
+                    runs.append(KernelRun(gv.name_hint, kind, gv.name_hint.startswith("hvx_"), int(result.packets),
+                                          list((nodes or {}).get(binding.var, []))))
+                    if progress is not None:
+                        progress(f"{gv.name_hint} ({kind}): {int(result.packets):,} packets", len(runs), total)
+                elif isinstance(expr, relax.TupleGetItem):
+                    env[binding.var] = value(expr.tuple_value)[expr.index]
+                elif isinstance(expr, (relax.Var, relax.Tuple)) or isinstance(expr, tvm.ir.GenericConst):
+                    env[binding.var] = value(expr)
+                else:
+                    name = op_name(expr) or type(expr).__name__
+                    raise EmulatorInterpretError(f"main still calls {name} after lowering: the runner takes kernels only")
+    finally:
+        cancel_prefetched()
     output = value(main.body.body)
     if isinstance(output, tuple):
         output = output[0]
     return np.asarray(output), runs
+
+
+def _on_qemu(func, inputs, outputs, name) -> Run:
+    return run_kernel(func, inputs, outputs, name=name)
+
+
+def _prefetch(mod: tvm.IRModule) -> None:
+    """Every kernel ``main`` calls handed to ``qemu.prefetch`` (built in worker threads while
+    the kernels before it run), in the order of the calls."""
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            expr = binding.value
+            if not is_call(expr, "relax.call_tir"):
+                continue
+            gv, operands = expr.args[0], expr.args[1].fields
+            specs, inputs = output_specs(expr.ty), [(static_shape(a), str(a.ty.dtype)) for a in operands]
+            if not is_view(mod[gv], operands, specs) and all(shape is not None for shape, _ in inputs):
+                prefetch(mod[gv], inputs, specs)
+
+
 
 
 def run_on_cpu(func, inputs: list[np.ndarray], outputs, name: str) -> Run:

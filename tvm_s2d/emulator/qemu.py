@@ -14,17 +14,21 @@ Inputs go to the program on stdin and outputs come back on stdout, as raw bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tvm
+import tvm_ffi
 
 from ..targets import HEXAGON_CPU, HEXAGON_LLVM_OPTIONS, hexagon_target
 
@@ -72,23 +76,129 @@ def compile_kernel(func, name: str) -> tvm.runtime.Module:
     return tvm.compile(mod, target=codegen_target()).mod
 
 
+@dataclass(frozen=True)
+class Program:
+    """A kernel linked into a program for qemu-hexagon, and the address range of its code."""
+    path: Path
+    lo: int
+    hi: int
+
+
+#: The symbol every kernel is compiled under (the cache shares a program between kernels of one
+#: body whatever their names).
+SYMBOL = "s2d_kernel"
+#: ``0``: build every program afresh (no cache of linked programs).
+CACHE_ENV = "TVM_S2D_PROGRAM_CACHE"
+_building: dict[str, Future] = {}
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_scratch: tempfile.TemporaryDirectory | None = None
+
+
 def run_kernel(func, inputs: list[np.ndarray], outputs: list[tuple[tuple[int, ...], str]], name: str = "kernel",
                workdir: str | os.PathLike | None = None) -> Run:
     """Compile ``func`` (a TIR ``PrimFunc`` whose parameters are the inputs, then the outputs),
     run it on ``inputs`` under qemu-hexagon, return the outputs and the packets executed."""
     check_tools()
     inputs = [np.require(x, requirements="C") for x in inputs]  # ascontiguousarray would make 0-d arrays 1-d
-    with tempfile.TemporaryDirectory(prefix="s2d-hexagon-") as tmp:
-        work = Path(workdir or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        compile_kernel(func, name).write_to_file(str(work / "kernel.o"))
-        (work / "main.c").write_text(_main_source(name, [(x.shape, str(x.dtype)) for x in inputs], outputs))
-        program, libm = _link(work)
-        lo, hi = _kernel_range([work / "kernel.o", libm], program)
-        result = subprocess.run(
-            ["qemu-hexagon", "-d", "plugin", "-plugin", f"{_plugin()},lo={lo:#x},hi={hi:#x}", str(program)],
-            input=b"".join(x.tobytes() for x in inputs), capture_output=True, timeout=1800,
-        )
+    specs = [(x.shape, str(x.dtype)) for x in inputs]
+    if workdir is not None:  # the build's files kept there, no cache
+        program = _build(func, specs, outputs, Path(workdir))
+    else:
+        program = build_program(func, specs, outputs)
+    return run_program(program, inputs, outputs, name)
+
+
+def build_program(func, inputs, outputs) -> Program:
+    """``func`` compiled and linked for the shapes and dtypes ``inputs`` and ``outputs``: from
+    the user's cache when a kernel of the same body and shapes was built before (or is being
+    built by ``prefetch``), else built now and cached."""
+    key = _program_key(func, inputs, outputs)
+    with _lock:
+        pending = _building.get(key)
+    if pending is not None:
+        return pending.result()
+    return _cached_build(key, func, inputs, outputs)
+
+
+def prefetch(func, inputs, outputs) -> None:
+    """Start building ``func``'s program in a worker thread (TVM's LLVM code generation and the
+    linker run outside the GIL: two cores build two kernels at once), for a later
+    ``build_program`` of it; the whole-model runner prefetches every kernel before running the
+    first, so compiling overlaps running."""
+    global _pool
+    key = _program_key(func, inputs, outputs)
+    with _lock:
+        if key in _building:
+            return
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="s2d-build")
+        _building[key] = _pool.submit(_cached_build, key, func, inputs, outputs)
+
+
+def cancel_prefetched() -> None:
+    """Drop the prefetched builds not started yet (a run that stopped early)."""
+    with _lock:
+        for future in _building.values():
+            future.cancel()
+        _building.clear()
+
+
+def _program_key(func, inputs, outputs) -> str:
+    body = tvm_ffi.structural_hash(func.with_attr("global_symbol", SYMBOL))
+    parts = [str(body), repr([(tuple(int(d) for d in shape), str(dtype)) for shape, dtype in inputs]),
+             repr([(tuple(int(d) for d in shape), str(dtype)) for shape, dtype in outputs]), _toolchain()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+@functools.cache
+def _toolchain() -> str:
+    """What else a program depends on: TVM, its LLVM options, the harness."""
+    sources = [source.read_text() for source in (Path(__file__), HERE / "runtime.c", HERE / "libm.c")]
+    return "\n".join([tvm.__version__, str(LLVM_OPTIONS), HEXAGON_CPU, *sources])
+
+
+def _cached_build(key: str, func, inputs, outputs) -> Program:
+    global _scratch
+    if os.environ.get(CACHE_ENV, "") == "0":  # built into a directory removed when the process ends
+        with _lock:
+            _scratch = _scratch or tempfile.TemporaryDirectory(prefix="s2d-hexagon-")
+        return _build(func, inputs, outputs, Path(tempfile.mkdtemp(dir=_scratch.name)))
+    where = _cache() / "programs" / key
+    if (where / "range").exists():
+        lo, hi = (int(v) for v in (where / "range").read_text().split())
+        return Program(where / "program", lo, hi)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=where.parent, prefix=".building-"))
+    try:
+        program = _build(func, inputs, outputs, tmp)
+        for scratch in ("main.c", "main.o", "kernel.o"):
+            (tmp / scratch).unlink()
+        (tmp / "range").write_text(f"{program.lo} {program.hi}")
+        os.rename(tmp, where)  # whole or not at all
+    except OSError:
+        if not (where / "range").exists():  # not a race another build won
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Program(where / "program", program.lo, program.hi)
+
+
+def _build(func, inputs, outputs, work: Path) -> Program:
+    work.mkdir(parents=True, exist_ok=True)
+    compile_kernel(func, SYMBOL).write_to_file(str(work / "kernel.o"))
+    (work / "main.c").write_text(_main_source(SYMBOL, inputs, outputs))
+    program, libm = _link(work)
+    lo, hi = _kernel_range([work / "kernel.o", libm], program)
+    return Program(program, lo, hi)
+
+
+def run_program(program: Program, inputs: list[np.ndarray], outputs, name: str = "kernel") -> Run:
+    """``program`` run under qemu-hexagon on ``inputs``: its outputs and the packets it executed."""
+    result = subprocess.run(
+        ["qemu-hexagon", "-d", "plugin", "-plugin", f"{_plugin()},lo={program.lo:#x},hi={program.hi:#x}", str(program.path)],
+        input=b"".join(x.tobytes() for x in inputs), capture_output=True, timeout=1800,
+    )
     packets = re.search(rb"packets (\d+)", result.stderr)
     if result.returncode != 0 or packets is None:
         raise EmulatorError(f"{name} failed under qemu-hexagon (exit {result.returncode}): "
