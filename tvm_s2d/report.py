@@ -15,7 +15,7 @@ from .passes.outcome import summary
 from .passes.relax_tools import is_call, op_name
 from .passes.s2d.conv2d import Decision
 from .passes.s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
-from .emulator.model import KernelRun, is_view, kernel_kind, output_specs, scalar_lines
+from .emulator.kinds import KernelRun, is_view, kernel_kind, output_specs, scalar_lines
 from .pipeline import S2DPipeline
 
 #: Ops that only move data; S2D and D2S each show up as one ``permute_dims``.
