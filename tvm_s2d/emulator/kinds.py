@@ -18,7 +18,6 @@ MOVEMENT_OPS = {"transpose", "reshape", "pad", "strided", "slice", "layout", "tr
                 "squeeze", "expand", "dims", "permute", "depth", "space", "to"}
 ELEMENTWISE_OPS = {"add", "subtract", "multiply", "divide", "relu", "clip", "maximum", "minimum", "where", "astype",
                    "cast", "round", "floor", "sigmoid", "tanh", "exp", "negative", "right", "left", "shift"}
-INTEGERS = ("int8", "uint8", "int16", "int32", "bool")
 
 
 @dataclass

@@ -211,16 +211,17 @@ def interpret(mod: tvm.IRModule, args: list[np.ndarray], run=None, trace: dict |
     name of the variable it binds; ``progress(text, done, total)`` hears of each kernel run;
     ``nodes``: the variable a kernel binds -> its ONNX nodes (``onnx_names.kernel_nodes``)."""
     main = mod["main"]
-    if run is None:
-        run = _on_qemu
-        _prefetch(mod)
     env = {param: value for param, value in zip(main.params, args)}
     float_inputs = {p for p in main.params if str(p.ty.dtype).startswith("float")}
     returned = set(relax.analysis.free_vars(main.body.body))
     runs = []
     calls = [b.value for block in main.body.blocks for b in block.bindings
              if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.call_tir"]
-    total = sum(not is_view(mod[c.args[0]], c.args[1].fields, output_specs(c.ty)) for c in calls)
+    kernels = [c for c in calls if not is_view(mod[c.args[0]], c.args[1].fields, output_specs(c.ty))]
+    total = len(kernels)
+    if run is None:
+        run = _on_qemu
+        _prefetch(mod, kernels)
 
     def value(expr):
         if isinstance(expr, relax.Var):
@@ -271,20 +272,13 @@ def _on_qemu(func, inputs, outputs, name) -> Run:
     return run_kernel(func, inputs, outputs, name=name)
 
 
-def _prefetch(mod: tvm.IRModule) -> None:
-    """Every kernel ``main`` calls handed to ``qemu.prefetch`` (built in worker threads while
-    the kernels before it run), in the order of the calls."""
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            expr = binding.value
-            if not is_call(expr, "relax.call_tir"):
-                continue
-            gv, operands = expr.args[0], expr.args[1].fields
-            specs, inputs = output_specs(expr.ty), [(static_shape(a), str(a.ty.dtype)) for a in operands]
-            if not is_view(mod[gv], operands, specs) and all(shape is not None for shape, _ in inputs):
-                prefetch(mod[gv], inputs, specs)
-
-
+def _prefetch(mod: tvm.IRModule, calls) -> None:
+    """The kernels of ``calls`` (``main``'s kernel calls) handed to ``qemu.prefetch`` in their
+    order: built in worker threads while the kernels before them run."""
+    for call in calls:
+        inputs = [(static_shape(a), str(a.ty.dtype)) for a in call.args[1].fields]
+        if all(shape is not None for shape, _ in inputs):
+            prefetch(mod[call.args[0]], inputs, output_specs(call.ty))
 
 
 def run_on_cpu(func, inputs: list[np.ndarray], outputs, name: str) -> Run:

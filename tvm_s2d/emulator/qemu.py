@@ -165,23 +165,22 @@ def _cached_build(key: str, func, inputs, outputs) -> Program:
             _scratch = _scratch or tempfile.TemporaryDirectory(prefix="s2d-hexagon-")
         return _build(func, inputs, outputs, Path(tempfile.mkdtemp(dir=_scratch.name)))
     where = _cache() / "programs" / key
-    if (where / "range").exists():
-        lo, hi = (int(v) for v in (where / "range").read_text().split())
-        return Program(where / "program", lo, hi)
-    where.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=where.parent, prefix=".building-"))
-    try:
-        program = _build(func, inputs, outputs, tmp)
-        for scratch in ("main.c", "main.o", "kernel.o"):
-            (tmp / scratch).unlink()
-        (tmp / "range").write_text(f"{program.lo} {program.hi}")
-        os.rename(tmp, where)  # whole or not at all
-    except OSError:
-        if not (where / "range").exists():  # not a race another build won
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return Program(where / "program", program.lo, program.hi)
+    if not (where / "range").exists():
+        where.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=where.parent, prefix=".building-"))
+        try:
+            program = _build(func, inputs, outputs, tmp)
+            for scratch in ("main.c", "main.o", "kernel.o"):
+                (tmp / scratch).unlink()
+            (tmp / "range").write_text(f"{program.lo} {program.hi}")
+            os.rename(tmp, where)  # whole or not at all
+        except OSError:
+            if not (where / "range").exists():  # not a race another build won
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    lo, hi = (int(v) for v in (where / "range").read_text().split())
+    return Program(where / "program", lo, hi)
 
 
 def _build(func, inputs, outputs, work: Path) -> Program:
