@@ -251,6 +251,43 @@ def test_hvx_deal_into_channel_groups_is_exact(shape):
     np.testing.assert_array_equal(run.outputs[0], x.reshape(n, h, w, c // 4, 4).transpose(0, 3, 1, 2, 4))
 
 
+@pytest.mark.parametrize("shape,padding,width", [((1, 128, 128, 8), (1, 1, 1, 1), 160),  # the seed layer
+                                                  ((1, 48, 48, 16), (1, 1, 1, 1), 64),  # 16 pixels past a group
+                                                  ((1, 4, 33, 4), (0, 1, 0, 0), 64),  # 1 pixel past, rows unaligned
+                                                  ((2, 5, 40, 32), (2, 0, 1, 3), 64),  # no left pad, 8 planes
+                                                  ((1, 3, 64, 16), (0, 31, 0, 1), 128)])  # a pad of 31 columns
+def test_the_pad_and_the_width_layout_as_one_kernel_are_exact(shape, padding, width):
+    """``padded_layout``: the input padded with the zero point into ``[N, C/4, H', width, 4]``
+    in one kernel of whole aligned vector stores. Bit-exact under qemu and as its plain copy;
+    (1, 4, 33, 4) is the regression of a row's last pixel copied by a scalar store that LLVM
+    put in one packet with the vector store of the same bytes (the vector's zero points won)."""
+    from tvm_s2d.schedules.hexagon import padded_layout
+
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    (n, h, w, c), (t, l, b, _) = shape, padding
+    expected = np.full((n, h + t + b, width, c), 113, np.uint8)
+    expected[:, t : t + h, l : l + w] = x
+    expected = expected.reshape(n, h + t + b, width, c // 4, 4).transpose(0, 3, 1, 2, 4)
+    run = run_kernel(padded_layout(shape, padding, width, 113), [x], [(expected.shape, "uint8")], name="pad_deal")
+    np.testing.assert_array_equal(run.outputs[0], expected)
+    assert run.packets < expected.size / 8  # vector code
+    plain = tvm.compile(tvm.IRModule({"main": padded_layout(shape, padding, width, 113, hvx_code=False)}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(expected.shape, np.uint8))
+    plain(tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_the_one_kernel_pad_and_layout_leaves_what_it_cannot_take():
+    """Channels past 32 (its planes are expressions, 8 at most), rows under a group of 32, pads of
+    32 columns or more: None, the pad and ``input_layout`` instead."""
+    from tvm_s2d.schedules.hexagon import padded_layout
+
+    assert padded_layout((1, 8, 64, 64), (1, 1, 1, 1), 96, 0) is None
+    assert padded_layout((1, 8, 24, 16), (1, 1, 1, 1), 32, 0) is None
+    assert padded_layout((1, 8, 64, 16), (0, 32, 0, 0), 128, 0) is None
+    assert padded_layout((1, 8, 64, 12), (0, 1, 0, 0), 96, 0) is None  # 3 groups: no deal rounds
+
+
 @pytest.mark.parametrize("shape,keep", [((1, 3, 70, 64), 12), ((1, 2, 33, 32), 5), ((2, 2, 64, 128), 24)])
 def test_hvx_deal_of_a_padded_pixel_keeps_its_first_groups(shape, keep):
     """A pixel of 48 channels is dealt as 64 (``dealt_channels``: the rounds take 4 x a power of

@@ -107,6 +107,30 @@ def test_a_width_conv_of_any_4k_channels_gets_its_input_layout_from_a_kernel(cha
     np.testing.assert_array_equal(run(rewritten, data), run(mod, data))
 
 
+@pytest.mark.parametrize("channels,padding", [(8, 1), (16, (0, 2, 1, 0))])
+def test_a_width_conv_pads_its_input_in_its_layout_kernel(channels, padding):
+    """A width conv of 4 x 2^k channels (up to 32) on rows of 32 pixels or more takes its pad
+    and its input layout from one kernel (``padded_layout``): no pad left. Bit-exact."""
+    rng = np.random.default_rng(7)
+    weight = rng.integers(-128, 128, (3, 3, channels, 8)).astype(np.int32)  # HWIO, int8 values
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 6, 37, channels), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(5))))
+            out = bb.emit_output(bb.emit(relax.op.nn.conv2d(shifted, relax.const(weight), padding=padding,
+                                                            data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    hexagon = HexagonConvs(target=HEXAGON, schedule=False)
+    rewritten = hexagon(mod)
+    assert [m for m, _ in hexagon.mappings.values()] == ["width"]
+    assert "R.nn.pad" not in rewritten["main"].script() and any(gv.name_hint.endswith("_layout")
+                                                               for gv in rewritten.functions)
+    data = rng.integers(0, 256, (1, 6, 37, channels)).astype(np.uint8)
+    np.testing.assert_array_equal(run(rewritten, data), run(mod, data))
+
+
 def test_convs_it_cannot_take_are_left_alone_with_a_reason():
     mod = _prepared(qdq_chain(1, (12, 12), "uint8", (1,)))  # weights 0..255 with zero point 120
     hexagon = HexagonConvs(target=HEXAGON, schedule=False)

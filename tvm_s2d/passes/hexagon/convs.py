@@ -42,7 +42,7 @@ from ...geometry.grouped import block_diagonal
 from ...schedules.hexagon.depthwise import DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import LANES, PackedConv, WidthConv, conv_signature, default_mapping, input_layout, mapped_conv, \
-    schedule_mapping
+    padded_layout, schedule_mapping
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
@@ -286,11 +286,13 @@ class _Rewriter(PyExprMutator):
     def _width(self, conv: WidthConv, x, weight, padding, zx, knob, name):
         """NHWC uint8 -> [N, C/4, H, W, 4] -> width-vectorized stride-1 conv -> NHWC int32."""
         bb = self.builder_
-        n, _, w, c = static_shape(x)
+        n, h, w, c = static_shape(x)
         t, l, b, r = padding
-        extra = conv.input_shape[3] - (w + l + r)  # columns up to a whole vector of outputs
-        channels, func = input_layout((n, conv.input_shape[2], conv.input_shape[3]), conv.cin, hvx=self.rule.schedule)
-        x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, channels - c], zx)
+        func = padded_layout((n, h, w, c), padding, conv.input_shape[3], zx, self.rule.schedule) if c == conv.cin else None
+        if func is None:  # the pad, then the layout change
+            extra = conv.input_shape[3] - (w + l + r)  # columns up to whole vectors
+            channels, func = input_layout((n, conv.input_shape[2], conv.input_shape[3]), conv.cin, hvx=self.rule.schedule)
+            x = _pad(bb, x, [0, 0, t, b, l, r + extra, 0, channels - c], zx)
         layout = add_kernel(bb, func, f"hvx_{name}_layout")
         x = bb.emit(relax.call_tir(layout, [x], relax.TensorType(conv.input_shape, "uint8")))
         y = self._call(conv, "width", knob, name, x, weight)

@@ -22,6 +22,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
+from ...schedules.hexagon.intrinsics import LANES
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
 from ...schedules.hexagon.pool import channel_sums_kernel
@@ -226,7 +227,7 @@ class _Rewriter(PyExprMutator):
         x_shape = static_shape(x)
         if (x_shape is None or len(x_shape) != 5 or x_shape[4] != 4 or str(x.ty.dtype) != "uint8" or weight.ndim != 5
                 or str(weight.dtype) != "int8" or weight.shape[0] not in FUSED_CHANNELS
-                or static_shape(source)[3] != x_shape[3] - weight.shape[2] + 1):
+                or static_shape(source)[3] != (x_shape[3] - weight.shape[2] + 1) // LANES * LANES):
             return None
         w = fused_weight(weight)
         func = width_conv_requantized(x_shape, w.shape, int(shape[2]), zy, lo, hi, dtype, hvx_code=self.rule.hvx)

@@ -16,7 +16,7 @@ from .intrinsics import LANES, DEPTH, vrmpy_intrinsic, VRMPY_LANES, VRMPY_BY_SCA
 from .mapping import MAPPINGS, mapped_conv, schedule_mapping, default_mapping, conv_signature
 from .lanes import WEIGHT_OFFSET, PackedConv, schedule_vrmpy, window_offsets
 from .width import WidthConv, schedule_width_vrmpy, channel_groups_apply, deal_channel_groups, copy_channel_groups, \
-    dealt_channels, input_layout
+    dealt_channels, input_layout, padded_layout
 from .lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
 from .movement import pad_rows_apply, pad_rows, pad_pixels_apply, pad_pixels, pad_channels_apply, pad_channels, \
     shuffles_apply, copy_space_to_depth, shuffle_space_to_depth, deal_depth_to_space
@@ -41,6 +41,7 @@ __all__ = [
     "deal_channel_groups",
     "dealt_channels",
     "input_layout",
+    "padded_layout",
     "deal_depth_to_space",
     "default_mapping",
     "hvx",

@@ -33,11 +33,11 @@ def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: i
     output width ``Wp - kw + 1``, a multiple of 32); ``hvx_code=False``: plain loops."""
     n, groups_in, hp, wp, depth = (int(d) for d in input_shape)
     kh, kw, _, co = (int(d) for d in weight_shape[:4])
-    oh, owp = hp - kh + 1, wp - kw + 1
+    oh, owp = hp - kh + 1, (wp - kw + 1) // LANES * LANES  # rows padded to whole vectors (``WidthConv``)
     out_shape = (n, oh, out_w, co)
     if not hvx_code:
         return _plain(input_shape, weight_shape, out_shape, zy, lo, hi, dtype)
-    if co not in FUSED_CHANNELS or owp % LANES or owp < out_w:
+    if co not in FUSED_CHANNELS or owp < out_w:
         raise ValueError(f"width_conv_requantized takes {FUSED_CHANNELS} output channels, not {co}")
     groups = co // 4
     rounds = groups.bit_length() - 1
@@ -58,12 +58,13 @@ def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: i
             for b, r, v in T.grid(n, oh, blocks):
                 for o in T.unroll(co):
                     acc[o, T.ramp(0, 1, 32)] = T.broadcast(0, 32)
-                for ky, c4 in T.grid(kh, groups_in):
-                    for kx in T.unroll(kw):
-                        for o in T.unroll(co):  # one activation vector, a vrmpy per output channel
-                            acc[o, T.ramp(0, 1, 32)] = hvx("vrmpybus.acc", acc[o, T.ramp(0, 1, 32)],
-                                                           x.vload([b, c4, r + ky, v * 32 + kx], "int32x32"),
-                                                           w[ky, kx, c4, o])
+                for ky in T.unroll(kh):
+                    for c4 in T.unroll(groups_in):
+                        for kx in T.unroll(kw):
+                            for o in T.unroll(co):  # one activation vector, a vrmpy per output channel
+                                acc[o, T.ramp(0, 1, 32)] = hvx("vrmpybus.acc", acc[o, T.ramp(0, 1, 32)],
+                                                               x.vload([b, c4, r + ky, v * 32 + kx], "int32x32"),
+                                                               w[ky, kx, c4, o])
                 for g in T.unroll(groups):
                     even[g, T.ramp(0, 1, 32)] = pack_words(
                         [requantize_vector(acc[4 * g + j, T.ramp(0, 1, 32)], bias, mult, shift, half, pre, 4 * g + j,

@@ -233,10 +233,10 @@ def _requantized_row(acc, bias, mult, shift, half, pre, base, k, zy, lo, hi, cla
 def requantize_vector(acc, bias, mult, shift, half, pre, k, zy, lo, hi, clamp: bool = True):
     """32 int32 accumulators of channel ``k`` requantized and (``clamp``) clamped (int32
     lanes); the channel's constants as scalars, the shifts as scalar operands."""
-    a = hvx("vaslw", acc + T.broadcast(bias[k], 32), pre[k])
+    a = hvx("vaslw.acc", T.broadcast(T.shift_left(bias[k], pre[k]), 32), acc, pre[k])  # (acc + bias) << pre, mod 2^32
     mv = T.broadcast(mult[k], 32)
     t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-    t = hvx("vasrw", t + T.broadcast(half[k], 32), shift[k]) + T.broadcast(zy, 32)
+    t = hvx("vasrw.acc", T.broadcast(zy, 32), t + T.broadcast(half[k], 32), shift[k])
     return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
 

@@ -17,7 +17,9 @@ from .intrinsics import DEPTH, LANES, VRMPY_BY_SCALAR, aligned_prim_func, deal, 
 @dataclass(frozen=True)
 class WidthConv:
     """A stride-1 conv with 32 output columns per vector: activations ``[N, Ci/4, H, W, 4]``
-    (pre-padded, width padded so every 32-column load stays inside), weights
+    (pre-padded, width padded to whole vectors: every 32-column load stays inside and every
+    row starts on a vector, so a tap at column 0 is an aligned load; seed layer: 128 -> 125
+    packets a block), weights
     ``[Co, kh, kw, Ci/4, 4]``, outputs ``[N, Co, OH, OW]`` with ``OW`` a multiple of 32."""
 
     batch: int
@@ -37,7 +39,7 @@ class WidthConv:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.batch, self.cin // DEPTH, self.out_hw[0] + self.kernel_hw[0] - 1,
-                self.out_w + self.kernel_hw[1] - 1, DEPTH)
+                roundup(self.out_w + self.kernel_hw[1] - 1, LANES), DEPTH)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -205,3 +207,84 @@ def copy_channel_groups(shape_nhwc, keep: int | None = None) -> tvm.tirx.PrimFun
     x = te.placeholder(shape_nhwc, "uint8", name="x")
     y = te.compute((n, keep, h, w, DEPTH), lambda b, k, r, p, i: x[b, r, p, k * DEPTH + i], name="y")
     return te.create_prim_func([x, y])
+
+
+def padded_layout(shape_nhwc, padding, width: int, zx: int, hvx_code: bool = True) -> tvm.tirx.PrimFunc | None:
+    """The width mapping's pad and input layout change as one kernel, where it takes the input:
+    NHWC uint8 ``[N, H, W, C]`` -> ``[N, C/4, H + t + b, width, 4]``, the input at rows ``t``
+    and columns ``l`` (``padding`` = ``(t, l, b, r)``), every other byte ``zx``; None unless
+    ``C`` is 4 x a power of two up to 128 (``channel_groups_apply``), ``W`` at least 32 and
+    ``l`` under 32 (then ``pad`` + ``input_layout``).
+
+    A row of planes is whole aligned vectors (``WidthConv``'s rows): each is ``valign`` of the
+    dealt vectors of the input's 32-pixel groups before and at it (``deal_channel_groups``'s
+    rounds, as expressions: no buffer, which TVM would put in memory on Hexagon), ``zx``
+    words past the input's ends, so every store is whole and aligned (no scalar store beside
+    a vector one: LLVM put such a pair in one packet, the later store lost). Seed layer (128x128x8):
+    pad 4.2k + deal 3.8k packets -> one kernel. ``hvx_code=False``: a plain copy (CPU reference)."""
+    n, h, w, c = (int(d) for d in shape_nhwc)
+    t, l, b, _ = (int(p) for p in padding)
+    groups, hp = c // DEPTH, h + t + b
+    if not channel_groups_apply(c) or groups > 8 or w < LANES or not 0 <= l < LANES or width < w + l:
+        return None
+    if not hvx_code:
+        x = te.placeholder((n, h, w, c), "uint8", name="x")
+        return te.create_prim_func([x, te.compute((n, groups, hp, width, DEPTH), lambda i, k, r, p, j: tvm.tirx.if_then_else(
+            tvm.tirx.all(r >= t, r < t + h, p >= l, p < l + w), x[i, r - t, p - l, k * DEPTH + j], tvm.tirx.const(zx, "uint8")),
+            name="y")])
+    full, vectors = w // LANES, width // LANES
+    fill = int(np.array([zx * 0x01010101], np.uint32).view(np.int32)[0])  # a word of four zx bytes
+    shift = (LANES - l) * DEPTH  # bytes of the previous group's vector before this one's
+
+    def plane(words, base, k):
+        """Plane ``k`` (TIR var, unrolled) of the 32-pixel group at word ``base`` (a pure
+        expression, no buffer: the planes of a group stay in registers)."""
+        vectors_ = [words[T.ramp(base + g * LANES, 1, 32)] for g in range(groups)]
+        dealt = _dealt(vectors_)
+        chosen = dealt[-1]
+        for g in range(groups - 2, -1, -1):
+            chosen = T.Select(k == g, dealt[g], chosen)
+        return chosen
+
+    rem = w - full * LANES  # pixels of a row past its whole groups
+
+    def group(words, i, row, u, k):
+        """Plane ``k`` of a row's 32-pixel group ``u`` (``u`` unrolled): a whole group, the
+        last ``rem`` pixels then ``zx`` words for ``u = full`` (dealt from the row's last 32
+        pixels, so no load leaves the row), ``zx`` words outside the row."""
+        start = (i * h + row) * w
+        tail = hvx("valignb", T.broadcast(fill, 32), plane(words, (start + w - LANES) * groups, k), (LANES - rem) * DEPTH) \
+            if rem else T.broadcast(fill, 32)
+        whole = plane(words, (start + u * LANES) * groups, k)
+        return T.if_then_else(tvm.tirx.all(u >= 0, u < full), whole, T.if_then_else(u == full, tail, T.broadcast(fill, 32)))
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pad_deal(x: T.Buffer((n, h, w, c), "uint8", align=128), y: T.Buffer((n, groups, hp, width, DEPTH), "uint8", align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            words = T.decl_buffer((n * h * w * groups,), "int32", data=x.data, align=128)
+            planes = T.decl_buffer((n * groups * hp * width,), "int32", data=y.data, align=128)
+            for i, r in T.grid(n, hp):
+                if r < t or r >= t + h:
+                    for k, u in T.grid(groups, vectors):
+                        planes[T.ramp(((i * groups + k) * hp + r) * width + u * LANES, 1, 32)] = T.broadcast(fill, 32)
+                else:
+                    for u in T.unroll(vectors):
+                        for k in T.unroll(groups):
+                            if l == 0:
+                                planes[T.ramp(((i * groups + k) * hp + r) * width + u * LANES, 1, 32)] = group(words, i, r - t, u, k)
+                            else:
+                                planes[T.ramp(((i * groups + k) * hp + r) * width + u * LANES, 1, 32)] = hvx(
+                                    "valignb", group(words, i, r - t, u, k), group(words, i, r - t, u - 1, k), shift)
+
+    return pad_deal
+
+
+def _dealt(vectors: list) -> list:
+    """``deal_channel_groups``'s rounds on a pixel group's vectors of words, as expressions: one
+    vector a group of 4 channels, in order."""
+    half = len(vectors) // 2
+    for _ in range(len(vectors).bit_length() - 1):
+        pairs = [deal(vectors[2 * j + 1], vectors[2 * j], 4) for j in range(half)]
+        vectors = [hvx("lo", p) for p in pairs] + [hvx("hi", p) for p in pairs]
+    return vectors
