@@ -97,7 +97,8 @@ class DepthwiseConv:
             (sh, sw), (ih, iw) = self.stride, self.in_hw
             pixels = -(-(((ow - 1) * sw + kw - 1) * c + roundup(self.lanes, 128)) // c)  # whole 128-byte loads
             return (self.batch, max((oh - 1) * sh + kh, ih), max(pixels, iw) * c)
-        return (self.batch, oh + kh - 1, roundup(self.row + (kw - 1) * c, c))
+        # rows of whole vectors where pixels tile one: every row starts aligned (its pad's stores too)
+        return (self.batch, oh + kh - 1, roundup(self.row + (kw - 1) * c, 128 if 128 % c == 0 else c))
 
     @property
     def weight_shape(self) -> tuple[int, int, int]:

@@ -33,6 +33,9 @@ def pad_rows(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
     in_shape = tuple(int(d) for d in shape)
     out_shape = tuple(int(d + pad_width[2 * i] + pad_width[2 * i + 1]) for i, d in enumerate(shape))
 
+    if row_in >= 256:  # (rows of 1-2 vectors: the scalar fills measured up to 1.3x faster)
+        return _pad_vectors(in_shape, out_shape, batch, (h, ho, t), (l * c, row_in, row_out), value)
+
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def pad(x: T.Buffer(in_shape, "uint8"), y_: T.Buffer(out_shape, "uint8")):
         T.func_attr({"tirx.noalias": True})
@@ -58,6 +61,50 @@ def pad_rows(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
 
     return pad
 
+
+def _pad_vectors(in_shape, out_shape, batch: int, rows, bytes_, value: int) -> tvm.tirx.PrimFunc:
+    """``pad_rows`` for input rows of at least 256 bytes: every output row whole vectors of 128
+    bytes at ``128 j`` (the last at ``O - 128``, overlapping the one before with the same bytes),
+    each a vector store: the fill, a load of the input, or at the data's two ends one load
+    inside the row shifted in from the fill (``vlalign`` / ``valign``), so no load leaves the
+    input and no scalar store is left (48x48x32 -> 50x52x32: 1.8k -> 1.0k packets; 24x24x144 -> 26x26x144:
+    2.6k -> 1.7k; 12x12x240 -> 16x16x240 and 30x70x8 -> 33x111x8: 4-5% slower).
+    ``rows`` = (H, H', top pad), ``bytes_`` = (left pad, input row, output row) in bytes."""
+    (h, ho, t), (left, row_in, row_out) = rows, bytes_
+    first, last = -(-left // 128), (left + row_in) // 128  # the vectors all data, loaded directly
+    count = -(-row_out // 128)
+
+    def at(j):
+        return T.min(j * 128, row_out - 128)
+
+    @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
+    def pad(x: T.Buffer(in_shape, "uint8", align=128), y_: T.Buffer(out_shape, "uint8", align=128)):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            a = T.decl_buffer((batch * h * row_in,), "uint8", data=x.data, align=128)
+            o = T.decl_buffer((batch * ho * row_out,), "uint8", data=y_.data, align=128)
+            for n, y in T.grid(batch, ho):
+                if y < t or y >= t + h:
+                    for j in range(count):
+                        o[T.ramp((n * ho + y) * row_out + at(j), 1, 128)] = opaque_vector(T.broadcast(T.uint8(value), 128))
+                else:
+                    for j in T.unroll(first):  # the left pad, then the row's first bytes
+                        o[T.ramp((n * ho + y) * row_out + j * 128, 1, 128)] = T.if_then_else(
+                            j * 128 + 128 <= left, T.broadcast(T.uint8(value), 128), T.reinterpret(hvx(
+                                "vlalignb", T.reinterpret(a[T.ramp((n * h + y - t) * row_in, 1, 128)], dtype="int32x32"),
+                                T.reinterpret(T.broadcast(T.uint8(value), 128), dtype="int32x32"), left - j * 128),
+                                dtype="uint8x128"))
+                    for j in range(first, last):
+                        o[T.ramp((n * ho + y) * row_out + j * 128, 1, 128)] = opaque_vector(
+                            a[T.ramp((n * h + y - t) * row_in + j * 128 - left, 1, 128)])
+                    for j in T.unroll(count - last):  # the row's last bytes, then the right pad
+                        o[T.ramp((n * ho + y) * row_out + at(last + j), 1, 128)] = T.if_then_else(
+                            at(last + j) >= left + row_in, T.broadcast(T.uint8(value), 128), T.reinterpret(hvx(
+                                "valignb", T.reinterpret(T.broadcast(T.uint8(value), 128), dtype="int32x32"),
+                                T.reinterpret(a[T.ramp((n * h + y - t) * row_in + row_in - 128, 1, 128)], dtype="int32x32"),
+                                at(last + j) - left - row_in + 128), dtype="uint8x128"))
+
+    return pad
 
 
 def pad_channels_apply(shape, pad_width) -> bool:
