@@ -159,3 +159,35 @@ def test_hvx_depthwise_output_round_trip(out_hw, channels):
         else:
             assert found is None
         assert isinstance(mod, tvm.IRModule)
+
+
+@pytest.mark.parametrize("out_channels,sliced", [(32, False), (16, False), (24, True), (40, True)])
+def test_hvx_lanes_output_of_a_tagged_kernel_round_trip(out_channels, sliced):
+    """A channel-in-lanes kernel's output of one lane block, unsliced (the channels of an S2D
+    output: 2 x 16 = 32), is read back with the kernel's operands and the conv it carries
+    (``PackedConv.tagged``); a sliced output or an untagged kernel's are not."""
+    from tvm_s2d.passes.hexagon.conv_output import match_lanes_output
+    from tvm_s2d.passes.relax_tools import add_kernel
+    from tvm_s2d.schedules.hexagon.lanes import PackedConv
+
+    conv = PackedConv(1, (6, 9), 8, out_channels, (3, 3))
+    channels = out_channels if sliced else conv.cout_blocks * 32
+    for tag in (True, False):
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType(conv.input_shape, "uint8"))
+        offsets = relax.Var("offsets", relax.TensorType(conv.offsets_shape, "int32"))
+        weight = relax.const(np.zeros(conv.weight_shape, np.uint8))
+        with bb.function("main", [x, offsets]):
+            with bb.dataflow():
+                kernel = add_kernel(bb, conv.tagged(conv.compute()) if tag else conv.compute(), "hvx_conv")
+                y = bb.emit(relax.call_tir(kernel, [x, weight, offsets], relax.TensorType(conv.output_shape, "int32")))
+                out = bb.emit_output(emit_lanes_output(bb, y, 1, conv.out_hw, conv.cout_blocks * 32, channels))
+            bb.emit_func_output(out)
+        mod = bb.get()
+        var2val = relax.analysis.get_var2val(mod["main"])
+        found = match_lanes_output(var2val[out], var2val, mod)
+        if tag and not sliced:
+            assert found is not None and PackedConv.of(conv.tagged(conv.compute())) == conv == found[1]
+            assert [o.same_as(v) for o, v in zip(found[0], (x, weight, offsets))] == [True] * 3
+        else:
+            assert found is None

@@ -357,3 +357,44 @@ def test_hvx_fused_width_conv_and_requantization_is_bit_exact(shape, channels, k
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     plain = width_conv_requantized(x.shape, fused_weight(w).shape, out_w, 17, lo, hi, dtype, hvx_code=False)
     np.testing.assert_array_equal(_plain_run(plain, args, expected.shape, dtype), expected)
+
+
+@pytest.mark.parametrize("spec,dtype,clamp", [
+    ((1, (97, 25), 12, 32, (3, 2), (2, 1)), "uint8", None),  # the RGB stem after width-to-depth: 2 pixels x 16
+    ((2, (9, 14), 8, 24, (1, 1), (1, 1)), "int8", None),  # batch 2, 8 padded lanes, rows of 14 (blocks of 7 -> 8)
+    ((1, (11, 30), 4, 16, (3, 3), (2, 2)), "uint8", (7, 250)),  # strided, a clamp, a last block overlapping
+])
+def test_hvx_fused_lanes_conv_and_requantization_is_bit_exact(spec, dtype, clamp):
+    """``lanes_requantized``: the channel-in-lanes conv of one 32-lane block with its
+    requantization in the kernel (4 pixels a 128-byte store), against numpy's conv and
+    requantization, as plain loops too."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.lanes import PackedConv
+    from tvm_s2d.schedules.hexagon.lanes_fused import lanes_requantized
+
+    conv = PackedConv(*spec)
+    (oh, ow), (kh, kw), (sh, sw) = conv.out_hw, conv.kernel_hw, conv.strides
+    x = RNG.integers(0, 256, conv.input_shape).astype(np.uint8)
+    w = np.zeros((32, conv.cin, kh, kw), np.int8)
+    w[:conv.out_channels, :conv.in_channels] = RNG.integers(-128, 128, (conv.out_channels, conv.in_channels, kh, kw))
+    acc = np.zeros((conv.batch, oh, ow, 32), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            window = x[:, ky : ky + (oh - 1) * sh + 1 : sh, kx : kx + (ow - 1) * sw + 1 : sw].astype(np.int64)
+            acc += np.einsum("nhwc,oc->nhwo", window, w[:, :, ky, kx].astype(np.int64))
+    b = RNG.integers(-500, 500, 32).astype(np.int32)
+    m, r = fixed_point(RNG.random(32) * 0.0005 + 0.00005)
+    pre = RNG.integers(0, 6, 32)
+    lo, hi = clamp or RANGES[dtype]
+    expected = requantize(acc + b, m, r + pre, 17, lo, hi, dtype, pre)
+    offsets = conv.window_offsets(hvx=False)
+    sums = tvm.compile(tvm.IRModule({"main": offsets}), target="llvm")
+    off = tvm.runtime.tensor(np.zeros(conv.offsets_shape, np.int32))
+    sums(tvm.runtime.tensor(x), off)
+    args = [x, conv.pack_weight(w[:conv.out_channels, :conv.in_channels]), off.numpy(),
+            *lane_constants(b, m, r + pre, 32, pre)]
+    hvx = run_kernel(lanes_requantized(conv, 17, lo, hi, dtype), args, [(expected.shape, dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = lanes_requantized(conv, 17, lo, hi, dtype, hvx_code=False)
+    np.testing.assert_array_equal(_plain_run(plain, args, expected.shape, dtype), expected)

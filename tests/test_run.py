@@ -203,6 +203,25 @@ def test_a_pass_that_fails_is_named_by_run(chain_path, monkeypatch):
     assert run.matches_cpu  # both builds without the pass
 
 
+def test_kernels_compiled_from_threads_are_the_same_code():
+    """Regression: prefetch builds kernels in two threads, and TVM's LLVM options (the target's
+    ``-enable-pipeliner=false``) are process-wide: compiles from two threads, even behind a lock,
+    sometimes ran with the pipeliner on (the stem's fused kernel: 2 of 8 compiles 4.5 KB more
+    assembly, 18.3k packets instead of 15.9k, cached as the kernel's program). Kernels' code is
+    now generated in one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tvm_s2d.emulator import qemu
+    from tvm_s2d.schedules.hexagon.lanes import PackedConv
+    from tvm_s2d.schedules.hexagon.lanes_fused import lanes_requantized
+
+    func = lanes_requantized(PackedConv(1, (97, 25), 12, 32, (3, 2), (2, 1)), 128, 0, 255, "uint8")
+    alone = qemu.kernel_assembly(func)
+    with ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(lambda _: qemu.kernel_assembly(func), range(10)))
+    assert all(code == alone for code in codes), sorted({len(code) for code in codes})
+
+
 def test_programs_are_cached_by_body_and_shapes(tmp_path, monkeypatch):
     """A kernel's linked program is cached by its body and shapes, not its name; a prefetched
     build is the one ``build_program`` returns; ``TVM_S2D_PROGRAM_CACHE=0`` builds afresh."""

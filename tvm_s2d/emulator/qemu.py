@@ -71,9 +71,33 @@ class Run:
 
 
 def compile_kernel(func, name: str) -> tvm.runtime.Module:
-    """A TIR ``PrimFunc`` compiled for ``codegen_target()`` under the symbol ``name``."""
+    """A TIR ``PrimFunc`` compiled for ``codegen_target()`` under the symbol ``name``. Its code
+    is generated when the module is written or inspected, in the calling thread: for the same
+    code every time, ``kernel_object`` / ``kernel_assembly``."""
     mod = tvm.IRModule({name: func.with_attr("global_symbol", name)})
     return tvm.compile(mod, target=codegen_target()).mod
+
+
+def kernel_object(func, name: str, path: Path) -> None:
+    """``compile_kernel`` written as an object file at ``path``, in the one compile thread."""
+    _in_compiler(lambda: compile_kernel(func, name).write_to_file(str(path)))
+
+
+def kernel_assembly(func, name: str = "kernel") -> str:
+    """``compile_kernel``'s assembly, in the one compile thread."""
+    return _in_compiler(lambda: compile_kernel(func, name).inspect_source("asm"))
+
+
+def _in_compiler(work):
+    """``work()`` in the one thread every kernel's code is generated in: TVM's LLVM options (the
+    target's ``-enable-pipeliner=false``) are process-wide, and code generated in two threads,
+    even one at a time, sometimes came out with the pipeliner on (the stem's fused kernel: 1.8
+    KB or 3.2 KB of code, 15.9k or 18.3k packets, whichever build reached the cache;
+    ``tests/test_run.py``)."""
+    global _compiler
+    with _lock:
+        _compiler = _compiler or ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2d-compile")
+    return _compiler.submit(work).result()
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,7 @@ SYMBOL = "s2d_kernel"
 CACHE_ENV = "TVM_S2D_PROGRAM_CACHE"
 _building: dict[str, Future] = {}
 _lock = threading.Lock()
+_compiler: ThreadPoolExecutor | None = None  # the one thread kernels' code is generated in (``_in_compiler``)
 _pool: ThreadPoolExecutor | None = None
 _scratch: tempfile.TemporaryDirectory | None = None
 
@@ -185,7 +210,7 @@ def _cached_build(key: str, func, inputs, outputs) -> Program:
 
 def _build(func, inputs, outputs, work: Path) -> Program:
     work.mkdir(parents=True, exist_ok=True)
-    compile_kernel(func, SYMBOL).write_to_file(str(work / "kernel.o"))
+    kernel_object(func, SYMBOL, work / "kernel.o")
     (work / "main.c").write_text(_main_source(SYMBOL, inputs, outputs))
     program, libm = _link(work)
     lo, hi = _kernel_range([work / "kernel.o", libm], program)

@@ -7,6 +7,7 @@ round trip):
 | --- | --- |
 | ``emit_width_output``: the width mapping's ``[N, C, H, W']`` output, its ``W`` columns, NHWC | ``match_channel_major`` |
 | ``emit_lanes_output``: the channel-in-lanes output, reshaped NHWC, its real channels | ``match_padded_channels`` |
+| ``emit_lanes_output`` of one lane block, unsliced | ``match_lanes_output`` (the conv's kernel fused) |
 | ``emit_corrected``: ``y - zx * sum(W)``, the activation zero point's share | ``match_correction`` |
 | ``emit_depthwise_output``: the depthwise kernel's rows ``[N, OH, row]`` as NHWC | ``match_depthwise_output`` |
 
@@ -36,6 +37,22 @@ def emit_lanes_output(bb: relax.BlockBuilder, y: relax.Expr, n: int, out_hw, pad
     if padded != channels:
         y = bb.emit(relax.op.strided_slice(y, [3], [0], [channels]))
     return y
+
+
+def match_lanes_output(x, var2val, mod) -> tuple | None:
+    """``(operands, conv)`` when ``x`` is ``emit_lanes_output`` of a channel-in-lanes kernel's
+    call with no slice (``call_tir`` of a PrimFunc of ``mod`` that ``PackedConv.tagged``, on its
+    input, constant weights and offsets), else None."""
+    from ...schedules.hexagon.lanes import PackedConv
+
+    reshape = call_of(x, var2val, "relax.reshape")
+    call = call_of(reshape.args[0], var2val, "relax.call_tir") if reshape is not None else None
+    if call is None or len(call.args[1].fields) != 3 or call.args[0] not in mod.functions:
+        return None
+    conv = PackedConv.of(mod[call.args[0]])
+    if conv is None or static_shape(x) != (conv.batch, *conv.out_hw, conv.cout_blocks * 32):  # no slice
+        return None
+    return list(call.args[1].fields), conv
 
 
 def emit_depthwise_output(bb: relax.BlockBuilder, y: relax.Expr, conv) -> relax.Expr:

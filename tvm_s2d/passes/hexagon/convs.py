@@ -271,7 +271,8 @@ class _Rewriter(PyExprMutator):
         if mapping == "lanes":
             offsets = add_kernel(bb, conv.window_offsets(hvx=self.rule.schedule), f"hvx_{name}_offsets")
             operands.append(bb.emit(relax.call_tir(offsets, [x], relax.TensorType(conv.offsets_shape, "int32"))))
-        kernel = add_kernel(bb, self.rule.kernel(conv, mapping, knob), f"hvx_{name}")
+        func = self.rule.kernel(conv, mapping, knob)
+        kernel = add_kernel(bb, conv.tagged(func) if mapping == "lanes" else func, f"hvx_{name}")
         return bb.emit(relax.call_tir(kernel, operands, relax.TensorType(conv.output_shape, "int32")))
 
     def _lanes(self, conv: PackedConv, x, weight, padding, zx, knob, name):

@@ -23,6 +23,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.hexagon.fused import FUSED_CHANNELS, fused_weight, width_conv_requantized
 from ...schedules.hexagon.intrinsics import LANES
+from ...schedules.hexagon.lanes_fused import lanes_fusable, lanes_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
 from ...schedules.hexagon.pool import channel_sums_kernel
@@ -36,7 +37,7 @@ from ..quantized.integer_pool_concat import match_sum
 from ..quantized.integer_requantize import match_requantize
 from ..relax_tools import add_kernel, call_of, const_of, is_call, rewrite_functions, static_shape
 from .conv_output import along_last_axis, match_channel_major, match_correction, match_depthwise_output, \
-    match_padded_channels
+    match_lanes_output, match_padded_channels
 
 PASS_NAME = "HexagonRequantize"
 #: A global pool sums lcm(C, 128) int32 lanes in a workspace (64 KB at most; C = 1000 takes 16,000).
@@ -125,6 +126,17 @@ class _Rewriter(PyExprMutator):
                         *(relax.const(c) for c in conv.requantize_constants(*constants[:3], constants[3]))]
             applied(self.rule.outcomes, name, "in the depthwise conv's HVX kernel (its sums requantized before they"
                     " are stored)")
+            value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
+            return super().visit_var_binding_(relax.VarBinding(binding.var, value))
+        lanes = match_lanes_output(x, self.var2val, self.mod)
+        if lanes is not None and lanes_fusable(lanes[1]):  # the requantization in the conv's kernel
+            (data, weight, offsets), conv = lanes
+            func = lanes_requantized(conv, zy, lo, hi, dtype, pre_shift=bool(np.any(constants[3])), hvx_code=self.rule.hvx)
+            kernel = add_kernel(self.builder_, func, f"hvx_{name}_requantized")
+            operands = [self.visit_expr(data), weight, self.visit_expr(offsets),
+                        *(relax.const(c) for c in lane_constants(*constants[:3], int(shape[-1]), constants[3]))]
+            applied(self.rule.outcomes, name, "in the channel-in-lanes conv's HVX kernel (4 pixels requantized and"
+                    " stored as 128 bytes)")
             value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         channel_major = match_channel_major(x, self.var2val, shape)

@@ -32,6 +32,8 @@ from tvm.script import tirx as T
 from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, hvx, roundup
 from .offsets import WEIGHT_OFFSET, window_offsets
 
+SPEC_ATTR = "tvm_s2d.lanes_conv"
+
 
 @dataclass(frozen=True)
 class PackedConv:
@@ -102,6 +104,21 @@ class PackedConv:
         out = te.compute(self.output_shape, lambda n, h, w_, ko, co: conv[n, h, w_, ko, co] + offsets[n, h, w_],
                          name="out")
         return aligned_prim_func([x, w, offsets, out])
+
+    def tagged(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+        """``func`` (this conv's kernel) with the conv in its attributes (``of`` reads it back:
+        the requantization pass fuses a kernel of one lane block, ``lanes_fused``)."""
+        fields = [self.batch, *self.in_hw, self.in_channels, self.out_channels, *self.kernel_hw, *self.strides]
+        return func.with_attr(SPEC_ATTR, [int(v) for v in fields])
+
+    @staticmethod
+    def of(func) -> "PackedConv | None":
+        """The conv a kernel ``tagged`` carries, else None."""
+        attrs = getattr(func, "attrs", None)
+        if attrs is None or SPEC_ATTR not in attrs:
+            return None
+        b, h, w, ci, co, kh, kw, sh, sw = (int(v) for v in attrs[SPEC_ATTR])
+        return PackedConv(b, (h, w), ci, co, (kh, kw), (sh, sw))
 
     def hvx_kernel(self, pixels: int = 8) -> tvm.tirx.PrimFunc:
         """``compute()`` on ``vrmpy`` with the knob ``pixels``: ``schedule_vrmpy``'s blocks, or
