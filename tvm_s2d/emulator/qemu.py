@@ -147,8 +147,8 @@ def build_program(func, inputs, outputs) -> Program:
 
 
 def prefetch(func, inputs, outputs) -> None:
-    """Start building ``func``'s program in a worker thread (TVM's LLVM code generation and the
-    linker run outside the GIL: two cores build two kernels at once), for a later
+    """Start building ``func``'s program in a worker thread (the linker runs outside the GIL,
+    the code generation in the one compile thread, ``_in_compiler``), for a later
     ``build_program`` of it; the whole-model runner prefetches every kernel before running the
     first, so compiling overlaps running."""
     global _pool
