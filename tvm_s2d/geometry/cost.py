@@ -72,10 +72,17 @@ def executed_macs(batch, out_hw, kernel_hw, cin, cout, lane_width=32) -> int:
 #
 # Measured on the emulator (results/hexagon_exhaustive.jsonl: every block x mapping x knob of
 # five layers at two scales): a conv kernel executes 0.55-0.7 packets per ``vrmpy`` with
-# channels in the lanes (0.9-1.07 when the conv is strided), 0.62-0.9 width-vectorized;
-# the 2x2 shuffles move a byte in about 1/50 of a packet where two pixels' channels divide a
-# vector, the copies of other blocks in 0.6-1 (S2D) and 0.06-0.4 (D2S).
-HVX_PACKETS_PER_VRMPY = {"lanes": 0.6, "lanes strided": 1.0, "width": 0.7}
+# channels in the lanes, 0.62-0.9 width-vectorized; the 2x2 shuffles move a byte in about
+# 1/50 of a packet where two pixels' channels divide a vector, the copies of other blocks in
+# 0.6-1 (S2D) and 0.06-0.4 (D2S). Strided convs in the lanes ran 0.9-1.07 then; with session
+# 14-15's kernels 0.58-0.62 (ResNet-18's 3x3/2 at 24 and 12 pixels, its 7x7/2 stem), so a
+# stride no longer costs extra, and rewriting ResNet-18's 3x3/2 convs to 3x2 ones on twice
+# the channels (1.33x the ``vrmpy``) cost it 80k packets (1.76M -> 1.84M).
+HVX_PACKETS_PER_VRMPY = {"lanes": 0.6, "width": 0.7}
+# Each int32 vector of 32 outputs a conv writes costs its requantization and store: 3.2-3.7
+# packets (the requantization kernel, or in the conv's kernel: ``lanes_fused``), so a
+# channel-in-lanes conv of 16 outputs pays for 32 lanes (a stem's S2D output of 2 x 16 halves it).
+HVX_PACKETS_PER_OUTPUT_VECTOR = 3.5
 HVX_PACKETS_PER_BYTE = {"shuffle": 0.02, "s2d copy": 0.8, "d2s copy": 0.25}
 
 
@@ -89,13 +96,22 @@ def hvx_vrmpy(mapping: str, batch: int, out_hw, kernel_hw, cin: int, cout: int) 
 
 
 def hvx_conv_packets(batch: int, out_hw, kernel_hw, cin: int, cout: int, strides) -> dict[str, float]:
-    """Estimated packets of a conv in each HVX mapping it can run in (width: stride 1 only;
-    channels in lanes slows down with a width stride, which gathers pixels)."""
-    packets = {"lanes": hvx_vrmpy("lanes", batch, out_hw, kernel_hw, cin, cout)
-               * HVX_PACKETS_PER_VRMPY["lanes strided" if strides[1] > 1 else "lanes"]}
+    """Estimated packets of a conv's kernel in each HVX mapping it can run in (width: stride 1
+    only)."""
+    packets = {"lanes": hvx_vrmpy("lanes", batch, out_hw, kernel_hw, cin, cout) * HVX_PACKETS_PER_VRMPY["lanes"]}
     if tuple(strides) == (1, 1):
         packets["width"] = hvx_vrmpy("width", batch, out_hw, kernel_hw, cin, cout) * HVX_PACKETS_PER_VRMPY["width"]
     return packets
+
+
+def hvx_layer_packets(batch: int, out_hw, kernel_hw, cin: int, cout: int, strides) -> float:
+    """Estimated packets of a quantized conv on HVX: its kernel in the cheaper mapping
+    (``hvx_conv_packets``) and the requantization of the int32 vectors that mapping writes
+    (channels padded to 32 in the lanes, the width to 32 width-vectorized)."""
+    vectors = {"lanes": batch * out_hw[0] * out_hw[1] * ceil_div(cout, 32),
+               "width": batch * out_hw[0] * ceil_div(out_hw[1], 32) * cout}
+    return min(packets + vectors[mapping] * HVX_PACKETS_PER_OUTPUT_VECTOR
+               for mapping, packets in hvx_conv_packets(batch, out_hw, kernel_hw, cin, cout, strides).items())
 
 
 def shuffles_move(channels: int) -> bool:
@@ -115,17 +131,17 @@ class HVXCostModel(CostModel):
     unit = "estimated HVX packets"
 
     def conv_cost(self, spec, layout: str = "NHWC") -> float:
-        return min(hvx_conv_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
-                                    spec.strides).values())
+        return hvx_layer_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
+                                 spec.strides)
 
     candidates: tuple = ((2, 2), (1, 2), (2, 1), (1, 4), (4, 1), (3, 3), (4, 4))
 
     def plan_cost(self, plan) -> float:
-        """The plan's conv in its cheaper mapping, plus its movement; the HVX kernels work in
+        """The plan's conv in its cheaper mapping with its requantization, plus its movement; the HVX kernels work in
         NHWC, where a block of one row is a reshape (free) unless the input needs aligning."""
         spec = plan.spec
-        conv = min(hvx_conv_packets(spec.batch, plan.conv_out_hw, plan.kernel_hw, plan.in_channels, plan.out_channels,
-                                    plan.strides).values())
+        conv = hvx_layer_packets(spec.batch, plan.conv_out_hw, plan.kernel_hw, plan.in_channels, plan.out_channels,
+                                 plan.strides)
         aligned = getattr(plan, "align", ((0, 0), (0, 0))) == ((0, 0), (0, 0))
         entry = 0 if plan.block[0] == 1 and aligned else getattr(plan, "entry_bytes", lambda: 0)()
         exit_ = 0 if plan.out_block[0] == 1 and (plan.out_domain is None or plan.out_domain.exact) else plan.exit_bytes()
