@@ -87,3 +87,26 @@ def test_the_default_lanes_block_is_within_10_percent_of_the_best_measured(layer
 def test_a_lanes_block_never_halves_the_row():
     assert [block_pixels(w, 8) for w in (3, 16, 20, 24, 28, 32, 40, 112)] == [3, 16, 5, 8, 7, 8, 8, 8]
     assert [block_pixels(w, 4) for w in (8, 12, 14)] == [8, 4, 2]
+
+
+@pytest.mark.parametrize("spec,rewritten", [
+    ((64, 128, (24, 24), (3, 3), (2, 2), (1, 1, 1, 1)), False),  # ResNet-18's layer2.0.conv1
+    ((128, 256, (12, 12), (3, 3), (2, 2), (1, 1, 1, 1)), False),  # its layer3.0.conv1
+    ((3, 16, (96, 96), (3, 3), (2, 2), (1, 1, 1, 1)), True),  # MobileNetV3's stem: 2 x 16 fill the lanes
+    ((3, 24, (96, 96), (3, 3), (2, 2), (1, 1, 1, 1)), False),  # ShuffleNetV2's: 2 x 24 take two lane blocks
+])
+def test_the_hvx_model_rewrites_what_measured_fewer_packets(spec, rewritten):
+    """Session 15's zoo runs: rewriting ResNet-18's 3x3/2 convs to 3x2 ones on twice the channels
+    (the old model's stride penalty) cost it 80k packets; a 16-channel stem's S2D output halves
+    the lanes its requantization pays for (21.7k against 23.3k packets); a 24-channel stem's
+    width-to-depth form ran 39.1k against 26.7k."""
+    from tvm_s2d.geometry import Conv2dSpec
+
+    cin, cout, hw, kernel, strides, padding = spec
+    conv = Conv2dSpec(batch=1, in_channels=cin, out_channels=cout, in_hw=hw, kernel_hw=kernel, strides=strides,
+                      dilation=(1, 1), padding=padding, groups=1, itemsize=1)
+    try:
+        block = choose_block(conv, HVXCostModel(), layout="NHWC").block
+    except Unsupported:
+        block = None
+    assert (block is not None) == rewritten, block
