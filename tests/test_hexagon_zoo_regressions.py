@@ -123,13 +123,13 @@ def test_a_qdq_stride_2_depthwise_conv_of_16_channels_takes_its_requantization_o
 
 
 def test_a_qdq_rgb_stem_takes_its_requantization_in_its_conv_kernel():
-    """The zoo's 3x3/2 RGB stems (16 outputs: one block of 32 lanes after width-to-depth) keep
-    their int32 accumulators in registers: the requantization in the channel-in-lanes conv's
+    """MobileNetV2's and EfficientNet-B0's 3x3/2 RGB stems (32 outputs: one block of 32 lanes)
+    keep their int32 accumulators in registers: the requantization in the channel-in-lanes conv's
     kernel (``lanes_fused``), no requantize kernel; bit-exact, within a step of ONNX Runtime."""
     require_hexagon_tools()
     from tvm_s2d.emulator.model import run_model
 
-    run_ = run_model(_qdq_conv((1, 3, 32, 32), 16, groups=1, strides=(2, 2)))
+    run_ = run_model(_qdq_conv((1, 3, 32, 32), 32, groups=1, strides=(2, 2)))
     assert any(k.name.endswith("_requantized") and k.hvx for k in run_.kernels)
     assert not [k.name for k in run_.kernels if k.kind == "requantize"]
     assert run_.matches_cpu, run_.first_difference
