@@ -201,6 +201,26 @@ def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFun
 
 
 
+@T.macro
+def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv: PackedConv, block: int):
+    """``acc[i]`` (``i < block``) = the offsets of output pixel ``x0 + i`` of row ``y`` plus its
+    ``vrmpyub`` sums for lane block ``ko``: ``x`` the input as words (a pixel's 4 channels),
+    ``w`` the packed weights as bytes (``overlapping_vrmpy`` and ``lanes_fused``)."""
+    # (no assignments: a macro's would bind TIR variables, and an unrolled extent must stay a constant)
+    for i in T.unroll(block):
+        acc[i, T.ramp(0, 1, 32)] = T.broadcast(offsets[b, y, x0 + i], LANES)
+    for ky in range(conv.kernel_hw[0]):
+        for kx in T.unroll(conv.kernel_hw[1]):
+            for g in range(conv.cin // DEPTH):
+                for i in T.unroll(block):
+                    acc[i, T.ramp(0, 1, 32)] = hvx(
+                        "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
+                        T.reinterpret(w.vload([(((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx) * (conv.cin // DEPTH)
+                                                + g) * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
+                        x[((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1] + (x0 + i) * conv.strides[1] + kx)
+                          * (conv.cin // DEPTH) + g])
+
+
 def overlapping_block(out_width: int, pixels: int) -> int | None:
     """The block of ``overlapping_vrmpy`` for rows that ``block_pixels`` can only cut into
     blocks under half of ``pixels`` (widths with no divisor near it: SqueezeNet's 47 and 23,
@@ -218,7 +238,7 @@ def overlapping_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
     the one before (those columns computed twice, written twice alike), so any width takes
     the same block. The accumulators start at the pixel's offset."""
     n, (hi, wi), c4 = conv.batch, conv.in_hw, conv.cin // DEPTH
-    (oh, ow), (kh, kw), (sh, sw), kb = conv.out_hw, conv.kernel_hw, conv.strides, conv.cout_blocks
+    (oh, ow), (kh, kw), kb = conv.out_hw, conv.kernel_hw, conv.cout_blocks
     blocks, last = -(-ow // block), ow - block
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
@@ -231,17 +251,7 @@ def overlapping_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
             out = T.decl_buffer((n * oh * ow * kb * LANES,), "int32", data=out_.data, align=128)
             acc = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
             for b, y, ko, xb in T.grid(n, oh, kb, blocks):
-                for i in T.unroll(block):
-                    acc[i, T.ramp(0, 1, 32)] = T.broadcast(offsets[b, y, T.min(xb * block, last) + i], LANES)
-                for ky in range(kh):
-                    for kx in T.unroll(kw):
-                        for g in range(c4):
-                            for i in T.unroll(block):
-                                acc[i, T.ramp(0, 1, 32)] = hvx(
-                                    "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                                    T.reinterpret(w.vload([(((ko * kh + ky) * kw + kx) * c4 + g) * VECTOR_BYTES], "uint8x128"),
-                                                  dtype="int32x32"),
-                                    x[((b * hi + y * sh + ky) * wi + (T.min(xb * block, last) + i) * sw + kx) * c4 + g])
+                accumulate_block(acc, x, w, offsets, b, y, ko, T.min(xb * block, last), conv, block)
                 for i in T.unroll(block):
                     out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + ko) * LANES, 1, LANES)] = \
                         acc[i, T.ramp(0, 1, 32)]

@@ -16,8 +16,8 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VECTOR_BYTES, aligned_prim_func, hvx
-from .lanes import PackedConv, block_pixels
+from .intrinsics import DEPTH, LANES, VECTOR_BYTES, aligned_prim_func
+from .lanes import PackedConv, accumulate_block, block_pixels
 from .requantize import _int64_requantize, pack_bytes, requantize_lanes
 
 #: Output pixels a block (a multiple of 4: each 4 are one 128-byte store).
@@ -38,7 +38,7 @@ def lanes_requantized(conv: PackedConv, zy: int, lo: int, hi: int, dtype: str, p
     if not lanes_fusable(conv):
         raise ValueError("lanes_requantized takes convs of one 32-lane output block and rows of 4 pixels or more")
     n, (hi_, wi), c4 = conv.batch, conv.in_hw, conv.cin // DEPTH
-    (oh, ow), (kh, kw), (sh, sw) = conv.out_hw, conv.kernel_hw, conv.strides
+    (oh, ow), (kh, kw) = conv.out_hw, conv.kernel_hw
     out_shape = (n, oh, ow, LANES)
     if not hvx_code:
         return _plain(conv, out_shape, zy, lo, hi, dtype)
@@ -60,17 +60,7 @@ def lanes_requantized(conv: PackedConv, zy: int, lo: int, hi: int, dtype: str, p
             out = T.decl_buffer((n * oh * ow * LANES,), dtype, data=out_.data)
             acc = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
             for b, y, xb in T.grid(n, oh, blocks):
-                for i in T.unroll(block):
-                    acc[i, T.ramp(0, 1, 32)] = T.broadcast(offsets[b, y, T.min(xb * block, last) + i], LANES)
-                for ky in range(kh):
-                    for kx in T.unroll(kw):
-                        for g in range(c4):
-                            for i in T.unroll(block):
-                                acc[i, T.ramp(0, 1, 32)] = hvx(
-                                    "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                                    T.reinterpret(w.vload([((ky * kw + kx) * c4 + g) * VECTOR_BYTES], "uint8x128"),
-                                                  dtype="int32x32"),
-                                    x[((b * hi_ + y * sh + ky) * wi + (T.min(xb * block, last) + i) * sw + kx) * c4 + g])
+                accumulate_block(acc, x, w, offsets, b, y, 0, T.min(xb * block, last), conv, block)
                 for q in T.unroll(block // 4):
                     out[T.ramp(((b * oh + y) * ow + T.min(xb * block, last) + 4 * q) * LANES, 1, 128)] = pack_bytes(
                         [requantize_lanes(acc[4 * q + j, T.ramp(0, 1, 32)], (bias, mult, shift, half, pre), 0, zy,
