@@ -81,6 +81,21 @@ def test_nhwc_integer_conv_with_zero_point_and_odd_channels():
     assert len(hexagon.replaced) == 1
 
 
+def _shifted_int_conv(rng, shape_nhwc, cout: int, padding, zero: int) -> tvm.IRModule:
+    """``conv2d(astype(x, int32) - zero, W)``, NHWC uint8 ``x``, random 3x3 HWIO weights of int8
+    values: the integer conv ``HexagonConvs`` takes."""
+    weight = rng.integers(-128, 128, (3, 3, shape_nhwc[3], cout)).astype(np.int32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape_nhwc, "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(zero))))
+            out = bb.emit_output(bb.emit(relax.op.nn.conv2d(shifted, relax.const(weight), padding=padding,
+                                                            data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
 @pytest.mark.parametrize("channels", [48, 20, 12, 136])
 def test_a_width_conv_of_any_4k_channels_gets_its_input_layout_from_a_kernel(channels):
     """The width mapping's input layout ``[N, C/4, H, W, 4]`` comes from the deal kernel for any
@@ -88,16 +103,7 @@ def test_a_width_conv_of_any_4k_channels_gets_its_input_layout_from_a_kernel(cha
     were a reshape and a 5-d transpose, TVM's scalar copy. Bit-exact (the deal's plain copy);
     136 channels (past the deal's 128) take the plain copy (``width.input_layout``)."""
     rng = np.random.default_rng(6)
-    weight = rng.integers(-128, 128, (3, 3, channels, 8)).astype(np.int32)  # HWIO, int8 values
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 9, 40, channels), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(3))))
-            out = bb.emit_output(bb.emit(relax.op.nn.conv2d(shifted, relax.const(weight), padding=1, data_layout="NHWC",
-                                                            kernel_layout="HWIO", out_dtype="int32")))
-        bb.emit_func_output(out)
-    mod = bb.get()
+    mod = _shifted_int_conv(rng, (1, 9, 40, channels), 8, padding=1, zero=3)
     hexagon = HexagonConvs(target=HEXAGON, schedule=False)
     rewritten = hexagon(mod)
     assert [m for m, _ in hexagon.mappings.values()] == ["width"]
@@ -112,16 +118,7 @@ def test_a_width_conv_pads_its_input_in_its_layout_kernel(channels, padding):
     """A width conv of 4 x 2^k channels (up to 32) on rows of 32 pixels or more takes its pad
     and its input layout from one kernel (``padded_layout``): no pad left. Bit-exact."""
     rng = np.random.default_rng(7)
-    weight = rng.integers(-128, 128, (3, 3, channels, 8)).astype(np.int32)  # HWIO, int8 values
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 6, 37, channels), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            shifted = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(np.int32(5))))
-            out = bb.emit_output(bb.emit(relax.op.nn.conv2d(shifted, relax.const(weight), padding=padding,
-                                                            data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")))
-        bb.emit_func_output(out)
-    mod = bb.get()
+    mod = _shifted_int_conv(rng, (1, 6, 37, channels), 8, padding=padding, zero=5)
     hexagon = HexagonConvs(target=HEXAGON, schedule=False)
     rewritten = hexagon(mod)
     assert [m for m, _ in hexagon.mappings.values()] == ["width"]

@@ -100,7 +100,7 @@ def test_the_hvx_model_rewrites_what_measured_fewer_packets(spec, rewritten):
     (the old model's stride penalty) cost it 80k packets; a 24-channel stem's width-to-depth form
     ran 39.1k against 26.7k. A 16-channel stem's S2D output would halve the lanes its
     requantization pays for (21.7k against 23.3k packets), but the model does not count that
-    (``HVX_PACKETS_PER_OUTPUT_VECTOR``): the same vrmpy count is a tie, and the conv is left."""
+    (``geometry/cost.py``, "Not counted"): the same vrmpy count is a tie, and the conv is left."""
     from tvm_s2d.geometry import Conv2dSpec
 
     cin, cout, hw, kernel, strides, padding = spec

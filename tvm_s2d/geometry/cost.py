@@ -79,13 +79,12 @@ def executed_macs(batch, out_hw, kernel_hw, cin, cout, lane_width=32) -> int:
 # stride no longer costs extra, and rewriting ResNet-18's 3x3/2 convs to 3x2 ones on twice
 # the channels (1.33x the ``vrmpy``) cost it 80k packets (1.76M -> 1.84M).
 HVX_PACKETS_PER_VRMPY = {"lanes": 0.6, "width": 0.7}
-# Each int32 vector of 32 outputs a conv writes costs its requantization and store: 3.2-3.7
-# packets (the requantization kernel, or in the conv's kernel: ``lanes_fused``), so a
-# channel-in-lanes conv of 16 outputs pays for 32 lanes (a stem's S2D output of 2 x 16 halves it:
-# 23.3k -> 21.7k packets). Not counted (0): counting it (3.5) rewrote the 8-16 channel convs of
-# small residual graphs, whose integer adds then met a D2S and fell to scalar code
-# (tests/test_pool_concat.py, test_softmax.py, test_tables.py), which the model does not price.
-HVX_PACKETS_PER_OUTPUT_VECTOR = 0.0
+# Not counted: each int32 vector of 32 outputs a conv writes costs its requantization and store,
+# 3.2-3.7 packets, so a channel-in-lanes conv of 16 outputs pays for 32 lanes (a stem's S2D
+# output of 2 x 16 halves it: 23.3k -> 21.7k packets). Counting it (3.5 a vector) rewrote the
+# 8-16 channel convs of small residual graphs, whose integer adds then met a D2S and fell to
+# scalar code (tests/test_pool_concat.py, test_softmax.py, test_tables.py), which the model does
+# not price.
 HVX_PACKETS_PER_BYTE = {"shuffle": 0.02, "s2d copy": 0.8, "d2s copy": 0.25}
 
 
@@ -107,16 +106,6 @@ def hvx_conv_packets(batch: int, out_hw, kernel_hw, cin: int, cout: int, strides
     return packets
 
 
-def hvx_layer_packets(batch: int, out_hw, kernel_hw, cin: int, cout: int, strides) -> float:
-    """Estimated packets of a quantized conv on HVX: its kernel in the cheaper mapping
-    (``hvx_conv_packets``) and the requantization of the int32 vectors that mapping writes
-    (channels padded to 32 in the lanes, the width to 32 width-vectorized)."""
-    vectors = {"lanes": batch * out_hw[0] * out_hw[1] * ceil_div(cout, 32),
-               "width": batch * out_hw[0] * ceil_div(out_hw[1], 32) * cout}
-    return min(packets + vectors[mapping] * HVX_PACKETS_PER_OUTPUT_VECTOR
-               for mapping, packets in hvx_conv_packets(batch, out_hw, kernel_hw, cin, cout, strides).items())
-
-
 def shuffles_move(channels: int) -> bool:
     """Whether a 2x2 S2D / D2S of ``channels`` channels runs on the HVX shuffles (two pixels'
     channels divide a 128-byte vector)."""
@@ -134,17 +123,17 @@ class HVXCostModel(CostModel):
     unit = "estimated HVX packets"
 
     def conv_cost(self, spec, layout: str = "NHWC") -> float:
-        return hvx_layer_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
-                                 spec.strides)
+        return min(hvx_conv_packets(spec.batch, spec.out_hw, spec.kernel_hw, spec.in_channels, spec.out_channels,
+                                    spec.strides).values())
 
     candidates: tuple = ((2, 2), (1, 2), (2, 1), (1, 4), (4, 1), (3, 3), (4, 4))
 
     def plan_cost(self, plan) -> float:
-        """The plan's conv in its cheaper mapping with its requantization, plus its movement; the HVX kernels work in
+        """The plan's conv in its cheaper mapping, plus its movement; the HVX kernels work in
         NHWC, where a block of one row is a reshape (free) unless the input needs aligning."""
         spec = plan.spec
-        conv = hvx_layer_packets(spec.batch, plan.conv_out_hw, plan.kernel_hw, plan.in_channels, plan.out_channels,
-                                 plan.strides)
+        conv = min(hvx_conv_packets(spec.batch, plan.conv_out_hw, plan.kernel_hw, plan.in_channels, plan.out_channels,
+                                    plan.strides).values())
         aligned = getattr(plan, "align", ((0, 0), (0, 0))) == ((0, 0), (0, 0))
         entry = 0 if plan.block[0] == 1 and aligned else getattr(plan, "entry_bytes", lambda: 0)()
         exit_ = 0 if plan.out_block[0] == 1 and (plan.out_domain is None or plan.out_domain.exact) else plan.exit_bytes()

@@ -28,7 +28,7 @@ from tvm import te
 
 from tvm.script import tirx as T
 
-from .intrinsics import LANES, deal, hvx, roundup
+from .intrinsics import LANES, deal, fields_of, hvx, roundup, with_fields
 from .requantize import _int64_requantize, lane_constants, pack_bytes, requantize_lanes
 
 #: The attribute a depthwise kernel carries its ``DepthwiseConv`` in (``tagged`` / ``of``), for
@@ -112,16 +112,16 @@ class DepthwiseConv:
 
     def tagged(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         """``func`` (this conv's kernel) with the conv in its attributes (``of`` reads it back)."""
-        fields = [self.batch, *self.out_hw, self.channels, *self.kernel_hw, *self.stride, *self.in_hw]
-        return func.with_attr(SPEC_ATTR, [int(v) for v in fields])
+        return with_fields(func, SPEC_ATTR, [self.batch, *self.out_hw, self.channels, *self.kernel_hw, *self.stride,
+                                             *self.in_hw])
 
     @staticmethod
     def of(func) -> "DepthwiseConv | None":
         """The conv a kernel ``tagged`` carries, else None."""
-        attrs = getattr(func, "attrs", None)
-        if attrs is None or SPEC_ATTR not in attrs:
+        fields = fields_of(func, SPEC_ATTR)
+        if fields is None:
             return None
-        b, oh, ow, c, kh, kw, sh, sw, ih, iw = (int(v) for v in attrs[SPEC_ATTR])
+        b, oh, ow, c, kh, kw, sh, sw, ih, iw = fields
         return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw))
 
     @property

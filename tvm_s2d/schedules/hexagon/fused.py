@@ -29,8 +29,9 @@ def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: i
     """``(x [N, C/4, Hp, Wp, 4] uint8, w [kh, kw, C/4, Co, 4] int8, bias, mult, shift, half, pre
     [Co]) -> dtype [N, OH, out_w, Co]``: ``WidthConv`` on its input layout (weights
     ``fused_weight``: a tap's output channels side by side, read two a load), then the
-    requantization of ``requantize_transpose_kernel`` (``out_w`` at most the conv's padded
-    output width ``Wp - kw + 1``, a multiple of 32); ``hvx_code=False``: plain loops."""
+    requantization of ``requantize_transpose_kernel`` (``out_w`` at most the conv's output
+    width ``Wp - kw + 1`` cut to whole vectors: ``WidthConv`` pads its rows to them);
+    ``hvx_code=False``: plain loops."""
     n, groups_in, hp, wp, depth = (int(d) for d in input_shape)
     kh, kw, _, co = (int(d) for d in weight_shape[:4])
     oh, owp = hp - kh + 1, (wp - kw + 1) // LANES * LANES  # rows padded to whole vectors (``WidthConv``)

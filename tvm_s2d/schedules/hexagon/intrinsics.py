@@ -113,5 +113,17 @@ def opaque_vector(value):
     return T.reinterpret(hvx("vor", vector, vector), dtype="uint8x128")
 
 
+def with_fields(func: tvm.tirx.PrimFunc, key: str, fields) -> tvm.tirx.PrimFunc:
+    """``func`` with the integers ``fields`` in its attribute ``key`` (a kernel carrying the conv
+    it computes, for a later pass to read back with ``fields_of``)."""
+    return func.with_attr(key, [int(v) for v in fields])
+
+
+def fields_of(func, key: str) -> list[int] | None:
+    """The integers ``with_fields`` put in ``func``'s attribute ``key``, else None."""
+    attrs = getattr(func, "attrs", None)
+    return None if attrs is None or key not in attrs else [int(v) for v in attrs[key]]
+
+
 def roundup(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple

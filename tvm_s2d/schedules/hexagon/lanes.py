@@ -29,7 +29,7 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, hvx, roundup
+from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, fields_of, hvx, roundup, with_fields
 from .offsets import WEIGHT_OFFSET, window_offsets
 
 SPEC_ATTR = "tvm_s2d.lanes_conv"
@@ -108,16 +108,16 @@ class PackedConv:
     def tagged(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         """``func`` (this conv's kernel) with the conv in its attributes (``of`` reads it back:
         the requantization pass fuses a kernel of one lane block, ``lanes_fused``)."""
-        fields = [self.batch, *self.in_hw, self.in_channels, self.out_channels, *self.kernel_hw, *self.strides]
-        return func.with_attr(SPEC_ATTR, [int(v) for v in fields])
+        return with_fields(func, SPEC_ATTR, [self.batch, *self.in_hw, self.in_channels, self.out_channels,
+                                             *self.kernel_hw, *self.strides])
 
     @staticmethod
     def of(func) -> "PackedConv | None":
         """The conv a kernel ``tagged`` carries, else None."""
-        attrs = getattr(func, "attrs", None)
-        if attrs is None or SPEC_ATTR not in attrs:
+        fields = fields_of(func, SPEC_ATTR)
+        if fields is None:
             return None
-        b, h, w, ci, co, kh, kw, sh, sw = (int(v) for v in attrs[SPEC_ATTR])
+        b, h, w, ci, co, kh, kw, sh, sw = fields
         return PackedConv(b, (h, w), ci, co, (kh, kw), (sh, sw))
 
     def hvx_kernel(self, pixels: int = 8) -> tvm.tirx.PrimFunc:

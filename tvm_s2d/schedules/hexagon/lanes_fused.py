@@ -81,7 +81,7 @@ def _plain(conv: PackedConv, out_shape, zy: int, lo: int, hi: int, dtype: str) -
     sh, sw = conv.strides
     acc = te.compute(out_shape, lambda b, y, x_, co: te.sum(
         x[b, y * sh + kh, x_ * sw + kw, c].astype("int32") * w[0, kh, kw, c // DEPTH, co, c % DEPTH].astype("int32"),
-        axis=[kh, kw, c]) , name="conv")
+        axis=[kh, kw, c]), name="conv")
     out = te.compute(out_shape, lambda b, y, x_, co: _int64_requantize(
         acc[b, y, x_, co] + offsets[b, y, x_], bias[co], mult[co], shift[co], pre[co], zy, lo, hi, dtype), name="requantize")
     return aligned_prim_func([x, w, offsets, bias, mult, shift, half, pre, out])

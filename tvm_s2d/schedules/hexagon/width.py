@@ -213,8 +213,9 @@ def padded_layout(shape_nhwc, padding, width: int, zx: int, hvx_code: bool = Tru
     """The width mapping's pad and input layout change as one kernel, where it takes the input:
     NHWC uint8 ``[N, H, W, C]`` -> ``[N, C/4, H + t + b, width, 4]``, the input at rows ``t``
     and columns ``l`` (``padding`` = ``(t, l, b, r)``), every other byte ``zx``; None unless
-    ``C`` is 4 x a power of two up to 128 (``channel_groups_apply``), ``W`` at least 32 and
-    ``l`` under 32 (then ``pad`` + ``input_layout``).
+    ``C`` is 4, 8, 16 or 32 (``channel_groups_apply``, at most 8 planes: each plane is an
+    expression choosing among all of them), ``W`` at least 32, ``l`` under 32 and ``width`` at
+    least ``W + l`` (then ``pad`` + ``input_layout``).
 
     A row of planes is whole aligned vectors (``WidthConv``'s rows): each is ``valign`` of the
     dealt vectors of the input's 32-pixel groups before and at it (``deal_channel_groups``'s
