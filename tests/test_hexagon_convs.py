@@ -313,7 +313,7 @@ def test_the_hvx_depthwise_kernel_is_exact_under_qemu(batch, out_hw, channels, k
     for ky in range(kernel):
         for kx in range(kernel):
             rows = x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row]
-            expected += rows.astype(np.int64) * w[ky, kx].astype(np.int64)
+            expected += rows.astype(np.int64) * w[ky, kx, : conv.row].astype(np.int64)
     hvx = run_kernel(conv.hvx_kernel(), [x, w], [(conv.output_shape, "int32")])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     plain = tvm.compile(tvm.IRModule({"main": conv.compute()}), target="llvm")
@@ -421,7 +421,7 @@ def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(ba
     acc = np.zeros(conv.output_shape, np.int64)
     for ky in range(kernel):
         for kx in range(kernel):
-            acc += x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row].astype(np.int64) * w[ky, kx]
+            acc += x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row].astype(np.int64) * w[ky, kx, : conv.row]
     acc = acc[..., : out_hw[1] * channels].reshape(batch, *out_hw, channels)
     b = rng.integers(-5000, 5000, channels)
     m = rng.integers(2**30, 2**31 - 1, channels)

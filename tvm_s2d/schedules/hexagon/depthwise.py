@@ -97,12 +97,16 @@ class DepthwiseConv:
             (sh, sw), (ih, iw) = self.stride, self.in_hw
             pixels = -(-(((ow - 1) * sw + kw - 1) * c + roundup(self.lanes, 128)) // c)  # whole 128-byte loads
             return (self.batch, max((oh - 1) * sh + kh, ih), max(pixels, iw) * c)
-        # rows of whole vectors where pixels tile one: every row starts aligned (its pad's stores too)
-        return (self.batch, oh + kh - 1, roundup(self.row + (kw - 1) * c, 128 if 128 % c == 0 else c))
+        # rows of whole pixels and whole vectors: every row starts aligned (its pad's stores too), so a
+        # tap's load is two aligned loads and one ``valign`` by a constant (rows of 2400 bytes, 240
+        # channels, took a second ``valign`` by the row's runtime offset: 6x6x240 5x5 9.1k -> 6.0k packets)
+        return (self.batch, oh + kh - 1, roundup(self.row + (kw - 1) * c, math.lcm(128, c)))
 
     @property
     def weight_shape(self) -> tuple[int, int, int]:
-        return (*self.kernel_hw, self.lanes if self.strided else self.row)
+        """A tap's weights whole vectors (aligned loads: a row of 1440 outputs' taps unaligned
+        cost two loads and a ``valign`` each)."""
+        return (*self.kernel_hw, self.lanes if self.strided else roundup(self.row, 128))
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -178,7 +182,7 @@ class DepthwiseConv:
         if not hvx_code:
             return self._plain_requantized(zy, lo, hi, dtype)
         groups, period = valid // 128, lanes - 128
-        weights = 128 if self.dealt else self.row  # a dealt conv's weights: one vector a tap (fused_weight)
+        weights = 128 if self.dealt else self.weight_shape[2]  # a dealt conv's weights: one vector a tap (fused_weight)
         whole = period // 128 <= 8  # a period of the constants in unrolled groups (their lanes constants)
         span = period // 128 if whole else 1
         rows = min(oh, rows or (3 if kh <= 3 or oh == 3 else 2))
@@ -201,7 +205,7 @@ class DepthwiseConv:
                               dtype)
 
         @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-        def depthwise_requantized(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, weights), "int8", align=128),
+        def depthwise_requantized(x: T.Buffer((n, h, wi), "uint8", align=128), w: T.Buffer((kh, kw, weights), "int8", align=128),
                                   bias: T.Buffer((lanes,), "int32", align=128), mult: T.Buffer((lanes,), "int32", align=128),
                                   shift: T.Buffer((lanes,), "int32", align=128), half: T.Buffer((lanes,), "int32", align=128),
                                   pre: T.Buffer((lanes,), "int32", align=128), y_: T.Buffer((n, oh, ow, c), dtype)):
@@ -259,7 +263,8 @@ class DepthwiseConv:
             padded = np.zeros(self.weight_shape, self.weight_dtype)
             padded[..., : self.channels] = taps
             return padded
-        tiled = np.tile(taps, (1, 1, self.row // self.channels + 1))[..., : self.row]
+        length = self.weight_shape[2]
+        tiled = np.tile(taps, (1, 1, length // self.channels + 1))[..., :length]
         return np.ascontiguousarray(tiled).astype(self.weight_dtype)
 
     def compute(self) -> tvm.tirx.PrimFunc:
@@ -309,7 +314,7 @@ class DepthwiseConv:
             return total
 
         @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-        def depthwise(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, row), "int8", align=128),
+        def depthwise(x: T.Buffer((n, h, wi), "uint8", align=128), w: T.Buffer(self.weight_shape, "int8", align=128),
                       y: T.Buffer((n, oh, row), "int32", align=128)):
             T.func_attr({"tirx.noalias": True})
             with T.sblock("root"):
@@ -336,7 +341,7 @@ class DepthwiseConv:
                                   w.vload([ky, kx, g * 128], "int8x128")) for ky in range(kh) for kx in range(kw)])
 
         @T.prim_func(s_tir=True)
-        def depthwise(x: T.Buffer((n, h, wi), "uint8"), w: T.Buffer((kh, kw, lanes), "int8", align=128),
+        def depthwise(x: T.Buffer((n, h, wi), "uint8", align=128), w: T.Buffer((kh, kw, lanes), "int8", align=128),
                       y: T.Buffer((n, oh, row), "int32")):
             T.func_attr({"tirx.noalias": True})
             with T.sblock("root"):
