@@ -190,16 +190,16 @@ class DepthwiseConv:
 
         sh = self.stride[0]
 
-        def tap(x, w, b, r, start, ky, kx):  # (the tap's 128 inputs, its 128 weights)
-            if not self.dealt:
-                return x.vload([b, r + ky, start + kx * c], "uint8x128"), w.vload([ky, kx, start], "int8x128")
+        def tap(x, w, b, r, start, lane, ky, kx):  # (the tap's 128 inputs, its 128 weights)
+            if not self.dealt:  # the weights repeat every ``period`` lanes: a constant address when ``whole``
+                return x.vload([b, r + ky, start + kx * c], "uint8x128"), w.vload([ky, kx, lane], "int8x128")
             at = 2 * start + kx // 2 * 2 * c  # input pixel 2p + kx = 2(p + kx // 2) + kx % 2
             pair = deal(T.reinterpret(x.vload([b, r * sh + ky, at + 128], "uint8x128"), dtype="int32x32"),
                         T.reinterpret(x.vload([b, r * sh + ky, at], "uint8x128"), dtype="int32x32"), c)
             return hvx("lo" if kx % 2 == 0 else "hi", pair), w.vload([ky, kx, 0], "int8x128")
 
         def block(x, w, constants, b, r, start, lane):
-            pairs = ordered_sums([tap(x, w, b, r, start, ky, kx) for ky, kx in taps])
+            pairs = ordered_sums([tap(x, w, b, r, start, start if whole else lane, ky, kx) for ky, kx in taps])
             t = [hvx(part, pair) for pair in pairs for part in ("lo", "hi")]
             return pack_bytes([requantize_lanes(t[i], constants, lane + 32 * i, zy, pre_shift) for i in range(4)], lo, hi,
                               dtype)
