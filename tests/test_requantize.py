@@ -9,7 +9,7 @@ from tvm import relax
 from helpers import require_hexagon_tools, run
 from tvm_s2d.geometry.fixed_point import fixed_point, requantize
 from tvm_s2d.passes.quantized.integer import IntegerRequantize
-from tvm_s2d.schedules.hexagon.requantize import channel_constants, lane_constants, requantize_kernel
+from tvm_s2d.schedules.hexagon.requantize import averaging, channel_constants, lane_constants, requantize_kernel
 
 RNG = np.random.default_rng(0)
 RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
@@ -78,7 +78,8 @@ def test_a_bias_off_the_accumulator_grid_keeps_the_float_epilogue():
 @pytest.mark.parametrize("shape,dtype,clamp", [((1, 16, 20, 32), "uint8", None), ((1, 7, 9, 8), "uint8", (30, 200)),
                                                ((2, 5, 5, 3), "int8", None), ((1, 4, 4, 64), "int8", (-5, 127)),
                                                ((1, 6, 7, 144), "uint8", None), ((1, 5, 9, 96), "int8", (-100, 90))])
-def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
+@pytest.mark.parametrize("average", [False, True])
+def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp, average):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
 
@@ -90,13 +91,34 @@ def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp):
     pre = RNG.integers(0, 12, channels)  # headroom shifts: |acc + b| < 2**18
     constants = lane_constants(b, m, r + pre, channels, pre)
     expected = requantize(acc.astype(np.int64) + b, m, r + pre, 17, lo, hi, dtype, pre)
-    hvx = run_kernel(requantize_kernel(shape, 17, lo, hi, dtype), [acc, *constants], [(shape, dtype)])
+    assert averaging(r + pre)
+    hvx = run_kernel(requantize_kernel(shape, 17, lo, hi, dtype, average=average), [acc, *constants], [(shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     assert hvx.packets < 4 * acc.size  # vector code: under one packet an element on whole vectors
     plain = tvm.compile(tvm.IRModule({"main": requantize_kernel(shape, 17, lo, hi, dtype, hvx_code=False)}), target="llvm")
     out = tvm.runtime.tensor(np.zeros(shape, dtype))
     plain(tvm.runtime.tensor(acc), *[tvm.runtime.tensor(c) for c in constants], out)
     np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_the_rounding_by_average_is_exact_at_a_shift_of_1_and_refused_at_0():
+    """``vavg.rnd(t >> (s - 1), 2 zy)`` is ``(t + 2^(s-1)) >> s + zy`` for every int32 ``t`` and
+    ``s >= 1``: multipliers in [0.25, 0.5) leave a shift of 1 (no headroom), accumulators of both
+    signs at the ties; a shift of 0 keeps the ``half`` form (``averaging``)."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+
+    shape, channels = (1, 4, 8, 32), 32
+    acc = RNG.integers(-(2**20), 2**20, shape).astype(np.int32)
+    b = RNG.integers(-500, 500, channels).astype(np.int32)
+    acc[0, 0] = np.arange(-16, 16, 4)[:, None] + np.arange(channels)[None, :] % 4 - b  # small sums, ties
+    m, r = fixed_point(RNG.random(channels) * 0.2 + 0.26)
+    assert np.all(r == 1)
+    constants = lane_constants(b, m, r, channels)
+    expected = requantize(acc.astype(np.int64) + b, m, r, 3, 0, 255, "uint8")
+    hvx = run_kernel(requantize_kernel(shape, 3, 0, 255, "uint8", average=True), [acc, *constants], [(shape, "uint8")])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    assert not averaging(np.array([3, 0, 5])) and averaging(np.array([1, 7]))
 
 
 # ---- the quantized residual add ---------------------------------------------------------------
@@ -307,7 +329,8 @@ def _calls(mod, name):
                                                         ((1, 7, 9, 64), 40, "uint8", (0, 255)),
                                                         ((1, 6, 6, 128), 120, "uint8", (0, 255)),  # 480 values past a period
                                                         ((1, 6, 6, 96), 88, "int8", (-128, 127))])
-def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, channels, dtype, clamp):
+@pytest.mark.parametrize("average", [False, True])
+def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, channels, dtype, clamp, average):
     """The channel-in-lanes mapping's output has its channels padded to 32: the kernel gathers
     the real ones (several pixels a vector; over 32 channels, a vector from at most two pixels)
     and requantizes them, the slice in the kernel. Regression: channels over 32 (MnasNet's 48)
@@ -324,7 +347,8 @@ def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, chan
     lo, hi = clamp or RANGES[dtype]
     expected = requantize(acc[..., :channels].astype(np.int64) + b, m, r + pre, 17, lo, hi, dtype, pre)
     constants = lane_constants(b, m, r + pre, channels, pre)
-    hvx = run_kernel(requantize_slice_kernel(shape, channels, 17, lo, hi, dtype), [acc, *constants], [(expected.shape, dtype)])
+    hvx = run_kernel(requantize_slice_kernel(shape, channels, 17, lo, hi, dtype, average=average), [acc, *constants],
+                     [(expected.shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     plain = requantize_slice_kernel(shape, channels, 17, lo, hi, dtype, hvx_code=False)
     np.testing.assert_array_equal(_plain_run(plain, [acc, *constants], expected.shape, dtype), expected)

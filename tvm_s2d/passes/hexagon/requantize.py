@@ -27,8 +27,8 @@ from ...schedules.hexagon.lanes_fused import lanes_fusable, lanes_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
 from ...schedules.hexagon.pool import channel_sums_kernel
-from ...schedules.hexagon.requantize import (channel_constants, lane_constants, requantize_add_kernel, requantize_kernel,
-                                             requantize_product_kernel, tile_gate_kernel)
+from ...schedules.hexagon.requantize import (averaging, channel_constants, lane_constants, requantize_add_kernel,
+                                             requantize_kernel, requantize_product_kernel, tile_gate_kernel)
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term
@@ -114,13 +114,15 @@ class _Rewriter(PyExprMutator):
         if np.any(np.abs(constants[0]) >= 2**31):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
+        average = averaging(constants[2])  # every shift at least 1: rounded by vavg
         depthwise = match_depthwise_output(x, self.var2val, self.mod)
         if depthwise is not None and depthwise[2].fusable and (
                 not depthwise[2].dealt or const_of(depthwise[1], self.var2val) is not None):
             rows, weight, conv = depthwise  # the requantization in the depthwise kernel
             if conv.dealt:  # its weights tiled along the lanes
                 weight = relax.const(conv.fused_weight(const_of(weight, self.var2val)))
-            func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])))
+            func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])),
+                                              average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
             operands = [self.visit_expr(rows), weight,
                         *(relax.const(c) for c in conv.requantize_constants(*constants[:3], constants[3]))]
@@ -131,7 +133,8 @@ class _Rewriter(PyExprMutator):
         lanes = match_lanes_output(x, self.var2val, self.mod)
         if lanes is not None and lanes_fusable(lanes[1]):  # the requantization in the conv's kernel
             (data, weight, offsets), conv = lanes
-            func = lanes_requantized(conv, zy, lo, hi, dtype, pre_shift=bool(np.any(constants[3])), hvx_code=self.rule.hvx)
+            func = lanes_requantized(conv, zy, lo, hi, dtype, pre_shift=bool(np.any(constants[3])), hvx_code=self.rule.hvx,
+                                     average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_requantized")
             operands = [self.visit_expr(data), weight, self.visit_expr(offsets),
                         *(relax.const(c) for c in lane_constants(*constants[:3], int(shape[-1]), constants[3]))]
@@ -144,10 +147,12 @@ class _Rewriter(PyExprMutator):
             return self._channel_major(binding, channel_major, constants, shape, zy, lo, hi, dtype)
         padded = match_padded_channels(x, self.var2val, shape)
         if padded is not None:  # the channel-in-lanes mapping's output: the slice of its 32-padded channels in the kernel
-            func = requantize_slice_kernel(static_shape(padded), int(shape[-1]), zy, lo, hi, dtype, hvx_code=self.rule.hvx)
+            func = requantize_slice_kernel(static_shape(padded), int(shape[-1]), zy, lo, hi, dtype, hvx_code=self.rule.hvx,
+                                           average=average)
             x, how = padded, "HVX requantization kernel, reading the padded channels"
         else:
-            func, how = requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx), "HVX requantization kernel"
+            func, how = requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx, average=average), \
+                "HVX requantization kernel"
         kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
         operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants[:3], int(shape[-1]), constants[3]))]
         applied(self.rule.outcomes, name, how)

@@ -158,7 +158,7 @@ class DepthwiseConv:
         return (self.batch, *self.out_hw, self.channels)
 
     def hvx_requantized_kernel(self, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
-                               pre_shift: bool = True, rows: int | None = None) -> tvm.tirx.PrimFunc:
+                               pre_shift: bool = True, rows: int | None = None, average: bool = False) -> tvm.tirx.PrimFunc:
         """The conv and the requantization after it as one kernel (``fusable``: stride 1, or a
         ``dealt`` stride 2 with ``fused_weight``'s weights, each tap's vector of inputs the even
         or odd C-byte pixels of 256 bytes by ``vdeal``: MobileNetV3's 48x48x16 3x3/2 17.7k -> 4.1k
@@ -173,7 +173,7 @@ class DepthwiseConv:
         constants are unrolled (their lanes constants); a row that is not whole groups ends with
         the group of its last 128 outputs (computed twice).
         ``hvx_code=False``: plain loops (the CPU reference); ``pre_shift=False``: no headroom
-        shift (every one 0)."""
+        shift (every one 0); ``average``: ``requantize_lanes``'s."""
         assert self.fusable, self
         n, oh, _ = self.output_shape
         (kh, kw), c, (_, h, wi) = self.kernel_hw, self.channels, self.input_shape
@@ -201,7 +201,7 @@ class DepthwiseConv:
         def block(x, w, constants, b, r, start, lane):
             pairs = ordered_sums([tap(x, w, b, r, start, start if whole else lane, ky, kx) for ky, kx in taps])
             t = [hvx(part, pair) for pair in pairs for part in ("lo", "hi")]
-            return pack_bytes([requantize_lanes(t[i], constants, lane + 32 * i, zy, pre_shift) for i in range(4)], lo, hi,
+            return pack_bytes([requantize_lanes(t[i], constants, lane + 32 * i, zy, pre_shift, average) for i in range(4)], lo, hi,
                               dtype)
 
         @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects

@@ -30,10 +30,10 @@ def lanes_fusable(conv: PackedConv) -> bool:
 
 
 def lanes_requantized(conv: PackedConv, zy: int, lo: int, hi: int, dtype: str, pre_shift: bool = True,
-                      hvx_code: bool = True) -> tvm.tirx.PrimFunc:
+                      hvx_code: bool = True, average: bool = False) -> tvm.tirx.PrimFunc:
     """``(x, packed weights, offsets, bias, mult, shift, half, pre [32]) -> dtype [N, OH, OW, 32]``:
     ``conv.compute()`` requantized by ``lane_constants`` of 32 lanes (``pre_shift=False``: every
-    headroom shift is 0). Blocks of ``BLOCK`` (or 4) pixels, a row's last overlapping the one
+    headroom shift is 0; ``average``: ``requantize_lanes``'s). Blocks of ``BLOCK`` (or 4) pixels, a row's last overlapping the one
     before (those pixels computed twice, stored twice alike). ``hvx_code=False``: plain loops."""
     if not lanes_fusable(conv):
         raise ValueError("lanes_requantized takes convs of one 32-lane output block and rows of 4 pixels or more")
@@ -64,7 +64,7 @@ def lanes_requantized(conv: PackedConv, zy: int, lo: int, hi: int, dtype: str, p
                 for q in T.unroll(block // 4):
                     out[T.ramp(((b * oh + y) * ow + T.min(xb * block, last) + 4 * q) * LANES, 1, 128)] = pack_bytes(
                         [requantize_lanes(acc[4 * q + j, T.ramp(0, 1, 32)], (bias, mult, shift, half, pre), 0, zy,
-                                          pre_shift) for j in range(4)], lo, hi, dtype)
+                                          pre_shift, average) for j in range(4)], lo, hi, dtype)
 
     return fused
 
