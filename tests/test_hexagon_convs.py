@@ -14,7 +14,7 @@ from tvm_s2d.targets import hexagon_target
 from tvm_s2d.passes import HexagonConvs, SpaceToDepthConv2d
 from tvm_s2d.passes.prepare import prepare_passes
 from tvm_s2d.pipeline import S2DPipeline
-from tvm_s2d.schedules.hexagon import default_mapping
+from tvm_s2d.schedules.hexagon import PackedConv, default_mapping
 
 HEXAGON = hexagon_target()
 
@@ -47,10 +47,13 @@ def test_qdq_chain_on_vrmpy_kernels_is_bit_exact(block, strides, mapping):
             assert chosen == ("width" if stride == 1 else "lanes"), name
     kernels = [gv.name_hint for gv, f in rewritten.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert all(name.startswith("hvx_") for name in kernels)
-    offsets = [name for name in kernels if name.endswith("_offsets")]  # one per channel-in-lanes conv
+    offsets = [name for name in kernels if name.endswith("_offsets")]  # one per channel-in-lanes conv with no spare lane
     layouts = [name for name in kernels if name.endswith("_layout")]  # one per width-vectorized conv
     assert len(kernels) - len(offsets) - len(layouts) == 3
-    assert len(offsets) == [m for m, _ in hexagon.mappings.values()].count("lanes")
+    lanes = [c for f in rewritten.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and (c := PackedConv.of(f))]
+    assert len(lanes) == [m for m, _ in hexagon.mappings.values()].count("lanes")
+    assert all(c.sums == (c.out_channels % 32 != 0) for c in lanes)  # 8 channels: the sums in a spare lane
+    assert len(offsets) == sum(not c.sums for c in lanes)
     assert len(layouts) == [m for m, _ in hexagon.mappings.values()].count("width")
     np.testing.assert_array_equal(run(rewritten, x), expected)
 
@@ -209,9 +212,9 @@ def test_a_hexagon_tuning_log_picks_each_convs_mapping(tmp_path):
 
 def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
     """The scheduled HVX kernels of a pipeline run (width mapping for the stride-1 conv, with
-    its layout kernel, channel-in-lanes for the stride-2 one, with its offsets kernel) under qemu-hexagon equal the
-    same kernels' plain loops on this CPU, whose graph the tests above check against the
-    original model."""
+    its layout kernel, channel-in-lanes for the stride-2 one, its window sums in a spare lane: 8 of
+    32 channels) under qemu-hexagon equal the same kernels' plain loops on this CPU, whose graph
+    the tests above check against the original model."""
     from tvm_s2d.emulator.qemu import run_kernel
 
     require_hexagon_tools()
@@ -222,7 +225,7 @@ def test_the_kernels_the_pass_emits_run_exactly_under_qemu():
     rng = np.random.default_rng(8)
     calls = [v for v in relax.analysis.get_var2val(hvx_mod["main"]).values()
              if isinstance(v, relax.Call) and v.op.name == "relax.call_tir"]
-    assert sorted(call.args[0].name_hint.rsplit("_", 1)[-1] for call in calls) == ["conv0", "conv1", "layout", "offsets"]
+    assert sorted(call.args[0].name_hint.rsplit("_", 1)[-1] for call in calls) == ["conv0", "conv1", "layout"]
 
     def random(ty):
         shape, dtype = [int(d) for d in ty.shape], str(ty.dtype)
@@ -437,3 +440,37 @@ def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(ba
     got = tvm.runtime.tensor(np.zeros(conv.requantized_shape(), dtype))
     plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), *(tvm.runtime.tensor(c) for c in constants), got)
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("in_hw,cin,cout,kernel,stride", [((12, 12), 72, 24, 1, 1),  # 8 spare lanes, one block
+                                                          ((24, 24), 16, 72, 1, 1),  # three blocks, the sums in the last
+                                                          ((98, 98), 3, 16, 3, 2),  # the RGB stem: 3 channels padded to 4
+                                                          ((25, 25), 8, 40, 3, 1)])  # 23 columns: overlapping blocks
+def test_a_lanes_conv_with_a_spare_lane_sums_its_windows_there_exactly_under_qemu(in_hw, cin, cout, kernel, stride):
+    """``PackedConv.sums``: the spare lane's packed weights are 1, its sums the window sums
+    (padded channels with the zero point included, as the offsets kernel sums them), and every
+    lane takes -128 x them: the conv's integers with no offsets kernel, under qemu and as plain
+    loops."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+
+    rng = np.random.default_rng(29)
+    conv = PackedConv(1, in_hw, cin, cout, (kernel, kernel), (stride, stride)).summing()
+    assert conv.sums and PackedConv(1, in_hw, cin, 32, (kernel, kernel)).summing().sums is False
+    x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
+    x[..., cin:] = 77  # channels padded with the zero point
+    weight = rng.integers(-128, 128, (cout, cin, kernel, kernel)).astype(np.int8)
+    (oh, ow), s = conv.out_hw, stride
+    expected = np.zeros((1, oh, ow, cout), np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            patch = x[:, ky : ky + (oh - 1) * s + 1 : s, kx : kx + (ow - 1) * s + 1 : s, :cin].astype(np.int64)
+            expected += patch @ weight[:, :, ky, kx].T.astype(np.int64)
+    w = conv.pack_weight(weight)
+    hvx = run_kernel(conv.hvx_kernel(8), [x, w], [(conv.output_shape, "int32")])
+    np.testing.assert_array_equal(hvx.outputs[0].reshape(1, oh, ow, -1)[..., :cout], expected)
+    plain = tvm.compile(tvm.IRModule({"main": conv.compute()}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(conv.output_shape, np.int32))
+    plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    np.testing.assert_array_equal(out.numpy(), hvx.outputs[0])
+    assert PackedConv.of(conv.tagged(conv.compute())) == conv

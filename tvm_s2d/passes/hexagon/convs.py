@@ -16,8 +16,8 @@ The first term is a uint8 x int8 -> int32 conv on HVX in one of two mappings
 columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]`` made by an HVX ``vdeal``
 kernel; stride-1 convs) and
 ``"lanes"`` (``PackedConv``: 32 output channels per ``vrmpy``, NHWC input with channels padded
-to 4, weights packed as ``W + 128`` and a second kernel computing the per-pixel offsets that
-undo it), the HTP-native one. Without a tuning record a conv takes the mapping that executes
+to 4, weights packed as ``W + 128`` and the per-pixel offsets that undo it: in a lane the
+output channels leave spare, else a second kernel), the HTP-native one. Without a tuning record a conv takes the mapping that executes
 fewer ``vrmpy`` (``default_mapping``: lanes for strided convs and 32-channel outputs, width for
 few output channels); a tuning log's record for the conv (matched by ``conv_signature``)
 picks the mapping and its knob instead. The second term is a per-channel constant. Both sides
@@ -222,8 +222,8 @@ class _Rewriter(PyExprMutator):
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
                                          cout, out_width)
         conv = mapped_conv(mapping, n, (h, w), c, cout, kernel_hw, strides, padding)
-        if mapping == "lanes":
-            y = self._lanes(conv, x, weight, padding, zx, knob, name)
+        if mapping == "lanes":  # the window sums in a spare lane where there is one: no offsets kernel
+            y = self._lanes(conv.summing(), x, weight, padding, zx, knob, name)
         else:
             y = self._width(conv, x, weight, padding, zx, knob, name)
         self.rule.mappings[name] = (mapping, knob) if grouped != "dense" else ("dense", knob)
@@ -264,11 +264,11 @@ class _Rewriter(PyExprMutator):
         return emit_depthwise_output(bb, y, conv)
 
     def _call(self, conv, mapping, knob, name, x, weight):
-        """The conv's kernel on ``x`` (and, for the channel-in-lanes mapping, its per-pixel
-        offsets kernel first), weights packed at compile time."""
+        """The conv's kernel on ``x`` (and, for the channel-in-lanes mapping without ``sums``, its
+        per-pixel offsets kernel first), weights packed at compile time."""
         bb = self.builder_
         operands = [x, relax.const(conv.pack_weight(weight.astype(np.int8)))]
-        if mapping == "lanes":
+        if mapping == "lanes" and not conv.sums:
             offsets = add_kernel(bb, conv.window_offsets(hvx=self.rule.schedule), f"hvx_{name}_offsets")
             operands.append(bb.emit(relax.call_tir(offsets, [x], relax.TensorType(conv.offsets_shape, "int32"))))
         func = self.rule.kernel(conv, mapping, knob)
