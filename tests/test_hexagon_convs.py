@@ -445,18 +445,21 @@ def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(ba
 @pytest.mark.parametrize("in_hw,cin,cout,kernel,stride", [((12, 12), 72, 24, 1, 1),  # 8 spare lanes, one block
                                                           ((24, 24), 16, 72, 1, 1),  # three blocks, the sums in the last
                                                           ((98, 98), 3, 16, 3, 2),  # the RGB stem: 3 channels padded to 4
-                                                          ((25, 25), 8, 40, 3, 1)])  # 23 columns: overlapping blocks
-def test_a_lanes_conv_with_a_spare_lane_sums_its_windows_there_exactly_under_qemu(in_hw, cin, cout, kernel, stride):
-    """``PackedConv.sums``: the spare lane's packed weights are 1, its sums the window sums
-    (padded channels with the zero point included, as the offsets kernel sums them), and every
-    lane takes -128 x them: the conv's integers with no offsets kernel, under qemu and as plain
-    loops."""
+                                                          ((25, 25), 8, 40, 3, 1),  # 23 columns: overlapping blocks
+                                                          ((3, 3), 576, 96, 1, 1),  # no lane spare: a block of its own
+                                                          ((5, 7), 20, 128, 3, 1)])
+def test_a_lanes_conv_sums_its_windows_in_a_lane_exactly_under_qemu(in_hw, cin, cout, kernel, stride):
+    """``PackedConv.sums``: the sums' lane (a spare one, or lane 0 of one more block, computed and
+    not stored) has packed weights 1, its sums the window sums (padded channels with the zero
+    point included, as the offsets kernel sums them), and every lane takes -128 x them: the
+    conv's integers with no offsets kernel, under qemu and as plain loops."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
 
     rng = np.random.default_rng(29)
     conv = PackedConv(1, in_hw, cin, cout, (kernel, kernel), (stride, stride)).summing()
-    assert conv.sums and PackedConv(1, in_hw, cin, 32, (kernel, kernel)).summing().sums is False
+    assert conv.sums and PackedConv(1, in_hw, cin, 64, (kernel, kernel)).summing().sums is False  # 2 blocks: offsets
+    assert conv.weight_blocks == conv.cout_blocks + (cout % 32 == 0)
     x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
     x[..., cin:] = 77  # channels padded with the zero point
     weight = rng.integers(-128, 128, (cout, cin, kernel, kernel)).astype(np.int8)

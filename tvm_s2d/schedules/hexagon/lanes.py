@@ -23,7 +23,9 @@ A conv whose output channels leave a lane of the last block spare (``C % 32 != 0
 second kernel (``PackedConv.sums``): that lane's packed weights are all 1, so its ``vrmpy``
 sums are the window sums themselves, and each pixel's accumulators take ``-128 x`` that lane
 as they are written back (``summing_vrmpy``). MobileNetV3-Small's offsets kernels ran 22k
-packets, as many as 60% of their conv's (72 -> 24 at 12x12: 1.2k beside 1.9k).
+packets, as many as 60% of their conv's (72 -> 24 at 12x12: 1.2k beside 1.9k). A conv of
+``SUMS_BLOCKS`` lane blocks or more with none spare sums in one more block, computed and not
+stored (``1 / blocks`` more ``vrmpy``: 3x3x96 -> 576 0.7k offsets packets, 0.1k so).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_fu
 from .offsets import WEIGHT_OFFSET, window_offsets
 
 SPEC_ATTR = "tvm_s2d.lanes_conv"
+#: Lane blocks from which a conv with no spare lane sums its windows in a block of its own.
+SUMS_BLOCKS = 3
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class PackedConv:
     out_channels: int
     kernel_hw: tuple[int, int]
     strides: tuple[int, int] = (1, 1)
-    sums: bool = False  # the window sums in the spare lane (``summing``), no offsets kernel
+    sums: bool = False  # the window sums in a lane of its own (``summing``), no offsets kernel
 
     @property
     def spare_lane(self) -> int | None:
@@ -61,9 +65,21 @@ class PackedConv:
         return self.out_channels % LANES or None
 
     def summing(self) -> "PackedConv":
-        """This conv with its window sums in its spare lane (``sums``), or itself where no
-        lane is spare."""
-        return replace(self, sums=True) if self.spare_lane is not None else self
+        """This conv with its window sums in a lane (``sums``): its spare lane, or one more lane
+        block at ``SUMS_BLOCKS`` blocks or more; else itself."""
+        if self.spare_lane is None and self.cout_blocks < SUMS_BLOCKS:
+            return self
+        return replace(self, sums=True)
+
+    @property
+    def weight_blocks(self) -> int:
+        """Lane blocks the kernel computes: the output's, and the sums' own if it has one."""
+        return self.cout_blocks + (self.sums and self.spare_lane is None)
+
+    @property
+    def sums_lane(self) -> tuple[int, int]:
+        """(block, lane) of a ``sums`` conv's window sums."""
+        return (self.cout_blocks - 1, self.spare_lane) if self.spare_lane is not None else (self.cout_blocks, 0)
 
     @property
     def cin(self) -> int:
@@ -83,7 +99,7 @@ class PackedConv:
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
-        return (self.cout_blocks, *self.kernel_hw, self.cin // DEPTH, LANES, DEPTH)
+        return (self.weight_blocks, *self.kernel_hw, self.cin // DEPTH, LANES, DEPTH)
 
     @property
     def offsets_shape(self) -> tuple[int, ...]:
@@ -97,7 +113,7 @@ class PackedConv:
     def vrmpy_count(self) -> int:
         """vrmpy instructions the conv executes (each 32 x 4 = 128 MACs)."""
         n, (oh, ow), (kh, kw) = self.batch, self.out_hw, self.kernel_hw
-        return n * oh * ow * self.cout_blocks * kh * kw * (self.cin // DEPTH)
+        return n * oh * ow * self.weight_blocks * kh * kw * (self.cin // DEPTH)
 
     def compute(self) -> tvm.tirx.PrimFunc:
         """``out = sum(x * Wp) + offsets`` with ``Wp = W + 128`` packed, as plain loops (``sums``:
@@ -111,7 +127,7 @@ class PackedConv:
         ci = te.reduce_axis((0, DEPTH), name="ci")
         sh, sw = self.strides
         conv = te.compute(
-            self.output_shape,
+            (*self.output_shape[:3], self.weight_blocks, LANES),
             lambda n, h, w_, ko, co: te.sum(
                 x[n, h * sh + kh, w_ * sw + kw, c4 * DEPTH + ci].astype("int32")
                 * w[ko, kh, kw, c4, co, ci].astype("int32"),
@@ -120,9 +136,9 @@ class PackedConv:
             name="conv",
         )
         if self.sums:
-            last, lane = self.cout_blocks - 1, self.spare_lane
+            block, lane = self.sums_lane
             out = te.compute(self.output_shape, lambda n, h, w_, ko, co: conv[n, h, w_, ko, co]
-                             + conv[n, h, w_, last, lane] * -WEIGHT_OFFSET, name="out")
+                             + conv[n, h, w_, block, lane] * -WEIGHT_OFFSET, name="out")
             return aligned_prim_func([x, w, out])
         out = te.compute(self.output_shape, lambda n, h, w_, ko, co: conv[n, h, w_, ko, co] + offsets[n, h, w_],
                          name="out")
@@ -170,11 +186,12 @@ class PackedConv:
         """OIHW int8 -> ``W + 128`` as uint8 ``[Co/32, kh, kw, Ci/4, 32, 4]``, zero-padded
         channels (128 once packed)."""
         o, c, kh, kw = weight_oihw.shape
-        padded = np.zeros((self.cout_blocks * LANES, self.cin, kh, kw), np.int16)
+        padded = np.zeros((self.weight_blocks * LANES, self.cin, kh, kw), np.int16)
         padded[:o, :c] = weight_oihw
         if self.sums:  # packed as 1: the window sums
-            padded[o] = 1 - WEIGHT_OFFSET
-        packed = padded.reshape(self.cout_blocks, LANES, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+            block, lane = self.sums_lane
+            padded[block * LANES + lane] = 1 - WEIGHT_OFFSET
+        packed = padded.reshape(self.weight_blocks, LANES, self.cin // DEPTH, DEPTH, kh, kw).transpose(0, 4, 5, 2, 1, 3)
         return np.ascontiguousarray(packed + WEIGHT_OFFSET).astype(np.uint8)
 
     def pack_input(self, x_nchw: np.ndarray, padding=(0, 0, 0, 0), pad_value: int = 0) -> np.ndarray:
@@ -293,10 +310,11 @@ def overlapping_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
 def summing_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
     """``PackedConv.compute()`` of a ``sums`` conv: ``overlapping_vrmpy``'s blocks of ``block``
     output columns (a row's last overlapping the one before where ``block`` does not divide
-    it), the last lane block first: its spare lane holds the pixels' window sums, kept (times
-    -128) for every block's write-back."""
+    it), the sums' lane block first (the last, or one of its own, not stored): its lane holds
+    the pixels' window sums, kept (times -128) for every block's write-back."""
     n, (hi, wi), c4 = conv.batch, conv.in_hw, conv.cin // DEPTH
-    (oh, ow), (kh, kw), kb, lane = conv.out_hw, conv.kernel_hw, conv.cout_blocks, conv.spare_lane
+    (oh, ow), (kh, kw), kb, wb = conv.out_hw, conv.kernel_hw, conv.cout_blocks, conv.weight_blocks
+    (sums_block, lane), rest = conv.sums_lane, min(kb, conv.sums_lane[0])  # the output blocks left
     blocks, last = -(-ow // block), ow - block
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
@@ -305,19 +323,20 @@ def summing_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             x = T.decl_buffer((n * hi * wi * c4,), "int32", data=x_.data, align=128)  # a pixel's 4 channels, one word
-            w = T.decl_buffer((kb * kh * kw * c4 * VECTOR_BYTES,), "uint8", data=w_.data, align=128)
+            w = T.decl_buffer((wb * kh * kw * c4 * VECTOR_BYTES,), "uint8", data=w_.data, align=128)
             out = T.decl_buffer((n * oh * ow * kb * LANES,), "int32", data=out_.data, align=128)
             acc = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
             sums = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
             for b, y, xb in T.grid(n, oh, blocks):
-                accumulate_block(acc, x, w, None, b, y, kb - 1, T.min(xb * block, last), conv, block)
-                for i in T.unroll(block):  # the spare lane in every lane, times -128
+                accumulate_block(acc, x, w, None, b, y, sums_block, T.min(xb * block, last), conv, block)
+                for i in T.unroll(block):  # the sums' lane in every lane, times -128
                     sums[i, T.ramp(0, 1, 32)] = T.Shuffle([acc[i, T.ramp(0, 1, 32)]], [lane] * LANES) * T.broadcast(
                         T.int32(-WEIGHT_OFFSET), LANES)
-                for i in T.unroll(block):
-                    out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + kb - 1) * LANES, 1, LANES)] = \
-                        acc[i, T.ramp(0, 1, 32)] + sums[i, T.ramp(0, 1, 32)]
-                for ko in range(kb - 1):
+                if sums_block < kb:  # the last block's other lanes: outputs
+                    for i in T.unroll(block):
+                        out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + kb - 1) * LANES, 1, LANES)] = \
+                            acc[i, T.ramp(0, 1, 32)] + sums[i, T.ramp(0, 1, 32)]
+                for ko in range(rest):
                     accumulate_block(acc, x, w, None, b, y, ko, T.min(xb * block, last), conv, block)
                     for i in T.unroll(block):
                         out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + ko) * LANES, 1, LANES)] = \
