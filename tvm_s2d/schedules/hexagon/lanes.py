@@ -25,7 +25,8 @@ sums are the window sums themselves, and each pixel's accumulators take ``-128 x
 as they are written back (``summing_vrmpy``). MobileNetV3-Small's offsets kernels ran 22k
 packets, as many as 60% of their conv's (72 -> 24 at 12x12: 1.2k beside 1.9k). A conv of
 ``SUMS_BLOCKS`` lane blocks or more with none spare sums in one more block, computed and not
-stored (``1 / blocks`` more ``vrmpy``: 3x3x96 -> 576 0.7k offsets packets, 0.1k so).
+stored, where that block's ``vrmpy`` pairs are at most ``SUMS_PACKETS`` (3x3x96 -> 576 1x1:
+0.7k offsets packets, 0.1k so; ResNet-18's 12x12x128 3x3 convs took 24% more packets so).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_fu
 from .offsets import WEIGHT_OFFSET, window_offsets
 
 SPEC_ATTR = "tvm_s2d.lanes_conv"
-#: Lane blocks from which a conv with no spare lane sums its windows in a block of its own.
-SUMS_BLOCKS = 3
+#: Lane blocks from which a conv with no spare lane sums its windows in a block of its own, and
+#: the most ``vrmpy`` pairs that block may take (offsets kernels measured 0.3-1.0k packets on
+#: small maps, their cost growing far slower with the input than a block's).
+SUMS_BLOCKS, SUMS_PACKETS = 3, 800
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,10 @@ class PackedConv:
 
     def summing(self) -> "PackedConv":
         """This conv with its window sums in a lane (``sums``): its spare lane, or one more lane
-        block at ``SUMS_BLOCKS`` blocks or more; else itself."""
-        if self.spare_lane is None and self.cout_blocks < SUMS_BLOCKS:
+        block at ``SUMS_BLOCKS`` blocks or more if it costs ``SUMS_PACKETS`` at most; else itself."""
+        (oh, ow), (kh, kw) = self.out_hw, self.kernel_hw
+        block_packets = self.batch * oh * ow * kh * kw * self.cin // DEPTH // 2  # one lane block's vrmpy pairs
+        if self.spare_lane is None and (self.cout_blocks < SUMS_BLOCKS or block_packets > SUMS_PACKETS):
             return self
         return replace(self, sums=True)
 
