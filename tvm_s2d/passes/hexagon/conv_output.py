@@ -68,9 +68,13 @@ def emit_depthwise_output(bb: relax.BlockBuilder, y: relax.Expr, conv) -> relax.
 def match_depthwise_output(x, var2val, mod) -> tuple | None:
     """``(rows, weight, conv)`` when ``x`` is ``emit_depthwise_output`` of a depthwise kernel's
     call (``call_tir`` of a PrimFunc of ``mod`` that ``DepthwiseConv.tagged``, on its input rows
-    and its constant weights), else None."""
+    and its constant weights), or its first channels (a conv on padded channels,
+    ``convs.dealt_channels``), else None."""
     from ...schedules.hexagon.depthwise import DepthwiseConv
 
+    channels = call_of(x, var2val, "relax.strided_slice")
+    if channels is not None and _prefix_axes(channels) == [3]:
+        x = channels.args[0]
     reshape = call_of(x, var2val, "relax.reshape")
     if reshape is None:
         return None

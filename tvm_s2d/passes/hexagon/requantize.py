@@ -124,11 +124,14 @@ class _Rewriter(PyExprMutator):
             func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])),
                                               average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
+            padded = [np.pad(np.broadcast_to(v, (shape[-1],)), (0, conv.channels - shape[-1]), mode="edge") for v in constants]
             operands = [self.visit_expr(rows), weight,
-                        *(relax.const(c) for c in conv.requantize_constants(*constants[:3], constants[3]))]
+                        *(relax.const(c) for c in conv.requantize_constants(*padded[:3], padded[3]))]
             applied(self.rule.outcomes, name, "in the depthwise conv's HVX kernel (its sums requantized before they"
                     " are stored)")
-            value = relax.call_tir(kernel, operands, relax.TensorType(shape, dtype))
+            value = relax.call_tir(kernel, operands, relax.TensorType(conv.requantized_shape(), dtype))
+            if conv.channels != shape[-1]:  # a conv on padded channels (convs.dealt_channels): its first ones
+                value = relax.op.strided_slice(self.builder_.emit(value), [3], [0], [int(shape[-1])])
             return super().visit_var_binding_(relax.VarBinding(binding.var, value))
         lanes = match_lanes_output(x, self.var2val, self.mod)
         if lanes is not None and lanes_fusable(lanes[1]):  # the requantization in the conv's kernel
