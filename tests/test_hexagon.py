@@ -356,7 +356,9 @@ def test_hvx_channel_pad_is_exact(shape, widths):
 @pytest.mark.parametrize("shape,widths", [((1, 64, 64, 3), [0, 0, 1, 1, 1, 1, 0, 1]),  # an RGB image for 4-byte groups
                                           ((1, 9, 45, 1), [0, 0, 2, 0, 0, 3, 0, 3]),  # grayscale, a tail of pixels
                                           ((2, 3, 7, 3), [0, 0, 0, 0, 0, 0, 0, 1]),  # the channels only; 126 bytes in all
-                                          ((1, 5, 70, 2), [0, 0, 1, 1, 2, 2, 0, 2])])  # the last vector steps back
+                                          ((1, 5, 70, 2), [0, 0, 1, 1, 2, 2, 0, 2]),  # the last vector steps back
+                                          ((1, 48, 48, 24), [0, 0, 1, 1, 1, 5, 0, 8]),  # a strided depthwise conv's 24 -> 32
+                                          ((1, 24, 24, 48), [0, 0, 2, 2, 2, 7, 0, 16])])
 def test_hvx_pad_of_rows_columns_and_channels_is_exact(shape, widths):
     """``pad_pixels``: each vector of whole output pixels from one load by a byte shuffle; the
     load steps back at the tensor's end (never read past it), tiny tensors a plain loop."""
@@ -384,9 +386,13 @@ def test_hvx_pixel_pads_are_only_the_shuffles_llvm_lowers():
 
     assert [c for c in range(1, 8) for co in (4, 8, 16) if c < co and pad_pixels_apply((1, 9, 45, c),
             [0, 0, 1, 0, 0, 1, 0, co - c])] == [1, 2, 3]
+    # to the next power of two (a strided depthwise conv's padded channels): 9, 17, 18, 22, 23 of 5-63 crashed
+    widened = [c for c in range(5, 64) if pad_pixels_apply((1, 9, 45, c), [0, 0, 1, 0, 0, 1, 0, (1 << (c - 1).bit_length()) - c])]
+    assert widened == [24, 40, 48, 56]
     code = ("from tvm_s2d.schedules.hexagon import pad_pixels\nfrom tvm_s2d.emulator.qemu import compile_kernel\n"
             "import sys, tempfile, os\nd = tempfile.mkdtemp()\n"
-            "for c in (1, 2, 3):\n  for w in ([0, 0, 0, 0, 0, 0, 0, 4 - c], [0, 0, 1, 1, 1, 1, 0, 4 - c]):\n"
+            "for c, co in ((1, 4), (2, 4), (3, 4), (24, 32), (40, 64), (48, 64), (56, 64)):\n"
+            "  for w in ([0, 0, 0, 0, 0, 0, 0, co - c], [0, 0, 1, 1, 1, 1, 0, co - c], [0, 0, 1, 2, 1, 5, 0, co - c]):\n"
             "    compile_kernel(pad_pixels((1, 9, 45, c), w, 7), 'pad').write_to_file(os.path.join(d, 'k.o'))\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

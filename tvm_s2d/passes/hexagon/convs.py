@@ -43,6 +43,7 @@ from ...schedules.hexagon.depthwise import DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import LANES, PackedConv, WidthConv, conv_signature, default_mapping, input_layout, mapped_conv, \
     padded_layout, schedule_mapping
+from ...schedules.hexagon.movement import SPREAD_CHANNELS
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
@@ -134,9 +135,9 @@ def _uint8_source(expr, var2val):
 
 def dealt_channels(channels: int, strides, out_width: int) -> int:
     """The channels a depthwise conv runs on: ``channels``, or for a column stride of 2 and
-    channels under 64 not dividing it, the next power of two (24 -> 32, 48 -> 64), whose
-    pixels tile a vector (MnasNet's 24-channel 3x3/2 conv a pixel a vector: 17.0k packets)."""
-    if strides[1] != 2 or channels >= 64 or 64 % channels == 0:
+    channels ``pad_pixels`` widens (24, 40, 48, 56), the next power of two (24 -> 32, 48 -> 64),
+    whose pixels tile a vector (MnasNet's 24-channel 3x3/2 conv a pixel a vector: 17.0k packets)."""
+    if strides[1] != 2 or channels not in SPREAD_CHANNELS:
         return channels
     padded = 1 << (channels - 1).bit_length()
     return padded if out_width * padded >= 128 else channels

@@ -10,6 +10,10 @@ from tvm.script import tirx as T
 
 from .intrinsics import deal, hvx, opaque_vector
 
+#: Channels ``pad_pixels`` widens to the next power of two (compiled and run, 2.4-2.7 packets a
+#: vector's shuffle; ``tests/test_hexagon.py`` compiles each in a child process).
+SPREAD_CHANNELS = (24, 40, 48, 56)
+
 
 def pad_rows_apply(shape, pad_width) -> bool:
     """Whether ``pad_rows`` takes this pad: a 4-D tensor padded on two neighbouring axes (or one)."""
@@ -188,13 +192,15 @@ def pad_channels(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
 
 def pad_pixels_apply(shape, pad_width) -> bool:
     """Whether ``pad_pixels`` takes this pad: an NHWC uint8 tensor of 1-3 channels widened to 4
-    (an image's pixels for the width mapping's 4-byte groups), its rows and columns padded or
-    not, its batch not. Wider pixels are left alone: LLVM's HVX shuffle lowering crashes on
-    many of their byte patterns (3 -> 8, 5 -> 16, 12 -> 32, ...; a crash the pass could not
-    catch), and the 4-byte ones are the ones real networks have."""
+    (an image's pixels for the width mapping's 4-byte groups) or of 24, 40, 48 or 56 widened to
+    32 or 64 (a strided depthwise conv's, ``convs.dealt_channels``), its rows and columns padded
+    or not, its batch not. Other widenings are left alone: LLVM's HVX shuffle lowering crashes
+    on many of their byte patterns (3 -> 8, 5 -> 16, 12 -> 32, and to the next power of two 9,
+    17, 18, 22 and 23 of 5-63; a crash the pass could not catch)."""
     if len(shape) != 4 or any(pad_width[:2]) or pad_width[6]:
         return False
-    return int(shape[3]) < 4 and int(shape[3]) + int(pad_width[7]) == 4
+    c, co = int(shape[3]), int(shape[3]) + int(pad_width[7])
+    return (c < 4 and co == 4) or (c in SPREAD_CHANNELS and co == 1 << (c - 1).bit_length())
 
 
 def pad_pixels(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
