@@ -27,7 +27,7 @@ from ...schedules.hexagon.lanes_fused import lanes_fusable, lanes_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
 from ...schedules.hexagon.pool import channel_sums_kernel
-from ...schedules.hexagon.requantize import (averaging, channel_constants, lane_constants, requantize_add_kernel,
+from ...schedules.hexagon.requantize import (averaging, channel_constants, gate_length, lane_constants, requantize_add_kernel,
                                              requantize_kernel, requantize_product_kernel, tile_gate_kernel)
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
@@ -194,10 +194,11 @@ class _Rewriter(PyExprMutator):
             period, tiled = total, self.builder_.emit(relax.op.reshape(qb, [total]))
         elif all(d == 1 for d in gate[:-1]) and gate[-1] == channels and len(gate) == len(shape):
             period = math.lcm(channels, 128)
-            kernel = add_kernel(self.builder_, tile_gate_kernel(channels, period, str(qb.ty.dtype), hvx_code=self.rule.hvx),
+            length = gate_length(shape, period)  # one vector more for a tail computed as the last 128 outputs
+            kernel = add_kernel(self.builder_, tile_gate_kernel(channels, length, str(qb.ty.dtype), hvx_code=self.rule.hvx),
                                 f"hvx_tile_{name}")
             gate_bytes = self.builder_.emit(relax.op.reshape(qb, [channels]))
-            tiled = self.builder_.emit(relax.call_tir(kernel, [gate_bytes], relax.TensorType((period,), str(qb.ty.dtype))))
+            tiled = self.builder_.emit(relax.call_tir(kernel, [gate_bytes], relax.TensorType((length,), str(qb.ty.dtype))))
         else:
             return None
         func = requantize_product_kernel(shape, period, str(qa.ty.dtype), za, str(qb.ty.dtype), zb, m, zy, lo, hi, dtype,

@@ -263,12 +263,12 @@ def _narrow(t, dtype: str):
 
 
 def tile_gate_kernel(channels: int, period: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
-    """A gate of ``C`` bytes -> ``period`` bytes (a multiple of ``C``): ``out[j] = gate[j % C]``,
+    """A gate of ``C`` bytes -> ``period`` bytes (any length from ``C``): ``out[j] = gate[j % C]``,
     the operand ``requantize_product_kernel`` reads 128 bytes at a time. The first ``C``
     bytes copied, then the filled part doubled until ``period``: each copy whole vectors
     (unaligned) and, for a length that is not whole vectors, its last 128 bytes once more;
     copies under 128 bytes in a plain loop. ``hvx_code=False``: a plain loop."""
-    stages = (period // channels - 1).bit_length()  # doublings from C to period
+    stages = (-(-period // channels) - 1).bit_length()  # doublings from C to period (the last one partial)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def tile_gate(gate_: T.Buffer((channels,), dtype), out_: T.Buffer((period,), dtype)):
@@ -303,15 +303,26 @@ def tile_gate_kernel(channels: int, period: int, dtype: str, hvx_code: bool = Tr
     return tile_gate if hvx_code else plain_tile_gate
 
 
+def gate_length(shape, period: int) -> int:
+    """The bytes of ``requantize_product_kernel``'s ``qb``: ``period``, and 128 more where the
+    kernel ends with the last 128 outputs (a tail that is not a whole vector) off a tiled gate."""
+    total = int(np.prod(shape))
+    return period + 128 if period != total and total % 128 and total > 128 and period % 128 == 0 else period
+
+
 def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype: str, zb: int, m: int, zy: int,
                               lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
     """``(qa, qb) -> dtype``: ``((qa - za) * (qb - zb) * m + 2**30) >> 31`` plus ``zy``, clamped
-    (``passes.quantized.integer_multiply``: one rounding). ``qb`` is ``period`` bytes that
-    repeat along the flattened ``qa`` (a per-channel gate tiled to a multiple of 128 bytes, so
-    each 128-byte group of ``qa`` meets one aligned 128-byte window of it; ``period`` = the
-    element count of ``qa`` for a product of one shape). ``hvx_code=False``: a plain loop."""
-    total = int(np.prod(shape))
+    (``passes.quantized.integer_multiply``: one rounding). ``qb`` is ``gate_length`` bytes that
+    repeat every ``period`` along the flattened ``qa`` (a per-channel gate tiled to a multiple of
+    128 bytes, so each 128-byte group of ``qa`` meets one aligned 128-byte window of it;
+    ``period`` = the element count of ``qa`` for a product of one shape); a tail that is not a
+    whole vector is the last 128 outputs computed again (MobileNetV3's 6x6x240 squeeze-excite
+    products ran their last 64 a value at a time: 2.1k packets, 0.8k of them for those).
+    ``hvx_code=False``: a plain loop."""
+    total, length = int(np.prod(shape)), gate_length(shape, period)
     groups = total // 128 if period % 128 == 0 or period == total else 0  # whole aligned windows of qb
+    overlap = groups > 0 and total % 128 != 0  # the last 128 outputs once more, for the tail
 
     def element(qa, qb):
         p = (T.cast(qa, "int32") - za) * (T.cast(qb, "int32") - zb)
@@ -343,7 +354,7 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
         return T.reinterpret(clamped(hvx(pack, words[1], words[0])), dtype=f"{dtype}x128")
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
-    def requantize_product(qa_: T.Buffer(shape, a_dtype, align=128), qb: T.Buffer((period,), b_dtype, align=128),
+    def requantize_product(qa_: T.Buffer(shape, a_dtype, align=128), qb: T.Buffer((length,), b_dtype, align=128),
                            out_: T.Buffer(shape, dtype, align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
@@ -351,11 +362,14 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
             out = T.decl_buffer((total,), dtype, data=out_.data)
             for g in range(groups):
                 out[T.ramp(g * 128, 1, 128)] = product_bytes(qa, qb, g * 128)
-            for e in range(groups * 128, total):
-                out[e] = element(qa[e], qb[e % period])
+            if overlap:
+                out[T.ramp(total - 128, 1, 128)] = product_bytes(qa, qb, total - 128)
+            else:
+                for e in range(groups * 128, total):
+                    out[e] = element(qa[e], qb[e % period])
 
     @T.prim_func(s_tir=True)
-    def plain_product(qa_: T.Buffer(shape, a_dtype), qb: T.Buffer((period,), b_dtype), out_: T.Buffer(shape, dtype)):
+    def plain_product(qa_: T.Buffer(shape, a_dtype), qb: T.Buffer((length,), b_dtype), out_: T.Buffer(shape, dtype)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
