@@ -161,15 +161,17 @@ def test_integer_add_within_one_step_of_the_float_add(relu, scales):
     assert steps.max() <= 1 and (steps > 0).mean() < 0.10
 
 
-@pytest.mark.parametrize("dtypes", [("uint8", "uint8", "uint8"), ("int8", "uint8", "int8")])
-def test_hvx_integer_add_kernel_is_bit_exact(dtypes):
+@pytest.mark.parametrize("dtypes,shape", [(("uint8", "uint8", "uint8"), (1, 9, 11, 8)), (("int8", "uint8", "int8"), (1, 9, 11, 8)),
+                                          (("uint8", "uint8", "uint8"), (1, 10, 10, 1))])  # 100 values: no whole vector
+def test_hvx_integer_add_kernel_is_bit_exact(dtypes, shape):
+    """Packed groups of 128 and a tail (792 values: the last 128 once more); under 128 values a
+    plain loop. Regression: tails ran a value at a time (MobileNetV3's 6x6x48 adds: 1.2k packets)."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.passes.quantized.integer_add import terms
     from tvm_s2d.schedules.hexagon.requantize import requantize_add_kernel
 
     a_dtype, b_dtype, dtype = dtypes
-    shape = (1, 9, 11, 8)  # 792 elements: packed groups of 128 and a scalar tail
     ma, mb, s = terms(0.05, 0.02)
     m, r = fixed_point(np.array(s / 0.06))
     qa, qb = (RNG.integers(*RANGES[t], shape, endpoint=True).astype(t) for t in (a_dtype, b_dtype))
@@ -180,7 +182,8 @@ def test_hvx_integer_add_kernel_is_bit_exact(dtypes):
     args = (shape, a_dtype, za, ma, b_dtype, 3, mb, int(m), int(r), zy, lo, hi, dtype)
     hvx = run_kernel(requantize_add_kernel(*args), [qa, qb], [(shape, dtype)])
     np.testing.assert_array_equal(hvx.outputs[0], expected)
-    assert hvx.packets < acc.size  # widened by vunpack: vector code
+    if acc.size >= 128:
+        assert hvx.packets < acc.size / 3  # widened by vunpack: vector code, the tail too
     plain = tvm.compile(tvm.IRModule({"main": requantize_add_kernel(*args, hvx_code=False)}), target="llvm")
     out = tvm.runtime.tensor(np.zeros(shape, dtype))
     plain(tvm.runtime.tensor(qa), tvm.runtime.tensor(qb), out)
