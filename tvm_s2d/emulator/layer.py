@@ -6,7 +6,7 @@ Forms:
 
 * ``mapping="lanes"``: channel-in-lanes ``vrmpy`` (``PackedConv``; knob: output pixels per
   register block), the HTP-native mapping: 32 output channels per vector (its per-pixel
-  offsets kernel counts with the conv);
+  window sums in a lane of its own or its offsets kernel, as the pipeline builds it, counted with the conv);
 * ``mapping="width"``: width-vectorized vector-by-scalar ``vrmpy`` (``WidthConv``; knob: output
   channels sharing an activation vector), stride-1 convs only;
 * around the conv, the kernels the pipeline puts there for that mapping: the width mapping's
@@ -57,10 +57,11 @@ class LayerRun:
 
 def run_packed(conv, mapping: str, knob: int | None, x_packed: np.ndarray, w_packed: np.ndarray):
     """Run a packed conv (``mapped_conv``) under qemu: its per-pixel offsets kernel first where
-    it has one (the channel-in-lanes mapping), then the conv (scheduled with ``knob``, or its
-    plain loops with ``knob=None``). Returns the raw output and the packets of both."""
+    it has one (the channel-in-lanes mapping without ``PackedConv.sums``), then the conv
+    (scheduled with ``knob``, or its plain loops with ``knob=None``). Returns the raw output and
+    the packets of both."""
     operands, packets = [x_packed, w_packed], 0
-    if mapping == "lanes":
+    if mapping == "lanes" and not conv.sums:
         offsets = run_kernel(conv.window_offsets(hvx=knob is not None), [x_packed], [(conv.offsets_shape, "int32")],
                              name="offsets")
         operands.append(offsets.outputs[0])
@@ -77,6 +78,8 @@ def run_conv(x: np.ndarray, w: np.ndarray, strides, padding, mapping: str, knob:
     numpy."""
     n, cin, h, wd = x.shape
     conv = mapped_conv(mapping, n, (h, wd), cin, w.shape[0], w.shape[2:], strides, padding)
+    if mapping == "lanes":  # its window sums in a lane where the pipeline puts them there (HexagonConvs)
+        conv = conv.summing()
     packed = conv.pack_input(x, padding)
     signature = conv_signature(n, (h, wd), cin, w.shape[0], w.shape[2:], tuple(strides), tuple(padding))
     layout = layout_packets(packed) if mapping == "width" else 0
