@@ -16,9 +16,9 @@ The first term is a uint8 x int8 -> int32 conv on HVX in one of two mappings
 columns per vector-by-scalar ``vrmpy``, input ``[N, C/4, H, W, 4]`` made by an HVX ``vdeal``
 kernel; stride-1 convs) and
 ``"lanes"`` (``PackedConv``: 32 output channels per ``vrmpy``, NHWC input with channels padded
-to 4, weights packed as ``W + 128`` and the per-pixel offsets that undo it: in a lane the
-output channels leave spare, else a second kernel), the HTP-native one. Without a tuning record a conv takes the mapping that executes
-fewer ``vrmpy`` (``default_mapping``: lanes for strided convs and 32-channel outputs, width for
+to 4, weights packed as ``W + 128`` and the per-pixel window sums that undo it: in a lane of
+its own, ``PackedConv.sums``, else a second kernel), the HTP-native one. Without a tuning
+record a conv takes the mapping that executes fewer ``vrmpy`` (``default_mapping``: lanes for strided convs and 32-channel outputs, width for
 few output channels); a tuning log's record for the conv (matched by ``conv_signature``)
 picks the mapping and its knob instead. The second term is a per-channel constant. Both sides
 are the same int32 sums: exact.
@@ -233,7 +233,7 @@ class _Rewriter(PyExprMutator):
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
                                          cout, out_width)
         conv = mapped_conv(mapping, n, (h, w), c, cout, kernel_hw, strides, padding)
-        if mapping == "lanes":  # the window sums in a spare lane where there is one: no offsets kernel
+        if mapping == "lanes":  # the window sums in a lane of its own where summing() puts them: no offsets kernel
             y = self._lanes(conv.summing(), x, weight, padding, zx, knob, name)
         else:
             y = self._width(conv, x, weight, padding, zx, knob, name)
@@ -258,7 +258,7 @@ class _Rewriter(PyExprMutator):
 
     def _depthwise(self, x, weight, padding, strides, zx, name):
         """NHWC uint8 -> padded rows ``[N, H, W * C]`` -> the HVX depthwise kernel -> NHWC int32.
-        A strided conv of C channels under 64 not dividing it runs on ``dealt_channels(C)``
+        A stride-2 conv of the channels ``dealt_channels`` widens runs on their next power of two
         (zero weights past C, the input's channels padded with the zero point), sliced back to C
         after it: its kernel with its requantization then reads a tap's pixels by ``vdeal``
         (``DepthwiseConv.dealt``) instead of a pixel a vector."""

@@ -122,7 +122,7 @@ class PackedConv:
 
     def compute(self) -> tvm.tirx.PrimFunc:
         """``out = sum(x * Wp) + offsets`` with ``Wp = W + 128`` packed, as plain loops (``sums``:
-        ``- 128 x`` the spare lane's sums instead of the offsets, no offsets operand)."""
+        ``- 128 x`` the sums lane's value instead of the offsets, no offsets operand)."""
         x = te.placeholder(self.input_shape, "uint8", name="data")
         w = te.placeholder(self.weight_shape, "uint8", name="weight")
         offsets = te.placeholder(self.offsets_shape, "int32", name="offsets")
