@@ -18,8 +18,8 @@ kernel; stride-1 convs) and
 ``"lanes"`` (``PackedConv``: 32 output channels per ``vrmpy``, NHWC input with channels padded
 to 4, weights packed as ``W + 128`` and the per-pixel window sums that undo it: in a lane of
 its own, ``PackedConv.sums``, else a second kernel), the HTP-native one. Without a tuning
-record a conv takes the mapping that executes fewer ``vrmpy`` (``default_mapping``: lanes for strided convs and 32-channel outputs, width for
-few output channels); a tuning log's record for the conv (matched by ``conv_signature``)
+record a conv takes the mapping that executes fewer ``vrmpy`` (``default_mapping``: lanes for
+strided convs and 32-channel outputs, width for few output channels); a tuning log's record for the conv (matched by ``conv_signature``)
 picks the mapping and its knob instead. The second term is a per-channel constant. Both sides
 are the same int32 sums: exact.
 
