@@ -18,9 +18,7 @@
   as ``concat_pixels`` copies where ``width`` is at least 128; else one 128-byte vector a
   pixel, stored from the pixel on, its spill overwritten by the next pixels (ascending).
 * ``channel_sums_kernel``: a global pool's per-channel sums (less the zero point) as int32.
-
-Rows or tensors that are not whole vectors finish with plain loops.
-"""
+Rows or tensors that are not whole vectors finish with plain loops."""
 
 from __future__ import annotations
 
@@ -37,8 +35,7 @@ from .requantize import quarters
 
 
 def chunks_apply(channels: int) -> bool:
-    """Whether a ``vdeal`` / ``vshuff`` of ``channels``-byte chunks splits 256 bytes into two
-    vectors of whole pixels: a power of two up to 64."""
+    """Whether a ``vdeal`` / ``vshuff`` of ``channels``-byte chunks splits 256 bytes into two vectors of whole pixels."""
     return channels & (channels - 1) == 0 and channels <= 64
 
 
@@ -332,7 +329,8 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
     (a global pool's sums). Lanes of ``P = lcm(C, 128)`` bytes: lane ``j`` sums the elements
     at ``j`` modulo ``P`` (channel ``j % C``), whole windows of ``P`` bytes accumulated 128
     bytes at a time widened to four int32 vectors (two rounds of ``vunpack``), the whole vectors
-    past them the same way into the first lanes, the last elements under 128 in a plain loop;
+    past them the same way into the first lanes, the last elements under 128 as the last vector
+    masked (its lanes not wrapping around the period; else a plain loop, 6x6x240: 702 -> 626);
     then the ``P / C`` lanes of each channel added up 32 channels at a time (unaligned loads of
     the lane buffer; the last 32 overlapping the ones before), the zero point's ``count * zero``
     subtracted; under 32 channels a plain loop. ``hvx_code=False``: a plain loop."""
@@ -343,6 +341,12 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
     tail = windows * period  # the first element past the last window
     rest = (total - tail) // 128  # whole vectors past it
     vectors, last = -(-channels // 32) if channels >= 32 else 0, channels - 32
+    left, start = total - tail - rest * 128, (total - 128) % period  # elements past the whole vectors; their lanes
+    overlap = 0 < left and total >= 128 and start + 128 <= period
+
+    def masked(q, j):  # quarter ``j`` of the tensor's last 128 elements, those before the last ``left`` zero
+        return T.Select(T.ramp(j * 32, 1, 32) >= T.broadcast(128 - left, 32), quarters(q, total - 128, q_dtype)[j],
+                        T.broadcast(0, 32))
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def channel_sums(q_: T.Buffer(shape, q_dtype, align=128), out: T.Buffer((channels,), "int32", align=128)):
@@ -363,8 +367,14 @@ def channel_sums_kernel(shape, q_dtype: str, zero: int, hvx_code: bool = True) -
                 lanes[T.ramp(k * 128 + 32, 1, 32)] = lanes[T.ramp(k * 128 + 32, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[1]
                 lanes[T.ramp(k * 128 + 64, 1, 32)] = lanes[T.ramp(k * 128 + 64, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[2]
                 lanes[T.ramp(k * 128 + 96, 1, 32)] = lanes[T.ramp(k * 128 + 96, 1, 32)] + quarters(q, tail + k * 128, q_dtype)[3]
-            for e in range(tail + rest * 128, total):
-                lanes[e % period] = lanes[e % period] + T.cast(q[e], "int32")
+            if overlap:  # the last elements under 128: the tensor's last vector, the ones counted already masked
+                lanes[T.ramp(start, 1, 32)] = lanes[T.ramp(start, 1, 32)] + masked(q, 0)
+                lanes[T.ramp(start + 32, 1, 32)] = lanes[T.ramp(start + 32, 1, 32)] + masked(q, 1)
+                lanes[T.ramp(start + 64, 1, 32)] = lanes[T.ramp(start + 64, 1, 32)] + masked(q, 2)
+                lanes[T.ramp(start + 96, 1, 32)] = lanes[T.ramp(start + 96, 1, 32)] + masked(q, 3)
+            else:
+                for e in range(tail + rest * 128, total):
+                    lanes[e % period] = lanes[e % period] + T.cast(q[e], "int32")
             for v in range(vectors):  # the last vector overlaps the one before (the same sums written twice)
                 acc = T.decl_buffer((32,), "int32", scope="local")
                 acc[T.ramp(0, 1, 32)] = T.broadcast(-offset, 32)
