@@ -19,8 +19,8 @@ kernel; stride-1 convs) and
 to 4, weights packed as ``W + 128`` and the per-pixel window sums that undo it: in a lane of
 its own, ``PackedConv.sums``, else a second kernel), the HTP-native one. Without a tuning
 record a conv takes the mapping that executes fewer ``vrmpy`` (``default_mapping``: lanes for
-strided convs and 32-channel outputs, width for few output channels); a tuning log's record for the conv (matched by ``conv_signature``)
-picks the mapping and its knob instead. The second term is a per-channel constant. Both sides
+strided convs and 32-channel outputs, width for few output channels); a tuning log's record
+for the conv (matched by ``conv_signature``) picks the mapping and its knob instead. The second term is a per-channel constant. Both sides
 are the same int32 sums: exact.
 
 Convs that do not have this form (float convs, weights outside int8, dilation, groups, a
@@ -43,7 +43,7 @@ from ...schedules.hexagon.depthwise import DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import LANES, PackedConv, WidthConv, conv_signature, default_mapping, input_layout, mapped_conv, \
     padded_layout, schedule_mapping
-from ...schedules.hexagon.movement import SPREAD_CHANNELS
+from ...schedules.hexagon.movement import spread_width
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import add_kernel, bound, conv_spec, is_call, op_name, rewrite_functions, static_shape
@@ -137,10 +137,8 @@ def dealt_channels(channels: int, strides, out_width: int) -> int:
     """The channels a depthwise conv runs on: ``channels``, or for a column stride of 2 and
     channels ``pad_pixels`` widens (24, 40, 48, 56), the next power of two (24 -> 32, 48 -> 64),
     whose pixels tile a vector (MnasNet's 24-channel 3x3/2 conv a pixel a vector: 17.0k packets)."""
-    if strides[1] != 2 or channels not in SPREAD_CHANNELS:
-        return channels
-    padded = 1 << (channels - 1).bit_length()
-    return padded if out_width * padded >= 128 else channels
+    padded = spread_width(channels)
+    return padded if strides[1] == 2 and padded is not None and out_width * padded >= 128 else channels
 
 
 def _pad(bb: relax.BlockBuilder, x: relax.Expr, widths: list[int], zx: int) -> relax.Expr:

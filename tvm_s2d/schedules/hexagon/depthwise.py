@@ -191,7 +191,7 @@ class DepthwiseConv:
         sh = self.stride[0]
 
         def tap(x, w, b, r, start, lane, ky, kx):  # (the tap's 128 inputs, its 128 weights)
-            if not self.dealt:  # the weights repeat every ``period`` lanes: a constant address when ``whole``
+            if not self.dealt:  # the weights at ``lane`` (block() passes the row offset where groups cover a period)
                 return x.vload([b, r + ky, start + kx * c], "uint8x128"), w.vload([ky, kx, lane], "int8x128")
             at = 2 * start + kx // 2 * 2 * c  # input pixel 2p + kx = 2(p + kx // 2) + kx % 2
             pair = deal(T.reinterpret(x.vload([b, r * sh + ky, at + 128], "uint8x128"), dtype="int32x32"),

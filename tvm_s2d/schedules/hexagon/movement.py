@@ -15,6 +15,12 @@ from .intrinsics import deal, hvx, opaque_vector
 SPREAD_CHANNELS = (24, 40, 48, 56)
 
 
+def spread_width(channels: int) -> int | None:
+    """The channels ``pad_pixels`` widens ``channels`` to (``SPREAD_CHANNELS``: their next power
+    of two), else None."""
+    return 1 << (channels - 1).bit_length() if channels in SPREAD_CHANNELS else None
+
+
 def pad_rows_apply(shape, pad_width) -> bool:
     """Whether ``pad_rows`` takes this pad: a 4-D tensor padded on two neighbouring axes (or one)."""
     padded = [axis for axis in range(len(shape)) if pad_width[2 * axis] or pad_width[2 * axis + 1]]
@@ -200,7 +206,7 @@ def pad_pixels_apply(shape, pad_width) -> bool:
     if len(shape) != 4 or any(pad_width[:2]) or pad_width[6]:
         return False
     c, co = int(shape[3]), int(shape[3]) + int(pad_width[7])
-    return (c < 4 and co == 4) or (c in SPREAD_CHANNELS and co == 1 << (c - 1).bit_length())
+    return (c < 4 and co == 4) or co == spread_width(c)
 
 
 def pad_pixels(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:

@@ -18,6 +18,7 @@
   as ``concat_pixels`` copies where ``width`` is at least 128; else one 128-byte vector a
   pixel, stored from the pixel on, its spill overwritten by the next pixels (ascending).
 * ``channel_sums_kernel``: a global pool's per-channel sums (less the zero point) as int32.
+
 Rows or tensors that are not whole vectors finish with plain loops."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .requantize import quarters
 
 
 def chunks_apply(channels: int) -> bool:
-    """Whether a ``vdeal`` / ``vshuff`` of ``channels``-byte chunks splits 256 bytes into two vectors of whole pixels."""
+    """Whether ``vdeal``/``vshuff`` of ``channels``-byte chunks splits 256 bytes into 2 vectors of whole pixels (C | 64)."""
     return channels & (channels - 1) == 0 and channels <= 64
 
 
