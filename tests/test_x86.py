@@ -7,7 +7,7 @@ import tvm
 from tvm import relax
 
 import tvm_s2d  # noqa: F401  (registers the pipeline)
-from helpers import FUSE, LLVM, Net, assert_same, ops_in, random_tensor, run
+from helpers import FUSE, LLVM, Net, assert_same, conv_module, ops_in, random_tensor, run
 from tvm_s2d import explain
 from tvm_s2d.passes import ScheduleConvs, SpaceToDepthConv2d
 from tvm_s2d.targets import default_model
@@ -324,3 +324,61 @@ def test_squeeze_excite_scale_is_not_folded_into_the_conv_write_back():
     assert_same(got, onnxruntime_reference(model, {"x": x}), "float32")
     convs = [o for o in pipeline.outcomes()["ScheduleConvs"] if "conv" in o.reason]
     assert len(convs) == 2 and all(o.applied for o in convs)  # both convs keep their schedule
+
+
+def test_weight_packing_round_trip():
+    """The numpy packing of a constant is the IndexMap the kernel reads the weights through."""
+    w = RNG.standard_normal((3, 2, 5, 12)).astype("float32")
+    for tile in (1, 4, 6):
+        mapped = x86.weight_packing(tile).map_tensor(tvm.runtime.tensor(w)).numpy()
+        np.testing.assert_array_equal(x86.packed_hwio(w, tile), mapped)
+
+
+def _packed_kernels(scheduled, names):
+    """The parameter shapes of the kernels ``names``."""
+    return {gv.name_hint: [tuple(int(d) for d in p.ty.shape) for p in f.params]
+            for gv, f in scheduled.functions.items() if gv.name_hint in names}
+
+
+def test_constant_weights_are_packed_in_channel_tiles_every_call_its_own():
+    """Two calls of one NHWC conv kernel (the same shapes, their own weights): both pass their
+    weights packed, and the outputs are those of the unpacked build."""
+    net = Net((1, 9, 11, 16), layout="NHWC", seed=6)
+    y = net.emit(relax.op.nn.relu(net.bias(net.conv(net.x, 16, 3, padding=1))))
+    y = net.emit(relax.op.nn.relu(net.bias(net.conv(y, 16, 3, padding=1))))
+    fused = tvm.transform.Sequential(FUSE)(net.module(net.conv(y, 64, 1)))
+    x = _input((1, 9, 11, 16), "float32")
+    expected = _compile_run(fused, x, LLVM)
+    knobs = {name: x86.ConvKnobs(8, 4) for name in _conv_funcs(fused)}
+    schedule = ScheduleConvs(LLVM, knobs=knobs)
+    scheduled = schedule(fused)
+    kernels = _packed_kernels(scheduled, knobs)
+    assert sorted(w for _, w, *_ in kernels.values()) == [(2, 3, 3, 16, 8), (8, 1, 1, 16, 8)]
+    assert all("weights packed in tiles of 8 channels" in o.reason for o in schedule.outcomes if o.applied)
+    assert_same(_compile_run(scheduled, x, LLVM), expected, "float32")
+
+
+@pytest.mark.parametrize("why", ["parameter", "all channels", "grouped", "NCHW"])
+def test_weights_stay_unpacked(why):
+    """Weights given at run time, a tile of all the output channels (the same layout), grouped
+    and NCHW convs keep their weights as they are, and stay exact."""
+    if why == "parameter":
+        w = RNG.standard_normal((3, 3, 8, 16)).astype("float32")
+        mod = conv_module((1, 7, 7, 8), w, weight_param=True, padding=1, data_layout="NHWC", kernel_layout="HWIO")
+        shape, args = (1, 7, 7, 8), [w]
+    else:
+        layout = "NCHW" if why == "NCHW" else "NHWC"
+        groups = 4 if why == "grouped" else 1
+        mod, shape = _grouped_net(layout, 16, (7, 7), 3, groups) if groups > 1 else _net(layout, "float32", 8, 16, (7, 7), 3, padding=1)
+        args = []
+    fused = tvm.transform.Sequential(FUSE)(mod)
+    x = _input(shape, "float32")
+    expected = relax.VirtualMachine(tvm.compile(fused, target=LLVM), tvm.cpu())["main"](
+        *[tvm.runtime.tensor(a) for a in [x, *args]]).numpy()
+    tile = 16 if why == "all channels" else 8
+    knobs = {name: x86.ConvKnobs(tile, 7) for name in _conv_funcs(fused)}
+    scheduled = ScheduleConvs(LLVM, knobs=knobs)(fused)
+    assert knobs and all(len(w) == 4 for _, w, *_ in _packed_kernels(scheduled, knobs).values())
+    got = relax.VirtualMachine(tvm.compile(scheduled, target=LLVM), tvm.cpu())["main"](
+        *[tvm.runtime.tensor(a) for a in [x, *args]]).numpy()
+    assert_same(got, expected, "float32")

@@ -13,6 +13,10 @@ a function none of these takes keeps TVM's default lowering, and its outcome say
 -> ConvKnobs | None`` (the tuner's choice, e.g. from a tuning log); the rest get
 ``default_knobs``.
 
+Where every call of a conv kernel passes its weights as a constant, the kernel reads them
+packed (``x86.pack_weights``: a register tile's weights contiguous) and the calls pass the
+constants packed so, computed here once.
+
 ``PassContext(disabled_pass=["ScheduleConvs"])`` compiles without it.
 """
 
@@ -21,13 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import tvm
-from tvm import s_tir
+from tvm import relax, s_tir
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules import x86, x86_injective, x86_int8
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
 from ...targets import is_cpu, pass_target, vector_lanes
 from ..outcome import Outcome, applied, refused, strict
-from ..relax_tools import with_functions
+from ..relax_tools import bound, map_relax_functions, with_functions
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
 PASS_NAME = "ScheduleConvs"
 
@@ -59,7 +66,8 @@ class ScheduleConvs:
         self.scheduled, self.injective, self.dynamic, self.outcomes = [], [], [], []
         if not is_cpu(target):
             return mod
-        updates = {}
+        updates, packed = {}, {}
+        constants = _constant_arguments(mod)
         for gv, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled"):
                 continue
@@ -101,15 +109,83 @@ class ScheduleConvs:
                 continue
             lanes = vector_lanes(target, conv.dtype)
             knobs = self.knobs(conv, lanes) if callable(self.knobs) else self.knobs.get(name)
+            knobs = knobs or x86.default_knobs(conv.layout, conv.channels, conv.out_width, lanes, conv.dtype, conv.max_pixels)
+            pack = x86.pack_weights(func, conv, knobs)
+            if pack is not None and pack[1] not in constants.get(gv, ()):
+                pack = None  # a call passes weights computed at run time
             try:
-                updates[gv], knobs = x86.schedule_conv(func, knobs, lanes, conv_block=conv)
+                updates[gv], knobs = x86.schedule_conv(pack[0] if pack else func, knobs, lanes, conv_block=conv)
             except s_tir.ScheduleError as err:
                 self.scheduled.append(Scheduled(name, conv.signature, knobs, str(err).splitlines()[0]))
                 refused(self.outcomes, name, f"conv schedule failed ({self.scheduled[-1].error}): TVM's default lowering")
                 continue
+            if pack is not None:
+                packed[gv] = (updates.pop(gv), pack[1], knobs.tile_channels)
             self.scheduled.append(Scheduled(name, conv.signature, knobs))
-            applied(self.outcomes, name, "conv schedule (register-blocked, vectorized, parallel rows)")
-        return with_functions(mod, updates)
+            weights = f", weights packed in tiles of {knobs.tile_channels} channels" if pack else ""
+            applied(self.outcomes, name, f"conv schedule (register-blocked, vectorized, parallel rows{weights})")
+        return _with_packed_weights(with_functions(mod, updates), packed)
+
+
+def _with_packed_weights(mod: tvm.IRModule, packed: dict) -> tvm.IRModule:
+    """``mod`` with the kernels in ``packed`` (GlobalVar -> (kernel, argument index, tile))
+    under GlobalVars of their new signatures and their calls passing the weights packed."""
+    if not packed:
+        return mod
+    mod, renamed = mod.clone(), {}
+    for gv, (func, index, tile) in packed.items():
+        del mod[gv]  # a GlobalVar keeps the signature it was made with
+        fresh = relax.BlockBuilder().add_func(func, gv.name_hint)
+        mod[fresh] = func
+        renamed[gv] = (fresh, index, tile)
+    return map_relax_functions(mod, lambda f: _PackArguments(mod, renamed).visit_expr(f))
+
+
+def _call_tir_arguments(func: relax.Function):
+    """``(kernel GlobalVar, argument list, var2val)`` of each ``call_tir`` in ``func``."""
+    var2val, calls = relax.analysis.get_var2val(func), []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and expr.op.same_as(_CALL_TIR) and isinstance(expr.args[1], relax.Tuple):
+            calls.append((expr.args[0], list(expr.args[1].fields), var2val))
+
+    relax.analysis.post_order_visit(func, visit)
+    return calls
+
+
+def _constant_arguments(mod: tvm.IRModule) -> dict:
+    """For each kernel, the indices of the arguments every one of its calls passes a constant."""
+    found = {}
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for gv, args, var2val in _call_tir_arguments(func):
+                constant = {i for i, a in enumerate(args) if isinstance(bound(a, var2val), tvm.ir.GenericConst)}
+                found[gv] = found.get(gv, constant) & constant
+    return found
+
+
+@mutator
+class _PackArguments(PyExprMutator):
+    """The calls of kernels whose weights ``pack_weights`` packed, passing the constants packed."""
+
+    def __init__(self, mod, packed: dict):
+        super().__init__(mod)
+        self.packed = packed  # old GlobalVar -> (new GlobalVar, argument index, tile)
+        self.var2val = {}
+
+    def visit_function_(self, func):
+        self.var2val = relax.analysis.get_var2val(func)
+        return super().visit_function_(func)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (call.op.same_as(_CALL_TIR) and call.args[0] in self.packed and isinstance(call.args[1], relax.Tuple)):
+            return call
+        kernel, index, tile = self.packed[call.args[0]]
+        args = list(call.args[1].fields)
+        weights = bound(args[index], self.var2val).value.numpy()
+        args[index] = relax.const(x86.packed_hwio(weights, tile), str(weights.dtype))
+        return relax.Call(call.op, [kernel, relax.Tuple(args), *call.args[2:]], call.attrs, call.ty_args)
 
 
 # the kernels that are not convs, by the first schedule that takes them: (kind, outcome, schedule)
