@@ -7,13 +7,16 @@ kernels' names speak the model's language.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
 import numpy as np
 import onnx
 import tvm
+from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx as relax_from_onnx
+from tvm.relax.frontend.onnx import onnx_frontend
 
 from .onnx_names import ONNX_NAMES_ATTR, name_bindings, recording
 from .onnx_shapes import fold_shapes
@@ -104,12 +107,56 @@ def import_model(model: onnx.ModelProto, shape_dict: dict | None = None, where: 
     try:
         with warnings.catch_warnings():  # its own checker run: load_onnx has said what matters
             warnings.filterwarnings("ignore", module=r"tvm\.relax\.frontend")
-            with recording() as records:
+            with recording() as records, clips_as_ops():
                 mod = relax_from_onnx(model, shape_dict=shape_dict)
     except Exception as exc:
         raise ModelError(f"{where}: TVM cannot import it: {type(exc).__name__}: {_first_line(exc)}") from exc
     mod, names = name_bindings(mod, records)
     return mod.with_attr(ONNX_NAMES_ATTR, names.as_attr()) if names else mod
+
+
+@contextlib.contextmanager
+def clips_as_ops():
+    """While importing: ``Clip`` with constant bounds (ReLU6) as Relax's ``clip`` op. TVM's
+    importer writes it as TE kernels (``call_tir`` of ``topi.maximum`` / ``minimum``) that no
+    pass sees into (here: Relax's ``maximum`` / ``minimum`` ops): the CPU layout could not carry a layout through them, and each cost
+    MobileNetV2 an NHWC -> NCHW -> NHWC transpose pair around it. A ``Clip`` whose bounds are
+    computed or NaN (unbounded to ONNX Runtime) keeps TVM's conversion."""
+    clip = onnx_frontend.Clip
+    originals = {v: getattr(clip, v) for v in ("_impl_v1", "_impl_v13")}
+
+    def constant(bound) -> float | None:  # None: no bound; NaN: computed, or NaN
+        if bound is None:
+            return None
+        value = bound.value.numpy() if isinstance(bound, tvm.ir.GenericConst) else np.array([np.nan])
+        return float(value.reshape(-1)[0]) if value.size == 1 else np.nan
+
+    def v13(cls, bb, inputs, attr, params):
+        bounds = [constant(b) for b in [*inputs[1:3], None, None][:2]]
+        if any(b is not None and np.isnan(b) for b in bounds):
+            return originals["_impl_v13"].__func__(cls, bb, inputs, attr, params)
+        return _clip(bb, inputs[0], *bounds)
+
+    def v1(cls, bb, inputs, attr, params):
+        return _clip(bb, inputs[0], *(float(attr[k]) if k in attr else None for k in ("min", "max")))
+
+    clip._impl_v1, clip._impl_v13 = classmethod(v1), classmethod(v13)
+    try:
+        yield
+    finally:
+        for name, impl in originals.items():
+            setattr(clip, name, impl)
+
+
+def _clip(bb, x, lo: float | None, hi: float | None):
+    """``maximum`` then ``minimum`` with scalar constants: Relax's ``clip`` op has no layout
+    rule in TVM 0.27 (ConvertLayout would leave it NCHW, between two transposes)."""
+    dtype = str(x.ty.dtype)
+    if lo is not None:
+        x = relax.op.maximum(x, relax.const(lo, dtype))
+        if hi is not None:
+            x = bb.emit(x)
+    return x if hi is None else relax.op.minimum(x, relax.const(hi, dtype))
 
 
 def _where(model_or_path) -> str:
