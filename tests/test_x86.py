@@ -334,6 +334,17 @@ def test_weight_packing_round_trip():
         np.testing.assert_array_equal(x86.packed_hwio(w, tile), mapped)
 
 
+def test_weights_pack_whatever_the_index_type():
+    """Regression: a map of int64 indices on a kernel of int32 shapes (TE's) failed to invert
+    inside TVM; the map takes the buffer's index type."""
+    from tvm import te, topi
+
+    d, w = te.placeholder((1, 7, 7, 40), name="x"), te.placeholder((1, 1, 40, 48), name="w")
+    func = te.create_prim_func([d, w, topi.nn.conv2d_nhwc(d, w, 1, 0, 1)])
+    packed = x86.pack_weights(func, x86.find_conv(func), x86.ConvKnobs(16, 7))
+    assert packed is not None and tuple(int(v) for v in packed[0].params[1].ty.shape) == (3, 1, 1, 40, 16)
+
+
 def _packed_kernels(scheduled, names):
     """The parameter shapes of the kernels ``names``."""
     return {gv.name_hint: [tuple(int(d) for d in p.ty.shape) for p in f.params]

@@ -275,14 +275,18 @@ def pack_weights(func: tvm.tirx.PrimFunc, conv: ConvBlock, knobs: ConvKnobs):
     params = [i for i, p in enumerate(func.params) if p.same_as(weight)]
     if len(weight.shape) != 4 or not params:
         return None
-    index_map = weight_packing(tile)
-    sch.transform_layout(block, ("read", reads[1]), index_map)
+    index_map = weight_packing(tile, str(weight.shape[0].ty))
+    try:
+        sch.transform_layout(block, ("read", reads[1]), index_map)
+    except (tvm.error.TVMError, RuntimeError):  # TVM could not invert the map: the weights stay HWIO
+        return None
     return sch.mod["main"], params[0], index_map
 
 
-def weight_packing(tile: int) -> tvm.tirx.IndexMap:
-    """HWIO -> ``[F/tile, KH, KW, C, tile]``, as ``pack_weights`` reads the weights."""
-    return tvm.tirx.IndexMap.from_func(lambda ry, rx, rc, f: (f // tile, ry, rx, rc, f % tile))
+def weight_packing(tile: int, index_dtype: str = "int64") -> tvm.tirx.IndexMap:
+    """HWIO -> ``[F/tile, KH, KW, C, tile]``, as ``pack_weights`` reads the weights (indices
+    of the buffer's own type: an int64 map on int32 shapes fails to invert)."""
+    return tvm.tirx.IndexMap.from_func(lambda ry, rx, rc, f: (f // tile, ry, rx, rc, f % tile), index_dtype=index_dtype)
 
 
 def packed_hwio(weights: np.ndarray, tile: int) -> np.ndarray:
