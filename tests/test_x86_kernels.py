@@ -466,3 +466,23 @@ def test_rows_fuse_to_whole_vectors_only_where_the_reads_follow_the_axes():
         relax.op.reshape(x, (1, 2, 58, 14, 14)), [0, 2, 1, 3, 4]), shape)))
     assert _reads_follow(elementwise, 3) and _reads_follow(elementwise, 2)
     assert not _reads_follow(shuffle, 3) and _reads_follow(shuffle, 2)
+
+
+def test_float_clips_between_nhwc_convs_cost_no_transposes():
+    """Regression: ConvertLayout has no rule for ``clip``; ReLU6 and HardSwish's clip between
+    two NHWC convs were each wrapped in a transpose pair (MobileNetV3's). Now they are
+    maximum / minimum in NHWC, and the result stays exact."""
+    net = Net((1, 64, 9, 9), seed=7)
+    y = net.emit(relax.op.clip(net.conv(net.x, 64, 3, padding=1), 0.0, 6.0))  # ReLU6
+    y = net.conv(y, 64, 1)
+    gate = net.emit(relax.op.clip(net.emit(relax.op.add(y, relax.const(np.float32(3)))), 0.0, 6.0))
+    y = net.emit(relax.op.multiply(y, net.emit(relax.op.divide(gate, relax.const(np.float32(6))))))  # HardSwish
+    mod = net.module(net.conv(y, 64, 3, padding=1))
+    x = random_tensor(RNG, (1, 64, 9, 9), "float32")
+    with tvm.transform.PassContext(opt_level=3):
+        expected = _run(mod, x, LLVM)
+        converted = CpuLayout(host_target())(mod)
+    text = converted.script()
+    assert text.count('data_layout="NHWC"') == 3 and text.count("R.permute_dims(") == 2  # the graph's edges
+    assert "R.clip" not in text and text.count("R.minimum(") == 2
+    assert_same(_run(converted, x, LLVM), expected, "float32")

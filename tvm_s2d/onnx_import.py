@@ -117,11 +117,12 @@ def import_model(model: onnx.ModelProto, shape_dict: dict | None = None, where: 
 
 @contextlib.contextmanager
 def clips_as_ops():
-    """While importing: ``Clip`` with constant bounds (ReLU6) as Relax's ``clip`` op. TVM's
-    importer writes it as TE kernels (``call_tir`` of ``topi.maximum`` / ``minimum``) that no
-    pass sees into (here: Relax's ``maximum`` / ``minimum`` ops): the CPU layout could not carry a layout through them, and each cost
-    MobileNetV2 an NHWC -> NCHW -> NHWC transpose pair around it. A ``Clip`` whose bounds are
-    computed or NaN (unbounded to ONNX Runtime) keeps TVM's conversion."""
+    """While importing: ``Clip`` with constant bounds (ReLU6) as Relax's ``clip`` op, which the
+    quantized passes fold into a requantization and the layout passes carry
+    (``conv_layout.convert_convs``). TVM's importer writes it as TE kernels (``call_tir`` of
+    ``topi.maximum`` / ``minimum``) that no pass sees into: the CPU layout could not carry a
+    layout through them, and each cost MobileNetV2 an NHWC -> NCHW -> NHWC transpose pair. A
+    ``Clip`` whose bounds are computed or NaN (unbounded to ONNX Runtime) keeps TVM's conversion."""
     clip = onnx_frontend.Clip
     originals = {v: getattr(clip, v) for v in ("_impl_v1", "_impl_v13")}
 
@@ -135,10 +136,10 @@ def clips_as_ops():
         bounds = [constant(b) for b in [*inputs[1:3], None, None][:2]]
         if any(b is not None and np.isnan(b) for b in bounds):
             return originals["_impl_v13"].__func__(cls, bb, inputs, attr, params)
-        return _clip(bb, inputs[0], *bounds)
+        return _clip(inputs[0], *bounds)
 
     def v1(cls, bb, inputs, attr, params):
-        return _clip(bb, inputs[0], *(float(attr[k]) if k in attr else None for k in ("min", "max")))
+        return _clip(inputs[0], *(float(attr[k]) if k in attr else None for k in ("min", "max")))
 
     clip._impl_v1, clip._impl_v13 = classmethod(v1), classmethod(v13)
     try:
@@ -148,15 +149,8 @@ def clips_as_ops():
             setattr(clip, name, impl)
 
 
-def _clip(bb, x, lo: float | None, hi: float | None):
-    """``maximum`` then ``minimum`` with scalar constants: Relax's ``clip`` op has no layout
-    rule in TVM 0.27 (ConvertLayout would leave it NCHW, between two transposes)."""
-    dtype = str(x.ty.dtype)
-    if lo is not None:
-        x = relax.op.maximum(x, relax.const(lo, dtype))
-        if hi is not None:
-            x = bb.emit(x)
-    return x if hi is None else relax.op.minimum(x, relax.const(hi, dtype))
+def _clip(x, lo: float | None, hi: float | None):
+    return relax.op.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
 
 
 def _where(model_or_path) -> str:
