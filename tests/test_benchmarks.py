@@ -54,3 +54,17 @@ def test_bench_hexagon_zoo_runs_a_zoo_model_whole(tmp_path, capsys):
     assert [r["form"] for r in rows] == ["default", "no rewrite"]
     assert all(r["matches_cpu"] and r["packets"] > 0 and 0 < r["hvx_share"] <= 1 and r["times_limit"] > 1 for r in rows)
     assert "| demo | 96 | default |" in capsys.readouterr().out
+
+
+def test_profile_cpu_times_each_kernel_alone_and_inside_the_model(tmp_path, capsys):
+    import onnx
+
+    from tvm_s2d.demo import demo_model
+
+    onnx.save(demo_model(32), tmp_path / "demo.onnx")
+    out = tmp_path / "profile.json"
+    assert load("profile_cpu").main([str(tmp_path / "demo.onnx"), "--repeat", "2", "--json", str(out)]) == 0
+    profile = json.loads(out.read_text())
+    convs = [k for k in profile["kernels"] if "conv2d" in k["kernel"]]
+    assert convs and all(k["ms"] > 0 and k["in_model_ms"] > 0 for k in convs)  # each conv ran in the model
+    assert profile["model_ms"] > 0 and "in the model" in capsys.readouterr().out
