@@ -18,8 +18,10 @@ Forms, same input, float outputs checked against ONNX Runtime (relative to the o
 
 Each form: compile time (for tvm-s2d also the shares its own passes take), then its time:
 3 rounds of ``--repeat``/3 runs after a warm-up, the least of the round medians (the TVM forms
-take turns; ONNX Runtime runs in a process of its own and no session of it is alive while TVM
-runs: the two runtimes' idle threads spin, and in one process each slowed the other up to 2x;
+and ONNX Runtime take turns, so that a machine whose speed drifts between minutes drifts for
+all of them; ONNX Runtime runs in a process of its own, started for each of its rounds, and no
+session of it is alive while TVM runs: the two runtimes' idle threads spin, and in one process
+each slowed the other up to 2x;
 PyTorch, whose OpenMP threads spin too, after the TVM forms; TVM's default pipeline: the
 median of at most 3 runs). Prints a table; ``--json`` writes
 it, ``--chart`` draws it (matplotlib).
@@ -118,13 +120,14 @@ print(min(medians))
 
 
 def _time_onnxruntime(model: onnx.ModelProto, feeds: dict, repeat: int) -> float:
-    """ONNX Runtime's default session timed in a process of its own (ms): its threads and
-    TVM's spin while they wait for work, and each slowed the other up to 2x in one process."""
+    """One round of ONNX Runtime's default session timed in a process of its own (its median,
+    ms): its threads and TVM's spin while they wait for work, and each slowed the other up to
+    2x in one process."""
     import pickle
     import subprocess
 
     with tempfile.NamedTemporaryFile(suffix=".pkl") as payload:
-        pickle.dump((model.SerializeToString(), feeds, THREADS, max(repeat // ROUNDS, 5), ROUNDS), payload)
+        pickle.dump((model.SerializeToString(), feeds, THREADS, max(repeat // ROUNDS, 5), 1), payload)
         payload.flush()
         found = subprocess.run([sys.executable, "-c", _TIME_ONNXRUNTIME, payload.name], check=True,
                                capture_output=True, text=True)
@@ -146,15 +149,18 @@ def _pytorch(model: onnx.ModelProto, feeds: dict) -> dict:
     return {"ms": float("nan"), "compile_s": compile_s, "output": output, "call": call}
 
 
-def _interleaved(runs: dict, repeat: int) -> None:
+def _interleaved(runs: dict, repeat: int, other=None) -> None:
     """Each in-process form's ``ms``: the least, over ``ROUNDS`` rounds, of its median in that
-    round, the forms taking turns in each round."""
+    round, the forms taking turns in each round; ``other()`` (a round of a form timed
+    elsewhere) after them in each round."""
     timed = {form: run for form, run in runs.items() if "call" in run}
     per_round = max(repeat // ROUNDS, 5)
     medians = {form: [] for form in timed}
     for _ in range(ROUNDS):
         for form, run in timed.items():
             medians[form].append(_median(run["call"], per_round))
+        if other is not None:
+            other()
     for form, run in timed.items():
         run["ms"] = min(medians[form]) * 1e3
         del run["call"]
@@ -212,9 +218,11 @@ def bench(name: str, model: onnx.ModelProto, size: int, repeat: int, trials: int
         log = work / f"{name}.jsonl"
         _tune(path, trials, log)
         runs["tvm-s2d tuned"] = _tvm(mod, feeds, S2DPipeline(tuning_log=str(log)).as_pass())
-    _interleaved({form: run for form, run in runs.items() if form.startswith("tvm")}, repeat)
+    onnxruntime_rounds = []
+    _interleaved({form: run for form, run in runs.items() if form.startswith("tvm")}, repeat,
+                 other=lambda: onnxruntime_rounds.append(_time_onnxruntime(model, feeds, repeat)))
     _interleaved({form: run for form, run in runs.items() if form == "pytorch"}, repeat)  # its threads spin too
-    runs["onnxruntime"]["ms"] = _time_onnxruntime(model, feeds, repeat)
+    runs["onnxruntime"]["ms"] = min(onnxruntime_rounds)
     row = {"model": name, "forms": {}}
     if quantized:  # the ONNX semantics, in output quantization steps
         from tvm_s2d.checks import MAX_FRACTION, MAX_STEPS, output_steps
