@@ -102,20 +102,17 @@ def _onnxruntime(model: onnx.ModelProto, feeds: dict, optimize: bool = True) -> 
 _TIME_ONNXRUNTIME = """
 import pickle, statistics, sys, time
 import onnxruntime
-model, feeds, threads, runs, rounds = pickle.load(open(sys.argv[1], "rb"))
+model, feeds, threads, runs = pickle.load(open(sys.argv[1], "rb"))
 options = onnxruntime.SessionOptions()
 options.intra_op_num_threads = threads
 session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 session.run(None, feeds)
-medians = []
-for _ in range(rounds):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    medians.append(statistics.median(times))
-print(min(medians))
+times = []
+for _ in range(runs):
+    start = time.perf_counter()
+    session.run(None, feeds)
+    times.append(time.perf_counter() - start)
+print(statistics.median(times))
 """
 
 
@@ -127,7 +124,7 @@ def _time_onnxruntime(model: onnx.ModelProto, feeds: dict, repeat: int) -> float
     import subprocess
 
     with tempfile.NamedTemporaryFile(suffix=".pkl") as payload:
-        pickle.dump((model.SerializeToString(), feeds, THREADS, max(repeat // ROUNDS, 5), 1), payload)
+        pickle.dump((model.SerializeToString(), feeds, THREADS, max(repeat // ROUNDS, 5)), payload)
         payload.flush()
         found = subprocess.run([sys.executable, "-c", _TIME_ONNXRUNTIME, payload.name], check=True,
                                capture_output=True, text=True)

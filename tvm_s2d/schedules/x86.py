@@ -256,8 +256,8 @@ def pack_weights(func: tvm.tirx.PrimFunc, conv: ConvBlock, knobs: ConvKnobs):
     weights out of cache, 7x7x512 3x3: 4.2 -> 1.4 ms, 14x14 256->1024 1x1: 0.97 -> 0.58 ms.
     The loops and the order of the sums stay as they were: the same floats.
 
-    Returns ``(func, parameter index, IndexMap)`` (``packed_hwio`` packs a constant the caller
-    passes as the map does), or None where the weights stay as they are: NCHW, grouped or depthwise
+    Returns ``(func, parameter index)`` (``packed_hwio`` packs a constant the caller passes as
+    ``weight_packing`` maps it), or None where the weights stay as they are: NCHW, grouped or depthwise
     convs, a tile that is all the output channels (the same layout) or does not divide them,
     weights that are not a parameter of ``func``."""
     if conv.layout != "NHWC" or conv.groups != 1:
@@ -275,12 +275,11 @@ def pack_weights(func: tvm.tirx.PrimFunc, conv: ConvBlock, knobs: ConvKnobs):
     params = [i for i, p in enumerate(func.params) if p.same_as(weight)]
     if len(weight.shape) != 4 or not params:
         return None
-    index_map = weight_packing(tile, str(weight.shape[0].ty))
     try:
-        sch.transform_layout(block, ("read", reads[1]), index_map)
+        sch.transform_layout(block, ("read", reads[1]), weight_packing(tile, str(weight.shape[0].ty)))
     except (tvm.error.TVMError, RuntimeError):  # TVM could not invert the map: the weights stay HWIO
         return None
-    return sch.mod["main"], params[0], index_map
+    return sch.mod["main"], params[0]
 
 
 def weight_packing(tile: int, index_dtype: str = "int64") -> tvm.tirx.IndexMap:

@@ -113,14 +113,15 @@ class ScheduleConvs:
             pack = x86.pack_weights(func, conv, knobs)
             if pack is not None and pack[1] not in constants.get(gv, ()):
                 pack = None  # a call passes weights computed at run time
+            kernel, weight_index = pack or (func, None)
             try:
-                updates[gv], knobs = x86.schedule_conv(pack[0] if pack else func, knobs, lanes, conv_block=conv)
+                updates[gv], knobs = x86.schedule_conv(kernel, knobs, lanes, conv_block=conv)
             except s_tir.ScheduleError as err:
                 self.scheduled.append(Scheduled(name, conv.signature, knobs, str(err).splitlines()[0]))
                 refused(self.outcomes, name, f"conv schedule failed ({self.scheduled[-1].error}): TVM's default lowering")
                 continue
             if pack is not None:
-                packed[gv] = (updates.pop(gv), pack[1], knobs.tile_channels)
+                packed[gv] = (updates.pop(gv), weight_index, knobs.tile_channels)
             self.scheduled.append(Scheduled(name, conv.signature, knobs))
             weights = f", weights packed in tiles of {knobs.tile_channels} channels" if pack else ""
             applied(self.outcomes, name, f"conv schedule (register-blocked, vectorized, parallel rows{weights})")
