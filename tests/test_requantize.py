@@ -357,6 +357,31 @@ def test_hvx_requantize_slice_kernel_reads_padded_channels_bit_exact(shape, chan
     np.testing.assert_array_equal(_plain_run(plain, [acc, *constants], expected.shape, dtype), expected)
 
 
+@pytest.mark.parametrize("shape,channels", [((1, 6, 6, 96), 96), ((1, 5, 7, 288), 288), ((1, 6, 7, 32), 16),
+                                            ((1, 6, 6, 256), 240)])
+def test_hvx_requantize_kernels_without_headroom_shifts_skip_the_shift(shape, channels):
+    """With every headroom shift 0 (``pre_shift=False``, as ``HexagonRequantize`` passes then), the
+    requantization kernels make no shift for it: the same integers, fewer packets (the shifts
+    share one HVX resource with the final shift and the packs)."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.layouts import requantize_slice_kernel
+
+    acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
+    b = RNG.integers(-500, 500, channels).astype(np.int32)
+    m, r = fixed_point(RNG.random(channels) * 0.0005 + 0.00005)
+    expected = requantize(acc[..., :channels].astype(np.int64) + b, m, r, 17, 0, 255, "uint8")
+    constants = lane_constants(b, m, r, channels, 0)
+    packets = []
+    for pre_shift in (True, False):
+        func = (requantize_kernel(shape, 17, 0, 255, "uint8", average=True, pre_shift=pre_shift) if channels == shape[-1]
+                else requantize_slice_kernel(shape, channels, 17, 0, 255, "uint8", average=True, pre_shift=pre_shift))
+        hvx = run_kernel(func, [acc, *constants], [(expected.shape, "uint8")])
+        np.testing.assert_array_equal(hvx.outputs[0], expected)
+        packets.append(hvx.packets)
+    assert packets[1] < packets[0]
+
+
 # ---- the width-vectorized conv with its requantization in one kernel -------------------------
 
 

@@ -115,13 +115,14 @@ class _Rewriter(PyExprMutator):
             refused(self.rule.outcomes, name, "the bias with the zero-point correction does not fit int32")
             return super().visit_var_binding_(binding)
         average = averaging(constants[2])  # every shift at least 1: rounded by vavg
+        pre_shift = bool(np.any(constants[3]))  # a headroom shift to make (a vector shift a vector, as many as the multiplies)
         depthwise = match_depthwise_output(x, self.var2val, self.mod)
         if depthwise is not None and depthwise[2].fusable and (
                 not depthwise[2].dealt or const_of(depthwise[1], self.var2val) is not None):
             rows, weight, conv = depthwise  # the requantization in the depthwise kernel
             if conv.dealt:  # its weights tiled along the lanes
                 weight = relax.const(conv.fused_weight(const_of(weight, self.var2val)))
-            func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=bool(np.any(constants[3])),
+            func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=pre_shift,
                                               average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
             padded = [np.pad(np.broadcast_to(v, (shape[-1],)), (0, conv.channels - shape[-1]), mode="edge") for v in constants]
@@ -136,7 +137,7 @@ class _Rewriter(PyExprMutator):
         lanes = match_lanes_output(x, self.var2val, self.mod)
         if lanes is not None and lanes_fusable(lanes[1]):  # the requantization in the conv's kernel
             (data, weight, offsets), conv = lanes
-            func = lanes_requantized(conv, zy, lo, hi, dtype, pre_shift=bool(np.any(constants[3])), hvx_code=self.rule.hvx,
+            func = lanes_requantized(conv, zy, lo, hi, dtype, pre_shift=pre_shift, hvx_code=self.rule.hvx,
                                      average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_requantized")
             operands = [self.visit_expr(data), weight, self.visit_expr(offsets),
@@ -151,10 +152,11 @@ class _Rewriter(PyExprMutator):
         padded = match_padded_channels(x, self.var2val, shape)
         if padded is not None:  # the channel-in-lanes mapping's output: the slice of its 32-padded channels in the kernel
             func = requantize_slice_kernel(static_shape(padded), int(shape[-1]), zy, lo, hi, dtype, hvx_code=self.rule.hvx,
-                                           average=average)
+                                           average=average, pre_shift=pre_shift)
             x, how = padded, "HVX requantization kernel, reading the padded channels"
         else:
-            func, how = requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx, average=average), \
+            func, how = requantize_kernel(shape, zy, lo, hi, dtype, hvx_code=self.rule.hvx, average=average,
+                                          pre_shift=pre_shift), \
                 "HVX requantization kernel"
         kernel = add_kernel(self.builder_, func, f"hvx_requantize_{name}")
         operands = [self.visit_expr(x), *(relax.const(c) for c in lane_constants(*constants[:3], int(shape[-1]), constants[3]))]

@@ -159,7 +159,7 @@ def requantize_channel_major_kernel(shape_nchw, out_w: int, zy: int, lo: int, hi
 
 
 def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: str,
-                            hvx_code: bool = True, average: bool = False) -> tvm.tirx.PrimFunc:
+                            hvx_code: bool = True, average: bool = False, pre_shift: bool = True) -> tvm.tirx.PrimFunc:
     """``(acc int32 [N, H, W, Cp], bias, mult, shift, half, pre) -> dtype [N, H, W, C]``: the
     requantization of ``requantize_kernel`` on the first ``C`` of ``Cp`` channels (the
     channel-in-lanes mapping's output, its channels padded to 32): ``32 / C`` pixels' channels
@@ -170,7 +170,7 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
     if not hvx_code:
         return _plain(shape, math.lcm(channels, 32), out_shape, lambda b, r, p, k: ((b, r, p, k), k), zy, lo, hi, dtype)
     if wide_slice_apply(channels, cp):
-        return _wide_slice_kernel(shape, channels, zy, lo, hi, dtype, average)
+        return _wide_slice_kernel(shape, channels, zy, lo, hi, dtype, average, pre_shift)
     if 32 % channels or cp % 32:
         raise ValueError(f"requantize_slice_kernel takes C dividing 32 and Cp a multiple of 32, not {channels}, {cp}")
     per = 32 // channels  # pixels a vector
@@ -185,10 +185,7 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
     def requantized(acc, bias, mult, shift, half, pre, v):
         """Vector ``v``: pixels ``v * per ...``, their ``C`` channels each, requantized (unclamped)."""
         a = T.Shuffle([acc.vload([(v * per + i) * cp], "int32x32") for i in range(per)], gather)
-        a = T.shift_left(a + bias.vload([0], "int32x32"), pre.vload([0], "int32x32"))
-        mv = mult.vload([0], "int32x32")
-        t = hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", a, mv), a, mv)
-        return T.shift_right(t + half.vload([0], "int32x32"), shift.vload([0], "int32x32")) + T.broadcast(zy, 32)
+        return requantize_lanes(a, (bias, mult, shift, half, pre), 0, zy, pre_shift, average)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((32,), "int32"), mult: T.Buffer((32,), "int32"),
@@ -225,7 +222,8 @@ def wide_slice_apply(channels: int, padded: int) -> bool:
     return 32 < channels < padded and padded % 32 == 0 and math.lcm(channels, 128) // 32 <= MAX_WIDE_VECTORS
 
 
-def _wide_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: str, average: bool) -> tvm.tirx.PrimFunc:
+def _wide_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: str, average: bool,
+                       pre_shift: bool) -> tvm.tirx.PrimFunc:
     """``requantize_slice_kernel`` for ``C`` over 32 (48 of 64, 144 of 160): the output's
     bytes in periods of ``U = lcm(C, 128)``, unrolled, each 32-lane vector read from at most
     two pixels (a pixel's last channels and the next one's first, joined by a select), its
@@ -259,19 +257,19 @@ def _wide_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dtype: s
             acc = T.decl_buffer((pixels * cp,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
             constants = (bias, mult, shift, half, pre)
-            for s in range(supers):
-                for g in T.unroll(span // 128):
+            for g in T.unroll(span // 128):
+                for s in range(supers):  # the same vectors of each period: their constants loaded once, out of the loop
                     out[T.ramp(s * span + g * 128, 1, 128)] = pack_bytes(
                         [requantize_lanes(vector_at(acc, s * span + (g * 4 + i) * 32), constants, (g * 4 + i) * 32 % period, zy,
-                                          average=average)
+                                          pre_shift, average)
                          for i in range(4)], lo, hi, dtype)
             for g in range(supers * span // 128, total // 128):  # the rest: the constants' lanes computed
                 out[T.ramp(g * 128, 1, 128)] = pack_bytes(
                     [requantize_lanes(vector_at(acc, g * 128 + i * 32), constants, (g * 128 + i * 32) % period, zy,
-                                      average=average)
+                                      pre_shift, average)
                      for i in range(4)], lo, hi, dtype)
             for v in range(total // 128 * 4, total // 32):
-                t = requantize_lanes(vector_at(acc, v * 32), constants, v * 32 % period, zy, average=average)
+                t = requantize_lanes(vector_at(acc, v * 32), constants, v * 32 % period, zy, pre_shift, average)
                 out[T.ramp(v * 32, 1, 32)] = _narrow(T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)), dtype)
             for e in range(total // 32 * 32, total):  # under 32 values: a plain loop
                 out[e] = _int64_requantize(acc[e // c * cp + e % c], bias[e % c], mult[e % c], shift[e % c], pre[e % c],

@@ -57,10 +57,10 @@ def _int64_requantize(x, bias, mult, shift, pre, zy, lo, hi, dtype):
 
 
 def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
-                      average: bool = False) -> tvm.tirx.PrimFunc:
+                      average: bool = False, pre_shift: bool = True) -> tvm.tirx.PrimFunc:
     """``(acc int32 NHWC, bias, mult, shift, half, pre) -> dtype`` (the constants from
-    ``lane_constants``; ``average``: ``requantize_lanes``'s); ``hvx_code=False``: the same
-    integers as a plain loop (CPU checks)."""
+    ``lane_constants``; ``average``, ``pre_shift``: ``requantize_lanes``'s); ``hvx_code=False``:
+    the same integers as a plain loop (CPU checks)."""
     channels, total = int(shape[-1]), int(np.prod(shape))
     period = math.lcm(channels, 32)
     if not hvx_code:
@@ -74,7 +74,7 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         """Vector ``v`` (32 lanes) of the flattened accumulators, requantized and (``clamp``)
         clamped, int32 (``lane``: the constants' offset, if not ``v``'s)."""
         t = requantize_lanes(acc.vload([v * 32], "int32x32"), (bias, mult, shift, half, pre),
-                             v * 32 % period if lane is None else lane, zy, average=average)
+                             v * 32 % period if lane is None else lane, zy, pre_shift, average)
         return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
     def bytes_of(t):
@@ -88,8 +88,8 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for u in range(supers):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, then the clamp
-                for q in T.unroll(span // 4):  # unrolled: the constants' offsets are constants, loaded once
+            for q in T.unroll(span // 4):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, then the clamp
+                for u in range(supers):  # the same 4 vectors of each span: their constants loaded once, out of the loop
                     v = u * span + q * 4
                     t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
                          for i in range(4)]
