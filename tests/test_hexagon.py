@@ -58,6 +58,40 @@ def test_rows_without_a_divisor_near_the_block_take_overlapping_blocks_bit_exact
     np.testing.assert_array_equal(conv.unpack_output(out), conv2d_nchw(x, w, (stride, stride), (p,) * 4))
 
 
+@pytest.mark.parametrize("batch,in_hw,cin,cout,k,stride,sums", [(1, (3, 3), 576, 96, (1, 1), 1, True),  # a block of its own
+                                                                   (1, (3, 3), 288, 96, (1, 1), 1, False),
+                                                                   (2, (5, 5), 24, 72, (3, 3), 1, True),  # a spare lane, batch 2
+                                                                   (1, (9, 6), 16, 40, (3, 2), 2, False),  # 4x3: overlapping
+                                                                   (1, (2, 2), 64, 64, (1, 1), 1, False)])  # under a block
+def test_short_rows_take_flat_pixel_blocks_bit_exact(batch, in_hw, cin, cout, k, stride, sums):
+    """Rows of at most 3 output pixels: blocks of 9 pixels across rows (``lanes_flat``), the last
+    overlapping the one before, a ``sums`` conv's sums block first; the conv's integers, and on
+    a 3x3 map fewer packets than a row a block (MnasNet's 3x3x576 -> 96: 3.9k -> 3.1k)."""
+    from tvm_s2d.schedules.hexagon.lanes import overlapping_vrmpy, summing_vrmpy
+
+    conv = PackedConv(batch, in_hw, cin, cout, k, (stride, stride))
+    conv = conv.summing() if sums else conv
+    assert conv.sums == sums
+    (oh, ow), (kh, kw) = conv.out_hw, conv.kernel_hw
+    x = RNG.integers(0, 256, conv.input_shape).astype(np.uint8)
+    w = RNG.integers(-128, 128, (cout, cin, kh, kw)).astype(np.int8)
+    expected = np.zeros((batch, oh, ow, cout), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = x[:, ky: ky + (oh - 1) * stride + 1: stride, kx: kx + (ow - 1) * stride + 1: stride, :cin].astype(np.int64)
+            expected += patch @ w[:, :, ky, kx].T.astype(np.int64)
+    operands = [x, conv.pack_weight(w)]
+    if not sums:
+        operands.append(run_kernel(conv.window_offsets(), [x], [(conv.offsets_shape, "int32")]).outputs[0])
+    flat = run_kernel(conv.hvx_kernel(8), operands, [(conv.output_shape, "int32")])
+    np.testing.assert_array_equal(flat.outputs[0].reshape(batch, oh, ow, -1)[..., :cout], expected)
+    if (batch, oh, ow) == (1, 3, 3):
+        rows = run_kernel(summing_vrmpy(conv, 3) if sums else overlapping_vrmpy(conv, 3), operands,
+                          [(conv.output_shape, "int32")])
+        np.testing.assert_array_equal(rows.outputs[0], flat.outputs[0])
+        assert flat.packets < rows.packets
+
+
 @pytest.mark.parametrize("channels,hw,kernel,stride", [(4, (7, 40), 3, 1), (8, (13, 17), 3, 1), (12, (5, 9), 1, 1),
                                                         (32, (9, 37), 2, 1), (64, (9, 9), 3, 2), (128, (4, 9), 2, 1),
                                                         (144, (7, 9), 1, 1), (96, (5, 5), 3, 2), (256, (6, 7), 3, 1),

@@ -166,7 +166,12 @@ class PackedConv:
 
     def hvx_kernel(self, pixels: int = 8) -> tvm.tirx.PrimFunc:
         """``compute()`` on ``vrmpy`` with the knob ``pixels``: ``schedule_vrmpy``'s blocks, or
-        ``overlapping_vrmpy``'s where the row's width has no divisor near the knob."""
+        ``overlapping_vrmpy``'s where the row's width has no divisor near the knob; rows of at
+        most ``FLAT_WIDTH`` pixels, ``lanes_flat``'s blocks of ``FLAT_PIXELS`` across rows."""
+        from .lanes_flat import FLAT_PIXELS, FLAT_WIDTH, flat_vrmpy
+
+        if self.out_hw[1] <= FLAT_WIDTH:
+            return flat_vrmpy(self, min(FLAT_PIXELS, self.batch * self.out_hw[0] * self.out_hw[1]), 1)
         block = overlapping_block(self.out_hw[1], pixels)
         if self.sums:
             return summing_vrmpy(self, block or block_pixels(self.out_hw[1], pixels))
