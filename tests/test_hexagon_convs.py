@@ -63,6 +63,11 @@ def test_default_mapping_executes_fewer_packets():
     assert default_mapping(32, 512, (1, 1)) == ("lanes", 8)  # its S2D form, 32 channels: same vrmpy, lanes pair better
     assert default_mapping(16, 7, (1, 1)) == ("lanes", 8)  # 7 columns fill a quarter of a width vector
     assert default_mapping(64, 112, (2, 2)) == ("lanes", 8)  # the width mapping takes stride 1 only
+    # the width mapping's layout change counted (regression: MnasNet's 24x24 1x1 48 -> 16 took it,
+    # 1.07x the lanes mapping's packets before its pad kernel, 1.27x with it)
+    assert default_mapping(16, 24, (1, 1)) == ("lanes", 8)
+    assert default_mapping(8, 48, (1, 1)) == ("width", 8)  # 8 of 32 lanes: the width mapping still
+    assert default_mapping(16, 48, (1, 1), taps=9) == ("width", 8)  # a 3x3's vrmpy outweigh the layout change
 
 
 def test_nhwc_integer_conv_with_zero_point_and_odd_channels():

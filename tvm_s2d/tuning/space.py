@@ -55,13 +55,13 @@ def valid_blocks(layer: Layer) -> list[tuple[int, int]]:
     return ok
 
 
-def running_conv(layer: Layer, block) -> tuple[int, int, tuple[int, int]]:
-    """(output channels, output width, strides) of the conv that runs with ``block`` (S2D by
-    the stride makes a strided conv stride 1)."""
+def running_conv(layer: Layer, block) -> tuple[int, int, tuple[int, int], int]:
+    """(output channels, output width, strides, kernel taps) of the conv that runs with
+    ``block`` (S2D by the stride makes a strided conv stride 1): ``default_mapping``'s arguments."""
     if block is None:
-        return layer.spec.out_channels, layer.spec.out_hw[1], layer.spec.strides
+        return layer.spec.out_channels, layer.spec.out_hw[1], layer.spec.strides, layer.spec.kernel_hw[0] * layer.spec.kernel_hw[1]
     plan = layer.spec.plan(block, layout=layer.layout)
-    return plan.out_channels, plan.conv_out_hw[1], plan.strides
+    return plan.out_channels, plan.conv_out_hw[1], plan.strides, plan.kernel_hw[0] * plan.kernel_hw[1]
 
 
 def search_space(layer: Layer, cpu: bool) -> list[Config]:

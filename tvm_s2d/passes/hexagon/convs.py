@@ -91,12 +91,12 @@ class HexagonConvs:
             return mod
         return rewrite_functions(mod, _Rewriter(mod, self))
 
-    def choose(self, signature: str, strides, out_channels: int, out_width: int) -> tuple[str, int]:
+    def choose(self, signature: str, strides, out_channels: int, out_width: int, taps: int = 1) -> tuple[str, int]:
         """(mapping, knob): the tuned one, else ``default_mapping``."""
         tuned = self.knobs(signature) if self.knobs is not None else None
         if tuned is not None and (tuned[0] == "lanes" or tuple(strides) == (1, 1)):
             return tuned
-        return default_mapping(out_channels, out_width, strides)
+        return default_mapping(out_channels, out_width, strides, taps)
 
     def kernel(self, conv, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
         return schedule_mapping(conv, mapping, knob) if self.schedule else conv.compute()
@@ -229,7 +229,7 @@ class _Rewriter(PyExprMutator):
             return emit_corrected(bb, y, weight, zx, layout)
         out_width = (w + padding[1] + padding[3] - kernel_hw[1]) // strides[1] + 1
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
-                                         cout, out_width)
+                                         cout, out_width, kernel_hw[0] * kernel_hw[1])
         conv = mapped_conv(mapping, n, (h, w), c, cout, kernel_hw, strides, padding)
         if mapping == "lanes":  # the window sums in a lane of its own where summing() puts them: no offsets kernel
             y = self._lanes(conv.summing(), x, weight, padding, zx, knob, name)

@@ -36,12 +36,25 @@ def schedule_mapping(conv, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
     return conv.hvx_kernel(pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(conv.compute(), channels=knob)
 
 
-def default_mapping(out_channels: int, out_width: int, strides) -> tuple[str, int]:
+#: Packets a byte of the input costs the width mapping's layout change (``[N, C/4, H, W, 4]``,
+#: and the pad to whole 32-column vectors before it where the row is not), which the
+#: channel-in-lanes mapping reads as it is. Measured (``emulator.layer.run_layer``): 0.036-0.066
+#: on 1x1 convs of 16-48 channels at 24x24 and 48x48, 0.045 on a 3x3 8 -> 16 at 48x48.
+WIDTH_LAYOUT_PACKETS_PER_BYTE = 0.05
+
+
+def default_mapping(out_channels: int, out_width: int, strides, taps: int = 1) -> tuple[str, int]:
     """The HVX mapping and knob used without a tuning record: the one with fewer estimated
-    packets (``geometry.hvx_conv_packets``: channel-in-lanes pads the output channels to 32,
-    width-vectorized the output width; width for stride-1 convs only; on a tie
-    channel-in-lanes), with its default knob (``results/hexagon_exhaustive.jsonl``)."""
-    packets = hvx_conv_packets(1, (1, out_width), (1, 1), DEPTH, out_channels, strides)
+    packets on an output row of 4 input channels (``geometry.hvx_conv_packets``: channel-in-lanes
+    pads the output channels to 32, width-vectorized the output width; width for stride-1 convs
+    only; on a tie channel-in-lanes), the width mapping's with its input's layout change
+    (``taps``: the kernel's, which the conv's ``vrmpy`` scale with and the layout change does
+    not), with its default knob (``results/hexagon_exhaustive.jsonl``). Without the layout
+    change, 1x1 convs to 16 channels took the width mapping and ran 1.07-1.23x the packets of
+    the channel-in-lanes one (conv, layout and requantization; MnasNet's 24x24 48 -> 16)."""
+    packets = hvx_conv_packets(1, (1, out_width), (1, taps), DEPTH, out_channels, strides)
+    if "width" in packets:
+        packets["width"] += WIDTH_LAYOUT_PACKETS_PER_BYTE * out_width * DEPTH
     mapping = min(packets, key=lambda m: (packets[m], m != "lanes"))
     return mapping, DEFAULT_KNOBS[mapping]
 
