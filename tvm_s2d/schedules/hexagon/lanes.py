@@ -171,7 +171,7 @@ class PackedConv:
         from .lanes_flat import FLAT_PIXELS, FLAT_WIDTH, flat_vrmpy
 
         if self.out_hw[1] <= FLAT_WIDTH:
-            return flat_vrmpy(self, min(FLAT_PIXELS, self.batch * self.out_hw[0] * self.out_hw[1]), 1)
+            return flat_vrmpy(self, min(FLAT_PIXELS, self.batch * self.out_hw[0] * self.out_hw[1]))
         block = overlapping_block(self.out_hw[1], pixels)
         if self.sums:
             return summing_vrmpy(self, block or block_pixels(self.out_hw[1], pixels))

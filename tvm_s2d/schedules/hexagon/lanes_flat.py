@@ -3,16 +3,15 @@
 ``overlapping_vrmpy`` and ``summing_vrmpy`` take an output row a block: on a 3x3 map a weight
 vector serves 3 pixels and is loaded again for each row, and the conv is load-bound (a vector
 and a pixel's word for each ``vrmpy``; MnasNet's 3x3x576 -> 96 ran 2.0x the ``vrmpy`` ideal).
-NHWC output pixels are one stream: here a block of ``pixels`` of them, across rows, and
-``group`` lane blocks accumulate together (``accumulate_pixels``), so a weight vector serves
-the block and a pixel's 4 channels, loaded once (two words at a time where LLVM pairs them),
-serve the group. The last block starts a block before the end (its pixels computed twice,
-stored alike). The output, offsets and ``sums`` are ``PackedConv.compute()``'s.
+NHWC output pixels are one stream: here a block of ``pixels`` of them, across rows, a lane
+block at a time (``accumulate_pixels``), so a weight vector serves the block. The last block
+starts a block before the end (its pixels computed twice, stored alike). The output, offsets and ``sums`` are ``PackedConv.compute()``'s.
 
 Measured (``vrmpy`` ideal in brackets): 3x3 maps, a block of the 9 pixels and one lane block
 at a time, 0.75-0.81x the row blocks' packets (576 -> 96 3869 -> 3053 [2592], 96 -> 576 3377 ->
 2693, 576 -> 160 5959 -> 4539, 160 -> 1280 11264 -> 8946 [7380], 3x3 256 -> 256 29693 -> 23474);
-2x2 maps 0.78x; groups of 2-4 lane blocks no better, blocks overlapping more (8 of 9) 1.3-1.6x;
+2x2 maps 0.78x; 2-4 lane blocks accumulated together (a pixel's word loaded once for them) no
+better, blocks overlapping more (8 of 9) 1.3-1.6x;
 4x4 and 6x6 maps 0.9-1.2x (rows of 4-6 already share a weight vector): not taken there.
 """
 
@@ -68,17 +67,18 @@ def start_at_zero(starts, pixels: int):
 
 
 @T.macro
-def store_blocks(out, acc, s, k0, conv, group: int, pixels: int):
-    """``acc`` (``accumulate_pixels``'s) stored as pixels ``s ...``, lane blocks ``k0 ...`` of ``out``."""
-    for i in T.unroll(pixels):
-        for j in T.unroll(group):
-            out[T.ramp(((s + i) * conv.cout_blocks + k0 + j) * LANES, 1, LANES)] = acc[j, i, T.ramp(0, 1, 32)]
+def blocks_from(out, acc, x, w, starts, s, conv, blocks: int, pixels: int):
+    """Lane blocks ``0 ... blocks - 1`` of pixels ``s ...``, one at a time from ``starts``, stored."""
+    for k in range(blocks):
+        accumulate_pixels(acc, x, w, starts, s, k, conv, 1, pixels)
+        for i in T.unroll(pixels):
+            out[T.ramp(((s + i) * conv.cout_blocks + k) * LANES, 1, LANES)] = acc[0, i, T.ramp(0, 1, 32)]
 
 
-def flat_vrmpy(conv, pixels: int, group: int) -> tvm.tirx.PrimFunc:
+def flat_vrmpy(conv, pixels: int) -> tvm.tirx.PrimFunc:
     """``PackedConv.compute()`` of ``conv`` (a ``lanes.PackedConv``, which calls this: not
-    imported here) in blocks of ``pixels`` flat output pixels and ``group`` lane blocks (a
-    ``sums`` conv: its sums' block first, alone, its lane then every pixel's start)."""
+    imported here) in blocks of ``pixels`` flat output pixels, a lane block at a time (a ``sums``
+    conv: its sums' block first, its lane then every pixel's start)."""
     n, (oh, ow), cb = conv.batch, conv.out_hw, conv.cout_blocks
     total = n * oh * ow
     if total < pixels:
@@ -96,17 +96,11 @@ def flat_vrmpy(conv, pixels: int, group: int) -> tvm.tirx.PrimFunc:
             x = T.decl_buffer((x_words,), "int32", data=x_.data, align=128)  # a pixel's 4 channels, one word
             w = T.decl_buffer((w_bytes,), "uint8", data=w_.data, align=128)
             out = T.decl_buffer((total * cb * LANES,), "int32", data=out_.data, align=128)
-            acc = T.sblock_alloc_buffer((group, pixels, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((1, pixels, LANES), "int32", scope="local")
             starts = T.sblock_alloc_buffer((pixels, LANES), "int32", scope="local")
             for xb in range(blocks):
                 start_at_offsets(starts, offsets, T.min(xb * pixels, last), conv, pixels)
-                for k in range(rest // group):
-                    accumulate_pixels(acc, x, w, starts, T.min(xb * pixels, last), k * group, conv, group, pixels)
-                    store_blocks(out, acc, T.min(xb * pixels, last), k * group, conv, group, pixels)
-                if rest % group > 0:
-                    accumulate_pixels(acc, x, w, starts, T.min(xb * pixels, last), rest // group * group, conv,
-                                      rest % group, pixels)
-                    store_blocks(out, acc, T.min(xb * pixels, last), rest // group * group, conv, rest % group, pixels)
+                blocks_from(out, acc, x, w, starts, T.min(xb * pixels, last), conv, rest, pixels)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def summing(x_: T.Buffer(conv.input_shape, "uint8", align=128), w_: T.Buffer(conv.weight_shape, "uint8", align=128),
@@ -116,7 +110,7 @@ def flat_vrmpy(conv, pixels: int, group: int) -> tvm.tirx.PrimFunc:
             x = T.decl_buffer((x_words,), "int32", data=x_.data, align=128)  # a pixel's 4 channels, one word
             w = T.decl_buffer((w_bytes,), "uint8", data=w_.data, align=128)
             out = T.decl_buffer((total * cb * LANES,), "int32", data=out_.data, align=128)
-            acc = T.sblock_alloc_buffer((group, pixels, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((1, pixels, LANES), "int32", scope="local")
             starts = T.sblock_alloc_buffer((pixels, LANES), "int32", scope="local")
             for xb in range(blocks):
                 start_at_zero(starts, pixels)
@@ -128,12 +122,6 @@ def flat_vrmpy(conv, pixels: int, group: int) -> tvm.tirx.PrimFunc:
                     for i in T.unroll(pixels):
                         out[T.ramp(((T.min(xb * pixels, last) + i) * cb + cb - 1) * LANES, 1, LANES)] = \
                             acc[0, i, T.ramp(0, 1, 32)] + starts[i, T.ramp(0, 1, 32)]
-                for k in range(rest // group):
-                    accumulate_pixels(acc, x, w, starts, T.min(xb * pixels, last), k * group, conv, group, pixels)
-                    store_blocks(out, acc, T.min(xb * pixels, last), k * group, conv, group, pixels)
-                if rest % group > 0:
-                    accumulate_pixels(acc, x, w, starts, T.min(xb * pixels, last), rest // group * group, conv,
-                                      rest % group, pixels)
-                    store_blocks(out, acc, T.min(xb * pixels, last), rest // group * group, conv, rest % group, pixels)
+                blocks_from(out, acc, x, w, starts, T.min(xb * pixels, last), conv, rest, pixels)
 
     return summing if conv.sums else with_offsets
