@@ -387,8 +387,10 @@ def test_hvx_requantize_kernels_without_headroom_shifts_skip_the_shift(shape, ch
 
 @pytest.mark.parametrize("shape,channels,kernel,out_w,dtype,clamp", [
     ((1, 4, 10, 66), 16, 3, 64, "uint8", None),  # two whole blocks a row, two shuffle rounds
-    ((1, 2, 10, 34), 8, 3, 30, "uint8", (5, 255)),  # a partial block (the crop), ReLU-like clamp
-    ((2, 1, 6, 36), 4, 5, 32, "int8", None),  # batch 2, no shuffle round
+    ((1, 2, 10, 34), 8, 3, 30, "uint8", (5, 255)),  # a partial block (the crop), ReLU-like clamp; rows in pairs
+    ((1, 2, 9, 34), 8, 3, 32, "uint8", None),  # 7 rows: the last pair ends at the last row (row 5 twice)
+    ((2, 1, 6, 36), 4, 5, 32, "int8", None),  # batch 2, no shuffle round, one pair of rows
+    ((1, 1, 3, 66), 4, 3, 64, "uint8", None),  # one row: no pair
 ])
 def test_hvx_fused_width_conv_and_requantization_is_bit_exact(shape, channels, kernel, out_w, dtype, clamp):
     require_hexagon_tools()
@@ -450,3 +452,15 @@ def test_hvx_fused_lanes_conv_and_requantization_is_bit_exact(spec, dtype, clamp
     np.testing.assert_array_equal(hvx.outputs[0], expected)
     plain = lanes_requantized(conv, 17, lo, hi, dtype, hvx_code=False)
     np.testing.assert_array_equal(_plain_run(plain, args, expected.shape, dtype), expected)
+
+
+def test_unaligned_activation_loads_stay_single_loads():
+    """``targets.HEXAGON_LLVM_OPTIONS`` keeps LLVM from realigning unaligned HVX loads (aligned
+    loads + a ``valign`` each, in the HVX slots ``vrmpy`` needs): the seed layer's fused conv
+    loads its shifted taps by ``vmemu`` and has no ``valign`` (regression of 24 a block)."""
+    from tvm_s2d.emulator.qemu import kernel_assembly
+    from tvm_s2d.schedules.hexagon.fused import width_conv_requantized
+
+    asm = kernel_assembly(width_conv_requantized((1, 2, 130, 160, 4), (3, 3, 2, 8, 4), 128, 0, 0, 255, "uint8"))
+    assert "vmemu(" in asm
+    assert "valign(" not in asm

@@ -7,6 +7,9 @@ activation vector feeds a ``vrmpy`` per output channel), and the block's accumul
 requantized where they are (``requantize.requantize_vector``, the channel's constants as
 scalars), packed four channels a word and turned pixel-major by ``vshuff`` rounds: 32 pixels
 of NHWC uint8 per block, the int32 accumulators never stored (as deployed HVX libraries do).
+For 4 output channels, and 8 with many weights, two output rows take each weight word
+(``PAIRED_WORDS``: the weights read once for 64 pixels, not 32): the seed layer's conv 68.8k
+-> 58.4k packets.
 """
 
 from __future__ import annotations
@@ -22,6 +25,23 @@ from .requantize import _int64_requantize, pack_words, requantize_vector
 
 #: Output channel counts the fused kernel takes (accumulators in registers, ``vshuff`` rounds).
 FUSED_CHANNELS = (4, 8, 16)
+#: Output channels -> the fewest weight words (``kh * kw * C/4 * Co``) at which two output rows share
+#: each weight word (the accumulators of both in registers), as measured (session 19, conv packets
+#: paired / not): 3x3 4 -> 4 0.79, 1x1 8 -> 4 0.98; 3x3 8 -> 8 0.85 (144 words), 16 -> 8 0.89
+#: (288), but 3x3 4 -> 8 1.19 (72) and 1x1 8-32 -> 8 1.05-1.23 (16-64 words): where the weights
+#: are few, reading them again costs less than the second row's registers.
+PAIRED_WORDS = {4: 0, 8: 144}
+
+
+@T.macro
+def _accumulate(acc, x, w, b, r, v, ky, kx, c4, co, rows):
+    """Slot ``(ky, kx, c4)`` into the accumulators of ``rows`` output rows from ``r``: a weight
+    word for every row, an activation vector for every output channel."""
+    for o in T.unroll(co):
+        for j in T.unroll(rows):
+            acc[j * co + o, T.ramp(0, 1, 32)] = hvx("vrmpybus.acc", acc[j * co + o, T.ramp(0, 1, 32)],
+                                                    x.vload([b, c4, r + j + ky, v * 32 + kx], "int32x32"),
+                                                    w[ky, kx, c4, o])
 
 
 def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: int, hi: int, dtype: str,
@@ -43,6 +63,16 @@ def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: i
     groups = co // 4
     rounds = groups.bit_length() - 1
     blocks, full = owp // LANES, out_w // LANES
+    rows = 2 if co in PAIRED_WORDS and kh * kw * groups_in * co >= PAIRED_WORDS[co] and oh >= 2 else 1
+    steps = -(-oh // rows)
+
+    def first(s):
+        """The first output row of step ``s``: the last step's rows end at the last row (one row twice)."""
+        return T.min(s * rows, oh - rows) if rows > 1 else s
+
+    def word(b, s, j, v):
+        """The first output word of block ``v`` of step ``s``'s row ``j``."""
+        return ((b * oh + first(s) + j) * out_w + v * 32) * groups
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def fused(x_: T.Buffer(input_shape, "uint8"), w_: T.Buffer(weight_shape, "int8"), bias: T.Buffer((co,), "int32"),
@@ -53,38 +83,34 @@ def width_conv_requantized(input_shape, weight_shape, out_w: int, zy: int, lo: i
             x = T.decl_buffer((n, groups_in, hp, wp), "int32", data=x_.data)  # a pixel's 4 channels, one word
             w = T.decl_buffer((kh, kw, groups_in, co), "int32", data=w_.data)
             words = T.decl_buffer((n * oh * out_w * groups,), "int32", data=out.data)
-            acc = T.sblock_alloc_buffer((co, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((rows * co, LANES), "int32", scope="local")
             even = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
             odd = T.sblock_alloc_buffer((groups, LANES), "int32", scope="local")
-            for b, r, v in T.grid(n, oh, blocks):
-                for o in T.unroll(co):
+            for b, s, v in T.grid(n, steps, blocks):
+                for o in T.unroll(rows * co):
                     acc[o, T.ramp(0, 1, 32)] = T.broadcast(0, 32)
                 for ky in T.unroll(kh):
                     for c4 in T.unroll(groups_in):
                         for kx in T.unroll(kw):
-                            for o in T.unroll(co):  # one activation vector, a vrmpy per output channel
-                                acc[o, T.ramp(0, 1, 32)] = hvx("vrmpybus.acc", acc[o, T.ramp(0, 1, 32)],
-                                                               x.vload([b, c4, r + ky, v * 32 + kx], "int32x32"),
-                                                               w[ky, kx, c4, o])
-                for g in T.unroll(groups):
-                    even[g, T.ramp(0, 1, 32)] = pack_words(
-                        [requantize_vector(acc[4 * g + j, T.ramp(0, 1, 32)], bias, mult, shift, half, pre, 4 * g + j,
-                                           zy, lo, hi, clamp=False) for j in range(4)], lo, hi, dtype)
-                shuffle_rounds(even, odd, groups // 2, rounds)
-                if v < full:
+                            _accumulate(acc, x, w, b, first(s), v, ky, kx, c4, co, rows)
+                for j in T.unroll(rows):
                     for g in T.unroll(groups):
-                        if rounds % 2 == 1:
-                            words[T.ramp(((b * oh + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = odd[g, T.ramp(0, 1, 32)]
-                        else:
-                            words[T.ramp(((b * oh + r) * out_w + v * 32) * groups + g * 32, 1, 32)] = even[g, T.ramp(0, 1, 32)]
-                else:  # the last, partial block: its words one by one (pixel-major after the rounds)
-                    for p, g in T.grid(T.max(out_w - v * 32, 0), groups):
-                        if rounds % 2 == 1:
-                            words[((b * oh + r) * out_w + v * 32 + p) * groups + g] = odd[(p * groups + g) // 32,
-                                                                                          (p * groups + g) % 32]
-                        else:
-                            words[((b * oh + r) * out_w + v * 32 + p) * groups + g] = even[(p * groups + g) // 32,
-                                                                                           (p * groups + g) % 32]
+                        even[g, T.ramp(0, 1, 32)] = pack_words(
+                            [requantize_vector(acc[j * co + 4 * g + i, T.ramp(0, 1, 32)], bias, mult, shift, half, pre,
+                                               4 * g + i, zy, lo, hi, clamp=False) for i in range(4)], lo, hi, dtype)
+                    shuffle_rounds(even, odd, groups // 2, rounds)
+                    if v < full:
+                        for g in T.unroll(groups):
+                            if rounds % 2 == 1:
+                                words[T.ramp(word(b, s, j, v) + g * 32, 1, 32)] = odd[g, T.ramp(0, 1, 32)]
+                            else:
+                                words[T.ramp(word(b, s, j, v) + g * 32, 1, 32)] = even[g, T.ramp(0, 1, 32)]
+                    else:  # the last, partial block: its words one by one (pixel-major after the rounds)
+                        for p, g in T.grid(T.max(out_w - v * 32, 0), groups):
+                            if rounds % 2 == 1:
+                                words[word(b, s, j, v) + p * groups + g] = odd[(p * groups + g) // 32, (p * groups + g) % 32]
+                            else:
+                                words[word(b, s, j, v) + p * groups + g] = even[(p * groups + g) // 32, (p * groups + g) % 32]
 
     return fused
 

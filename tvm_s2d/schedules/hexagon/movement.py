@@ -72,6 +72,11 @@ def pad_rows(shape, pad_width, value: int) -> tvm.tirx.PrimFunc:
     return pad
 
 
+def aligned_words(buffer, start):
+    """The aligned vector of uint8 ``buffer`` at byte ``start`` (a multiple of 128) as 32 words."""
+    return T.reinterpret(buffer[T.ramp(start, 1, 128)], dtype="int32x32")
+
+
 def _pad_vectors(in_shape, out_shape, batch: int, rows, bytes_, value: int) -> tvm.tirx.PrimFunc:
     """``pad_rows`` for input rows of whole vectors (2 or more): every output row whole vectors of 128
     bytes at ``128 j`` (the last at ``O - 128``, overlapping the one before with the same bytes),
@@ -105,9 +110,15 @@ def _pad_vectors(in_shape, out_shape, batch: int, rows, bytes_, value: int) -> t
                                 "vlalignb", T.reinterpret(a[T.ramp((n * h + y - t) * row_in, 1, 128)], dtype="int32x32"),
                                 T.reinterpret(T.broadcast(T.uint8(value), 128), dtype="int32x32"), left - j * 128),
                                 dtype="uint8x128"))
-                    for j in range(first, last):
-                        o[T.ramp((n * ho + y) * row_out + j * 128, 1, 128)] = opaque_vector(
-                            a[T.ramp((n * h + y - t) * row_in + j * 128 - left, 1, 128)])
+                    for j in range(first, last):  # aligned loads and a ``valign`` (a ``vmemu`` each: 1.5x the packets)
+                        if left % 128 == 0:
+                            o[T.ramp((n * ho + y) * row_out + j * 128, 1, 128)] = opaque_vector(
+                                a[T.ramp((n * h + y - t) * row_in + j * 128 - left, 1, 128)])
+                        else:
+                            o[T.ramp((n * ho + y) * row_out + j * 128, 1, 128)] = T.reinterpret(hvx(
+                                "valignb", aligned_words(a, (n * h + y - t) * row_in + (j - left // 128) * 128),
+                                aligned_words(a, (n * h + y - t) * row_in + (j - left // 128 - 1) * 128), 128 - left % 128),
+                                dtype="uint8x128")
                     for j in T.unroll(count - last):  # the row's last bytes, then the right pad
                         o[T.ramp((n * ho + y) * row_out + at(last + j), 1, 128)] = T.if_then_else(
                             at(last + j) >= left + row_in, T.broadcast(T.uint8(value), 128), T.reinterpret(hvx(
