@@ -28,25 +28,23 @@ FLAT_WIDTH, FLAT_PIXELS = 3, 9
 
 
 @T.macro
-def accumulate_pixels(acc, x, w, init, s, k0, conv, group: int, pixels: int):
-    """``acc[j, i]`` = ``init[i]`` plus the ``vrmpyub`` sums of lane block ``k0 + j`` for output
-    pixel ``s + i`` (flat NHWC order): ``x`` the input as words (a pixel's 4 channels), ``w``
-    the packed weights as bytes."""
+def accumulate_pixels(acc, x, w, init, s, k, conv, pixels: int):
+    """``acc[i]`` = ``init[i]`` plus the ``vrmpyub`` sums of lane block ``k`` for output pixel
+    ``s + i`` (flat NHWC order): ``x`` the input as words (a pixel's 4 channels), ``w`` the
+    packed weights as bytes."""
     for i in T.unroll(pixels):
-        for j in T.unroll(group):
-            acc[j, i, T.ramp(0, 1, 32)] = init[i, T.ramp(0, 1, 32)]
+        acc[i, T.ramp(0, 1, 32)] = init[i, T.ramp(0, 1, 32)]
     for ky in range(conv.kernel_hw[0]):
         for kx in T.unroll(conv.kernel_hw[1]):
             for g in range(conv.cin // DEPTH):
                 for i in T.unroll(pixels):
-                    for j in T.unroll(group):
-                        acc[j, i, T.ramp(0, 1, 32)] = hvx(
-                            "vrmpyub.acc", acc[j, i, T.ramp(0, 1, 32)],
-                            T.reinterpret(w.vload([((((k0 + j) * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
-                                                     * (conv.cin // DEPTH) + g) * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
-                            x[((((s + i) // (conv.out_hw[0] * conv.out_hw[1]) * conv.in_hw[0]
-                                 + (s + i) // conv.out_hw[1] % conv.out_hw[0] * conv.strides[0] + ky) * conv.in_hw[1]
-                                + (s + i) % conv.out_hw[1] * conv.strides[1] + kx) * (conv.cin // DEPTH) + g)])
+                    acc[i, T.ramp(0, 1, 32)] = hvx(
+                        "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
+                        T.reinterpret(w.vload([(((k * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
+                                                * (conv.cin // DEPTH) + g) * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
+                        x[((((s + i) // (conv.out_hw[0] * conv.out_hw[1]) * conv.in_hw[0]
+                             + (s + i) // conv.out_hw[1] % conv.out_hw[0] * conv.strides[0] + ky) * conv.in_hw[1]
+                            + (s + i) % conv.out_hw[1] * conv.strides[1] + kx) * (conv.cin // DEPTH) + g)])
 
 
 @T.macro
@@ -70,9 +68,9 @@ def start_at_zero(starts, pixels: int):
 def blocks_from(out, acc, x, w, starts, s, conv, blocks: int, pixels: int):
     """Lane blocks ``0 ... blocks - 1`` of pixels ``s ...``, one at a time from ``starts``, stored."""
     for k in range(blocks):
-        accumulate_pixels(acc, x, w, starts, s, k, conv, 1, pixels)
+        accumulate_pixels(acc, x, w, starts, s, k, conv, pixels)
         for i in T.unroll(pixels):
-            out[T.ramp(((s + i) * conv.cout_blocks + k) * LANES, 1, LANES)] = acc[0, i, T.ramp(0, 1, 32)]
+            out[T.ramp(((s + i) * conv.cout_blocks + k) * LANES, 1, LANES)] = acc[i, T.ramp(0, 1, 32)]
 
 
 def flat_vrmpy(conv, pixels: int) -> tvm.tirx.PrimFunc:
@@ -96,7 +94,7 @@ def flat_vrmpy(conv, pixels: int) -> tvm.tirx.PrimFunc:
             x = T.decl_buffer((x_words,), "int32", data=x_.data, align=128)  # a pixel's 4 channels, one word
             w = T.decl_buffer((w_bytes,), "uint8", data=w_.data, align=128)
             out = T.decl_buffer((total * cb * LANES,), "int32", data=out_.data, align=128)
-            acc = T.sblock_alloc_buffer((1, pixels, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((pixels, LANES), "int32", scope="local")
             starts = T.sblock_alloc_buffer((pixels, LANES), "int32", scope="local")
             for xb in range(blocks):
                 start_at_offsets(starts, offsets, T.min(xb * pixels, last), conv, pixels)
@@ -110,18 +108,18 @@ def flat_vrmpy(conv, pixels: int) -> tvm.tirx.PrimFunc:
             x = T.decl_buffer((x_words,), "int32", data=x_.data, align=128)  # a pixel's 4 channels, one word
             w = T.decl_buffer((w_bytes,), "uint8", data=w_.data, align=128)
             out = T.decl_buffer((total * cb * LANES,), "int32", data=out_.data, align=128)
-            acc = T.sblock_alloc_buffer((1, pixels, LANES), "int32", scope="local")
+            acc = T.sblock_alloc_buffer((pixels, LANES), "int32", scope="local")
             starts = T.sblock_alloc_buffer((pixels, LANES), "int32", scope="local")
             for xb in range(blocks):
                 start_at_zero(starts, pixels)
-                accumulate_pixels(acc, x, w, starts, T.min(xb * pixels, last), sums_block, conv, 1, pixels)
+                accumulate_pixels(acc, x, w, starts, T.min(xb * pixels, last), sums_block, conv, pixels)
                 for i in T.unroll(pixels):  # the sums' lane in every lane, times -128: every block's start
-                    starts[i, T.ramp(0, 1, 32)] = T.Shuffle([acc[0, i, T.ramp(0, 1, 32)]], [lane] * LANES) * T.broadcast(
+                    starts[i, T.ramp(0, 1, 32)] = T.Shuffle([acc[i, T.ramp(0, 1, 32)]], [lane] * LANES) * T.broadcast(
                         T.int32(-WEIGHT_OFFSET), LANES)
                 if sums_block < cb:  # the last block's other lanes: outputs
                     for i in T.unroll(pixels):
                         out[T.ramp(((T.min(xb * pixels, last) + i) * cb + cb - 1) * LANES, 1, LANES)] = \
-                            acc[0, i, T.ramp(0, 1, 32)] + starts[i, T.ramp(0, 1, 32)]
+                            acc[i, T.ramp(0, 1, 32)] + starts[i, T.ramp(0, 1, 32)]
                 blocks_from(out, acc, x, w, starts, T.min(xb * pixels, last), conv, rest, pixels)
 
     return summing if conv.sums else with_offsets

@@ -80,14 +80,15 @@ def aligned_words(buffer, start):
 def _pad_vectors(in_shape, out_shape, batch: int, rows, bytes_, value: int) -> tvm.tirx.PrimFunc:
     """``pad_rows`` for input rows of whole vectors (2 or more): every output row whole vectors of 128
     bytes at ``128 j`` (the last at ``O - 128``, overlapping the one before with the same bytes),
-    each a vector store: the fill, a load of the input, or at the data's two ends one load
+    each a vector store: the fill, the input (two aligned loads and a ``valign`` where the left
+    pad is not whole vectors: as ``vmemu`` loads 1.5x the packets), or at the data's two ends one load
     inside the row shifted in from the fill (``vlalign`` / ``valign``), so no load leaves the
     input and no scalar store is left (48x48x32 -> 50x52x32: 1.8k -> 1.0k packets; 24x24x144 -> 26x26x144:
     2.6k -> 1.7k; 48x48x24 -> 50x50x24: 1.5k -> 1.2k). On rows not whole vectors (58, 116, 120,
     232 channels: ShuffleNetV2's, MnasNet's) it ran 12-32% slower than the copy with scalar fills.
     ``rows`` = (H, H', top pad), ``bytes_`` = (left pad, input row, output row) in bytes."""
     (h, ho, t), (left, row_in, row_out) = rows, bytes_
-    first, last = -(-left // 128), (left + row_in) // 128  # the vectors all data, loaded directly
+    first, last = -(-left // 128), (left + row_in) // 128  # the vectors all data
     count = -(-row_out // 128)
 
     def at(j):
@@ -107,7 +108,7 @@ def _pad_vectors(in_shape, out_shape, batch: int, rows, bytes_, value: int) -> t
                     for j in T.unroll(first):  # the left pad, then the row's first bytes
                         o[T.ramp((n * ho + y) * row_out + j * 128, 1, 128)] = T.if_then_else(
                             j * 128 + 128 <= left, T.broadcast(T.uint8(value), 128), T.reinterpret(hvx(
-                                "vlalignb", T.reinterpret(a[T.ramp((n * h + y - t) * row_in, 1, 128)], dtype="int32x32"),
+                                "vlalignb", aligned_words(a, (n * h + y - t) * row_in),
                                 T.reinterpret(T.broadcast(T.uint8(value), 128), dtype="int32x32"), left - j * 128),
                                 dtype="uint8x128"))
                     for j in range(first, last):  # aligned loads and a ``valign`` (a ``vmemu`` each: 1.5x the packets)
@@ -123,7 +124,7 @@ def _pad_vectors(in_shape, out_shape, batch: int, rows, bytes_, value: int) -> t
                         o[T.ramp((n * ho + y) * row_out + at(last + j), 1, 128)] = T.if_then_else(
                             at(last + j) >= left + row_in, T.broadcast(T.uint8(value), 128), T.reinterpret(hvx(
                                 "valignb", T.reinterpret(T.broadcast(T.uint8(value), 128), dtype="int32x32"),
-                                T.reinterpret(a[T.ramp((n * h + y - t) * row_in + row_in - 128, 1, 128)], dtype="int32x32"),
+                                aligned_words(a, (n * h + y - t) * row_in + row_in - 128),
                                 at(last + j) - left - row_in + 128), dtype="uint8x128"))
 
     return pad
