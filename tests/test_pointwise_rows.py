@@ -20,6 +20,7 @@ def test_rows_of_whole_vectors():
     assert rows_of(56, 56, 16) == (4, 784)  # the widest that leaves 4 rows
     assert rows_of(14, 14, 16) is None  # 196 = 4 x 49: no multiple of 16 divides it
     assert rows_of(7, 7, 8) is None
+    assert rows_of(1, 200, 8) == (5, 40)  # 14 x 14 padded to whole vectors
 
 
 def _model(channels, size, kernel=1, groups=1, pads=0):
@@ -42,7 +43,8 @@ def _outcomes(mod):
     return pipeline.outcomes()
 
 
-@pytest.mark.parametrize("channels,size,groups", [(58, 28, 1), (24, 20, 3)])
+@pytest.mark.parametrize("channels,size,groups", [(58, 28, 1), (24, 20, 3),
+                                                  (272, 14, 4), (68, 7, 4)])  # padded: 196 -> 200, 49 -> 56 pixels
 def test_pointwise_conv_on_rows_of_whole_vectors_is_bit_identical(channels, size, groups):
     mod = tvm_s2d.from_onnx(_model(channels, size, groups=groups))
     outcomes = _outcomes(mod)
@@ -60,7 +62,7 @@ def test_pointwise_conv_on_rows_of_whole_vectors_is_bit_identical(channels, size
 
 
 def test_convs_it_leaves():
-    for model, reason in ((_model(16, 14), "no 4 or more rows"), (_model(16, 28, kernel=3, pads=1), None)):
+    for model, reason in ((_model(20, 5), "no 4 or more rows"), (_model(16, 28, kernel=3, pads=1), None)):
         outcomes = _outcomes(tvm_s2d.from_onnx(model))
         if [o.reason for o in outcomes["CpuLayout"] if o.applied]:
             continue  # NHWC: not this pass's
