@@ -1,5 +1,6 @@
-"""Integer convs of quantized models on AVX-512 VNNI (``CpuIntegerConvs``, the kernel and its
-schedule in ``schedules/x86_int8.py``): the same integers as the build without it, and the ONNX
+"""Integer convs of quantized models on the CPU's dot products, AVX-512 VNNI or AVX2
+(``CpuIntegerConvs``, the kernel and its schedule in ``schedules/x86_int8.py``; the tests run the
+kind this CPU has): the same integers as the build without it, and the ONNX
 semantics (ONNX Runtime, optimizations off), on odd sizes, strides, paddings, dilations, int8 and
 uint8 activations, input channels not a multiple of 4 and widths no register tile divides; the
 convs it does not take keep today's path with a reason."""
@@ -17,11 +18,13 @@ import tvm_s2d
 from helpers import onnxruntime_reference, run
 from tvm_s2d.passes.quantized.integer import PASS_NAME as FLOAT_EPILOGUE
 from tvm_s2d.pipeline import S2DPipeline
-from tvm_s2d.schedules.x86_int8 import VnniKnobs, default_vnni_knobs, has_vnni
+from tvm_s2d.schedules.x86_int8 import AVX2, VNNI, VnniKnobs, default_vnni_knobs, dot_kind, has_vnni
 from tvm_s2d.targets import host_target
 
 HOST = host_target()
-needs_vnni = pytest.mark.skipif(not has_vnni(HOST), reason="this CPU has no AVX-512 VNNI")
+KIND = dot_kind(HOST)
+needs_dot = pytest.mark.skipif(KIND is None, reason="this CPU has neither AVX-512 VNNI nor AVX2")
+INTRINSICS = {"VNNI": "llvm.x86.avx512.vpdpbusd.512", "AVX2": "llvm.x86.avx2.pmadd.wd"}
 
 
 def qdq_convs(in_ch=12, hw=(13, 11), convs=((32, 3, 1, 1, 1),), act="uint8", weight="int8", groups=1, seed=0):
@@ -95,15 +98,15 @@ CASES = [  # (input channels, size, convs, activations)
 ]
 
 
-@needs_vnni
+@needs_dot
 @pytest.mark.parametrize("in_ch,hw,convs,act", CASES)
-def test_vnni_convs_compute_the_same_integers(in_ch, hw, convs, act):
+def test_integer_kernels_compute_the_same_integers(in_ch, hw, convs, act):
     model = qdq_convs(in_ch, hw, convs, act)
     mod = tvm_s2d.from_onnx(model)
     outcomes = _outcomes(mod)
     assert [o.applied for o in outcomes["CpuIntegerConvs"]] == [True] * len(convs), outcomes["CpuIntegerConvs"]
-    vnni = [o for o in outcomes["ScheduleConvs"] if "VNNI" in o.reason]
-    assert len(vnni) == len(convs) and all(o.applied for o in vnni), outcomes["ScheduleConvs"]
+    kernels = [o for o in outcomes["ScheduleConvs"] if f"{KIND.name} conv schedule" in o.reason]
+    assert len(kernels) == len(convs) and all(o.applied for o in kernels), outcomes["ScheduleConvs"]
     x = _input(model, act)
     new = run(mod, x, pipeline="s2d", target=HOST)
     old = run(mod, x, pipeline="s2d", target=HOST, disabled=["CpuIntegerConvs"])
@@ -113,7 +116,11 @@ def test_vnni_convs_compute_the_same_integers(in_ch, hw, convs, act):
     np.testing.assert_array_equal(run(mod, x, pipeline="s2d", target=HOST, disabled=[FLOAT_EPILOGUE]), reference)
 
 
-@needs_vnni
+ROW_TILES = {"VNNI": ["2x16 channels x 4x3 pixels", "4x16 channels x 6 pixels"],  # 7 rows (prime): one a tile
+             "AVX2": ["1x8 channels x 2x3 pixels", "2x8 channels x 3 pixels"]}  # 10 accumulators
+
+
+@needs_dot
 def test_tiles_of_rows_compute_the_same_integers():
     """Large weights on small images (tiles of several rows, channel tiles in parallel); ONNX
     Runtime sums 1152 products a value in float32, so against it up to a step off."""
@@ -121,25 +128,24 @@ def test_tiles_of_rows_compute_the_same_integers():
 
     model = qdq_convs(128, (7, 6), ((256, 3, 1, 1, 1), (512, 3, 2, 1, 1)), "int8")
     mod = tvm_s2d.from_onnx(model)
-    tiles = [o.reason for o in _outcomes(mod)["ScheduleConvs"] if "VNNI" in o.reason]
-    assert sorted(t.split("(")[1].split(",")[0] for t in tiles) == [  # 7 rows (prime): one a tile
-        "2x16 channels x 4x3 pixels", "4x16 channels x 6 pixels"], tiles
+    tiles = [o.reason for o in _outcomes(mod)["ScheduleConvs"] if f"{KIND.name} conv schedule" in o.reason]
+    assert sorted(t.split("(")[1].split(",")[0] for t in tiles) == ROW_TILES[KIND.name], tiles
     x = _input(model, "int8")
     new = run(mod, x, pipeline="s2d", target=HOST)
     np.testing.assert_array_equal(new, run(mod, x, pipeline="s2d", target=HOST, disabled=["CpuIntegerConvs"]))
     assert compare_with_onnxruntime(model, {"x": x}, new)["max_steps"] <= 1
 
 
-@needs_vnni
-def test_vnni_kernel_calls_vpdpbusd():
+@needs_dot
+def test_the_kernel_calls_the_dot_product_instruction():
     mod = tvm_s2d.from_onnx(qdq_convs())
     with HOST, tvm.transform.PassContext(opt_level=3):
         lowered = S2DPipeline().run(mod, until="schedule")
     kernels = [f.script() for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert any("llvm.x86.avx512.vpdpbusd.512" in k for k in kernels)
+    assert any(INTRINSICS[KIND.name] in k for k in kernels)
 
 
-@needs_vnni
+@needs_dot
 def test_convs_the_vnni_kernel_does_not_take_keep_their_path_with_a_reason():
     # grouped first conv; uint8 weights whose zero point leaves int8 (Wq - 120 reaches 135)
     reasons = {}
@@ -156,15 +162,17 @@ def test_convs_the_vnni_kernel_does_not_take_keep_their_path_with_a_reason():
     assert any("outside int8" in o.reason for o in reasons.values()), reasons
 
 
-def test_targets_without_vnni_keep_todays_integer_convs():
+def test_each_target_gets_its_dot_product_kernel_or_keeps_todays_integer_convs():
     mod = tvm_s2d.from_onnx(qdq_convs())
-    for target in (tvm.target.Target({"kind": "llvm"}), tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})):
+    for cpu, reason in ((None, "neither AVX-512 VNNI nor AVX2"), ("skylake-avx512", "AVX2 kernel"),
+                        ("znver3", "AVX2 kernel"), ("cascadelake", "VNNI kernel")):
         pipeline = S2DPipeline()
-        with target, tvm.transform.PassContext(opt_level=3):
+        with tvm.target.Target({"kind": "llvm", **({"mcpu": cpu} if cpu else {})}), tvm.transform.PassContext(opt_level=3):
             pipeline.run(mod, until="cpu")
         (outcome,) = pipeline.outcomes()["CpuIntegerConvs"]
-        assert not outcome.applied and "no AVX-512 VNNI" in outcome.reason
+        assert outcome.applied == (cpu is not None) and reason in outcome.reason, (cpu, outcome)
     assert has_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"}))
+    assert not has_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
 
 
 def test_register_tiles_fill_the_accumulators():
@@ -177,10 +185,18 @@ def test_register_tiles_fill_the_accumulators():
     assert default_vnni_knobs(256, 6, 6, 3 * 3 * 256 * 256) == VnniKnobs(1, 6, 3)
     assert default_vnni_knobs(256, 6, 6, 3 * 3 * 64 * 256) == VnniKnobs(4, 6)  # weights that stay in L2
     assert default_vnni_knobs(256, 24, 24, 3 * 3 * 256 * 256).tile_rows == 1  # rows fill the tile already
+    # AVX2: at most 2 vectors of 8 channels, 10 accumulators (LLVM unrolls the reduction by 2: 12 spilled)
+    assert default_vnni_knobs(64, 56, kind=AVX2) == VnniKnobs(2, 4)
+    assert default_vnni_knobs(64, 55, kind=AVX2) == VnniKnobs(2, 5)
+    assert default_vnni_knobs(8, 30, kind=AVX2) == VnniKnobs(1, 10)
+    assert default_vnni_knobs(512, 3, 3, 3 * 3 * 512 * 512 * 2, AVX2) == VnniKnobs(1, 3, 3)
+    assert VNNI.oc_block * VNNI.ic_block == 64 and AVX2.oc_block * AVX2.ic_block == 16  # bytes / int16s a vector
 
 
-def test_vnni_kernel_is_bit_exact_without_the_pipeline():
-    """The Relax pass on a module of its own (no VNNI needed to lower it: the kernel's plain loops)."""
+@pytest.mark.parametrize("cpu", ["icelake-server", "haswell"])  # VNNI, AVX2
+def test_the_kernel_is_bit_exact_without_the_pipeline(cpu):
+    """The Relax pass on a module of its own (no VNNI or AVX2 needed to lower it: the kernel's
+    plain loops)."""
     from tvm_s2d.passes import CpuIntegerConvs
 
     model = qdq_convs(6, (7, 9), ((16, 3, 2, 1, 1),))
@@ -188,7 +204,7 @@ def test_vnni_kernel_is_bit_exact_without_the_pipeline():
     x = _input(model, "uint8")
     with HOST, tvm.transform.PassContext(opt_level=3):
         before = S2DPipeline(schedules=[]).run(mod, until="rewrite")
-        after = CpuIntegerConvs(target=tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"}))(before)
+        after = CpuIntegerConvs(target=tvm.target.Target({"kind": "llvm", "mcpu": cpu}))(before)
     outs = []
     for m in (before, after):
         ex = tvm.compile(m, target=tvm.target.Target({"kind": "llvm"}))
@@ -197,8 +213,8 @@ def test_vnni_kernel_is_bit_exact_without_the_pipeline():
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-@needs_vnni
-def test_a_vnni_schedule_that_fails_is_a_refusal_not_a_failed_compile(tmp_path):
+@needs_dot
+def test_a_kernel_schedule_that_fails_is_a_refusal_not_a_failed_compile(tmp_path):
     """Regression (the property test on CI): one channel in and out, 3x3 stride 2 padded on top
     only, a 1x1 output; the schedule's ``vectorize`` raised a ScheduleError, and its handler
     named an exception TVM 0.27 does not have, so the compile failed."""
@@ -216,7 +232,9 @@ def test_a_vnni_schedule_that_fails_is_a_refusal_not_a_failed_compile(tmp_path):
     model = onnx.load(quantize_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
                                    tmp_path / "q.onnx"))
     mod = tvm_s2d.from_onnx(model)
-    failed = [o for o in _outcomes(mod)["ScheduleConvs"] if "VNNI conv schedule failed" in o.reason]
+    # with VNNI the integer kernel's schedule fails; on AVX2 the conv stays NCHW (8 lanes) and the float
+    # path's conv schedule fails the same way
+    failed = [o for o in _outcomes(mod)["ScheduleConvs"] if "conv schedule failed" in o.reason]
     assert failed and not any(o.applied for o in failed)
     x = np.random.default_rng(0).standard_normal((1, 1, 5, 6)).astype(np.float32)
     from tvm_s2d.checks import compare_with_onnxruntime
@@ -224,8 +242,8 @@ def test_a_vnni_schedule_that_fails_is_a_refusal_not_a_failed_compile(tmp_path):
     assert compare_with_onnxruntime(model, {"x": x}, run(mod, x, pipeline="s2d", target=HOST))["max_steps"] <= 1
 
 
-@needs_vnni
-def test_a_quantized_residual_add_folds_into_the_vnni_kernels_write_back(tmp_path):
+@needs_dot
+def test_a_quantized_residual_add_folds_into_the_kernels_write_back(tmp_path):
     """Regression (MobileNetV2 int8, scripts/profile_cpu.py): the residual operand's
     dequantization (cast, subtract, multiply) ran as whole loop nests after the conv, so the
     epilogue stopped at the add and the requantization after it ran serial and scalar: 13x the
@@ -248,7 +266,7 @@ def test_a_quantized_residual_add_folds_into_the_vnni_kernels_write_back(tmp_pat
     with HOST, tvm.transform.PassContext(opt_level=3):
         lowered = S2DPipeline().run(mod, until="schedule")
     kernels = [f.script() for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    kernels = [k for k in kernels if "vpdpbusd" in k]
+    kernels = [k for k in kernels if INTRINSICS[KIND.name] in k]
     assert len(kernels) == 2 and any(k.count('"uint8"') >= 3 for k in kernels)  # one reads the residual too
     for kernel in kernels:
         blocks = set(re.findall(r'T\.sblock\("(\w+)"\)', kernel))

@@ -1,5 +1,5 @@
 """``CpuIntegerConvs``: the integer convs of quantized models on the CPU's dot-product
-instructions (AVX-512 VNNI, ``vpdpbusd``).
+instructions (AVX-512 VNNI's ``vpdpbusd``, else AVX2's ``vpmaddwd``).
 
 After ``QDQConvToInteger`` a quantized conv is ``conv2d(astype(xq, int32) - zx, Wq - zw)`` in
 int32: 4-byte activations, scalar-width products. With ``u = xq`` (uint8; int8 activations
@@ -9,16 +9,16 @@ shifted by 128, ``zu = zx + 128``) and ``W' = Wq - zw`` (int8 when it fits), the
 
 because padding ``u - zu`` with zeros is padding ``u`` with ``zu`` (every window then is full).
 The conv becomes ``schedules.x86_int8.vnni_conv`` (uint8 NHWC activations, weights packed at
-compile time as ``[OC/16, KH, KW, IC/4, 16, 4]``, input channels padded to a multiple of 4 with
-zero weights), the correction a subtraction that fuses into the kernel's write-back with the
-requantization after it; ``ScheduleConvs`` tensorizes it. Exact: the accumulators are int32
-in any order, so the outputs are the same integers as without this pass.
+compile time as ``[OC/16, KH, KW, IC/4, 16, 4]`` int8 for VNNI or ``[OC/8, KH, KW, IC/2, 8, 2]``
+int16 for AVX2, input channels padded to whole groups with zero weights), the correction a
+subtraction that fuses into the kernel's write-back with the requantization after it;
+``ScheduleConvs`` tensorizes it. Exact: the accumulators are int32 in any order, so the outputs are the same integers as without this pass.
 
-Runs on LLVM CPU targets with AVX-512 VNNI (``has_vnni``), after the layout and the rewrite
+Runs on LLVM CPU targets with AVX-512 VNNI or AVX2 (``dot_kind``), after the layout and the rewrite
 (it takes the convs in the layout ``CpuLayout`` chose, NHWC with HWIO weights). Every other
 conv stays as it was, with an outcome saying why: another target, not an integer conv of
 8-bit activations, weights outside int8, NCHW, grouped. Output channels are padded to whole
-vectors of 16 (zero weights), input channels to groups of 4.
+vectors (zero weights), input channels to whole groups.
 ``disabled_pass=["CpuIntegerConvs"]``: today's integer convs.
 """
 
@@ -29,7 +29,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ...schedules.x86_int8 import IC_BLOCK, OC_BLOCK, has_vnni, vnni_conv
+from ...schedules.x86_int8 import DotKind, dot_kind, vnni_conv
 from ...targets import is_cpu, pass_target
 from ..outcome import Outcome, applied, refused
 from ..relax_tools import bound, const_of, is_call
@@ -39,7 +39,7 @@ PASS_NAME = "CpuIntegerConvs"
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
 class CpuIntegerConvs:
-    """Integer convs as VNNI kernels on CPUs that have it (the module doc)."""
+    """Integer convs as dot-product kernels on CPUs that have one (the module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None):
         self.target = target
@@ -53,11 +53,12 @@ class CpuIntegerConvs:
         integer_convs = [c for f in mod.functions.values() if isinstance(f, relax.Function) for c in _integer_convs(f)]
         if not integer_convs:
             return mod
-        if not has_vnni(target):
+        kind = dot_kind(target)
+        if kind is None:
             for name in integer_convs:
-                refused(self.outcomes, name, "the target has no AVX-512 VNNI: integer conv as it was")
+                refused(self.outcomes, name, "the target has neither AVX-512 VNNI nor AVX2: integer conv as it was")
             return mod
-        rewriter = _Rewriter(mod, self.outcomes)
+        rewriter = _Rewriter(mod, self.outcomes, kind)
         for gv, func in mod.functions.items():
             if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive", False)):
                 rewriter.var2val = relax.analysis.get_var2val(func)
@@ -74,14 +75,14 @@ def _integer_convs(func: relax.Function) -> list[str]:
     return found
 
 
-def plan(conv: relax.Call, var2val: dict):
-    """``(u, zu, packed weights, correction)`` for a conv the VNNI kernel takes (``u``: the uint8
+def plan(conv: relax.Call, var2val: dict, kind: DotKind):
+    """``(u, zu, packed weights, correction)`` for a conv the ``kind``'s kernel takes (``u``: the uint8
     activations as a Relax expression to emit), or the reason it does not."""
     attrs = conv.attrs
     if str(attrs.out_dtype) != "int32":
         return "not an integer conv"
     if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
-        return f"{attrs.data_layout} / {attrs.kernel_layout}: the VNNI kernel takes NHWC / HWIO (CpuLayout's NHWC)"
+        return f"{attrs.data_layout} / {attrs.kernel_layout}: the integer kernel takes NHWC / HWIO (CpuLayout's NHWC)"
     if int(attrs.groups) != 1:
         return "grouped conv: the register-blocked integer schedule"
     weight = const_of(conv.args[1], var2val)
@@ -111,26 +112,27 @@ def plan(conv: relax.Call, var2val: dict):
         u = relax.op.astype(relax.op.add(relax.op.astype(xq, "int16"), relax.const(128, "int16")), "uint8")
     if axes is not None:
         u = relax.op.permute_dims(u, axes)
-    padded_ic, padded_oc = -(-ic // IC_BLOCK) * IC_BLOCK, -(-oc // OC_BLOCK) * OC_BLOCK
-    w = np.zeros((kh, kw, padded_ic, padded_oc), np.int8)  # zero weights: whole groups of 4 and vectors of 16
+    ib, ob = kind.ic_block, kind.oc_block
+    padded_ic, padded_oc = -(-ic // ib) * ib, -(-oc // ob) * ob
+    w = np.zeros((kh, kw, padded_ic, padded_oc), kind.weight_dtype)  # zero weights: whole groups and vectors
     w[:, :, :ic, :oc] = weight
-    packed = w.reshape(kh, kw, padded_ic // IC_BLOCK, IC_BLOCK, padded_oc // OC_BLOCK, OC_BLOCK).transpose(4, 0, 1, 2, 5, 3)
+    packed = w.reshape(kh, kw, padded_ic // ib, ib, padded_oc // ob, ob).transpose(4, 0, 1, 2, 5, 3)
     correction = zu * weight.astype(np.int64).sum(axis=(0, 1, 2))
     return u, zu, np.ascontiguousarray(packed), correction.astype(np.int32)
 
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, outcomes):
+    def __init__(self, mod, outcomes, kind: DotKind):
         super().__init__(mod)
-        self.outcomes, self.var2val = outcomes, {}
+        self.outcomes, self.var2val, self.kind = outcomes, {}, kind
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         conv = binding.value
         if not is_call(conv, "relax.nn.conv2d") or str(conv.attrs.out_dtype) != "int32":
             return super().visit_var_binding_(binding)
         name = binding.var.name
-        found = plan(conv, self.var2val)
+        found = plan(conv, self.var2val, self.kind)
         if isinstance(found, str):
             refused(self.outcomes, name, found)
             return super().visit_var_binding_(binding)
@@ -143,5 +145,7 @@ class _Rewriter(PyExprMutator):
         if correction.any():
             acc = self.builder_.emit(acc, name)
             acc = relax.op.subtract(acc, relax.const(correction))
-        applied(self.outcomes, name, "VNNI kernel (uint8 x int8 -> int32, weights packed [OC/16, KH, KW, IC/4, 16, 4])")
+        kind = self.kind
+        applied(self.outcomes, name, f"{kind.name} kernel ({kind.instruction}: {kind.data_dtype} x {kind.weight_dtype} -> int32, weights "
+                                     f"packed [OC/{kind.oc_block}, KH, KW, IC/{kind.ic_block}, {kind.oc_block}, {kind.ic_block}])")
         return super().visit_var_binding_(relax.VarBinding(binding.var, acc))

@@ -80,12 +80,13 @@ class ScheduleConvs:
                 try:
                     updates[gv], knobs = x86_int8.schedule_vnni_conv(func)
                 except (RuntimeError, ValueError) as err:  # ScheduleError and TVM's errors are RuntimeErrors
-                    refused(self.outcomes, name, f"VNNI conv schedule failed ({str(err).splitlines()[0]}): "
+                    refused(self.outcomes, name, f"integer conv schedule failed ({str(err).splitlines()[0]}): "
                                                  "TVM's default lowering")
                     continue
                 self.scheduled.append(Scheduled(name, x86_int8.BLOCK, None))
-                applied(self.outcomes, name, f"VNNI conv schedule ({knobs.tile_vectors}x16 channels x "
-                                             f"{_pixels(knobs)} pixels, vpdpbusd)")
+                kind = x86_int8.func_kind(func)
+                applied(self.outcomes, name, f"{kind.name} conv schedule ({knobs.tile_vectors}x{kind.oc_block} channels x "
+                                             f"{_pixels(knobs)} pixels, {kind.instruction})")
                 continue
             conv = x86.find_conv(func)
             if conv is None:
