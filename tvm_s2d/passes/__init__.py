@@ -8,6 +8,7 @@ from .cpu.dense import CpuDense
 from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
 from .cpu.pointwise_rows import CpuPointwiseRows
+from .cpu.requantize_int32 import CpuRequantizeInt32
 from .cpu.schedule_convs import ScheduleConvs
 from .cpu.vector_math import VectorMath
 from .hexagon.convs import HexagonConvs
@@ -19,6 +20,6 @@ from .quantized.qdq_conv_to_integer import QDQConvToInteger
 from .remove_dropout import RemoveDropout
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "CpuPointwiseRows", "HexagonConvs",
+__all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "CpuPointwiseRows", "CpuRequantizeInt32", "HexagonConvs",
            "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
            "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d", "VectorMath"]

@@ -1,0 +1,101 @@
+"""``CpuRequantizeInt32``: the requantization in int32 after its multiply gives the int64 form's
+integers for every int32 accumulator (extremes, rounding shifts 0, 1 and 30, headroom shifts), in a
+quantized model too; AVX-512 targets keep the int64 form."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_s2d
+from helpers import run
+from tvm_s2d.passes import CpuRequantizeInt32
+from tvm_s2d.passes.cpu.requantize_int32 import has_avx512
+from tvm_s2d.passes.quantized.integer_requantize import emit_requantize
+from tvm_s2d.targets import host_target
+
+HOST = host_target()
+needs_no_avx512 = pytest.mark.skipif(has_avx512(HOST), reason="this CPU has AVX-512: the pass keeps the int64 form")
+
+
+def _module(shape, b, m, r, zy, lo, hi, dtype, pre):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(emit_requantize(bb, x, b, m, r, zy, lo, hi, dtype, pre)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _int64_reference(x, b, m, r, zy, lo, hi, dtype, pre):
+    first = 31 - np.asarray(pre, np.int64)
+    t = ((x.astype(np.int64) + b) * m + ((np.int64(1) << first) >> 1)) >> first
+    t = (t + ((np.int64(1) << np.asarray(r, np.int64)) >> 1)) >> np.asarray(r, np.int64)
+    return np.clip(t + zy, lo, hi).astype(dtype)
+
+
+@needs_no_avx512
+@pytest.mark.parametrize("dtype,zy,lo,hi", [("uint8", 131, 0, 255), ("int8", -7, -128, 127), ("uint8", 90, 90, 200)])
+def test_the_int32_form_gives_the_int64_forms_integers(dtype, zy, lo, hi):
+    rng = np.random.default_rng(5)
+    channels = 8
+    shape = (1, 5, 6, channels)
+    r = np.array([0, 1, 2, 7, 13, 22, 30, 30])
+    m = np.array([2**31 - 1, 2**30, 1_518_500_250, 2**31 - 1, 1_234_567_891, 2**30 + 1, 2**31 - 1, 2**30])
+    b = rng.integers(-1000, 1000, channels).astype(np.int32)
+    x = rng.integers(-(2**31) + 1000, 2**31 - 1000, shape).astype(np.int32)
+    x[0, 0, :2] = [[2**31 - 1001] * channels, [-(2**31) + 1000] * channels]  # the extremes (after the bias)
+    mod = _module(shape, b, m, r, zy, lo, hi, dtype, 0)
+    expected = _int64_reference(x, b, m, r, zy, lo, hi, dtype, 0)
+    pass_ = CpuRequantizeInt32(target=HOST)
+    rewritten = pass_(mod)
+    assert [o.applied for o in pass_.outcomes] == [True], pass_.outcomes
+    np.testing.assert_array_equal(run(mod, x, pipeline="default", target=HOST), expected)
+    np.testing.assert_array_equal(run(rewritten, x, pipeline="default", target=HOST), expected)
+
+
+@needs_no_avx512
+def test_headroom_shifts_give_the_same_integers():
+    """``pre`` bits of headroom: ``(a << pre) * M >> 31`` as one shift of ``31 - pre``, accumulators
+    inside the headroom (``|a| << pre < 2**30``, as ``IntegerRequantize`` chooses it)."""
+    rng = np.random.default_rng(6)
+    shape, channels = (1, 7, 3, 4), 4
+    pre = np.array([0, 3, 9, 14])
+    r = np.array([5, 8, 20, 25])
+    m = np.array([2**31 - 1, 1_500_000_000, 1_100_000_000, 2**30])
+    b = rng.integers(-50, 50, channels).astype(np.int32)
+    bound = (1 << (30 - pre)) - 100
+    x = (rng.integers(-(2**30), 2**30, shape) % (2 * bound) - bound).astype(np.int32)
+    x[0, 0] = bound - 60
+    mod = _module(shape, b, m, r, 3, -128, 127, "int8", pre)
+    expected = _int64_reference(x, b, m, r, 3, -128, 127, "int8", pre)
+    np.testing.assert_array_equal(run(CpuRequantizeInt32(target=HOST)(mod), x, pipeline="default", target=HOST), expected)
+
+
+@needs_no_avx512
+def test_quantized_convs_compute_the_same_integers():
+    from test_x86_int8 import _input, qdq_convs
+
+    model = qdq_convs(12, (13, 11), ((32, 3, 1, 1, 1), (16, 1, 1, 0, 1)), "uint8")
+    mod = tvm_s2d.from_onnx(model)
+    x = _input(model, "uint8")
+    new = run(mod, x, pipeline="s2d", target=HOST)
+    np.testing.assert_array_equal(new, run(mod, x, pipeline="s2d", target=HOST, disabled=["CpuRequantizeInt32"]))
+    from tvm_s2d.pipeline import S2DPipeline
+
+    pipeline = S2DPipeline()
+    with HOST, tvm.transform.PassContext(opt_level=3):
+        pipeline.run(mod, until="cpu")
+    assert [o.applied for o in pipeline.outcomes()["CpuRequantizeInt32"]] == [True, True]
+
+
+def test_avx512_and_other_targets_keep_the_int64_form():
+    mod = _module((1, 2, 2, 4), np.zeros(4, np.int32), np.full(4, 2**30), np.full(4, 3), 0, 0, 255, "uint8", 0)
+    for target in (tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}), tvm.target.Target({"kind": "c"})):
+        pass_ = CpuRequantizeInt32(target=target)
+        tvm.ir.assert_structural_equal(pass_(mod), mod)
+        assert pass_.outcomes == []
+    pass_ = CpuRequantizeInt32(target=tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    pass_(mod)
+    assert [o.applied for o in pass_.outcomes] == [True]
