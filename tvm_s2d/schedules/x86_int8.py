@@ -192,15 +192,16 @@ def _llvm_major() -> int:
 
 @dataclass(frozen=True)
 class VnniKnobs:
-    tile_vectors: int  # 16-channel vectors of output per register tile
+    tile_vectors: int  # vectors of output channels (the kind's ``oc_block``) per register tile
     tile_width: int  # output pixels of a row per register tile
     tile_rows: int = 1  # output rows per register tile
 
 
 def default_vnni_knobs(out_channels: int, out_width: int, out_height: int = 1, weight_bytes: int = 0,
                        kind: DotKind = VNNI) -> VnniKnobs:
-    """As many 16-channel vectors as divide the channels (at most 4), then as many pixels
-    dividing the width as the 24 accumulators leave. Weights of more than ``STREAMED`` bytes
+    """As many vectors of ``kind.oc_block`` channels as divide the channels (at most
+    ``kind.max_vectors``: 4 of 16 for VNNI, 2 of 8 for AVX2), then as many pixels dividing the
+    width as the kind's accumulators (24, 10) leave. Weights of more than ``STREAMED`` bytes
     are read from beyond L2 once per register tile: a small image whose rows the tile does
     not fill gets tiles of whole rows, as many as the accumulators hold (ResNet-18's last
     3x3 convs at 3x3 pixels: their 2.4 MB of weights read once, not once per row)."""
