@@ -62,7 +62,6 @@ VNNI = DotKind("VNNI", "vpdpbusd", 16, 4, "uint8", "int8", 24, 4, "tvm_s2d_dot_1
 #: spilled (session 20, the float convs' 13-pixel tiles: every accumulator through the stack).
 AVX2 = DotKind("AVX2", "vpmaddwd", 8, 2, "int16", "int16", 10, 2, "tvm_s2d_dot_8x2_avx2_local")
 KINDS = (VNNI, AVX2)
-OC_BLOCK, IC_BLOCK = VNNI.oc_block, VNNI.ic_block
 
 
 def dot_kind(target: tvm.target.Target | None) -> DotKind | None:
