@@ -245,7 +245,8 @@ def schedule_vnni_conv(func: tvm.tirx.PrimFunc, knobs: VnniKnobs | None = None):
     n, y, x, f, ry, rx, rc, rci = sch.get_loops(conv)
     out_channels, out_height = int(sch.get(f).extent), int(sch.get(y).extent)
     out_width = int(sch.get(sch.get_loops(out)[2]).extent)
-    kind, weights = func_kind(func), _packed_weights(func)
+    weights = _packed_weights(func)
+    kind = kind_of(weights.dtype)
     weight_bytes = int(np.prod([int(d) for d in weights.shape])) * tvm.DataType(kind.weight_dtype).bits // 8
     knobs = knobs or default_vnni_knobs(out_channels, out_width, out_height, weight_bytes, kind)
     if int(sch.get(x).extent) % knobs.tile_width or out_height % knobs.tile_rows:

@@ -31,7 +31,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ...targets import is_cpu, pass_target
+from ...targets import is_cpu, pass_target, vector_lanes
 from ..quantized.integer_requantize import match_requantize
 from ..relax_tools import map_relax_functions
 from ..rules import Rule, RuleSet, rewrite_rules
@@ -40,7 +40,8 @@ PASS_NAME = "CpuRequantizeInt32"
 
 
 def has_avx512(target: tvm.target.Target) -> bool:
-    return bool(target.attrs.get("mcpu")) and "avx512f" in tvm.target.codegen.llvm_get_cpu_features(target)
+    """AVX-512 (``avx512f``): ``vector_lanes``' 16 float32 lanes."""
+    return vector_lanes(target) == 16
 
 
 def requantize_int32(x: relax.Expr, b, m, r, zy: int, lo: int, hi: int, dtype: str, pre) -> relax.Expr:
