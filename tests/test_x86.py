@@ -11,7 +11,7 @@ from helpers import FUSE, LLVM, Net, assert_same, conv_module, ops_in, random_te
 from tvm_s2d import explain
 from tvm_s2d.passes import ScheduleConvs, SpaceToDepthConv2d
 from tvm_s2d.targets import default_model
-from tvm_s2d.schedules import x86
+from tvm_s2d.schedules import x86, x86_tiles
 from tvm_s2d.targets import host_target, is_cpu, vector_lanes
 
 RNG = np.random.default_rng(5)
@@ -170,15 +170,35 @@ def test_default_knobs():
 
 
 def test_avx2_nhwc_tiles_fill_the_registers_on_odd_rows():
-    """AVX2 (8 lanes, 16 registers): the tile of 1-4 channel vectors x a divisor of the row that
-    does the most multiply-adds a load with 8 accumulators or more. Regression: two vectors x a
-    pixel on ResNet-18's 7-wide rows (5.5 ms a 7x7x512 conv), a pixel on SqueezeNet's 13-wide
-    classifier (7.0 ms -> 2.2 ms)."""
+    """AVX2 (8 lanes, 16 registers): the tile of 1-5 channel vectors x a divisor of the row that
+    does the most multiply-adds a load, at most 10 accumulators and one vector x 7 pixels.
+    Regressions: two vectors x a pixel on ResNet-18's 7-wide rows (5.5 ms a 7x7x512 conv), a
+    pixel on SqueezeNet's 13-wide classifier (7.0 ms -> 2.2 ms); 12-13 accumulators (4 x 3 on
+    27-wide rows, 1 x 13) spilled: 60-90 GFLOP/s against 145-190 with 8-10 (session 21)."""
     assert x86.default_knobs("NHWC", 512, 7, 8) == x86.ConvKnobs(8, 7)
-    assert x86.default_knobs("NHWC", 1000, 13, 8) == x86.ConvKnobs(8, 13)
+    assert x86.default_knobs("NHWC", 1000, 13, 8) == x86.ConvKnobs(40, 1)  # 13 is prime: CpuTileWidth pads it
     assert x86.default_knobs("NHWC", 256, 14, 8) == x86.ConvKnobs(32, 2)
-    assert x86.default_knobs("NHWC", 128, 27, 8) == x86.ConvKnobs(32, 3)
+    assert x86.default_knobs("NHWC", 128, 27, 8) == x86.ConvKnobs(16, 3)
+    assert x86.default_knobs("NHWC", 128, 28, 8) == x86.ConvKnobs(16, 4)
     assert x86.default_knobs("NHWC", 64, 112, 8, max_pixels=4) == x86.ConvKnobs(16, 4)  # an image stem
+    for channels, width in [(256, 14), (512, 56), (64, 55), (1000, 13), (24, 56)]:
+        knobs = x86.default_knobs("NHWC", channels, width, 8)
+        assert (knobs.tile_channels // 8) * knobs.tile_width <= x86_tiles.MAX_ACCUMULATORS
+
+
+def test_avx2_nhwc_rows_are_padded_to_whole_good_tiles():
+    """``padded_width``: a few more pixels where the row then takes tiles of two vectors x 4-5
+    pixels (13 -> 15: 13x13x64->256 3x3 0.56 -> 0.32 ms), at most 1.2x the width; rows with good
+    tiles of their own and AVX-512 (28 accumulators) keep their width."""
+    assert x86_tiles.padded_width(256, 13, 8) == 15
+    assert x86_tiles.padded_width(1000, 13, 8) == 14  # 5 vectors x 2 pixels (1000 channels: no 16-channel tiles)
+    assert x86_tiles.padded_width(128, 27, 8) == 30
+    assert x86_tiles.padded_width(64, 56, 8) == 56
+    assert x86_tiles.padded_width(64, 55, 8) == 55
+    assert x86_tiles.padded_width(256, 13, 16) == 13  # AVX-512
+    assert x86_tiles.padded_width(20, 13, 8) == 13  # channels that are no whole vectors
+    for channels, width in [(256, 13), (128, 27), (512, 7), (64, 111)]:
+        assert width < x86_tiles.padded_width(channels, width, 8) <= width * x86_tiles.MAX_WIDTH_PADDING
 
 
 def test_nhwc_tiles_keep_few_pixels_where_a_tap_sums_few_channels():

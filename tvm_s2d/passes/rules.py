@@ -5,7 +5,8 @@ expression and what was done, or the reason the match is left as it was. ``rewri
 applies a set of rules in one traversal of a Relax function (``rewrite_call`` on the patterns
 joined with ``|``, each match decided by the rule whose pattern it is) with one ``Outcome`` per
 expression decided; ``RuleSet`` is the shell of a module pass of rules (``RemoveDropout``,
-``SumAsAdds``, ``PowerAsRoots``, ``FoldBatchNorm``, ``CpuDense``).
+``SumAsAdds``, ``PowerAsRoots``, ``FoldBatchNorm``); ``CpuRuleSet`` the same on LLVM CPU targets
+only, with the target's vector lanes (``CpuDense``, ``CpuPointwiseRows``, ``CpuTileWidth``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import DFPattern, rewrite_call
 
+from ..targets import is_cpu, pass_target, vector_lanes
 from .outcome import Outcome, applied, refused
 from .relax_tools import map_relax_functions
 
@@ -84,3 +86,20 @@ class RuleSet:
 
     def finish(self, mod: tvm.IRModule) -> tvm.IRModule:
         return mod
+
+
+class CpuRuleSet(RuleSet):
+    """A ``RuleSet`` that runs on LLVM CPU targets only (the pass's ``target``, else the current
+    one), with ``lanes``: the target's float32 vector lanes."""
+
+    def __init__(self, rules: Sequence[Rule], target: tvm.target.Target | None = None):
+        super().__init__(rules)
+        self.target, self.lanes = target, 8
+
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        self.outcomes = []
+        target = pass_target(self.target)
+        if not is_cpu(target):
+            return mod
+        self.lanes = vector_lanes(target)
+        return super().transform_module(mod, ctx)

@@ -40,9 +40,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ...targets import is_cpu, pass_target, vector_lanes
 from ..relax_tools import static_shape
-from ..rules import Rule, RuleSet
+from ..rules import CpuRuleSet, Rule
 
 PASS_NAME = "CpuDense"
 #: Inputs of at most this many rows are packed (a batch of a few images); more become 1x1 convs.
@@ -54,22 +53,14 @@ BLOCK_VECTORS = 4
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class CpuDense(RuleSet):
+class CpuDense(CpuRuleSet):
     """Pack the constant weights of dense layers of a few rows in column blocks (module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
         self.data, self.weight = wildcard(), wildcard()
         super().__init__([Rule(is_op("relax.matmul")(self.data, self.weight),
-                               lambda _call, matches: packed(matches[self.data], matches[self.weight], self.columns))])
-
-    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.outcomes = []
-        target = pass_target(self.target)
-        if not is_cpu(target):
-            return mod
-        self.columns = BLOCK_VECTORS * vector_lanes(target)
-        return super().transform_module(mod, ctx)
+                               lambda _call, matches: packed(matches[self.data], matches[self.weight],
+                                                             BLOCK_VECTORS * self.lanes))], target)
 
 
 def packed(data: relax.Expr, weight: relax.Expr, columns: int) -> tuple[relax.Expr, str] | str:

@@ -34,7 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ...schedules.x86 import vector_width
+from ...schedules.x86_tiles import vector_width
 from ...targets import is_cpu, vector_lanes
 from ..outcome import applied, refused
 from ..relax_tools import op_name
@@ -59,7 +59,7 @@ def filled(n: int, lanes: int) -> float:
 
 
 def filled_channels(n: int, lanes: int) -> float:
-    """``filled`` along an NHWC tile's channels (``schedules.x86._channel_tile``): vectors of
+    """``filled`` along an NHWC tile's channels (``schedules.x86_tiles._channel_tile``): vectors of
     the widest power of two dividing ``n``, however narrow (34 channels a group: vectors of 2
     lanes, measured 2x slower than NCHW's 4-lane vectors on ShuffleNet's 28-pixel rows), one
     vector of any length only where none does."""

@@ -28,8 +28,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ...targets import is_cpu, pass_target, vector_lanes
-from ..rules import Rule, RuleSet
+from ..rules import CpuRuleSet, Rule
 
 PASS_NAME = "CpuPointwiseRows"
 MIN_ROWS = 4  # rows left for the schedule's parallel loop (2 threads here)
@@ -50,21 +49,11 @@ def _view(data: relax.Expr, shape: list[int], dtype: str) -> relax.Expr:
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class CpuPointwiseRows(RuleSet):
+class CpuPointwiseRows(CpuRuleSet):
     """NCHW 1x1 convs on rows of whole vectors (the module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
-        self.lanes = 16
-        super().__init__([Rule(is_op("relax.nn.conv2d")(wildcard(), wildcard()), self._decide)])
-
-    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.outcomes = []
-        target = pass_target(self.target)
-        if not is_cpu(target):
-            return mod
-        self.lanes = vector_lanes(target)
-        return super().transform_module(mod, ctx)
+        super().__init__([Rule(is_op("relax.nn.conv2d")(wildcard(), wildcard()), self._decide)], target)
 
     def _decide(self, conv: relax.Call, _matches):
         attrs = conv.attrs
