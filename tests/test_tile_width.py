@@ -17,8 +17,9 @@ AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
 
 
 def _net(size, channels, out_channels, kernel, stride=1, dilation=1, pad=None, groups=1, dtype="float32",
-         residual=False, epilogue=True):
-    """``relu(conv(x, W) + b)`` in NHWC / HWIO (``+ x`` when ``residual``)."""
+         residual=False, epilogue="relu"):
+    """``relu(conv(x, W) + b)`` (``epilogue``: "relu", "hardswish" or None) in NHWC / HWIO (``+ x``
+    when ``residual``)."""
     rng = np.random.default_rng(0)
     pad = (kernel // 2) * dilation if pad is None else pad
     weight = rng.standard_normal((kernel, kernel, channels // groups, out_channels)).astype(dtype)
@@ -30,7 +31,13 @@ def _net(size, channels, out_channels, kernel, stride=1, dilation=1, pad=None, g
             y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=pad, dilation=dilation,
                                            groups=groups, data_layout="NHWC", kernel_layout="HWIO"))
             if epilogue:
-                y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
+                y = bb.emit(relax.op.add(y, relax.const(bias)))
+            if epilogue == "relu":
+                y = bb.emit(relax.op.nn.relu(y))
+            elif epilogue == "hardswish":  # a branching epilogue: x * clip(x + 3, 0, 6) / 6
+                clip = relax.op.minimum(relax.op.maximum(relax.op.add(y, relax.const(3.0)), relax.const(0.0)),
+                                        relax.const(6.0))
+                y = bb.emit(relax.op.multiply(y, relax.op.divide(clip, relax.const(6.0))))
             if residual:
                 y = bb.emit(relax.op.add(y, x))
             out = bb.emit_output(y)
@@ -44,7 +51,7 @@ def _applied(mod, target=AVX2):
 
 
 def test_before_expected():
-    before = _net(13, 64, 256, 3, epilogue=False)
+    before = _net(13, 64, 256, 3, epilogue=None)
     after, outcomes = _applied(before)
     weight = before["main"].body.blocks[0].bindings[0].value.args[1]
     bb = relax.BlockBuilder()
@@ -60,16 +67,17 @@ def test_before_expected():
     assert outcome.applied and "13-pixel rows computed 15 wide: tiles of 16 channels x 5 pixels" in outcome.reason
 
 
-@pytest.mark.parametrize("size,channels,out_channels,kernel,stride,dilation,residual", [
-    (13, 64, 256, 3, 1, 1, False),  # SqueezeNet's 13-wide expand convs: 13 -> 15
-    (13, 512, 1000, 1, 1, 1, False),  # its classifier: 13 -> 14, 5 vectors x 2 pixels
-    (27, 32, 128, 3, 1, 1, False),  # 27 -> 30
-    (27, 16, 128, 3, 2, 1, False),  # stride 2: 14 -> 15
-    (17, 24, 64, 3, 1, 2, False),  # dilated: 17 -> 20
-    (7, 160, 160, 1, 1, 1, True),  # a residual add after the epilogue: 7 -> 8
+@pytest.mark.parametrize("size,channels,out_channels,kernel,stride,dilation,residual,epilogue", [
+    (13, 64, 256, 3, 1, 1, False, "relu"),  # SqueezeNet's 13-wide expand convs: 13 -> 15
+    (13, 512, 1000, 1, 1, 1, False, "relu"),  # its classifier: 13 -> 14, 5 vectors x 2 pixels
+    (27, 32, 128, 3, 1, 1, False, None),  # 27 -> 30
+    (27, 16, 128, 3, 2, 1, False, "relu"),  # stride 2: 14 -> 15
+    (17, 24, 64, 3, 1, 2, False, "relu"),  # dilated: 17 -> 20
+    (7, 160, 160, 1, 1, 1, True, "relu"),  # a residual add after the epilogue: 7 -> 8
+    (14, 160, 960, 1, 1, 1, False, "hardswish"),  # LRASPP's 14-wide 1x1 convs: 14 -> 15
 ])
-def test_wider_rows_are_bit_identical(size, channels, out_channels, kernel, stride, dilation, residual):
-    mod = _net(size, channels, out_channels, kernel, stride, dilation, residual=residual)
+def test_wider_rows_are_bit_identical(size, channels, out_channels, kernel, stride, dilation, residual, epilogue):
+    mod = _net(size, channels, out_channels, kernel, stride, dilation, residual=residual, epilogue=epilogue)
     _, outcomes = _applied(mod)
     assert [o.applied for o in outcomes] == [True], outcomes
     x = np.random.default_rng(1).standard_normal((1, size, size, channels)).astype(np.float32)
@@ -79,12 +87,14 @@ def test_wider_rows_are_bit_identical(size, channels, out_channels, kernel, stri
     assert_same(got, run(mod, x), "float32")  # TVM's default pipeline
 
 
-def test_slice_and_epilogue_run_in_the_conv_kernel():
+@pytest.mark.parametrize("epilogue", ["relu", "hardswish", None])
+def test_slice_and_epilogue_run_in_the_conv_kernel(epilogue):
     """Regression: the slice and the bias + ReLU after it ran as loop nests of their own over
-    the whole output, serial and scalar (SqueezeNet's stem 0.62 -> 1.18 ms in the model)."""
+    the whole output, serial and scalar (SqueezeNet's stem 0.62 -> 1.18 ms in the model); a
+    branching epilogue (HardSwish: LRASPP's 14x14x160->960 1x1 0.36 -> 0.85 ms) too."""
     pipeline = S2DPipeline(rewrite=False)
     with AVX2, tvm.transform.PassContext(opt_level=3, disabled_pass=["CpuLayout"]):
-        mod = pipeline.run(_net(13, 64, 256, 3), until="schedule")
+        mod = pipeline.run(_net(13, 64, 256, 3, epilogue=epilogue), until="schedule")
     (func,) = [f for gv, f in mod.functions.items() if "conv2d" in gv.name_hint]
     assert func.attrs["tirx.is_scheduled"]
     root = func.body.block.body
@@ -95,7 +105,7 @@ def test_slice_and_epilogue_run_in_the_conv_kernel():
 @pytest.mark.parametrize("mod,target", [
     (_net(13, 64, 256, 3), AVX512),  # 28 accumulators: any row fills them
     (_net(13, 64, 64, 3, groups=4), AVX2),  # grouped convs tile otherwise
-    (_net(13, 8, 8, 3, dtype="int8", epilogue=False), AVX2),
+    (_net(13, 8, 8, 3, dtype="int8", epilogue=None), AVX2),
     (_net(56, 64, 64, 3), AVX2),  # 2 vectors x 4 pixels already
     (_net(13, 64, 256, 3), tvm.target.Target({"kind": "c"})),
 ])
