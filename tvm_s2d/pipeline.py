@@ -31,9 +31,9 @@ import tvm
 from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
-from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, CpuPointwiseRows, CpuRequantizeInt32, CpuTileWidth, HexagonConvs,
-                     HexagonLayout,
-                     HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d, VectorMath)
+from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, CpuPointwiseRows, CpuRequantizeInt32, CpuResize, CpuTileWidth,
+                     HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d,
+                     VectorMath)
 from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome, strict
 from .passes.prepare import prepare_passes
@@ -71,13 +71,15 @@ STAGES = (
     Stage("hvx", ("HexagonConvs", "HexagonRequantize", "HexagonMovement"),
           "after the rewrite because the HVX conv kernels take the rewritten integer convs; requantization fuses "
           "into the conv kernels HexagonConvs emitted, and the S2D/D2S movement left around them goes last"),
-    Stage("cpu", ("CpuIntegerConvs", "CpuDense", "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32"),
+    Stage("cpu", ("CpuIntegerConvs", "CpuDense", "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32",
+                  "CpuResize"),
           "after the layout and the rewrite because it takes integer convs in the layout and form they will run in "
           "(NHWC); before lower because it packs weights as Relax constants and emits a kernel whose epilogue "
           "FuseOps fuses; dense layers' weights packed in column blocks the same way; the 1x1 convs left in NCHW "
           "on rows of whole vectors, their reshapes views FuseOps leaves alone; NHWC float convs on rows of whole "
           "register tiles (after CpuDense, whose 1x1 convs they include); requantizations in int32 after their "
-          "multiply where the CPU has no 64-bit multiply or shift (AVX2), before FuseOps fuses them into the kernels"),
+          "multiply where the CPU has no 64-bit multiply or shift (AVX2), before FuseOps fuses them into the kernels; bilinear "
+          "resizes as two separable passes (a kernel of its own, which FuseOps fuses the transposes around into)"),
     Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR",
                     "VectorMath"),
           "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
@@ -93,7 +95,7 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 OWN_PASSES = ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldBatchNorm",
               "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
-              "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32", "VectorMath", "ApplyMetaScheduleDatabase",
+              "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32", "CpuResize", "VectorMath", "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 
 
@@ -125,7 +127,7 @@ class S2DPipeline:
             "layout": [HexagonLayout(), CpuLayout()],
             "rewrite": [rewrite] if rewrite is not None else [],
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
-            "cpu": [CpuIntegerConvs(), CpuDense(), CpuPointwiseRows(), CpuTileWidth(), CpuRequantizeInt32()],
+            "cpu": [CpuIntegerConvs(), CpuDense(), CpuPointwiseRows(), CpuTileWidth(), CpuRequantizeInt32(), CpuResize()],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
                       transform.FuseOps(), RecordFusedNames, transform.FuseTIR(), VectorMath()],
             "schedule": list(schedules),

@@ -9,6 +9,7 @@ from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
 from .cpu.pointwise_rows import CpuPointwiseRows
 from .cpu.requantize_int32 import CpuRequantizeInt32
+from .cpu.resize import CpuResize
 from .cpu.schedule_convs import ScheduleConvs
 from .cpu.tile_width import CpuTileWidth
 from .cpu.vector_math import VectorMath
@@ -21,6 +22,6 @@ from .quantized.qdq_conv_to_integer import QDQConvToInteger
 from .remove_dropout import RemoveDropout
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
-__all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "CpuPointwiseRows", "CpuRequantizeInt32", "CpuTileWidth", "HexagonConvs",
-           "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
+__all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "CpuPointwiseRows", "CpuRequantizeInt32", "CpuResize", "CpuTileWidth",
+           "HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
            "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d", "VectorMath"]

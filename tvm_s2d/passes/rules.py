@@ -88,13 +88,13 @@ class RuleSet:
         return mod
 
 
-class CpuRuleSet(RuleSet):
-    """A ``RuleSet`` that runs on LLVM CPU targets only (the pass's ``target``, else the current
-    one), with ``lanes``: the target's float32 vector lanes."""
+class CpuPass:
+    """The shell of a module pass that runs on LLVM CPU targets only (the pass's ``target``, else
+    the current one): ``outcomes``, ``lanes`` (the target's float32 vector lanes) and ``run(mod)``."""
 
-    def __init__(self, rules: Sequence[Rule], target: tvm.target.Target | None = None):
-        super().__init__(rules)
+    def __init__(self, target: tvm.target.Target | None = None):
         self.target, self.lanes = target, 8
+        self.outcomes: list[Outcome] = []
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         self.outcomes = []
@@ -102,4 +102,18 @@ class CpuRuleSet(RuleSet):
         if not is_cpu(target):
             return mod
         self.lanes = vector_lanes(target)
-        return super().transform_module(mod, ctx)
+        return self.run(mod)
+
+    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+        raise NotImplementedError
+
+
+class CpuRuleSet(CpuPass, RuleSet):
+    """A ``RuleSet`` that runs on LLVM CPU targets only, with ``lanes`` (``CpuPass``)."""
+
+    def __init__(self, rules: Sequence[Rule], target: tvm.target.Target | None = None):
+        RuleSet.__init__(self, rules)
+        CpuPass.__init__(self, target)
+
+    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+        return RuleSet.transform_module(self, mod, None)

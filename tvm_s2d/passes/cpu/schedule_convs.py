@@ -28,7 +28,7 @@ import tvm
 from tvm import relax, s_tir
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ...schedules import x86, x86_injective, x86_int8
+from ...schedules import x86, x86_injective, x86_int8, x86_resize
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
 from ...targets import is_cpu, pass_target, vector_lanes
 from ..outcome import Outcome, applied, refused, strict
@@ -192,6 +192,7 @@ class _PackArguments(PyExprMutator):
 
 # the kernels that are not convs, by the first schedule that takes them: (kind, outcome, schedule)
 _OTHER_KERNELS = [
+    ("resize", "separable resize: rows in parallel, vectorized", lambda f, t: x86_resize.schedule_resize(f, vector_lanes(t))),
     ("injective", "parallel, vectorized (no reduction)", lambda f, t: x86_injective.schedule_injective(f, vector_lanes(t))),
     ("window", "window reduction (pool, mean, dense): parallel, vectorized",
      lambda f, t: schedule_window(f, vector_lanes(t))),
