@@ -26,6 +26,24 @@ class Unsupported(ValueError):
 
 
 
+#: The widest row ``rows_as_image`` makes (a CPU register tile spans a few pixels of one row) ...
+MAX_IMAGE_WIDTH = 64
+#: ... and the fewest rows it leaves where it can (the CPU schedules run rows in parallel).
+MIN_IMAGE_ROWS = 4
+
+
+def rows_as_image(rows: int) -> tuple[int, int]:
+    """``(height, width)`` of the image whose pixels are ``rows`` rows of a matrix: the width the
+    largest divisor of ``rows`` up to ``MAX_IMAGE_WIDTH`` that leaves ``MIN_IMAGE_ROWS`` rows, if
+    one does, else the squarest image (9 -> 3 x 3). A dense layer on many rows is a 1x1 conv over these pixels, whose rows the conv
+    schedules run in parallel and tile (576 -> 9 x 64, 36 -> 4 x 9; as one row of 36 pixels
+    ConvNeXt-T int8's last pointwise convs ran on one thread)."""
+    widths = [d for d in range(1, MAX_IMAGE_WIDTH + 1) if rows % d == 0]
+    tall = [d for d in widths if rows // d >= MIN_IMAGE_ROWS and d > 1]
+    width = max(tall) if tall else min(widths, key=lambda d: (abs(d * d - rows), -d))  # else the squarest: 9 -> 3 x 3
+    return rows // width, width
+
+
 def normalize_block(block) -> tuple[int, int]:
     """``2`` -> ``(2, 2)``; ``(2, 1)`` stays. Raises ``ValueError`` for anything else."""
     if isinstance(block, (int, np.integer)) and not isinstance(block, bool):

@@ -40,14 +40,13 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
+from ...geometry.layout import rows_as_image
 from ..relax_tools import static_shape
 from ..rules import CpuRuleSet, Rule
 
 PASS_NAME = "CpuDense"
 #: Inputs of at most this many rows are packed (a batch of a few images); more become 1x1 convs.
 MAX_ROWS = 16
-#: The widest image a many-rows dense layer of rank 2 or 3 is folded into (rows = height x width).
-MAX_WIDTH = 64
 #: Vectors in a block of output columns (the accumulators a thread keeps per step along K).
 BLOCK_VECTORS = 4
 
@@ -89,10 +88,8 @@ def _as_conv(data: relax.Expr, w: np.ndarray, shape: tuple[int, ...]) -> tuple[r
     k, n = w.shape
     if len(shape) >= 4:
         image = (int(np.prod(shape[:-3])), *shape[-3:-1], k)
-    else:  # rows folded into an image, a row of at most MAX_WIDTH pixels
-        rows = int(np.prod(shape[:-1]))
-        width = max(d for d in range(1, MAX_WIDTH + 1) if rows % d == 0)
-        image = (1, rows // width, width, k)
+    else:  # rows folded into an image, a row of at most MAX_IMAGE_WIDTH pixels
+        image = (1, *rows_as_image(int(np.prod(shape[:-1]))), k)
     x = data if tuple(shape) == image else relax.op.reshape(data, image)
     y = relax.op.nn.conv2d(x, relax.const(np.ascontiguousarray(w.reshape(1, 1, k, n))),
                            data_layout="NHWC", kernel_layout="HWIO")

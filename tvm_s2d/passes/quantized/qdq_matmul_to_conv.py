@@ -1,4 +1,5 @@
-"""``QDQMatmulToConv``: a quantized fully connected layer as a 1x1 conv on a 1x1 image.
+"""``QDQMatmulToConv``: a quantized fully connected layer as a 1x1 conv on a 1x1 image (one row)
+or on an NHWC image of its rows (many).
 
 ONNX QDQ classifiers end in ``Gemm`` / ``MatMul`` on dequantized activations and constant
 quantized weights, which import as
@@ -12,8 +13,11 @@ same products, so this pass writes it as one
     reshape(quantize(act(conv2d(dequantize(reshape(xq)), dequantize(Wq'))) + bias'), sy, zy), [N, M])
 
 (``Wq'`` the quantized weights transposed and reshaped at compile time, ``bias'`` reshaped to
-``[1, M, 1, 1]``), exactly the form of a QDQ conv: ``QDQConvToInteger`` makes it an integer
-conv, ``IntegerArithmetic`` its epilogue integer, and on Hexagon ``HexagonConvs`` and
+``[1, M, 1, 1]``), exactly the form of a QDQ conv. ``N > 1`` rows (ConvNeXt's pointwise layers,
+``[H x W, K]``) are the pixels of an NHWC ``[1, H', W', K]`` image instead (``rows_as_image``; the
+same memory as ``[N, K]``): as a batch of N 1x1 images each CPU register tile held one pixel
+(ConvNeXt-T int8 at 96: 0.33-0.36 ms a pointwise conv, most of the model). Either is a QDQ
+conv: ``QDQConvToInteger`` makes it an integer conv, ``IntegerArithmetic`` its epilogue integer, and on Hexagon ``HexagonConvs`` and
 ``HexagonRequantize`` put it on HVX ``vrmpy`` kernels. The reshapes move uint8 data only.
 It runs first in the preparation (before ``FoldConstant`` folds the weights' dequantize
 into floats). Only a matmul of a 2-d dequantized 8-bit activation (per-tensor scale and zero
@@ -28,6 +32,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ...geometry.layout import rows_as_image
 from .integer_requantize import rewrite_quantizes
 from ..outcome import Outcome
 from ..relax_tools import call_of, const_of, static_shape
@@ -36,7 +41,7 @@ PASS_NAME = "QDQMatmulToConv"
 INTEGER_TYPES = ("int8", "uint8")
 #: The elementwise ops that may sit between the matmul and its quantize (bias, activation).
 EPILOGUE = ("relax.add", "relax.nn.relu", "relax.clip")
-WHAT = "1x1 conv on a 1x1 image (reshapes of the uint8 input and output around it)"
+WHAT = "1x1 conv on a 1x1 image, or of many rows on their image (reshapes of the uint8 input and output around it)"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
@@ -131,21 +136,26 @@ def matmul_as_conv(rewriter, quantize: relax.Call):
         return "its quantize is neither per tensor nor per output column"
     bb = rewriter.builder_
     name = _value_name(quantize.args[0], matmul, v2v)
-    image = bb.emit(relax.op.reshape(rewriter.visit_expr(xq), (n, k, 1, 1)))
-    data = bb.emit(relax.op.dequantize(image, relax.const(sx_value), relax.const(zx_value), axis=1))
-    weights = bb.emit(relax.op.dequantize(relax.const(np.ascontiguousarray(w.reshape(m, k, 1, 1))),
-                                          relax.const(sw), relax.const(zw), axis=0))
-    y = bb.emit(relax.op.nn.conv2d(data, weights, data_layout="NCHW", kernel_layout="OIHW", out_dtype="float32"), name)
+    if n == 1:  # NCHW: a 1x1 image of K channels
+        image, weight, layouts, channel = (1, k, 1, 1), w.reshape(m, k, 1, 1), ("NCHW", "OIHW"), (1, -1, 1, 1)
+    else:  # NHWC: the rows as the pixels of an image (a view of [N, K])
+        image, weight, layouts, channel = (1, *rows_as_image(n), k), w.T.reshape(1, 1, k, m), ("NHWC", "HWIO"), (1, 1, 1, -1)
+    axis = layouts[0].index("C")
+    data = bb.emit(relax.op.dequantize(bb.emit(relax.op.reshape(rewriter.visit_expr(xq), image)), relax.const(sx_value),
+                                       relax.const(zx_value), axis=axis))
+    weights = bb.emit(relax.op.dequantize(relax.const(np.ascontiguousarray(weight)), relax.const(sw), relax.const(zw),
+                                          axis=layouts[1].index("O")))
+    y = bb.emit(relax.op.nn.conv2d(data, weights, data_layout=layouts[0], kernel_layout=layouts[1], out_dtype="float32"), name)
     for call, index in chain:
         args = [rewriter.visit_expr(arg) for arg in call.args]
         args[index] = y
         if call.op.name == "relax.add":
             other = args[1 - index]
             if len(static_shape(call.args[1 - index])) > 0:
-                other = relax.op.reshape(other, (1, -1, 1, 1))
+                other = relax.op.reshape(other, channel)
             args[1 - index] = other
         y = bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
-    value = bb.emit(relax.op.quantize(y, *(rewriter.visit_expr(arg) for arg in quantize.args[1:]), axis=1,
+    value = bb.emit(relax.op.quantize(y, *(rewriter.visit_expr(arg) for arg in quantize.args[1:]), axis=axis,
                                       out_dtype=str(quantize.ty.dtype)))
     return name, WHAT, relax.op.reshape(value, (n, m))
 
