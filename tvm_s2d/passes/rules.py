@@ -90,7 +90,8 @@ class RuleSet:
 
 class CpuPass:
     """The shell of a module pass that runs on LLVM CPU targets only (the pass's ``target``, else
-    the current one): ``outcomes``, ``lanes`` (the target's float32 vector lanes) and ``run(mod)``."""
+    the current one): ``outcomes``, ``lanes`` (the target's float32 vector lanes) and ``run(mod, target)``
+    (``CpuIntegerConvs``, ``CpuRequantizeInt32``, ``CpuResize``, ``VectorMath``, the ``CpuRuleSet`` passes)."""
 
     def __init__(self, target: tvm.target.Target | None = None):
         self.target, self.lanes = target, 8
@@ -102,9 +103,9 @@ class CpuPass:
         if not is_cpu(target):
             return mod
         self.lanes = vector_lanes(target)
-        return self.run(mod)
+        return self.run(mod, target)
 
-    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+    def run(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         raise NotImplementedError
 
 
@@ -115,5 +116,5 @@ class CpuRuleSet(CpuPass, RuleSet):
         RuleSet.__init__(self, rules)
         CpuPass.__init__(self, target)
 
-    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+    def run(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         return RuleSet.transform_module(self, mod, None)

@@ -27,7 +27,7 @@ import numpy as np
 import tvm
 from tvm import s_tir
 
-from .x86_tiles import ConvKnobs, _tiles, default_knobs, vector_width
+from .x86_tiles import ConvKnobs, _tiles, default_knobs, max_pixels, vector_width
 
 # TOPI's conv blocks; grouped and depthwise convs have the same loops (rc: a group's channels)
 CONV_BLOCKS = {"conv2d_nchw": "NCHW", "conv2d_nhwc": "NHWC", "group_conv2d_nchw": "NCHW", "group_conv2d_nhwc": "NHWC"}
@@ -47,12 +47,8 @@ class ConvBlock:
 
     @property
     def max_pixels(self) -> int:
-        """Pixels an NHWC register tile measured fastest with at most: 8 for depthwise convs,
-        else as many as the input channels a tap sums, at least 4 (an image stem's 3 channels:
-        2.8x faster with 4 pixels than with 14; 32 channels: fastest with 14)."""
-        if self.depthwise:
-            return 8
-        return max(4, _group_in(self.layout, self.extents))
+        """``x86_tiles.max_pixels`` of this conv."""
+        return max_pixels(_group_in(self.layout, self.extents), self.depthwise)
 
     @property
     def depthwise(self) -> bool:
@@ -183,12 +179,12 @@ def fold_width_slice(sch: s_tir.Schedule, accumulate, tile_loop, out_shape: tupl
     consumers = sch.get_consumers(accumulate)
     if len(consumers) != 1 or not sch.get(consumers[0]).name_hint.startswith("T_strided_slice"):
         return
-    shape = tuple(int(iv.dom.extent) for iv in sch.get(consumers[0]).iter_vars)
+    shape = _domain(sch, consumers[0])
     if len(shape) != 4 or shape[:2] != out_shape[:2] or shape[3] != out_shape[3] or not shape[2] < out_shape[2]:
         return
     chain = [sch.get_sblock(name) for name in sorted(_reached(sch, accumulate, sch.get_consumers))]
     sinks = [b for b in chain if not sch.get_consumers(b)]
-    if len(sinks) != 1 or any(tuple(int(iv.dom.extent) for iv in sch.get(b).iter_vars) != shape for b in chain):
+    if len(sinks) != 1 or not all(_pointwise(sch, b, shape) for b in chain):
         return
     sink = sinks[0]
     for b in chain:
@@ -325,7 +321,12 @@ def _pointwise(sch: s_tir.Schedule, block, out_shape: tuple[int, ...]) -> bool:
     squeeze-excite scale broadcast over an image, stays a loop nest of its own: TVM 0.27's
     ``reverse_compute_inline`` fails inside (``Cannot dispatch a null expression``) instead
     of raising a ``ScheduleError`` on it."""
-    return tuple(int(iv.dom.extent) for iv in sch.get(block).iter_vars) == tuple(out_shape)
+    return _domain(sch, block) == tuple(out_shape)
+
+
+def _domain(sch: s_tir.Schedule, block) -> tuple[int, ...]:
+    """The extents of ``block``'s iteration domain."""
+    return tuple(int(iv.dom.extent) for iv in sch.get(block).iter_vars)
 
 
 def split_vectors(sch: s_tir.Schedule, loop, extent: int, lanes: int):

@@ -30,26 +30,18 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.x86_int8 import DotKind, dot_kind, vnni_conv
-from ...targets import is_cpu, pass_target
-from ..outcome import Outcome, applied, refused
+from ..outcome import applied, refused
 from ..relax_tools import bound, const_of, is_call
+from ..rules import CpuPass
 
 PASS_NAME = "CpuIntegerConvs"
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class CpuIntegerConvs:
+class CpuIntegerConvs(CpuPass):
     """Integer convs as dot-product kernels on CPUs that have one (the module doc)."""
 
-    def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        target = pass_target(self.target)
-        if not is_cpu(target):
-            return mod
+    def run(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         integer_convs = [c for f in mod.functions.values() if isinstance(f, relax.Function) for c in _integer_convs(f)]
         if not integer_convs:
             return mod

@@ -31,10 +31,10 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ...targets import is_cpu, pass_target, vector_lanes
+from ...targets import vector_lanes
 from ..quantized.integer_requantize import match_requantize
 from ..relax_tools import map_relax_functions
-from ..rules import Rule, RuleSet, rewrite_rules
+from ..rules import CpuRuleSet, Rule, rewrite_rules
 
 PASS_NAME = "CpuRequantizeInt32"
 
@@ -60,18 +60,15 @@ def requantize_int32(x: relax.Expr, b, m, r, zy: int, lo: int, hi: int, dtype: s
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class CpuRequantizeInt32(RuleSet):
+class CpuRequantizeInt32(CpuRuleSet):
     """Requantizations in int32 after their multiply (the module doc)."""
 
     def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
         self.var2val: dict = {}
-        super().__init__([Rule(is_op("relax.astype")(wildcard()), self._decide)])
+        super().__init__([Rule(is_op("relax.astype")(wildcard()), self._decide)], target)
 
-    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.outcomes = []
-        target = pass_target(self.target)
-        if not is_cpu(target) or has_avx512(target):
+    def run(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+        if has_avx512(target):
             return mod
 
         def rewrite(func):

@@ -44,7 +44,7 @@ def why_not(call: relax.Call) -> str | None:
 class CpuResize(CpuPass):
     """Bilinear resizes as two separable passes (the module doc)."""
 
-    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+    def run(self, mod: tvm.IRModule, _target) -> tvm.IRModule:
         rewriter = _Rewriter(mod, self.outcomes)
         for gv, func in mod.functions.items():
             if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive", False)):

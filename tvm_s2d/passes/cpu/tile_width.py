@@ -47,8 +47,8 @@ class CpuTileWidth(CpuRuleSet):
         if (str(attrs.data_layout) != "NHWC" or str(attrs.out_layout) != "NHWC" or int(attrs.groups) != 1
                 or data is None or out is None or str(conv.ty.dtype) != "float32"):
             return None
-        width, channels = out[2], out[3]
-        padded = x86_tiles.padded_width(channels, width, self.lanes, max_pixels=max(4, data[3]))
+        width, channels, pixels = out[2], out[3], x86_tiles.max_pixels(data[3])
+        padded = x86_tiles.padded_width(channels, width, self.lanes, max_pixels=pixels)
         if padded == width:
             return None
         top, left, bottom, right = (int(p) for p in attrs.padding)
@@ -57,6 +57,6 @@ class CpuTileWidth(CpuRuleSet):
                                   padding=(top, left, bottom, right + (padded - width) * stride),
                                   dilation=attrs.dilation, groups=1, data_layout="NHWC",
                                   kernel_layout=str(attrs.kernel_layout), out_layout="NHWC", out_dtype=attrs.out_dtype)
-        tile = x86_tiles.default_knobs("NHWC", channels, padded, self.lanes, max_pixels=max(4, data[3]))
+        tile = x86_tiles.default_knobs("NHWC", channels, padded, self.lanes, max_pixels=pixels)
         return (relax.op.strided_slice(wide, axes=[2], begin=[0], end=[width]),
                 f"{width}-pixel rows computed {padded} wide: tiles of {tile.tile_channels} channels x {tile.tile_width} pixels")

@@ -27,9 +27,9 @@ import tvm_ffi
 from tvm import te, tirx, topi
 from tvm.ir.expr import Call
 
-from ...targets import is_cpu, pass_target
-from ..outcome import Outcome, applied
+from ..outcome import applied
 from ..relax_tools import with_functions
+from ..rules import CpuPass
 
 PASS_NAME = "VectorMath"
 #: The measured bound (module doc): sigmoid 5.3, erf 5.0, tanh 4.2 ulps.
@@ -73,18 +73,11 @@ FORMULAS = {
 
 
 @tvm.transform.module_pass(opt_level=0, name=PASS_NAME)
-class VectorMath:
+class VectorMath(CpuPass):
     """Replace float32 ``sigmoid``/``erf``/``tanh`` calls in CPU kernels by polynomials
     (module doc); ``outcomes`` per kernel changed."""
 
-    def __init__(self, target: tvm.target.Target | None = None):
-        self.target = target
-        self.outcomes: list[Outcome] = []
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
-        if not is_cpu(pass_target(self.target)):
-            return mod
+    def run(self, mod: tvm.IRModule, _target) -> tvm.IRModule:
         updates = {}
         for gv, func in mod.functions.items():
             if isinstance(func, tirx.PrimFunc):
