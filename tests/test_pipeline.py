@@ -127,7 +127,7 @@ def test_the_stage_table_is_the_pipeline_and_states_its_order():
     assert order[-1] == "_pipeline"  # TVM's default_build_pipeline
     # slices and variants come from the same table
     names = [p.info.name for p in S2DPipeline(rewrite=False).passes(until="lower")]
-    assert "SpaceToDepthConv2d" not in names and names[-2:] == ["FuseTIR", "VectorMath"]
+    assert "SpaceToDepthConv2d" not in names and names[-3:] == ["FuseTIR", "VectorMath", "NarrowMultipliers"]
     assert [p.info.name for p in S2DPipeline().passes(start="layout", until="rewrite")] == [
         "HexagonLayout", "CpuLayout", "SpaceToDepthConv2d"]
 

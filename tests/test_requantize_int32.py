@@ -99,3 +99,78 @@ def test_avx512_and_other_targets_keep_the_int64_form():
     pass_ = CpuRequantizeInt32(target=tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
     pass_(mod)
     assert [o.applied for o in pass_.outcomes] == [True]
+
+
+def _product_module(m: np.ndarray, constant: bool = True):
+    """``int32((int64(x) * m) >> 31)`` as a fused kernel called with ``m`` a constant (or an input)."""
+    from tvm.script import tirx as T
+
+    n = m.size
+
+    @T.prim_func(private=True, s_tir=True)
+    def product(x: T.Buffer((n,), "int32"), mult: T.Buffer((n,), "int64"), out: T.Buffer((n,), "int32")):
+        for i in T.vectorized(n):
+            with T.sblock("product"):
+                v = T.axis.spatial(n, i)
+                out[v] = T.Cast("int32", (T.Cast("int64", x[v]) * mult[v] + T.int64(1 << 30)) >> T.int64(31))
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((n,), "int32"))
+    params = [x] if constant else [x, relax.Var("m", relax.TensorType((n,), "int64"))]
+    with bb.function("main", params):
+        gv = bb.add_func(product, "product")
+        mult = relax.const(m, "int64") if constant else params[1]
+        out = bb.emit(relax.call_tir(gv, [x, mult], relax.TensorType((n,), "int32")))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _products(func) -> list:
+    """The products (``Mul``) in ``func``'s body."""
+    import tvm_ffi
+    from tvm.ir.prim.expr import Mul
+
+    found = []
+    tvm_ffi.structural_map(func.body, [(Mul, lambda e: found.append(e) or e)])
+    return found
+
+
+def test_narrow_multipliers_reads_int32_range_constants_as_32_bits():
+    """Before/Expected on the product's operand, the same integers, and LLVM's 32 x 32 -> 64-bit
+    multiply (``vpmuldq``) on AVX2 instead of the emulated 64-bit one."""
+    from tvm.ir.prim.expr import Cast
+
+    from tvm_s2d.passes import NarrowMultipliers
+
+    haswell = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    m = np.array([2**31 - 1, 2**30, -(2**31), 1_234_567_891] * 8, np.int64)
+    mod = _product_module(m)
+    pass_ = NarrowMultipliers(target=haswell)
+    narrowed = pass_(mod)
+    assert [o.applied for o in pass_.outcomes] == [True], pass_.outcomes
+    (mul,) = _products(narrowed["product"])
+    operand = mul.b
+    assert isinstance(operand, Cast) and str(operand.ty) == "int64" and isinstance(operand.value, Cast)
+    assert str(operand.value.ty) == "int32" and operand.value.value.same_as(_products(mod["product"])[0].b)
+    x = np.random.default_rng(7).integers(-(2**31), 2**31, m.size).astype(np.int32)
+    expected = ((x.astype(np.int64) * m + (1 << 30)) >> 31).astype(np.int32)
+    np.testing.assert_array_equal(run(narrowed, x, pipeline="default", target=HOST), expected)
+
+    def asm(module):
+        with haswell:
+            lib = tvm.compile(tvm.IRModule({"main": module["product"].with_attr("global_symbol", "main")}), target=haswell)
+        return lib.mod.inspect_source("asm") if hasattr(lib, "mod") else lib.inspect_source("asm")
+
+    assert "vpmuldq" in asm(narrowed) and "vpmuludq" not in asm(narrowed)
+    assert "vpmuludq" in asm(mod)  # the emulated form it replaces
+
+
+@pytest.mark.parametrize("case", ["outside int32", "not a constant"])
+def test_narrow_multipliers_leaves_other_products(case):
+    from tvm_s2d.passes import NarrowMultipliers
+
+    m = np.array([2**31, 3] * 16, np.int64) if case == "outside int32" else np.full(32, 3, np.int64)
+    mod = _product_module(m, constant=case != "not a constant")
+    pass_ = NarrowMultipliers(target=tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    tvm.ir.assert_structural_equal(pass_(mod), mod)
+    assert pass_.outcomes == []

@@ -32,7 +32,7 @@ from tvm.relax import transform
 from tvm.relax.pipeline import PIPELINE_MAP, default_build_pipeline, register_pipeline
 
 from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, CpuPointwiseRows, CpuRequantizeInt32, CpuResize, CpuTileWidth,
-                     HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, ScheduleConvs, SpaceToDepthConv2d,
+                     HexagonConvs, HexagonLayout, HexagonMovement, HexagonRequantize, NarrowMultipliers, ScheduleConvs, SpaceToDepthConv2d,
                      VectorMath)
 from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome, strict
@@ -81,10 +81,11 @@ STAGES = (
           "multiply where the CPU has no 64-bit multiply or shift (AVX2), before FuseOps fuses them into the kernels; bilinear "
           "resizes as two separable passes (a kernel of its own, which FuseOps fuses the transposes around into)"),
     Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR",
-                    "VectorMath"),
+                    "VectorMath", "NarrowMultipliers"),
           "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
           " kernel computes is kept for the tables (FuseTIR forgets it); on CPUs exp, sigmoid, erf and tanh in"
-          " the fused kernels become polynomials that vectorize (libm's calls do not)"),
+          " the fused kernels become polynomials that vectorize (libm's calls do not), and their int64 products of"
+          " int32-range constants (the requantizations' multipliers) 32 x 32 -> 64-bit multiplies"),
     Stage("schedule", ("ApplyMetaScheduleDatabase", "ScheduleConvs"),
           "after lower because schedules take the fused kernels; a MetaSchedule database first, ScheduleConvs "
           "takes the kernels it left"),
@@ -95,7 +96,8 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 OWN_PASSES = ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldBatchNorm",
               "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
-              "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32", "CpuResize", "VectorMath", "ApplyMetaScheduleDatabase",
+              "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32", "CpuResize", "VectorMath", "NarrowMultipliers",
+              "ApplyMetaScheduleDatabase",
               "ScheduleConvs")
 
 
@@ -129,7 +131,7 @@ class S2DPipeline:
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
             "cpu": [CpuIntegerConvs(), CpuDense(), CpuPointwiseRows(), CpuTileWidth(), CpuRequantizeInt32(), CpuResize()],
             "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
-                      transform.FuseOps(), RecordFusedNames, transform.FuseTIR(), VectorMath()],
+                      transform.FuseOps(), RecordFusedNames, transform.FuseTIR(), VectorMath(), NarrowMultipliers()],
             "schedule": list(schedules),
             "build": [default_build_pipeline()],
         }

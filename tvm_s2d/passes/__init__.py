@@ -8,7 +8,7 @@ from .cpu.dense import CpuDense
 from .cpu.integer_convs import CpuIntegerConvs
 from .cpu.layout import CpuLayout
 from .cpu.pointwise_rows import CpuPointwiseRows
-from .cpu.requantize_int32 import CpuRequantizeInt32
+from .cpu.requantize_int32 import CpuRequantizeInt32, NarrowMultipliers
 from .cpu.resize import CpuResize
 from .cpu.schedule_convs import ScheduleConvs
 from .cpu.tile_width import CpuTileWidth
@@ -23,5 +23,5 @@ from .remove_dropout import RemoveDropout
 from .s2d.space_to_depth_conv2d import PASS_NAME, SpaceToDepthConv2d
 
 __all__ = ["CpuDense", "CpuIntegerConvs", "CpuLayout", "CpuPointwiseRows", "CpuRequantizeInt32", "CpuResize", "CpuTileWidth",
-           "HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "PASS_NAME", "PowerAsRoots", "QDQConvToInteger",
-           "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d", "VectorMath"]
+           "HexagonConvs", "HexagonLayout", "HexagonMovement", "HexagonRequantize", "NarrowMultipliers", "PASS_NAME", "PowerAsRoots",
+           "QDQConvToInteger", "RemoveDropout", "ScheduleConvs", "SpaceToDepthConv2d", "VectorMath"]

@@ -185,6 +185,32 @@ class _FoldTransposes(PyExprMutator):
         return self.folded.get(var, var)
 
 
+def call_tir_arguments(func: relax.Function):
+    """``(kernel GlobalVar, argument list, var2val)`` of each ``call_tir`` in ``func``."""
+    var2val, calls = relax.analysis.get_var2val(func), []
+
+    def visit(expr):
+        if is_call(expr, "relax.call_tir") and isinstance(expr.args[1], relax.Tuple):
+            calls.append((expr.args[0], list(expr.args[1].fields), var2val))
+
+    relax.analysis.post_order_visit(func, visit)
+    return calls
+
+
+def constant_arguments(mod: tvm.IRModule, keep=None) -> dict:
+    """For each kernel, the indices of the arguments every one of its calls passes a constant
+    (``keep``: and whose value, a numpy array, it accepts)."""
+    found = {}
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for gv, args, var2val in call_tir_arguments(func):
+                values = {i: bound(a, var2val) for i, a in enumerate(args)}
+                constant = {i for i, v in values.items() if isinstance(v, tvm.ir.GenericConst)
+                            and (keep is None or keep(v.value.numpy()))}
+                found[gv] = found.get(gv, constant) & constant
+    return found
+
+
 def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
     """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy
     into their uses: what ``FoldConstant`` does for them, without compiling and running a

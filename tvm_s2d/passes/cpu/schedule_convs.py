@@ -32,7 +32,7 @@ from ...schedules import x86, x86_injective, x86_int8, x86_resize
 from ...schedules.x86_reductions import schedule_dlight, schedule_window
 from ...targets import is_cpu, pass_target, vector_lanes
 from ..outcome import Outcome, applied, refused, strict
-from ..relax_tools import bound, map_relax_functions, with_functions
+from ..relax_tools import bound, constant_arguments, map_relax_functions, with_functions
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
@@ -67,7 +67,7 @@ class ScheduleConvs:
         if not is_cpu(target):
             return mod
         updates, packed = {}, {}
-        constants = _constant_arguments(mod)
+        constants = constant_arguments(mod)
         for gv, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled"):
                 continue
@@ -141,29 +141,6 @@ def _with_packed_weights(mod: tvm.IRModule, packed: dict) -> tvm.IRModule:
         mod[fresh] = func
         renamed[gv] = (fresh, index, tile)
     return map_relax_functions(mod, lambda f: _PackArguments(mod, renamed).visit_expr(f))
-
-
-def _call_tir_arguments(func: relax.Function):
-    """``(kernel GlobalVar, argument list, var2val)`` of each ``call_tir`` in ``func``."""
-    var2val, calls = relax.analysis.get_var2val(func), []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and expr.op.same_as(_CALL_TIR) and isinstance(expr.args[1], relax.Tuple):
-            calls.append((expr.args[0], list(expr.args[1].fields), var2val))
-
-    relax.analysis.post_order_visit(func, visit)
-    return calls
-
-
-def _constant_arguments(mod: tvm.IRModule) -> dict:
-    """For each kernel, the indices of the arguments every one of its calls passes a constant."""
-    found = {}
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            for gv, args, var2val in _call_tir_arguments(func):
-                constant = {i for i, a in enumerate(args) if isinstance(bound(a, var2val), tvm.ir.GenericConst)}
-                found[gv] = found.get(gv, constant) & constant
-    return found
 
 
 @mutator
