@@ -36,6 +36,7 @@ from .passes import (CpuDense, CpuIntegerConvs, CpuLayout, CpuPointwiseRows, Cpu
                      VectorMath)
 from .passes.kernel_names import RecordFusedNames
 from .passes.outcome import Outcome, strict
+from .passes.fold_constants import FoldConstantOps
 from .passes.prepare import prepare_passes
 from .schedules.metaschedule import ApplyDatabase
 from .tuning.apply import TunedLog
@@ -52,12 +53,13 @@ class Stage:
 
 #: The pipeline's order, once. ``test_pipeline`` asserts the constraints the ``why`` lines state.
 STAGES = (
-    Stage("prepare", ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstant",
-                      "FoldBatchNorm", "IntegerArithmetic"),
+    Stage("prepare", ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstantOps",
+                      "FoldConstant", "FoldBatchNorm", "IntegerArithmetic"),
           "first: dropouts become the identity (inference), so no mask kernel keeps a dense layer from its "
           "schedule; ONNX Sum (broadcast, stack, reduce) becomes adds, which layouts carry and convs fuse; "
           "QDQ fully connected layers become 1x1 convs, QDQ convs integer convs and weights constants "
-          "(folded), so every later pass sees a conv "
+          "(folded: with numpy where FoldConstantOps can, each of FoldConstant's folds compiles a kernel), so every later "
+          "pass sees a conv "
           "with constant weights; powers in quarters (LRN's x^0.75) become products of square roots on every "
           "target, so the CPU build (the emulator's reference) and the Hexagon build, whose libm has no powf, "
           "compute the same floats; batch norms folded into the convs before them (weights constants by then), the "
@@ -80,9 +82,10 @@ STAGES = (
           "register tiles (after CpuDense, whose 1x1 convs they include); requantizations in int32 after their "
           "multiply where the CPU has no 64-bit multiply or shift (AVX2), before FuseOps fuses them into the kernels; bilinear "
           "resizes as two separable passes (a kernel of its own, which FuseOps fuses the transposes around into)"),
-    Stage("lower", ("LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames", "FuseTIR",
-                    "VectorMath", "NarrowMultipliers"),
-          "after every graph pass: Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
+    Stage("lower", ("FoldConstantOps", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "RecordFusedNames",
+                    "FuseTIR", "VectorMath", "NarrowMultipliers"),
+          "after every graph pass: constant reshapes, casts and dequantizes folded with numpy (FoldConstant compiles"
+          " a kernel for each, ~57 ms), the rest by TVM; Relax ops become TIR kernels (PrimFuncs), fused; which bindings each fused"
           " kernel computes is kept for the tables (FuseTIR forgets it); on CPUs exp, sigmoid, erf and tanh in"
           " the fused kernels become polynomials that vectorize (libm's calls do not), and their int64 products of"
           " int32-range constants (the requantizations' multipliers) 32 x 32 -> 64-bit multiplies"),
@@ -93,7 +96,8 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 #: The passes of tvm-s2d (guarded; TVM's own passes are not).
-OWN_PASSES = ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldBatchNorm",
+OWN_PASSES = ("RemoveDropout", "SumAsAdds", "QDQMatmulToConv", "QDQConvToInteger", "PowerAsRoots", "FoldConstantOps",
+              "FoldBatchNorm",
               "IntegerArithmetic", "HexagonLayout", "CpuLayout",
               "SpaceToDepthConv2d", "HexagonConvs", "HexagonRequantize", "HexagonMovement", "CpuIntegerConvs", "CpuDense",
               "CpuPointwiseRows", "CpuTileWidth", "CpuRequantizeInt32", "CpuResize", "VectorMath", "NarrowMultipliers",
@@ -130,7 +134,7 @@ class S2DPipeline:
             "rewrite": [rewrite] if rewrite is not None else [],
             "hvx": [self.hexagon_convs, HexagonRequantize(hvx=hvx), HexagonMovement(hvx=hvx)],
             "cpu": [CpuIntegerConvs(), CpuDense(), CpuPointwiseRows(), CpuTileWidth(), CpuRequantizeInt32(), CpuResize()],
-            "lower": [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+            "lower": [FoldConstantOps(), transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
                       transform.FuseOps(), RecordFusedNames, transform.FuseTIR(), VectorMath(), NarrowMultipliers()],
             "schedule": list(schedules),
             "build": [default_build_pipeline()],

@@ -16,6 +16,7 @@ import tvm
 from tvm.relax import transform
 
 from .fold_batch_norm import FoldBatchNorm
+from .fold_constants import FoldConstantOps
 from .power_as_roots import PowerAsRoots
 from .quantized.integer import IntegerArithmetic
 from .remove_dropout import RemoveDropout
@@ -25,8 +26,8 @@ from .quantized.qdq_matmul_to_conv import QDQMatmulToConv
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
-    return [RemoveDropout(), SumAsAdds(), QDQMatmulToConv(), QDQConvToInteger(), PowerAsRoots(), transform.FoldConstant(),
-            FoldBatchNorm(), IntegerArithmetic()]
+    return [RemoveDropout(), SumAsAdds(), QDQMatmulToConv(), QDQConvToInteger(), PowerAsRoots(), FoldConstantOps(),
+            transform.FoldConstant(), FoldBatchNorm(), IntegerArithmetic()]
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:
