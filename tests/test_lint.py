@@ -80,12 +80,12 @@ FLOORS = [
     ["geometry"],
     ["targets"],
     ["schedules", "emulator", "qoperator", "onnx_shapes", "quantize", "checks"],  # emulator: the kernel runner (qemu, layer)
-    ["passes.relax_tools", "passes.outcome", "passes.rules", "passes.conv_layout", "passes.channel_shuffle"],  # the Relax toolkit, the
-    # refusal protocol, rewrite rules, conv layouts, the channel shuffle they carry
-    ["passes.quantized", "passes.power_as_roots", "passes.remove_dropout", "passes.fold_batch_norm", "passes.fold_constants",
-     "passes.sum_as_adds",
+    ["passes.relax_tools", "passes.outcome", "passes.rules", "passes.fold_constants", "passes.conv_layout",
+     "passes.channel_shuffle"],  # the Relax toolkit, the refusal protocol, rewrite rules, constants folded with numpy, conv
+    # layouts, the channel shuffle they carry
+    ["passes.quantized", "passes.power_as_roots", "passes.remove_dropout", "passes.fold_batch_norm", "passes.sum_as_adds",
      "passes.prepare"],
-    # integer ops, powers as roots, dropouts as the identity, batch norms and constants folded: before the rewrite
+    # integer ops, powers as roots, dropouts as the identity, batch norms folded: before the rewrite
     ["passes.s2d"],  # the rewrite
     ["passes"],  # the targets' passes (passes.hexagon, passes.cpu) and the package's __init__
     ["tuning"],  # the tuning log and the tuned values the pipeline reads

@@ -3,7 +3,7 @@
 run after the preparation and before the rewrite, record an outcome per conv, and apply their
 decisions one way (``convert_convs``): TVM's ``ConvertLayout`` with each decided conv in its
 layout (NHWC convs on HWIO weights) carrying the layout through the ops between convs, then
-the weights' transposes folded with numpy (``fold_constant_transposes``)."""
+the weights' transposes folded with numpy (``FoldConstantOps``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..targets import pass_target
 from .outcome import Outcome
-from .relax_tools import fold_constant_transposes, is_call, map_relax_functions, rewrite_functions, static_shape
+from .fold_constants import FoldConstantOps
+from .relax_tools import is_call, map_relax_functions, rewrite_functions, static_shape
 from .channel_shuffle import Shuffle, emit_channel_shuffle, match_channel_shuffle
 
 #: The weight layout of a conv in each data layout.
@@ -61,7 +62,7 @@ def convert_convs(mod: tvm.IRModule, layout_of, seen=None) -> tvm.IRModule:
         converted = relax.transform.ConvertLayout({}, desired)(rewrite_functions(mod, hide))
         converted = rewrite_functions(converted, _Unhide(converted, hide.calls))
     converted = rewrite_functions(converted, _Shuffles(converted, shuffles.groups))
-    return fold_constant_transposes(rewrite_functions(converted, _Lookups(converted, lookups.tables)))
+    return FoldConstantOps()(rewrite_functions(converted, _Lookups(converted, lookups.tables)))
 
 
 _CLIP = is_op("relax.clip")(wildcard(), wildcard(), wildcard())

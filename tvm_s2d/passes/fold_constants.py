@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from .relax_tools import static_shape
+from .relax_tools import const_of, static_shape
 from .rules import Rule, RuleSet
 
 PASS_NAME = "FoldConstantOps"
@@ -117,7 +117,7 @@ class FoldConstantOps(RuleSet):
     @staticmethod
     def _decider(args: list, fold):
         def decide(call: relax.Call, matches):
-            values = [_value(matches.get(a)) for a in args]  # (an argument may be a variable bound to the constant)
+            values = [const_of(matches.get(a), {}) for a in args]  # (an argument may be a variable bound to the constant)
             if any(v is None for v in values) or not isinstance(call.ty, relax.TensorType):
                 return None
             out = fold(call, *values)
@@ -127,6 +127,3 @@ class FoldConstantOps(RuleSet):
 
         return decide
 
-
-def _value(expr: relax.Expr) -> np.ndarray | None:
-    return expr.value.numpy() if isinstance(expr, tvm.ir.GenericConst) else None

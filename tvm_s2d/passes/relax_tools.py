@@ -1,8 +1,8 @@
 """The passes' Relax toolkit: matching calls (by op name, through the bindings of a function:
 ``is_call``, ``call_of``, ``const_of``; the conv patterns and what a conv call computes,
 ``conv_spec``), shapes, and traversal (rewriting each Relax function of a module, adding
-hand-scheduled TIR kernels to it, replacing some of its functions, folding the transposes of
-constants). Rewrite rules and their passes: ``rules.py``."""
+hand-scheduled TIR kernels to it, replacing some of its functions; the constant arguments of
+kernel calls). Rewrite rules and their passes: ``rules.py``; constants folded: ``fold_constants.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import tvm
 from tvm import relax
 from tvm.ir.prim.expr import IntImm
 from tvm.relax.dpl import is_op, wildcard
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..geometry import LAYOUTS, Conv2dSpec, TransposedConv2dSpec, Unsupported, is_pure_reshape, kernel_to_oihw, spatial_axes
 
@@ -160,31 +159,6 @@ def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
     return with_functions(mod, updates)
 
 
-@mutator
-class _FoldTransposes(PyExprMutator):
-    """``permute_dims`` of constants made constants, and their uses the constants themselves."""
-
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.folded = {}
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        value = binding.value
-        if is_call(value, "relax.permute_dims") and isinstance(value.args[0], tvm.ir.GenericConst):
-            array = value.args[0].value.numpy()
-            axes = value.attrs.axes
-            array = array.transpose([int(a) for a in axes]) if axes is not None else array.T
-            self.folded[binding.var] = relax.const(np.ascontiguousarray(array), str(array.dtype))
-            return
-        super().visit_var_binding_(binding)
-
-    def visit_var_(self, var: relax.Var) -> relax.Expr:
-        return self.folded.get(var, var)
-
-    def visit_dataflow_var_(self, var: relax.DataflowVar) -> relax.Expr:
-        return self.folded.get(var, var)
-
-
 def call_tir_arguments(func: relax.Function):
     """``(kernel GlobalVar, argument list, var2val)`` of each ``call_tir`` in ``func``."""
     var2val, calls = relax.analysis.get_var2val(func), []
@@ -209,13 +183,6 @@ def constant_arguments(mod: tvm.IRModule, keep=None) -> dict:
                             and (keep is None or keep(v.value.numpy()))}
                 found[gv] = found.get(gv, constant) & constant
     return found
-
-
-def fold_constant_transposes(mod: tvm.IRModule) -> tvm.IRModule:
-    """``permute_dims`` of constants (the weights a layout change transposes) folded with numpy
-    into their uses: what ``FoldConstant`` does for them, without compiling and running a
-    kernel for each."""
-    return rewrite_functions(mod, _FoldTransposes(mod))
 
 
 def emit_steps(bb: relax.BlockBuilder, x: relax.Expr, steps, name: str) -> relax.Expr:
