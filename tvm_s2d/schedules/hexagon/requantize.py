@@ -318,6 +318,11 @@ def gate_length(shape, period: int) -> int:
     return period + 128 if period != total and total % 128 and total > 128 and period % 128 == 0 else period
 
 
+#: Groups of 128 outputs at least in one iteration of the product kernel's loop, unrolled:
+#: independent chains for the scheduler (one group an iteration ran ~23 packets a group, serial).
+SPAN_GROUPS = 4
+
+
 def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype: str, zb: int, m: int, zy: int,
                               lo: int, hi: int, dtype: str, hvx_code: bool = True) -> tvm.tirx.PrimFunc:
     """``(qa, qb) -> dtype``: ``((qa - za) * (qb - zb) * m + 2**30) >> 31`` plus ``zy``, clamped
@@ -331,6 +336,9 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
     total, length = int(np.prod(shape)), gate_length(shape, period)
     groups = total // 128 if period % 128 == 0 or period == total else 0  # whole aligned windows of qb
     overlap = groups > 0 and total % 128 != 0  # the last 128 outputs once more, for the tail
+    windows = period // 128 if period % 128 == 0 else 1  # groups a period of qb
+    span = windows * -(-SPAN_GROUPS // windows)  # groups an iteration, independent: whole periods, at least SPAN_GROUPS
+    supers = groups // span
 
     def element(qa, qb):
         p = (T.cast(qa, "int32") - za) * (T.cast(qb, "int32") - zb)
@@ -350,13 +358,13 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
         mv = T.broadcast(m, 32)
         return hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", p, mv), p, mv) + T.broadcast(zy, 32)
 
-    def product_bytes(qa, qb, start):
-        """128 outputs from ``start``: the operands widened to halfwords (``vunpack``) less their
+    def product_bytes(qa, qb, start, window=None):
+        """128 outputs from ``start`` (``window``: its offset in ``qb``, if not ``start % period``): the operands widened to halfwords (``vunpack``) less their
         zero points (9 bits), multiplied into words (``vmpyhv``: even and odd elements apart),
         requantized, saturated back to halfwords in order (``vsatwh`` interleaves the even and
         odd words), packed to bytes."""
         words = []
-        for x, y in zip(halves(qa, start, a_dtype), halves(qb, start % period, b_dtype)):
+        for x, y in zip(halves(qa, start, a_dtype), halves(qb, start % period if window is None else window, b_dtype)):
             pair = hvx("vmpyhv", hvx("vsubh", x, _half_splat(za)), hvx("vsubh", y, _half_splat(zb)), dtype="int32x64")
             words.append(hvx("vsatwh", requantized(hvx("hi", pair)), requantized(hvx("lo", pair))))
         return T.reinterpret(clamped(hvx(pack, words[1], words[0])), dtype=f"{dtype}x128")
@@ -368,7 +376,10 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
         with T.sblock("root"):
             qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for g in range(groups):
+            for u in range(supers):  # whole spans: each group's window of qb a constant offset
+                for q in T.unroll(span):
+                    out[T.ramp((u * span + q) * 128, 1, 128)] = product_bytes(qa, qb, (u * span + q) * 128, q * 128 % period)
+            for g in range(supers * span, groups):
                 out[T.ramp(g * 128, 1, 128)] = product_bytes(qa, qb, g * 128)
             if overlap:
                 out[T.ramp(total - 128, 1, 128)] = product_bytes(qa, qb, total - 128)
