@@ -23,6 +23,10 @@ from tvm.script import tirx as T
 from ...geometry.fixed_point import RANGES
 from .intrinsics import hvx, opaque_vector
 
+#: Groups of 128 outputs at least in one iteration of the elementwise kernels' loops (products,
+#: adds), unrolled: independent chains for LLVM's scheduler (one group an iteration ran serially:
+#: ~23 packets a group of a squeeze-and-excite product, 12.6 so).
+SPAN_GROUPS = 4
 
 
 def lane_constants(b, m, r, channels: int, pre=0, lanes: int | None = None) -> list[np.ndarray]:
@@ -201,7 +205,10 @@ def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, z
             qa = T.decl_buffer((total,), a_dtype, data=qa_.data)
             qb = T.decl_buffer((total,), b_dtype, data=qb_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for g in range(groups):  # 128 bytes of each: widened in order, requantized, packed back
+            for u in range(groups // SPAN_GROUPS):  # 128 bytes of each: widened in order, requantized, packed back
+                for q in T.unroll(SPAN_GROUPS):  # independent groups an iteration
+                    out[T.ramp((u * SPAN_GROUPS + q) * 128, 1, 128)] = added(qa, qb, (u * SPAN_GROUPS + q) * 128)
+            for g in range(groups // SPAN_GROUPS * SPAN_GROUPS, groups):
                 out[T.ramp(g * 128, 1, 128)] = added(qa, qb, g * 128)
             if groups > 0 and total % 128 != 0:  # the tail: the last 128 values once more
                 out[T.ramp(total - 128, 1, 128)] = added(qa, qb, total - 128)
@@ -316,11 +323,6 @@ def gate_length(shape, period: int) -> int:
     kernel ends with the last 128 outputs (a tail that is not a whole vector) off a tiled gate."""
     total = int(np.prod(shape))
     return period + 128 if period != total and total % 128 and total > 128 and period % 128 == 0 else period
-
-
-#: Groups of 128 outputs at least in one iteration of the product kernel's loop, unrolled:
-#: independent chains for the scheduler (one group an iteration ran ~23 packets a group, serial).
-SPAN_GROUPS = 4
 
 
 def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype: str, zb: int, m: int, zy: int,
