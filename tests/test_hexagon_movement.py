@@ -202,3 +202,35 @@ def test_the_lookup_kernel_runs_exactly_under_qemu(dtype, shape):
     if x.size < 128:
         assert run_.packets < 150  # one vector (the call's argument checks: ~85 packets)
 
+
+
+@pytest.mark.parametrize("dtype,filled", [("uint8", {0: 20, 1: 20, 2: 20}),  # a HardSwish: its output zero point below -3
+                                          ("int8", {5: -1, 6: -1, 7: -1, 0: 7}),  # two fill bytes: the most common taken
+                                          ("uint8", {m: 9 for m in range(8)}),  # one byte everywhere: no vlut32 at all
+                                          ("uint8", {})])  # none
+def test_segments_of_one_byte_take_no_lookup_and_the_kernel_stays_exact(dtype, filled):
+    """``table_segments``: a 32-entry segment filled with the table's base byte is not looked up;
+    the table vectors hold ``T - base`` and the kernel adds ``base`` back (wrapping bytes)."""
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.lookup import arrange_table, lookup_table, plain_lookup_table, table_segments
+
+    require_hexagon_tools()
+    rng = np.random.default_rng(5)
+    table = _random_table(dtype, rng)
+    for m, byte in filled.items():
+        table[32 * m: 32 * m + 32] = byte
+    base, segments = table_segments(table)
+    assert segments == tuple(m for m in range(8) if m not in filled or (filled[m] != -1 and dtype == "int8"))
+    assert base == (np.uint8(np.int8(-1).view(np.uint8)) if dtype == "int8" else next(iter(filled.values()), 0))
+    shape = (1, 24, 24, 33)
+    x = _random_index(shape, dtype, rng)
+    x.reshape(-1)[:256] = np.arange(256).astype(np.uint8).view(dtype)
+    arranged = arrange_table(table, base)
+    hvx = run_kernel(lookup_table(shape, dtype, dtype, base, segments), [x, arranged], [(shape, dtype)], name="lookup")
+    np.testing.assert_array_equal(hvx.outputs[0], table[x.view(np.uint8)])
+    full = run_kernel(lookup_table(shape, dtype, dtype), [x, arrange_table(table)], [(shape, dtype)], name="lookup")
+    assert hvx.packets < full.packets if segments != tuple(range(8)) else hvx.packets == full.packets
+    plain = tvm.compile(tvm.IRModule({"main": plain_lookup_table(shape, dtype, dtype, base)}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(shape, dtype))
+    plain(tvm.runtime.tensor(x), tvm.runtime.tensor(arranged), out)
+    np.testing.assert_array_equal(out.numpy(), table[x.view(np.uint8)])

@@ -32,7 +32,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...schedules.hexagon import (copy_space_to_depth, deal_depth_to_space, pad_channels, pad_channels_apply, pad_pixels,
                                   pad_pixels_apply, pad_rows, pad_rows_apply, shuffle_space_to_depth, shuffles_apply)
-from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table
+from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table, table_segments
 from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
                                        plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
                                        slice_pixels)
@@ -350,10 +350,12 @@ class _Rewriter(PyExprMutator):
         if shape is None:
             return "take by an index of dynamic shape: the HVX lookup takes static shapes"
         out_dtype = str(values.dtype)
-        make = lookup_table if self.rule.hvx else plain_lookup_table
-        kernel = add_kernel(self.builder_, make(shape, index_dtype, out_dtype), f"hvx_lookup_{name}")
+        base, segments = table_segments(values)
+        func = (lookup_table(shape, index_dtype, out_dtype, base, segments) if self.rule.hvx
+                else plain_lookup_table(shape, index_dtype, out_dtype, base))
+        kernel = add_kernel(self.builder_, func, f"hvx_lookup_{name}")
         applied(self.rule.outcomes, name, "HVX vlut32 table lookup")
-        return relax.call_tir(kernel, [self.visit_expr(q), relax.const(arrange_table(values))],
+        return relax.call_tir(kernel, [self.visit_expr(q), relax.const(arrange_table(values, base))],
                               relax.TensorType(shape, out_dtype))
 
 

@@ -13,7 +13,7 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import hvx
-from .requantize import RANGES, _byte_splat, _int64_requantize, _narrow, _requantized_row, pack_bytes, pack_words, \
+from .requantize import RANGES, SPAN_GROUPS, _byte_splat, _int64_requantize, _narrow, _requantized_row, pack_bytes, pack_words, \
     requantize_lanes
 
 # ---- requantization with the layout change: channel-major accumulators -> NHWC ---------------
@@ -187,6 +187,17 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
         a = T.Shuffle([acc.vload([(v * per + i) * cp], "int32x32") for i in range(per)], gather)
         return requantize_lanes(a, (bias, mult, shift, half, pre), 0, zy, pre_shift, average)
 
+    def group(acc, bias, mult, shift, half, pre, g):
+        """128 output bytes from vectors ``4 g ...``."""
+        low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1),
+                  requantized(acc, bias, mult, shift, half, pre, g * 4))
+        high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3),
+                   requantized(acc, bias, mult, shift, half, pre, g * 4 + 2))
+        words = hvx(pack, high, low)
+        if not full_range:
+            words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
+        return T.reinterpret(words, dtype=f"{dtype}x128")
+
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((32,), "int32"), mult: T.Buffer((32,), "int32"),
                    shift: T.Buffer((32,), "int32"), half: T.Buffer((32,), "int32"), pre: T.Buffer((32,), "int32"),
@@ -195,15 +206,11 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
         with T.sblock("root"):
             acc = T.decl_buffer((pixels * cp,), "int32", data=acc_.data)
             out = T.decl_buffer((pixels * channels,), dtype, data=out_.data)
-            for g in range(groups):
-                low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1),
-                          requantized(acc, bias, mult, shift, half, pre, g * 4))
-                high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3),
-                           requantized(acc, bias, mult, shift, half, pre, g * 4 + 2))
-                words = hvx(pack, high, low)
-                if not full_range:
-                    words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
-                out[T.ramp(g * 128, 1, 128)] = T.reinterpret(words, dtype=f"{dtype}x128")
+            for u in range(groups // SPAN_GROUPS):
+                for k in T.unroll(SPAN_GROUPS):
+                    out[T.ramp((u * SPAN_GROUPS + k) * 128, 1, 128)] = group(acc, bias, mult, shift, half, pre, u * SPAN_GROUPS + k)
+            for g in range(groups // SPAN_GROUPS * SPAN_GROUPS, groups):
+                out[T.ramp(g * 128, 1, 128)] = group(acc, bias, mult, shift, half, pre, g)
             for e in range(groups * 128, pixels * channels):
                 out[e] = _int64_requantize(acc[e // channels * cp + e % channels], bias[e % channels], mult[e % channels],
                                            shift[e % channels], pre[e % channels], zy, lo, hi, dtype)

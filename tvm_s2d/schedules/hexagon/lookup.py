@@ -19,6 +19,11 @@ bytes (``vsetq``, ``if (q) vmem = v``). The tensors are 128-byte aligned as the 
 take them (``align=128``: an aligned load and store a vector, one ``vlut32`` a packet, 8
 packets a vector in LLVM's unrolled loop). uint8 and int8 alike: the index's byte (int8 as
 its two's complement byte, ``take``'s ``mode="wrap"``) picks the entry.
+
+A segment whose 32 entries all equal the table's ``base`` (``table_segments``: the byte most
+segments are filled with, e.g. a HardSwish's output zero point below -3) takes no ``vlut32``: the
+table vectors hold ``T - base`` (mod 256; those segments' entries 0) and the kernel adds ``base``
+back to every byte (one ``vadd``): MobileNetV3-Small's HardSwish tables have 1-3 such segments.
 """
 
 from __future__ import annotations
@@ -32,9 +37,20 @@ from .intrinsics import hvx
 LUT_DTYPES = ("uint8", "int8")
 
 
-def arrange_table(table) -> np.ndarray:
-    """The 256 entries of ``table`` (uint8 or int8) as ``vlut32``'s two table vectors (uint8[256])."""
-    t = np.asarray(table).reshape(256).view(np.uint8)
+def table_segments(table) -> tuple[int, tuple[int, ...]]:
+    """``(base, segments)``: the byte (uint8) the most 32-entry segments of ``table`` are filled
+    with (0 if none is one value), and the segments ``m`` (entries ``32 m ...``) that are not all
+    ``base``: the ones the kernel looks up."""
+    t = np.asarray(table).reshape(8, 32).view(np.uint8)
+    filled = [int(row[0]) for row in t if np.all(row == row[0])]
+    base = max(set(filled), key=filled.count) if filled else 0
+    return base, tuple(m for m in range(8) if not np.all(t[m] == base))
+
+
+def arrange_table(table, base: int = 0) -> np.ndarray:
+    """The 256 entries of ``table`` (uint8 or int8) less ``base`` (mod 256) as ``vlut32``'s two
+    table vectors (uint8[256])."""
+    t = (np.asarray(table).reshape(256).view(np.uint8) - np.uint8(base)).astype(np.uint8)
     out = np.empty(256, np.uint8)
     j = np.arange(256)
     out[table_position(j)] = t
@@ -56,9 +72,11 @@ def _index_byte(value, dtype):
     return T.cast(value if dtype == "uint8" else T.reinterpret(value, dtype="uint8"), "int32")
 
 
-def lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
+def lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0,
+                 segments: tuple[int, ...] = tuple(range(8))) -> tvm.tirx.PrimFunc:
     """``y = T[x]``, elementwise: ``x`` of ``shape`` and ``index_dtype``, ``table`` the 256
-    entries as ``arrange_table`` lays them out, ``y`` of ``out_dtype`` (the table's type)."""
+    entries less ``base`` as ``arrange_table`` lays them out, ``y`` of ``out_dtype`` (the table's
+    type); ``segments``: the ones to look up (``table_segments``; the others' entries are ``base``)."""
     shape, n = _flat(shape)
     assert n > 0, "an empty tensor has no lookup"
     full = n // 128
@@ -67,9 +85,12 @@ def lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
 
     def vlut(x, offset, lo, hi):
         idx = T.reinterpret(x.vload([offset], lanes_in), dtype="int32x32")
-        acc = hvx("vlutvvb", idx, lo, 0)
-        for segment in range(1, 8):
-            acc = hvx("vlutvvb.oracc", acc, idx, lo if segment < 4 else hi, segment)
+        acc = T.broadcast(T.int32(0), 32)
+        for i, segment in enumerate(segments):
+            table = lo if segment < 4 else hi
+            acc = hvx("vlutvvb", idx, table, segment) if i == 0 else hvx("vlutvvb.oracc", acc, idx, table, segment)
+        if base:
+            acc = hvx("vaddb", acc, T.reinterpret(T.broadcast(T.uint8(base), 128), dtype="int32x32"))
         return T.reinterpret(acc, dtype=lanes_out)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
@@ -95,7 +116,7 @@ def lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
     return lookup
 
 
-def plain_lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
+def plain_lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0) -> tvm.tirx.PrimFunc:
     """``lookup_table`` as a plain loop on the same arranged table (any target: the CPU reference)."""
     shape, n = _flat(shape)
 
@@ -106,6 +127,6 @@ def plain_lookup_table(shape, index_dtype: str, out_dtype: str) -> tvm.tirx.Prim
             x = T.decl_buffer((n,), index_dtype, data=x_.data)
             y = T.decl_buffer((n,), out_dtype, data=y_.data)
             for i in range(n):
-                y[i] = T.reinterpret(table[table_position(_index_byte(x[i], index_dtype))], dtype=out_dtype)
+                y[i] = T.reinterpret(table[table_position(_index_byte(x[i], index_dtype))] + T.uint8(base), dtype=out_dtype)
 
     return lookup

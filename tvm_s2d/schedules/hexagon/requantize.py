@@ -27,6 +27,11 @@ from .intrinsics import hvx, opaque_vector
 #: adds), unrolled: independent chains for LLVM's scheduler (one group an iteration ran serially:
 #: ~23 packets a group of a squeeze-and-excite product, 12.6 so).
 SPAN_GROUPS = 4
+#: Vectors a period of the requantization's constants at most (4 constant vectors each), and spans
+#: at least, for its kernel to iterate over whole spans, the constants held in registers (24x24x96:
+#: 6,168 -> 5,720 packets, 10x10x96 1,608 -> 1,198); longer periods iterate over each span's 4
+#: vectors apart (6x6x256: 1,274, whole spans 1,601), and so do fewer spans (9: 6x6x96 550, 588).
+HOISTED_BLOCKS, HOISTED_SPANS = 5, 12
 
 
 def lane_constants(b, m, r, channels: int, pre=0, lanes: int | None = None) -> list[np.ndarray]:
@@ -92,12 +97,20 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), dtype, data=out_.data)
-            for q in T.unroll(span // 4):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, then the clamp
-                for u in range(supers):  # the same 4 vectors of each span: their constants loaded once, out of the loop
-                    v = u * span + q * 4
-                    t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
-                         for i in range(4)]
-                    out[T.ramp(v * 32, 1, 128)] = bytes_of(t)
+            if blocks <= HOISTED_BLOCKS and supers >= HOISTED_SPANS:  # a period's constants in registers: spans an iteration
+                for u in range(supers):
+                    for q in T.unroll(span // 4):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, the clamp
+                        v = u * span + q * 4
+                        t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
+                             for i in range(4)]
+                        out[T.ramp(v * 32, 1, 128)] = bytes_of(t)
+            else:
+                for q in T.unroll(span // 4):
+                    for u in range(supers):  # the same 4 vectors of each span: their constants loaded once, out of the loop
+                        v = u * span + q * 4
+                        t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
+                             for i in range(4)]
+                        out[T.ramp(v * 32, 1, 128)] = bytes_of(t)
             for g in range(supers * span // 4, groups):
                 out[T.ramp(g * 128, 1, 128)] = bytes_of([requantized(acc, bias, mult, shift, half, pre, g * 4 + i, False)
                                                          for i in range(4)])
@@ -361,10 +374,10 @@ def requantize_product_kernel(shape, period: int, a_dtype: str, za: int, b_dtype
         return hvx("vmpyowh.rnd.sacc", hvx("vmpyewuh", p, mv), p, mv) + T.broadcast(zy, 32)
 
     def product_bytes(qa, qb, start, window=None):
-        """128 outputs from ``start`` (``window``: its offset in ``qb``, if not ``start % period``): the operands widened to halfwords (``vunpack``) less their
-        zero points (9 bits), multiplied into words (``vmpyhv``: even and odd elements apart),
-        requantized, saturated back to halfwords in order (``vsatwh`` interleaves the even and
-        odd words), packed to bytes."""
+        """128 outputs from ``start`` (``window``: its offset in ``qb``, if not ``start % period``):
+        the operands widened to halfwords (``vunpack``) less their zero points (9 bits),
+        multiplied into words (``vmpyhv``: even and odd elements apart), requantized, saturated
+        back to halfwords in order (``vsatwh`` interleaves the even and odd words), packed to bytes."""
         words = []
         for x, y in zip(halves(qa, start, a_dtype), halves(qb, start % period if window is None else window, b_dtype)):
             pair = hvx("vmpyhv", hvx("vsubh", x, _half_splat(za)), hvx("vsubh", y, _half_splat(zb)), dtype="int32x64")
