@@ -447,6 +447,60 @@ def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(ba
     np.testing.assert_array_equal(got.numpy(), expected)
 
 
+@pytest.mark.parametrize("batch,out_hw,channels,kernel,fill_rows,fill", [(1, (6, 6), 240, 5, (2, 2), 131),
+                                                                         (1, (3, 3), 576, 5, (2, 2), 7),  # all rows
+                                                                         (2, (5, 12), 144, 3, (1, 1), 255),  # 13%
+                                                                         (1, (12, 12), 88, 3, (1, 0), 0),  # 2.8% of the taps: none
+                                                                         (1, (4, 9), 40, 5, (1, 2), 99),
+                                                                         (1, (2, 5), 32, 3, (3, 3), 17),  # none: no row left
+                                                                         (1, (9, 9), 32, 7, (3, 4), 60),  # bands of 3, 4
+                                                                         (1, (9, 9), 32, 7, (3, 5), 60)])  # 5 below: none
+def test_depthwise_rows_reading_only_the_pad_skip_those_taps_exactly(batch, out_hw, channels, kernel, fill_rows, fill):
+    """``border_rows``: kernel rows that read only the pad's rows (the zero point) compute no
+    product; their sum, ``fill x sum(W[ky])`` a channel, is added from the bias operand's
+    corrections (``border_bias``). The same bytes as the plain loops over every tap; fewer
+    packets than the same kernel reading the pad (6x6x240 5x5: 20% fewer taps)."""
+    require_hexagon_tools()
+    from dataclasses import replace
+
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
+
+    rng = np.random.default_rng(23)
+    plain_conv = DepthwiseConv(batch, out_hw, channels, (kernel, kernel))
+    conv = replace(plain_conv, fill_rows=fill_rows, fill=fill)
+    x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
+    top, bottom = fill_rows
+    x[:, :top] = fill
+    x[:, x.shape[1] - bottom:] = fill
+    w = conv.pack_weight(rng.integers(-128, 128, (channels, 1, kernel, kernel)).astype(np.int8))
+    acc = np.zeros(conv.output_shape, np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            acc += x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row].astype(np.int64) * w[ky, kx, : conv.row]
+    acc = acc[..., : out_hw[1] * channels].reshape(batch, *out_hw, channels)
+    b, m, r = rng.integers(-5000, 5000, channels), rng.integers(2**30, 2**31 - 1, channels), rng.integers(6, 12, channels)
+    t = ((acc + b) * m + 2**30) >> 31
+    expected = np.clip(((t + ((1 << r) >> 1)) >> r) + 120, 0, 255).astype(np.uint8)
+    constants = conv.requantize_constants(b, m, r, 0)
+    constants[0] = conv.border_bias(constants[0], w)
+    skipping = fill_rows not in ((3, 3), (3, 5), (1, 0))
+    assert bool(conv.border_rows()) == skipping and len(constants[0]) == conv.bias_length
+    out = [(conv.requantized_shape(), "uint8")]
+    hvx = run_kernel(conv.hvx_requantized_kernel(120, 0, 255, "uint8"), [x, w, *constants], out)
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = tvm.compile(tvm.IRModule({"main": conv.hvx_requantized_kernel(120, 0, 255, "uint8", hvx_code=False)}),
+                        target="llvm")
+    got = tvm.runtime.tensor(np.zeros(conv.requantized_shape(), "uint8"))
+    plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), *(tvm.runtime.tensor(c) for c in constants), got)
+    np.testing.assert_array_equal(got.numpy(), expected)
+    if skipping:
+        every = run_kernel(plain_conv.hvx_requantized_kernel(120, 0, 255, "uint8"),
+                           [x, w, *plain_conv.requantize_constants(b, m, r, 0)], out)
+        np.testing.assert_array_equal(every.outputs[0], expected)
+        assert hvx.packets < every.packets, (hvx.packets, every.packets)
+
+
 @pytest.mark.parametrize("in_hw,cin,cout,kernel,stride", [((12, 12), 72, 24, 1, 1),  # 8 spare lanes, one block
                                                           ((24, 24), 16, 72, 1, 1),  # three blocks, the sums in the last
                                                           ((98, 98), 3, 16, 3, 2),  # the RGB stem: 3 channels padded to 4

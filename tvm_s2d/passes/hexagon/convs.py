@@ -31,6 +31,8 @@ why. It acts for Hexagon targets (the given one, else the current one) only.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -269,6 +271,7 @@ class _Rewriter(PyExprMutator):
         conv = DepthwiseConv(n, out_hw, channels, (kh, kw), strides, (h + t + b, w + l + r))
         extra = conv.input_shape[2] // channels - (w + l + r)  # columns for the last vector's loads
         rows = conv.input_shape[1] - (h + t + b)  # none for stride 1 (and ``in_hw`` for strides)
+        conv = replace(conv, fill_rows=(t, b + rows), fill=int(zx))  # the pad's rows: the zero point alone
         x = _pad(bb, x, [0, 0, t, b + rows, l, r + extra, 0, channels - c], zx)
         x = bb.emit(relax.op.reshape(x, conv.input_shape))
         func = conv.tagged(conv.hvx_kernel() if self.rule.schedule else conv.compute())  # HexagonRequantize fuses

@@ -126,8 +126,10 @@ class _Rewriter(PyExprMutator):
                                               average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
             padded = [np.pad(np.broadcast_to(v, (shape[-1],)), (0, conv.channels - shape[-1]), mode="edge") for v in constants]
-            operands = [self.visit_expr(rows), weight,
-                        *(relax.const(c) for c in conv.requantize_constants(*padded[:3], padded[3]))]
+            constants = conv.requantize_constants(*padded[:3], padded[3])
+            if conv.border_rows():  # the bias and the corrections of the rows reading only the pad
+                constants[0] = conv.border_bias(constants[0], const_of(weight, self.var2val))
+            operands = [self.visit_expr(rows), weight, *(relax.const(c) for c in constants)]
             applied(self.rule.outcomes, name, "in the depthwise conv's HVX kernel (its sums requantized before they"
                     " are stored)")
             value = relax.call_tir(kernel, operands, relax.TensorType(conv.requantized_shape(), dtype))

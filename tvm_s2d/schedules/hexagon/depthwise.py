@@ -34,6 +34,13 @@ from .requantize import _int64_requantize, lane_constants, pack_bytes, requantiz
 #: The attribute a depthwise kernel carries its ``DepthwiseConv`` in (``tagged`` / ``of``), for
 #: ``HexagonRequantize`` to fuse the requantization after it (``hvx_requantized_kernel``).
 SPEC_ATTR = "tvm_s2d.depthwise"
+#: Output rows at most in a band of rows reading fill rows at the top or the bottom
+#: (``DepthwiseConv.border_rows``: a 7x7 kernel's 3, a 5x5 kernel's 3 on 3 rows).
+BAND_ROWS = 4
+#: The share of a conv's taps at least that ``border_rows`` skips for the kernel to skip them: rows
+#: apart from the others' blocks lose their weights' reuse (12x12x88 3x3, 5.6% of the taps: 8.5%
+#: more packets; 6x6x240 5x5, 20%: 10% fewer; 3x3x576 5x5, 40%: 19% fewer).
+MIN_SKIPPED = 0.1
 
 
 def ordered_sums(loads) -> list:
@@ -73,10 +80,45 @@ class DepthwiseConv:
     kernel_hw: tuple[int, int]
     stride: tuple[int, int] = (1, 1)
     in_hw: tuple[int, int] = (0, 0)  # a strided conv's (padded) input, when larger than it reads
+    fill_rows: tuple[int, int] = (0, 0)  # input rows at the top and the bottom holding only ``fill`` (the padding)
+    fill: int = 0  # the byte those rows hold: the input's zero point
 
     @property
     def strided(self) -> bool:
         return tuple(self.stride) != (1, 1)
+
+    def border_rows(self) -> list[tuple[int, tuple[int, ...]]]:
+        """``(r, kept)`` for each output row of a stride-1 conv some of whose kernel rows read
+        only ``fill_rows`` (``ky`` not in ``kept``): ``hvx_requantized_kernel`` computes no
+        product for them and adds their sum ``fill x sum(W[ky])`` instead (``border_corrections``):
+        a 5x5 conv on 3x3 pixels reads 2 fill rows a row (of 5), on 6x6 pixels 1.3 on average.
+        Rows that would keep no kernel row compute them all; more than ``BAND_ROWS`` such rows
+        above or below the others, or under ``MIN_SKIPPED`` of the taps skipped: none skipped."""
+        if self.strided or not any(self.fill_rows):
+            return []
+        (oh, _), kh, (top, bottom) = self.out_hw, self.kernel_hw[0], self.fill_rows
+        rows = oh + kh - 1  # the padded input's rows
+        border = []
+        for r in range(oh):
+            kept = tuple(ky for ky in range(kh) if top <= r + ky < rows - bottom)
+            if kept and len(kept) < kh:
+                border.append((r, kept))
+        first = min([r for r in range(oh) if r not in {b for b, _ in border}], default=oh)
+        bands = [[r for r, _ in border if r < first], [r for r, _ in border if r >= first]]
+        skipped = sum(kh - len(kept) for _, kept in border) / (kh * oh)  # the share of the taps not computed
+        return border if max(map(len, bands)) <= BAND_ROWS and skipped >= MIN_SKIPPED else []
+
+    def border_corrections(self, packed: np.ndarray) -> np.ndarray:
+        """``[len(border_rows()), constant_lanes]`` int32: for each border row, ``fill`` times the
+        sum of the weights of its skipped kernel rows, lane ``j`` of channel ``j % C`` (as
+        ``requantize_constants``); ``packed``: ``pack_weight``'s weights."""
+        c, lanes = self.channels, self.constant_lanes
+        rows = []
+        for _, kept in self.border_rows():
+            skipped = [ky for ky in range(self.kernel_hw[0]) if ky not in kept]
+            per_channel = self.fill * packed[skipped, :, :c].astype(np.int64).sum(axis=(0, 1))
+            rows.append(np.tile(per_channel, -(-lanes // c))[:lanes])
+        return np.asarray(rows, np.int64).reshape(-1, lanes).astype(np.int32)
 
     @property
     def lanes(self) -> int:
@@ -117,7 +159,7 @@ class DepthwiseConv:
     def tagged(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         """``func`` (this conv's kernel) with the conv in its attributes (``of`` reads it back)."""
         return with_fields(func, SPEC_ATTR, [self.batch, *self.out_hw, self.channels, *self.kernel_hw, *self.stride,
-                                             *self.in_hw])
+                                             *self.in_hw, *self.fill_rows, self.fill])
 
     @staticmethod
     def of(func) -> "DepthwiseConv | None":
@@ -125,8 +167,8 @@ class DepthwiseConv:
         fields = fields_of(func, SPEC_ATTR)
         if fields is None:
             return None
-        b, oh, ow, c, kh, kw, sh, sw, ih, iw = fields
-        return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw))
+        b, oh, ow, c, kh, kw, sh, sw, ih, iw, top, bottom, fill = fields
+        return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw), (top, bottom), fill)
 
     @property
     def dealt(self) -> bool:
@@ -153,6 +195,17 @@ class DepthwiseConv:
         """The requantization constants' length in ``hvx_requantized_kernel``: ``lcm(C, 128)``
         lanes (lane ``j`` of channel ``j % C``) and 128 more, for the row's last vector."""
         return math.lcm(self.channels, 128) + 128
+
+    @property
+    def bias_length(self) -> int:
+        """``hvx_requantized_kernel``'s bias: ``constant_lanes`` values, then as many again for each
+        of ``border_rows`` (its corrections: ``border_bias``)."""
+        return self.constant_lanes * (1 + len(self.border_rows()))
+
+    def border_bias(self, bias_lanes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """The bias operand of ``hvx_requantized_kernel``: ``requantize_constants``' bias and
+        ``border_corrections``."""
+        return np.concatenate([bias_lanes, self.border_corrections(packed).reshape(-1)]).astype(np.int32)
 
     def requantized_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, *self.out_hw, self.channels)
@@ -198,39 +251,85 @@ class DepthwiseConv:
                         T.reinterpret(x.vload([b, r * sh + ky, at], "uint8x128"), dtype="int32x32"), c)
             return hvx("lo" if kx % 2 == 0 else "hi", pair), w.vload([ky, kx, 0], "int8x128")
 
-        def block(x, w, constants, b, r, start, lane):
-            pairs = ordered_sums([tap(x, w, b, r, start, start if whole else lane, ky, kx) for ky, kx in taps])
+        border = self.border_rows()
+        edge = {r for r, _ in border}
+        first = min([r for r in range(oh) if r not in edge], default=0)  # the rows reading no fill row: contiguous
+        mid = oh - len(border)
+        slots = [(r, kept, k + 1) for k, (r, kept) in enumerate(border)]  # (row, its kernel rows, its corrections)
+        bands = [tuple(v for v in slots if v[0] < first), tuple(v for v in slots if v[0] >= first)]
+        bands = [band for band in bands if band] + [()] * 2
+        assert all(first <= r < first + mid for r in range(oh) if r not in edge) and max(map(len, bands)) <= BAND_ROWS
+
+        def block(x, w, constants, b, r, start, lane, kept=None, k=0):
+            """128 outputs of row ``r`` from ``start``; ``kept``: its kernel rows (the others read
+            only fill rows: their sum is ``bias``'s ``k``-th block of corrections)."""
+            chosen = taps if kept is None else [(ky, kx) for ky, kx in taps if ky in kept]
+            pairs = ordered_sums([tap(x, w, b, r, start, start if whole else lane, ky, kx) for ky, kx in chosen])
             t = [hvx(part, pair) for pair in pairs for part in ("lo", "hi")]
+            if k:
+                t = [t[i] + constants[0].vload([k * lanes + lane + 32 * i], "int32x32") for i in range(4)]
             return pack_bytes([requantize_lanes(t[i], constants, lane + 32 * i, zy, pre_shift, average) for i in range(4)], lo, hi,
                               dtype)
 
+        def band_group(y, x, w, constants, b, row, start, lane):
+            """``row`` (a slot: row, kernel rows, corrections) of a band: its 128 outputs from ``start``."""
+            return y.vstore([(b * oh + row[0]) * valid + start], block(x, w, constants, b, row[0], start, lane, row[1], row[2]))
+
+        @T.macro
+        def band_groups(y, x, w, constants, band, b, start, lane):  # the band's rows share the group's weights (CSE)
+            band_group(y, x, w, constants, b, band[0], start, lane)
+            if len(band) > 1:
+                band_group(y, x, w, constants, b, band[1], start, lane)
+            if len(band) > 2:
+                band_group(y, x, w, constants, b, band[2], start, lane)
+            if len(band) > 3:
+                band_group(y, x, w, constants, b, band[3], start, lane)
+
+        @T.macro
+        def border_band(y, x, w, constants, band):  # rows reading fill rows: their groups as the others', fewer taps
+            if len(band) > 0:
+                for b, u in T.grid(n, groups // span):
+                    for q in T.unroll(span):
+                        band_groups(y, x, w, constants, band, b, (u * span + q) * 128,
+                                    q * 128 % period if whole else (u * span + q) * 128 % period)
+                for g, b in T.grid(groups - groups // span * span, n):
+                    band_groups(y, x, w, constants, band, b, (groups // span * span + g) * 128,
+                                (groups // span * span + g) * 128 % period)
+                if valid % 128 != 0:
+                    for b in range(n):
+                        band_groups(y, x, w, constants, band, b, valid - 128, (valid - 128) % period)
+
         @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
         def depthwise_requantized(x: T.Buffer((n, h, wi), "uint8", align=128), w: T.Buffer((kh, kw, weights), "int8", align=128),
-                                  bias: T.Buffer((lanes,), "int32", align=128), mult: T.Buffer((lanes,), "int32", align=128),
+                                  bias: T.Buffer((self.bias_length,), "int32", align=128),
+                                  mult: T.Buffer((lanes,), "int32", align=128),
                                   shift: T.Buffer((lanes,), "int32", align=128), half: T.Buffer((lanes,), "int32", align=128),
                                   pre: T.Buffer((lanes,), "int32", align=128), y_: T.Buffer((n, oh, ow, c), dtype)):
             T.func_attr({"tirx.noalias": True})
             with T.sblock("root"):
                 y = T.decl_buffer((n * oh * valid,), dtype, data=y_.data)
                 constants = (bias, mult, shift, half, pre)
-                for b, r, u in T.grid(n, oh // rows, groups // span):  # the rows outermost: their loads' addresses shared
+                for b, r, u in T.grid(n, mid // rows, groups // span):  # the rows outermost: their loads' addresses shared
                     for q in T.unroll(span):  # the constants' lanes: constants
                         for i in T.unroll(rows):  # rows of a block share the weights and constants (LLVM's CSE)
-                            y[T.ramp((b * oh + r * rows + i) * valid + (u * span + q) * 128, 1, 128)] = block(
-                                x, w, constants, b, r * rows + i, (u * span + q) * 128,
+                            y[T.ramp((b * oh + first + r * rows + i) * valid + (u * span + q) * 128, 1, 128)] = block(
+                                x, w, constants, b, first + r * rows + i, (u * span + q) * 128,
                                 q * 128 % period if whole else (u * span + q) * 128 % period)
-                for b, r, u in T.grid(n, oh % rows, groups // span):
+                for b, r, u in T.grid(n, mid % rows, groups // span):
                     for q in T.unroll(span):
-                        y[T.ramp((b * oh + oh // rows * rows + r) * valid + (u * span + q) * 128, 1, 128)] = block(
-                            x, w, constants, b, oh // rows * rows + r, (u * span + q) * 128,
+                        y[T.ramp((b * oh + first + mid // rows * rows + r) * valid + (u * span + q) * 128, 1, 128)] = block(
+                            x, w, constants, b, first + mid // rows * rows + r, (u * span + q) * 128,
                             q * 128 % period if whole else (u * span + q) * 128 % period)
-                for g, b, r in T.grid(groups - groups // span * span, n, oh):
-                    y[T.ramp((b * oh + r) * valid + (groups // span * span + g) * 128, 1, 128)] = block(
-                        x, w, constants, b, r, (groups // span * span + g) * 128, (groups // span * span + g) * 128 % period)
+                for g, b, r in T.grid(groups - groups // span * span, n, mid):
+                    y[T.ramp((b * oh + first + r) * valid + (groups // span * span + g) * 128, 1, 128)] = block(
+                        x, w, constants, b, first + r, (groups // span * span + g) * 128,
+                        (groups // span * span + g) * 128 % period)
                 if valid % 128 != 0:
-                    for b, r in T.grid(n, oh):  # the row's last 128 outputs
-                        y[T.ramp((b * oh + r) * valid + valid - 128, 1, 128)] = block(
-                            x, w, constants, b, r, valid - 128, (valid - 128) % period)
+                    for b, r in T.grid(n, mid):  # the row's last 128 outputs
+                        y[T.ramp((b * oh + first + r) * valid + valid - 128, 1, 128)] = block(
+                            x, w, constants, b, first + r, valid - 128, (valid - 128) % period)
+                border_band(y, x, w, constants, bands[0])
+                border_band(y, x, w, constants, bands[1])
 
         return depthwise_requantized
 
@@ -238,8 +337,8 @@ class DepthwiseConv:
         c, lanes = self.channels, self.constant_lanes
         x = te.placeholder(self.input_shape, "uint8", name="data")
         w = te.placeholder(self.weight_shape, self.weight_dtype, name="weight")
-        bias, mult, shift, half, pre = (te.placeholder((lanes,), "int32", name=name)
-                                        for name in ("bias", "mult", "shift", "half", "pre"))
+        bias = te.placeholder((self.bias_length,), "int32", name="bias")  # (the border rows' corrections unread)
+        mult, shift, half, pre = (te.placeholder((lanes,), "int32", name=name) for name in ("mult", "shift", "half", "pre"))
         ky = te.reduce_axis((0, self.kernel_hw[0]), name="ky")
         kx = te.reduce_axis((0, self.kernel_hw[1]), name="kx")
         (sh, sw) = self.stride
