@@ -506,7 +506,9 @@ def test_depthwise_rows_reading_only_the_pad_skip_those_taps_exactly(batch, out_
                                                           ((98, 98), 3, 16, 3, 2),  # the RGB stem: 3 channels padded to 4
                                                           ((25, 25), 8, 40, 3, 1),  # 23 columns: overlapping blocks
                                                           ((3, 3), 576, 96, 1, 1),  # no lane spare: a block of its own
-                                                          ((5, 7), 20, 128, 3, 1)])
+                                                          ((5, 7), 20, 128, 3, 1),
+                                                          ((12, 12), 88, 24, 1, 1),  # words in pairs, one block
+                                                          ((22, 22), 3, 16, 7, 2)])  # taps in pairs and one alone
 def test_a_lanes_conv_sums_its_windows_in_a_lane_exactly_under_qemu(in_hw, cin, cout, kernel, stride):
     """``PackedConv.sums``: the sums' lane (a spare one, or lane 0 of one more block, computed and
     not stored) has packed weights 1, its sums the window sums (padded channels with the zero
@@ -514,6 +516,7 @@ def test_a_lanes_conv_sums_its_windows_in_a_lane_exactly_under_qemu(in_hw, cin, 
     conv's integers with no offsets kernel, under qemu and as plain loops."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.lanes import pairs_taps, pairs_words
 
     rng = np.random.default_rng(29)
     conv = PackedConv(1, in_hw, cin, cout, (kernel, kernel), (stride, stride)).summing()
@@ -531,6 +534,11 @@ def test_a_lanes_conv_sums_its_windows_in_a_lane_exactly_under_qemu(in_hw, cin, 
     w = conv.pack_weight(weight)
     hvx = run_kernel(conv.hvx_kernel(8), [x, w], [(conv.output_shape, "int32")])
     np.testing.assert_array_equal(hvx.outputs[0].reshape(1, oh, ow, -1)[..., :cout], expected)
+    paired = {((24, 24), 16): "words", ((12, 12), 72): "words", ((12, 12), 88): "words", ((98, 98), 3): "taps",
+              ((22, 22), 3): "taps", ((3, 3), 576): "words"}.get((in_hw, cin))  # (3 columns: lanes_flat's kernel)
+    assert (pairs_words(conv), pairs_taps(conv)) == (paired == "words", paired == "taps")
+    if in_hw == (98, 98):  # regression: a word a load, two memory operations a packet: 14,540 packets
+        assert hvx.packets < 14200, hvx.packets  # 13,962
     plain = tvm.compile(tvm.IRModule({"main": conv.compute()}), target="llvm")
     out = tvm.runtime.tensor(np.zeros(conv.output_shape, np.int32))
     plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
