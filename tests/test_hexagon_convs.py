@@ -449,8 +449,8 @@ def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(ba
 
 @pytest.mark.parametrize("batch,out_hw,channels,kernel,fill_rows,fill", [(1, (6, 6), 240, 5, (2, 2), 131),
                                                                          (1, (3, 3), 576, 5, (2, 2), 7),  # all rows
-                                                                         (2, (5, 12), 144, 3, (1, 1), 255),  # 13%
-                                                                         (1, (12, 12), 88, 3, (1, 0), 0),  # 2.8% of the taps: none
+                                                                         (2, (5, 12), 144, 3, (1, 1), 255),  # 3x3: none
+                                                                         (1, (12, 12), 88, 3, (1, 0), 0),
                                                                          (1, (4, 9), 40, 5, (1, 2), 99),
                                                                          (1, (2, 5), 32, 3, (3, 3), 17),  # none: no row left
                                                                          (1, (9, 9), 32, 7, (3, 4), 60),  # bands of 3, 4
@@ -484,7 +484,7 @@ def test_depthwise_rows_reading_only_the_pad_skip_those_taps_exactly(batch, out_
     expected = np.clip(((t + ((1 << r) >> 1)) >> r) + 120, 0, 255).astype(np.uint8)
     constants = conv.requantize_constants(b, m, r, 0)
     constants[0] = conv.border_bias(constants[0], w)
-    skipping = fill_rows not in ((3, 3), (3, 5), (1, 0))
+    skipping = kernel >= 5 and fill_rows != (3, 5)  # 3x3 kernels: none (their rows lose the blocks of 3)
     assert bool(conv.border_rows()) == skipping and len(constants[0]) == conv.bias_length
     out = [(conv.requantized_shape(), "uint8")]
     hvx = run_kernel(conv.hvx_requantized_kernel(120, 0, 255, "uint8"), [x, w, *constants], out)
@@ -544,6 +544,25 @@ def test_a_lanes_conv_sums_its_windows_in_a_lane_exactly_under_qemu(in_hw, cin, 
     plain(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
     np.testing.assert_array_equal(out.numpy(), hvx.outputs[0])
     assert PackedConv.of(conv.tagged(conv.compute())) == conv
+
+
+def test_lanes_convs_pair_their_word_loads_where_it_was_measured_to_pay():
+    """``lanes.pairing``: a pixel's channel words two a load in ``summing_vrmpy`` with 3 lane
+    blocks or more, or one block of 6 pixels or more; a one-word conv of even column stride and
+    input width its taps in pairs. Regressions: SqueezeNet's 23-column 128 -> 16 squeeze (blocks
+    of 4) ran 12,557 -> 13,894 packets paired; two blocks (6x6 120 -> 48) 1,436 -> 1,687."""
+    from tvm_s2d.schedules.hexagon.lanes import block_pixels, overlapping_block, pairing
+
+    def paired(in_hw, cin, cout, kernel=1, stride=1):
+        conv = PackedConv(1, in_hw, cin, cout, (kernel, kernel), (stride, stride)).summing()
+        width = conv.out_hw[1]
+        return pairing(conv, overlapping_block(width, 8) or block_pixels(width, 8))
+
+    assert paired((24, 24), 16, 72) == "words" and paired((6, 6), 48, 144) == "words"  # 3 and 5 blocks
+    assert paired((12, 12), 88, 24) == "words"  # one block, blocks of 12 pixels
+    assert paired((23, 23), 128, 16) is None  # one block, blocks of 4
+    assert paired((6, 6), 120, 48) is None and paired((24, 24), 16, 16) is None  # two blocks; 4 words
+    assert paired((98, 98), 4, 16, 3, 2) == "taps" and paired((97, 97), 4, 16, 3, 2) is None  # odd width
 
 
 def test_a_conv_sums_its_windows_in_a_block_of_its_own_only_where_that_block_is_small():

@@ -37,10 +37,12 @@ SPEC_ATTR = "tvm_s2d.depthwise"
 #: Output rows at most in a band of rows reading fill rows at the top or the bottom
 #: (``DepthwiseConv.border_rows``: a 7x7 kernel's 3, a 5x5 kernel's 3 on 3 rows).
 BAND_ROWS = 4
-#: The share of a conv's taps at least that ``border_rows`` skips for the kernel to skip them: rows
-#: apart from the others' blocks lose their weights' reuse (12x12x88 3x3, 5.6% of the taps: 8.5%
-#: more packets; 6x6x240 5x5, 20%: 10% fewer; 3x3x576 5x5, 40%: 19% fewer).
-MIN_SKIPPED = 0.1
+#: The share of a conv's taps at least that ``border_rows`` skips, and the kernel rows at least,
+#: for the kernel to skip them: rows apart from the others' blocks lose their weights' reuse
+#: (5x5: 6x6x240, 20% of the taps, 10% fewer packets; 3x3x576, 40%: 19% fewer; 3x3 kernels, their
+#: rows in blocks of 3: 12x12x88, 5.6%, 8.5% more packets; ShuffleNetV2's 6x6x116, 11%: 10% more,
+#: 3x3x232, 22%: 19% more).
+MIN_SKIPPED, BORDER_KERNEL = 0.1, 5
 
 
 def ordered_sums(loads) -> list:
@@ -93,8 +95,9 @@ class DepthwiseConv:
         product for them and adds their sum ``fill x sum(W[ky])`` instead (``border_corrections``):
         a 5x5 conv on 3x3 pixels reads 2 fill rows a row (of 5), on 6x6 pixels 1.3 on average.
         Rows that would keep no kernel row compute them all; more than ``BAND_ROWS`` such rows
-        above or below the others, or under ``MIN_SKIPPED`` of the taps skipped: none skipped."""
-        if self.strided or not any(self.fill_rows):
+        above or below the others, under ``MIN_SKIPPED`` of the taps skipped or kernels of fewer
+        than ``BORDER_KERNEL`` rows: none skipped."""
+        if self.strided or not any(self.fill_rows) or self.kernel_hw[0] < BORDER_KERNEL:
             return []
         (oh, _), kh, (top, bottom) = self.out_hw, self.kernel_hw[0], self.fill_rows
         rows = oh + kh - 1  # the padded input's rows

@@ -47,6 +47,9 @@ SPEC_ATTR = "tvm_s2d.lanes_conv"
 #: the most ``vrmpy`` pairs that block may take (offsets kernels measured 0.3-1.0k packets on
 #: small maps, their cost growing far slower with the input than a block's).
 SUMS_BLOCKS, SUMS_PACKETS = 3, 800
+#: Pixels a block at least for ``summing_vrmpy`` of one lane block to read a pixel's words in pairs
+#: (``pairing``; SqueezeNet's 23-column 128 -> 16, blocks of 4: 12,557 -> 13,894 packets so).
+PAIRED_BLOCK = 6
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,14 @@ def pairs_words(conv: PackedConv) -> bool:
     return words % 2 == 0 and (blocks >= 3 or (blocks == 1 and words > 4))
 
 
+def pairing(conv: PackedConv, block: int) -> str | None:
+    """How ``summing_vrmpy`` reads its words: ``"words"`` (``pairs_words``; one lane block: blocks
+    of at least ``PAIRED_BLOCK`` pixels), ``"taps"`` (``pairs_taps``), else one at a time (None)."""
+    if pairs_words(conv) and (conv.cout_blocks >= 3 or block >= PAIRED_BLOCK):
+        return "words"
+    return "taps" if pairs_taps(conv) else None
+
+
 def pairs_taps(conv: PackedConv) -> bool:
     """Whether ``accumulate_block`` reads a conv of one word a pixel (4 channels or fewer) two
     taps of a row at a time (``paired_word``): its column stride and input width even, so each
@@ -274,7 +285,7 @@ def pairs_taps(conv: PackedConv) -> bool:
 
 
 @T.macro
-def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv: PackedConv, block: int):
+def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv: PackedConv, block: int, pairs=None):
     """``acc[i]`` (``i < block``) = the offsets of output pixel ``x0 + i`` of row ``y`` plus its
     ``vrmpyub`` sums for lane block ``ko``: ``x`` the input as words (a pixel's 4 channels),
     ``w`` the packed weights as bytes (``overlapping_vrmpy`` and ``lanes_fused``; ``offsets``
@@ -285,7 +296,7 @@ def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv: PackedConv, block: 
             acc[i, T.ramp(0, 1, 32)] = T.broadcast(T.int32(0), LANES)
         else:
             acc[i, T.ramp(0, 1, 32)] = T.broadcast(offsets[b, y, x0 + i], LANES)
-    if pairs_words(conv):  # a pixel's words in pairs: one 64-bit load for two vrmpy (two memory ops a packet)
+    if pairs == "words":  # a pixel's words in pairs: one 64-bit load for two vrmpy (two memory ops a packet)
         for ky in range(conv.kernel_hw[0]):
             for kx in T.unroll(conv.kernel_hw[1]):
                 for g in range(conv.cin // DEPTH // 2):
@@ -298,7 +309,7 @@ def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv: PackedConv, block: 
                                               dtype="int32x32"),
                                 paired_word(x, ((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
                                                 + (x0 + i) * conv.strides[1] + kx) * (conv.cin // DEPTH) + 2 * g, h))
-    elif pairs_taps(conv):  # one word a pixel: a row's taps kx, kx + 1 in pairs (even words: stride and width even)
+    elif pairs == "taps":  # one word a pixel: a row's taps kx, kx + 1 in pairs (even words: stride and width even)
         for ky in range(conv.kernel_hw[0]):
             for kp in T.unroll(conv.kernel_hw[1] // 2):
                 for i in T.unroll(block):
@@ -377,6 +388,7 @@ def summing_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
     n, (hi, wi), c4 = conv.batch, conv.in_hw, conv.cin // DEPTH
     (oh, ow), (kh, kw), kb, wb = conv.out_hw, conv.kernel_hw, conv.cout_blocks, conv.weight_blocks
     (sums_block, lane), rest = conv.sums_lane, min(kb, conv.sums_lane[0])  # the output blocks left
+    pairs = pairing(conv, block)
     blocks, last = -(-ow // block), ow - block
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
@@ -390,7 +402,7 @@ def summing_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
             acc = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
             sums = T.sblock_alloc_buffer((block, LANES), "int32", scope="local")
             for b, y, xb in T.grid(n, oh, blocks):
-                accumulate_block(acc, x, w, None, b, y, sums_block, T.min(xb * block, last), conv, block)
+                accumulate_block(acc, x, w, None, b, y, sums_block, T.min(xb * block, last), conv, block, pairs)
                 for i in T.unroll(block):  # the sums' lane in every lane, times -128
                     sums[i, T.ramp(0, 1, 32)] = T.Shuffle([acc[i, T.ramp(0, 1, 32)]], [lane] * LANES) * T.broadcast(
                         T.int32(-WEIGHT_OFFSET), LANES)
@@ -399,7 +411,7 @@ def summing_vrmpy(conv: PackedConv, block: int) -> tvm.tirx.PrimFunc:
                         out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + kb - 1) * LANES, 1, LANES)] = \
                             acc[i, T.ramp(0, 1, 32)] + sums[i, T.ramp(0, 1, 32)]
                 for ko in range(rest):
-                    accumulate_block(acc, x, w, None, b, y, ko, T.min(xb * block, last), conv, block)
+                    accumulate_block(acc, x, w, None, b, y, ko, T.min(xb * block, last), conv, block, pairs)
                     for i in T.unroll(block):
                         out[T.ramp((((b * oh + y) * ow + T.min(xb * block, last) + i) * kb + ko) * LANES, 1, LANES)] = \
                             acc[i, T.ramp(0, 1, 32)] + sums[i, T.ramp(0, 1, 32)]
