@@ -274,15 +274,24 @@ def _depthwise_module(shape_nchw, weight, zx, padding, strides=1, layout="NCHW",
                                                                 ((1, 144, 12, 12), 3, (1, 1, 1, 1), "NHWC", 2),
                                                                 ((2, 24, 9, 11), 5, (2, 2, 2, 2), "NCHW", 2),
                                                                 ((1, 40, 8, 7), 3, (0, 1, 1, 0), "NHWC", (1, 2))])
-def test_depthwise_convs_run_on_the_hvx_depthwise_kernel_bit_exact(shape, kernel, padding, layout, strides):
+@pytest.mark.parametrize("low", [-128, -127])
+def test_depthwise_convs_run_on_the_hvx_depthwise_kernel_bit_exact(shape, kernel, padding, layout, strides, low):
+    """Weights in [-127, 127]: the kernels sum (input - 128) x weight (``DepthwiseConv.signed``) and
+    the zero-point correction takes ``(zx - 128) x sum(W)``; a weight of -128: the unsigned sums."""
+    from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
+
     rng = np.random.default_rng(5)
-    weight = rng.integers(-128, 128, (shape[1], 1, kernel, kernel)).astype(np.int32)
+    weight = rng.integers(low, 128, (shape[1], 1, kernel, kernel)).astype(np.int32)
+    weight.reshape(-1)[0] = low
     mod, data_shape = _depthwise_module(shape, weight, 77, padding, strides=strides, layout=layout)
     data = rng.integers(0, 256, data_shape).astype(np.uint8)
     hexagon = HexagonConvs(target=HEXAGON, schedule=False)
-    np.testing.assert_array_equal(run(hexagon(mod), data), run(mod, data))
+    rewritten = hexagon(mod)
+    np.testing.assert_array_equal(run(rewritten, data), run(mod, data))
     assert list(hexagon.mappings.values()) == [("depthwise", 0)]
     assert [o.reason for o in hexagon.outcomes] == ["HVX depthwise kernel"]
+    convs = [DepthwiseConv.of(f) for f in rewritten.functions.values() if DepthwiseConv.of(f) is not None]
+    assert [conv.signed for conv in convs] == [low == -127]
 
 
 def test_depthwise_convs_it_cannot_take_say_why():
@@ -455,11 +464,15 @@ def test_the_hvx_depthwise_kernel_with_its_requantization_is_exact_under_qemu(ba
                                                                          (1, (2, 5), 32, 3, (3, 3), 17),  # none: no row left
                                                                          (1, (9, 9), 32, 7, (3, 4), 60),  # bands of 3, 4
                                                                          (1, (9, 9), 32, 7, (3, 5), 60)])  # 5 below: none
-def test_depthwise_rows_reading_only_the_pad_skip_those_taps_exactly(batch, out_hw, channels, kernel, fill_rows, fill):
+@pytest.mark.parametrize("signed", [False, True])
+def test_depthwise_rows_reading_only_the_pad_skip_those_taps_exactly(batch, out_hw, channels, kernel, fill_rows, fill,
+                                                                     signed):
     """``border_rows``: kernel rows that read only the pad's rows (the zero point) compute no
     product; their sum, ``fill x sum(W[ky])`` a channel, is added from the bias operand's
     corrections (``border_bias``). The same bytes as the plain loops over every tap; fewer
-    packets than the same kernel reading the pad (6x6x240 5x5: 20% fewer taps)."""
+    packets than the same kernel reading the pad (6x6x240 5x5: 20% fewer taps). ``signed``: the
+    sums of (input - 128) x weight, two taps in int16 (weights in [-127, 127]), the skipped rows'
+    corrections ``(fill - 128) x sum(W[ky])``."""
     require_hexagon_tools()
     from dataclasses import replace
 
@@ -467,17 +480,18 @@ def test_depthwise_rows_reading_only_the_pad_skip_those_taps_exactly(batch, out_
     from tvm_s2d.schedules.hexagon.depthwise import DepthwiseConv
 
     rng = np.random.default_rng(23)
-    plain_conv = DepthwiseConv(batch, out_hw, channels, (kernel, kernel))
+    plain_conv = DepthwiseConv(batch, out_hw, channels, (kernel, kernel), signed=signed)
     conv = replace(plain_conv, fill_rows=fill_rows, fill=fill)
     x = rng.integers(0, 256, conv.input_shape).astype(np.uint8)
     top, bottom = fill_rows
     x[:, :top] = fill
     x[:, x.shape[1] - bottom:] = fill
-    w = conv.pack_weight(rng.integers(-128, 128, (channels, 1, kernel, kernel)).astype(np.int8))
+    w = conv.pack_weight(rng.integers(-127 if signed else -128, 128, (channels, 1, kernel, kernel)).astype(np.int8))
     acc = np.zeros(conv.output_shape, np.int64)
     for ky in range(kernel):
         for kx in range(kernel):
-            acc += x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row].astype(np.int64) * w[ky, kx, : conv.row]
+            acc += (x[:, ky : ky + out_hw[0], kx * channels : kx * channels + conv.row].astype(np.int64) - 128 * signed) \
+                * w[ky, kx, : conv.row]
     acc = acc[..., : out_hw[1] * channels].reshape(batch, *out_hw, channels)
     b, m, r = rng.integers(-5000, 5000, channels), rng.integers(2**30, 2**31 - 1, channels), rng.integers(6, 12, channels)
     t = ((acc + b) * m + 2**30) >> 31

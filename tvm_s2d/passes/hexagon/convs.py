@@ -41,7 +41,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ...geometry import Unsupported, kernel_to_oihw
 from ...geometry.grouped import block_diagonal
-from ...schedules.hexagon.depthwise import DepthwiseConv
+from ...schedules.hexagon.depthwise import INPUT_OFFSET, DepthwiseConv
 from ...schedules.hexagon.grouped import GroupedConv, schedule_grouped
 from ...schedules.hexagon import LANES, PackedConv, WidthConv, conv_signature, default_mapping, input_layout, mapped_conv, \
     padded_layout, schedule_mapping
@@ -226,9 +226,10 @@ class _Rewriter(PyExprMutator):
             self.rule.mappings[name] = ("grouped", 0)
             return emit_corrected(self.builder_, y, weight, zx, layout)
         if groups != 1:
-            y = self._depthwise(x, weight, padding, strides, zx, name)
+            signed = int(weight.min()) >= -127  # int16 sums of two taps (``ordered_sums``): the inputs less 128
+            y = self._depthwise(x, weight, padding, strides, zx, signed, name)
             self.rule.mappings[name] = ("depthwise", 0)
-            return emit_corrected(bb, y, weight, zx, layout)
+            return emit_corrected(bb, y, weight, zx - INPUT_OFFSET * signed, layout)
         out_width = (w + padding[1] + padding[3] - kernel_hw[1]) // strides[1] + 1
         mapping, knob = self.rule.choose(conv_signature(n, (h, w), c, cout, kernel_hw, strides, padding), strides,
                                          cout, out_width, kernel_hw[0] * kernel_hw[1])
@@ -256,7 +257,7 @@ class _Rewriter(PyExprMutator):
         y = bb.emit(relax.op.strided_slice(y, [4], [0], [conv.group_out]))
         return bb.emit(relax.op.reshape(y, [n, oh, ow, weight.shape[0]]))
 
-    def _depthwise(self, x, weight, padding, strides, zx, name):
+    def _depthwise(self, x, weight, padding, strides, zx, signed, name):
         """NHWC uint8 -> padded rows ``[N, H, W * C]`` -> the HVX depthwise kernel -> NHWC int32.
         A stride-2 conv of the channels ``dealt_channels`` widens runs on their next power of two
         (zero weights past C, the input's channels padded with the zero point), sliced back to C
@@ -271,7 +272,7 @@ class _Rewriter(PyExprMutator):
         conv = DepthwiseConv(n, out_hw, channels, (kh, kw), strides, (h + t + b, w + l + r))
         extra = conv.input_shape[2] // channels - (w + l + r)  # columns for the last vector's loads
         rows = conv.input_shape[1] - (h + t + b)  # none for stride 1 (and ``in_hw`` for strides)
-        conv = replace(conv, fill_rows=(t, b + rows), fill=int(zx))  # the pad's rows: the zero point alone
+        conv = replace(conv, fill_rows=(t, b + rows), fill=int(zx), signed=signed)  # the pad's rows: the zero point
         x = _pad(bb, x, [0, 0, t, b + rows, l, r + extra, 0, channels - c], zx)
         x = bb.emit(relax.op.reshape(x, conv.input_shape))
         func = conv.tagged(conv.hvx_kernel() if self.rule.schedule else conv.compute())  # HexagonRequantize fuses

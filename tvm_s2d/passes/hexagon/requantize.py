@@ -15,6 +15,7 @@ last axis (NHWC, as ``HexagonLayout`` makes the model); others are left to TVM, 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import tvm
@@ -120,15 +121,18 @@ class _Rewriter(PyExprMutator):
         if depthwise is not None and depthwise[2].fusable and (
                 not depthwise[2].dealt or const_of(depthwise[1], self.var2val) is not None):
             rows, weight, conv = depthwise  # the requantization in the depthwise kernel
+            packed = const_of(weight, self.var2val)
             if conv.dealt:  # its weights tiled along the lanes
-                weight = relax.const(conv.fused_weight(const_of(weight, self.var2val)))
+                weight = relax.const(conv.fused_weight(packed))
+            if packed is None:  # weights not known here: no tap skipped (no corrections)
+                conv = replace(conv, fill_rows=(0, 0))
             func = conv.hvx_requantized_kernel(zy, lo, hi, dtype, hvx_code=self.rule.hvx, pre_shift=pre_shift,
                                               average=average)
             kernel = add_kernel(self.builder_, func, f"hvx_{name}_depthwise")
             padded = [np.pad(np.broadcast_to(v, (shape[-1],)), (0, conv.channels - shape[-1]), mode="edge") for v in constants]
             constants = conv.requantize_constants(*padded[:3], padded[3])
             if conv.border_rows():  # the bias and the corrections of the rows reading only the pad
-                constants[0] = conv.border_bias(constants[0], const_of(weight, self.var2val))
+                constants[0] = conv.border_bias(constants[0], packed)
             operands = [self.visit_expr(rows), weight, *(relax.const(c) for c in constants)]
             applied(self.rule.outcomes, name, "in the depthwise conv's HVX kernel (its sums requantized before they"
                     " are stored)")

@@ -43,16 +43,32 @@ BAND_ROWS = 4
 #: rows in blocks of 3: 12x12x88, 5.6%, 8.5% more packets; ShuffleNetV2's 6x6x116, 11%: 10% more,
 #: 3x3x232, 22%: 19% more).
 MIN_SKIPPED, BORDER_KERNEL = 0.1, 5
+#: What a ``signed`` kernel takes from every input byte (its top bit flipped: ``ordered_sums``).
+INPUT_OFFSET = 128
 
 
-def ordered_sums(loads) -> list:
+def ordered_sums(loads, signed: bool = False) -> list:
     """``sum_t input_t * weight_t`` over 128 outputs, as two int32 vector pairs (outputs 0-63,
     64-127) in order: ``loads`` the taps' (128 uint8 inputs, 128 int8 weights) vectors. Byte
     products (``vmpybusv``: int16, even and odd bytes apart), two taps' products added and
     widened to int32 (``vaddhw``, accumulating: outputs ``4i``, ``4i+2`` from the even products,
-    ``4i+1``, ``4i+3`` from the odd), then two rounds of ``vshuff`` put the sums in order."""
-    products = [hvx("vmpybusv", T.reinterpret(x, dtype="int32x32"), T.reinterpret(w, dtype="int32x32"), dtype="int32x64")
-                for x, w in loads]
+    ``4i+1``, ``4i+3`` from the odd), then two rounds of ``vshuff`` put the sums in order.
+    ``signed`` (every weight in [-127, 127]): ``sum_t (input_t - 128) * weight_t`` instead, the
+    inputs' top bit flipped (``vxor``) and two taps' signed products accumulated in int16
+    (``vmpybv.acc``: each at most 128 x 127 = 16,256 in magnitude, two at most 32,512), so a
+    widening ``vaddhw`` adds four taps: 1.5 packets a tap, not 2 (both take a packet alone)."""
+    if signed:
+        flip = T.reinterpret(T.broadcast(T.uint8(128), 128), dtype="int32x32")
+        flipped = [(hvx("vxor", T.reinterpret(x, dtype="int32x32"), flip), T.reinterpret(w, dtype="int32x32")) for x, w in loads]
+        products = []
+        for i in range(0, len(flipped), 2):
+            pair = hvx("vmpybv", *flipped[i], dtype="int32x64")
+            if i + 1 < len(flipped):
+                pair = hvx("vmpybv.acc", pair, *flipped[i + 1], dtype="int32x64")
+            products.append(pair)
+    else:
+        products = [hvx("vmpybusv", T.reinterpret(x, dtype="int32x32"), T.reinterpret(w, dtype="int32x32"), dtype="int32x64")
+                    for x, w in loads]
     zero = T.broadcast(T.int32(0), 32)
 
     def sums(part):
@@ -84,6 +100,7 @@ class DepthwiseConv:
     in_hw: tuple[int, int] = (0, 0)  # a strided conv's (padded) input, when larger than it reads
     fill_rows: tuple[int, int] = (0, 0)  # input rows at the top and the bottom holding only ``fill`` (the padding)
     fill: int = 0  # the byte those rows hold: the input's zero point
+    signed: bool = False  # the kernels sum (input - 128) x weight (``ordered_sums``; weights in [-127, 127])
 
     @property
     def strided(self) -> bool:
@@ -119,7 +136,7 @@ class DepthwiseConv:
         rows = []
         for _, kept in self.border_rows():
             skipped = [ky for ky in range(self.kernel_hw[0]) if ky not in kept]
-            per_channel = self.fill * packed[skipped, :, :c].astype(np.int64).sum(axis=(0, 1))
+            per_channel = (self.fill - INPUT_OFFSET * self.signed) * packed[skipped, :, :c].astype(np.int64).sum(axis=(0, 1))
             rows.append(np.tile(per_channel, -(-lanes // c))[:lanes])
         return np.asarray(rows, np.int64).reshape(-1, lanes).astype(np.int32)
 
@@ -162,7 +179,7 @@ class DepthwiseConv:
     def tagged(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         """``func`` (this conv's kernel) with the conv in its attributes (``of`` reads it back)."""
         return with_fields(func, SPEC_ATTR, [self.batch, *self.out_hw, self.channels, *self.kernel_hw, *self.stride,
-                                             *self.in_hw, *self.fill_rows, self.fill])
+                                             *self.in_hw, *self.fill_rows, self.fill, int(self.signed)])
 
     @staticmethod
     def of(func) -> "DepthwiseConv | None":
@@ -170,8 +187,8 @@ class DepthwiseConv:
         fields = fields_of(func, SPEC_ATTR)
         if fields is None:
             return None
-        b, oh, ow, c, kh, kw, sh, sw, ih, iw, top, bottom, fill = fields
-        return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw), (top, bottom), fill)
+        b, oh, ow, c, kh, kw, sh, sw, ih, iw, top, bottom, fill, signed = fields
+        return DepthwiseConv(b, (oh, ow), c, (kh, kw), (sh, sw), (ih, iw), (top, bottom), fill, bool(signed))
 
     @property
     def dealt(self) -> bool:
@@ -267,7 +284,7 @@ class DepthwiseConv:
             """128 outputs of row ``r`` from ``start``; ``kept``: its kernel rows (the others read
             only fill rows: their sum is ``bias``'s ``k``-th block of corrections)."""
             chosen = taps if kept is None else [(ky, kx) for ky, kx in taps if ky in kept]
-            pairs = ordered_sums([tap(x, w, b, r, start, start if whole else lane, ky, kx) for ky, kx in chosen])
+            pairs = ordered_sums([tap(x, w, b, r, start, start if whole else lane, ky, kx) for ky, kx in chosen], self.signed)
             t = [hvx(part, pair) for pair in pairs for part in ("lo", "hi")]
             if k:
                 t = [t[i] + constants[0].vload([k * lanes + lane + 32 * i], "int32x32") for i in range(4)]
@@ -345,8 +362,9 @@ class DepthwiseConv:
         ky = te.reduce_axis((0, self.kernel_hw[0]), name="ky")
         kx = te.reduce_axis((0, self.kernel_hw[1]), name="kx")
         (sh, sw) = self.stride
+        offset = INPUT_OFFSET * self.signed
         conv = te.compute(self.requantized_shape(), lambda n, r, p, k: te.sum(
-            x[n, r * sh + ky, (p * sw + kx) * c + k].astype("int32") * w[ky, kx, k].astype("int32"), axis=[ky, kx]),
+            (x[n, r * sh + ky, (p * sw + kx) * c + k].astype("int32") - offset) * w[ky, kx, k].astype("int32"), axis=[ky, kx]),
             name="depthwise")
         y = te.compute(self.requantized_shape(), lambda n, r, p, k: _int64_requantize(
             conv[n, r, p, k], bias[k], mult[k], shift[k], pre[k], zy, lo, hi, dtype), name="requantize")
@@ -371,7 +389,7 @@ class DepthwiseConv:
 
     def compute(self) -> tvm.tirx.PrimFunc:
         """The plain loops (the CPU reference of the HVX kernel)."""
-        c = self.channels
+        c, offset = self.channels, INPUT_OFFSET * self.signed
         x = te.placeholder(self.input_shape, "uint8", name="data")
         w = te.placeholder(self.weight_shape, self.weight_dtype, name="weight")
         ky = te.reduce_axis((0, self.kernel_hw[0]), name="ky")
@@ -381,13 +399,14 @@ class DepthwiseConv:
 
             def strided(n, r, j):
                 p = te.min(j // c, last)
-                return te.sum(x[n, r * sh + ky, (p * sw + kx) * c + j - p * c].astype("int32")
+                return te.sum((x[n, r * sh + ky, (p * sw + kx) * c + j - p * c].astype("int32") - offset)
                               * w[ky, kx, j - p * c].astype("int32"), axis=[ky, kx])
 
             return te.create_prim_func([x, w, te.compute(self.output_shape, strided, name="depthwise")])
         y = te.compute(
             self.output_shape,
-            lambda n, r, j: te.sum(x[n, r + ky, j + kx * c].astype("int32") * w[ky, kx, j].astype("int32"), axis=[ky, kx]),
+            lambda n, r, j: te.sum((x[n, r + ky, j + kx * c].astype("int32") - offset) * w[ky, kx, j].astype("int32"),
+                                   axis=[ky, kx]),
             name="depthwise",
         )
         return te.create_prim_func([x, w, y])
@@ -405,13 +424,13 @@ class DepthwiseConv:
 
         def group(x, w, b, r, g):
             return ordered_sums([(x.vload([b, r + ky, g * 128 + kx * c], "uint8x128"), w.vload([ky, kx, g * 128], "int8x128"))
-                                 for ky, kx in taps])
+                                 for ky, kx in taps], self.signed)
 
         def vector_sum(x, w, b, r, v):
             total = None
             for ky, kx in taps:
-                term = (T.cast(x.vload([b, r + ky, v * 32 + kx * c], "uint8x32"), "int32x32")
-                        * T.cast(w.vload([ky, kx, v * 32], "int8x32"), "int32x32"))
+                term = ((T.cast(x.vload([b, r + ky, v * 32 + kx * c], "uint8x32"), "int32x32")
+                         - T.broadcast(INPUT_OFFSET * self.signed, 32)) * T.cast(w.vload([ky, kx, v * 32], "int8x32"), "int32x32"))
                 total = term if total is None else total + term
             return total
 
@@ -440,7 +459,7 @@ class DepthwiseConv:
 
         def group(x, w, b, r, p, g):
             return ordered_sums([(x.vload([b, r * sh + ky, (p * sw + kx) * c + g * 128], "uint8x128"),
-                                  w.vload([ky, kx, g * 128], "int8x128")) for ky in range(kh) for kx in range(kw)])
+                                  w.vload([ky, kx, g * 128], "int8x128")) for ky in range(kh) for kx in range(kw)], self.signed)
 
         @T.prim_func(s_tir=True)
         def depthwise(x: T.Buffer((n, h, wi), "uint8", align=128), w: T.Buffer((kh, kw, lanes), "int8", align=128),
