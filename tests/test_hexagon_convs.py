@@ -530,7 +530,7 @@ def test_a_lanes_conv_sums_its_windows_in_a_lane_exactly_under_qemu(in_hw, cin, 
     conv's integers with no offsets kernel, under qemu and as plain loops."""
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
-    from tvm_s2d.schedules.hexagon.lanes import pairs_taps, pairs_words
+    from tvm_s2d.schedules.hexagon.lanes_accumulate import pairs_taps, pairs_words
 
     rng = np.random.default_rng(29)
     conv = PackedConv(1, in_hw, cin, cout, (kernel, kernel), (stride, stride)).summing()
@@ -565,7 +565,8 @@ def test_lanes_convs_pair_their_word_loads_where_it_was_measured_to_pay():
     blocks or more, or one block of 6 pixels or more; a one-word conv of even column stride and
     input width its taps in pairs. Regressions: SqueezeNet's 23-column 128 -> 16 squeeze (blocks
     of 4) ran 12,557 -> 13,894 packets paired; two blocks (6x6 120 -> 48) 1,436 -> 1,687."""
-    from tvm_s2d.schedules.hexagon.lanes import block_pixels, overlapping_block, pairing
+    from tvm_s2d.schedules.hexagon.lanes import block_pixels, overlapping_block
+    from tvm_s2d.schedules.hexagon.lanes_accumulate import pairing
 
     def paired(in_hw, cin, cout, kernel=1, stride=1):
         conv = PackedConv(1, in_hw, cin, cout, (kernel, kernel), (stride, stride)).summing()

@@ -254,7 +254,7 @@ def test_hvx_product_kernel_is_bit_exact(dtypes, shape, gate, zeros):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.geometry.fixed_point import RANGES
-    from tvm_s2d.schedules.hexagon.requantize import gate_length, requantize_product_kernel
+    from tvm_s2d.schedules.hexagon.product import gate_length, requantize_product_kernel
 
     a_dtype, b_dtype, dtype = dtypes
     channels, total = shape[-1], int(np.prod(shape))
@@ -296,7 +296,7 @@ def test_hvx_gate_tile_is_exact(channels, dtype, extra):
     require_hexagon_tools()
     from tvm_s2d.emulator.qemu import run_kernel
     from tvm_s2d.geometry.fixed_point import RANGES
-    from tvm_s2d.schedules.hexagon.requantize import tile_gate_kernel
+    from tvm_s2d.schedules.hexagon.product import tile_gate_kernel
 
     period = math.lcm(channels, 128) + extra  # (one vector past a period: not a multiple of C)
     gate = RNG.integers(*RANGES[dtype], (channels,), endpoint=True).astype(dtype)

@@ -28,8 +28,8 @@ from ...schedules.hexagon.lanes_fused import lanes_fusable, lanes_requantized
 from ...schedules.hexagon.layouts import requantize_channel_major_kernel, requantize_slice_kernel, \
     requantize_transpose_kernel
 from ...schedules.hexagon.pool import channel_sums_kernel
-from ...schedules.hexagon.requantize import (averaging, channel_constants, gate_length, lane_constants, requantize_add_kernel,
-                                             requantize_kernel, requantize_product_kernel, tile_gate_kernel)
+from ...schedules.hexagon.product import gate_length, requantize_product_kernel, tile_gate_kernel
+from ...schedules.hexagon.requantize import averaging, channel_constants, lane_constants, requantize_add_kernel, requantize_kernel
 from ...targets import is_hexagon, pass_target
 from ..outcome import Outcome, applied, refused
 from ..quantized.integer_add import match_add, match_term

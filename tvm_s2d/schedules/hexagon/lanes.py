@@ -38,8 +38,8 @@ import tvm
 from tvm import te
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, fields_of, hvx, paired_word, roundup, \
-    with_fields
+from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, fields_of, roundup, with_fields
+from .lanes_accumulate import accumulate_block, pairing
 from .offsets import WEIGHT_OFFSET, window_offsets
 
 SPEC_ATTR = "tvm_s2d.lanes_conv"
@@ -47,10 +47,6 @@ SPEC_ATTR = "tvm_s2d.lanes_conv"
 #: the most ``vrmpy`` pairs that block may take (offsets kernels measured 0.3-1.0k packets on
 #: small maps, their cost growing far slower with the input than a block's).
 SUMS_BLOCKS, SUMS_PACKETS = 3, 800
-#: Pixels a block at least for ``summing_vrmpy`` of one lane block to read a pixel's words in pairs
-#: (``pairing``; SqueezeNet's 23-column 128 -> 16, blocks of 4: 12,557 -> 13,894 packets so).
-PAIRED_BLOCK = 6
-
 
 @dataclass(frozen=True)
 class PackedConv:
@@ -257,89 +253,6 @@ def schedule_vrmpy(func: tvm.tirx.PrimFunc, pixels: int = 4) -> tvm.tirx.PrimFun
         sch.vectorize(sch.get_loops(stage)[-1])
     return sch.mod["main"]
 
-
-
-def pairs_words(conv: PackedConv) -> bool:
-    """Whether ``accumulate_block`` reads a pixel's channel words two at a time (``paired_word``):
-    an even count of them, and one lane block with more than 4 words or 3 blocks or more.
-    Measured on 21 convs (``summing_vrmpy``'s; the tensorized kernels load as they do): 0.78-0.97x
-    the packets where taken (6x6 48 -> 144 0.78x, 24x24 16 -> 72 0.92x, 12x12 88 -> 24 0.88x), but
-    1.05-1.18x on two lane blocks (6x6 120 -> 48, 96 -> 40) and 1.25x on 24x24 16 -> 16 (4 words)."""
-    words, blocks = conv.cin // DEPTH, conv.cout_blocks
-    return words % 2 == 0 and (blocks >= 3 or (blocks == 1 and words > 4))
-
-
-def pairing(conv: PackedConv, block: int) -> str | None:
-    """How ``summing_vrmpy`` reads its words: ``"words"`` (``pairs_words``; one lane block: blocks
-    of at least ``PAIRED_BLOCK`` pixels), ``"taps"`` (``pairs_taps``), else one at a time (None)."""
-    if pairs_words(conv) and (conv.cout_blocks >= 3 or block >= PAIRED_BLOCK):
-        return "words"
-    return "taps" if pairs_taps(conv) else None
-
-
-def pairs_taps(conv: PackedConv) -> bool:
-    """Whether ``accumulate_block`` reads a conv of one word a pixel (4 channels or fewer) two
-    taps of a row at a time (``paired_word``): its column stride and input width even, so each
-    pair starts at an even word (the 3x3/2 RGB stem of 96x96: 14,540 packets a word at a time)."""
-    return conv.cin // DEPTH == 1 and conv.strides[1] % 2 == 0 and conv.in_hw[1] % 2 == 0 and conv.kernel_hw[1] >= 2
-
-
-@T.macro
-def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv: PackedConv, block: int, pairs=None):
-    """``acc[i]`` (``i < block``) = the offsets of output pixel ``x0 + i`` of row ``y`` plus its
-    ``vrmpyub`` sums for lane block ``ko``: ``x`` the input as words (a pixel's 4 channels),
-    ``w`` the packed weights as bytes (``overlapping_vrmpy`` and ``lanes_fused``; ``offsets``
-    None: from zero, ``summing_vrmpy``)."""
-    # (no assignments: a macro's would bind TIR variables, and an unrolled extent must stay a constant)
-    for i in T.unroll(block):
-        if offsets is None:
-            acc[i, T.ramp(0, 1, 32)] = T.broadcast(T.int32(0), LANES)
-        else:
-            acc[i, T.ramp(0, 1, 32)] = T.broadcast(offsets[b, y, x0 + i], LANES)
-    if pairs == "words":  # a pixel's words in pairs: one 64-bit load for two vrmpy (two memory ops a packet)
-        for ky in range(conv.kernel_hw[0]):
-            for kx in T.unroll(conv.kernel_hw[1]):
-                for g in range(conv.cin // DEPTH // 2):
-                    for i in T.unroll(block):
-                        for h in T.unroll(2):
-                            acc[i, T.ramp(0, 1, 32)] = hvx(
-                                "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                                T.reinterpret(w.vload([(((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
-                                                        * (conv.cin // DEPTH) + 2 * g + h) * VECTOR_BYTES], "uint8x128"),
-                                              dtype="int32x32"),
-                                paired_word(x, ((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
-                                                + (x0 + i) * conv.strides[1] + kx) * (conv.cin // DEPTH) + 2 * g, h))
-    elif pairs == "taps":  # one word a pixel: a row's taps kx, kx + 1 in pairs (even words: stride and width even)
-        for ky in range(conv.kernel_hw[0]):
-            for kp in T.unroll(conv.kernel_hw[1] // 2):
-                for i in T.unroll(block):
-                    for h in T.unroll(2):
-                        acc[i, T.ramp(0, 1, 32)] = hvx(
-                            "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                            T.reinterpret(w.vload([((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + 2 * kp + h)
-                                                   * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
-                            paired_word(x, (b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
-                                        + (x0 + i) * conv.strides[1] + 2 * kp, h))
-            if conv.kernel_hw[1] % 2 == 1:
-                for i in T.unroll(block):
-                    acc[i, T.ramp(0, 1, 32)] = hvx(
-                        "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                        T.reinterpret(w.vload([((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + conv.kernel_hw[1] - 1)
-                                               * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
-                        x[(b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
-                          + (x0 + i) * conv.strides[1] + conv.kernel_hw[1] - 1])
-    else:
-        for ky in range(conv.kernel_hw[0]):
-            for kx in T.unroll(conv.kernel_hw[1]):
-                for g in range(conv.cin // DEPTH):
-                    for i in T.unroll(block):
-                        acc[i, T.ramp(0, 1, 32)] = hvx(
-                            "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                            T.reinterpret(w.vload([(((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
-                                                    * (conv.cin // DEPTH) + g) * VECTOR_BYTES], "uint8x128"),
-                                          dtype="int32x32"),
-                            x[((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1] + (x0 + i) * conv.strides[1] + kx)
-                              * (conv.cin // DEPTH) + g])
 
 
 def overlapping_block(out_width: int, pixels: int) -> int | None:

@@ -17,7 +17,8 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import DEPTH, LANES, VECTOR_BYTES, aligned_prim_func
-from .lanes import PackedConv, accumulate_block, block_pixels
+from .lanes import PackedConv, block_pixels
+from .lanes_accumulate import accumulate_block
 from .requantize import _int64_requantize, pack_bytes, requantize_lanes
 
 #: Output pixels a block (a multiple of 4: each 4 are one 128-byte store).
