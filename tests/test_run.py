@@ -186,6 +186,28 @@ def test_bench_on_hexagon_counts_three_forms_and_credits_each(chain_path, tmp_pa
     assert "kernel" in captured.err and "lowering for Hexagon" in captured.err  # progress while it runs
 
 
+def test_a_pass_that_fails_in_the_cpu_reference_alone_is_named_too(chain_path, monkeypatch):
+    """Regression: the CPU reference build's passes (the HVX kernels' plain loops) failed
+    silently: a plain kernel's error left HexagonRequantize out of that build alone and ``run``
+    still said bit-exact with no word of it."""
+    from tvm_s2d.passes.hexagon import requantize
+
+    rewrite = requantize.rewrite_functions
+
+    def plain_explodes(mod, rewriter):
+        if not rewriter.rule.hvx:  # the plain loops' build
+            raise AttributeError("'Tensor' object has no attribute 'requantized_shape'")
+        return rewrite(mod, rewriter)
+
+    monkeypatch.setenv("TVM_S2D_STRICT", "0")
+    monkeypatch.setattr(requantize, "rewrite_functions", plain_explodes)
+    run = run_model(chain_path, onnxruntime=False)
+    assert run.failures == ["HexagonRequantize in the CPU reference (the HVX kernels' plain loops): failed: AttributeError: "
+                            "'Tensor' object has no attribute 'requantized_shape'"], run.failures
+    assert "a pass failed, its changes left out of the build: HexagonRequantize in the CPU reference" in run.table()
+    assert run.matches_cpu  # the reference computes the model's integers either way
+
+
 def test_a_pass_that_fails_is_named_by_run(chain_path, monkeypatch):
     """A pass that fails is left out of the build (the guard), and ``run`` says so: MobileNetV3
     ran at 4% HVX with nothing but the scalar kernels to tell why."""

@@ -147,8 +147,11 @@ def run_model(model, inputs: dict | None = None, rewrite: bool = True, tuning_lo
         pipeline = S2DPipeline(tuning_log=tuning_log, **options)
         hexagon = lower_for_hexagon(mod, pipeline, disabled, progress=lambda text: say(f"lowering for Hexagon, {text}"))
         failures = [f"{name}: {outcome.reason}" for name, outcome in pipeline.failures.items()]
-        plain = lower_for_hexagon(mod, S2DPipeline(tuning_log=tuning_log, hvx=False, **options), disabled,
+        reference = S2DPipeline(tuning_log=tuning_log, hvx=False, **options)
+        plain = lower_for_hexagon(mod, reference, disabled,
                                   progress=lambda text: say(f"lowering the CPU reference (the HVX kernels' plain loops), {text}"))
+        failures += [f"{name} in the CPU reference (the HVX kernels' plain loops): {outcome.reason}"  # a pass of the
+                     for name, outcome in reference.failures.items() if name not in pipeline.failures]  # reference alone
 
     run = ModelRun(where, "hexagon", rewrite and not tvm_default, macs=model_macs(onnx_model),
                    failures=[] if tvm_default else failures)
