@@ -29,7 +29,7 @@ from tvm import te
 
 from tvm.script import tirx as T
 
-from .depthwise_fused import BAND_ROWS, INPUT_OFFSET, ordered_sums, requantized_kernel
+from .depthwise_fused import BAND_ROWS, INPUT_OFFSET, ordered_sums, requantized_kernel, split_bands
 from .intrinsics import LANES, fields_of, roundup, with_fields
 from .requantize import lane_constants
 
@@ -79,10 +79,9 @@ class DepthwiseConv:
             kept = tuple(ky for ky in range(kh) if top <= r + ky < rows - bottom)
             if kept and len(kept) < kh:
                 border.append((r, kept))
-        first = min([r for r in range(oh) if r not in {b for b, _ in border}], default=oh)
-        bands = [[r for r, _ in border if r < first], [r for r, _ in border if r >= first]]
+        _, above, below = split_bands(border, oh)
         skipped = sum(kh - len(kept) for _, kept in border) / (kh * oh)  # the share of the taps not computed
-        return border if max(map(len, bands)) <= BAND_ROWS and skipped >= MIN_SKIPPED else []
+        return border if max(len(above), len(below)) <= BAND_ROWS and skipped >= MIN_SKIPPED else []
 
     def border_corrections(self, packed: np.ndarray) -> np.ndarray:
         """``[len(border_rows()), constant_lanes]`` int32: for each border row, ``fill`` times the

@@ -18,6 +18,15 @@ BAND_ROWS = 4
 INPUT_OFFSET = 128
 
 
+def split_bands(border, oh: int) -> tuple[int, tuple, tuple]:
+    """``(first, above, below)``: the first of ``oh`` output rows reading no fill row (``oh`` if
+    none) and the ``border`` entries (each ``(row, ...)``, ``DepthwiseConv.border_rows``') above
+    and below the rows that read none."""
+    edge = {entry[0] for entry in border}
+    first = min([r for r in range(oh) if r not in edge], default=oh)
+    return first, tuple(e for e in border if e[0] < first), tuple(e for e in border if e[0] >= first)
+
+
 def ordered_sums(loads, signed: bool = False) -> list:
     """``sum_t input_t * weight_t`` over 128 outputs, as two int32 vector pairs (outputs 0-63,
     64-127) in order: ``loads`` the taps' (128 uint8 inputs, 128 int8 weights) vectors. Byte
@@ -99,12 +108,11 @@ def requantized_kernel(conv, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         return hvx("lo" if kx % 2 == 0 else "hi", pair), w.vload([ky, kx, 0], "int8x128")
 
     border = conv.border_rows()
-    edge = {r for r, _ in border}
-    first = min([r for r in range(oh) if r not in edge], default=0)  # the rows reading no fill row: contiguous
-    mid = oh - len(border)
     slots = [(r, kept, k + 1) for k, (r, kept) in enumerate(border)]  # (row, its kernel rows, its corrections)
-    bands = [tuple(v for v in slots if v[0] < first), tuple(v for v in slots if v[0] >= first)]
-    bands = [band for band in bands if band] + [()] * 2
+    first, above, below = split_bands(slots, oh)  # the rows reading no fill row: ``mid`` from ``first``
+    mid = oh - len(border)
+    bands = [band for band in (above, below) if band] + [()] * 2
+    edge = {r for r, _ in border}
     assert all(first <= r < first + mid for r in range(oh) if r not in edge) and max(map(len, bands)) <= BAND_ROWS
 
     def block(x, w, constants, b, r, start, lane, kept=None, k=0):

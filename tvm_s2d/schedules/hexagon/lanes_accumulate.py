@@ -39,6 +39,24 @@ def pairs_taps(conv) -> bool:
     return conv.cin // DEPTH == 1 and conv.strides[1] % 2 == 0 and conv.in_hw[1] % 2 == 0 and conv.kernel_hw[1] >= 2
 
 
+def weight_vector(w, conv, ko, ky, kx, g):
+    """The packed weights (bytes) of lane block ``ko``, tap ``(ky, kx)`` and input word ``g``: one
+    vector, as ``vrmpyub`` takes it."""
+    return T.reinterpret(w.vload([(((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx) * (conv.cin // DEPTH) + g)
+                                  * VECTOR_BYTES], "uint8x128"), dtype="int32x32")
+
+
+def vrmpy_acc(acc, i, weights, word):
+    """``acc[i]`` plus ``vrmpyub`` of ``weights`` by the 4 input bytes ``word``."""
+    return hvx("vrmpyub.acc", acc[i, T.ramp(0, 1, 32)], weights, word)
+
+
+def pixel_word(conv, b, y, ky, column, kx):
+    """The first input word of the pixel tap ``(ky, kx)`` of output pixel ``column`` of row ``y``
+    reads (``x`` as words: a pixel's ``cin / 4``)."""
+    return ((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1] + column * conv.strides[1] + kx) * (conv.cin // DEPTH)
+
+
 @T.macro
 def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv, block: int, pairs=None):
     """``acc[i]`` (``i < block``) = the offsets of output pixel ``x0 + i`` of row ``y`` plus its
@@ -57,41 +75,23 @@ def accumulate_block(acc, x, w, offsets, b, y, ko, x0, conv, block: int, pairs=N
                 for g in range(conv.cin // DEPTH // 2):
                     for i in T.unroll(block):
                         for h in T.unroll(2):
-                            acc[i, T.ramp(0, 1, 32)] = hvx(
-                                "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                                T.reinterpret(w.vload([(((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
-                                                        * (conv.cin // DEPTH) + 2 * g + h) * VECTOR_BYTES], "uint8x128"),
-                                              dtype="int32x32"),
-                                paired_word(x, ((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
-                                                + (x0 + i) * conv.strides[1] + kx) * (conv.cin // DEPTH) + 2 * g, h))
+                            acc[i, T.ramp(0, 1, 32)] = vrmpy_acc(acc, i, weight_vector(w, conv, ko, ky, kx, 2 * g + h),
+                                                                 paired_word(x, pixel_word(conv, b, y, ky, x0 + i, kx) + 2 * g, h))
     elif pairs == "taps":  # one word a pixel: a row's taps kx, kx + 1 in pairs (even words: stride and width even)
         for ky in range(conv.kernel_hw[0]):
             for kp in T.unroll(conv.kernel_hw[1] // 2):
                 for i in T.unroll(block):
                     for h in T.unroll(2):
-                        acc[i, T.ramp(0, 1, 32)] = hvx(
-                            "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                            T.reinterpret(w.vload([((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + 2 * kp + h)
-                                                   * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
-                            paired_word(x, (b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
-                                        + (x0 + i) * conv.strides[1] + 2 * kp, h))
+                        acc[i, T.ramp(0, 1, 32)] = vrmpy_acc(acc, i, weight_vector(w, conv, ko, ky, 2 * kp + h, 0),
+                                                             paired_word(x, pixel_word(conv, b, y, ky, x0 + i, 2 * kp), h))
             if conv.kernel_hw[1] % 2 == 1:
                 for i in T.unroll(block):
-                    acc[i, T.ramp(0, 1, 32)] = hvx(
-                        "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                        T.reinterpret(w.vload([((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + conv.kernel_hw[1] - 1)
-                                               * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
-                        x[(b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1]
-                          + (x0 + i) * conv.strides[1] + conv.kernel_hw[1] - 1])
+                    acc[i, T.ramp(0, 1, 32)] = vrmpy_acc(acc, i, weight_vector(w, conv, ko, ky, conv.kernel_hw[1] - 1, 0),
+                                                         x[pixel_word(conv, b, y, ky, x0 + i, conv.kernel_hw[1] - 1)])
     else:
         for ky in range(conv.kernel_hw[0]):
             for kx in T.unroll(conv.kernel_hw[1]):
                 for g in range(conv.cin // DEPTH):
                     for i in T.unroll(block):
-                        acc[i, T.ramp(0, 1, 32)] = hvx(
-                            "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                            T.reinterpret(w.vload([(((ko * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
-                                                    * (conv.cin // DEPTH) + g) * VECTOR_BYTES], "uint8x128"),
-                                          dtype="int32x32"),
-                            x[((b * conv.in_hw[0] + y * conv.strides[0] + ky) * conv.in_hw[1] + (x0 + i) * conv.strides[1] + kx)
-                              * (conv.cin // DEPTH) + g])
+                        acc[i, T.ramp(0, 1, 32)] = vrmpy_acc(acc, i, weight_vector(w, conv, ko, ky, kx, g),
+                                                             x[pixel_word(conv, b, y, ky, x0 + i, kx) + g])

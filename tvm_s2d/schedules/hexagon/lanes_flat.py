@@ -20,7 +20,8 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
-from .intrinsics import DEPTH, LANES, VECTOR_BYTES, hvx
+from .intrinsics import DEPTH, LANES, hvx
+from .lanes_accumulate import vrmpy_acc, weight_vector
 from .offsets import WEIGHT_OFFSET
 
 #: Rows of at most this many output pixels take ``flat_vrmpy``, in blocks of ``FLAT_PIXELS``.
@@ -38,10 +39,8 @@ def accumulate_pixels(acc, x, w, init, s, k, conv, pixels: int):
         for kx in T.unroll(conv.kernel_hw[1]):
             for g in range(conv.cin // DEPTH):
                 for i in T.unroll(pixels):
-                    acc[i, T.ramp(0, 1, 32)] = hvx(
-                        "vrmpyub.acc", acc[i, T.ramp(0, 1, 32)],
-                        T.reinterpret(w.vload([(((k * conv.kernel_hw[0] + ky) * conv.kernel_hw[1] + kx)
-                                                * (conv.cin // DEPTH) + g) * VECTOR_BYTES], "uint8x128"), dtype="int32x32"),
+                    acc[i, T.ramp(0, 1, 32)] = vrmpy_acc(
+                        acc, i, weight_vector(w, conv, k, ky, kx, g),
                         x[((((s + i) // (conv.out_hw[0] * conv.out_hw[1]) * conv.in_hw[0]
                              + (s + i) // conv.out_hw[1] % conv.out_hw[0] * conv.strides[0] + ky) * conv.in_hw[1]
                             + (s + i) % conv.out_hw[1] * conv.strides[1] + kx) * (conv.cin // DEPTH) + g)])

@@ -13,8 +13,7 @@ from tvm import te
 from tvm.script import tirx as T
 
 from .intrinsics import hvx
-from .requantize import RANGES, SPAN_GROUPS, _byte_splat, _int64_requantize, _narrow, _requantized_row, pack_bytes, pack_words, \
-    requantize_lanes
+from .requantize import SPAN_GROUPS, _int64_requantize, _narrow, _requantized_row, pack_bytes, pack_words, requantize_lanes
 
 # ---- requantization with the layout change: channel-major accumulators -> NHWC ---------------
 #
@@ -177,9 +176,6 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
     pixels = n * h * w
     vectors = pixels // per
     groups = vectors // 4
-    pack, (low_op, high_op) = {"uint8": ("vpackhub.sat", ("vmaxub", "vminub")),
-                               "int8": ("vpackhb.sat", ("vmaxb", "vminb"))}[dtype]
-    full_range = (lo, hi) == RANGES[dtype]
     gather = [i * 32 + j for i in range(per) for j in range(channels)]
 
     def requantized(acc, bias, mult, shift, half, pre, v):
@@ -189,14 +185,7 @@ def requantize_slice_kernel(shape, channels: int, zy: int, lo: int, hi: int, dty
 
     def group(acc, bias, mult, shift, half, pre, g):
         """128 output bytes from vectors ``4 g ...``."""
-        low = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 1),
-                  requantized(acc, bias, mult, shift, half, pre, g * 4))
-        high = hvx("vpackwh.sat", requantized(acc, bias, mult, shift, half, pre, g * 4 + 3),
-                   requantized(acc, bias, mult, shift, half, pre, g * 4 + 2))
-        words = hvx(pack, high, low)
-        if not full_range:
-            words = hvx(high_op, hvx(low_op, words, _byte_splat(lo, dtype)), _byte_splat(hi, dtype))
-        return T.reinterpret(words, dtype=f"{dtype}x128")
+        return pack_bytes([requantized(acc, bias, mult, shift, half, pre, g * 4 + i) for i in range(4)], lo, hi, dtype)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((32,), "int32"), mult: T.Buffer((32,), "int32"),

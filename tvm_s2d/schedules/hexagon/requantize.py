@@ -89,6 +89,12 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     def bytes_of(t):
         return pack_bytes(t, lo, hi, dtype)
 
+    def span_bytes(acc, bias, mult, shift, half, pre, u, q):
+        """Vectors ``4 q ...`` of span ``u`` as 128 bytes, their constants' lanes constants."""
+        v = u * span + q * 4
+        return bytes_of([requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
+                         for i in range(4)])
+
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
                    shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), pre: T.Buffer((period,), "int32"),
@@ -100,17 +106,11 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
             if blocks <= HOISTED_BLOCKS and supers >= HOISTED_SPANS:  # a period's constants in registers: spans an iteration
                 for u in range(supers):
                     for q in T.unroll(span // 4):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, the clamp
-                        v = u * span + q * 4
-                        t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
-                             for i in range(4)]
-                        out[T.ramp(v * 32, 1, 128)] = bytes_of(t)
+                        out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, u, q)
             else:
                 for q in T.unroll(span // 4):
                     for u in range(supers):  # the same 4 vectors of each span: their constants loaded once, out of the loop
-                        v = u * span + q * 4
-                        t = [requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
-                             for i in range(4)]
-                        out[T.ramp(v * 32, 1, 128)] = bytes_of(t)
+                        out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, u, q)
             for g in range(supers * span // 4, groups):
                 out[T.ramp(g * 128, 1, 128)] = bytes_of([requantized(acc, bias, mult, shift, half, pre, g * 4 + i, False)
                                                          for i in range(4)])
