@@ -101,6 +101,44 @@ def test_hvx_requantize_kernel_is_bit_exact(shape, dtype, clamp, average):
     np.testing.assert_array_equal(out.numpy(), expected)
 
 
+# a table of every segment, one with two segments of its base (a HardSwish's zero), an int8 table
+@pytest.mark.parametrize("shape,dtype,table_dtype,filled", [((1, 16, 20, 32), "uint8", "uint8", 0),
+                                                            ((1, 7, 9, 8), "uint8", "int8", 2),
+                                                            ((2, 5, 5, 3), "int8", "uint8", 2),
+                                                            ((1, 6, 7, 144), "uint8", "uint8", 3),
+                                                            ((1, 3, 3, 576), "uint8", "uint8", 2)])
+def test_hvx_requantize_kernel_with_a_lookup_is_bit_exact(shape, dtype, table_dtype, filled):
+    """The requantized bytes through a 256-entry table in the same kernel (``table``): every path
+    (whole spans, groups, vectors, elements), the HVX kernel and its plain loop against numpy."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.qemu import run_kernel
+    from tvm_s2d.schedules.hexagon.lookup import arrange_table, table_segments
+    from tvm_s2d.schedules.hexagon.requantize import Table
+
+    lo, hi = RANGES[dtype]
+    channels = shape[-1]
+    acc = RNG.integers(-200000, 200000, shape).astype(np.int32)
+    b = RNG.integers(-500, 500, channels).astype(np.int32)
+    m, r = fixed_point(RNG.random(channels) * 0.01 + 0.0005)
+    constants = lane_constants(b, m, r, channels)
+    values = RNG.integers(*RANGES[table_dtype], 256, endpoint=True).astype(table_dtype)
+    values[: 32 * filled] = values[0]  # segments of one byte: no vlut32 for them
+    base, segments = table_segments(values)
+    assert len(segments) == 8 - filled
+    table = Table(table_dtype, base, segments)
+    q = requantize(acc.astype(np.int64) + b, m, r, 17, lo, hi, dtype)
+    expected = values[q.astype(np.int64).view(np.uint64) % 256 if dtype == "int8" else q]
+    arranged = arrange_table(values, base)
+    hvx = run_kernel(requantize_kernel(shape, 17, lo, hi, dtype, average=True, table=table), [acc, *constants, arranged],
+                     [(shape, table_dtype)])
+    np.testing.assert_array_equal(hvx.outputs[0], expected)
+    plain = tvm.compile(tvm.IRModule({"main": requantize_kernel(shape, 17, lo, hi, dtype, hvx_code=False, table=table)}),
+                        target="llvm")
+    out = tvm.runtime.tensor(np.zeros(shape, table_dtype))
+    plain(tvm.runtime.tensor(acc), *[tvm.runtime.tensor(c) for c in constants], tvm.runtime.tensor(arranged), out)
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
 def test_the_rounding_by_average_is_exact_at_a_shift_of_1_and_refused_at_0():
     """``vavg.rnd(t >> (s - 1), 2 zy)`` is ``(t + 2^(s-1)) >> s + zy`` for every int32 ``t`` and
     ``s >= 1``: multipliers in [0.25, 0.5) leave a shift of 1 (no headroom), accumulators of both

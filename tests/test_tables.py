@@ -130,12 +130,13 @@ def test_regions_it_does_not_take_say_why():
     assert "more than one 8-bit input" in reasons[0] and "per-channel" in reasons[1], reasons  # IntegerTables alone
 
 
-def _activation_net(op):
-    """Conv -> activation -> conv, float, for ONNX Runtime's quantizer."""
-    inits = [numpy_helper.from_array(RNG.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.4, "w0"),
-             numpy_helper.from_array(RNG.standard_normal(8).astype(np.float32) * 0.3, "b0"),
-             numpy_helper.from_array(RNG.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.4, "w1")]
-    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1])]
+def _activation_net(op, cin=3, mid=8, kernel=3, size=(12, 10)):
+    """Conv (``cin -> mid``, ``kernel``) -> activation -> conv (1x1, ``mid -> 8``), float, for
+    ONNX Runtime's quantizer."""
+    inits = [numpy_helper.from_array(RNG.standard_normal((mid, cin, kernel, kernel)).astype(np.float32) * 0.4, "w0"),
+             numpy_helper.from_array(RNG.standard_normal(mid).astype(np.float32) * 0.3, "b0"),
+             numpy_helper.from_array(RNG.standard_normal((8, mid, 1, 1)).astype(np.float32) * 0.4, "w1")]
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[kernel // 2] * 4)]
     if op == "SiLU":
         nodes += [helper.make_node("Sigmoid", ["c0"], ["s"]), helper.make_node("Mul", ["c0", "s"], ["a"])]
     elif op == "LeakyRelu":
@@ -143,8 +144,8 @@ def _activation_net(op):
     else:
         nodes += [helper.make_node(op, ["c0"], ["a"])]
     nodes += [helper.make_node("Conv", ["a", "w1"], ["y"])]
-    graph = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 10])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 10])], inits)
+    graph = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, *size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, *size])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -184,6 +185,24 @@ def test_a_quantized_silu_looks_up_bit_exact_on_hexagon(tmp_path):
     (lookup,) = [k for k in result.kernels if k.name.startswith("hvx_lookup_")]
     assert lookup.hvx and lookup.kind == "elementwise" and not any("take" in k.name for k in result.kernels)
     assert lookup.packets < 0.5 * 8 * 12 * 10, lookup  # 960 elements
+
+
+def test_a_lookup_after_a_requantization_kernel_runs_in_it_bit_exact_on_hexagon(tmp_path):
+    """A 1x1 conv's requantization on its own kernel (96 channels at 6x6, MobileNetV3's expand
+    convs) and the HardSwish lookup that alone reads it: one kernel, ``vlut32`` on the bytes
+    before they are stored (``HexagonMovement._requantized_lookup``), no lookup kernel left."""
+    require_hexagon_tools()
+    from tvm_s2d.emulator.model import run_model
+    from tvm_s2d.quantize import quantize_qdq
+
+    path = quantize_qdq(_activation_net("HardSwish", cin=32, mid=96, kernel=1, size=(6, 6)), tmp_path / "q.onnx")
+    result = run_model(path)
+    assert result.matches_cpu and result.onnxruntime["max_steps"] <= 1, result.onnxruntime
+    assert not any(k.name.startswith("hvx_lookup_") for k in result.kernels), [k.name for k in result.kernels]
+    names = {k.name: k for k in result.kernels}
+    assert not any(n.startswith("hvx_requantize_c0") for n in names), names  # the conv's own requantization went
+    fused = names["hvx_requantize_a_QuantizeLinear"]  # the lookup's output ("a"), on the requantization kernel
+    assert fused.hvx and fused.kind == "requantize"
 
 
 # ---- the product of two quantized tensors (IntegerMultiply) -----------------------------------

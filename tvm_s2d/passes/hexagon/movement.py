@@ -33,6 +33,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ...schedules.hexagon import (copy_space_to_depth, deal_depth_to_space, pad_channels, pad_channels_apply, pad_pixels,
                                   pad_pixels_apply, pad_rows, pad_rows_apply, shuffle_space_to_depth, shuffles_apply)
 from ...schedules.hexagon.lookup import LUT_DTYPES, arrange_table, lookup_table, plain_lookup_table, table_segments
+from ...schedules.hexagon.requantize import REQUANTIZE_ATTR, Table, requantize_kernel
 from ...schedules.hexagon.pool import (MIN_PIXEL_BYTES, chunks_apply, concat_channels, concat_pixels, concat_pixels_apply, max_pool,
                                        plain_concat, plain_concat_channels, plain_max_pool, plain_slice_pixels,
                                        slice_pixels)
@@ -63,10 +64,13 @@ class HexagonMovement:
         return [o.name for o in self.outcomes if o.applied]
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.outcomes = []
+        self.outcomes, self.superseded = [], set()
         if not is_hexagon(pass_target(self.target)):
             return mod
-        return rewrite_functions(mod, _Rewriter(mod, self))
+        mod = rewrite_functions(mod, _Rewriter(mod, self))
+        for gv in self.superseded:  # requantization kernels a lookup took in (the fused kernel replaces them)
+            del mod[gv]
+        return mod
 
     def kernel(self, shape, inverse: bool) -> tvm.tirx.PrimFunc:
         if not self.hvx:
@@ -98,7 +102,7 @@ def _movement(call: relax.Call, var2val) -> tuple[relax.Expr, bool] | str:
 class _Rewriter(PyExprMutator):
     def __init__(self, mod, rule: HexagonMovement):
         super().__init__(mod)
-        self.rule, self.var2val = rule, {}
+        self.rule, self.var2val, self.mod = rule, {}, mod
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         call = binding.value
@@ -351,12 +355,36 @@ class _Rewriter(PyExprMutator):
             return "take by an index of dynamic shape: the HVX lookup takes static shapes"
         out_dtype = str(values.dtype)
         base, segments = table_segments(values)
+        fused = self._requantized_lookup(q, Table(out_dtype, base, segments), name)
+        if fused is not None:
+            applied(self.rule.outcomes, name, "in the requantization's HVX kernel (vlut32 on its bytes before they are"
+                    " stored)")
+            return relax.call_tir(fused[0], [*fused[1], relax.const(arrange_table(values, base))],
+                                  relax.TensorType(shape, out_dtype))
         func = (lookup_table(shape, index_dtype, out_dtype, base, segments) if self.rule.hvx
                 else plain_lookup_table(shape, index_dtype, out_dtype, base))
         kernel = add_kernel(self.builder_, func, f"hvx_lookup_{name}")
         applied(self.rule.outcomes, name, "HVX vlut32 table lookup")
         return relax.call_tir(kernel, [self.visit_expr(q), relax.const(arrange_table(values, base))],
                               relax.TensorType(shape, out_dtype))
+
+    def _requantized_lookup(self, q, table: Table, name: str):
+        """``(kernel, operands)``: the requantization kernel that computes ``q`` alone
+        (``HexagonRequantize``'s ``requantize_kernel``, its parameters in the attribute
+        ``REQUANTIZE_ATTR``) again with ``table`` in it, when nothing else reads ``q``; else None."""
+        call = self.var2val.get(q) if isinstance(q, relax.Var) else None
+        if call is None or getattr(call, "op", None) != tvm.ir.Op.get("relax.call_tir") or self._readers().get(q, 0) != 1:
+            return None
+        func = self.mod[call.args[0]] if call.args[0] in self.mod.functions else None
+        params = func.attrs.get(REQUANTIZE_ATTR) if isinstance(func, tvm.tirx.PrimFunc) and func.attrs else None
+        if params is None:
+            return None
+        shape = [int(d) for d in params["shape"]]
+        kernel = requantize_kernel(shape, int(params["zy"]), int(params["lo"]), int(params["hi"]), str(params["dtype"]),
+                                   hvx_code=self.rule.hvx, average=bool(params["average"]),
+                                   pre_shift=bool(params["pre_shift"]), table=table)
+        self.rule.superseded.add(call.args[0])
+        return add_kernel(self.builder_, kernel, f"hvx_requantize_{name}"), list(call.args[1].fields)
 
 
 LOWEST = {"uint8": 0, "int8": -128}

@@ -72,6 +72,28 @@ def _index_byte(value, dtype):
     return T.cast(value if dtype == "uint8" else T.reinterpret(value, dtype="uint8"), "int32")
 
 
+def lookup_vector(idx, lo, hi, base: int, segments: tuple[int, ...]):
+    """128 bytes (``idx``, int32x32) looked up: ``vlut32`` on the table vectors ``lo`` / ``hi``
+    (``arrange_table``'s, int32x32) for each of ``segments``, ``base`` added back (int32x32)."""
+    acc = T.broadcast(T.int32(0), 32)
+    for i, segment in enumerate(segments):
+        table = lo if segment < 4 else hi
+        acc = hvx("vlutvvb", idx, table, segment) if i == 0 else hvx("vlutvvb.oracc", acc, idx, table, segment)
+    if base:
+        acc = hvx("vaddb", acc, T.reinterpret(T.broadcast(T.uint8(base), 128), dtype="int32x32"))
+    return acc
+
+
+def table_vectors(table):
+    """The two table vectors of an ``arrange_table`` buffer (uint8[256]), int32x32 each."""
+    return [T.reinterpret(table.vload([o], "uint8x128"), dtype="int32x32") for o in (0, 128)]
+
+
+def table_entry(table, index, index_dtype: str, out_dtype: str, base: int):
+    """One index (``index_dtype``) looked up in an ``arrange_table`` buffer: ``out_dtype``."""
+    return T.reinterpret(table[table_position(_index_byte(index, index_dtype))] + T.uint8(base), dtype=out_dtype)
+
+
 def lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0,
                  segments: tuple[int, ...] = tuple(range(8))) -> tvm.tirx.PrimFunc:
     """``y = T[x]``, elementwise: ``x`` of ``shape`` and ``index_dtype``, ``table`` the 256
@@ -85,13 +107,7 @@ def lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0,
 
     def vlut(x, offset, lo, hi):
         idx = T.reinterpret(x.vload([offset], lanes_in), dtype="int32x32")
-        acc = T.broadcast(T.int32(0), 32)
-        for i, segment in enumerate(segments):
-            table = lo if segment < 4 else hi
-            acc = hvx("vlutvvb", idx, table, segment) if i == 0 else hvx("vlutvvb.oracc", acc, idx, table, segment)
-        if base:
-            acc = hvx("vaddb", acc, T.reinterpret(T.broadcast(T.uint8(base), 128), dtype="int32x32"))
-        return T.reinterpret(acc, dtype=lanes_out)
+        return T.reinterpret(lookup_vector(idx, lo, hi, base, segments), dtype=lanes_out)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def lookup(x_: T.Buffer(shape, index_dtype, align=128), table: T.Buffer((256,), "uint8", align=128),
@@ -100,8 +116,7 @@ def lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0,
         with T.sblock("root"):
             x = T.decl_buffer((n,), index_dtype, data=x_.data, align=128)
             y = T.decl_buffer((n,), out_dtype, data=y_.data, align=128)
-            lo = T.reinterpret(table.vload([0], "uint8x128"), dtype="int32x32")
-            hi = T.reinterpret(table.vload([128], "uint8x128"), dtype="int32x32")
+            lo, hi = table_vectors(table)
             for v in range(full):
                 y[T.ramp(v * 128, 1, 128)] = vlut(x, v * 128, lo, hi)
             if overlap:
@@ -127,6 +142,6 @@ def plain_lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0) -
             x = T.decl_buffer((n,), index_dtype, data=x_.data)
             y = T.decl_buffer((n,), out_dtype, data=y_.data)
             for i in range(n):
-                y[i] = T.reinterpret(table[table_position(_index_byte(x[i], index_dtype))] + T.uint8(base), dtype=out_dtype)
+                y[i] = table_entry(table, x[i], index_dtype, out_dtype, base)
 
     return lookup

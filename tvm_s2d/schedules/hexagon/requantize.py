@@ -14,6 +14,7 @@ last whole vector take a plain loop with the same integers in int64.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import tvm
@@ -22,6 +23,7 @@ from tvm.script import tirx as T
 
 from ...geometry.fixed_point import RANGES
 from .intrinsics import hvx
+from .lookup import lookup_vector, table_entry, table_vectors
 
 #: Groups of 128 outputs at least in one iteration of the elementwise kernels' loops (products,
 #: adds), unrolled: independent chains for LLVM's scheduler (one group an iteration ran serially:
@@ -32,6 +34,9 @@ SPAN_GROUPS = 4
 #: 6,168 -> 5,720 packets, 10x10x96 1,608 -> 1,198); longer periods iterate over each span's 4
 #: vectors apart (6x6x256: 1,274, whole spans 1,601), and so do fewer spans (9: 6x6x96 550, 588).
 HOISTED_BLOCKS, HOISTED_SPANS = 5, 12
+#: The attribute of a ``requantize_kernel`` with its arguments, by which ``HexagonMovement`` makes it
+#: again with the table of the lookup that alone reads its output (``table``).
+REQUANTIZE_ATTR = "hvx_requantize"
 
 
 def lane_constants(b, m, r, channels: int, pre=0, lanes: int | None = None) -> list[np.ndarray]:
@@ -66,14 +71,20 @@ def _int64_requantize(x, bias, mult, shift, pre, zy, lo, hi, dtype):
 
 
 def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
-                      average: bool = False, pre_shift: bool = True) -> tvm.tirx.PrimFunc:
+                      average: bool = False, pre_shift: bool = True, table: Table | None = None) -> tvm.tirx.PrimFunc:
     """``(acc int32 NHWC, bias, mult, shift, half, pre) -> dtype`` (the constants from
     ``lane_constants``; ``average``, ``pre_shift``: ``requantize_lanes``'s); ``hvx_code=False``:
-    the same integers as a plain loop (CPU checks)."""
+    the same integers as a plain loop (CPU checks). ``table``: the requantized bytes looked up in
+    a 256-entry table before they are stored (an activation's, ``Table``): one more operand before
+    the output, the table as ``lookup.arrange_table`` lays it out; the output of the table's type."""
     channels, total = int(shape[-1]), int(np.prod(shape))
     period = math.lcm(channels, 32)
+    params = {"shape": [int(d) for d in shape], "zy": zy, "lo": lo, "hi": hi, "dtype": dtype, "average": average,
+              "pre_shift": pre_shift}
     if not hvx_code:
-        return _plain(shape, period, zy, lo, hi, dtype)
+        func = _plain(shape, period, zy, lo, hi, dtype, table)
+        return func if table is not None else func.with_attr(REQUANTIZE_ATTR, params)
+    out_dtype = dtype if table is None else table.dtype
     vectors, groups = total // 32, total // 128
     blocks = period // 32  # vectors in a period of the constants
     span = math.lcm(4, blocks)  # vectors of whole packs and whole periods: their lanes are constants
@@ -86,41 +97,72 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
                              v * 32 % period if lane is None else lane, zy, pre_shift, average)
         return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
-    def bytes_of(t):
-        return pack_bytes(t, lo, hi, dtype)
+    def looked_up(words, lut):
+        """128 packed bytes (int32x32) through the table, if any (int32x32)."""
+        return words if table is None else lookup_vector(words, *table_vectors(lut), table.base, table.segments)
 
-    def span_bytes(acc, bias, mult, shift, half, pre, u, q):
+    def bytes_of(t, lut):
+        words = T.reinterpret(pack_bytes(t, lo, hi, dtype), dtype="int32x32")
+        return T.reinterpret(looked_up(words, lut), dtype=f"{out_dtype}x128")
+
+    def span_bytes(acc, bias, mult, shift, half, pre, lut, u, q):
         """Vectors ``4 q ...`` of span ``u`` as 128 bytes, their constants' lanes constants."""
         v = u * span + q * 4
         return bytes_of([requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
-                         for i in range(4)])
+                         for i in range(4)], lut)
+
+    def tail_vector(t, lut):
+        """32 requantized lanes (int32) as 32 output bytes."""
+        pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
+        halves = hvx("vpackwh.sat", t, t)
+        words = looked_up(hvx(pack, halves, halves), lut)
+        return T.Shuffle([T.reinterpret(words, dtype=f"{out_dtype}x128")], list(range(32)))
+
+    def tail_element(e, acc, bias, mult, shift, pre, lut):
+        value = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], pre[e % period],
+                                  zy, lo, hi, dtype)
+        return value if table is None else table_entry(lut, value, dtype, out_dtype, table.base)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
                    shift: T.Buffer((period,), "int32"), half: T.Buffer((period,), "int32"), pre: T.Buffer((period,), "int32"),
-                   out_: T.Buffer(shape, dtype, align=128)):
+                   lut: T.Buffer((256,), "uint8", align=128), out_: T.Buffer(shape, out_dtype, align=128)):
         T.func_attr({"tirx.noalias": True})
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
-            out = T.decl_buffer((total,), dtype, data=out_.data)
+            out = T.decl_buffer((total,), out_dtype, data=out_.data)
             if blocks <= HOISTED_BLOCKS and supers >= HOISTED_SPANS:  # a period's constants in registers: spans an iteration
                 for u in range(supers):
                     for q in T.unroll(span // 4):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, the clamp
-                        out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, u, q)
+                        out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, lut, u, q)
             else:
                 for q in T.unroll(span // 4):
                     for u in range(supers):  # the same 4 vectors of each span: their constants loaded once, out of the loop
-                        out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, u, q)
+                        out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, lut, u, q)
             for g in range(supers * span // 4, groups):
                 out[T.ramp(g * 128, 1, 128)] = bytes_of([requantized(acc, bias, mult, shift, half, pre, g * 4 + i, False)
-                                                         for i in range(4)])
+                                                         for i in range(4)], lut)
             for v in range(groups * 4, vectors):
-                out[T.ramp(v * 32, 1, 32)] = _narrow(requantized(acc, bias, mult, shift, half, pre, v), dtype)
+                out[T.ramp(v * 32, 1, 32)] = tail_vector(requantized(acc, bias, mult, shift, half, pre, v), lut)
             for e in range(vectors * 32, total):
-                out[e] = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], pre[e % period],
-                                           zy, lo, hi, dtype)
+                out[e] = tail_element(e, acc, bias, mult, shift, pre, lut)
 
-    return requantize
+    if table is not None:
+        return requantize
+    return _without_param(requantize, 6).with_attr(REQUANTIZE_ATTR, params)
+
+
+def _without_param(func: tvm.tirx.PrimFunc, index: int) -> tvm.tirx.PrimFunc:
+    """``func`` without its parameter ``index`` (one its body does not read)."""
+    return tvm.tirx.PrimFunc([p for i, p in enumerate(func.params) if i != index], func.body, func.ret_type, func.attrs)
+
+
+class Table(NamedTuple):
+    """A 256-entry table a requantization kernel looks its bytes up in (``lookup.table_segments``):
+    the entries' type, the byte the table vectors hold them less, the 32-entry segments looked up."""
+    dtype: str
+    base: int
+    segments: tuple[int, ...]
 
 
 def averaging(shift) -> bool:
@@ -159,7 +201,7 @@ def pack_bytes(t, lo: int, hi: int, dtype: str):
     return T.reinterpret(words, dtype=f"{dtype}x128")
 
 
-def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tirx.PrimFunc:
+def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str, table: Table | None = None) -> tvm.tirx.PrimFunc:
     acc = te.placeholder(shape, "int32", name="acc")
     bias, mult, shift, half, pre = (te.placeholder((period,), "int32", name=n)
                                     for n in ("bias", "mult", "shift", "half", "pre"))
@@ -172,7 +214,11 @@ def _plain(shape, period: int, zy: int, lo: int, hi: int, dtype: str) -> tvm.tir
         return _int64_requantize(acc[idx], bias[lane], mult[lane], shift[lane], pre[lane], zy, lo, hi, dtype)
 
     out = te.compute(shape, element, name="requantize")
-    return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
+    if table is None:
+        return te.create_prim_func([acc, bias, mult, shift, half, pre, out])
+    lut = te.placeholder((256,), "uint8", name="lut")
+    looked = te.compute(shape, lambda *i: table_entry(lut, out[i], dtype, table.dtype, table.base), name="lookup")
+    return te.create_prim_func([acc, bias, mult, shift, half, pre, lut, looked])
 
 
 def requantize_add_kernel(shape, a_dtype: str, za: int, ma: int, b_dtype: str, zb: int, mb: int, m: int, r: int,
