@@ -39,6 +39,13 @@ HOISTED_BLOCKS, HOISTED_SPANS = 5, 12
 REQUANTIZE_ATTR = "hvx_requantize"
 
 
+def hoisted(shape) -> bool:
+    """Whether ``requantize_kernel`` on ``shape`` iterates over whole spans, a period's constants
+    held in registers (``HOISTED_BLOCKS``, ``HOISTED_SPANS``)."""
+    blocks = math.lcm(int(shape[-1]), 32) // 32
+    return blocks <= HOISTED_BLOCKS and int(np.prod(shape)) // 32 // math.lcm(4, blocks) >= HOISTED_SPANS
+
+
 def lane_constants(b, m, r, channels: int, pre=0, lanes: int | None = None) -> list[np.ndarray]:
     """``[bias, multiplier, shift, half, pre]`` per channel (or scalars), tiled to ``lanes``
     int32 lanes (lane ``j`` of channel ``j % C``; ``lcm(C, 32)`` by default): the requantization
@@ -79,11 +86,10 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
     the output, the table as ``lookup.arrange_table`` lays it out; the output of the table's type."""
     channels, total = int(shape[-1]), int(np.prod(shape))
     period = math.lcm(channels, 32)
-    params = {"shape": [int(d) for d in shape], "zy": zy, "lo": lo, "hi": hi, "dtype": dtype, "average": average,
-              "pre_shift": pre_shift}
+    params = {"shape": [int(d) for d in shape], "zy": zy, "lo": lo, "hi": hi, "dtype": dtype,
+              "average": average, "pre_shift": pre_shift}
     if not hvx_code:
-        func = _plain(shape, period, zy, lo, hi, dtype, table)
-        return func if table is not None else func.with_attr(REQUANTIZE_ATTR, params)
+        return tabled(_plain(shape, period, zy, lo, hi, dtype, table), table, params)
     out_dtype = dtype if table is None else table.dtype
     vectors, groups = total // 32, total // 128
     blocks = period // 32  # vectors in a period of the constants
@@ -97,31 +103,11 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
                              v * 32 % period if lane is None else lane, zy, pre_shift, average)
         return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
-    def looked_up(words, lut):
-        """128 packed bytes (int32x32) through the table, if any (int32x32)."""
-        return words if table is None else lookup_vector(words, *table_vectors(lut), table.base, table.segments)
-
-    def bytes_of(t, lut):
-        words = T.reinterpret(pack_bytes(t, lo, hi, dtype), dtype="int32x32")
-        return T.reinterpret(looked_up(words, lut), dtype=f"{out_dtype}x128")
-
     def span_bytes(acc, bias, mult, shift, half, pre, lut, u, q):
         """Vectors ``4 q ...`` of span ``u`` as 128 bytes, their constants' lanes constants."""
         v = u * span + q * 4
-        return bytes_of([requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
-                         for i in range(4)], lut)
-
-    def tail_vector(t, lut):
-        """32 requantized lanes (int32) as 32 output bytes."""
-        pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
-        halves = hvx("vpackwh.sat", t, t)
-        words = looked_up(hvx(pack, halves, halves), lut)
-        return T.Shuffle([T.reinterpret(words, dtype=f"{out_dtype}x128")], list(range(32)))
-
-    def tail_element(e, acc, bias, mult, shift, pre, lut):
-        value = _int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period], pre[e % period],
-                                  zy, lo, hi, dtype)
-        return value if table is None else table_entry(lut, value, dtype, out_dtype, table.base)
+        return output_bytes([requantized(acc, bias, mult, shift, half, pre, v + i, False, (q * 4 + i) * 32 % period)
+                             for i in range(4)], lo, hi, dtype, table, lut)
 
     @T.prim_func(s_tir=True)  # a root block, as relax's pattern analysis expects
     def requantize(acc_: T.Buffer(shape, "int32", align=128), bias: T.Buffer((period,), "int32"), mult: T.Buffer((period,), "int32"),
@@ -131,7 +117,7 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
         with T.sblock("root"):
             acc = T.decl_buffer((total,), "int32", data=acc_.data)
             out = T.decl_buffer((total,), out_dtype, data=out_.data)
-            if blocks <= HOISTED_BLOCKS and supers >= HOISTED_SPANS:  # a period's constants in registers: spans an iteration
+            if hoisted(shape):  # a period's constants in registers: spans an iteration
                 for u in range(supers):
                     for q in T.unroll(span // 4):  # 4 vectors -> 128 bytes: saturating packs, word -> half -> byte, the clamp
                         out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, lut, u, q)
@@ -140,21 +126,40 @@ def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bo
                     for u in range(supers):  # the same 4 vectors of each span: their constants loaded once, out of the loop
                         out[T.ramp((u * span + q * 4) * 32, 1, 128)] = span_bytes(acc, bias, mult, shift, half, pre, lut, u, q)
             for g in range(supers * span // 4, groups):
-                out[T.ramp(g * 128, 1, 128)] = bytes_of([requantized(acc, bias, mult, shift, half, pre, g * 4 + i, False)
-                                                         for i in range(4)], lut)
+                out[T.ramp(g * 128, 1, 128)] = output_bytes([requantized(acc, bias, mult, shift, half, pre, g * 4 + i, False)
+                                                             for i in range(4)], lo, hi, dtype, table, lut)
             for v in range(groups * 4, vectors):
-                out[T.ramp(v * 32, 1, 32)] = tail_vector(requantized(acc, bias, mult, shift, half, pre, v), lut)
+                out[T.ramp(v * 32, 1, 32)] = _narrow(requantized(acc, bias, mult, shift, half, pre, v), dtype, table, lut)
             for e in range(vectors * 32, total):
-                out[e] = tail_element(e, acc, bias, mult, shift, pre, lut)
+                out[e] = output_element(_int64_requantize(acc[e], bias[e % period], mult[e % period], shift[e % period],
+                                                          pre[e % period], zy, lo, hi, dtype), dtype, table, lut)
 
+    return tabled(requantize, table, params)
+
+
+def tabled(func: tvm.tirx.PrimFunc, table: Table | None, params: dict) -> tvm.tirx.PrimFunc:
+    """A requantization kernel written with a table operand (``lut``): as it is with ``table``;
+    without, that operand (if any) dropped and ``params`` (what the kernel was made of) in the
+    attribute ``REQUANTIZE_ATTR``."""
     if table is not None:
-        return requantize
-    return _without_param(requantize, 6).with_attr(REQUANTIZE_ATTR, params)
+        return func
+    return tvm.tirx.PrimFunc([p for p in func.params if p.name != "lut"], func.body, func.ret_type,
+                             func.attrs).with_attr(REQUANTIZE_ATTR, params)
 
 
-def _without_param(func: tvm.tirx.PrimFunc, index: int) -> tvm.tirx.PrimFunc:
-    """``func`` without its parameter ``index`` (one its body does not read)."""
-    return tvm.tirx.PrimFunc([p for i, p in enumerate(func.params) if i != index], func.body, func.ret_type, func.attrs)
+def output_bytes(t, lo: int, hi: int, dtype: str, table: Table | None = None, lut=None):
+    """Four vectors of requantized lanes as 128 output bytes (``pack_bytes``), through ``table``
+    (its ``arrange_table`` buffer ``lut``) if any: the table's type."""
+    words = pack_bytes(t, lo, hi, dtype)
+    if table is None:
+        return words
+    looked = lookup_vector(T.reinterpret(words, dtype="int32x32"), *table_vectors(lut), table.base, table.segments)
+    return T.reinterpret(looked, dtype=f"{table.dtype}x128")
+
+
+def output_element(value, dtype: str, table: Table | None = None, lut=None):
+    """One requantized value (``dtype``) through ``table`` if any."""
+    return value if table is None else table_entry(lut, value, dtype, table.dtype, table.base)
 
 
 class Table(NamedTuple):
@@ -328,9 +333,13 @@ def requantize_vector(acc, bias, mult, shift, half, pre, k, zy, lo, hi, clamp: b
     return T.max(T.min(t, T.broadcast(hi, 32)), T.broadcast(lo, 32)) if clamp else t
 
 
-def _narrow(t, dtype: str):
+def _narrow(t, dtype: str, table: Table | None = None, lut=None):
     """32 int32 lanes in ``dtype``'s range as 32 bytes: saturating packs (word -> half -> byte,
-    each putting its low operand first), the first 32 bytes of the result."""
+    each putting its low operand first), the first 32 bytes of the result (through ``table`` if
+    any: the table's type)."""
     pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
     halves = hvx("vpackwh.sat", t, t)
-    return T.Shuffle([T.reinterpret(hvx(pack, halves, halves), dtype=f"{dtype}x128")], list(range(32)))
+    words = hvx(pack, halves, halves)
+    if table is not None:
+        words = lookup_vector(words, *table_vectors(lut), table.base, table.segments)
+    return T.Shuffle([T.reinterpret(words, dtype=f"{dtype if table is None else table.dtype}x128")], list(range(32)))
