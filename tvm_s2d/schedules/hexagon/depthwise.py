@@ -32,6 +32,7 @@ from tvm.script import tirx as T
 from .depthwise_fused import BAND_ROWS, INPUT_OFFSET, ordered_sums, requantized_kernel, split_bands
 from .intrinsics import LANES, fields_of, roundup, with_fields
 from .requantize import lane_constants
+from ..memo import kernel_cache
 
 #: The attribute a depthwise kernel carries its ``DepthwiseConv`` in (``tagged`` / ``of``), for
 #: ``HexagonRequantize`` to fuse the requantization after it (``hvx_requantized_kernel``).
@@ -185,6 +186,7 @@ class DepthwiseConv:
     def requantized_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, *self.out_hw, self.channels)
 
+    @kernel_cache
     def hvx_requantized_kernel(self, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
                                pre_shift: bool = True, rows: int | None = None, average: bool = False) -> tvm.tirx.PrimFunc:
         """The conv and the requantization after it as one kernel (``depthwise_fused.requantized_kernel``)."""
@@ -231,6 +233,7 @@ class DepthwiseConv:
         )
         return te.create_prim_func([x, w, y])
 
+    @kernel_cache
     def hvx_kernel(self) -> tvm.tirx.PrimFunc:
         """128 outputs at a time: per tap one unaligned load of 128 input bytes and the tap's
         128 weight bytes (``ordered_sums``); the row's last vectors 32 at a time."""

@@ -41,6 +41,7 @@ from tvm.script import tirx as T
 from .intrinsics import DEPTH, LANES, VECTOR_BYTES, VRMPY_LANES, aligned_prim_func, fields_of, roundup, with_fields
 from .lanes_accumulate import accumulate_block, pairing
 from .offsets import WEIGHT_OFFSET, window_offsets
+from ..memo import kernel_cache
 
 SPEC_ATTR = "tvm_s2d.lanes_conv"
 #: Lane blocks from which a conv with no spare lane sums its windows in a block of its own, and
@@ -164,6 +165,7 @@ class PackedConv:
         b, h, w, ci, co, kh, kw, sh, sw, sums = fields
         return PackedConv(b, (h, w), ci, co, (kh, kw), (sh, sw), bool(sums))
 
+    @kernel_cache
     def hvx_kernel(self, pixels: int = 8) -> tvm.tirx.PrimFunc:
         """``compute()`` on ``vrmpy`` with the knob ``pixels``: ``schedule_vrmpy``'s blocks, or
         ``overlapping_vrmpy``'s where the row's width has no divisor near the knob; rows of at
@@ -177,6 +179,7 @@ class PackedConv:
             return summing_vrmpy(self, block or block_pixels(self.out_hw[1], pixels))
         return schedule_vrmpy(self.compute(), pixels) if block is None else overlapping_vrmpy(self, block)
 
+    @kernel_cache
     def window_offsets(self, hvx: bool = True) -> tvm.tirx.PrimFunc:
         """``offsets[n, oh, ow] = -128 x`` the sum of the input window (all channels) of each
         output pixel: the HVX kernel (``window_offsets``), or with ``hvx=False`` plain loops."""

@@ -20,6 +20,7 @@ from .intrinsics import DEPTH, LANES, VECTOR_BYTES, aligned_prim_func
 from .lanes import PackedConv, block_pixels
 from .lanes_accumulate import accumulate_block
 from .requantize import _int64_requantize, pack_bytes, requantize_lanes
+from ..memo import kernel_cache
 
 #: Output pixels a block (a multiple of 4: each 4 are one 128-byte store).
 BLOCK = 8
@@ -30,6 +31,7 @@ def lanes_fusable(conv: PackedConv) -> bool:
     return conv.cout_blocks == 1 and conv.out_hw[1] >= 4
 
 
+@kernel_cache
 def lanes_requantized(conv: PackedConv, zy: int, lo: int, hi: int, dtype: str, pre_shift: bool = True,
                       hvx_code: bool = True, average: bool = False) -> tvm.tirx.PrimFunc:
     """``(x, packed weights, offsets, bias, mult, shift, half, pre [32]) -> dtype [N, OH, OW, 32]``:

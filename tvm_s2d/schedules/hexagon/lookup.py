@@ -33,6 +33,7 @@ import tvm
 from tvm.script import tirx as T
 
 from .intrinsics import hvx
+from ..memo import kernel_cache
 
 LUT_DTYPES = ("uint8", "int8")
 
@@ -94,6 +95,7 @@ def table_entry(table, index, index_dtype: str, out_dtype: str, base: int):
     return T.reinterpret(table[table_position(_index_byte(index, index_dtype))] + T.uint8(base), dtype=out_dtype)
 
 
+@kernel_cache
 def lookup_table(shape, index_dtype: str, out_dtype: str, base: int = 0,
                  segments: tuple[int, ...] = tuple(range(8))) -> tvm.tirx.PrimFunc:
     """``y = T[x]``, elementwise: ``x`` of ``shape`` and ``index_dtype``, ``table`` the 256

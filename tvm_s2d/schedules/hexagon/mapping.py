@@ -9,6 +9,7 @@ from ...geometry import Unsupported, hvx_conv_packets
 from .intrinsics import DEPTH
 from .lanes import PackedConv
 from .width import WidthConv, schedule_width_vrmpy
+from ..memo import kernel_cache
 
 #: The HVX mappings of a conv, and the name of each one's knob.
 MAPPINGS = {"lanes": "pixels", "width": "channels"}
@@ -31,6 +32,7 @@ def mapped_conv(mapping: str, batch: int, in_hw, cin: int, cout: int, kernel_hw,
     raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
 
 
+@kernel_cache
 def schedule_mapping(conv, mapping: str, knob: int) -> tvm.tirx.PrimFunc:
     """``conv`` (``mapped_conv(mapping, ...)``)'s ``compute()`` on its ``vrmpy`` form with its knob."""
     return conv.hvx_kernel(pixels=knob) if mapping == "lanes" else schedule_width_vrmpy(conv.compute(), channels=knob)

@@ -24,6 +24,7 @@ from tvm.script import tirx as T
 from ...geometry.fixed_point import RANGES
 from .intrinsics import hvx
 from .lookup import lookup_vector, table_entry, table_vectors
+from ..memo import kernel_cache
 
 #: Groups of 128 outputs at least in one iteration of the elementwise kernels' loops (products,
 #: adds), unrolled: independent chains for LLVM's scheduler (one group an iteration ran serially:
@@ -77,6 +78,7 @@ def _int64_requantize(x, bias, mult, shift, pre, zy, lo, hi, dtype):
     return T.cast(T.max(T.min(t, T.int64(hi)), T.int64(lo)), dtype)
 
 
+@kernel_cache
 def requantize_kernel(shape, zy: int, lo: int, hi: int, dtype: str, hvx_code: bool = True,
                       average: bool = False, pre_shift: bool = True, table: Table | None = None) -> tvm.tirx.PrimFunc:
     """``(acc int32 NHWC, bias, mult, shift, half, pre) -> dtype`` (the constants from
