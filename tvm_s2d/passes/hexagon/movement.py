@@ -16,7 +16,8 @@ columns or not by ``pad_channels``; others (NCHW S2D, other blocks and dtypes, a
 whose chunks do not divide a vector) are left alone. ``IntegerTables``' lookups
 (``take(T, q)``, ``T`` a constant of 256 8-bit entries, ``q`` uint8, or int8 in ``"wrap"``
 mode) run on ``vlut32`` (``schedules.hexagon.lookup``), the table a constant argument in the
-layout ``vlut32`` reads.
+layout ``vlut32`` reads; a lookup that alone reads a requantization kernel's output runs in that
+kernel where it pays (``_requantized_lookup``).
 
 It acts for Hexagon targets (the given one, else the current one) only. ``hvx=False`` uses
 the shuffles' plain copies and leaves pads to relax (to check a graph on a CPU); ``replaced``
