@@ -95,6 +95,8 @@ CASES = [  # (input channels, size, convs, activations)
     (16, (12, 23), ((48, 3, 2, 0, 1), (32, 3, 1, 2, 2)), "int8"),  # stride 2 unpadded, dilation 2, int8 activations
     (20, (9, 47), ((16, 5, 1, 2, 1),), "uint8"),  # 47 wide: the tile does not divide it
     (8, (6, 5), ((40, 1, 1, 0, 1), (1000, 1, 1, 0, 1)), "uint8"),  # 40, 1000 channels: padded to whole vectors
+    (1, (11, 13), ((24, 5, 1, 2, 1),), "int8"),  # one channel: a row's 5 taps one reduction (flat), int8
+    (3, (15, 17), ((16, 3, 2, 1, 1), (8, 3, 1, 1, 1)), "uint8"),  # an RGB 3x3/2 stem flat, odd sizes
 ]
 
 
@@ -107,6 +109,8 @@ def test_integer_kernels_compute_the_same_integers(in_ch, hw, convs, act):
     assert [o.applied for o in outcomes["CpuIntegerConvs"]] == [True] * len(convs), outcomes["CpuIntegerConvs"]
     kernels = [o for o in outcomes["ScheduleConvs"] if f"{KIND.name} conv schedule" in o.reason]
     assert len(kernels) == len(convs) and all(o.applied for o in kernels), outcomes["ScheduleConvs"]
+    flat = [o for o in outcomes["CpuIntegerConvs"] if "a row's taps one reduction" in o.reason]
+    assert len(flat) == (1 if in_ch % KIND.ic_block and convs[0][1] > 1 else 0), outcomes["CpuIntegerConvs"]
     x = _input(model, act)
     new = run(mod, x, pipeline="s2d", target=HOST)
     old = run(mod, x, pipeline="s2d", target=HOST, disabled=["CpuIntegerConvs"])

@@ -86,7 +86,7 @@ def kind_of(weight_dtype: str) -> DotKind:
 
 
 def vnni_conv(data: te.Tensor, weight: te.Tensor, strides, padding, dilation, pad_value: int,
-              out_channels: int | None = None) -> te.Tensor:
+              out_channels: int | None = None, flat_width: int = 0) -> te.Tensor:
     """``data`` NHWC uint8 (channels a multiple of 4), ``weight`` int8 ``[OC/16, KH, KW, IC/4, 16,
     4]`` (VNNI) or int16 ``[OC/8, KH, KW, IC/2, 8, 2]`` (AVX2: the padded input widened to int16);
     the int32 NHWC sum over taps of the padded data (padded with ``pad_value``) times the
@@ -95,9 +95,13 @@ def vnni_conv(data: te.Tensor, weight: te.Tensor, strides, padding, dilation, pa
     rounded up to whole register tiles (``default_vnni_knobs``; the input padded further right with
     ``pad_value``), so that every tile is whole (a tensorized block cannot be predicated);
     ``OUT_BLOCK`` copies the real width out (the schedule makes it the accumulators'
-    write-back)."""
-    batch, height, width, _ = (int(d) for d in data.shape)
+    write-back). ``flat_width``: the kernel's width when the weights are packed flat
+    (``flat_weights``: a kernel row's taps and channels one reduction, ``[OC/ob, KH, 1, KW*C/ib, ob,
+    ib]``), which reads the padded input rows as ``[N, H, W*C]`` (``flat_apply``)."""
+    batch, height, width, in_channels = (int(d) for d in data.shape)
     ocb, kh, kw, icb, _, _ = (int(d) for d in weight.shape)
+    if flat_width:
+        return _flat_conv(data, weight, strides, padding, pad_value, out_channels, flat_width)
     kind = kind_of(weight.dtype)
     ob, ib = kind.oc_block, kind.ic_block
     sh, sw = (int(s) for s in strides)
@@ -119,6 +123,61 @@ def vnni_conv(data: te.Tensor, weight: te.Tensor, strides, padding, dilation, pa
         (batch, out_h, whole_w, ocb * ob),
         lambda n, y, x, f: te.sum(
             padded[n, y * sh + ry * dh, x * sw + rx * dw, rc * ib + rci].astype("int32")
+            * weight[f // ob, ry, rx, rc, f % ob, rci].astype("int32"),
+            axis=[ry, rx, rc, rci]),
+        name=BLOCK,
+    )
+    out_channels = out_channels or ocb * ob
+    return te.compute((batch, out_h, out_w, out_channels), lambda n, y, x, f: conv[n, y, x, f], name=OUT_BLOCK)
+
+
+def flat_apply(in_channels: int, kernel_width: int, dilation, kind: DotKind) -> bool:
+    """Whether a conv's weights pack flat (``flat_weights``): channels fewer than the kind's group
+    (an RGB stem's 3 of 4 or 2 x 2), a kernel row of several taps, no dilation, and fewer
+    reduction groups so (7x7 on 3 channels, AVX2: 11 pairs a row instead of 14)."""
+    ib = kind.ic_block
+    return (in_channels % ib != 0 and kernel_width > 1 and all(int(d) == 1 for d in dilation)
+            and -(-kernel_width * in_channels // ib) < kernel_width * -(-in_channels // ib))
+
+
+def flat_weights(w: np.ndarray, kind: DotKind) -> np.ndarray:
+    """HWIO weights ``[KH, KW, C, OC]`` packed flat: ``[OC/ob, KH, 1, ceil(KW*C/ib), ob, ib]``, a
+    row's (tap, channel) pairs in order, zero weights to whole groups and vectors."""
+    kh, kw, c, oc = w.shape
+    ib, ob = kind.ic_block, kind.oc_block
+    taps, padded_oc = -(-kw * c // ib) * ib, -(-oc // ob) * ob
+    flat = np.zeros((kh, taps, padded_oc), kind.weight_dtype)
+    flat[:, : kw * c, :oc] = w.reshape(kh, kw * c, oc)
+    return np.ascontiguousarray(flat.reshape(kh, 1, taps // ib, ib, padded_oc // ob, ob).transpose(4, 0, 1, 2, 5, 3))
+
+
+def _flat_conv(data, weight, strides, padding, pad_value, out_channels, kw):
+    """``vnni_conv`` on flat weights: the padded rows as ``[N, H, W*C]`` (the pad, the widening),
+    a window row's ``KW*C`` values one reduction read at ``x * sw * C``."""
+    batch, height, width, c = (int(d) for d in data.shape)
+    ocb, kh, _, icb, ob, ib = (int(d) for d in weight.shape)
+    kind = kind_of(weight.dtype)
+    sh, sw = (int(s) for s in strides)
+    top, left, bottom, right = (int(p) for p in padding)
+    out_h = (height + top + bottom - kh) // sh + 1
+    out_w = (width + left + right - kw) // sw + 1
+    tile = default_vnni_knobs(ocb * ob, out_w, out_h, ocb * kh * icb * ob * ib, kind).tile_width
+    whole_w = -(-out_w // tile) * tile
+    row = (whole_w - 1) * sw * c + icb * ib  # the last tile's last window's groups
+    pad_value = tvm.tirx.const(pad_value, kind.data_dtype)
+
+    def padded_value(n, y, k):
+        iy, ix = y - top, k // c - left
+        inside = tvm.tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
+        return tvm.tirx.if_then_else(inside, data[n, iy, ix, k % c].astype(kind.data_dtype), pad_value)
+
+    padded = te.compute((batch, height + top + bottom, row), padded_value, name="pad_temp")
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, 1), "rx")
+    rc, rci = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "rci")
+    conv = te.compute(
+        (batch, out_h, whole_w, ocb * ob),
+        lambda n, y, x, f: te.sum(
+            padded[n, y * sh + ry, x * sw * c + rx + rc * ib + rci].astype("int32")
             * weight[f // ob, ry, rx, rc, f % ob, rci].astype("int32"),
             axis=[ry, rx, rc, rci]),
         name=BLOCK,

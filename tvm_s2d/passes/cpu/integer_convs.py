@@ -10,7 +10,9 @@ shifted by 128, ``zu = zx + 128``) and ``W' = Wq - zw`` (int8 when it fits), the
 because padding ``u - zu`` with zeros is padding ``u`` with ``zu`` (every window then is full).
 The conv becomes ``schedules.x86_int8.vnni_conv`` (uint8 NHWC activations, weights packed at
 compile time as ``[OC/16, KH, KW, IC/4, 16, 4]`` int8 for VNNI or ``[OC/8, KH, KW, IC/2, 8, 2]``
-int16 for AVX2, input channels padded to whole groups with zero weights), the correction a
+int16 for AVX2, input channels padded to whole groups with zero weights; a low-channel conv's
+kernel rows packed flat, ``x86_int8.flat_weights``: an RGB 7x7 stem's row is 11 pairs of its 21
+(tap, channel) values instead of 7 taps x 2 pairs, 0.75 of its time), the correction a
 subtraction that fuses into the kernel's write-back with the requantization after it;
 ``ScheduleConvs`` tensorizes it. Exact: the accumulators are int32 in any order, so the outputs are the same integers as without this pass.
 
@@ -29,7 +31,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ...schedules.x86_int8 import DotKind, dot_kind, vnni_conv
+from ...schedules.x86_int8 import DotKind, dot_kind, flat_apply, flat_weights, vnni_conv
 from ..outcome import applied, refused
 from ..relax_tools import bound, const_of, is_call
 from ..rules import CpuPass
@@ -68,8 +70,9 @@ def _integer_convs(func: relax.Function) -> list[str]:
 
 
 def plan(conv: relax.Call, var2val: dict, kind: DotKind):
-    """``(u, zu, packed weights, correction)`` for a conv the ``kind``'s kernel takes (``u``: the uint8
-    activations as a Relax expression to emit), or the reason it does not."""
+    """``(u, zu, packed weights, correction, flat width)`` for a conv the ``kind``'s kernel takes
+    (``u``: the uint8 activations as a Relax expression to emit; the flat width: the kernel's width
+    when its rows are packed flat, ``x86_int8.flat_apply``, else 0), or the reason it does not."""
     attrs = conv.attrs
     if str(attrs.out_dtype) != "int32":
         return "not an integer conv"
@@ -104,13 +107,15 @@ def plan(conv: relax.Call, var2val: dict, kind: DotKind):
         u = relax.op.astype(relax.op.add(relax.op.astype(xq, "int16"), relax.const(128, "int16")), "uint8")
     if axes is not None:
         u = relax.op.permute_dims(u, axes)
+    correction = (zu * weight.astype(np.int64).sum(axis=(0, 1, 2))).astype(np.int32)
+    if flat_apply(ic, kw, attrs.dilation, kind):  # a low-channel conv (an RGB stem): a row's taps one reduction
+        return u, zu, flat_weights(weight, kind), correction, kw
     ib, ob = kind.ic_block, kind.oc_block
     padded_ic, padded_oc = -(-ic // ib) * ib, -(-oc // ob) * ob
     w = np.zeros((kh, kw, padded_ic, padded_oc), kind.weight_dtype)  # zero weights: whole groups and vectors
     w[:, :, :ic, :oc] = weight
     packed = w.reshape(kh, kw, padded_ic // ib, ib, padded_oc // ob, ob).transpose(4, 0, 1, 2, 5, 3)
-    correction = zu * weight.astype(np.int64).sum(axis=(0, 1, 2))
-    return u, zu, np.ascontiguousarray(packed), correction.astype(np.int32)
+    return u, zu, np.ascontiguousarray(packed), correction, 0
 
 
 @mutator
@@ -128,16 +133,18 @@ class _Rewriter(PyExprMutator):
         if isinstance(found, str):
             refused(self.outcomes, name, found)
             return super().visit_var_binding_(binding)
-        u, zu, packed, correction = found
+        u, zu, packed, correction, flat = found
         u = self.builder_.emit(self.visit_expr(u)) if not isinstance(u, relax.Var) else self.visit_expr(u)
         attrs = conv.attrs
         acc = self.builder_.call_te(vnni_conv, u, relax.const(packed), [int(s) for s in attrs.strides],
                                     [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation], zu,
-                                    len(correction), primfunc_name_hint="conv2d_vnni")
+                                    len(correction), flat, primfunc_name_hint="conv2d_vnni")
         if correction.any():
             acc = self.builder_.emit(acc, name)
             acc = relax.op.subtract(acc, relax.const(correction))
         kind = self.kind
+        layout = (f"[OC/{kind.oc_block}, KH, 1, KW*IC/{kind.ic_block}, {kind.oc_block}, {kind.ic_block}]: a row's taps one "
+                  "reduction" if flat else f"[OC/{kind.oc_block}, KH, KW, IC/{kind.ic_block}, {kind.oc_block}, {kind.ic_block}]")
         applied(self.outcomes, name, f"{kind.name} kernel ({kind.instruction}: {kind.data_dtype} x {kind.weight_dtype} -> int32, weights "
-                                     f"packed [OC/{kind.oc_block}, KH, KW, IC/{kind.ic_block}, {kind.oc_block}, {kind.ic_block}])")
+                                     f"packed {layout})")
         return super().visit_var_binding_(relax.VarBinding(binding.var, acc))
