@@ -125,6 +125,28 @@ def test_every_knob_is_exact(layout, knobs):
     assert_same(_compile_run(scheduled, x, LLVM), expected, "float32")
 
 
+@pytest.mark.parametrize("knobs", [None, x86.ConvKnobs(3, 5, False)])
+def test_large_weights_on_few_rows_run_channel_tiles_in_parallel_and_exact(monkeypatch, knobs):
+    """An NHWC conv whose weights do not fit the cache and whose output has few rows runs its
+    channel tiles in parallel, each over every row (``streamed``), not its rows each over all the
+    weights: the same floats as the row order (the sums' order is a tile's), and the unscheduled
+    conv's result; whole tiles and predicated ones."""
+    mod, shape = _net("NHWC", "float32", 96, 48, (7, 9), 3, padding=1)  # 96 x 48 x 9 x 4 = 166 KB of weights
+    fused = tvm.transform.Sequential(FUSE)(mod)
+    (name,) = _conv_funcs(fused)
+    x = _input(shape, "float32")
+    expected = _compile_run(fused, x, LLVM)
+    given = {name: knobs} if knobs else {}
+    monkeypatch.setattr(x86, "STREAMED_BYTES", 100 * 1024)
+    assert x86.streamed(x86.find_conv(fused[name]))
+    channels = _compile_run(ScheduleConvs(LLVM, knobs=given)(fused), x, LLVM)
+    monkeypatch.setattr(x86, "STREAMED_BYTES", 1 << 40)
+    assert not x86.streamed(x86.find_conv(fused[name]))
+    rows = _compile_run(ScheduleConvs(LLVM, knobs=given)(fused), x, LLVM)
+    np.testing.assert_array_equal(channels, rows)
+    assert_same(channels, expected, "float32")
+
+
 def test_schedule_vectorizes_the_inner_axis():
     mod, _ = _net("NCHW", "float32", 8, 8, (16, 16), 3, padding=1)
     func, knobs = x86.schedule_conv(next(iter(_conv_funcs(tvm.transform.Sequential(FUSE)(mod)).values())), lanes=8)
