@@ -98,32 +98,35 @@ def vnni_conv(data: te.Tensor, weight: te.Tensor, strides, padding, dilation, pa
     write-back). ``flat_width``: the kernel's width when the weights are packed flat
     (``flat_weights``: a kernel row's taps and channels one reduction, ``[OC/ob, KH, 1, KW*C/ib, ob,
     ib]``), which reads the padded input rows as ``[N, H, W*C]`` (``flat_apply``)."""
-    batch, height, width, in_channels = (int(d) for d in data.shape)
+    batch, height, width, _ = (int(d) for d in data.shape)
     ocb, kh, kw, icb, _, _ = (int(d) for d in weight.shape)
-    if flat_width:
-        return _flat_conv(data, weight, strides, padding, pad_value, out_channels, flat_width)
     kind = kind_of(weight.dtype)
     ob, ib = kind.oc_block, kind.ic_block
     sh, sw = (int(s) for s in strides)
     dh, dw = (int(d) for d in dilation)
     top, left, bottom, right = (int(p) for p in padding)
     out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    out_w = (width + left + right - ((flat_width or kw) - 1) * dw - 1) // sw + 1
     tile = default_vnni_knobs(ocb * ob, out_w, out_h, ocb * kh * kw * icb * ob * ib, kind).tile_width
     whole_w = -(-out_w // tile) * tile
-    right = max(right, (whole_w - 1) * sw + (kw - 1) * dw + 1 - width - left)
-    channels = icb * ib - int(data.shape[3])  # input channels padded to whole groups (zero weights)
-    if kind.data_dtype != str(data.dtype):  # widened as the padded rows are copied (the schedule inlines it)
-        data = te.compute(data.shape, lambda *i: data(*i).astype(kind.data_dtype), name=WIDEN)
-    padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channels],
-                         pad_value=tvm.tirx.const(pad_value, kind.data_dtype), name="pad_temp")
+    if flat_width:
+        read = _flat_rows(data, kind, padding, pad_value, sh, sw, (whole_w - 1) * sw * int(data.shape[3]) + icb * ib)
+    else:
+        right = max(right, (whole_w - 1) * sw + (kw - 1) * dw + 1 - width - left)
+        channels = icb * ib - int(data.shape[3])  # input channels padded to whole groups (zero weights)
+        if kind.data_dtype != str(data.dtype):  # widened as the padded rows are copied (the schedule inlines it)
+            data = te.compute(data.shape, lambda *i: data(*i).astype(kind.data_dtype), name=WIDEN)
+        padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channels],
+                             pad_value=tvm.tirx.const(pad_value, kind.data_dtype), name="pad_temp")
+
+        def read(n, y, x, ry, rx, rc, rci):
+            return padded[n, y * sh + ry * dh, x * sw + rx * dw, rc * ib + rci]
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     rc, rci = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "rci")
     conv = te.compute(
         (batch, out_h, whole_w, ocb * ob),
         lambda n, y, x, f: te.sum(
-            padded[n, y * sh + ry * dh, x * sw + rx * dw, rc * ib + rci].astype("int32")
-            * weight[f // ob, ry, rx, rc, f % ob, rci].astype("int32"),
+            read(n, y, x, ry, rx, rc, rci).astype("int32") * weight[f // ob, ry, rx, rc, f % ob, rci].astype("int32"),
             axis=[ry, rx, rc, rci]),
         name=BLOCK,
     )
@@ -151,20 +154,14 @@ def flat_weights(w: np.ndarray, kind: DotKind) -> np.ndarray:
     return np.ascontiguousarray(flat.reshape(kh, 1, taps // ib, ib, padded_oc // ob, ob).transpose(4, 0, 1, 2, 5, 3))
 
 
-def _flat_conv(data, weight, strides, padding, pad_value, out_channels, kw):
-    """``vnni_conv`` on flat weights: the padded rows as ``[N, H, W*C]`` (the pad, the widening),
-    a window row's ``KW*C`` values one reduction read at ``x * sw * C``."""
+def _flat_rows(data, kind: DotKind, padding, pad_value: int, sh: int, sw: int, row: int):
+    """``vnni_conv``'s read on flat weights: the padded rows as ``[N, H, row]`` (``row``: W*C and
+    more, to the last tile's last window's groups; the pad and the widening in one copy), a window
+    row's ``KW*C`` values one reduction read from ``x * sw * C``."""
     batch, height, width, c = (int(d) for d in data.shape)
-    ocb, kh, _, icb, ob, ib = (int(d) for d in weight.shape)
-    kind = kind_of(weight.dtype)
-    sh, sw = (int(s) for s in strides)
-    top, left, bottom, right = (int(p) for p in padding)
-    out_h = (height + top + bottom - kh) // sh + 1
-    out_w = (width + left + right - kw) // sw + 1
-    tile = default_vnni_knobs(ocb * ob, out_w, out_h, ocb * kh * icb * ob * ib, kind).tile_width
-    whole_w = -(-out_w // tile) * tile
-    row = (whole_w - 1) * sw * c + icb * ib  # the last tile's last window's groups
+    top, left, bottom, _ = (int(p) for p in padding)
     pad_value = tvm.tirx.const(pad_value, kind.data_dtype)
+    ib = kind.ic_block
 
     def padded_value(n, y, k):
         iy, ix = y - top, k // c - left
@@ -172,18 +169,11 @@ def _flat_conv(data, weight, strides, padding, pad_value, out_channels, kw):
         return tvm.tirx.if_then_else(inside, data[n, iy, ix, k % c].astype(kind.data_dtype), pad_value)
 
     padded = te.compute((batch, height + top + bottom, row), padded_value, name="pad_temp")
-    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, 1), "rx")
-    rc, rci = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "rci")
-    conv = te.compute(
-        (batch, out_h, whole_w, ocb * ob),
-        lambda n, y, x, f: te.sum(
-            padded[n, y * sh + ry, x * sw * c + rx + rc * ib + rci].astype("int32")
-            * weight[f // ob, ry, rx, rc, f % ob, rci].astype("int32"),
-            axis=[ry, rx, rc, rci]),
-        name=BLOCK,
-    )
-    out_channels = out_channels or ocb * ob
-    return te.compute((batch, out_h, out_w, out_channels), lambda n, y, x, f: conv[n, y, x, f], name=OUT_BLOCK)
+
+    def read(n, y, x, ry, rx, rc, rci):
+        return padded[n, y * sh + ry, x * sw * c + rx + rc * ib + rci]
+
+    return read
 
 
 def _register_intrinsic(kind: DotKind = VNNI) -> str:

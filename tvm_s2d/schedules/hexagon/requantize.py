@@ -153,10 +153,13 @@ def output_bytes(t, lo: int, hi: int, dtype: str, table: Table | None = None, lu
     """Four vectors of requantized lanes as 128 output bytes (``pack_bytes``), through ``table``
     (its ``arrange_table`` buffer ``lut``) if any: the table's type."""
     words = pack_bytes(t, lo, hi, dtype)
-    if table is None:
-        return words
-    looked = lookup_vector(T.reinterpret(words, dtype="int32x32"), *table_vectors(lut), table.base, table.segments)
-    return T.reinterpret(looked, dtype=f"{table.dtype}x128")
+    return words if table is None else _looked_up(T.reinterpret(words, dtype="int32x32"), table, lut)
+
+
+def _looked_up(words, table: Table, lut):
+    """128 packed bytes (int32x32) through ``table`` (its ``arrange_table`` buffer ``lut``): the
+    table's type."""
+    return T.reinterpret(lookup_vector(words, *table_vectors(lut), table.base, table.segments), dtype=f"{table.dtype}x128")
 
 
 def output_element(value, dtype: str, table: Table | None = None, lut=None):
@@ -342,6 +345,5 @@ def _narrow(t, dtype: str, table: Table | None = None, lut=None):
     pack = {"uint8": "vpackhub.sat", "int8": "vpackhb.sat"}[dtype]
     halves = hvx("vpackwh.sat", t, t)
     words = hvx(pack, halves, halves)
-    if table is not None:
-        words = lookup_vector(words, *table_vectors(lut), table.base, table.segments)
-    return T.Shuffle([T.reinterpret(words, dtype=f"{dtype if table is None else table.dtype}x128")], list(range(32)))
+    out = T.reinterpret(words, dtype=f"{dtype}x128") if table is None else _looked_up(words, table, lut)
+    return T.Shuffle([out], list(range(32)))
